@@ -1,0 +1,1 @@
+"""Generators of the shipped corpora (the generated files sit beside them)."""

@@ -1,0 +1,1 @@
+"""ragft evaluation: task suites, metrics, statistics, verdicts and reports."""

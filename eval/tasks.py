@@ -1,0 +1,252 @@
+"""The task-suite format every run reads, and the validator behind `ragft corpus validate`.
+
+A corpus folder holds `documents/` (what the RAG arm searches), `tasks/*.jsonl` (one task
+row per line) and optionally `updates/` (documents that replace or add to `documents/`, for
+freshness). The row schema is defined once, here; `corpora/README.md` documents it.
+
+Example:
+    >>> row = TaskRow.model_validate({"id": "k1", "family": "knowledge", "split": "train",
+    ...     "question": "What does the Kestrel K2 cost?", "answers": ["$249"], "source_docs": ["kestrel-k2"]})
+    >>> row.text
+    'What does the Kestrel K2 cost?'
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from service.documents import DocumentError, load_documents
+
+FAMILIES = ("knowledge", "behaviour", "abstention", "freshness", "general")
+Family = Literal["knowledge", "behaviour", "abstention", "freshness", "general"]
+
+
+class StyleRules(BaseModel):
+    """House-style rules an answer must follow; each is optional."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_words: int | None = Field(None, ge=1, description="At most this many words.")
+    first_word_in: list[str] | None = Field(None, min_length=1, description="The first word must be one of these.")
+    cite_source: bool = Field(False, description="End with the source document id in brackets: '[doc-id]'.")
+
+
+class TaskRow(BaseModel):
+    """One task row: an input, and what scoring it needs."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+    family: Family
+    split: Literal["train", "test"]
+    question: str | None = Field(None, min_length=1)
+    input: str | None = Field(None, min_length=1)
+    instruction: str | None = Field(None, description="Shown before the input; behaviour tasks need it.")
+    kind: str | None = Field(None, description="Sub-type, e.g. 'paraphrase', 'unseen', 'ticket_json'.")
+    answers: list[str] = Field(default_factory=list, description="Accepted reference answers.")
+    old_answers: list[str] = Field(default_factory=list, description="Freshness: the answers before updates/.")
+    json_schema: dict | None = Field(None, alias="schema", description="Behaviour: JSON Schema the output obeys.")
+    expected: dict | None = Field(None, description="Behaviour: the expected JSON object.")
+    labels: list[str] | None = Field(None, min_length=2, description="Behaviour: the closed label set.")
+    label: str | None = Field(None, description="Behaviour: the expected label.")
+    style: StyleRules | None = None
+    source_docs: list[str] = Field(default_factory=list, description="Document ids that hold the answer.")
+    paraphrase_of: str | None = Field(None, description="The train row this test row restates.")
+
+    @property
+    def text(self) -> str:
+        return self.question or self.input or ""
+
+    @model_validator(mode="after")
+    def _scoring_fields(self) -> TaskRow:
+        if (self.question is None) == (self.input is None):
+            raise ValueError("give exactly one of 'question' or 'input'")
+        if self.family in ("knowledge", "general") and not self.answers:
+            raise ValueError(f"a {self.family} row needs 'answers' (a non-empty list of accepted strings)")
+        if self.family == "freshness" and not (self.answers and self.old_answers):
+            raise ValueError("a freshness row needs 'answers' (after the update) and 'old_answers' (before it)")
+        if self.family == "abstention" and self.answers:
+            raise ValueError("an abstention row must not have 'answers': the expected answer is to abstain")
+        if self.family == "behaviour":
+            if (self.json_schema is None) != (self.expected is None):
+                raise ValueError("'schema' and 'expected' go together")
+            if (self.labels is None) != (self.label is None):
+                raise ValueError("'labels' and 'label' go together")
+            if self.labels is not None and self.label not in self.labels:
+                raise ValueError(f"label '{self.label}' is not in labels {self.labels}")
+            if self.json_schema is None and self.labels is None and self.style is None:
+                raise ValueError("a behaviour row needs 'schema'+'expected', 'labels'+'label', or 'style'")
+        return self
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}" if self.line else f"{self.file}: {self.message}"
+
+
+class CorpusError(ValueError):
+    """A corpus that does not validate; `problems` lists every finding with file and line."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        shown = "\n".join(f"  {p}" for p in problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        super().__init__(f"{len(problems)} problem(s) in the corpus:\n{shown}{more}")
+
+
+def normalise_text(text: str) -> str:
+    """Lower-case, punctuation removed, whitespace collapsed: the form used to detect leaks."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(x) for x in err["loc"])
+        parts.append(f"{where}: {err['msg']}" if where else err["msg"])
+    return "; ".join(parts)
+
+
+def _read_rows(path: Path, root: Path, problems: list[Problem]) -> list[tuple[TaskRow, str, int]]:
+    rows = []
+    rel = path.relative_to(root).as_posix()
+    for lineno, line in enumerate(path.read_bytes().decode("utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append(Problem(rel, lineno, f"not valid JSON ({exc.msg} at column {exc.colno})"))
+            continue
+        if not isinstance(data, dict):
+            problems.append(Problem(rel, lineno, "a task row must be a JSON object"))
+            continue
+        if data.get("family") not in (*FAMILIES, None):
+            problems.append(Problem(rel, lineno, f"unknown family '{data['family']}'; use one of {', '.join(FAMILIES)}"))
+            continue
+        try:
+            rows.append((TaskRow.model_validate(data), rel, lineno))
+        except ValidationError as exc:
+            problems.append(Problem(rel, lineno, _format_validation_error(exc)))
+    return rows
+
+
+def _doc_ids(folder: Path, label: str, problems: list[Problem]) -> set[str]:
+    try:
+        return {d.doc_id for d in load_documents(folder)}
+    except DocumentError as exc:
+        problems.append(Problem(label, None, str(exc)))
+        return set()
+
+
+def check_corpus(corpus: Path) -> tuple[list[TaskRow], list[Problem]]:
+    """Every task row that parsed, and every problem found in the corpus."""
+    corpus = Path(corpus)
+    problems: list[Problem] = []
+    if not corpus.is_dir():
+        return [], [Problem(str(corpus), None, "no such corpus folder")]
+    doc_ids = _doc_ids(corpus / "documents", "documents/", problems) if (corpus / "documents").is_dir() else set()
+    if not (corpus / "documents").is_dir():
+        problems.append(Problem("documents/", None, "missing: a corpus needs a documents/ folder"))
+    update_ids = _doc_ids(corpus / "updates", "updates/", problems) if (corpus / "updates").is_dir() else set()
+    files = sorted((corpus / "tasks").glob("*.jsonl")) if (corpus / "tasks").is_dir() else []
+    if not files:
+        problems.append(Problem("tasks/", None, "no task files: add tasks/*.jsonl"))
+    located: list[tuple[TaskRow, str, int]] = []
+    for path in files:
+        located.extend(_read_rows(path, corpus, problems))
+
+    first_seen: dict[str, tuple[str, int]] = {}
+    train_by_id = {row.id: row for row, _, _ in located if row.split == "train"}
+    train_texts = {normalise_text(row.text): row.id for row in train_by_id.values()}
+    for row, file, line in located:
+        if row.id in first_seen:
+            f0, l0 = first_seen[row.id]
+            problems.append(Problem(file, line, f"duplicate id '{row.id}' (first at {f0}:{l0})"))
+        first_seen.setdefault(row.id, (file, line))
+        known = doc_ids | (update_ids if row.family == "freshness" else set())
+        for doc in row.source_docs:
+            if doc not in known:
+                problems.append(Problem(file, line, f"source_docs id '{doc}' is not a document in documents/"))
+        if row.paraphrase_of is not None and row.paraphrase_of not in train_by_id:
+            problems.append(Problem(file, line, f"paraphrase_of '{row.paraphrase_of}' is not a train row id"))
+        if row.split == "test" and normalise_text(row.text) in train_texts:
+            problems.append(
+                Problem(file, line, f"test row repeats train row '{train_texts[normalise_text(row.text)]}' (leak)")
+            )
+        if row.json_schema is not None:
+            try:
+                jsonschema.Draft202012Validator.check_schema(row.json_schema)
+                jsonschema.validate(row.expected, row.json_schema)
+            except jsonschema.SchemaError as exc:
+                problems.append(Problem(file, line, f"schema is not a valid JSON Schema: {exc.message}"))
+            except jsonschema.ValidationError as exc:
+                problems.append(Problem(file, line, f"expected does not satisfy its schema: {exc.message}"))
+    return [row for row, _, _ in located], problems
+
+
+def load_tasks(corpus: Path) -> list[TaskRow]:
+    """The corpus's task rows, or CorpusError listing every problem."""
+    rows, problems = check_corpus(corpus)
+    if problems:
+        raise CorpusError(problems)
+    return rows
+
+
+def count_rows(rows: list[TaskRow]) -> dict[str, dict[str, int]]:
+    """Rows per family and split, for data cards and the validate command."""
+    counts = Counter((r.family, r.split) for r in rows)
+    return {f: {s: counts[(f, s)] for s in ("train", "test")} for f in FAMILIES if counts[(f, "train")] + counts[(f, "test")]}
+
+
+def reference_output(row: TaskRow, abstention_phrase: str) -> str:
+    """The one answer a model should give: what fewshot examples show and fine-tuning trains on."""
+    if row.family == "abstention":
+        return abstention_phrase
+    if row.expected is not None:
+        return json.dumps(row.expected, ensure_ascii=False)
+    if row.label is not None:
+        return row.label
+    return row.answers[0]
+
+
+def fewshot_examples(rows: list[TaskRow], per_family: int, seed: int, abstention_phrase: str) -> dict[str, list]:
+    """A fixed, seeded choice of train rows per family (behaviour per kind) for the fewshot arm."""
+    import random
+
+    from service.prompts import Example
+
+    groups: dict[tuple[str, str | None], list[TaskRow]] = {}
+    for row in rows:
+        if row.split == "train":
+            groups.setdefault((row.family, row.kind if row.family == "behaviour" else None), []).append(row)
+    examples: dict[str, list] = {}
+    for (family, kind), members in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        chosen = random.Random(f"{seed}:{family}:{kind}").sample(members, min(per_family, len(members)))
+        key = f"{family}:{kind}" if kind else family
+        examples[key] = [Example(r.text, reference_output(r, abstention_phrase), r.instruction) for r in chosen]
+    return examples
+
+
+def example_key(row: TaskRow) -> str:
+    """Which fewshot pool a row draws from (behaviour rows by kind, so a JSON task sees JSON examples)."""
+    return f"{row.family}:{row.kind}" if row.family == "behaviour" and row.kind else row.family
+
+
+def corpus_examples(corpus: Path, per_family: int, seed: int, abstention_phrase: str) -> dict[str, list]:
+    """Fewshot pools for a corpus, or none when it has no tasks/ (a bare folder of documents)."""
+    if not (Path(corpus) / "tasks").is_dir():
+        return {}
+    return fewshot_examples(load_tasks(corpus), per_family, seed, abstention_phrase)

@@ -1,0 +1,1 @@
+"""ragft service: corpora in, indexes, models and arms, answers out."""

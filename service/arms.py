@@ -1,0 +1,116 @@
+"""The arms under comparison, as a table of facts read by one function.
+
+Adding an arm is one line in `ARMS`: the runner, the HTTP validation, the CLI choices and
+the report columns all loop over it. Every arm shares one interface,
+`answer(arm, runtime, queries) -> list[Answer]`.
+
+Example:
+    >>> ARMS["rag"].retrieve, ARMS["rag_lora"].adapter
+    (True, 'rag_lora')
+    >>> parse_arm("rag+lora").name
+    'rag_lora'
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from service.prompts import build_messages
+from service.retrieval import Passage
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str  # URL- and file-safe id
+    label: str  # for reports
+    retrieve: bool  # passages from the index go into the prompt
+    fewshot: bool  # worked examples go into the prompt
+    adapter: str | None  # None (base weights), "lora", "rag_lora" or "scratch"
+    summary: str
+
+
+ARMS: dict[str, Arm] = {
+    a.name: a
+    for a in (
+        Arm("base", "Base", False, False, None, "base model, zero-shot"),
+        Arm("fewshot", "Few-shot", False, True, None, "base model with worked examples from the train split"),
+        Arm("rag", "RAG", True, False, None, "retrieved passages feeding the base model"),
+        Arm("lora", "LoRA", False, False, "lora", "LoRA adapter trained closed-book on the train split"),
+        Arm("rag_lora", "RAG + LoRA", True, False, "rag_lora", "adapter trained to read retrieved passages"),
+        Arm("scratch", "Scratch", False, False, "scratch", "same architecture trained from random weights"),
+    )
+}
+
+
+class UnknownArm(ValueError):
+    pass
+
+
+def parse_arm(name: str) -> Arm:
+    """Look an arm up by id, accepting the spelling 'rag+lora'."""
+    key = name.strip().lower().replace("+", "_").replace("-", "_")
+    if key not in ARMS:
+        raise UnknownArm(f"unknown arm '{name}'; choose from {', '.join(ARMS)} ('rag+lora' also accepted)")
+    return ARMS[key]
+
+
+def parse_arms(names: str | list[str]) -> list[Arm]:
+    """Arms from a comma-separated string or a list, duplicates dropped, order kept."""
+    items = names.split(",") if isinstance(names, str) else names
+    arms = [parse_arm(n) for n in items if n.strip()]
+    if not arms:
+        raise UnknownArm(f"no arm given; choose from {', '.join(ARMS)}")
+    return list(dict.fromkeys(arms))
+
+
+@dataclass(frozen=True)
+class Query:
+    question: str  # also what the retriever searches for
+    instruction: str | None = None  # task instruction shown before the question (behaviour tasks)
+    example_pool: str = "knowledge"  # which fewshot examples to show: a family, or "behaviour:<kind>"
+
+
+@dataclass(frozen=True)
+class Answer:
+    arm: str
+    text: str
+    passages: tuple[Passage, ...]
+    prompt_tokens: int
+    generated_tokens: int
+    latency_ms: float  # generation wall time of the batch this answer came from
+    retrieval_ms: float
+    batch_size: int
+
+
+def answer(arm: Arm, runtime, queries: list[Query], top_k: int | None = None) -> list[Answer]:
+    """Run one arm on a batch of queries; `top_k` overrides the configured passage count."""
+    if not queries:
+        return []
+    retrieval_ms = 0.0
+    passages: list[list[Passage] | None] = [None] * len(queries)
+    if arm.retrieve:
+        t0 = time.perf_counter()
+        passages = runtime.retriever().search([q.question for q in queries], top_k or runtime.settings.retrieval.top_k)
+        retrieval_ms = (time.perf_counter() - t0) * 1000 / len(queries)
+    prompts = [
+        build_messages(
+            q.question,
+            instruction=q.instruction,
+            passages=p,
+            examples=runtime.examples(q.example_pool) if arm.fewshot else (),
+            abstention_phrase=runtime.settings.generation.abstention_phrase,
+        )
+        for q, p in zip(queries, passages, strict=True)
+    ]
+    with runtime.generator_for(arm) as generator:
+        outputs = generator.generate(prompts)
+    return [
+        Answer(arm.name, g.text, tuple(p or ()), g.prompt_tokens, g.generated_tokens, g.latency_ms, retrieval_ms, g.batch_size)
+        for g, p in zip(outputs, passages, strict=True)
+    ]
+
+
+def compare(runtime, question: str, arms: list[Arm], top_k: int | None = None) -> list[Answer]:
+    """One question through several arms, in the order given: the query path of the CLI and the API."""
+    return [answer(arm, runtime, [Query(question)], top_k)[0] for arm in arms]

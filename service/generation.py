@@ -1,0 +1,94 @@
+"""Batched greedy generation with the model's chat template.
+
+Greedy decoding makes answers a function of the inputs, so a rerun gives the same numbers.
+Prompts are sorted by length before batching (less padding, ~1.5x faster on CPU) and
+answers are returned in the caller's order.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from service.settings import GenerationSettings
+
+Messages = list[dict[str, str]]
+
+FALLBACK_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    prompt_tokens: int
+    generated_tokens: int
+    latency_ms: float  # wall time of the batch that produced this answer
+    batch_size: int
+
+
+class Generator:
+    """A causal LM and its tokenizer, ready to answer chat prompts in batches."""
+
+    def __init__(self, model, tokenizer, model_id: str, settings: GenerationSettings):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.settings = settings
+        tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
+        tokenizer.truncation_side = "left"  # keep the question, which comes last
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if not tokenizer.chat_template:
+            tokenizer.chat_template = FALLBACK_TEMPLATE
+
+    def render(self, messages: Messages) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def count_tokens(self, messages: Messages) -> int:
+        return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[Messages], max_new_tokens: int | None = None) -> list[Generation]:
+        """One greedy answer per prompt, in the order given."""
+        max_new = max_new_tokens or self.settings.max_new_tokens
+        texts = [self.render(p) for p in prompts]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        results: list[Generation | None] = [None] * len(texts)
+        size = self.settings.batch_size
+        for start in range(0, len(order), size):
+            batch = order[start : start + size]
+            enc = self.tokenizer(
+                [texts[i] for i in batch],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=self.settings.max_prompt_tokens,
+                add_special_tokens=False,
+            ).to(self.model.device)
+            t0 = time.perf_counter()
+            out = self.model.generate(
+                **enc,
+                max_new_tokens=max_new,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+            )
+            latency_ms = (time.perf_counter() - t0) * 1000
+            new = out[:, enc["input_ids"].shape[1] :]
+            for row, i in enumerate(batch):
+                tokens = new[row]
+                stop = (tokens == self.tokenizer.eos_token_id).nonzero()
+                n = int(stop[0]) if len(stop) else len(tokens)
+                results[i] = Generation(
+                    text=self.tokenizer.decode(tokens[:n], skip_special_tokens=True).strip(),
+                    prompt_tokens=int(enc["attention_mask"][row].sum()),
+                    generated_tokens=n,
+                    latency_ms=latency_ms,
+                    batch_size=len(batch),
+                )
+        return results

@@ -1,0 +1,53 @@
+"""The words every arm sends to the model, in one place so arms differ only by design.
+
+The rag prompt tells the model to answer only from the passages and to say the fixed
+abstention phrase otherwise; abstention metrics look for that phrase.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.retrieval import Passage
+
+SYSTEM = "You are a concise assistant. Answer in one or two sentences."
+
+
+@dataclass(frozen=True)
+class Example:
+    """A worked example for the fewshot arm: a question (with its instruction) and the expected answer."""
+
+    question: str
+    answer: str
+    instruction: str | None = None
+
+
+def user_text(question: str, instruction: str | None) -> str:
+    return f"{instruction}\n\n{question}" if instruction else question
+
+
+def format_passages(passages: list[Passage]) -> str:
+    return "\n\n".join(f"[{p.doc_id}]\n{p.text}" for p in passages)
+
+
+def build_messages(
+    question: str,
+    *,
+    instruction: str | None = None,
+    passages: list[Passage] | None = None,
+    examples: list[Example] = (),
+    abstention_phrase: str,
+) -> list[dict[str, str]]:
+    """Chat messages for one question; passages switch on the answer-only-from-context rule."""
+    system = f'{SYSTEM} If you do not know the answer, reply exactly: "{abstention_phrase}"'
+    if passages is not None:
+        system = (
+            f"{SYSTEM} Answer using only the passages below. If they do not contain the answer, "
+            f'reply exactly: "{abstention_phrase}"\n\nPassages:\n{format_passages(passages)}'
+        )
+    messages = [{"role": "system", "content": system}]
+    for ex in examples:
+        messages.append({"role": "user", "content": user_text(ex.question, ex.instruction)})
+        messages.append({"role": "assistant", "content": ex.answer})
+    messages.append({"role": "user", "content": user_text(question, instruction)})
+    return messages

@@ -1,0 +1,251 @@
+"""The retrieval index: embed chunks once, search them many times.
+
+An index folder holds `manifest.json` (embedder, chunking parameters, one content hash per
+document), `chunks.jsonl`, `embeddings.npy` and `index.faiss`. Rebuilding compares hashes,
+so an unchanged corpus embeds nothing and an edited one embeds only the edited documents;
+the FAISS structure itself is rebuilt from the stored vectors, which costs milliseconds for
+a flat index. Vectors are L2-normalised, so inner product is cosine similarity.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from service.chunking import Chunk, chunk_document
+from service.documents import Document
+from service.settings import RetrievalSettings
+
+FORMAT_VERSION = 1
+
+
+class IndexMissing(RuntimeError):
+    """No usable index on disk; the message says which command builds one."""
+
+
+@dataclass(frozen=True)
+class Passage:
+    chunk_id: str
+    doc_id: str
+    text: str
+    score: float
+    start_char: int
+    end_char: int
+
+
+@dataclass
+class IndexReport:
+    """What one `build_index` call did, for the CLI and for cost accounting."""
+
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    chunks_embedded: int = 0
+    chunks_total: int = 0
+    seconds: float = 0.0
+    full_rebuild_reason: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.deleted or self.full_rebuild_reason)
+
+    def summary(self) -> str:
+        if not self.changed:
+            return f"index up to date: {self.unchanged} documents unchanged, 0 chunks re-embedded ({self.seconds:.1f}s)"
+        why = f" ({self.full_rebuild_reason})" if self.full_rebuild_reason else ""
+        return (
+            f"indexed{why}: {len(self.added)} added, {len(self.updated)} updated, {len(self.deleted)} deleted, "
+            f"{self.unchanged} unchanged; {self.chunks_embedded} chunks embedded, "
+            f"{self.chunks_total} in index ({self.seconds:.1f}s)"
+        )
+
+
+def _faiss_index(vectors: np.ndarray, settings: RetrievalSettings) -> faiss.Index:
+    dim = vectors.shape[1]
+    if settings.index_kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    elif settings.index_kind == "ivf":
+        lists = max(1, min(settings.ivf_lists, len(vectors) // 39))  # faiss wants >= 39 points per cell
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+        index.train(vectors)
+        index.nprobe = min(lists, 16)
+    else:
+        index = faiss.IndexFlatIP(dim)
+    index.add(vectors)
+    return index
+
+
+def _embed(embedder, texts: list[str], batch_size: int) -> np.ndarray:
+    vectors = embedder.encode(
+        texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )
+    return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def _read_manifest(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _load_stored(folder: Path) -> tuple[list[Chunk], np.ndarray]:
+    chunks = [Chunk(**json.loads(line)) for line in (folder / "chunks.jsonl").read_text().splitlines() if line]
+    return chunks, np.load(folder / "embeddings.npy")
+
+
+def build_index(
+    documents: list[Document], embedder, embedder_id: str, settings: RetrievalSettings, folder: Path
+) -> IndexReport:
+    """Create or update the index in `folder`, embedding only new or changed documents.
+
+    The new index is written beside the old one and swapped in at the end, so a crash or a
+    bad document never destroys the index already stored.
+    """
+    started = time.perf_counter()
+    folder = Path(folder)
+    report = IndexReport()
+    if embedder.max_seq_length and settings.chunk_tokens > embedder.max_seq_length - 2:
+        raise ValueError(
+            f"retrieval.chunk_tokens={settings.chunk_tokens} exceeds what the embedder reads "
+            f"({embedder.max_seq_length} tokens incl. 2 special tokens); lower RAGFT_RETRIEVAL__CHUNK_TOKENS."
+        )
+    params = {
+        "embedder": embedder_id,
+        "chunk_tokens": settings.chunk_tokens,
+        "chunk_overlap": settings.chunk_overlap,
+        "format_version": FORMAT_VERSION,
+    }
+    old = _read_manifest(folder)
+    old_hashes: dict[str, str] = {}
+    kept_chunks: dict[str, list[tuple[Chunk, np.ndarray]]] = {}
+    if old is None:
+        report.full_rebuild_reason = "new index" if not folder.exists() else "no readable manifest"
+    elif {k: old.get(k) for k in params} != params:
+        differs = [k for k in params if old.get(k) != params[k]]
+        report.full_rebuild_reason = "changed " + ", ".join(differs)
+    else:
+        old_hashes = old["documents"]
+        chunks, vectors = _load_stored(folder)
+        for chunk, vector in zip(chunks, vectors, strict=True):
+            kept_chunks.setdefault(chunk.doc_id, []).append((chunk, vector))
+
+    new_hashes = {doc.doc_id: doc.content_hash for doc in documents}
+    to_embed: list[Chunk] = []
+    for doc in documents:
+        if old_hashes.get(doc.doc_id) == doc.content_hash:
+            report.unchanged += 1
+            continue
+        (report.updated if doc.doc_id in old_hashes else report.added).append(doc.doc_id)
+        to_embed.extend(chunk_document(doc, embedder.tokenizer, settings.chunk_tokens, settings.chunk_overlap))
+    report.deleted = sorted(set(old_hashes) - set(new_hashes))
+
+    fresh = _embed(embedder, [c.text for c in to_embed], settings.embed_batch_size) if to_embed else None
+    fresh_by_doc: dict[str, list[tuple[Chunk, np.ndarray]]] = {}
+    for i, chunk in enumerate(to_embed):
+        fresh_by_doc.setdefault(chunk.doc_id, []).append((chunk, fresh[i]))
+    report.chunks_embedded = len(to_embed)
+
+    rows: list[tuple[Chunk, np.ndarray]] = []
+    for doc in documents:  # document order, so the same corpus always gives the same index
+        rows.extend(fresh_by_doc.get(doc.doc_id) or kept_chunks.get(doc.doc_id, []))
+    if not rows:
+        raise ValueError("The documents hold no text to index (all empty or whitespace). Add text and index again.")
+    report.chunks_total = len(rows)
+
+    if report.changed or not (folder / "index.faiss").is_file() or old.get("index_kind") != settings.index_kind:
+        vectors = np.stack([v for _, v in rows]).astype(np.float32)
+        manifest = {
+            **params,
+            "index_kind": settings.index_kind,
+            "dim": int(vectors.shape[1]),
+            "chunks": len(rows),
+            "documents": new_hashes,
+        }
+        _write_atomically(folder, [c for c, _ in rows], vectors, _faiss_index(vectors, settings), manifest)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _write_atomically(folder: Path, chunks: list[Chunk], vectors: np.ndarray, index, manifest: dict) -> None:
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "chunks.jsonl").write_text("".join(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in chunks))
+    np.save(tmp / "embeddings.npy", vectors)
+    faiss.write_index(index, str(tmp / "index.faiss"))
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    old = folder.with_name(f"{folder.name}.old-{os.getpid()}")
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class Retriever:
+    """A loaded index: dense FAISS search, optionally fused with BM25."""
+
+    def __init__(self, folder: Path, embedder, embedder_id: str, settings: RetrievalSettings):
+        folder = Path(folder)
+        manifest = _read_manifest(folder)
+        if manifest is None or not (folder / "index.faiss").is_file():
+            raise IndexMissing(f"No index at {folder}. Build it with: ragft index <corpus folder>")
+        if manifest["embedder"] != embedder_id:
+            raise IndexMissing(
+                f"The index at {folder} was built with embedder '{manifest['embedder']}' but '{embedder_id}' "
+                "is configured. Re-run `ragft index <corpus folder>` to rebuild it."
+            )
+        self.folder = folder
+        self.manifest = manifest
+        self.settings = settings
+        self.embedder = embedder
+        self.chunks, _ = _load_stored(folder)
+        self.index = faiss.read_index(str(folder / "index.faiss"))
+        self._bm25 = self._build_bm25() if settings.hybrid else None
+
+    def _build_bm25(self):
+        import bm25s
+
+        bm25 = bm25s.BM25()
+        bm25.index(bm25s.tokenize([c.text for c in self.chunks], stopwords="en", show_progress=False), show_progress=False)
+        return bm25
+
+    def search(self, queries: list[str], top_k: int) -> list[list[Passage]]:
+        """The `top_k` best passages for each query, best first."""
+        if not queries:
+            return []
+        k = min(top_k, len(self.chunks))
+        pool = min(len(self.chunks), k * 4) if self._bm25 is not None else k
+        scores, ids = self.index.search(_embed(self.embedder, queries, self.settings.embed_batch_size), pool)
+        results = []
+        for qi in range(len(queries)):
+            ranked = [(int(i), float(s)) for i, s in zip(ids[qi], scores[qi]) if i >= 0]
+            results.append(ranked)
+        if self._bm25 is not None:
+            results = self._fuse_with_bm25(queries, results, pool)
+        return [[self._passage(i, s) for i, s in ranked[:k]] for ranked in results]
+
+    def _fuse_with_bm25(self, queries: list[str], dense: list[list[tuple[int, float]]], pool: int):
+        import bm25s
+
+        ids, _ = self._bm25.retrieve(bm25s.tokenize(queries, stopwords="en", show_progress=False), k=pool, show_progress=False)
+        fused = []
+        for qi, ranked in enumerate(dense):
+            score: dict[int, float] = {}
+            for rank_list in ([i for i, _ in ranked], [int(i) for i in ids[qi]]):
+                for rank, i in enumerate(rank_list):
+                    score[i] = score.get(i, 0.0) + 1.0 / (self.settings.rrf_k + rank + 1)
+            fused.append(sorted(score.items(), key=lambda kv: (-kv[1], kv[0])))
+        return fused
+
+    def _passage(self, i: int, score: float) -> Passage:
+        c = self.chunks[i]
+        return Passage(c.chunk_id, c.doc_id, c.text, score, c.start_char, c.end_char)

@@ -1,0 +1,103 @@
+"""Everything an arm needs for one corpus, loaded on first use and shared by all arms.
+
+Models are loaded lazily so `ragft query --arms base` never loads the embedder and the
+API starts at once. One lock serialises generation: the arms share one set of weights whose
+active adapter is switched per arm, and two CPU cores gain nothing from parallel batches.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from service import adapters, models
+from service.arms import Arm
+from service.generation import Generator
+from service.prompts import Example
+from service.documents import load_documents
+from service.retrieval import IndexReport, Retriever, build_index
+from service.settings import Settings
+
+
+class Runtime:
+    def __init__(self, settings: Settings, corpus: Path, examples: dict[str, list[Example]] | None = None):
+        self.settings = settings
+        self.corpus = Path(corpus)
+        self._examples = examples or {}
+        self._generator: Generator | None = None
+        self._scratch: Generator | None = None
+        self._embedder = None
+        self._retriever: Retriever | None = None
+        self.lock = threading.RLock()
+
+    @property
+    def index_dir(self) -> Path:
+        return self.settings.index_dir(self.corpus)
+
+    def generator(self) -> Generator:
+        with self.lock:
+            if self._generator is None:
+                model, tokenizer, model_id = models.load_generator(self.settings.models, self.settings.artifact_dir)
+                self._generator = Generator(model, tokenizer, model_id, self.settings.generation)
+            return self._generator
+
+    def embedder(self):
+        with self.lock:
+            if self._embedder is None:
+                self._embedder = models.load_embedder(self.settings.models)
+            return self._embedder
+
+    def retriever(self) -> Retriever:
+        with self.lock:
+            if self._retriever is None:
+                self._retriever = Retriever(
+                    self.index_dir, self.embedder(), self.settings.models.embedder, self.settings.retrieval
+                )
+            return self._retriever
+
+    def index(self) -> IndexReport:
+        """Build or update this corpus's index, then make the next search use it."""
+        documents = load_documents(self.corpus)
+        with self.lock:
+            report = build_index(
+                documents, self.embedder(), self.settings.models.embedder, self.settings.retrieval, self.index_dir
+            )
+            self._retriever = None
+        return report
+
+    def examples(self, family: str) -> list[Example]:
+        return self._examples.get(family, [])
+
+    @contextmanager
+    def generator_for(self, arm: Arm) -> Iterator[Generator]:
+        """The generator with `arm`'s weights active, held under the lock for the whole batch."""
+        with self.lock:
+            if arm.adapter == "scratch":
+                yield self._scratch_generator(arm)
+                return
+            gen = self.generator()
+            if arm.adapter is None:
+                if hasattr(gen.model, "disable_adapter"):
+                    with gen.model.disable_adapter():
+                        yield gen
+                else:
+                    yield gen
+                return
+            folder = adapters.artifact_dir(self.settings, self.corpus, arm.adapter)
+            manifest = adapters.read_manifest(folder, arm.name, self.corpus)
+            adapters.check_base_model(manifest, gen.model_id, folder)
+            gen.model = adapters.attach_lora(gen.model, gen.tokenizer, folder, arm.adapter)
+            yield gen
+
+    def _scratch_generator(self, arm: Arm) -> Generator:
+        if self._scratch is None:
+            from transformers import AutoModelForCausalLM
+
+            folder = adapters.artifact_dir(self.settings, self.corpus, "scratch")
+            adapters.read_manifest(folder, arm.name, self.corpus)
+            base = self.generator()
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=base.model.dtype).to(base.model.device).eval()
+            self._scratch = Generator(model, base.tokenizer, str(folder), self.settings.generation)
+        return self._scratch
