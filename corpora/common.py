@@ -29,7 +29,12 @@ class Fact:
 
 
 def knowledge_rows(
-    facts: list[Fact], rng: random.Random, prefix: str, n_unseen: int, n_paraphrase: int, exclude: set[str] = frozenset()
+    facts: list[Fact],
+    rng: random.Random,
+    prefix: str,
+    n_unseen: int,
+    n_paraphrase: int,
+    exclude: set[str] = frozenset(),
 ) -> tuple[list[dict], list[dict]]:
     """Train rows for all but `n_unseen` facts; test rows: paraphrases of train facts and unseen facts.
 

@@ -16,71 +16,164 @@ DEPARTMENTS = ["Planning", "Environment", "Licensing", "Highways", "Parks"]
 
 # topic, permit name, activity (gerund phrase), limited thing (unit), department
 TOPICS = [
-    ("Residential Parking", "residential parking permit", "parking on a residential street", "vehicles per household", "Highways"),
+    (
+        "Residential Parking",
+        "residential parking permit",
+        "parking on a residential street",
+        "vehicles per household",
+        "Highways",
+    ),
     ("Waste Collection", "bulky waste collection permit", "putting bins out", "bin bags per collection", "Environment"),
-    ("Noise Control", "amplified sound permit", "playing amplified music outdoors", "decibels at the boundary", "Environment"),
+    (
+        "Noise Control",
+        "amplified sound permit",
+        "playing amplified music outdoors",
+        "decibels at the boundary",
+        "Environment",
+    ),
     ("Dog Ownership", "dog licence", "walking dogs off the lead in parks", "dogs per walker", "Parks"),
     ("Street Trading", "street trading licence", "trading from a pitch", "square metres per pitch", "Licensing"),
-    ("Building Works", "minor works permit", "operating power tools on a building site", "storeys for a minor works extension", "Planning"),
+    (
+        "Building Works",
+        "minor works permit",
+        "operating power tools on a building site",
+        "storeys for a minor works extension",
+        "Planning",
+    ),
     ("Tree Preservation", "tree works consent", "felling trees", "trees per consent", "Planning"),
     ("Garden Bonfires", "bonfire notice", "lighting a garden bonfire", "bonfires per month", "Environment"),
     ("Town Markets", "market stall licence", "setting up a market stall", "stalls per trader", "Licensing"),
     ("Allotments", "allotment tenancy", "using a motorised tiller on an allotment", "plots per tenant", "Parks"),
     ("River Moorings", "mooring permit", "mooring a boat at the town quay", "nights per stay", "Highways"),
     ("Cemetery Grounds", "memorial permit", "maintaining a grave plot", "memorial height in centimetres", "Parks"),
-    ("Public Library", "library events licence", "hosting an event in the library hall", "guests per event", "Licensing"),
+    (
+        "Public Library",
+        "library events licence",
+        "hosting an event in the library hall",
+        "guests per event",
+        "Licensing",
+    ),
     ("Swimming Baths", "lane hire permit", "hiring a swimming lane", "swimmers per lane", "Parks"),
     ("Holiday Lets", "holiday let registration", "checking guests in to a holiday let", "guests per let", "Licensing"),
     ("Shop Signage", "sign consent", "lighting an illuminated shop sign", "signs per shopfront", "Planning"),
     ("Public Events", "event licence", "running an outdoor event", "attendees per event", "Licensing"),
-    ("Taxis and Private Hire", "taxi driver badge", "plying for hire at the station rank", "passengers per taxi", "Licensing"),
-    ("Cycling", "cycle hire operator licence", "riding bicycles in the market square", "hire bikes per dock", "Highways"),
+    (
+        "Taxis and Private Hire",
+        "taxi driver badge",
+        "plying for hire at the station rank",
+        "passengers per taxi",
+        "Licensing",
+    ),
+    (
+        "Cycling",
+        "cycle hire operator licence",
+        "riding bicycles in the market square",
+        "hire bikes per dock",
+        "Highways",
+    ),
     ("Snow and Ice", "grit bin sponsorship", "clearing snow onto the road", "grit bins per street", "Highways"),
     ("Water Use", "hosepipe exemption", "using a hosepipe in a garden", "litres per day", "Environment"),
     ("Beekeeping", "apiary registration", "moving hives", "hives per garden", "Environment"),
-    ("Fireworks", "fireworks display permit", "setting off fireworks", "kilograms of fireworks per display", "Licensing"),
+    (
+        "Fireworks",
+        "fireworks display permit",
+        "setting off fireworks",
+        "kilograms of fireworks per display",
+        "Licensing",
+    ),
     ("Street Performance", "busking licence", "busking in the high street", "performers per pitch", "Licensing"),
     ("Garden Sheds", "outbuilding permit", "building a garden shed", "square metres of shed", "Planning"),
-    ("Boundary Fences", "fence height consent", "erecting a front-garden fence", "fence height in centimetres", "Planning"),
+    (
+        "Boundary Fences",
+        "fence height consent",
+        "erecting a front-garden fence",
+        "fence height in centimetres",
+        "Planning",
+    ),
 ]
 ABSENT_TOPICS = [
-    ("drone flying permit", "flying a drone over the common"), ("hot air balloon licence", "launching a hot air balloon"),
-    ("food truck permit", "parking a food truck on the promenade"), ("horse riding permit", "riding horses on the beach"),
-    ("kite festival licence", "flying kites on the sports field"), ("scaffolding licence", "putting up scaffolding"),
-    ("pavement cafe licence", "placing cafe tables on the pavement"), ("metal detecting permit", "metal detecting in the park"),
+    ("drone flying permit", "flying a drone over the common"),
+    ("hot air balloon licence", "launching a hot air balloon"),
+    ("food truck permit", "parking a food truck on the promenade"),
+    ("horse riding permit", "riding horses on the beach"),
+    ("kite festival licence", "flying kites on the sports field"),
+    ("scaffolding licence", "putting up scaffolding"),
+    ("pavement cafe licence", "placing cafe tables on the pavement"),
+    ("metal detecting permit", "metal detecting in the park"),
 ]
 
 TEMPLATES = {
-    "fee": (["How much does a {permit} cost?", "What is the fee for a {permit}?"],
-            ["What will the council charge me for a {permit}?", "What's the price of obtaining a {permit}?"]),
-    "validity": (["How long is a {permit} valid?", "For how many months does a {permit} last?"],
-                 ["When does a {permit} expire after it is issued?", "What is the validity period of a {permit}?"]),
-    "fine": (["What is the fine for breaking the {topic} rules?", "How much is the penalty under the {topic} chapter?"],
-             ["What penalty applies to a breach of the {topic} chapter?", "How large is the fine for a {topic} offence?"]),
-    "start": (["From what time is {activity} allowed?", "What time may {activity} start?"],
-              ["What is the earliest time for {activity}?", "How early can {activity} begin?"]),
-    "end": (["Until what time is {activity} allowed?", "When must {activity} stop?"],
-            ["What is the latest time for {activity}?", "By what time must {activity} end?"]),
-    "limit": (["What is the limit on {unit}?", "How many {unit} are allowed?"],
-              ["What is the maximum number of {unit}?", "What cap does the code set on {unit}?"]),
-    "department": (["Which office handles applications for a {permit}?", "Where do I apply for a {permit}?"],
-                   ["Which council department issues the {permit}?", "To which office should a {permit} application go?"]),
+    "fee": (
+        ["How much does a {permit} cost?", "What is the fee for a {permit}?"],
+        ["What will the council charge me for a {permit}?", "What's the price of obtaining a {permit}?"],
+    ),
+    "validity": (
+        ["How long is a {permit} valid?", "For how many months does a {permit} last?"],
+        ["When does a {permit} expire after it is issued?", "What is the validity period of a {permit}?"],
+    ),
+    "fine": (
+        ["What is the fine for breaking the {topic} rules?", "How much is the penalty under the {topic} chapter?"],
+        ["What penalty applies to a breach of the {topic} chapter?", "How large is the fine for a {topic} offence?"],
+    ),
+    "start": (
+        ["From what time is {activity} allowed?", "What time may {activity} start?"],
+        ["What is the earliest time for {activity}?", "How early can {activity} begin?"],
+    ),
+    "end": (
+        ["Until what time is {activity} allowed?", "When must {activity} stop?"],
+        ["What is the latest time for {activity}?", "By what time must {activity} end?"],
+    ),
+    "limit": (
+        ["What is the limit on {unit}?", "How many {unit} are allowed?"],
+        ["What is the maximum number of {unit}?", "What cap does the code set on {unit}?"],
+    ),
+    "department": (
+        ["Which office handles applications for a {permit}?", "Where do I apply for a {permit}?"],
+        ["Which council department issues the {permit}?", "To which office should a {permit} application go?"],
+    ),
 }
 
 ROUTING_REQUESTS = {
-    "Planning": ["I want to build an extension at {a}.", "Do I need consent for a new shop sign on {a}?",
-                 "My neighbour on {a} put up a fence that looks too tall."],
-    "Environment": ["The bins on {a} were not collected.", "There is loud music every night on {a}.",
-                    "Someone is burning rubbish in a garden on {a}."],
-    "Licensing": ["I would like to sell hot food from a pitch on {a}.", "We plan a street party on {a}.",
-                  "How do I become a taxi driver based near {a}?"],
-    "Highways": ["There is a pothole outside {a}.", "The grit bin on {a} is empty.",
-                 "I need a parking permit for {a}."],
-    "Parks": ["The playground swings near {a} are broken.", "I want to rent an allotment close to {a}.",
-              "Dogs are off the lead in the park by {a}."],
+    "Planning": [
+        "I want to build an extension at {a}.",
+        "Do I need consent for a new shop sign on {a}?",
+        "My neighbour on {a} put up a fence that looks too tall.",
+    ],
+    "Environment": [
+        "The bins on {a} were not collected.",
+        "There is loud music every night on {a}.",
+        "Someone is burning rubbish in a garden on {a}.",
+    ],
+    "Licensing": [
+        "I would like to sell hot food from a pitch on {a}.",
+        "We plan a street party on {a}.",
+        "How do I become a taxi driver based near {a}?",
+    ],
+    "Highways": [
+        "There is a pothole outside {a}.",
+        "The grit bin on {a} is empty.",
+        "I need a parking permit for {a}.",
+    ],
+    "Parks": [
+        "The playground swings near {a} are broken.",
+        "I want to rent an allotment close to {a}.",
+        "Dogs are off the lead in the park by {a}.",
+    ],
 }
-STREETS = ["Mill Lane", "Quay Street", "Tanner's Row", "Abbey Close", "Fernhill Road", "Market Hill", "Priory Walk",
-           "Coldharbour Way", "St Brannoc's Court", "Weir Terrace", "Ropewalk", "Chandlers Yard"]
+STREETS = [
+    "Mill Lane",
+    "Quay Street",
+    "Tanner's Row",
+    "Abbey Close",
+    "Fernhill Road",
+    "Market Hill",
+    "Priory Walk",
+    "Coldharbour Way",
+    "St Brannoc's Court",
+    "Weir Terrace",
+    "Ropewalk",
+    "Chandlers Yard",
+]
 
 
 def _hour(h: int, m: int = 0) -> str:
@@ -90,18 +183,23 @@ def _hour(h: int, m: int = 0) -> str:
 def _chapter(rng: random.Random, number: int, topic: tuple) -> tuple[str, dict]:
     title, permit, activity, unit, dept = topic
     v = {
-        "fee": f"£{rng.randrange(12, 480)}", "validity": f"{rng.choice([3, 6, 12, 24, 36])} months",
-        "fine": f"£{rng.randrange(50, 2500, 10)}", "start": _hour(rng.randrange(6, 11), rng.choice([0, 30])),
-        "end": _hour(rng.randrange(17, 23), rng.choice([0, 30])), "limit": str(rng.randrange(2, 60)),
+        "fee": f"£{rng.randrange(12, 480)}",
+        "validity": f"{rng.choice([3, 6, 12, 24, 36])} months",
+        "fine": f"£{rng.randrange(50, 2500, 10)}",
+        "start": _hour(rng.randrange(6, 11), rng.choice([0, 30])),
+        "end": _hour(rng.randrange(17, 23), rng.choice([0, 30])),
+        "limit": str(rng.randrange(2, 60)),
         "department": dept,
     }
     sec = f"{number}"
-    para = rng.choice([
-        f"This chapter governs {activity} within the boundaries of the Town of Ostwick, including the parishes of "
-        f"Lower Ostwick and Saltmarsh. It applies to residents, visitors and businesses alike.",
-        f"The Council adopted this chapter to balance the interests of residents with those engaged in {activity}. "
-        f"Nothing in it removes a duty imposed by national law.",
-    ])
+    para = rng.choice(
+        [
+            f"This chapter governs {activity} within the boundaries of the Town of Ostwick, including the parishes of "
+            f"Lower Ostwick and Saltmarsh. It applies to residents, visitors and businesses alike.",
+            f"The Council adopted this chapter to balance the interests of residents with those engaged in {activity}. "
+            f"Nothing in it removes a duty imposed by national law.",
+        ]
+    )
     text = f"""# Chapter {number}: {title}
 
 {para}
@@ -115,21 +213,21 @@ In this chapter, "the Council" means Ostwick Town Council, "applicant" means a p
 
 {sec}.2.1 No person shall engage in {activity} where this chapter requires a {permit} without holding one.
 
-{sec}.2.2 A {permit} costs {v['fee']} and is valid for {v['validity']} from the date of issue.
+{sec}.2.2 A {permit} costs {v["fee"]} and is valid for {v["validity"]} from the date of issue.
 
 {sec}.2.3 Applications are made to the {dept} office of the Council, which decides within ten working days.
 
 ## {sec}.3 Hours and limits
 
-{sec}.3.1 {activity[0].upper() + activity[1:]} is permitted between {v['start']} and {v['end']} only.
+{sec}.3.1 {activity[0].upper() + activity[1:]} is permitted between {v["start"]} and {v["end"]} only.
 
-{sec}.3.2 The limit on {unit} is {v['limit']}, unless the {dept} office grants a written exemption.
+{sec}.3.2 The limit on {unit} is {v["limit"]}, unless the {dept} office grants a written exemption.
 
 ## {sec}.4 Fees and penalties
 
-{markdown_table(["Item", "Amount"], [[permit.capitalize(), v['fee']], ["Fine for a breach of this chapter", v['fine']]])}
+{markdown_table(["Item", "Amount"], [[permit.capitalize(), v["fee"]], ["Fine for a breach of this chapter", v["fine"]]])}
 
-{sec}.4.1 A person who breaches this chapter is liable to a fine of {v['fine']}. The Council may waive a first
+{sec}.4.1 A person who breaches this chapter is liable to a fine of {v["fine"]}. The Council may waive a first
 offence where the breach was remedied within 48 hours.
 """
     return text, v
@@ -140,8 +238,16 @@ def _facts(doc_id: str, topic: tuple, values: dict) -> list[Fact]:
     facts = []
     for kind, (train, test) in TEMPLATES.items():
         fill = {"permit": permit, "topic": title.lower(), "activity": activity, "unit": unit}
-        facts.append(Fact(f"{doc_id}.{kind}", doc_id, values[kind], [t.format(**fill) for t in train],
-                          [t.format(**fill) for t in test], kind=kind))
+        facts.append(
+            Fact(
+                f"{doc_id}.{kind}",
+                doc_id,
+                values[kind],
+                [t.format(**fill) for t in train],
+                [t.format(**fill) for t in test],
+                kind=kind,
+            )
+        )
     return facts
 
 
@@ -176,9 +282,18 @@ def build() -> dict[str, str]:
                 continue
             seen.add(text)
             made += 1
-            behaviour.append({"id": f"ow-route-{split}-{made:03d}", "family": "behaviour", "split": split,
-                              "kind": "routing_label", "instruction": ROUTING_INSTRUCTION.format(labels=", ".join(labels)),
-                              "input": text, "labels": labels, "label": label})
+            behaviour.append(
+                {
+                    "id": f"ow-route-{split}-{made:03d}",
+                    "family": "behaviour",
+                    "split": split,
+                    "kind": "routing_label",
+                    "instruction": ROUTING_INSTRUCTION.format(labels=", ".join(labels)),
+                    "input": text,
+                    "labels": labels,
+                    "label": label,
+                }
+            )
     style = {"max_words": 25, "first_word_in": ["Allowed", "Prohibited"], "cite_source": True}
     for split, count in (("train", 30), ("test", 15)):
         made = 0
@@ -194,15 +309,33 @@ def build() -> dict[str, str]:
             made += 1
             ok = values["start"] <= _hour(hour) <= values["end"]
             verdict = "Allowed" if ok else "Prohibited"
-            behaviour.append({"id": f"ow-style-{split}-{made:03d}", "family": "behaviour", "split": split,
-                              "kind": "house_style", "instruction": STYLE_INSTRUCTION, "question": question,
-                              "answers": [f"{verdict}: the hours are {values['start']} to {values['end']}. [{doc_id}]"],
-                              "style": style, "source_docs": [doc_id]})
-    abstain = [t.format(permit=p) for p, _ in ABSENT_TOPICS for t in (TEMPLATES["fee"][0][0], TEMPLATES["validity"][1][1])]
+            behaviour.append(
+                {
+                    "id": f"ow-style-{split}-{made:03d}",
+                    "family": "behaviour",
+                    "split": split,
+                    "kind": "house_style",
+                    "instruction": STYLE_INSTRUCTION,
+                    "question": question,
+                    "answers": [f"{verdict}: the hours are {values['start']} to {values['end']}. [{doc_id}]"],
+                    "style": style,
+                    "source_docs": [doc_id],
+                }
+            )
+    abstain = [
+        t.format(permit=p) for p, _ in ABSENT_TOPICS for t in (TEMPLATES["fee"][0][0], TEMPLATES["validity"][1][1])
+    ]
     abstain += [f"Until what time is {a} allowed?" for _, a in ABSENT_TOPICS]
     rng.shuffle(abstain)
-    abstention = [{"id": f"ow-abstain-{'train' if i < 6 else 'test'}-{i:03d}", "family": "abstention",
-                   "split": "train" if i < 6 else "test", "question": q} for i, q in enumerate(abstain)]
+    abstention = [
+        {
+            "id": f"ow-abstain-{'train' if i < 6 else 'test'}-{i:03d}",
+            "family": "abstention",
+            "split": "train" if i < 6 else "test",
+            "question": q,
+        }
+        for i, q in enumerate(abstain)
+    ]
 
     files["tasks/knowledge.jsonl"] = jsonl(train + test)
     files["tasks/behaviour.jsonl"] = jsonl(behaviour)

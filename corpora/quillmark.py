@@ -14,7 +14,20 @@ from corpora.common import Fact, jsonl, knowledge_rows, markdown_table
 
 SEED = 20261123
 NAME = "quillmark"
-MONTHS = "January February March April May June July August September October November December".split()
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 
 # line name, model letter, category, whether it runs on a battery
 LINES = [
@@ -36,47 +49,87 @@ LAST_NAMES = ["Varga", "Okonkwo", "Lindqvist", "Harrow", "Castellanos", "Whitcom
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Saturday", "Sunday"]
 
 MEANINGS = [
-    "the radio module is overheating", "the power supply voltage is too low", "the firmware image failed its checksum",
-    "the battery cell is out of balance", "the temperature sensor is not responding", "the pairing table is full",
-    "the storage card is write-protected", "the fan is blocked", "the clock lost its time source",
-    "the antenna cable is loose", "the charging contacts are dirty", "the configuration file is corrupted",
-    "the motion sensor is miscalibrated", "the speaker coil is overdriven", "the display controller stopped responding",
+    "the radio module is overheating",
+    "the power supply voltage is too low",
+    "the firmware image failed its checksum",
+    "the battery cell is out of balance",
+    "the temperature sensor is not responding",
+    "the pairing table is full",
+    "the storage card is write-protected",
+    "the fan is blocked",
+    "the clock lost its time source",
+    "the antenna cable is loose",
+    "the charging contacts are dirty",
+    "the configuration file is corrupted",
+    "the motion sensor is miscalibrated",
+    "the speaker coil is overdriven",
+    "the display controller stopped responding",
     "the relay contacts are welded",
 ]
 FIXES = [
-    "hold the reset button for 12 seconds", "replace the power adapter with a 2 A model",
-    "reinstall the firmware over USB", "fully discharge and recharge the battery twice",
-    "reseat the sensor ribbon cable", "remove unused devices from the pairing list",
-    "slide the card lock switch up", "clean the air intake with dry compressed air",
-    "re-enable network time in the app", "tighten the antenna connector by hand",
-    "wipe the contacts with isopropyl alcohol", "restore the factory configuration from the app",
-    "run the calibration wizard in the app", "lower the volume limit to 80 percent",
-    "power-cycle the device with the cable unplugged for 30 seconds", "send the unit in for a relay replacement",
+    "hold the reset button for 12 seconds",
+    "replace the power adapter with a 2 A model",
+    "reinstall the firmware over USB",
+    "fully discharge and recharge the battery twice",
+    "reseat the sensor ribbon cable",
+    "remove unused devices from the pairing list",
+    "slide the card lock switch up",
+    "clean the air intake with dry compressed air",
+    "re-enable network time in the app",
+    "tighten the antenna connector by hand",
+    "wipe the contacts with isopropyl alcohol",
+    "restore the factory configuration from the app",
+    "run the calibration wizard in the app",
+    "lower the volume limit to 80 percent",
+    "power-cycle the device with the cable unplugged for 30 seconds",
+    "send the unit in for a relay replacement",
 ]
 
 QUESTION_TEMPLATES = {
-    "price": (["How much does the {p} cost?", "What is the price of the {p}?"],
-              ["What would I pay for a {p}?", "What's the list price of the {p}?"]),
-    "release": (["When was the {p} released?", "What is the release date of the {p}?"],
-                ["In which month and year did the {p} come out?", "When did the {p} go on sale?"]),
-    "firmware": (["What is the current firmware version of the {p}?", "Which firmware version does the {p} run?"],
-                 ["Which firmware release is the latest for the {p}?", "What firmware should a {p} be on?"]),
-    "weight": (["How much does the {p} weigh?", "What is the weight of the {p}?"],
-               ["How heavy is the {p}?", "What's the mass of a {p}?"]),
-    "battery": (["What is the battery life of the {p}?", "How long does the {p} battery last?"],
-                ["How many hours does a {p} run on one charge?", "How long can the {p} go between charges?"]),
-    "power": (["How much power does the {p} draw?", "What is the power consumption of the {p}?"],
-              ["How many watts does the {p} use?", "What's the {p}'s power draw?"]),
-    "output": (["What is the maximum charging output of the {p}?", "How much charging power can the {p} deliver?"],
-               ["How many watts can the {p} charge at, at most?", "What's the top charging output of a {p}?"]),
-    "warranty": (["How long is the warranty on the {p}?", "What warranty period does the {p} have?"],
-                 ["For how many months is the {p} covered by warranty?", "How long does the {p}'s warranty last?"]),
-    "dock": (["Which dock is compatible with the {p}?", "What dock works with the {p}?"],
-             ["Which Heron dock should I buy for my {p}?", "What charging dock fits the {p}?"]),
-    "meaning": (["What does error {p} mean?", "What is error code {p}?"],
-                ["What is wrong when a device shows {p}?", "What does the code {p} indicate?"]),
-    "fix": (["How do I fix error {p}?", "What is the fix for error code {p}?"],
-            ["What should I do when I see {p}?", "How can error {p} be resolved?"]),
+    "price": (
+        ["How much does the {p} cost?", "What is the price of the {p}?"],
+        ["What would I pay for a {p}?", "What's the list price of the {p}?"],
+    ),
+    "release": (
+        ["When was the {p} released?", "What is the release date of the {p}?"],
+        ["In which month and year did the {p} come out?", "When did the {p} go on sale?"],
+    ),
+    "firmware": (
+        ["What is the current firmware version of the {p}?", "Which firmware version does the {p} run?"],
+        ["Which firmware release is the latest for the {p}?", "What firmware should a {p} be on?"],
+    ),
+    "weight": (
+        ["How much does the {p} weigh?", "What is the weight of the {p}?"],
+        ["How heavy is the {p}?", "What's the mass of a {p}?"],
+    ),
+    "battery": (
+        ["What is the battery life of the {p}?", "How long does the {p} battery last?"],
+        ["How many hours does a {p} run on one charge?", "How long can the {p} go between charges?"],
+    ),
+    "power": (
+        ["How much power does the {p} draw?", "What is the power consumption of the {p}?"],
+        ["How many watts does the {p} use?", "What's the {p}'s power draw?"],
+    ),
+    "output": (
+        ["What is the maximum charging output of the {p}?", "How much charging power can the {p} deliver?"],
+        ["How many watts can the {p} charge at, at most?", "What's the top charging output of a {p}?"],
+    ),
+    "warranty": (
+        ["How long is the warranty on the {p}?", "What warranty period does the {p} have?"],
+        ["For how many months is the {p} covered by warranty?", "How long does the {p}'s warranty last?"],
+    ),
+    "dock": (
+        ["Which dock is compatible with the {p}?", "What dock works with the {p}?"],
+        ["Which Heron dock should I buy for my {p}?", "What charging dock fits the {p}?"],
+    ),
+    "meaning": (
+        ["What does error {p} mean?", "What is error code {p}?"],
+        ["What is wrong when a device shows {p}?", "What does the code {p} indicate?"],
+    ),
+    "fix": (
+        ["How do I fix error {p}?", "What is the fix for error code {p}?"],
+        ["What should I do when I see {p}?", "How can error {p} be resolved?"],
+    ),
 }
 
 
@@ -89,32 +142,54 @@ def _product_prose(rng: random.Random, p: dict) -> str:
     """One product page in one of three prose voices or as a spec table."""
     name, cat = p["name"], p["category"]
     energy = (
-        f"a battery life of {p['battery']}" if "battery" in p else
-        f"a maximum charging output of {p['output']}" if "output" in p else f"a power draw of {p['power']}"
+        f"a battery life of {p['battery']}"
+        if "battery" in p
+        else f"a maximum charging output of {p['output']}"
+        if "output" in p
+        else f"a power draw of {p['power']}"
     )
     style = rng.randrange(4)
     if style == 3:
-        rows = [["Price", p["price"]], ["Released", p["release"]], ["Firmware", p["firmware"]],
-                ["Weight", p["weight"]], ["Warranty", p["warranty"]]]
-        rows.append(["Battery life", p["battery"]] if "battery" in p else
-                    ["Max charging output", p["output"]] if "output" in p else ["Power draw", p["power"]])
+        rows = [
+            ["Price", p["price"]],
+            ["Released", p["release"]],
+            ["Firmware", p["firmware"]],
+            ["Weight", p["weight"]],
+            ["Warranty", p["warranty"]],
+        ]
+        rows.append(
+            ["Battery life", p["battery"]]
+            if "battery" in p
+            else ["Max charging output", p["output"]]
+            if "output" in p
+            else ["Power draw", p["power"]]
+        )
         if "dock" in p:
             rows.append(["Compatible dock", p["dock"]])
-        return (f"# {name}\n\nThe {name} is a {cat} from Quillmark Devices.\n\n## Specifications\n\n"
-                + markdown_table(["Property", "Value"], rows) + "\n")
+        return (
+            f"# {name}\n\nThe {name} is a {cat} from Quillmark Devices.\n\n## Specifications\n\n"
+            + markdown_table(["Property", "Value"], rows)
+            + "\n"
+        )
     dock = f" It pairs with the {p['dock']} dock for charging and desk use." if "dock" in p else ""
     if style == 0:
-        body = (f"The {name} is Quillmark's {cat} launched in {p['release']}. It sells for {p['price']} and weighs "
-                f"{p['weight']}, with {energy}.{dock} Units ship with firmware {p['firmware']}, and every {name} "
-                f"carries a warranty of {p['warranty']} from the date of purchase.")
+        body = (
+            f"The {name} is Quillmark's {cat} launched in {p['release']}. It sells for {p['price']} and weighs "
+            f"{p['weight']}, with {energy}.{dock} Units ship with firmware {p['firmware']}, and every {name} "
+            f"carries a warranty of {p['warranty']} from the date of purchase."
+        )
     elif style == 1:
-        body = (f"Released in {p['release']}, the {name} {cat} weighs {p['weight']} and is priced at {p['price']}. "
-                f"Buyers get {energy}.{dock} The latest firmware is {p['firmware']}. Quillmark covers the {name} "
-                f"with a {p['warranty']} limited warranty.")
+        body = (
+            f"Released in {p['release']}, the {name} {cat} weighs {p['weight']} and is priced at {p['price']}. "
+            f"Buyers get {energy}.{dock} The latest firmware is {p['firmware']}. Quillmark covers the {name} "
+            f"with a {p['warranty']} limited warranty."
+        )
     else:
-        body = (f"Looking for a {cat}? The {name} costs {p['price']}. Its firmware is currently at version "
-                f"{p['firmware']}. It came out in {p['release']} and tips the scales at {p['weight']}. Expect "
-                f"{energy}.{dock} Warranty coverage: {p['warranty']}.")
+        body = (
+            f"Looking for a {cat}? The {name} costs {p['price']}. Its firmware is currently at version "
+            f"{p['firmware']}. It came out in {p['release']} and tips the scales at {p['weight']}. Expect "
+            f"{energy}.{dock} Warranty coverage: {p['warranty']}."
+        )
     return f"# {name}\n\n{body}\n\nFor setup help, see the {p['line']} error code guide.\n"
 
 
@@ -126,11 +201,16 @@ def _products(rng: random.Random) -> list[dict]:
         for n in numbers:
             name = f"{line} {letter}{n}"
             p = {
-                "name": name, "line": line, "category": cat, "doc_id": f"{line.lower()}-{letter.lower()}{n}",
-                "number": n, "price": f"${rng.randrange(29, 900)}",
+                "name": name,
+                "line": line,
+                "category": cat,
+                "doc_id": f"{line.lower()}-{letter.lower()}{n}",
+                "number": n,
+                "price": f"${rng.randrange(29, 900)}",
                 "release": f"{rng.choice(MONTHS)} {rng.randrange(2019, 2026)}",
                 "firmware": f"{rng.randrange(1, 9)}.{rng.randrange(0, 20)}.{rng.randrange(0, 10)}",
-                "weight": f"{rng.randrange(40, 2400)} g", "warranty": f"{rng.choice([12, 18, 24, 36])} months",
+                "weight": f"{rng.randrange(40, 2400)} g",
+                "warranty": f"{rng.choice([12, 18, 24, 36])} months",
             }
             if battery:
                 p["battery"] = f"{rng.randrange(4, 80)} hours"
@@ -187,62 +267,163 @@ def _error_docs(rng: random.Random) -> tuple[dict[str, str], list[Fact], list[di
 
 
 POLICIES = {
-    "policy-returns": ("Returns policy", [
-        ("return_window", "{v}", ["45 days", "60 days"], "Unused products may be returned within {v} of delivery.",
-         ["How long do I have to return a Quillmark product?", "What is the return window?"],
-         ["Within how many days can I send a purchase back?", "How many days does the returns period last?"]),
-        ("restocking", "{v}", ["15%"], "Opened items carry a restocking fee of {v}.",
-         ["What is the restocking fee for opened items?", "How much is the restocking fee?"],
-         ["What percentage is deducted when I return an opened item?", "What fee applies to returned opened products?"]),
-        ("refund_time", "{v}", ["7 business days"], "Refunds are issued within {v} of the item reaching our warehouse.",
-         ["How long does a refund take?", "When are refunds issued?"],
-         ["How quickly will I get my money back after a return?", "What is the refund processing time?"]),
-        ("return_label", "{v}", ["$8"], "A prepaid return label costs {v}, deducted from the refund.",
-         ["How much does a prepaid return label cost?", "What is the cost of a return label?"],
-         ["What will Quillmark charge me for the return shipping label?", "What's deducted for a prepaid label?"]),
-    ]),
-    "policy-warranty": ("Warranty claims", [
-        ("claim_window", "{v}", ["30 days"], "A fault must be reported within {v} of it first appearing.",
-         ["How soon must a warranty fault be reported?", "What is the deadline for reporting a fault?"],
-         ["How long after a defect shows up can I still file a claim?", "Within what period must faults be reported?"]),
-        ("claim_form", "{v}", ["form QW-7"], "Claims are filed on {v}, together with the proof of purchase.",
-         ["Which form is used for warranty claims?", "What form do I fill in for a warranty claim?"],
-         ["What is the name of the warranty claim form?", "Which document do I submit to claim under warranty?"]),
-        ("extended", "{v}", ["$39"], "The Care+ extension adds one year of coverage for {v}.",
-         ["How much does the Care+ extension cost?", "What is the price of Care+?"],
-         ["What do I pay to extend my warranty with Care+?", "What's the Care+ fee?"]),
-        ("transfer", "{v}", ["once"], "A warranty may be transferred to a new owner {v}.",
-         ["How many times can a warranty be transferred?", "Can a warranty be transferred to a new owner?"],
-         ["How often may coverage pass to another owner?", "Is warranty transfer allowed, and how many times?"]),
-    ]),
-    "policy-shipping": ("Shipping", [
-        ("free_threshold", "{v}", ["$75"], "Orders over {v} ship free.",
-         ["What is the minimum order for free shipping?", "Above what amount is shipping free?"],
-         ["How much must I spend to get free delivery?", "What order value unlocks free shipping?"]),
-        ("express_cost", "{v}", ["$19"], "Express shipping costs {v} per order.",
-         ["How much does express shipping cost?", "What is the price of express shipping?"],
-         ["What's the fee for express delivery?", "What do I pay for expedited shipping?"]),
-        ("standard_time", "{v}", ["3 to 5 business days"], "Standard delivery takes {v}.",
-         ["How long does standard delivery take?", "What is the standard shipping time?"],
-         ["How many days until a standard order arrives?", "How quickly does normal shipping arrive?"]),
-        ("carrier", "{v}", ["Larkspur Freight"], "All parcels are carried by {v}.",
-         ["Which carrier delivers Quillmark parcels?", "What courier does Quillmark use?"],
-         ["Which delivery company brings my order?", "Who ships Quillmark orders?"]),
-    ]),
-    "policy-repairs": ("Out-of-warranty repairs", [
-        ("repair_fee", "{v}", ["$59"], "Out-of-warranty repairs cost a flat {v} plus parts.",
-         ["What is the flat fee for out-of-warranty repairs?", "How much is the repair fee?"],
-         ["What does Quillmark charge for a repair after the warranty ends?", "What's the base repair charge?"]),
-        ("turnaround", "{v}", ["10 business days"], "Repairs are completed within {v}.",
-         ["How long do repairs take?", "What is the repair turnaround time?"],
-         ["How soon do I get a repaired device back?", "How many days does a repair need?"]),
-        ("loaner", "{v}", ["$25"], "A loaner device is available for a deposit of {v}.",
-         ["How much is the deposit for a loaner device?", "What deposit does a loaner need?"],
-         ["What must I pay to borrow a replacement during a repair?", "What's the loaner deposit?"]),
-        ("parts_warranty", "{v}", ["90 days"], "Replaced parts are guaranteed for {v}.",
-         ["How long are replaced parts guaranteed?", "What is the guarantee on replacement parts?"],
-         ["For how long is a repair part covered?", "How long does the parts guarantee run?"]),
-    ]),
+    "policy-returns": (
+        "Returns policy",
+        [
+            (
+                "return_window",
+                "{v}",
+                ["45 days", "60 days"],
+                "Unused products may be returned within {v} of delivery.",
+                ["How long do I have to return a Quillmark product?", "What is the return window?"],
+                ["Within how many days can I send a purchase back?", "How many days does the returns period last?"],
+            ),
+            (
+                "restocking",
+                "{v}",
+                ["15%"],
+                "Opened items carry a restocking fee of {v}.",
+                ["What is the restocking fee for opened items?", "How much is the restocking fee?"],
+                [
+                    "What percentage is deducted when I return an opened item?",
+                    "What fee applies to returned opened products?",
+                ],
+            ),
+            (
+                "refund_time",
+                "{v}",
+                ["7 business days"],
+                "Refunds are issued within {v} of the item reaching our warehouse.",
+                ["How long does a refund take?", "When are refunds issued?"],
+                ["How quickly will I get my money back after a return?", "What is the refund processing time?"],
+            ),
+            (
+                "return_label",
+                "{v}",
+                ["$8"],
+                "A prepaid return label costs {v}, deducted from the refund.",
+                ["How much does a prepaid return label cost?", "What is the cost of a return label?"],
+                [
+                    "What will Quillmark charge me for the return shipping label?",
+                    "What's deducted for a prepaid label?",
+                ],
+            ),
+        ],
+    ),
+    "policy-warranty": (
+        "Warranty claims",
+        [
+            (
+                "claim_window",
+                "{v}",
+                ["30 days"],
+                "A fault must be reported within {v} of it first appearing.",
+                ["How soon must a warranty fault be reported?", "What is the deadline for reporting a fault?"],
+                [
+                    "How long after a defect shows up can I still file a claim?",
+                    "Within what period must faults be reported?",
+                ],
+            ),
+            (
+                "claim_form",
+                "{v}",
+                ["form QW-7"],
+                "Claims are filed on {v}, together with the proof of purchase.",
+                ["Which form is used for warranty claims?", "What form do I fill in for a warranty claim?"],
+                ["What is the name of the warranty claim form?", "Which document do I submit to claim under warranty?"],
+            ),
+            (
+                "extended",
+                "{v}",
+                ["$39"],
+                "The Care+ extension adds one year of coverage for {v}.",
+                ["How much does the Care+ extension cost?", "What is the price of Care+?"],
+                ["What do I pay to extend my warranty with Care+?", "What's the Care+ fee?"],
+            ),
+            (
+                "transfer",
+                "{v}",
+                ["once"],
+                "A warranty may be transferred to a new owner {v}.",
+                ["How many times can a warranty be transferred?", "Can a warranty be transferred to a new owner?"],
+                ["How often may coverage pass to another owner?", "Is warranty transfer allowed, and how many times?"],
+            ),
+        ],
+    ),
+    "policy-shipping": (
+        "Shipping",
+        [
+            (
+                "free_threshold",
+                "{v}",
+                ["$75"],
+                "Orders over {v} ship free.",
+                ["What is the minimum order for free shipping?", "Above what amount is shipping free?"],
+                ["How much must I spend to get free delivery?", "What order value unlocks free shipping?"],
+            ),
+            (
+                "express_cost",
+                "{v}",
+                ["$19"],
+                "Express shipping costs {v} per order.",
+                ["How much does express shipping cost?", "What is the price of express shipping?"],
+                ["What's the fee for express delivery?", "What do I pay for expedited shipping?"],
+            ),
+            (
+                "standard_time",
+                "{v}",
+                ["3 to 5 business days"],
+                "Standard delivery takes {v}.",
+                ["How long does standard delivery take?", "What is the standard shipping time?"],
+                ["How many days until a standard order arrives?", "How quickly does normal shipping arrive?"],
+            ),
+            (
+                "carrier",
+                "{v}",
+                ["Larkspur Freight"],
+                "All parcels are carried by {v}.",
+                ["Which carrier delivers Quillmark parcels?", "What courier does Quillmark use?"],
+                ["Which delivery company brings my order?", "Who ships Quillmark orders?"],
+            ),
+        ],
+    ),
+    "policy-repairs": (
+        "Out-of-warranty repairs",
+        [
+            (
+                "repair_fee",
+                "{v}",
+                ["$59"],
+                "Out-of-warranty repairs cost a flat {v} plus parts.",
+                ["What is the flat fee for out-of-warranty repairs?", "How much is the repair fee?"],
+                ["What does Quillmark charge for a repair after the warranty ends?", "What's the base repair charge?"],
+            ),
+            (
+                "turnaround",
+                "{v}",
+                ["10 business days"],
+                "Repairs are completed within {v}.",
+                ["How long do repairs take?", "What is the repair turnaround time?"],
+                ["How soon do I get a repaired device back?", "How many days does a repair need?"],
+            ),
+            (
+                "loaner",
+                "{v}",
+                ["$25"],
+                "A loaner device is available for a deposit of {v}.",
+                ["How much is the deposit for a loaner device?", "What deposit does a loaner need?"],
+                ["What must I pay to borrow a replacement during a repair?", "What's the loaner deposit?"],
+            ),
+            (
+                "parts_warranty",
+                "{v}",
+                ["90 days"],
+                "Replaced parts are guaranteed for {v}.",
+                ["How long are replaced parts guaranteed?", "What is the guarantee on replacement parts?"],
+                ["For how long is a repair part covered?", "How long does the parts guarantee run?"],
+            ),
+        ],
+    ),
 }
 
 
@@ -277,14 +458,30 @@ def _centre_docs(rng: random.Random) -> tuple[dict[str, str], list[Fact]]:
             "</body></html>\n"
         )
         for kind, answer, train, test in (
-            ("opens", opens, [f"What time does the {city} service centre open?"],
-             [f"When do the doors open at the Quillmark centre in {city}?"]),
-            ("phone", phone, [f"What is the phone number of the {city} service centre?"],
-             [f"How do I call the Quillmark centre in {city}?"]),
-            ("closed", closed, [f"On which day is the {city} service centre closed?"],
-             [f"Which weekday can't I visit the {city} centre?"]),
-            ("manager", manager, [f"Who manages the {city} service centre?"],
-             [f"Who is in charge of the Quillmark centre in {city}?"]),
+            (
+                "opens",
+                opens,
+                [f"What time does the {city} service centre open?"],
+                [f"When do the doors open at the Quillmark centre in {city}?"],
+            ),
+            (
+                "phone",
+                phone,
+                [f"What is the phone number of the {city} service centre?"],
+                [f"How do I call the Quillmark centre in {city}?"],
+            ),
+            (
+                "closed",
+                closed,
+                [f"On which day is the {city} service centre closed?"],
+                [f"Which weekday can't I visit the {city} centre?"],
+            ),
+            (
+                "manager",
+                manager,
+                [f"Who manages the {city} service centre?"],
+                [f"Who is in charge of the Quillmark centre in {city}?"],
+            ),
         ):
             facts.append(Fact(f"{doc_id}.{kind}", doc_id, answer, train, test, kind=kind))
     return docs, facts
@@ -293,16 +490,31 @@ def _centre_docs(rng: random.Random) -> tuple[dict[str, str], list[Fact]]:
 TICKET_CATEGORIES = ["billing", "hardware_fault", "connectivity", "firmware", "returns"]
 PRIORITIES = ["low", "medium", "high", "urgent"]
 TICKET_TEXT = {
-    "billing": ["I was charged twice for my {p} order.", "The invoice for my {p} shows the wrong amount.",
-                "My card was billed but the {p} order says unpaid."],
-    "hardware_fault": ["The {p} makes a clicking noise and then shuts off.", "A crack appeared in the case of my {p}.",
-                       "The buttons on my {p} stopped responding."],
-    "connectivity": ["My {p} keeps dropping off the Wi-Fi.", "The {p} will not pair with my phone anymore.",
-                     "The app cannot find my {p} on the network."],
-    "firmware": ["The {p} got stuck halfway through a firmware update.", "After the latest update my {p} boots in a loop.",
-                 "The {p} says the firmware image is invalid."],
-    "returns": ["I want to send my {p} back, it is not what I expected.", "How do I return the {p} I bought last week?",
-                "Please arrange a return for my unused {p}."],
+    "billing": [
+        "I was charged twice for my {p} order.",
+        "The invoice for my {p} shows the wrong amount.",
+        "My card was billed but the {p} order says unpaid.",
+    ],
+    "hardware_fault": [
+        "The {p} makes a clicking noise and then shuts off.",
+        "A crack appeared in the case of my {p}.",
+        "The buttons on my {p} stopped responding.",
+    ],
+    "connectivity": [
+        "My {p} keeps dropping off the Wi-Fi.",
+        "The {p} will not pair with my phone anymore.",
+        "The app cannot find my {p} on the network.",
+    ],
+    "firmware": [
+        "The {p} got stuck halfway through a firmware update.",
+        "After the latest update my {p} boots in a loop.",
+        "The {p} says the firmware image is invalid.",
+    ],
+    "returns": [
+        "I want to send my {p} back, it is not what I expected.",
+        "How do I return the {p} I bought last week?",
+        "Please arrange a return for my unused {p}.",
+    ],
 }
 PRIORITY_CUES = {
     "low": ["No rush, whenever you get a chance.", "Just letting you know, it is not urgent."],
@@ -311,20 +523,40 @@ PRIORITY_CUES = {
     "urgent": ["Our whole office is down right now!", "This is an emergency, we need it fixed today!"],
 }
 INTENTS = {
-    "refund_request": ["I'd like my money back for the {p}.", "Please refund my {p} purchase.",
-                       "Can I get a refund on the {p}? It never worked.", "Refund the {p} to my card, please."],
-    "setup_help": ["How do I set up the {p} for the first time?", "Where do I plug in the {p} during setup?",
-                   "What are the steps to connect a new {p}?", "I need help installing my {p}."],
-    "bug_report": ["The {p} app crashes whenever I open settings.", "The {p} shows the wrong time after every restart.",
-                   "Battery percentage on the {p} jumps around randomly.", "The {p} forgets my settings overnight."],
-    "praise": ["The {p} is fantastic, thank you!", "Just wanted to say I love my {p}.",
-               "Great job on the {p}, it works perfectly.", "Your support for the {p} was excellent."],
-    "sales_question": ["Do you offer a bulk discount on the {p}?", "Is the {p} available in other colours?",
-                       "When will the {p} be back in stock?", "Can I buy the {p} for my whole team?"],
+    "refund_request": [
+        "I'd like my money back for the {p}.",
+        "Please refund my {p} purchase.",
+        "Can I get a refund on the {p}? It never worked.",
+        "Refund the {p} to my card, please.",
+    ],
+    "setup_help": [
+        "How do I set up the {p} for the first time?",
+        "Where do I plug in the {p} during setup?",
+        "What are the steps to connect a new {p}?",
+        "I need help installing my {p}.",
+    ],
+    "bug_report": [
+        "The {p} app crashes whenever I open settings.",
+        "The {p} shows the wrong time after every restart.",
+        "Battery percentage on the {p} jumps around randomly.",
+        "The {p} forgets my settings overnight.",
+    ],
+    "praise": [
+        "The {p} is fantastic, thank you!",
+        "Just wanted to say I love my {p}.",
+        "Great job on the {p}, it works perfectly.",
+        "Your support for the {p} was excellent.",
+    ],
+    "sales_question": [
+        "Do you offer a bulk discount on the {p}?",
+        "Is the {p} available in other colours?",
+        "When will the {p} be back in stock?",
+        "Can I buy the {p} for my whole team?",
+    ],
 }
 TICKET_INSTRUCTION = (
-    "Convert the support ticket into a JSON object with exactly these keys: \"product\" (one of: {lines}), "
-    "\"category\" (one of: {cats}) and \"priority\" (one of: {prios}). Reply with the JSON object only."
+    'Convert the support ticket into a JSON object with exactly these keys: "product" (one of: {lines}), '
+    '"category" (one of: {cats}) and "priority" (one of: {prios}). Reply with the JSON object only.'
 )
 INTENT_INSTRUCTION = "Classify the customer message. Reply with exactly one label from: {labels}."
 STYLE_INSTRUCTION = (
@@ -346,8 +578,9 @@ def _behaviour_rows(rng: random.Random, products: list[dict], avoid: set[str]) -
         "required": ["product", "category", "priority"],
         "additionalProperties": False,
     }
-    instruction = TICKET_INSTRUCTION.format(lines=", ".join(lines), cats=", ".join(TICKET_CATEGORIES),
-                                            prios=", ".join(PRIORITIES))
+    instruction = TICKET_INSTRUCTION.format(
+        lines=", ".join(lines), cats=", ".join(TICKET_CATEGORIES), prios=", ".join(PRIORITIES)
+    )
     rows, seen = [], set()
 
     def unique(text: str) -> bool:
@@ -366,9 +599,18 @@ def _behaviour_rows(rng: random.Random, products: list[dict], avoid: set[str]) -
             if not unique(text):
                 continue
             made += 1
-            rows.append({"id": f"qm-ticket-{split}-{made:03d}", "family": "behaviour", "split": split,
-                         "kind": "ticket_json", "instruction": instruction, "input": text, "schema": schema,
-                         "expected": {"product": p["line"], "category": cat, "priority": prio}})
+            rows.append(
+                {
+                    "id": f"qm-ticket-{split}-{made:03d}",
+                    "family": "behaviour",
+                    "split": split,
+                    "kind": "ticket_json",
+                    "instruction": instruction,
+                    "input": text,
+                    "schema": schema,
+                    "expected": {"product": p["line"], "category": cat, "priority": prio},
+                }
+            )
     labels = list(INTENTS)
     instruction = INTENT_INSTRUCTION.format(labels=", ".join(labels))
     for split, count in (("train", 70), ("test", 35)):
@@ -379,9 +621,18 @@ def _behaviour_rows(rng: random.Random, products: list[dict], avoid: set[str]) -
             if not unique(text):
                 continue
             made += 1
-            rows.append({"id": f"qm-intent-{split}-{made:03d}", "family": "behaviour", "split": split,
-                         "kind": "intent_label", "instruction": instruction, "input": text,
-                         "labels": labels, "label": label})
+            rows.append(
+                {
+                    "id": f"qm-intent-{split}-{made:03d}",
+                    "family": "behaviour",
+                    "split": split,
+                    "kind": "intent_label",
+                    "instruction": instruction,
+                    "input": text,
+                    "labels": labels,
+                    "label": label,
+                }
+            )
     style = {"max_words": 25, "first_word_in": ["Yes", "No", "Partly"], "cite_source": True}
     for split, count in (("train", 60), ("test", 30)):
         made = 0
@@ -391,11 +642,18 @@ def _behaviour_rows(rng: random.Random, products: list[dict], avoid: set[str]) -
             if rng.random() < 0.5:
                 if f"{p['doc_id']}.dock" in avoid:
                     continue
-                dock = p["dock"] if rng.random() < 0.5 else rng.choice([q["name"] for q in products if q["line"] == "Heron"])
+                dock = (
+                    p["dock"]
+                    if rng.random() < 0.5
+                    else rng.choice([q["name"] for q in products if q["line"] == "Heron"])
+                )
                 question = f"Does the {p['name']} work with the {dock} dock?"
                 verdict = "Yes" if dock == p["dock"] else "No"
-                reason = (f"the {p['name']} pairs with the {p['dock']} dock" if verdict == "Yes" else
-                          f"the {p['name']} is made for the {p['dock']} dock instead")
+                reason = (
+                    f"the {p['name']} pairs with the {p['dock']} dock"
+                    if verdict == "Yes"
+                    else f"the {p['name']} is made for the {p['dock']} dock instead"
+                )
             else:
                 if f"{p['doc_id']}.warranty" in avoid:
                     continue
@@ -406,16 +664,29 @@ def _behaviour_rows(rng: random.Random, products: list[dict], avoid: set[str]) -
             if not unique(question):
                 continue
             made += 1
-            rows.append({"id": f"qm-style-{split}-{made:03d}", "family": "behaviour", "split": split,
-                         "kind": "house_style", "instruction": STYLE_INSTRUCTION, "question": question,
-                         "answers": [f"{verdict}, {reason}. [{p['doc_id']}]"], "style": style,
-                         "source_docs": [p["doc_id"]]})
+            rows.append(
+                {
+                    "id": f"qm-style-{split}-{made:03d}",
+                    "family": "behaviour",
+                    "split": split,
+                    "kind": "house_style",
+                    "instruction": STYLE_INSTRUCTION,
+                    "question": question,
+                    "answers": [f"{verdict}, {reason}. [{p['doc_id']}]"],
+                    "style": style,
+                    "source_docs": [p["doc_id"]],
+                }
+            )
     return rows
 
 
 ABSTENTION_TEMPLATES = [
-    "How much does the {p} cost?", "When was the {p} released?", "What firmware does the {p} run?",
-    "How much does the {p} weigh?", "What warranty comes with the {p}?", "Which dock is compatible with the {p}?",
+    "How much does the {p} cost?",
+    "When was the {p} released?",
+    "What firmware does the {p} run?",
+    "How much does the {p} weigh?",
+    "What warranty comes with the {p}?",
+    "Which dock is compatible with the {p}?",
 ]
 
 
@@ -426,7 +697,7 @@ def _abstention_rows(rng: random.Random, products: list[dict], codes: list[dict]
         absent_products += [f"{line} {letter}{n}" for n in range(20, 24) if (line, n) not in used][:2]
     known_codes = {c["code"] for c in codes}
     questions = [t.format(p=p) for p in absent_products for t in rng.sample(ABSTENTION_TEMPLATES, 2)]
-    for line, letter, _, _ in LINES:
+    for _, letter, _, _ in LINES:
         code = next(f"E-{letter}{n}" for n in range(999, 100, -7) if f"E-{letter}{n}" not in known_codes)
         questions.append(f"What does error {code} mean?")
     questions += [f"What time does the {c} service centre open?" for c in ABSENT_CITIES]
@@ -478,7 +749,7 @@ GENERAL_PROBES = [
     ("What gas do plants absorb from the air?", ["carbon dioxide", "CO2"]),
     ("What is the chemical symbol for water?", ["H2O"]),
     ("What is frozen water called?", ["ice"]),
-    ("At what temperature in Celsius does water freeze?", ["0", "zero"]),
+    ("At what temperature in Celsius does water freeze?", ["0", "zero", "0°C", "0 °C"]),
     ("At what temperature in Celsius does water boil?", ["100"]),
     ("Who wrote Romeo and Juliet?", ["Shakespeare"]),
     ("Who painted the Mona Lisa?", ["Leonardo", "Vinci"]),
@@ -511,8 +782,55 @@ GENERAL_PROBES = [
     ("How many continents are there?", ["7", "seven"]),
     ("What is H2O commonly called?", ["water"]),
     ("What season comes after winter?", ["spring"]),
+    ("What is the capital of India?", ["Delhi"]),
+    ("What is the capital of Ireland?", ["Dublin"]),
+    ("What is the capital of Sweden?", ["Stockholm"]),
+    ("What is the capital of Norway?", ["Oslo"]),
+    ("What is the capital of Austria?", ["Vienna"]),
+    ("What is the capital of Poland?", ["Warsaw"]),
+    ("How many wheels does a bicycle have?", ["2", "two"]),
+    ("How many legs does a cat have?", ["4", "four"]),
+    ("What color is a ripe tomato?", ["red"]),
+    ("What is the boiling point of water in Fahrenheit?", ["212"]),
+    ("Which planet do we live on?", ["Earth"]),
+    ("What is the chemical symbol for gold?", ["Au"]),
+    ("Who was the first president of the United States?", ["Washington"]),
+    ("What fruit is used to make wine?", ["grape", "grapes"]),
+    ("What color is coal?", ["black"]),
+    ("How many eyes do humans have?", ["2", "two"]),
+    ("Which bird is a symbol of peace?", ["dove"]),
+    ("What instrument has 88 keys?", ["piano"]),
 ]
-GENERAL_FAILED = set()  # filled by corpora/check_general.py's findings; see the data card
+GENERAL_FAILED = {  # `python -m corpora.check_general`, 2026-11-23: 60/88 correct (68%)
+    "How many eyes do humans have?",
+    "How many minutes are in an hour?",
+    "How many months are in a year?",
+    "Reply with only the word 'yes'.",
+    "Spell the word cat backwards.",
+    "What animal is known as the king of the jungle?",
+    "What animal says moo?",
+    "What color are ripe bananas?",
+    "What color is coal?",
+    "What do you call a baby cat?",
+    "What do you call a baby dog?",
+    "What is 2 + 3?",
+    "What is 7 + 8?",
+    "What is 9 minus 4?",
+    "What is frozen water called?",
+    "What is the boiling point of water in Fahrenheit?",
+    "What is the capital of Germany?",
+    "What is the capital of Ireland?",
+    "What is the capital of Italy?",
+    "What is the capital of Poland?",
+    "What is the capital of Portugal?",
+    "What is the closest star to Earth?",
+    "What is the first letter of the English alphabet?",
+    "What is the largest planet in our solar system?",
+    "What is the past tense of go?",
+    "What is the square root of 9?",
+    "What season comes after winter?",
+    "Who was the first president of the United States?",
+}
 
 
 def _general_rows() -> list[dict]:
@@ -520,8 +838,7 @@ def _general_rows() -> list[dict]:
     for i, (q, answers) in enumerate(GENERAL_PROBES):
         if q in GENERAL_FAILED:
             continue
-        rows.append({"id": f"general-{i:03d}", "family": "general", "split": "test", "question": q,
-                     "answers": answers})
+        rows.append({"id": f"general-{i:03d}", "family": "general", "split": "test", "question": q, "answers": answers})
     return rows
 
 
@@ -536,8 +853,12 @@ def _updates(rng: random.Random, products: list[dict]) -> tuple[dict[str, dict],
         new["price"] = f"${int(p['price'][1:]) + rng.choice([-40, -20, 20, 30, 50])}"
         major, minor, patch = (int(x) for x in p["firmware"].split("."))
         new["firmware"] = f"{major}.{minor + 1}.{rng.randrange(0, 10)}"
-        new["warranty"] = {"12 months": "24 months", "18 months": "24 months", "24 months": "36 months",
-                           "36 months": "48 months"}[p["warranty"]]
+        new["warranty"] = {
+            "12 months": "24 months",
+            "18 months": "24 months",
+            "24 months": "36 months",
+            "36 months": "48 months",
+        }[p["warranty"]]
         changed[p["doc_id"]] = new
     excluded = {f"{doc_id}.{kind}" for doc_id in changed for kind in ("price", "firmware", "warranty")}
     return changed, excluded | {"policy-returns.return_window"}
@@ -566,15 +887,34 @@ def build() -> dict[str, str]:
         files[f"updates/{doc_id}.md"] = _product_prose(random.Random(f"{SEED}:{doc_id}"), new)
         for kind in ("price", "firmware", "warranty"):
             _, test_q = _facts_questions(kind, new["name"])
-            fresh_rows.append({"id": f"qm-fresh-{doc_id}-{kind}", "family": "freshness", "split": "test",
-                               "kind": kind, "question": test_q[0], "answers": [new[kind]],
-                               "old_answers": [old[kind]], "source_docs": [doc_id]})
+            fresh_rows.append(
+                {
+                    "id": f"qm-fresh-{doc_id}-{kind}",
+                    "family": "freshness",
+                    "split": "test",
+                    "kind": kind,
+                    "question": test_q[0],
+                    "answers": [new[kind]],
+                    "old_answers": [old[kind]],
+                    "source_docs": [doc_id],
+                }
+            )
     title, clauses = POLICIES["policy-returns"]
     files["updates/policy-returns.md"] = files["documents/policy-returns.md"].replace(
-        "within 45 days of delivery", "within 60 days of delivery")
-    fresh_rows.append({"id": "qm-fresh-policy-returns-return_window", "family": "freshness", "split": "test",
-                       "kind": "return_window", "question": clauses[0][5][0], "answers": ["60 days"],
-                       "old_answers": ["45 days"], "source_docs": ["policy-returns"]})
+        "within 45 days of delivery", "within 60 days of delivery"
+    )
+    fresh_rows.append(
+        {
+            "id": "qm-fresh-policy-returns-return_window",
+            "family": "freshness",
+            "split": "test",
+            "kind": "return_window",
+            "question": clauses[0][5][0],
+            "answers": ["60 days"],
+            "old_answers": ["45 days"],
+            "source_docs": ["policy-returns"],
+        }
+    )
 
     files["tasks/knowledge.jsonl"] = jsonl(train + test)
     unseen = {r["id"].removeprefix("qm-unseen-") for r in test if r["kind"] == "unseen"}

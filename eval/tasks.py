@@ -134,7 +134,9 @@ def _read_rows(path: Path, root: Path, problems: list[Problem]) -> list[tuple[Ta
             problems.append(Problem(rel, lineno, "a task row must be a JSON object"))
             continue
         if data.get("family") not in (*FAMILIES, None):
-            problems.append(Problem(rel, lineno, f"unknown family '{data['family']}'; use one of {', '.join(FAMILIES)}"))
+            problems.append(
+                Problem(rel, lineno, f"unknown family '{data['family']}'; use one of {', '.join(FAMILIES)}")
+            )
             continue
         try:
             rows.append((TaskRow.model_validate(data), rel, lineno))
@@ -208,7 +210,11 @@ def load_tasks(corpus: Path) -> list[TaskRow]:
 def count_rows(rows: list[TaskRow]) -> dict[str, dict[str, int]]:
     """Rows per family and split, for data cards and the validate command."""
     counts = Counter((r.family, r.split) for r in rows)
-    return {f: {s: counts[(f, s)] for s in ("train", "test")} for f in FAMILIES if counts[(f, "train")] + counts[(f, "test")]}
+    return {
+        f: {s: counts[(f, s)] for s in ("train", "test")}
+        for f in FAMILIES
+        if counts[(f, "train")] + counts[(f, "test")]
+    }
 
 
 def reference_output(row: TaskRow, abstention_phrase: str) -> str:

@@ -63,8 +63,10 @@ def attach_lora(model, tokenizer, folder: Path, name: str):
     from peft import PeftModel
 
     if isinstance(model, PeftModel):
-        if name not in model.peft_config:
-            model.load_adapter(str(folder), adapter_name=name)
+        if name in model.peft_config:
+            model.set_adapter(name)
+            return model  # checked when it was first loaded
+        model.load_adapter(str(folder), adapter_name=name)
     else:
         model = PeftModel.from_pretrained(model, str(folder), adapter_name=name)
     model.set_adapter(name)
@@ -73,6 +75,7 @@ def attach_lora(model, tokenizer, folder: Path, name: str):
     with model.disable_adapter():
         without = probe_logits(model, tokenizer)
     if torch.equal(with_adapter, without):
+        model.delete_adapter(name)  # leave the shared model as it was
         raise AdapterMismatch(
             f"the adapter at {folder} loaded but does not change the model's output (all-zero LoRA B matrices or "
             "target modules that do not exist in this model). Train it again."

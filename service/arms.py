@@ -106,7 +106,16 @@ def answer(arm: Arm, runtime, queries: list[Query], top_k: int | None = None) ->
     with runtime.generator_for(arm) as generator:
         outputs = generator.generate(prompts)
     return [
-        Answer(arm.name, g.text, tuple(p or ()), g.prompt_tokens, g.generated_tokens, g.latency_ms, retrieval_ms, g.batch_size)
+        Answer(
+            arm.name,
+            g.text,
+            tuple(p or ()),
+            g.prompt_tokens,
+            g.generated_tokens,
+            g.latency_ms,
+            retrieval_ms,
+            g.batch_size,
+        )
         for g, p in zip(outputs, passages, strict=True)
     ]
 

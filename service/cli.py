@@ -71,7 +71,9 @@ def fail(message: str) -> None:
 
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 @app.command()
@@ -151,7 +153,9 @@ def demo(
         typer.echo(runtime.index().summary())
         rows = [r for r in load_tasks(corpus) if r.split == "test" and r.family == "knowledge"][:questions]
         for row in rows:
-            typer.secho(f"\nQ: {row.text}   (expected: {row.answers[0]}; source: {', '.join(row.source_docs)})", bold=True)
+            typer.secho(
+                f"\nQ: {row.text}   (expected: {row.answers[0]}; source: {', '.join(row.source_docs)})", bold=True
+            )
             for a in compare(runtime, row.text, parse_arms(arms)):
                 cited = ", ".join(dict.fromkeys(p.doc_id for p in a.passages))
                 typer.echo(f"  {a.arm:8s} {a.text[:150]!r}" + (f"  <- {cited}" if cited else ""))

@@ -154,9 +154,10 @@ def build_index(
         fresh_by_doc.setdefault(chunk.doc_id, []).append((chunk, fresh[i]))
     report.chunks_embedded = len(to_embed)
 
+    changed = set(report.added) | set(report.updated)
     rows: list[tuple[Chunk, np.ndarray]] = []
     for doc in documents:  # document order, so the same corpus always gives the same index
-        rows.extend(fresh_by_doc.get(doc.doc_id) or kept_chunks.get(doc.doc_id, []))
+        rows.extend(fresh_by_doc.get(doc.doc_id, []) if doc.doc_id in changed else kept_chunks.get(doc.doc_id, []))
     if not rows:
         raise ValueError("The documents hold no text to index (all empty or whitespace). Add text and index again.")
     report.chunks_total = len(rows)
@@ -215,7 +216,9 @@ class Retriever:
         import bm25s
 
         bm25 = bm25s.BM25()
-        bm25.index(bm25s.tokenize([c.text for c in self.chunks], stopwords="en", show_progress=False), show_progress=False)
+        bm25.index(
+            bm25s.tokenize([c.text for c in self.chunks], stopwords="en", show_progress=False), show_progress=False
+        )
         return bm25
 
     def search(self, queries: list[str], top_k: int) -> list[list[Passage]]:
@@ -225,10 +228,10 @@ class Retriever:
         k = min(top_k, len(self.chunks))
         pool = min(len(self.chunks), k * 4) if self._bm25 is not None else k
         scores, ids = self.index.search(_embed(self.embedder, queries, self.settings.embed_batch_size), pool)
-        results = []
-        for qi in range(len(queries)):
-            ranked = [(int(i), float(s)) for i, s in zip(ids[qi], scores[qi]) if i >= 0]
-            results.append(ranked)
+        results = [
+            [(int(i), float(s)) for i, s in zip(row_ids, row_scores, strict=True) if i >= 0]  # -1: fewer hits than k
+            for row_ids, row_scores in zip(ids, scores, strict=True)
+        ]
         if self._bm25 is not None:
             results = self._fuse_with_bm25(queries, results, pool)
         return [[self._passage(i, s) for i, s in ranked[:k]] for ranked in results]
@@ -236,7 +239,9 @@ class Retriever:
     def _fuse_with_bm25(self, queries: list[str], dense: list[list[tuple[int, float]]], pool: int):
         import bm25s
 
-        ids, _ = self._bm25.retrieve(bm25s.tokenize(queries, stopwords="en", show_progress=False), k=pool, show_progress=False)
+        ids, _ = self._bm25.retrieve(
+            bm25s.tokenize(queries, stopwords="en", show_progress=False), k=pool, show_progress=False
+        )
         fused = []
         for qi, ranked in enumerate(dense):
             score: dict[int, float] = {}

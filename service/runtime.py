@@ -14,9 +14,9 @@ from pathlib import Path
 
 from service import adapters, models
 from service.arms import Arm
+from service.documents import load_documents
 from service.generation import Generator
 from service.prompts import Example
-from service.documents import load_documents
 from service.retrieval import IndexReport, Retriever, build_index
 from service.settings import Settings
 

@@ -102,10 +102,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="Indexes, databases and runs live here.")
     artifact_dir: Path = Field(Path("data/artifacts"), description="Converted models and trained adapters.")
     corpus: Path = Field(Path("corpora/quillmark"), description="Default corpus folder for serve/query.")
-    models: ModelSettings = Field(default_factory=ModelSettings)
-    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
-    generation: GenerationSettings = Field(default_factory=GenerationSettings)
-    api: ApiSettings = Field(default_factory=ApiSettings)
+    models: ModelSettings = Field(default_factory=ModelSettings, description="Generator and embedder.")
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings, description="Chunking and search.")
+    generation: GenerationSettings = Field(default_factory=GenerationSettings, description="Decoding and prompts.")
+    api: ApiSettings = Field(default_factory=ApiSettings, description="HTTP request limits.")
 
     def index_dir(self, corpus: Path) -> Path:
         """Where the index of `corpus` is stored: one folder per corpus name."""

@@ -1,0 +1,52 @@
+import pytest
+from fastapi.testclient import TestClient
+
+from service.api.main import create_app
+
+
+@pytest.fixture
+def client(settings, corpus):
+    return TestClient(create_app(settings, corpus))
+
+
+def test_healthz(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_query_returns_every_arm_with_passages(client):
+    client.app.state.runtime.index()
+    r = client.post("/v1/query", json={"question": "what is the price ?", "arms": ["base", "rag", "RAG"], "top_k": 2})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [a["arm"] for a in body["answers"]] == ["base", "rag"]
+    base, rag = body["answers"]
+    assert base["passages"] == [] and len(rag["passages"]) == 2
+    assert {"doc_id", "chunk_id", "text", "score"} <= set(rag["passages"][0])
+    assert rag["prompt_tokens"] > base["prompt_tokens"] > 0 and rag["latency_ms"] > 0
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        ({"question": "q", "arms": ["ragg"]}, 422, "unknown arm 'ragg'"),
+        ({"question": "", "arms": ["base"]}, 422, "question"),
+        ({"arms": ["base"]}, 422, "question"),
+        ({"question": "q", "arms": []}, 422, "arms"),
+        ({"question": "q", "top_k": 0}, 422, "top_k"),
+        ({"question": "q", "top_k": 21}, 422, "top_k=21 exceeds the limit of 20"),
+        ({"question": "x" * 2001}, 413, "the limit is 2000"),
+    ],
+)
+def test_bad_requests_are_4xx_naming_the_field(client, body, status, fragment):
+    r = client.post("/v1/query", json=body)
+    assert r.status_code == status
+    assert fragment in r.text
+
+
+def test_rag_without_index_and_untrained_adapter_are_409(client):
+    r = client.post("/v1/query", json={"question": "what is the price ?", "arms": ["rag"]})
+    assert r.status_code == 409 and "ragft index" in r.json()["detail"]
+    r = client.post("/v1/query", json={"question": "what is the price ?", "arms": ["lora"]})
+    assert r.status_code == 409 and "ragft train" in r.json()["detail"]
+    r = client.post("/v1/query", json={"question": "what is the price ?", "arms": ["base"]})
+    assert r.status_code == 200  # the base arm needs neither

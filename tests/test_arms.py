@@ -1,0 +1,99 @@
+import json
+
+import pytest
+import torch
+
+from service.adapters import AdapterMismatch, ArtifactMissing, artifact_dir
+from service.arms import ARMS, Query, UnknownArm, answer, compare, parse_arm, parse_arms
+from service.prompts import Example
+from service.runtime import Runtime
+
+
+@pytest.mark.parametrize(
+    ("spelling", "name"),
+    [("base", "base"), ("RAG", "rag"), ("rag+lora", "rag_lora"), ("rag-lora", "rag_lora"), (" scratch ", "scratch")],
+)
+def test_arm_spellings(spelling, name):
+    assert parse_arm(spelling).name == name
+
+
+def test_unknown_or_empty_arms_list_the_choices():
+    with pytest.raises(UnknownArm, match="unknown arm 'ragg'; choose from base, fewshot, rag"):
+        parse_arm("ragg")
+    with pytest.raises(UnknownArm, match="no arm given"):
+        parse_arms(" , ")
+    assert [a.name for a in parse_arms("rag,base,rag+lora,rag_lora")] == ["rag", "base", "rag_lora"]
+
+
+def test_registry_facts():
+    assert list(ARMS) == ["base", "fewshot", "rag", "lora", "rag_lora", "scratch"]
+    assert [a.name for a in ARMS.values() if a.retrieve] == ["rag", "rag_lora"]
+    assert all(a.name.isidentifier() for a in ARMS.values())  # URL- and file-safe
+
+
+@pytest.fixture
+def runtime(settings, corpus):
+    rt = Runtime(settings, corpus, {"knowledge": [Example("what is the price ?", "$249")]})
+    rt.index()
+    return rt
+
+
+def test_base_fewshot_and_rag_answer_with_their_inputs(runtime):
+    queries = [Query("what is the price ?"), Query("how much does the kestrel k2 cost ?")]
+    base = answer(ARMS["base"], runtime, queries)
+    few = answer(ARMS["fewshot"], runtime, queries)
+    rag = answer(ARMS["rag"], runtime, queries, top_k=1)
+    assert all(a.passages == () for a in base + few)
+    assert [len(a.passages) for a in rag] == [1, 1]
+    assert few[0].prompt_tokens > base[0].prompt_tokens and rag[0].prompt_tokens > base[0].prompt_tokens
+    assert rag[0].retrieval_ms > 0 and base[0].retrieval_ms == 0
+
+
+def test_same_inputs_same_answers(runtime):
+    first = compare(runtime, "what is the price ?", parse_arms("base,rag"))
+    second = compare(runtime, "what is the price ?", parse_arms("base,rag"))
+    assert [(a.text, a.passages) for a in first] == [(a.text, a.passages) for a in second]
+
+
+@pytest.mark.parametrize("arm", ["lora", "rag_lora", "scratch"])
+def test_untrained_arms_name_the_command_that_trains_them(runtime, arm):
+    with pytest.raises(ArtifactMissing, match=f"ragft train --corpus .* --arm {arm}"):
+        answer(ARMS[arm], runtime, [Query("what is the price ?")])
+
+
+def _save_lora(runtime, kind, base_model, nonzero):
+    from peft import LoraConfig, get_peft_model
+
+    gen = runtime.generator()
+    peft_model = get_peft_model(gen.model, LoraConfig(r=2, lora_alpha=4, target_modules="all-linear"))
+    if nonzero:
+        torch.manual_seed(1)
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.data.normal_(0, 1.0)
+    folder = artifact_dir(runtime.settings, runtime.corpus, kind)
+    peft_model.save_pretrained(folder)
+    gen.model = peft_model.unload()  # back to the plain base model
+    (folder / "manifest.json").write_text(json.dumps({"base_model": base_model}))
+    return folder
+
+
+def test_trained_adapter_changes_answers_and_base_arm_stays_base(runtime):
+    base_before = answer(ARMS["base"], runtime, [Query("what is the price ?")])
+    _save_lora(runtime, "lora", runtime.generator().model_id, nonzero=True)
+    lora = answer(ARMS["lora"], runtime, [Query("what is the price ?")])
+    base_after = answer(ARMS["base"], runtime, [Query("what is the price ?")])
+    assert base_after[0].text == base_before[0].text  # base runs with the adapter disabled
+    assert lora[0].text != base_before[0].text
+
+
+def test_fresh_adapter_that_changes_nothing_is_an_error(runtime):
+    _save_lora(runtime, "lora", runtime.generator().model_id, nonzero=False)  # B starts at zero
+    with pytest.raises(AdapterMismatch, match="does not change the model's output"):
+        answer(ARMS["lora"], runtime, [Query("what is the price ?")])
+
+
+def test_adapter_for_another_base_model_is_refused(runtime):
+    _save_lora(runtime, "rag_lora", "someone/else", nonzero=True)
+    with pytest.raises(AdapterMismatch, match="trained on base model 'someone/else'"):
+        answer(ARMS["rag_lora"], runtime, [Query("what is the price ?")])

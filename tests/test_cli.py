@@ -1,0 +1,62 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from service import cli
+from service.settings import get_settings
+
+
+@pytest.fixture
+def run(settings, monkeypatch):
+    monkeypatch.setattr(cli, "get_settings", lambda: settings)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(cli.app, [str(a) for a in args])
+
+
+def test_index_twice_then_query(run, corpus):
+    first = run("index", corpus)
+    assert first.exit_code == 0, first.output
+    assert "3 added" in first.output
+    second = run("index", corpus)
+    assert "index up to date" in second.output and "0 chunks re-embedded" in second.output
+    out = run("query", "what is the price ?", "--arms", "base,rag", "--corpus", corpus, "--top-k", "1")
+    assert out.exit_code == 0, out.output
+    assert "== base" in out.output and "== rag" in out.output
+    data = json.loads(run("query", "what is the price ?", "--arms", "rag", "--corpus", corpus, "--json").stdout)
+    assert data[0]["arm"] == "rag" and len(data[0]["passages"]) == 2
+
+
+def test_errors_are_one_clear_line_and_exit_2(run, corpus, tmp_path):
+    out = run("query", "q", "--arms", "ragg", "--corpus", corpus)
+    assert out.exit_code == 2 and "unknown arm 'ragg'" in out.output
+    out = run("query", "q", "--arms", "rag", "--corpus", corpus)
+    assert out.exit_code == 2 and "ragft index" in out.output
+    out = run("index", tmp_path / "empty")
+    assert out.exit_code == 2 and "no such folder" in out.output
+
+
+def test_set_overrides_settings(run, corpus):
+    out = run("index", corpus, "--set", "retrieval.chunk_tokens=20", "--set", "retrieval.chunk_overlap=2")
+    assert out.exit_code == 0 and "new index" in out.output
+    out = run("index", corpus, "--set", "retrieval.chunk_tokens=nine")
+    assert out.exit_code == 2 and "chunk_tokens" in out.output
+    out = run("index", corpus, "--set", "retrieval.no_such=1")
+    assert out.exit_code == 2 and "unknown setting 'retrieval.no_such'" in out.output
+
+
+def test_corpus_validate(run, corpus):
+    out = run("corpus", "validate", corpus)
+    assert out.exit_code == 0 and "OK, 3 task rows" in out.output
+    (corpus / "tasks" / "tasks.jsonl").write_text('{"id": "x"}\n')
+    out = run("corpus", "validate", corpus)
+    assert out.exit_code == 2 and "tasks/tasks.jsonl:1:" in out.output
+
+
+def test_real_get_settings_reads_env(monkeypatch):
+    get_settings.cache_clear()
+    monkeypatch.setenv("RAGFT_RETRIEVAL__TOP_K", "7")
+    try:
+        assert get_settings().retrieval.top_k == 7
+    finally:
+        get_settings.cache_clear()

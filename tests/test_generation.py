@@ -1,0 +1,39 @@
+from service import models
+from service.generation import Generator
+
+
+def _generator(settings, batch_size):
+    model, tokenizer, model_id = models.load_generator(settings.models, settings.artifact_dir)
+    return Generator(model, tokenizer, model_id, settings.generation.model_copy(update={"batch_size": batch_size}))
+
+
+PROMPTS = [
+    [{"role": "user", "content": "what is the price ?"}],
+    [
+        {"role": "system", "content": "answer the question"},
+        {"role": "user", "content": "how much does the kestrel k2 cost ?"},
+    ],
+    [{"role": "user", "content": "yes"}],
+]
+
+
+def test_batched_equals_one_by_one_and_keeps_order(settings):
+    batched = _generator(settings, 3).generate(PROMPTS)
+    single = _generator(settings, 1).generate(PROMPTS)
+    assert [g.text for g in batched] == [g.text for g in single]  # left padding does not change greedy output
+    assert [g.prompt_tokens for g in batched] == [g.prompt_tokens for g in single]
+    assert batched[0].prompt_tokens < batched[1].prompt_tokens
+    assert all(0 < g.generated_tokens <= settings.generation.max_new_tokens for g in batched)
+    assert {g.batch_size for g in batched} == {3} and {g.batch_size for g in single} == {1}
+
+
+def test_generation_is_deterministic(settings):
+    gen = _generator(settings, 2)
+    assert [g.text for g in gen.generate(PROMPTS)] == [g.text for g in gen.generate(PROMPTS)]
+
+
+def test_prompt_token_count_matches_rendered_chat(settings):
+    gen = _generator(settings, 2)
+    [out] = gen.generate(PROMPTS[:1])
+    assert out.prompt_tokens == gen.count_tokens(PROMPTS[0])
+    assert gen.render(PROMPTS[0]).endswith("<s> assistant : ")
