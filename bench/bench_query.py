@@ -33,9 +33,7 @@ def main() -> None:
         base = Settings()
         settings = Settings(data_dir=Path(tmp), artifact_dir=base.artifact_dir)  # fresh index, cached f32 model
         gen = settings.generation
-        runtime = Runtime(
-            settings, args.corpus, corpus_examples(args.corpus, gen.fewshot_examples, gen.seed, gen.abstention_phrase)
-        )
+        runtime = Runtime(settings, args.corpus, corpus_examples(args.corpus, gen))
         t0 = time.perf_counter()
         runtime.embedder()
         print(f"embedder load: {time.perf_counter() - t0:.1f}s")

@@ -24,6 +24,7 @@ import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.documents import DocumentError, load_documents
+from service.settings import GenerationSettings
 
 FAMILIES = ("knowledge", "behaviour", "abstention", "freshness", "general")
 Family = Literal["knowledge", "behaviour", "abstention", "freshness", "general"]
@@ -251,8 +252,9 @@ def example_key(row: TaskRow) -> str:
     return f"{row.family}:{row.kind}" if row.family == "behaviour" and row.kind else row.family
 
 
-def corpus_examples(corpus: Path, per_family: int, seed: int, abstention_phrase: str) -> dict[str, list]:
-    """Fewshot pools for a corpus, or none when it has no tasks/ (a bare folder of documents)."""
+def corpus_examples(corpus: Path, generation: GenerationSettings) -> dict[str, list]:
+    """Fewshot pools for a corpus as configured, or none when it has no tasks/ (a bare folder of documents)."""
     if not (Path(corpus) / "tasks").is_dir():
         return {}
-    return fewshot_examples(load_tasks(corpus), per_family, seed, abstention_phrase)
+    g = generation
+    return fewshot_examples(load_tasks(corpus), g.fewshot_examples, g.seed, g.abstention_phrase)

@@ -60,8 +60,7 @@ def runtime_for(settings: Settings, corpus: Path):
     from eval.tasks import corpus_examples
     from service.runtime import Runtime
 
-    gen = settings.generation
-    return Runtime(settings, corpus, corpus_examples(corpus, gen.fewshot_examples, gen.seed, gen.abstention_phrase))
+    return Runtime(settings, corpus, corpus_examples(corpus, settings.generation))
 
 
 def fail(message: str) -> None:

@@ -15,11 +15,9 @@ from service.settings import Settings
 def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
     """An app serving `corpus` (default: settings.corpus); models load on the first query."""
     corpus = Path(corpus or settings.corpus)
-    gen = settings.generation
-    examples = corpus_examples(corpus, gen.fewshot_examples, gen.seed, gen.abstention_phrase)
     app = FastAPI(title="ragft", version="0.1.0", description="Compare RAG, LoRA, both, or neither on one question.")
     app.state.settings = settings
-    app.state.runtime = Runtime(settings, corpus, examples)
+    app.state.runtime = Runtime(settings, corpus, corpus_examples(corpus, settings.generation))
     app.include_router(health.router)
     app.include_router(query.router)
     return app
