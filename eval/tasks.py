@@ -84,6 +84,8 @@ class TaskRow(BaseModel):
                 raise ValueError(f"label '{self.label}' is not in labels {self.labels}")
             if self.json_schema is None and self.labels is None and self.style is None:
                 raise ValueError("a behaviour row needs 'schema'+'expected', 'labels'+'label', or 'style'")
+            if self.split == "train" and self.json_schema is None and self.labels is None and not self.answers:
+                raise ValueError("a train style row needs 'answers': the reply fine-tuning and fewshot examples show")
         return self
 
 
@@ -226,7 +228,7 @@ def reference_output(row: TaskRow, abstention_phrase: str) -> str:
         return json.dumps(row.expected, ensure_ascii=False)
     if row.label is not None:
         return row.label
-    return row.answers[0]
+    return row.answers[0] if row.answers else "(any reply that follows the style rules)"
 
 
 def fewshot_examples(rows: list[TaskRow], per_family: int, seed: int, abstention_phrase: str) -> dict[str, list]:
@@ -258,3 +260,30 @@ def corpus_examples(corpus: Path, generation: GenerationSettings) -> dict[str, l
         return {}
     g = generation
     return fewshot_examples(load_tasks(corpus), g.fewshot_examples, g.seed, g.abstention_phrase)
+
+
+TRAINABLE_FAMILIES = ("knowledge", "behaviour", "abstention")
+
+
+def supervised_rows(rows: list[TaskRow], abstention_phrase: str):
+    """Train rows the adapters learn from (knowledge, behaviour, abstention); test rows never enter."""
+    from service.training_data import SupervisedRow
+
+    return [
+        SupervisedRow(
+            r.id,
+            r.family,
+            r.text,
+            r.instruction,
+            reference_output(r, abstention_phrase),
+            tuple(r.source_docs),
+            tuple(r.answers),
+        )
+        for r in rows
+        if r.split == "train" and r.family in TRAINABLE_FAMILIES
+    ]
+
+
+def held_out_inputs(rows: list[TaskRow]) -> set[str]:
+    """Every test input, which training data must never contain (templated paraphrases are checked against it)."""
+    return {r.text for r in rows if r.split == "test"}

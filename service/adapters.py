@@ -43,11 +43,18 @@ def read_manifest(folder: Path, arm_name: str, corpus: Path) -> dict:
         raise ArtifactMissing(f"{path} is not valid JSON ({exc}); delete {folder} and train again.") from exc
 
 
-def check_base_model(manifest: dict, model_id: str, folder: Path) -> None:
+def check_base_model(manifest: dict, model_id: str, folder: Path, weights_hash: str | None = None) -> None:
+    """Refuse an artifact trained on another base model, by name and, when both are known, by weights."""
     if manifest.get("base_model") != model_id:
         raise AdapterMismatch(
             f"the artifact at {folder} was trained on base model '{manifest.get('base_model')}', "
             f"but '{model_id}' is configured. Train it again for this model or configure that one."
+        )
+    stored = manifest.get("base_model_hash")
+    if weights_hash is not None and stored is not None and stored != weights_hash:
+        raise AdapterMismatch(
+            f"the artifact at {folder} was trained on other weights of '{model_id}' (hash {stored[:12]}, "
+            f"now {weights_hash[:12]}): the model files changed. Train it again with --force."
         )
 
 

@@ -122,6 +122,37 @@ def query(
 
 
 @app.command()
+def train(
+    corpus: Annotated[Path, typer.Option(help="Corpus whose train split to learn from.")],
+    arm: Annotated[
+        list[str] | None, typer.Option(help="lora, rag+lora or scratch; repeat for several (default: all three).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Train again even if an identical artifact is stored.")] = False,
+    set_: SetOption = None,
+) -> None:
+    """Train the adapters (and the scratch model) an arm needs, reusing identical stored ones."""
+    from eval.tasks import held_out_inputs, load_tasks, supervised_rows
+    from service.arms import parse_arms
+    from service.finetune import describe, train_arm
+
+    settings = build_settings(set_)
+    try:
+        chosen = parse_arms(arm or ["lora", "rag_lora", "scratch"])
+        untrainable = [a.name for a in chosen if a.adapter is None]
+        if untrainable:
+            raise ValueError(f"arm(s) {', '.join(untrainable)} have nothing to train; choose lora, rag+lora or scratch")
+        rows = load_tasks(corpus)
+        sft = supervised_rows(rows, settings.generation.abstention_phrase)
+        for a in chosen:
+            result = train_arm(
+                settings, corpus, a.adapter, sft, forbidden_inputs=held_out_inputs(rows), show_bar=True
+            )
+            typer.echo(describe(result))
+    except (ValueError, RuntimeError) as exc:
+        fail(str(exc))
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
@@ -135,30 +166,142 @@ def serve(
     uvicorn.run(create_app(build_settings(set_)), host=host, port=port)
 
 
+def _progress_printer():
+    """Progress lines on stderr: one per stage change, and every batch of answers with a rate and time left."""
+    import time
+
+    state = {"stage": None, "start": time.perf_counter(), "t0": time.perf_counter(), "first": 0}
+
+    def report(stage: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        key = stage.split(" ")[0]
+        if key != state["stage"]:
+            state.update(stage=key, t0=now, first=done)
+        rate = (done - state["first"]) / (now - state["t0"]) if now > state["t0"] else 0
+        eta = f", ~{(total - done) / rate / 60:.1f} min left" if rate and key == "answer" else ""
+        typer.echo(f"[{now - state['start']:6.0f}s] {stage}: {done}/{total}{eta}", err=True)
+
+    return report
+
+
+def _finish_run(settings: Settings, run_id: str) -> Path:
+    """Score a stored run, write its three report files and print the verdict table."""
+    from eval.report import verdict_rows, write_report
+    from eval.results import build_results
+    from eval.store import Store
+    from service import models
+
+    embedder = models.load_embedder(settings.models)
+    store = Store(settings.database)
+    try:
+        results = build_results(store, run_id, settings, embed=lambda texts: embedder.encode(texts).tolist())
+    finally:
+        store.close()
+    folder = write_report(results, settings.eval.reports_dir)
+    typer.secho(f"\nVerdict for run {run_id}", bold=True)
+    for v in verdict_rows(results):
+        typer.echo(
+            f"  {v['family']:11s} best {v['best']:10s} {v['score']:24s} tied: {v['tied']:28s} "
+            f"-> use {v['recommended']:10s} (folk rule: {v['rule']})"
+        )
+    typer.echo(f"\nreport: {folder / 'report.html'}  (also report.md, results.json)")
+    return folder
+
+
+@app.command("eval")
+def eval_(
+    corpus: Annotated[Path, typer.Option(help="Corpus folder with documents/ and tasks/.")],
+    arms: Annotated[str, typer.Option(help="Comma-separated arms.")] = "base,fewshot,rag,lora,rag+lora,scratch",
+    families: Annotated[str | None, typer.Option(help="Comma-separated families (default: all).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Test rows per family (seeded sample).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for sampling and statistics.")] = None,
+    run_id: Annotated[str | None, typer.Option(help="Resume or name a run; default: a hash of its inputs.")] = None,
+    set_: SetOption = None,
+) -> None:
+    """Run every arm on every test row, store the answers, and write the comparison report."""
+    from eval.runner import RunSpec, run_eval
+
+    settings = build_settings(set_)
+    spec = RunSpec(
+        corpus,
+        [a.strip() for a in arms.split(",") if a.strip()],
+        [f.strip() for f in families.split(",")] if families else settings.eval.families,
+        limit if limit is not None else settings.eval.limit,
+        seed if seed is not None else settings.generation.seed,
+        run_id,
+    )
+    try:
+        done = run_eval(settings, spec, progress=_progress_printer(), show_bars=True)
+        _finish_run(settings, done)
+    except (ValueError, RuntimeError, KeyError) as exc:
+        fail(str(exc))
+
+
+@app.command()
+def report(
+    run_id: Annotated[str, typer.Argument(help="Run id (see `ragft runs`).")],
+    set_: SetOption = None,
+) -> None:
+    """Re-render a stored run's report from the database, generating nothing."""
+    try:
+        _finish_run(build_settings(set_), run_id)
+    except (ValueError, RuntimeError, KeyError) as exc:
+        fail(str(exc))
+
+
+@app.command()
+def compare(
+    run_a: Annotated[str, typer.Argument(help="Earlier run id.")],
+    run_b: Annotated[str, typer.Argument(help="Later run id.")],
+    set_: SetOption = None,
+) -> None:
+    """Show what changed between two runs: headline scores per family and arm, and recommendations."""
+    from eval.report import compare_runs
+    from eval.results import build_results
+    from eval.store import Store
+
+    settings = build_settings(set_)
+    store = Store(settings.database)
+    try:
+        typer.echo(compare_runs(build_results(store, run_a, settings), build_results(store, run_b, settings)))
+    except (ValueError, RuntimeError, KeyError) as exc:
+        fail(str(exc))
+    finally:
+        store.close()
+
+
+@app.command()
+def runs(set_: SetOption = None) -> None:
+    """List the stored runs."""
+    from eval.store import Store
+
+    settings = build_settings(set_)
+    store = Store(settings.database)
+    try:
+        for r in store.runs():
+            typer.echo(f"{r.id:32s} {r.status:10s} {r.corpus:12s} {r.created_at}  {store.count(r.id)} answers")
+    finally:
+        store.close()
+
+
 @app.command()
 def demo(
     corpus: Annotated[Path, typer.Option(help="Corpus to run on.")] = Path("corpora/quillmark"),
-    questions: Annotated[int, typer.Option(help="Test questions to ask.")] = 3,
-    arms: Annotated[str, typer.Option(help="Arms to compare.")] = "base,fewshot,rag",
+    limit: Annotated[int | None, typer.Option(help="Test rows per family (default: eval.demo_limit).")] = None,
     set_: SetOption = None,
 ) -> None:
-    """Index the shipped corpus and compare arms on a few of its test questions."""
-    from eval.tasks import load_tasks
-    from service.arms import compare, parse_arms
+    """The whole pipeline on the shipped corpus: index, train, answer with every arm, report the verdict."""
+    from eval.runner import RunSpec, run_eval
+    from service.arms import ARMS
 
     settings = build_settings(set_)
+    spec = RunSpec(
+        corpus, list(ARMS), settings.eval.families, limit or settings.eval.demo_limit, settings.generation.seed
+    )
     try:
-        runtime = runtime_for(settings, corpus)
-        typer.echo(runtime.index().summary())
-        rows = [r for r in load_tasks(corpus) if r.split == "test" and r.family == "knowledge"][:questions]
-        for row in rows:
-            typer.secho(
-                f"\nQ: {row.text}   (expected: {row.answers[0]}; source: {', '.join(row.source_docs)})", bold=True
-            )
-            for a in compare(runtime, row.text, parse_arms(arms)):
-                cited = ", ".join(dict.fromkeys(p.doc_id for p in a.passages))
-                typer.echo(f"  {a.arm:8s} {a.text[:150]!r}" + (f"  <- {cited}" if cited else ""))
-    except (ValueError, RuntimeError) as exc:
+        done = run_eval(settings, spec, progress=_progress_printer(), show_bars=True)
+        _finish_run(settings, done)
+    except (ValueError, RuntimeError, KeyError) as exc:
         fail(str(exc))
 
 

@@ -131,6 +131,15 @@ def _convert_gguf(source: GeneratorSource, target: Path) -> None:
     tmp.rename(target)
 
 
+def weights_hash(model) -> str:
+    """Content hash of the base weights, so an adapter is never applied to a changed model of the same name."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def resolve_embedder(models: ModelSettings) -> str:
     """The folder or hub id that SentenceTransformer should load."""
     spec = models.embedder

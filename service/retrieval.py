@@ -170,6 +170,10 @@ def build_index(
             "dim": int(vectors.shape[1]),
             "chunks": len(rows),
             "documents": new_hashes,
+            # what a from-scratch build of this corpus cost, for the report's cost table
+            "full_build_s": round(time.perf_counter() - started, 3)
+            if report.full_rebuild_reason or old is None
+            else old.get("full_build_s"),
         }
         _write_atomically(folder, [c for c, _ in rows], vectors, _faiss_index(vectors, settings), manifest)
     report.seconds = time.perf_counter() - started

@@ -7,6 +7,7 @@ active adapter is switched per arm, and two CPU cores gain nothing from parallel
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,11 +31,20 @@ class Runtime:
         self._scratch: Generator | None = None
         self._embedder = None
         self._retriever: Retriever | None = None
+        self._weights_hash: str | None = None
+        self._index_dir: Path | None = None
         self.lock = threading.RLock()
 
     @property
     def index_dir(self) -> Path:
-        return self.settings.index_dir(self.corpus)
+        return self._index_dir or self.settings.index_dir(self.corpus)
+
+    def with_index(self, folder: Path) -> Runtime:
+        """The same loaded models and adapters searching another index (the corpus after an update)."""
+        other = copy.copy(self)
+        other._index_dir = Path(folder)
+        other._retriever = None
+        return other
 
     def generator(self) -> Generator:
         with self.lock:
@@ -42,6 +52,13 @@ class Runtime:
                 model, tokenizer, model_id = models.load_generator(self.settings.models, self.settings.artifact_dir)
                 self._generator = Generator(model, tokenizer, model_id, self.settings.generation)
             return self._generator
+
+    def weights_hash(self) -> str:
+        """Hash of the base weights, taken before any adapter wraps them (once per process, ~1 s)."""
+        with self.lock:
+            if self._weights_hash is None:
+                self._weights_hash = models.weights_hash(self.generator().model)
+            return self._weights_hash
 
     def embedder(self):
         with self.lock:
@@ -87,7 +104,7 @@ class Runtime:
                 return
             folder = adapters.artifact_dir(self.settings, self.corpus, arm.adapter)
             manifest = adapters.read_manifest(folder, arm.name, self.corpus)
-            adapters.check_base_model(manifest, gen.model_id, folder)
+            adapters.check_base_model(manifest, gen.model_id, folder, self.weights_hash())
             gen.model = adapters.attach_lora(gen.model, gen.tokenizer, folder, arm.adapter)
             yield gen
 
@@ -96,8 +113,9 @@ class Runtime:
             from transformers import AutoModelForCausalLM
 
             folder = adapters.artifact_dir(self.settings, self.corpus, "scratch")
-            adapters.read_manifest(folder, arm.name, self.corpus)
+            manifest = adapters.read_manifest(folder, arm.name, self.corpus)
             base = self.generator()
+            adapters.check_base_model(manifest, base.model_id, folder, self.weights_hash())
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=base.model.dtype).to(base.model.device).eval()
             self._scratch = Generator(model, base.tokenizer, str(folder), self.settings.generation)
         return self._scratch

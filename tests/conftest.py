@@ -5,7 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from service.settings import GenerationSettings, ModelSettings, RetrievalSettings, Settings
+from service.settings import (
+    GenerationSettings,
+    LoraSettings,
+    ModelSettings,
+    RetrievalSettings,
+    ScratchSettings,
+    Settings,
+)
 from tests import tiny
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -28,6 +35,10 @@ def settings(tiny_models, tmp_path) -> Settings:
         models=ModelSettings(generator=str(generator), embedder=str(embedder)),
         retrieval=RetrievalSettings(chunk_tokens=24, chunk_overlap=4, top_k=2),
         generation=GenerationSettings(max_new_tokens=6, batch_size=4),
+        lora=LoraSettings(
+            rank=4, batch_size=2, epochs=2, max_train_tokens=None, max_seq_tokens=160, validation_fraction=0.25
+        ),
+        scratch=ScratchSettings(layers=1, hidden_size=16, heads=2),
     )
 
 
@@ -53,3 +64,41 @@ def corpus(tmp_path) -> Path:
     ]
     (root / "tasks" / "tasks.jsonl").write_text("\n".join(rows) + "\n")
     return root
+
+
+FULL_ROWS = [
+    {"id": "k3", "family": "knowledge", "split": "train", "question": "How much does the Kestrel K4 cost?",
+     "answers": ["$199"], "source_docs": ["kestrel-k4"]},
+    {"id": "k4", "family": "knowledge", "split": "test", "question": "What is the firmware version of the K4?",
+     "answers": ["1.2.3"], "source_docs": ["kestrel-k4"]},
+    {"id": "k5", "family": "knowledge", "split": "test", "question": "How many hours does the camera battery last?",
+     "answers": ["12 hours"], "source_docs": ["camera"]},
+    {"id": "b1", "family": "behaviour", "split": "train", "input": "the k2 router is broken", "kind": "label",
+     "instruction": "Answer yes or no.", "labels": ["yes", "no"], "label": "yes"},
+    {"id": "b2", "family": "behaviour", "split": "test", "input": "the camera is fine", "kind": "label",
+     "instruction": "Answer yes or no.", "labels": ["yes", "no"], "label": "no"},
+    {"id": "b3", "family": "behaviour", "split": "test", "input": "k2 router price", "kind": "json",
+     "instruction": "Reply with JSON.", "schema": {"type": "object", "properties": {"product": {"type": "string"}},
+     "required": ["product"]}, "expected": {"product": "k2"}},
+    {"id": "b4", "family": "behaviour", "split": "test", "input": "is the dock good", "kind": "style",
+     "instruction": "Start with yes or no.", "style": {"max_words": 12, "first_word_in": ["yes", "no"]}},
+    {"id": "a0", "family": "abstention", "split": "train", "question": "When was the dock released?"},
+    {"id": "f1", "family": "freshness", "split": "test", "question": "How much does the Kestrel K4 cost now?",
+     "answers": ["$179"], "old_answers": ["$199"], "source_docs": ["kestrel-k4"]},
+    {"id": "g1", "family": "general", "split": "test", "question": "What is the answer ?", "answers": ["yes"]},
+    {"id": "g2", "family": "general", "split": "test", "question": "Is a router a product ?", "answers": ["yes"]},
+]  # fmt: skip
+
+
+@pytest.fixture
+def full_corpus(corpus) -> Path:
+    """The small corpus with every family, train rows for the adapters, and an updates/ folder."""
+    import json
+
+    with (corpus / "tasks" / "tasks.jsonl").open("a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in FULL_ROWS)
+    (corpus / "updates").mkdir()
+    (corpus / "updates" / "kestrel-k4.txt").write_text(
+        "The Kestrel K4 router costs $179. Its firmware version is 1.2.3.\n"
+    )
+    return corpus

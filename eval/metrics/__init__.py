@@ -1,1 +1,81 @@
-"""Metrics, one module per task family."""
+"""The metric registry: each metric carries its family, direction and the rows it reads.
+
+Adding a metric is one `register(Metric(...))` call in its family's module; the runner, the
+statistics, the verdict and the report all loop over `METRICS`. Judge-free by default:
+string, JSON, label, retrieval and embedding metrics run locally.
+
+Example:
+    >>> from eval.metrics import METRICS, headline
+    >>> headline("knowledge").name
+    'answer_contained'
+    >>> METRICS["false_abstention_rate"].higher_is_better
+    False
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from eval.store import Prediction
+from eval.tasks import TaskRow
+
+
+@dataclass
+class ScoringContext:
+    """What metrics may need beyond a row and its prediction, built once per scoring pass."""
+
+    abstention_phrase: str
+    embed: Callable[[list[str]], list[list[float]]] | None = None  # the local embedder, for semantic similarity
+    gold_contexts: dict[str, list[str]] = field(default_factory=dict)  # row id -> answer-bearing sentences
+    cache: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One score. `score` gives a number per row (None: not applicable); `aggregate` turns row values into
+    the family figure (the mean unless given; macro-F1 needs the pairs)."""
+
+    name: str
+    family: str  # the report family it belongs to
+    reads: tuple[str, ...]  # task-row families it scores
+    score: Callable[[TaskRow, Prediction, ScoringContext], float | tuple | None]
+    description: str
+    higher_is_better: bool = True
+    needs_contexts: bool = False  # only meaningful for retrieving arms
+    headline: bool = False
+    phase: str = "main"  # freshness metrics read the answers given after the corpus update
+    aggregate: Callable[[Sequence], float] | None = None
+
+
+os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")  # ragas sends usage analytics unless told not to
+
+METRICS: dict[str, Metric] = {}
+
+
+def register(metric: Metric) -> Metric:
+    if metric.name in METRICS:
+        raise ValueError(f"metric '{metric.name}' is registered twice")
+    METRICS[metric.name] = metric
+    return metric
+
+
+def family_metrics(family: str) -> list[Metric]:
+    return [m for m in METRICS.values() if m.family == family]
+
+
+def headline(family: str) -> Metric:
+    return next(m for m in family_metrics(family) if m.headline)
+
+
+def report_families() -> list[str]:
+    """Families that have metrics, in the task format's order (the order the report shows them)."""
+    from eval.tasks import FAMILIES
+
+    present = {m.family for m in METRICS.values()}
+    return [f for f in FAMILIES if f in present]
+
+
+# Each module registers its family's metrics on import.
+from eval.metrics import abstention, behaviour, freshness, general, knowledge  # noqa: E402,F401

@@ -46,3 +46,128 @@ def answer_contained(prediction: str, answers: list[str]) -> float:
     """1.0 when an accepted answer appears in the prediction as whole words."""
     pred = f" {normalise_answer(prediction)} "
     return float(any(f" {normalise_answer(a)} " in pred for a in answers if normalise_answer(a)))
+
+
+def _answers(row) -> list[str]:
+    return list(row.answers)
+
+
+def _ragas(ctx, name: str, factory):
+    """One ragas metric object per scoring pass (they hold tokenizers and scorers)."""
+    if name not in ctx.cache:
+        ctx.cache[name] = factory()
+    return ctx.cache[name]
+
+
+def _run(coro) -> float:
+    import asyncio
+
+    return float(asyncio.run(coro).value)
+
+
+def rouge_l(row, pred, ctx) -> float:
+    from ragas.metrics.collections import RougeScore
+
+    metric = _ragas(ctx, "rouge", lambda: RougeScore(rouge_type="rougeL", mode="fmeasure"))
+    return max(_run(metric.ascore(reference=a, response=pred.text or " ")) for a in _answers(row))
+
+
+def string_similarity(row, pred, ctx) -> float:
+    from ragas.metrics.collections import NonLLMStringSimilarity
+
+    metric = _ragas(ctx, "string", NonLLMStringSimilarity)
+    return max(_run(metric.ascore(reference=a, response=pred.text or " ")) for a in _answers(row))
+
+
+def semantic_similarity(row, pred, ctx) -> float | None:
+    """ragas SemanticSimilarity with the local embedder wrapped as a ragas embedding."""
+    if ctx.embed is None:
+        return None
+    from ragas.metrics.collections import SemanticSimilarity
+
+    metric = _ragas(ctx, "semantic", lambda: SemanticSimilarity(embeddings=local_embeddings(ctx.embed)))
+    return max(_run(metric.ascore(reference=a, response=pred.text or " ")) for a in _answers(row))
+
+
+def _first_gold_rank(row, pred) -> int | None:
+    for rank, passage in enumerate(pred.passages, start=1):
+        if passage.doc_id in row.source_docs:
+            return rank
+    return None
+
+
+def recall_at_k(row, pred, ctx) -> float | None:
+    """1.0 when any retrieved passage comes from a document that holds the answer."""
+    if not row.source_docs:
+        return None
+    return float(_first_gold_rank(row, pred) is not None)
+
+
+def mrr(row, pred, ctx) -> float | None:
+    if not row.source_docs:
+        return None
+    rank = _first_gold_rank(row, pred)
+    return 1.0 / rank if rank else 0.0
+
+
+def context_recall(row, pred, ctx) -> float | None:
+    """ragas NonLLMContextRecall: do the retrieved passages contain the sentences that hold the answer?"""
+    gold = ctx.gold_contexts.get(row.id)
+    if not gold:
+        return None
+    from ragas.dataset_schema import SingleTurnSample
+    from ragas.metrics import NonLLMContextRecall
+
+    metric = _ragas(ctx, "context_recall", NonLLMContextRecall)
+    sample = SingleTurnSample(retrieved_contexts=[p.text for p in pred.passages] or [" "], reference_contexts=gold)
+    import asyncio
+
+    return float(asyncio.run(metric.single_turn_ascore(sample)))
+
+
+def local_embeddings(embed):
+    """The configured sentence-transformers model behind ragas' modern embedding interface."""
+    from ragas.embeddings.base import BaseRagasEmbedding
+
+    class LocalEmbeddings(BaseRagasEmbedding):
+        def embed_text(self, text: str, **kwargs) -> list[float]:
+            return embed([text])[0]
+
+        async def aembed_text(self, text: str, **kwargs) -> list[float]:
+            return embed([text])[0]
+
+    return LocalEmbeddings()
+
+
+def answer_sentences(document_text: str, answers: list[str]) -> list[str]:
+    """Sentences of a source document that hold an accepted answer: the reference contexts for context recall."""
+    sentences = re.split(r"(?<=[.!?])\s+|\n+", document_text)
+    wanted = [a.lower() for a in answers if a.strip()]
+    return [s.strip() for s in sentences if s.strip() and any(a in s.lower() for a in wanted)]
+
+
+def _register() -> None:
+    from eval.metrics import Metric, register
+
+    k = ("knowledge",)
+
+    def string(fn):
+        return lambda row, pred, ctx: fn(pred.text, _answers(row))
+
+    register(Metric("answer_contained", "knowledge", k, string(answer_contained),
+                    "an accepted answer appears in the reply as whole words", headline=True))  # fmt: skip
+    register(Metric("exact_match", "knowledge", k, string(exact_match), "the reply is an accepted answer, normalised"))
+    register(Metric("token_f1", "knowledge", k, string(token_f1), "best token-overlap F1 with an accepted answer"))
+    register(Metric("rouge_l", "knowledge", k, rouge_l, "ragas RougeScore (ROUGE-L F-measure)"))
+    register(Metric("string_similarity", "knowledge", k, string_similarity,
+                    "ragas NonLLMStringSimilarity (normalised Levenshtein)"))  # fmt: skip
+    register(Metric("semantic_similarity", "knowledge", k, semantic_similarity,
+                    "ragas SemanticSimilarity with the local embedder"))  # fmt: skip
+    register(Metric("recall_at_k", "knowledge", k, recall_at_k,
+                    "a retrieved passage comes from a source document", needs_contexts=True))  # fmt: skip
+    register(Metric("mrr", "knowledge", k, mrr, "reciprocal rank of the first source passage", needs_contexts=True))
+    register(Metric("context_recall", "knowledge", k, context_recall,
+                    "ragas NonLLMContextRecall against the answer-bearing sentences", needs_contexts=True))  # fmt: skip
+
+
+_register()

@@ -1,0 +1,114 @@
+"""Training cost on this machine: LoRA versus full fine-tuning, and the demo adapters on corpus 1.
+
+Usage: python bench/bench_train.py [--steps 4] [--corpus corpora/quillmark] [--skip-demo]
+Each mode of the LoRA/full comparison runs in its own process so its peak memory is its own.
+Prints figures and ratios only; asserts nothing (this machine is shared and noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from eval.tasks import held_out_inputs, load_tasks, supervised_rows
+from service.settings import Settings
+
+
+def one_mode(mode: str, corpus: Path, steps: int) -> dict:
+    """Train `steps` optimizer steps on real closed-book examples with LoRA or with every weight trainable."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from service import models
+    from service.finetune import tokenize_example
+    from service.generation import Generator
+    from service.training_data import closed_book_examples
+
+    settings = Settings()
+    torch.manual_seed(0)
+    model, tokenizer, model_id = models.load_generator(settings.models, settings.artifact_dir)
+    generator = Generator(model, tokenizer, model_id, settings.generation)
+    rows = supervised_rows(load_tasks(corpus), settings.generation.abstention_phrase)
+    examples = closed_book_examples(rows, paraphrases=0, seed=0, abstention_phrase=settings.generation.abstention_phrase)
+    batch_size = settings.lora.batch_size
+    batches = []
+    for s in range(steps):
+        items = [tokenize_example(generator, e, 256) for e in examples[s * batch_size : (s + 1) * batch_size]]
+        width = max(len(t.input_ids) for t in items)
+        pad = tokenizer.pad_token_id
+        ids = torch.tensor([t.input_ids + [pad] * (width - len(t.input_ids)) for t in items])
+        labels = torch.tensor([t.labels + [-100] * (width - len(t.labels)) for t in items])
+        mask = torch.tensor([[1] * len(t.input_ids) + [0] * (width - len(t.input_ids)) for t in items])
+        batches.append((ids, labels, mask, sum(len(t.input_ids) for t in items)))
+    if mode == "lora":
+        lora = settings.lora
+        config = LoraConfig(r=lora.rank, lora_alpha=lora.lora_alpha, lora_dropout=lora.dropout,
+                            target_modules=lora.target_modules, task_type="CAUSAL_LM")  # fmt: skip
+        model = get_peft_model(model, config)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    tokens, t0 = 0, time.perf_counter()
+    for ids, labels, mask, n in batches:
+        model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        tokens += n
+    seconds = time.perf_counter() - t0
+    return {
+        "mode": mode,
+        "trainable_params": sum(p.numel() for p in params),
+        "tokens": tokens,
+        "seconds": round(seconds, 1),
+        "tokens_per_s": round(tokens / seconds, 1),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+
+
+def demo_adapters(corpus: Path) -> None:
+    from service.finetune import describe, train_arm
+
+    settings = Settings()
+    rows = load_tasks(corpus)
+    sft = supervised_rows(rows, settings.generation.abstention_phrase)
+    total = 0.0
+    for kind in ("lora", "rag_lora", "scratch"):
+        t0 = time.perf_counter()
+        result = train_arm(settings, corpus, kind, sft, forbidden_inputs=held_out_inputs(rows), force=True)
+        total += time.perf_counter() - t0
+        print(describe(result))
+        print(f"  wall incl. model load and data: {time.perf_counter() - t0:.1f}s, peak RSS {result.manifest['peak_rss_mib']} MiB")
+    print(f"demo adapters (lora + rag_lora + scratch, budget {settings.lora.max_train_tokens} tokens each): {total:.0f}s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--corpus", type=Path, default=Path("corpora/quillmark"))
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--mode", choices=["lora", "full"], help=argparse.SUPPRESS)
+    parser.add_argument("--skip-demo", action="store_true")
+    args = parser.parse_args()
+    if args.mode:
+        print(json.dumps(one_mode(args.mode, args.corpus, args.steps)))
+        return
+    figures = {}
+    for mode in ("lora", "full"):
+        cmd = [sys.executable, __file__, "--mode", mode, "--steps", str(args.steps), "--corpus", str(args.corpus)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        figures[mode] = json.loads(out.strip().splitlines()[-1])
+        print(figures[mode])
+    lora, full = figures["lora"], figures["full"]
+    print(f"LoRA vs full fine-tuning: {lora['tokens_per_s'] / full['tokens_per_s']:.2f}x the tokens/s, "
+          f"{lora['peak_rss_mib'] / full['peak_rss_mib']:.2f}x the peak memory, "
+          f"{lora['trainable_params'] / full['trainable_params']:.4f}x the trainable parameters")  # fmt: skip
+    if not args.skip_demo:
+        demo_adapters(args.corpus)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Freshness: after `updates/` is applied and the index refreshed, who gives the new answer?
+
+Scored on the answers given in the 'fresh' phase (after the update). Adapters were trained
+before the update, so only a re-index or a retraining can teach an arm the change.
+"""
+
+from __future__ import annotations
+
+from eval.metrics import Metric, register
+from eval.metrics.knowledge import answer_contained
+
+
+def new_answer_rate(row, pred, ctx) -> float:
+    return answer_contained(pred.text, list(row.answers))
+
+
+def stale_answer_rate(row, pred, ctx) -> float:
+    """The old answer and not the new one: the arm still believes the superseded fact."""
+    return float(
+        answer_contained(pred.text, list(row.old_answers)) and not answer_contained(pred.text, list(row.answers))
+    )
+
+
+f = ("freshness",)
+register(Metric("new_answer_rate", "freshness", f, new_answer_rate, "gives the updated answer", headline=True,
+                phase="fresh"))  # fmt: skip
+register(Metric("stale_answer_rate", "freshness", f, stale_answer_rate, "gives the superseded answer",
+                higher_is_better=False, phase="fresh"))  # fmt: skip

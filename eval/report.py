@@ -1,0 +1,265 @@
+"""Rendering a run's results as `results.json`, `report.md` and a self-contained `report.html`.
+
+The HTML opens offline: charts are matplotlib PNGs inlined as data URIs, styles are inline,
+and no script or font is fetched from anywhere. Jinja2 escapes every model output.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import jinja2
+
+from eval.metrics import METRICS
+from service.arms import ARMS
+
+RULE_MARK = {"agrees": "agrees", "contradicts": "CONTRADICTS", "inconclusive": "inconclusive", "n/a": "-"}
+
+
+def _fmt(cell: dict | None) -> str:
+    if not cell or cell.get("value") is None:
+        return "-"
+    return f"{cell['value']:.3f} [{cell['ci_low']:.3f}, {cell['ci_high']:.3f}]"
+
+
+def verdict_rows(results: dict) -> list[dict]:
+    """One row per family: what the CLI prints and both reports show first."""
+    rows = []
+    for family, block in results["families"].items():
+        v = block.get("verdict")
+        if not v:
+            continue
+        rows.append({
+            "family": family,
+            "metric": block["headline_metric"],
+            "best": ARMS[v["best"]].label,
+            "score": _fmt(block["arms"][v["best"]][block["headline_metric"]]),
+            "tied": ", ".join(ARMS[a].label for a in v["tied_with"]) or "none",
+            "recommended": ARMS[v["recommended"]].label,
+            "rule": RULE_MARK[v["rule"]],
+            "reason": v["reason"],
+            "rule_statement": v["rule_statement"],
+        })  # fmt: skip
+    return rows
+
+
+def render_markdown(results: dict) -> str:
+    lines = [f"# ragft report: {results['run_id']}", ""]
+    lines.append(f"Corpus `{results['corpus']}`, generator `{results['models']['generator']}`, "
+                 f"status {results['status']}; judge: {'used' if results['judge']['used'] else 'none (judge-free metrics)'}.")  # fmt: skip
+    lines += ["", "## Verdict", "", "| family | headline | best | score [95% CI] | tied with | recommended | folk rule |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in verdict_rows(results):
+        lines.append(f"| {r['family']} | {r['metric']} | {r['best']} | {r['score']} | {r['tied']} | "
+                     f"**{r['recommended']}** | {r['rule']} |")  # fmt: skip
+    lines.append("")
+    for r in verdict_rows(results):
+        lines.append(f"- **{r['family']}**: {r['reason']}. {r['rule_statement']}")
+    for family, block in results["families"].items():
+        arms = list(block["arms"])
+        metrics = [m for m in METRICS.values() if m.family == family and any(m.name in block["arms"][a] for a in arms)]
+        lines += ["", f"## {family}", "", "| arm | " + " | ".join(m.name for m in metrics) + " |",
+                  "|---|" + "---|" * len(metrics)]  # fmt: skip
+        for arm in arms:
+            lines.append(
+                f"| {ARMS[arm].label} | " + " | ".join(_fmt(block["arms"][arm].get(m.name)) for m in metrics) + " |"
+            )
+    lines += ["", "## Cost", "", "| arm | training s | index s | refresh | p50 ms/answer | p95 ms/answer | prompt tokens "
+              "| generated tokens | $ per 1k queries | break-even vs RAG (queries) |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for arm, c in results["costs"].items():
+        refresh = f"{c['refresh_by']} {c['refresh_s']:.1f}s" if c.get("refresh_s") is not None else c["refresh_by"]
+        be = c.get("break_even_queries_vs_rag")
+        lines.append(
+            f"| {ARMS[arm].label} | {_num(c['training_wall_s'])} | {_num(c['index_build_s'])} | {refresh} | "
+            f"{_num(c['latency_ms_p50'])} | {_num(c['latency_ms_p95'])} | {_num(c['prompt_tokens_mean'])} | "
+            f"{_num(c['generated_tokens_mean'])} | {_num(c['cost_per_1k_queries_usd'], 4)} | "
+            f"{'never' if ARMS[arm].adapter and 'break_even_queries_vs_rag' in c and be is None else _num(be)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _num(x, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def charts(results: dict) -> dict[str, str]:
+    """Headline-with-interval per family, cost versus quality, freshness and forgetting, as inline PNGs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = {}
+    for family, block in results["families"].items():
+        metric = block["headline_metric"]
+        arms = [a for a in block["arms"] if metric in block["arms"][a]]
+        if not arms:
+            continue
+        cells = [block["arms"][a][metric] for a in arms]
+        fig, ax = plt.subplots(figsize=(6, 2.8))
+        values = [c["value"] for c in cells]
+        errors = [[v - c["ci_low"] for v, c in zip(values, cells, strict=True)],
+                  [c["ci_high"] - v for v, c in zip(values, cells, strict=True)]]  # fmt: skip
+        recommended = (block.get("verdict") or {}).get("recommended")
+        colours = ["#2b8a3e" if a == recommended else "#4c6ef5" for a in arms]
+        ax.bar([ARMS[a].label for a in arms], values, yerr=errors, capsize=4, color=colours)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel(metric)
+        ax.set_title(f"{family}: {metric} (95% CI; green = recommended)", fontsize=9)
+        out[family] = _png(fig)
+    costs = results["costs"]
+    points = [(a, costs[a]["latency_ms_p50"], b["arms"][a][b["headline_metric"]]["value"], f)
+              for f, b in results["families"].items() for a in b["arms"]
+              if a in costs and b["headline_metric"] in b["arms"][a] and costs[a]["latency_ms_p50"]]  # fmt: skip
+    if points:
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        for family in dict.fromkeys(p[3] for p in points):
+            mine = [p for p in points if p[3] == family]
+            ax.scatter([p[1] for p in mine], [p[2] for p in mine], label=family)
+            for arm, x, y, _ in mine:
+                ax.annotate(ARMS[arm].label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel("ms of compute per answer (p50, log scale)")
+        ax.set_ylabel("headline score")
+        ax.set_title("cost versus quality", fontsize=9)
+        ax.legend(fontsize=7)
+        out["cost_quality"] = _png(fig)
+    fresh = results["families"].get("freshness")
+    if fresh and fresh["arms"]:
+        arms = list(fresh["arms"])
+        fig, ax = plt.subplots(figsize=(6, 2.8))
+        new = [fresh["arms"][a].get("new_answer_rate", {}).get("value") or 0 for a in arms]
+        stale = [fresh["arms"][a].get("stale_answer_rate", {}).get("value") or 0 for a in arms]
+        x = range(len(arms))
+        ax.bar([i - 0.2 for i in x], new, width=0.4, label="new answer", color="#2b8a3e")
+        ax.bar([i + 0.2 for i in x], stale, width=0.4, label="stale answer", color="#e03131")
+        ax.set_xticks(list(x), [ARMS[a].label for a in arms])
+        ax.set_ylim(0, 1.05)
+        ax.legend(fontsize=7)
+        ax.set_title("freshness after the corpus update", fontsize=9)
+        out["freshness_panel"] = _png(fig)
+    general = results["families"].get("general")
+    if general and general.get("forgetting_vs_base"):
+        items = general["forgetting_vs_base"]
+        arms = list(items)
+        fig, ax = plt.subplots(figsize=(6, 2.8))
+        diffs = [items[a]["difference"] for a in arms]
+        errors = [[d - items[a]["ci_low"] for d, a in zip(diffs, arms, strict=True)],
+                  [items[a]["ci_high"] - d for d, a in zip(diffs, arms, strict=True)]]  # fmt: skip
+        ax.bar([ARMS[a].label for a in arms], diffs, yerr=errors, capsize=4, color="#868e96")
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_ylabel("accuracy minus base")
+        ax.set_title("forgetting: general probes versus base (95% CI)", fontsize=9)
+        out["forgetting_panel"] = _png(fig)
+    return out
+
+
+TEMPLATE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string("""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>ragft report {{ r.run_id }}</title>
+<style>
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#212529}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #dee2e6;padding:4px 8px;vertical-align:top}
+th{background:#f1f3f5}.CONTRADICTS{color:#c92a2a;font-weight:bold}.agrees{color:#2b8a3e}
+.small{font-size:12px;color:#495057}pre{white-space:pre-wrap;margin:0;font-size:12px}
+</style></head><body>
+<h1>ragft report: {{ r.run_id }}</h1>
+<p class="small">Corpus <b>{{ r.corpus }}</b> &middot; generator {{ r.models.generator }} &middot; embedder {{ r.models.embedder }}
+&middot; status {{ r.status }} &middot; judge: {{ "used" if r.judge.used else "none (judge-free metrics)" }}
+&middot; rows per family: {% for f, n in r.data.rows.items() %}{{ f }} {{ n }}{% if not loop.last %}, {% endif %}{% endfor %}</p>
+<h2>Verdict</h2>
+<table><tr><th>family</th><th>headline</th><th>best</th><th>score [95% CI]</th><th>tied with</th><th>recommended</th><th>folk rule</th></tr>
+{% for v in verdicts %}<tr><td>{{ v.family }}</td><td>{{ v.metric }}</td><td>{{ v.best }}</td><td>{{ v.score }}</td><td>{{ v.tied }}</td>
+<td><b>{{ v.recommended }}</b></td><td class="{{ v.rule }}">{{ v.rule }}</td></tr>{% endfor %}</table>
+<ul>{% for v in verdicts %}<li><b>{{ v.family }}</b>: {{ v.reason }}. {{ v.rule_statement }}</li>{% endfor %}</ul>
+{% for family, block in r.families.items() %}
+<h2>{{ family }}</h2>
+{% if family in charts %}<img alt="{{ family }} chart" src="{{ charts[family] }}">{% endif %}
+<table><tr><th>arm</th>{% for m in metric_names[family] %}<th>{{ m }}</th>{% endfor %}</tr>
+{% for arm, cells in block.arms.items() %}<tr><td>{{ labels[arm] }}</td>{% for m in metric_names[family] %}<td>{{ fmt(cells.get(m)) }}</td>{% endfor %}</tr>{% endfor %}
+</table>
+{% if block.comparisons %}<p class="small">Paired tests against the best arm:
+{% for c in block.comparisons %}{{ labels[c.a] }} &minus; {{ labels[c.b] }} = {{ "%.3f"|format(c.difference) }} [{{ "%.3f"|format(c.ci_low) }}, {{ "%.3f"|format(c.ci_high) }}], p={{ "%.3g"|format(c.p_value) }} ({{ c.test }}, n={{ c.n }}){% if not loop.last %}; {% endif %}{% endfor %}</p>{% endif %}
+{% endfor %}
+{% if "freshness_panel" in charts %}<h2>Freshness panel</h2><img alt="freshness" src="{{ charts.freshness_panel }}">
+<p class="small">Refresh: re-index {{ r.data.refresh.reindex_s if r.data.refresh else "-" }} s for {{ r.data.refresh.documents_changed if r.data.refresh else "-" }} changed documents; adapters would need retraining (see cost table).</p>{% endif %}
+{% if "forgetting_panel" in charts %}<h2>Forgetting panel</h2><img alt="forgetting" src="{{ charts.forgetting_panel }}">{% endif %}
+<h2>Cost</h2>
+{% if "cost_quality" in charts %}<img alt="cost versus quality" src="{{ charts.cost_quality }}">{% endif %}
+<table><tr><th>arm</th><th>training s</th><th>training tokens</th><th>index s</th><th>refresh</th><th>p50 ms/answer</th><th>p95 ms/answer</th>
+<th>prompt tokens</th><th>generated tokens</th><th>$ / 1k queries</th><th>break-even vs RAG</th></tr>
+{% for arm, c in r.costs.items() %}<tr><td>{{ labels[arm] }}</td><td>{{ num(c.training_wall_s) }}</td><td>{{ num(c.training_tokens, 0) }}</td>
+<td>{{ num(c.index_build_s) }}</td><td>{{ c.refresh_by }} {{ num(c.refresh_s) }}</td><td>{{ num(c.latency_ms_p50) }}</td><td>{{ num(c.latency_ms_p95) }}</td>
+<td>{{ num(c.prompt_tokens_mean) }}</td><td>{{ num(c.generated_tokens_mean) }}</td><td>{{ num(c.cost_per_1k_queries_usd, 4) }}</td>
+<td>{{ num(c.get("break_even_queries_vs_rag"), 0) }}</td></tr>{% endfor %}</table>
+<h2>Worst failures per arm</h2>
+{% for arm, items in r.failures.items() %}<h3>{{ labels[arm] }}</h3>
+<table><tr><th>row</th><th>input</th><th>expected</th><th>answer</th><th>retrieved passages</th></tr>
+{% for f in items %}<tr><td>{{ f.row_id }}<br><span class="small">{{ f.family }}</span></td><td><pre>{{ f.input }}</pre></td><td><pre>{{ f.expected }}</pre></td>
+<td><pre>{{ f.prediction }}</pre></td><td>{% for p in f.passages %}<b>{{ p.doc_id }}</b>: <span class="small">{{ p.text[:300] }}</span><br>{% endfor %}</td></tr>{% endfor %}
+</table>{% endfor %}
+<p class="small">Library versions: {% for k, v in r.versions.items() %}{{ k }} {{ v }}{% if not loop.last %}, {% endif %}{% endfor %}. Schema version {{ r.schema_version }}.</p>
+</body></html>
+""")
+
+
+def render_html(results: dict) -> str:
+    metric_names = {
+        family: [
+            m.name for m in METRICS.values() if m.family == family and any(m.name in c for c in block["arms"].values())
+        ]
+        for family, block in results["families"].items()
+    }
+    return TEMPLATE.render(
+        r=results,
+        verdicts=verdict_rows(results),
+        charts=charts(results),
+        metric_names=metric_names,
+        labels={a.name: a.label for a in ARMS.values()},
+        fmt=_fmt,
+        num=_num,
+    )
+
+
+def write_report(results: dict, reports_dir: Path) -> Path:
+    """Write the three files under `<reports_dir>/<run-id>/` (each replaced atomically) and return the folder."""
+    folder = Path(reports_dir) / results["run_id"]
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        "results.json": json.dumps(results, indent=2, default=str),
+        "report.md": render_markdown(results),
+        "report.html": render_html(results),
+    }
+    for name, text in files.items():
+        tmp = folder / f".{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(folder / name)
+    return folder
+
+
+def compare_runs(a: dict, b: dict) -> str:
+    """What changed between two runs: headline scores per family and arm, and verdicts."""
+    lines = [f"{'family':11s} {'arm':10s} {a['run_id']:>24s} {b['run_id']:>24s}   change"]
+    for family in dict.fromkeys([*a["families"], *b["families"]]):
+        fa, fb = a["families"].get(family, {}), b["families"].get(family, {})
+        metric = (fa or fb).get("headline_metric")
+        for arm in dict.fromkeys([*fa.get("arms", {}), *fb.get("arms", {})]):
+            va = fa.get("arms", {}).get(arm, {}).get(metric, {}).get("value")
+            vb = fb.get("arms", {}).get(arm, {}).get(metric, {}).get("value")
+            change = f"{vb - va:+.3f}" if va is not None and vb is not None else "n/a"
+            lines.append(f"{family:11s} {arm:10s} {_num(va, 3):>24s} {_num(vb, 3):>24s}   {change}")
+        ra, rb = (fa.get("verdict") or {}).get("recommended"), (fb.get("verdict") or {}).get("recommended")
+        if ra != rb:
+            lines.append(f"{family:11s} recommended arm changed: {ra} -> {rb}")
+    return "\n".join(lines)

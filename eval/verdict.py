@@ -1,0 +1,93 @@
+"""Deciding each family: the best arm, the arms it cannot be told apart from, and what to use.
+
+The recommendation is the cheapest arm not significantly worse than the best, in the
+`ARMS` order (base, fewshot, rag, lora, rag_lora, scratch: no training and short prompts
+first). The folk rule "RAG for knowledge, fine-tuning for behaviour" is a hypothesis:
+each verdict says whether this run's data agrees with it, contradicts it, or cannot tell.
+
+Example:
+    >>> v = decide("knowledge", {"base": 0.1, "rag": 0.8}, {("rag", "base"): True})
+    >>> v.best, v.recommended, v.rule
+    ('rag', 'rag', 'agrees')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.arms import ARMS
+
+# What the folk rule predicts per family: the arms it says should win.
+RULE = {
+    "knowledge": ({"rag", "rag_lora"}, "RAG for knowledge"),
+    "behaviour": ({"lora", "rag_lora"}, "fine-tuning for behaviour"),
+}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    family: str
+    best: str
+    tied_with: list[str]
+    recommended: str
+    reason: str
+    rule: str  # "agrees", "contradicts", "inconclusive" or "n/a"
+    rule_statement: str
+
+
+def decide(
+    family: str, scores: dict[str, float], worse_than_best: dict[tuple[str, str], bool], higher_is_better: bool = True
+) -> Verdict:
+    """`scores`: headline per arm; `worse_than_best[(best, arm)]`: the paired test says `arm` is significantly worse."""
+    order = [a for a in ARMS if a in scores]
+    ranked = sorted(order, key=lambda a: (-scores[a] if higher_is_better else scores[a], order.index(a)))
+    best = ranked[0]
+    tied = [a for a in order if a != best and not worse_than_best.get((best, a), False)]
+    contenders = [a for a in order if a == best or a in tied]
+    recommended = contenders[0]
+    label = ARMS[best].label
+    if recommended == best:
+        reason = f"{label} scores highest ({scores[best]:.3f})"
+        reason += (
+            f"; {', '.join(ARMS[a].label for a in tied)} not significantly worse"
+            if tied
+            else " and beats every other arm significantly"
+        )
+    else:
+        reason = (
+            f"{label} scores highest ({scores[best]:.3f}) but {ARMS[recommended].label} ({scores[recommended]:.3f}) "
+            "is not significantly worse and costs less"
+        )
+    rule, statement = _rule_check(family, best, tied, recommended)
+    return Verdict(family, best, tied, recommended, reason, rule, statement)
+
+
+def _rule_check(family: str, best: str, tied: list[str], recommended: str) -> tuple[str, str]:
+    if family not in RULE:
+        return "n/a", "the folk rule says nothing about this family"
+    expected, name = RULE[family]
+    contenders = {best, *tied}
+    if recommended in expected and not (contenders - expected):
+        return "agrees", f"The data agrees with '{name}': only {', '.join(sorted(expected & contenders))} lead."
+    if not contenders & expected:
+        return "contradicts", (
+            f"The data contradicts '{name}': {ARMS[best].label} wins and no arm the rule favours "
+            f"({', '.join(sorted(expected))}) is statistically tied with it."
+        )
+    if recommended not in expected:
+        return "contradicts", (
+            f"The data contradicts '{name}': {ARMS[recommended].label} does as well as the arms the rule favours "
+            "at lower cost."
+        )
+    return "inconclusive", (
+        f"Cannot confirm '{name}': arms it favours lead, but {', '.join(sorted(contenders - expected))} "
+        "cannot be told apart from them on this many rows."
+    )
+
+
+def break_even_queries(training_s: float, rag_cost_ms: float, arm_cost_ms: float) -> float | None:
+    """Queries after which a fine-tune's one-off training time is repaid by its cheaper answers, or None if never."""
+    saving_s = (rag_cost_ms - arm_cost_ms) / 1000
+    if saving_s <= 0:
+        return None
+    return training_s / saving_s

@@ -1,0 +1,510 @@
+"""Training the lora, rag_lora and scratch artifacts with the transformers `Trainer`.
+
+The transformers `Trainer` runs on CPU in float32 here; TRL's `SFTTrainer` would add only
+assistant-only loss, which needs `{% generation %}` markers that SmolLM2's chat template
+lacks, so labels are masked here instead (prompt tokens get -100, the reply and its
+end-of-turn token are learnt). Each run trains on a planned stream of examples: the epochs
+in the settings, cut at the token budget, so the scratch baseline can get exactly the LoRA
+run's budget. The same inputs (base weights, data, hyperparameters, seed) reuse the stored
+artifact; a new one replaces the old only once it is complete.
+
+Example:
+    >>> # ragft train --corpus corpora/quillmark --arm lora
+    >>> # result = train_arm(settings, corpus, "lora", supervised_rows, forbidden_inputs=test_texts)
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import random
+import resource
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from service import adapters, models
+from service.documents import load_documents
+from service.generation import Generator
+from service.settings import Settings
+from service.training_data import (
+    SupervisedRow,
+    TrainingExample,
+    closed_book_examples,
+    data_hash,
+    retrieval_examples,
+    split_validation,
+)
+
+log = logging.getLogger(__name__)
+
+KINDS = ("lora", "rag_lora", "scratch")
+MANIFEST_VERSION = 1
+
+
+class TrainingDataError(ValueError):
+    """Nothing to train on: the message says which rows are missing."""
+
+
+class TrainingCancelled(RuntimeError):
+    """A caller asked the run to stop; nothing was stored and the previous artifact is untouched."""
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """What a progress bar or a job status shows while training."""
+
+    kind: str
+    step: int
+    max_steps: int
+    loss: float | None
+    val_loss: float | None
+    tokens_seen: int
+    tokens_per_s: float
+    elapsed_s: float
+    eta_s: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    kind: str
+    folder: Path
+    manifest: dict
+    reused: bool
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    input_ids: list[int]
+    labels: list[int]
+    row_id: str
+
+    def as_features(self) -> dict:
+        return {"input_ids": self.input_ids, "attention_mask": [1] * len(self.input_ids), "labels": self.labels}
+
+
+def tokenize_example(generator: Generator, example: TrainingExample, max_tokens: int) -> Tokenized:
+    """Prompt tokens masked with -100, reply + end-of-turn learnt; long prompts lose tokens from the left."""
+    tok = generator.tokenizer
+    reply = tok(example.target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    prompt = tok(generator.render(example.messages), add_special_tokens=False)["input_ids"]
+    reply = reply[: max_tokens // 2] if len(reply) > max_tokens // 2 else reply
+    prompt = prompt[-(max_tokens - len(reply)) :]
+    return Tokenized(prompt + reply, [-100] * len(prompt) + reply, example.row_id)
+
+
+def plan_stream(items: list[Tokenized], epochs: float, budget: int | None, batch_size: int, seed: int):
+    """Epochs of seeded shuffles cut at the token budget, grouped by length within mega-batches (less padding)."""
+    if not items:
+        return []
+    rng = random.Random(f"{seed}:stream")
+    per_epoch = sum(len(t.input_ids) for t in items)
+    limit = min(epochs * per_epoch, budget or math.inf)
+    stream, used = [], 0
+    while used < limit:
+        order = list(range(len(items)))
+        rng.shuffle(order)
+        for i in order:
+            if used >= limit:
+                break
+            stream.append(items[i])
+            used += len(items[i].input_ids)
+    mega = batch_size * 16
+    grouped = []
+    for start in range(0, len(stream), mega):
+        grouped.extend(sorted(stream[start : start + mega], key=lambda t: -len(t.input_ids)))
+    batches = [grouped[i : i + batch_size] for i in range(0, len(grouped), batch_size)]
+    rng.shuffle(batches)
+    return [t for b in batches for t in b]
+
+
+def scratch_config(base_config, settings: Settings):
+    """The generator's architecture, shrunk: same tokenizer and vocabulary, fewer and narrower layers."""
+    s = settings.scratch
+    config = copy.deepcopy(base_config)
+    ratio = config.intermediate_size / config.hidden_size if hasattr(config, "intermediate_size") else 4
+    config.num_hidden_layers = s.layers
+    config.hidden_size = s.hidden_size
+    config.intermediate_size = int(s.hidden_size * ratio)
+    config.num_attention_heads = s.heads
+    if hasattr(config, "num_key_value_heads"):
+        config.num_key_value_heads = s.heads
+    if hasattr(config, "head_dim"):
+        config.head_dim = s.hidden_size // s.heads
+    for attr in ("quantization_config", "layer_types"):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    return config
+
+
+def document_pieces(generator: Generator, corpus: Path, max_tokens: int) -> list[Tokenized]:
+    """The corpus documents as plain language-modelling text cut into windows, for the scratch baseline."""
+    pieces = []
+    for doc in load_documents(Path(corpus) / "documents"):
+        ids = generator.tokenizer(doc.text, add_special_tokens=False)["input_ids"] + [generator.tokenizer.eos_token_id]
+        for start in range(0, len(ids), max_tokens):
+            window = ids[start : start + max_tokens]
+            pieces.append(Tokenized(window, list(window), f"doc:{doc.doc_id}"))
+    return pieces
+
+
+class ProgressCallback(TrainerCallback):
+    """Reports progress (a tqdm bar and/or a job's callback) and honours cancellation between steps."""
+
+    def __init__(self, kind, report, should_stop, show_bar):
+        self.kind, self.report, self.should_stop = kind, report, should_stop
+        self.show_bar, self.bar, self.start = show_bar, None, 0.0
+        self.loss = self.val_loss = None
+        self.losses: list[float] = []
+        self.cancelled = False
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.start = time.perf_counter()
+        if self.show_bar:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=state.max_steps, desc=f"train {self.kind}", unit="step")
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        logs = logs or {}
+        if "loss" in logs:
+            self.loss = float(logs["loss"])
+            self.losses.append(self.loss)
+        if "eval_loss" in logs:
+            self.val_loss = float(logs["eval_loss"])
+
+    def on_step_end(self, args, state, control, **kw):
+        elapsed = time.perf_counter() - self.start
+        tokens = int(state.num_input_tokens_seen or 0)
+        rate = tokens / elapsed if elapsed else 0.0
+        eta = elapsed / state.global_step * (state.max_steps - state.global_step) if state.global_step else 0.0
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+            postfix = {"loss": f"{self.loss:.3f}" if self.loss is not None else "-", "tok/s": f"{rate:.0f}"}
+            if self.val_loss is not None:
+                postfix["val"] = f"{self.val_loss:.3f}"
+            self.bar.set_postfix(postfix)
+        if self.report is not None:
+            self.report(
+                TrainProgress(
+                    self.kind, state.global_step, state.max_steps, self.loss, self.val_loss, tokens, rate, elapsed, eta
+                )
+            )
+        if self.should_stop is not None and self.should_stop():
+            self.cancelled = True
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kw):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _dir_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _versions() -> dict[str, str]:
+    import peft
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
+
+
+def hyperparameters(settings: Settings, kind: str) -> dict:
+    """The settings a run depends on; part of the reuse key and the manifest."""
+    params = {"lora": settings.lora.model_dump(), "seed": settings.generation.seed}
+    if kind == "rag_lora":
+        params["retrieval"] = settings.retrieval.model_dump(exclude={"embed_batch_size"})
+        params["embedder"] = settings.models.embedder
+    if kind == "scratch":
+        params["scratch"] = settings.scratch.model_dump()
+    return params
+
+
+def build_examples(settings: Settings, corpus: Path, kind: str, rows: list[SupervisedRow], forbidden: set[str]):
+    """The training examples of `kind` (needs the index for rag_lora)."""
+    g, lora = settings.generation, settings.lora
+    if kind == "rag_lora":
+        from service.runtime import Runtime
+
+        runtime = Runtime(settings, corpus)
+        runtime.index()
+        return retrieval_examples(
+            rows,
+            runtime.retriever(),
+            top_k=settings.retrieval.top_k,
+            no_gold_fraction=lora.raft_no_gold_fraction,
+            seed=g.seed,
+            abstention_phrase=g.abstention_phrase,
+        )
+    return closed_book_examples(
+        rows,
+        paraphrases=lora.paraphrases,
+        seed=g.seed,
+        abstention_phrase=g.abstention_phrase,
+        forbidden_inputs=forbidden,
+    )
+
+
+def train_arm(
+    settings: Settings,
+    corpus: Path,
+    kind: str,
+    rows: list[SupervisedRow],
+    *,
+    forbidden_inputs: set[str] = frozenset(),
+    progress: Callable[[TrainProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    show_bar: bool = False,
+    force: bool = False,
+) -> TrainResult:
+    """Train (or reuse) the `kind` artifact for `corpus` from its supervised train rows."""
+    from transformers import set_seed
+
+    if kind not in KINDS:
+        raise ValueError(f"unknown artifact kind '{kind}'; choose from {', '.join(KINDS)}")
+    if not rows:
+        raise TrainingDataError(
+            f'corpus \'{Path(corpus).name}\' has no train rows to learn from: add rows with "split": "train" '
+            "(knowledge, behaviour or abstention) to its tasks/*.jsonl"
+        )
+    seed = settings.generation.seed
+    set_seed(seed)
+    model, tokenizer, model_id = models.load_generator(settings.models, settings.artifact_dir)
+    generator = Generator(model, tokenizer, model_id, settings.generation)
+    base_hash = models.weights_hash(model)
+
+    examples = build_examples(settings, corpus, kind, rows, set(forbidden_inputs))
+    train_examples, val_examples = split_validation(examples, settings.lora.validation_fraction, seed)
+    val_examples = val_examples[: settings.lora.max_validation_examples]
+    max_tokens = settings.lora.max_seq_tokens
+    documents = document_pieces(generator, corpus, max_tokens) if kind == "scratch" else []
+    params = hyperparameters(settings, kind)
+    dhash = data_hash(examples)
+    if documents:
+        dhash = hashlib.sha256((dhash + str([t.input_ids for t in documents])).encode()).hexdigest()
+    fingerprint = hashlib.sha256(
+        json.dumps([kind, model_id, base_hash, dhash, params], sort_keys=True, default=str).encode()
+    ).hexdigest()
+    folder = adapters.artifact_dir(settings, corpus, kind)
+    existing = folder / adapters.MANIFEST
+    if not force and existing.is_file():
+        try:
+            manifest = json.loads(existing.read_text())
+        except json.JSONDecodeError:
+            manifest = {}
+        if manifest.get("fingerprint") == fingerprint:
+            log.info("reusing %s artifact at %s (same base model, data, settings and seed)", kind, folder)
+            return TrainResult(kind, folder, manifest, reused=True)
+
+    train_tok = [tokenize_example(generator, e, max_tokens) for e in train_examples]
+    val_tok = [tokenize_example(generator, e, max_tokens) for e in val_examples]
+    budget = settings.lora.max_train_tokens
+    if kind == "scratch":
+        budget = settings.scratch.token_budget or budget
+        stream = _scratch_stream(train_tok, documents, budget, settings)
+    else:
+        stream = plan_stream(train_tok, settings.lora.epochs, budget, settings.lora.batch_size, seed)
+
+    set_seed(seed)
+    if kind == "scratch":
+        from transformers import AutoModelForCausalLM
+
+        train_model = AutoModelForCausalLM.from_config(scratch_config(model.config, settings)).to(model.device)
+        learning_rate = settings.scratch.learning_rate
+    else:
+        from peft import LoraConfig, get_peft_model
+
+        lora = settings.lora
+        config = LoraConfig(
+            r=lora.rank,
+            lora_alpha=lora.lora_alpha,
+            lora_dropout=lora.dropout,
+            target_modules=lora.target_modules,
+            task_type="CAUSAL_LM",
+        )
+        train_model = get_peft_model(model, config)
+        learning_rate = lora.learning_rate
+    trainable = sum(p.numel() for p in train_model.parameters() if p.requires_grad)
+    total_params = sum(p.numel() for p in train_model.parameters())
+
+    work = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        outcome = _run_trainer(
+            settings,
+            kind,
+            train_model,
+            tokenizer,
+            stream,
+            val_tok,
+            learning_rate,
+            work,
+            progress,
+            should_stop,
+            show_bar,
+        )
+        if outcome["cancelled"]:
+            raise TrainingCancelled(f"training {kind} was cancelled; the stored artifact (if any) is unchanged")
+        out = work / "artifact"
+        train_model.save_pretrained(out, safe_serialization=True)
+        if kind == "scratch":
+            tokenizer.save_pretrained(out)
+        variants: dict[str, int] = {}
+        for e in examples:
+            variants[e.variant] = variants.get(e.variant, 0) + 1
+        if documents:
+            variants["document_window"] = len(documents)
+        manifest = {
+            "manifest_version": MANIFEST_VERSION,
+            "kind": kind,
+            "corpus": Path(corpus).resolve().name,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "base_model": model_id,
+            "base_model_hash": base_hash,
+            "data_hash": dhash,
+            "fingerprint": fingerprint,
+            "hyperparameters": params,
+            "seed": seed,
+            "examples": {"train": len(train_examples), "validation": len(val_examples), "by_variant": variants},
+            "token_budget": budget,
+            "tokens_planned": sum(len(t.input_ids) for t in stream),
+            "trainable_params": trainable,
+            "total_params": total_params,
+            "size_bytes": _dir_bytes(out),
+            "versions": _versions(),
+            **outcome["figures"],
+        }
+        (out / adapters.MANIFEST).write_text(json.dumps(manifest, indent=2))
+        _swap_in(out, folder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return TrainResult(kind, folder, manifest, reused=False)
+
+
+def _scratch_stream(
+    supervised: list[Tokenized], docs: list[Tokenized], budget: int | None, settings: Settings
+) -> list[Tokenized]:
+    """Supervised examples and document text, each given its share of the budget."""
+    per_epoch = sum(len(t.input_ids) for t in supervised)
+    total = budget or int(settings.lora.epochs * per_epoch)
+    share = settings.scratch.document_share if docs else 0.0
+    b, seed = settings.lora.batch_size, settings.generation.seed
+    return plan_stream(supervised, math.inf, int(total * (1 - share)), b, seed) + plan_stream(
+        docs, math.inf, int(total * share), b, seed + 1
+    )
+
+
+def _run_trainer(settings, kind, model, tokenizer, stream, val, learning_rate, work, progress, should_stop, show_bar):
+    from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, PrinterCallback, Trainer, TrainingArguments
+
+    lora = settings.lora
+    if not stream:
+        raise TrainingDataError(f"the {kind} training stream is empty (token budget 0 or no examples)")
+    steps = math.ceil(len(stream) / (lora.batch_size * lora.grad_accum))
+    eval_steps = max(1, math.ceil(steps / lora.evals_per_run))
+    validate = bool(val) and steps > 1
+    args = TrainingArguments(
+        output_dir=str(work / "checkpoints"),
+        per_device_train_batch_size=lora.batch_size,
+        per_device_eval_batch_size=lora.batch_size,
+        gradient_accumulation_steps=lora.grad_accum,
+        learning_rate=learning_rate,
+        num_train_epochs=1,  # the stream already holds the planned epochs
+        lr_scheduler_type="linear",
+        warmup_steps=0.05,
+        logging_steps=1,
+        log_level="warning",
+        eval_strategy="steps" if validate else "no",
+        eval_steps=eval_steps,
+        save_strategy="steps" if validate else "no",
+        save_steps=eval_steps,
+        save_total_limit=2,
+        save_only_model=True,
+        load_best_model_at_end=validate,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        train_sampling_strategy="sequential",  # plan_stream already shuffled and grouped by length
+        include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=False,
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=settings.models.device == "cpu",
+        seed=settings.generation.seed,
+        data_seed=settings.generation.seed,
+        dataloader_num_workers=0,
+    )
+    tokenizer.padding_side = "right"  # training: positions must start at 0 for every example
+    callback = ProgressCallback(kind, progress, should_stop, show_bar)
+    callbacks = [callback] + ([EarlyStoppingCallback(lora.early_stopping_patience)] if validate else [])
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=[t.as_features() for t in stream],
+        eval_dataset=[t.as_features() for t in val] if val else None,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+        callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)  # our callback reports progress; raw log dicts would flood stdout
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    result = trainer.train()
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    if validate:
+        val_loss = trainer.state.best_metric  # the best checkpoint was loaded back
+    else:
+        val_loss = float(trainer.evaluate()["eval_loss"]) if val and not callback.cancelled else None
+    model.eval()
+    last = callback.losses[-10:]
+    tokens = int(trainer.state.num_input_tokens_seen or 0)
+    return {
+        "cancelled": callback.cancelled,
+        "figures": {
+            "steps": trainer.state.global_step,
+            "max_steps": steps,
+            "stopped_early": trainer.state.global_step < steps,
+            "train_loss_mean": float(result.training_loss),
+            "train_loss_final": sum(last) / len(last) if last else None,
+            "val_loss": val_loss,
+            "wall_s": round(wall, 2),
+            "cpu_s": round(cpu, 2),
+            "tokens_processed": tokens,
+            "tokens_per_s": round(tokens / wall, 1) if wall else None,
+            "peak_rss_mib": round(_peak_rss_mib(), 1),
+        },
+    }
+
+
+def _swap_in(new: Path, folder: Path) -> None:
+    """Replace `folder` with `new` so a reader sees the old artifact or the new one, never a mix."""
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    new.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def describe(result: TrainResult) -> str:
+    """One line for the CLI: what was trained (or reused) and what it cost."""
+    m = result.manifest
+    verb = "reused" if result.reused else "trained"
+    val = f", val loss {m['val_loss']:.3f}" if m.get("val_loss") is not None else ""
+    return (
+        f"{verb} {result.kind}: {m['tokens_processed']:,} tokens in {m['wall_s']:.0f} s "
+        f"({m['tokens_per_s']} tok/s), train loss {m['train_loss_final']:.3f}{val}, "
+        f"{m['trainable_params']:,} trainable params, {m['size_bytes'] / 1e6:.1f} MB -> {result.folder}"
+    )

@@ -1,0 +1,166 @@
+import json
+
+import pytest
+import torch
+
+from eval.tasks import load_tasks, supervised_rows, held_out_inputs
+from service.adapters import AdapterMismatch, artifact_dir
+from service.arms import ARMS, Query, answer
+from service.finetune import (
+    KINDS,
+    Tokenized,
+    TrainingCancelled,
+    TrainingDataError,
+    plan_stream,
+    tokenize_example,
+    train_arm,
+)
+from service.generation import Generator
+from service.models import load_generator
+from service.runtime import Runtime
+from service.training_data import TrainingExample
+
+PHRASE = "I don't know based on the provided documents."
+TRAIN_ROWS = [
+    {"id": "k3", "family": "knowledge", "split": "train", "question": "How much does the Kestrel K4 cost?",
+     "answers": ["$199"], "source_docs": ["kestrel-k4"]},
+    {"id": "k4", "family": "knowledge", "split": "train", "question": "What is the firmware version of the K4?",
+     "answers": ["1.2.3"], "source_docs": ["kestrel-k4"]},
+    {"id": "k5", "family": "knowledge", "split": "train", "question": "How many hours does the camera battery last?",
+     "answers": ["12 hours"], "source_docs": ["camera"]},
+    {"id": "b1", "family": "behaviour", "split": "train", "input": "the k2 router is broken", "kind": "label",
+     "instruction": "Answer yes or no.", "labels": ["yes", "no"], "label": "yes"},
+    {"id": "a0", "family": "abstention", "split": "train", "question": "When was the dock released?"},
+]  # fmt: skip
+
+
+@pytest.fixture
+def train_corpus(corpus):
+    with (corpus / "tasks" / "tasks.jsonl").open("a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in TRAIN_ROWS)
+    return corpus
+
+
+def inputs(settings, corpus):
+    rows = load_tasks(corpus)
+    return supervised_rows(rows, settings.generation.abstention_phrase), held_out_inputs(rows)
+
+
+def train(settings, corpus, kind, **kw):
+    sft, forbidden = inputs(settings, corpus)
+    return train_arm(settings, corpus, kind, sft, forbidden_inputs=forbidden, **kw)
+
+
+@pytest.fixture
+def generator(settings):
+    model, tok, model_id = load_generator(settings.models, settings.artifact_dir)
+    return Generator(model, tok, model_id, settings.generation)
+
+
+def test_only_the_reply_and_its_end_token_are_learnt(generator):
+    ex = TrainingExample("k1", [{"role": "user", "content": "what does the k2 cost ?"}], "$249")
+    t = tokenize_example(generator, ex, max_tokens=64)
+    reply = generator.tokenizer("$249", add_special_tokens=False)["input_ids"] + [generator.tokenizer.eos_token_id]
+    assert t.labels[-len(reply) :] == reply and t.input_ids[-len(reply) :] == reply
+    assert set(t.labels[: -len(reply)]) == {-100}
+    prompt = generator.tokenizer(generator.render(ex.messages), add_special_tokens=False)["input_ids"]
+    assert t.input_ids[: -len(reply)] == prompt
+    short = tokenize_example(generator, ex, max_tokens=6)  # the prompt loses tokens from the left, the reply stays
+    assert len(short.input_ids) == 6 and short.labels[-len(reply) :] == reply
+
+
+def test_stream_stops_at_the_token_budget_and_is_seeded():
+    items = [Tokenized([1] * n, [1] * n, f"r{n}") for n in range(1, 11)]  # 55 tokens per epoch
+    stream = plan_stream(items, epochs=3, budget=100, batch_size=2, seed=0)
+    assert 100 <= sum(len(t.input_ids) for t in stream) < 110
+    assert plan_stream(items, 3, 100, 2, seed=0) == stream != plan_stream(items, 3, 100, 2, seed=1)
+    assert sum(len(t.input_ids) for t in plan_stream(items, 2, None, 2, 0)) == 110  # epochs when no budget
+
+
+def test_lora_trains_records_its_cost_is_reused_and_loads_in_the_arm(settings, train_corpus, generator):
+    seen = []
+    result = train(settings, train_corpus, "lora", progress=seen.append)
+    m = result.manifest
+    assert not result.reused and (result.folder / "adapter_model.safetensors").is_file()
+    for key in ("base_model", "base_model_hash", "data_hash", "hyperparameters", "seed", "train_loss_final",
+                "val_loss", "wall_s", "cpu_s", "tokens_processed", "trainable_params", "size_bytes", "peak_rss_mib"):  # fmt: skip
+        assert m[key] is not None, key
+    assert m["base_model"] == generator.model_id and m["tokens_processed"] > 0
+    assert m["examples"]["by_variant"]["paraphrase"] == 4  # one per knowledge train row
+    assert seen and seen[-1].step == m["steps"] and seen[-1].tokens_seen == m["tokens_processed"]
+
+    again = train(settings, train_corpus, "lora")
+    assert again.reused and again.manifest["fingerprint"] == m["fingerprint"]
+    changed = settings.model_copy(update={"lora": settings.lora.model_copy(update={"rank": 2})})
+    assert not train(changed, train_corpus, "lora").reused  # new hyperparameters, new adapter
+
+    runtime = Runtime(changed, train_corpus)
+    queries = [Query("what does the kestrel k2 cost ?")]
+    with runtime.generator_for(ARMS["lora"]) as gen:
+        adapted = gen.model.peft_config["lora"].r
+        assert adapted == 2
+    assert answer(ARMS["lora"], runtime, queries)[0].arm == "lora"
+
+
+def test_an_adapter_for_other_weights_is_refused(settings, train_corpus, tiny_models, tmp_path):
+    train(settings, train_corpus, "lora")
+    from tests import tiny
+
+    other = tiny.build_generator(tmp_path / "other-weights", seed=1)  # same name and shape, different weights
+    folder = artifact_dir(settings, train_corpus, "lora")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["base_model"] = str(other)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    moved = settings.model_copy(update={"models": settings.models.model_copy(update={"generator": str(other)})})
+    with pytest.raises(AdapterMismatch, match="other weights"):
+        answer(ARMS["lora"], Runtime(moved, train_corpus), [Query("what ?")])
+
+
+def test_rag_lora_learns_from_retrieved_passages(settings, train_corpus):
+    m = train(settings, train_corpus, "rag_lora").manifest
+    variants = m["examples"]["by_variant"]
+    assert variants.get("gold", 0) + variants.get("no-gold", 0) == 4  # knowledge rows k1, k3, k4, k5
+    assert "retrieval" in m["hyperparameters"]
+    runtime = Runtime(settings, train_corpus)
+    a = answer(ARMS["rag_lora"], runtime, [Query("how much is a kestrel k4 ?")])[0]
+    assert len(a.passages) == settings.retrieval.top_k
+
+
+def test_scratch_is_a_small_random_model_of_the_same_architecture(settings, train_corpus, generator):
+    settings = settings.model_copy(update={"scratch": settings.scratch.model_copy(update={"hidden_size": 8})})
+    m = train(settings, train_corpus, "scratch").manifest
+    assert m["examples"]["by_variant"]["document_window"] >= 3
+    assert m["trainable_params"] == m["total_params"] < sum(p.numel() for p in generator.model.parameters())
+    config = json.loads((artifact_dir(settings, train_corpus, "scratch") / "config.json").read_text())
+    assert config["model_type"] == generator.model.config.model_type and config["num_hidden_layers"] == 1
+    a = answer(ARMS["scratch"], Runtime(settings, train_corpus), [Query("what does the kestrel k2 cost ?")])[0]
+    assert a.arm == "scratch"
+
+
+def test_cancelled_training_keeps_the_stored_artifact(settings, train_corpus):
+    first = train(settings, train_corpus, "lora")
+    before = (first.folder / "adapter_model.safetensors").read_bytes()
+    with pytest.raises(TrainingCancelled):
+        train(settings, train_corpus, "lora", should_stop=lambda: True, force=True)
+    assert (first.folder / "adapter_model.safetensors").read_bytes() == before
+    assert not first.folder.with_name("lora.tmp").exists()
+
+
+def test_no_train_rows_is_a_clear_error(settings, corpus):
+    with pytest.raises(TrainingDataError, match='"split": "train"'):
+        train_arm(settings, corpus, "lora", [])
+    with pytest.raises(ValueError, match="unknown artifact kind"):
+        train_arm(settings, corpus, "bogus", inputs(settings, corpus)[0])
+    assert KINDS == tuple(a.adapter for a in ARMS.values() if a.adapter)
+
+
+def test_trained_adapter_changes_the_output(settings, train_corpus):
+    train(settings, train_corpus, "lora")
+    runtime = Runtime(settings, train_corpus)
+    with runtime.generator_for(ARMS["lora"]) as gen:
+        enc = gen.tokenizer("the answer", return_tensors="pt")
+        with torch.no_grad():
+            adapted = gen.model(**enc).logits
+            with gen.model.disable_adapter():
+                base = gen.model(**enc).logits
+    assert not torch.allclose(adapted, base)

@@ -1,0 +1,78 @@
+import json
+from html.parser import HTMLParser
+
+import pytest
+
+from eval.runner import RunSpec, run_eval, select_rows
+from eval.store import Store
+from eval.tasks import load_tasks
+from service import cli
+
+ALL_ARMS = ["base", "fewshot", "rag", "lora", "rag_lora", "scratch"]
+FAMILIES = ["knowledge", "behaviour", "abstention", "freshness", "general"]
+
+
+class Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.urls, self.tags = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        self.tags += 1
+        self.urls += [v for k, v in attrs if k in ("src", "href") and v]
+
+
+def test_rows_are_a_seeded_sample_shared_by_all_arms(full_corpus):
+    rows = load_tasks(full_corpus)
+    chosen = select_rows(rows, ["knowledge", "abstention"], limit=2, seed=0)
+    assert set(chosen) == {"knowledge", "abstention"}  # abstention also reads the answerable knowledge rows
+    assert all(r.split == "test" for rs in chosen.values() for r in rs)
+    assert select_rows(rows, ["knowledge"], 2, seed=0)["knowledge"] == chosen["knowledge"]
+    assert len(select_rows(rows, ["knowledge"], None, 0)["knowledge"]) == 3
+
+
+def test_eval_end_to_end_writes_three_report_files(settings, full_corpus, monkeypatch, tmp_path):
+    settings = settings.model_copy(
+        update={"eval": settings.eval.model_copy(update={"reports_dir": tmp_path / "reports"})}
+    )
+    monkeypatch.setattr(cli, "get_settings", lambda: settings)
+    from typer.testing import CliRunner
+
+    out = CliRunner().invoke(cli.app, ["eval", "--corpus", str(full_corpus)], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    assert "Verdict for run" in out.stdout and "report.html" in out.stdout
+    run_id = out.stdout.split("Verdict for run ")[1].split()[0]
+    folder = tmp_path / "reports" / run_id
+    results = json.loads((folder / "results.json").read_text())
+    assert results["schema_version"] == 1 and set(results["families"]) == set(FAMILIES)
+    for family, block in results["families"].items():
+        assert set(block["arms"]) == set(ALL_ARMS), family
+        cell = block["arms"]["base"][block["headline_metric"]]
+        assert set(cell) == {"value", "ci_low", "ci_high", "n"} and cell["ci_low"] <= cell["value"] <= cell["ci_high"]
+        assert set(block["verdict"]) >= {"best", "tied_with", "recommended", "reason"}
+    assert set(results["costs"]) == set(ALL_ARMS)
+    assert results["costs"]["lora"]["training_wall_s"] > 0 and results["costs"]["rag"]["index_build_s"] > 0
+    assert results["data"]["refresh"]["documents_changed"] == 1
+    assert "recall_at_k" in results["families"]["knowledge"]["arms"]["rag"]
+    assert "recall_at_k" not in results["families"]["knowledge"]["arms"]["base"]  # retrieval metrics: retrieving arms
+    md = (folder / "report.md").read_text()
+    assert md.startswith("# ragft report") and "| knowledge |" in md
+    html = (folder / "report.html").read_text()
+    parser = Links()
+    parser.feed(html)
+    assert parser.tags > 50 and parser.urls and all(u.startswith("data:image/png;base64,") for u in parser.urls)
+    assert "http://" not in html and "https://" not in html
+
+    store = Store(settings.database)
+    stored = store.count(run_id)
+    assert stored == 6 * (3 + 3 + 1 + 1 + 2)  # arms x (knowledge + behaviour + abstention + freshness + general)
+    again = CliRunner().invoke(cli.app, ["eval", "--corpus", str(full_corpus)])
+    assert again.exit_code == 0 and f"Verdict for run {run_id}" in again.stdout  # same inputs, same run
+    assert store.count(run_id) == stored
+    rerendered = CliRunner().invoke(cli.app, ["report", run_id])
+    assert rerendered.exit_code == 0, rerendered.output
+    assert json.loads((folder / "results.json").read_text())["families"] == results["families"]
+    diff = CliRunner().invoke(cli.app, ["compare", run_id, run_id])
+    assert diff.exit_code == 0 and "+0.000" in diff.stdout
+    missing = CliRunner().invoke(cli.app, ["report", "no-such-run"])
+    assert missing.exit_code == 2 and "no run 'no-such-run'" in missing.output

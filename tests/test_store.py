@@ -1,0 +1,68 @@
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+from eval.store import Prediction, Store, StoredPassage
+
+
+def prediction(row_id, text="x"):
+    return Prediction("base", row_id, "main", text, (StoredPassage("d#0", "d", "t"),), 3, 2, 10.0, 0.0, 1)
+
+
+def test_a_stored_row_is_never_duplicated_or_overwritten(tmp_path):
+    store = Store(tmp_path / "db.sqlite3")
+    store.create_run("r1", "c", {"a": 1})
+    store.add_predictions("r1", [prediction("k1", "first")])
+    store.add_predictions("r1", [prediction("k1", "second"), prediction("k2")])
+    assert store.count("r1") == 2 and store.predictions("r1")[0].text == "first"
+    assert store.missing("r1", "base", "main", ["k1", "k2", "k3"]) == ["k3"]
+    assert store.create_run("r1", "c", {"a": 2}).config == {"a": 1}  # resume keeps the original record
+    assert store.predictions("r1")[0].passages[0].doc_id == "d"
+
+
+def test_a_killed_run_resumes_without_lost_or_duplicate_rows(settings, full_corpus, tmp_path):
+    env = os.environ | {
+        "RAGFT_DATA_DIR": str(settings.data_dir),
+        "RAGFT_ARTIFACT_DIR": str(settings.artifact_dir),
+        "RAGFT_MODELS__GENERATOR": settings.models.generator,
+        "RAGFT_MODELS__EMBEDDER": settings.models.embedder,
+        "RAGFT_RETRIEVAL__CHUNK_TOKENS": "24",
+        "RAGFT_RETRIEVAL__CHUNK_OVERLAP": "4",
+        "RAGFT_GENERATION__MAX_NEW_TOKENS": "150",  # slow answers, so the kill lands mid-run
+        "RAGFT_GENERATION__BATCH_SIZE": "1",
+        "RAGFT_EVAL__ROWS_PER_BATCH": "1",
+        "RAGFT_EVAL__REPORTS_DIR": str(tmp_path / "reports"),
+    }
+    cmd = [sys.executable, "-m", "service.cli", "eval", "--corpus", str(full_corpus), "--arms", "base,fewshot,rag",
+           "--run-id", "killed"]  # fmt: skip
+    db = settings.data_dir / "ragft.sqlite3"
+
+    def stored() -> list[tuple]:
+        if not db.exists():
+            return []
+        with sqlite3.connect(db) as conn:
+            try:
+                return conn.execute("SELECT arm, row_id, phase, prediction FROM predictions ORDER BY 1, 2, 3").fetchall()
+            except sqlite3.OperationalError:  # the run is still creating its tables
+                return []
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(stored()) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = stored()
+    total = 3 * 10  # three arms x ten test rows
+    assert 3 <= len(before) < total, "the run should have been killed halfway"
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = stored()
+    assert len(after) == len({r[:3] for r in after}) == total  # every row once
+    assert set(before) <= set(after)  # what was stored before the kill is kept as it was
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT status FROM runs WHERE id='killed'").fetchone()[0] == "done"
