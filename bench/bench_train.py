@@ -34,7 +34,9 @@ def one_mode(mode: str, corpus: Path, steps: int) -> dict:
     model, tokenizer, model_id = models.load_generator(settings.models, settings.artifact_dir)
     generator = Generator(model, tokenizer, model_id, settings.generation)
     rows = supervised_rows(load_tasks(corpus), settings.generation.abstention_phrase)
-    examples = closed_book_examples(rows, paraphrases=0, seed=0, abstention_phrase=settings.generation.abstention_phrase)
+    examples = closed_book_examples(
+        rows, paraphrases=0, seed=0, abstention_phrase=settings.generation.abstention_phrase
+    )
     batch_size = settings.lora.batch_size
     batches = []
     for s in range(steps):
@@ -82,8 +84,12 @@ def demo_adapters(corpus: Path) -> None:
         result = train_arm(settings, corpus, kind, sft, forbidden_inputs=held_out_inputs(rows), force=True)
         total += time.perf_counter() - t0
         print(describe(result))
-        print(f"  wall incl. model load and data: {time.perf_counter() - t0:.1f}s, peak RSS {result.manifest['peak_rss_mib']} MiB")
-    print(f"demo adapters (lora + rag_lora + scratch, budget {settings.lora.max_train_tokens} tokens each): {total:.0f}s")
+        print(
+            f"  wall incl. model load and data: {time.perf_counter() - t0:.1f}s, peak RSS {result.manifest['peak_rss_mib']} MiB"
+        )
+    print(
+        f"demo adapters (lora + rag_lora + scratch, budget {settings.lora.max_train_tokens} tokens each): {total:.0f}s"
+    )
 
 
 def main() -> None:

@@ -144,9 +144,7 @@ def train(
         rows = load_tasks(corpus)
         sft = supervised_rows(rows, settings.generation.abstention_phrase)
         for a in chosen:
-            result = train_arm(
-                settings, corpus, a.adapter, sft, forbidden_inputs=held_out_inputs(rows), show_bar=True
-            )
+            result = train_arm(settings, corpus, a.adapter, sft, forbidden_inputs=held_out_inputs(rows), show_bar=True)
             typer.echo(describe(result))
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))

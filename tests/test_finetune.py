@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from eval.tasks import load_tasks, supervised_rows, held_out_inputs
+from eval.tasks import held_out_inputs, load_tasks, supervised_rows
 from service.adapters import AdapterMismatch, artifact_dir
 from service.arms import ARMS, Query, answer
 from service.finetune import (
@@ -151,7 +151,7 @@ def test_no_train_rows_is_a_clear_error(settings, corpus):
         train_arm(settings, corpus, "lora", [])
     with pytest.raises(ValueError, match="unknown artifact kind"):
         train_arm(settings, corpus, "bogus", inputs(settings, corpus)[0])
-    assert KINDS == tuple(a.adapter for a in ARMS.values() if a.adapter)
+    assert tuple(a.adapter for a in ARMS.values() if a.adapter) == KINDS
 
 
 def test_trained_adapter_changes_the_output(settings, train_corpus):

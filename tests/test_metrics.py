@@ -67,7 +67,9 @@ def test_retrieval_metrics_use_source_docs():
 
 def test_json_schema_and_fields():
     schema = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "string"}}, "required": ["a"]}
-    r = row(family="behaviour", answers=[], input="x", question=None, schema=schema, expected={"a": 1, "b": "x", "c": 2})
+    r = row(
+        family="behaviour", answers=[], input="x", question=None, schema=schema, expected={"a": 1, "b": "x", "c": 2}
+    )
     assert parse_json('Sure! ```json\n{"a": 1, "b": "y"}\n```') == {"a": 1, "b": "y"}
     assert parse_json("no json {here") is None
     assert schema_valid(r, pred('{"a": 1}'), CTX) == 1.0

@@ -1,9 +1,7 @@
 import json
 from html.parser import HTMLParser
 
-import pytest
-
-from eval.runner import RunSpec, run_eval, select_rows
+from eval.runner import select_rows
 from eval.store import Store
 from eval.tasks import load_tasks
 from service import cli

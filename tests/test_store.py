@@ -45,7 +45,9 @@ def test_a_killed_run_resumes_without_lost_or_duplicate_rows(settings, full_corp
             return []
         with sqlite3.connect(db) as conn:
             try:
-                return conn.execute("SELECT arm, row_id, phase, prediction FROM predictions ORDER BY 1, 2, 3").fetchall()
+                return conn.execute(
+                    "SELECT arm, row_id, phase, prediction FROM predictions ORDER BY 1, 2, 3"
+                ).fetchall()
             except sqlite3.OperationalError:  # the run is still creating its tables
                 return []
 

@@ -1,6 +1,5 @@
 import pytest
 
-from service.retrieval import Passage
 from service.training_data import (
     SupervisedRow,
     closed_book_examples,

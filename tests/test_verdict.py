@@ -4,7 +4,9 @@ from eval.verdict import break_even_queries, decide
 
 
 def test_clear_winner_agreeing_with_the_folk_rule():
-    v = decide("knowledge", {"base": 0.1, "fewshot": 0.2, "rag": 0.8}, {("rag", "base"): True, ("rag", "fewshot"): True})
+    v = decide(
+        "knowledge", {"base": 0.1, "fewshot": 0.2, "rag": 0.8}, {("rag", "base"): True, ("rag", "fewshot"): True}
+    )
     assert (v.best, v.tied_with, v.recommended, v.rule) == ("rag", [], "rag", "agrees")
 
 
