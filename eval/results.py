@@ -49,7 +49,7 @@ def _clean(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 4)
 
 
-def scoring_context(settings: Settings, corpus: Path, rows: list[TaskRow], embed=None) -> ScoringContext:
+def scoring_context(settings: Settings, corpus: Path, rows: list[TaskRow], embed=None, judge=None) -> ScoringContext:
     """Answer-bearing sentences of each knowledge row's source documents, and the local embedder."""
     documents = {d.doc_id: d.text for d in load_documents(Path(corpus) / "documents")}
     gold = {}
@@ -58,7 +58,11 @@ def scoring_context(settings: Settings, corpus: Path, rows: list[TaskRow], embed
             sentences = [s for doc in row.source_docs for s in answer_sentences(documents.get(doc, ""), row.answers)]
             if sentences:
                 gold[row.id] = sentences
-    return ScoringContext(settings.generation.abstention_phrase, embed=embed, gold_contexts=gold)
+    if judge is None and settings.eval.judge_base_url:
+        from eval.metrics.judge import judge_llm
+
+        judge = judge_llm(settings.eval.judge_base_url, settings.eval.judge_model, settings.eval.judge_api_key)
+    return ScoringContext(settings.generation.abstention_phrase, embed=embed, gold_contexts=gold, judge=judge)
 
 
 def score_predictions(
@@ -209,7 +213,7 @@ def failures(values, predictions: list[Prediction], rows: dict[str, TaskRow], se
     }
 
 
-def build_results(store: Store, run_id: str, settings: Settings, embed=None) -> dict:
+def build_results(store: Store, run_id: str, settings: Settings, embed=None, judge=None) -> dict:
     """Every figure of a run, recomputed from the database."""
     run = store.run(run_id)
     spec = run.config["spec"]
@@ -218,7 +222,7 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None) -> 
     wanted = {i for ids in run.meta.get("rows", {}).values() for i in ids}
     rows = {r.id: r for r in all_rows if r.id in wanted}
     predictions = store.predictions(run_id)
-    ctx = scoring_context(settings, corpus, list(rows.values()), embed)
+    ctx = scoring_context(settings, corpus, list(rows.values()), embed, judge)
     values = score_predictions(predictions, rows, ctx)
     arms = [a for a in ARMS if a in spec["arms"]]
     seed = spec["seed"]
@@ -231,7 +235,7 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None) -> 
             for arm in arms
             if arm != "base" and (arm, "general_accuracy") in values
         }
-    judge = settings.eval.judge_base_url
+    judged = any(name.startswith("judge_") for _, name in values)
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run.id,
@@ -248,7 +252,11 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None) -> 
             "adapters": run.meta.get("adapters"),
         },  # fmt: skip
         "versions": _versions(),
-        "judge": {"used": False, "reason": "judge-free metrics only" if not judge else f"judge at {judge} not used"},
+        "judge": {
+            "used": judged,
+            "endpoint": settings.eval.judge_base_url if ctx.judge is not None and judge is None else None,
+            "model": settings.eval.judge_model if judged else None,
+        },
         "families": families,
         "costs": costs(run, predictions, settings),
         "failures": failures(values, predictions, rows, settings),

@@ -404,9 +404,18 @@ def _scratch_stream(
     total = budget or int(settings.lora.epochs * per_epoch)
     share = settings.scratch.document_share if docs else 0.0
     b, seed = settings.lora.batch_size, settings.generation.seed
-    return plan_stream(supervised, math.inf, int(total * (1 - share)), b, seed) + plan_stream(
+    mixed = plan_stream(supervised, math.inf, int(total * (1 - share)), b, seed) + plan_stream(
         docs, math.inf, int(total * share), b, seed + 1
     )
+    return plan_stream(mixed, 1, None, b, seed + 2)  # interleave, so training does not end on one kind
+
+
+def step_shape(stream: list[Tokenized], batch_size: int, grad_accum: int, max_batch_tokens: int) -> tuple[int, int]:
+    """(examples per device step, accumulation steps): at most `max_batch_tokens` per step, same effective batch."""
+    lengths = sorted(len(t.input_ids) for t in stream)
+    typical = lengths[int(0.9 * (len(lengths) - 1))]
+    per_device = max(1, min(batch_size, max_batch_tokens // max(1, typical)))
+    return per_device, math.ceil(batch_size * grad_accum / per_device)
 
 
 def _run_trainer(settings, kind, model, tokenizer, stream, val, learning_rate, work, progress, should_stop, show_bar):
@@ -415,14 +424,15 @@ def _run_trainer(settings, kind, model, tokenizer, stream, val, learning_rate, w
     lora = settings.lora
     if not stream:
         raise TrainingDataError(f"the {kind} training stream is empty (token budget 0 or no examples)")
-    steps = math.ceil(len(stream) / (lora.batch_size * lora.grad_accum))
+    per_device, accum = step_shape(stream, lora.batch_size, lora.grad_accum, lora.max_batch_tokens)
+    steps = math.ceil(len(stream) / (per_device * accum))
     eval_steps = max(1, math.ceil(steps / lora.evals_per_run))
     validate = bool(val) and steps > 1
     args = TrainingArguments(
         output_dir=str(work / "checkpoints"),
-        per_device_train_batch_size=lora.batch_size,
-        per_device_eval_batch_size=lora.batch_size,
-        gradient_accumulation_steps=lora.grad_accum,
+        per_device_train_batch_size=per_device,
+        per_device_eval_batch_size=per_device,
+        gradient_accumulation_steps=accum,
         learning_rate=learning_rate,
         num_train_epochs=1,  # the stream already holds the planned epochs
         lr_scheduler_type="linear",

@@ -60,3 +60,13 @@ def test_real_get_settings_reads_env(monkeypatch):
         assert get_settings().retrieval.top_k == 7
     finally:
         get_settings.cache_clear()
+
+
+def test_train_then_reuse_then_refuse_untrainable(run, full_corpus):
+    first = run("train", "--corpus", full_corpus, "--arm", "lora")
+    assert first.exit_code == 0, first.output
+    assert first.stdout.startswith("trained lora:") and "tokens" in first.stdout
+    second = run("train", "--corpus", full_corpus, "--arm", "lora")
+    assert second.stdout.startswith("reused lora:")
+    bad = run("train", "--corpus", full_corpus, "--arm", "base")
+    assert bad.exit_code == 2 and "nothing to train" in bad.output

@@ -37,3 +37,14 @@ def test_prompt_token_count_matches_rendered_chat(settings):
     [out] = gen.generate(PROMPTS[:1])
     assert out.prompt_tokens == gen.count_tokens(PROMPTS[0])
     assert gen.render(PROMPTS[0]).endswith("<s> assistant : ")
+
+
+def test_long_prompts_go_in_smaller_batches(settings):
+    gen = _generator(settings, 3)
+    texts = [gen.render(p) for p in PROMPTS]
+    lengths = [len(gen.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    gen.settings = gen.settings.model_copy(update={"max_batch_tokens": 2 * max(lengths)})
+    batches = gen._batches(texts)
+    assert sorted(i for b in batches for i in b) == [0, 1, 2]
+    assert all(len(b) * max(lengths[i] for i in b) <= 2 * max(lengths) for b in batches)
+    assert len(batches) == 2  # the two short prompts together, the long one alone

@@ -124,3 +124,61 @@ def test_every_family_has_exactly_one_headline():
     for family in report_families():
         assert sum(m.headline for m in METRICS.values() if m.family == family) == 1
         assert headline(family).family == family
+
+
+class FakeJudge:
+    """A ragas instructor LLM that fills any requested response model, every verdict set to `verdict`
+    (the role ragas' own tests give EchoLLM); lets the judge wiring run without an endpoint."""
+
+    def __new__(cls, verdict: int):
+        import typing
+
+        from pydantic import BaseModel
+        from ragas.llms.base import InstructorBaseRagasLLM
+
+        def fill(model):
+            values = {}
+            for name, field in model.model_fields.items():
+                values[name] = value_for(field.annotation)
+            return model.model_validate(values)
+
+        def value_for(annotation):
+            origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+            if origin in (list, typing.List):  # noqa: UP006
+                return [value_for(args[0])]
+            if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+                return value_for(next(a for a in args if a is not type(None)))
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                return fill(annotation)
+            if annotation is int:
+                return verdict
+            if annotation is float:
+                return float(verdict)
+            if annotation is bool:
+                return bool(verdict)
+            return "The K2 costs $249."
+
+        class Judge(InstructorBaseRagasLLM):
+            calls = 0
+
+            def generate(self, prompt, response_model):
+                Judge.calls += 1
+                return fill(response_model)
+
+            async def agenerate(self, prompt, response_model):
+                return self.generate(prompt, response_model)
+
+        return Judge()
+
+
+@pytest.mark.parametrize("verdict", [1, 0])
+def test_judge_metrics_are_wired_to_ragas(verdict):
+    judge = FakeJudge(verdict)
+    ctx = ScoringContext(PHRASE, judge=judge)
+    r = row(source_docs=["k2"])
+    p = pred("The K2 costs $249.", [("k2", "The K2 costs $249.")])
+    assert METRICS["judge_faithfulness"].score(r, p, ctx) == float(verdict)
+    assert METRICS["judge_context_precision"].score(r, p, ctx) == pytest.approx(float(verdict), abs=1e-6)
+    assert 0.0 <= METRICS["judge_answer_correctness"].score(r, p, ctx) <= 1.0
+    assert type(judge).calls > 0
+    assert METRICS["judge_faithfulness"].score(r, p, CTX) is None  # no judge configured: metric absent

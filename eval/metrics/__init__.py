@@ -29,6 +29,7 @@ class ScoringContext:
     abstention_phrase: str
     embed: Callable[[list[str]], list[list[float]]] | None = None  # the local embedder, for semantic similarity
     gold_contexts: dict[str, list[str]] = field(default_factory=dict)  # row id -> answer-bearing sentences
+    judge: object | None = None  # a ragas LLM on the configured judge endpoint, else judge metrics are skipped
     cache: dict = field(default_factory=dict)
 
 
@@ -78,4 +79,4 @@ def report_families() -> list[str]:
 
 
 # Each module registers its family's metrics on import.
-from eval.metrics import abstention, behaviour, freshness, general, knowledge  # noqa: E402,F401
+from eval.metrics import abstention, behaviour, freshness, general, judge, knowledge  # noqa: E402,F401
