@@ -83,10 +83,8 @@ class Answer:
     batch_size: int
 
 
-def answer(arm: Arm, runtime, queries: list[Query], top_k: int | None = None) -> list[Answer]:
-    """Run one arm on a batch of queries; `top_k` overrides the configured passage count."""
-    if not queries:
-        return []
+def prompts_for(arm: Arm, runtime, queries: list[Query], top_k: int | None = None):
+    """The chat prompts `arm` sends for `queries`, with the passages it retrieved and the retrieval time."""
     retrieval_ms = 0.0
     passages: list[list[Passage] | None] = [None] * len(queries)
     if arm.retrieve:
@@ -103,8 +101,18 @@ def answer(arm: Arm, runtime, queries: list[Query], top_k: int | None = None) ->
         )
         for q, p in zip(queries, passages, strict=True)
     ]
+    return prompts, passages, retrieval_ms
+
+
+def answer(
+    arm: Arm, runtime, queries: list[Query], top_k: int | None = None, max_new_tokens: int | None = None
+) -> list[Answer]:
+    """Run one arm on a batch of queries; `top_k` overrides the configured passage count."""
+    if not queries:
+        return []
+    prompts, passages, retrieval_ms = prompts_for(arm, runtime, queries, top_k)
     with runtime.generator_for(arm) as generator:
-        outputs = generator.generate(prompts)
+        outputs = generator.generate(prompts, max_new_tokens)
     return [
         Answer(
             arm.name,

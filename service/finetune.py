@@ -288,8 +288,9 @@ def train_arm(
     base_hash = models.weights_hash(model)
 
     examples = build_examples(settings, corpus, kind, rows, set(forbidden_inputs))
-    train_examples, val_examples = split_validation(examples, settings.lora.validation_fraction, seed)
-    val_examples = val_examples[: settings.lora.max_validation_examples]
+    train_examples, val_examples = split_validation(
+        examples, settings.lora.validation_fraction, seed, settings.lora.max_validation_examples
+    )
     max_tokens = settings.lora.max_seq_tokens
     documents = document_pieces(generator, corpus, max_tokens) if kind == "scratch" else []
     params = hyperparameters(settings, kind)

@@ -52,6 +52,51 @@ class Generator:
     def count_tokens(self, messages: Messages) -> int:
         return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
 
+    def stream(self, messages: Messages, max_new_tokens: int | None = None, on_done=None):
+        """Yield the answer's text piece by piece as it is generated (greedy, one prompt).
+
+        `on_done(Generation)` receives the token counts once generation ends.
+        """
+        from threading import Thread
+
+        from transformers import TextIteratorStreamer
+
+        enc = self.tokenizer(
+            [self.render(messages)],
+            return_tensors="pt",
+            truncation=True,
+            max_length=self.settings.max_prompt_tokens,
+            add_special_tokens=False,
+        ).to(self.model.device)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        output: dict = {}
+
+        def run() -> None:
+            with torch.inference_mode():
+                output["ids"] = self.model.generate(
+                    **enc,
+                    max_new_tokens=max_new_tokens or self.settings.max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    eos_token_id=self.tokenizer.eos_token_id,
+                    streamer=streamer,
+                )
+
+        t0 = time.perf_counter()
+        worker = Thread(target=run, daemon=True)
+        worker.start()
+        pieces = []
+        for piece in streamer:
+            pieces.append(piece)
+            yield piece
+        worker.join()
+        if on_done is not None:
+            new = output["ids"][0, enc["input_ids"].shape[1] :]
+            stop = (new == self.tokenizer.eos_token_id).nonzero()
+            n = int(stop[0]) if len(stop) else len(new)
+            on_done(Generation("".join(pieces).strip(), int(enc["attention_mask"].sum()), n,
+                               (time.perf_counter() - t0) * 1000, 1))  # fmt: skip
+
     def _batches(self, texts: list[str]) -> list[list[int]]:
         """Indices grouped by length, at most `batch_size` prompts and `max_batch_tokens` padded tokens each."""
         limit = self.settings.max_prompt_tokens

@@ -209,6 +209,7 @@ class ApiSettings(BaseModel):
 
     max_question_chars: int = Field(2000, ge=1, description="Longest question accepted by /v1/query.")
     max_top_k: int = Field(20, ge=1, description="Largest top_k a request may ask for.")
+    max_tokens: int = Field(512, ge=1, description="Largest max_tokens a chat completion may ask for.")
 
 
 class Settings(BaseSettings):

@@ -134,13 +134,22 @@ def retrieval_examples(
 
 
 def split_validation(
-    examples: list[TrainingExample], fraction: float, seed: int
+    examples: list[TrainingExample], fraction: float, seed: int, max_examples: int | None = None
 ) -> tuple[list[TrainingExample], list[TrainingExample]]:
-    """Hold out a seeded share of rows (all of a row's examples go to the same side)."""
+    """Hold out a seeded share of rows (all of a row's examples on the same side), at most `max_examples`."""
     row_ids = sorted({e.row_id for e in examples})
     if fraction <= 0 or len(row_ids) < 2:
         return examples, []
-    held = set(random.Random(f"{seed}:validation").sample(row_ids, max(1, round(len(row_ids) * fraction))))
+    per_row: dict[str, int] = {}
+    for e in examples:
+        per_row[e.row_id] = per_row.get(e.row_id, 0) + 1
+    candidates = random.Random(f"{seed}:validation").sample(row_ids, max(1, round(len(row_ids) * fraction)))
+    held, count = set(), 0
+    for row_id in candidates:
+        if max_examples is not None and held and count + per_row[row_id] > max_examples:
+            break
+        held.add(row_id)
+        count += per_row[row_id]
     return [e for e in examples if e.row_id not in held], [e for e in examples if e.row_id in held]
 
 

@@ -74,3 +74,24 @@ def test_eval_end_to_end_writes_three_report_files(settings, full_corpus, monkey
     assert diff.exit_code == 0 and "+0.000" in diff.stdout
     missing = CliRunner().invoke(cli.app, ["report", "no-such-run"])
     assert missing.exit_code == 2 and "no run 'no-such-run'" in missing.output
+
+
+def test_missing_families_and_bad_input_are_clear(settings, corpus, monkeypatch, tmp_path):
+    settings = settings.model_copy(
+        update={"eval": settings.eval.model_copy(update={"reports_dir": tmp_path / "reports"})}
+    )
+    monkeypatch.setattr(cli, "get_settings", lambda: settings)
+    from typer.testing import CliRunner
+
+    out = CliRunner().invoke(cli.app, ["eval", "--corpus", str(corpus), "--arms", "base,rag"])
+    assert out.exit_code == 0, out.output  # no behaviour, freshness or general rows and no updates/: still a report
+    run_id = out.stdout.split("Verdict for run ")[1].split()[0]
+    results = json.loads((tmp_path / "reports" / run_id / "results.json").read_text())
+    assert results["families"]["knowledge"]["verdict"] is not None
+    assert results["families"]["behaviour"]["arms"] == {} and results["families"]["behaviour"]["verdict"] is None
+    bad_arm = CliRunner().invoke(cli.app, ["eval", "--corpus", str(corpus), "--arms", "base,ragg"])
+    assert bad_arm.exit_code == 2 and "unknown arm 'ragg'" in bad_arm.output
+    bad_family = CliRunner().invoke(cli.app, ["eval", "--corpus", str(corpus), "--families", "knowledge,trivia"])
+    assert bad_family.exit_code == 2 and "trivia" in bad_family.output
+    empty = CliRunner().invoke(cli.app, ["eval", "--corpus", str(corpus), "--families", "general"])
+    assert empty.exit_code == 2 and '"split": "test"' in empty.output

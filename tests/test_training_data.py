@@ -43,6 +43,8 @@ def test_validation_split_keeps_each_rows_examples_together_and_is_seeded():
     assert {e.row_id for e in train}.isdisjoint({e.row_id for e in val})
     assert len({e.row_id for e in val}) == 2 and len(train) + len(val) == len(examples)
     assert split_validation(examples, 0.2, seed=3) == (train, val)
+    capped_train, capped_val = split_validation(examples, 0.5, seed=3, max_examples=4)
+    assert len(capped_val) == 4 and len(capped_train) == 16  # rows not needed for validation are trained on
     assert data_hash(train) != data_hash(val)
 
 

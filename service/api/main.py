@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from eval.tasks import corpus_examples
-from service.api.routes import health, query
+from service.api.routes import health, openai, query
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -20,4 +20,5 @@ def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
     app.state.runtime = Runtime(settings, corpus, corpus_examples(corpus, settings.generation))
     app.include_router(health.router)
     app.include_router(query.router)
+    app.include_router(openai.router)
     return app

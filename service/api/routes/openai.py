@@ -1,0 +1,173 @@
+"""An OpenAI-compatible surface: each ready arm is a "model" any OpenAI client can call.
+
+`POST /v1/chat/completions` answers the last user message through the arm named in `model`
+(retrieving arms search with it), with `usage` token counts, and streams server-sent events
+ending in `data: [DONE]` when `stream` is true. Fields it does not use (`temperature`,
+`top_p`, `response_format`, ...) are accepted and ignored, so existing clients and ragas'
+judge calls work unchanged; decoding stays greedy so answers are reproducible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import threading
+import time
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from service import adapters
+from service.adapters import AdapterMismatch, ArtifactMissing
+from service.api.deps import RuntimeDep, SettingsDep
+from service.arms import ARMS, Query, UnknownArm, answer, parse_arm, prompts_for
+from service.retrieval import IndexMissing
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):  # content parts: keep the text ones
+            return " ".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+        return self.content or ""
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # unused OpenAI fields are accepted and ignored
+    model: str = Field(description=f"An arm: {', '.join(ARMS)}.")
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+
+def ready_arms(runtime) -> list[str]:
+    """Arms whose index and trained artifacts exist, so a call to them will not fail for want of either."""
+    index_ready = (runtime.index_dir / "index.faiss").is_file()
+    ready = []
+    for arm in ARMS.values():
+        if arm.retrieve and not index_ready:
+            continue
+        if (
+            arm.adapter
+            and not (adapters.artifact_dir(runtime.settings, runtime.corpus, arm.adapter) / "manifest.json").is_file()
+        ):
+            continue
+        ready.append(arm.name)
+    return ready
+
+
+@router.get("/models")
+async def list_models(runtime: RuntimeDep) -> dict:
+    return {
+        "object": "list",
+        "data": [{"id": name, "object": "model", "created": 0, "owned_by": "ragft"} for name in ready_arms(runtime)],
+    }
+
+
+def _question(body: ChatRequest, limit: int) -> str:
+    users = [m for m in body.messages if m.role == "user"]
+    if not users or not users[-1].text().strip():
+        raise HTTPException(422, "messages needs a user message with text; the arm answers the last one")
+    question = users[-1].text()
+    if len(question) > limit:
+        raise HTTPException(413, f"the last user message is {len(question)} characters; the limit is {limit}")
+    return question
+
+
+@router.post("/chat/completions")
+async def chat_completions(body: ChatRequest, runtime: RuntimeDep, settings: SettingsDep):
+    try:
+        arm = parse_arm(body.model)
+    except UnknownArm as exc:
+        raise HTTPException(404, f"model '{body.model}' does not exist: {exc}") from exc
+    question = _question(body, settings.api.max_question_chars)
+    max_tokens = body.max_completion_tokens or body.max_tokens or settings.generation.max_new_tokens
+    if max_tokens > settings.api.max_tokens:
+        raise HTTPException(422, f"max_tokens={max_tokens} exceeds the limit of {settings.api.max_tokens}")
+    completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    created = int(time.time())
+    if body.stream:
+        return StreamingResponse(
+            _stream(arm, runtime, question, max_tokens, completion_id, created), media_type="text/event-stream"
+        )
+    try:
+        result = (await run_in_threadpool(answer, arm, runtime, [Query(question)], None, max_tokens))[0]
+    except (IndexMissing, ArtifactMissing, AdapterMismatch) as exc:
+        raise HTTPException(409, str(exc)) from exc
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": arm.name,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.text},
+                "finish_reason": "length" if result.generated_tokens >= max_tokens else "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.generated_tokens,
+            "total_tokens": result.prompt_tokens + result.generated_tokens,
+        },
+    }
+
+
+_END = object()
+
+
+async def _stream(arm, runtime, question: str, max_tokens: int, completion_id: str, created: int):
+    """Server-sent events from a worker thread that holds the model for the whole answer."""
+    pieces: queue.Queue = queue.Queue()
+    done: dict = {}
+
+    def work() -> None:
+        try:
+            prompts, _, _ = prompts_for(arm, runtime, [Query(question)])
+            with runtime.generator_for(arm) as generator:
+                for piece in generator.stream(prompts[0], max_tokens, on_done=lambda g: done.update(g=g)):
+                    pieces.put(piece)
+        except Exception as exc:  # reported to the client as an error event
+            pieces.put(exc)
+        pieces.put(_END)
+
+    threading.Thread(target=work, daemon=True).start()
+
+    def chunk(delta: dict, finish: str | None = None, usage: dict | None = None) -> str:
+        payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": arm.name,
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
+        if usage is not None:
+            payload["usage"] = usage
+        return f"data: {json.dumps(payload)}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""})
+    while True:
+        item = await asyncio.to_thread(pieces.get)
+        if item is _END:
+            break
+        if isinstance(item, Exception):
+            yield f"data: {json.dumps({'error': {'message': str(item), 'type': type(item).__name__}})}\n\n"
+            break
+        if item:
+            yield chunk({"content": item})
+    g = done.get("g")
+    usage = None
+    finish = "stop"
+    if g is not None:
+        usage = {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.generated_tokens,
+                 "total_tokens": g.prompt_tokens + g.generated_tokens}  # fmt: skip
+        finish = "length" if g.generated_tokens >= max_tokens else "stop"
+    yield chunk({}, finish, usage)
+    yield "data: [DONE]\n\n"

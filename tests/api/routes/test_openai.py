@@ -1,0 +1,91 @@
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from openai import OpenAI
+
+from service.api.main import create_app
+
+
+@pytest.fixture
+def client(settings, corpus):
+    client = TestClient(create_app(settings, corpus))
+    client.app.state.runtime.index()
+    return client
+
+
+@pytest.fixture
+def openai_client(client):
+    """The official client against a real uvicorn server on 127.0.0.1 serving the same app."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(client.app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_models_lists_the_ready_arms(client):
+    ids = [m["id"] for m in client.get("/v1/models").json()["data"]]
+    assert ids == ["base", "fewshot", "rag"]  # no adapters trained yet
+
+
+def test_official_client_gets_a_completion_from_the_rag_arm(openai_client, client):
+    reply = openai_client.chat.completions.create(
+        model="rag",
+        messages=[{"role": "system", "content": "ignored"}, {"role": "user", "content": "how much is a kestrel k4 ?"}],
+        temperature=0.7,  # accepted and ignored: decoding stays greedy
+        top_p=0.5,
+        response_format={"type": "text"},
+        max_tokens=5,
+    )
+    text = reply.choices[0].message.content
+    assert reply.model == "rag" and isinstance(text, str)
+    assert reply.usage.prompt_tokens > 20 and 0 < reply.usage.completion_tokens <= 5
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    same = client.post("/v1/query", json={"question": "how much is a kestrel k4 ?", "arms": ["rag"]}).json()
+    assert same["answers"][0]["prompt_tokens"] == reply.usage.prompt_tokens  # the same prompt as the arm's
+
+
+def test_official_client_streams_and_matches_the_unstreamed_answer(openai_client):
+    kwargs = {"model": "rag", "messages": [{"role": "user", "content": "how much is a kestrel k4 ?"}], "max_tokens": 6}
+    whole = openai_client.chat.completions.create(**kwargs).choices[0].message.content
+    chunks = list(openai_client.chat.completions.create(stream=True, **kwargs))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed.strip() == whole
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length") and chunks[-1].usage.completion_tokens > 0
+
+
+def test_raw_stream_ends_with_done(client):
+    body = {"model": "base", "messages": [{"role": "user", "content": "yes"}], "stream": True, "max_tokens": 3}
+    with client.stream("POST", "/v1/chat/completions", json=body) as r:
+        lines = [line for line in r.iter_lines() if line]
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert lines[-1] == "data: [DONE]" and json.loads(lines[0][6:])["object"] == "chat.completion.chunk"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        ({"model": "gpt-4", "messages": [{"role": "user", "content": "q"}]}, 404, "does not exist"),
+        ({"model": "base", "messages": [{"role": "system", "content": "q"}]}, 422, "user message"),
+        ({"model": "base", "messages": [{"role": "user", "content": "q"}], "max_tokens": 100000}, 422, "limit of 512"),
+        ({"model": "base", "messages": [{"role": "user", "content": "q" * 3000}]}, 413, "limit is 2000"),
+        ({"model": "lora", "messages": [{"role": "user", "content": "q"}]}, 409, "ragft train"),
+    ],
+)
+def test_bad_requests_name_the_problem(client, body, status, fragment):
+    r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == status and fragment in r.text
