@@ -33,6 +33,7 @@ class Runtime:
         self._retriever: Retriever | None = None
         self._weights_hash: str | None = None
         self._index_dir: Path | None = None
+        self.warm_up_error: str | None = None
         self.lock = threading.RLock()
 
     @property
@@ -52,6 +53,10 @@ class Runtime:
                 model, tokenizer, model_id = models.load_generator(self.settings.models, self.settings.artifact_dir)
                 self._generator = Generator(model, tokenizer, model_id, self.settings.generation)
             return self._generator
+
+    @property
+    def generator_loaded(self) -> bool:
+        return self._generator is not None
 
     def weights_hash(self) -> str:
         """Hash of the base weights, taken before any adapter wraps them (once per process, ~1 s)."""

@@ -210,6 +210,14 @@ class ApiSettings(BaseModel):
     max_question_chars: int = Field(2000, ge=1, description="Longest question accepted by /v1/query.")
     max_top_k: int = Field(20, ge=1, description="Largest top_k a request may ask for.")
     max_tokens: int = Field(512, ge=1, description="Largest max_tokens a chat completion may ask for.")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body; bigger gets 413.")
+    api_keys: list[str] = Field(
+        default_factory=list,
+        description='Bearer tokens accepted on /v1 (comma-free JSON list in env: \'["k1","k2"]\'); '
+        "empty = no auth, so bind to 127.0.0.1.",
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS; empty = CORS off.")
+    warm_up: bool = Field(True, description="Load the models in the background at start-up, so /readyz turns ready.")
 
 
 class Settings(BaseSettings):

@@ -1,24 +1,58 @@
-"""The FastAPI application: every router is included here."""
+"""The FastAPI application: every router and middleware is included here."""
 
 from __future__ import annotations
 
+import threading
+from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from eval.tasks import corpus_examples
+from service.api.deps import require_api_key
+from service.api.monitoring import RequestGuard, Telemetry
 from service.api.routes import health, openai, query
 from service.runtime import Runtime
 from service.settings import Settings
 
 
+def warm_up(runtime: Runtime) -> None:
+    """Load the generator (and the retriever when an index exists) so /readyz turns ready without a query."""
+    try:
+        runtime.generator()
+        if (runtime.index_dir / "index.faiss").is_file():
+            runtime.retriever()
+    except Exception as exc:  # readiness reports it; queries will show the same error with its fix
+        runtime.warm_up_error = f"{type(exc).__name__}: {exc}"
+
+
 def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
-    """An app serving `corpus` (default: settings.corpus); models load on the first query."""
+    """An app serving `corpus` (default: settings.corpus)."""
     corpus = Path(corpus or settings.corpus)
-    app = FastAPI(title="ragft", version="0.1.0", description="Compare RAG, LoRA, both, or neither on one question.")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if settings.api.warm_up:
+            threading.Thread(target=warm_up, args=(app.state.runtime,), daemon=True).start()
+        yield
+
+    app = FastAPI(
+        title="ragft",
+        version="0.1.0",
+        description="Compare RAG, LoRA, both, or neither on one question.",
+        lifespan=lifespan,
+    )
     app.state.settings = settings
     app.state.runtime = Runtime(settings, corpus, corpus_examples(corpus, settings.generation))
+    app.state.telemetry = Telemetry()
+    guarded = [Depends(require_api_key)]
     app.include_router(health.router)
-    app.include_router(query.router)
-    app.include_router(openai.router)
+    app.include_router(query.router, dependencies=guarded)
+    app.include_router(openai.router, dependencies=guarded)
+    app.add_middleware(RequestGuard, telemetry=app.state.telemetry, max_body_bytes=settings.api.max_body_bytes)
+    if settings.api.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.api.cors_origins, allow_methods=["*"], allow_headers=["*"]
+        )
     return app

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service import adapters
 from service.adapters import AdapterMismatch, ArtifactMissing
-from service.api.deps import RuntimeDep, SettingsDep
+from service.api.deps import RuntimeDep, SettingsDep, TelemetryDep
 from service.arms import ARMS, Query, UnknownArm, answer, parse_arm, prompts_for
 from service.retrieval import IndexMissing
 
@@ -86,7 +86,7 @@ def _question(body: ChatRequest, limit: int) -> str:
 
 
 @router.post("/chat/completions")
-async def chat_completions(body: ChatRequest, runtime: RuntimeDep, settings: SettingsDep):
+async def chat_completions(body: ChatRequest, runtime: RuntimeDep, settings: SettingsDep, telemetry: TelemetryDep):
     try:
         arm = parse_arm(body.model)
     except UnknownArm as exc:
@@ -105,6 +105,7 @@ async def chat_completions(body: ChatRequest, runtime: RuntimeDep, settings: Set
         result = (await run_in_threadpool(answer, arm, runtime, [Query(question)], None, max_tokens))[0]
     except (IndexMissing, ArtifactMissing, AdapterMismatch) as exc:
         raise HTTPException(409, str(exc)) from exc
+    telemetry.observe_answer(arm.name, result.latency_ms / 1000)
     return {
         "id": completion_id,
         "object": "chat.completion",

@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from service.adapters import AdapterMismatch, ArtifactMissing
-from service.api.deps import RuntimeDep, SettingsDep
+from service.api.deps import RuntimeDep, SettingsDep, TelemetryDep
 from service.arms import ARMS, compare, parse_arm
 from service.retrieval import IndexMissing
 
@@ -49,7 +49,9 @@ router = APIRouter(prefix="/v1", tags=["query"])
 
 
 @router.post("/query", response_model=QueryResponse)
-async def query(body: QueryRequest, runtime: RuntimeDep, settings: SettingsDep) -> QueryResponse:
+async def query(
+    body: QueryRequest, runtime: RuntimeDep, settings: SettingsDep, telemetry: TelemetryDep
+) -> QueryResponse:
     """Answer the question with each requested arm, with the passages the retrieving arms used."""
     limits = settings.api
     if len(body.question) > limits.max_question_chars:
@@ -63,6 +65,8 @@ async def query(body: QueryRequest, runtime: RuntimeDep, settings: SettingsDep) 
         answers = await run_in_threadpool(compare, runtime, body.question, arms, body.top_k)
     except (IndexMissing, ArtifactMissing, AdapterMismatch) as exc:
         raise HTTPException(409, str(exc)) from exc
+    for a in answers:
+        telemetry.observe_answer(a.arm, a.latency_ms / 1000)
     return QueryResponse(
         question=body.question,
         answers=[

@@ -1,0 +1,62 @@
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.api.main import create_app
+
+
+def test_readyz_turns_ready_after_warm_up_and_index(settings, corpus):
+    with TestClient(create_app(settings, corpus)) as client:  # the context runs the lifespan (warm-up)
+        deadline = time.time() + 20
+        while not client.app.state.runtime.generator_loaded and time.time() < deadline:
+            time.sleep(0.05)
+        body = client.get("/readyz")
+        assert body.status_code == 503 and body.json()["generator_loaded"] and "ragft index" in body.json()["fix"]
+        client.app.state.runtime.index()
+        assert client.get("/readyz").json() == {"ready": True, "generator_loaded": True, "index_present": True}
+
+
+def test_metrics_count_requests_and_answers_per_arm(settings, corpus):
+    client = TestClient(create_app(settings, corpus))
+    client.app.state.runtime.index()
+    client.post("/v1/query", json={"question": "what is the price ?", "arms": ["base", "rag"]})
+    text = client.get("/metrics").text
+    assert 'ragft_arm_answers_total{arm="rag"} 1.0' in text
+    assert 'ragft_requests_total{route="/v1/query",status="200"} 1.0' in text
+
+
+@pytest.fixture
+def keyed(settings, corpus):
+    api = settings.api.model_copy(update={"api_keys": ["s3cret"], "max_body_bytes": 2048})
+    return TestClient(create_app(settings.model_copy(update={"api": api}), corpus))
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong", "Basic s3cret"])
+def test_missing_or_wrong_key_is_401(keyed, header):
+    headers = {"Authorization": header} if header else {}
+    r = keyed.post("/v1/query", json={"question": "q", "arms": ["base"]}, headers=headers)
+    assert r.status_code == 401 and "RAGFT_API__API_KEYS" in r.text
+    assert keyed.get("/v1/models", headers=headers).status_code == 401
+    assert keyed.get("/healthz").status_code == 200  # operations stay open
+
+
+def test_right_key_passes_and_oversize_body_is_413(keyed):
+    auth = {"Authorization": "Bearer s3cret"}
+    assert keyed.get("/v1/models", headers=auth).status_code == 200
+    r = keyed.post(
+        "/v1/query",
+        content=b'{"question": "' + b"x" * 4096 + b'"}',
+        headers=auth | {"content-type": "application/json"},
+    )
+    assert r.status_code == 413 and "api.max_body_bytes" in r.text
+
+
+def test_cors_is_off_unless_configured(settings, corpus):
+    plain = TestClient(create_app(settings, corpus))
+    preflight = {"Origin": "https://example.org", "Access-Control-Request-Method": "POST"}
+    assert "access-control-allow-origin" not in plain.options("/v1/query", headers=preflight).headers
+    api = settings.api.model_copy(update={"cors_origins": ["https://example.org"]})
+    open_app = TestClient(create_app(settings.model_copy(update={"api": api}), corpus))
+    r = open_app.options("/v1/query", headers=preflight)
+    assert r.headers["access-control-allow-origin"] == "https://example.org"
