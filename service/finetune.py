@@ -312,8 +312,8 @@ def train_arm(
             return TrainResult(kind, folder, manifest, reused=True)
 
     train_tok = [tokenize_example(generator, e, max_tokens) for e in train_examples]
-    val_tok = [tokenize_example(generator, e, max_tokens) for e in val_examples]
     budget = settings.lora.max_train_tokens
+    val_tok = _validation_slice([tokenize_example(generator, e, max_tokens) for e in val_examples], budget)
     if kind == "scratch":
         budget = settings.scratch.token_budget or budget
         stream = _scratch_stream(train_tok, documents, budget, settings)
@@ -381,7 +381,7 @@ def train_arm(
             "fingerprint": fingerprint,
             "hyperparameters": params,
             "seed": seed,
-            "examples": {"train": len(train_examples), "validation": len(val_examples), "by_variant": variants},
+            "examples": {"train": len(train_examples), "validation": len(val_tok), "by_variant": variants},
             "token_budget": budget,
             "tokens_planned": sum(len(t.input_ids) for t in stream),
             "trainable_params": trainable,
@@ -395,6 +395,20 @@ def train_arm(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return TrainResult(kind, folder, manifest, reused=False)
+
+
+def _validation_slice(val: list[Tokenized], budget: int | None) -> list[Tokenized]:
+    """Validation examples up to a tenth of the token budget per pass (at least one), so that on a CPU the
+    validation passes never cost more than the training they check (16 rag examples were 2x the budget)."""
+    if budget is None:
+        return val
+    kept, total = [], 0
+    for t in val:
+        if kept and total + len(t.input_ids) > budget // 10:
+            break
+        kept.append(t)
+        total += len(t.input_ids)
+    return kept
 
 
 def _scratch_stream(

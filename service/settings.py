@@ -122,10 +122,10 @@ class LoraSettings(BaseModel):
         "keeping the effective batch. 8 x 650-token rag examples per step took 13 GB and crawled on 2 cores.",
     )
     max_train_tokens: int | None = Field(
-        10_000,
+        8_000,
         ge=1,
-        description="Token budget per run (prompt + answer tokens seen); None trains all epochs. 10k tokens is "
-        "~2 minutes on 2 CPU cores, sized for the demo; a real decision wants the full epochs (None) on a GPU.",
+        description="Token budget per run (prompt + answer tokens seen); None trains all epochs. 8k tokens is "
+        "~1.5 minutes on 2 CPU cores, sized for the demo; a real decision wants the full epochs (None) on a GPU.",
     )
     validation_fraction: float = Field(
         0.1, ge=0, lt=0.5, description="Share of train rows held out for validation loss and early stopping."
@@ -134,7 +134,7 @@ class LoraSettings(BaseModel):
         2, ge=1, description="Validation passes spread over a run (each costs a forward pass over the held-out rows)."
     )
     max_validation_examples: int = Field(
-        16, ge=1, description="Cap on held-out examples, so validation stays a small share of a CPU run."
+        16, ge=1, description="Cap on held-out examples; with a token budget a pass also stays under a tenth of it."
     )
     early_stopping_patience: int = Field(2, ge=1, description="Validation passes without improvement before stopping.")
     paraphrases: int = Field(
@@ -186,9 +186,9 @@ class EvalSettings(BaseModel):
         None, ge=1, description="Test rows per family (a seeded sample); None scores every test row."
     )
     demo_limit: int = Field(
-        16,
+        12,
         ge=1,
-        description="Test rows per family in `ragft demo`: 16 keeps the first run near 15 minutes on 2 CPU cores; "
+        description="Test rows per family in `ragft demo`: 12 keeps the first run under 15 minutes on 2 CPU cores; "
         "intervals are wide at this size, so the report says when it cannot tell arms apart.",
     )
     rows_per_batch: int = Field(32, ge=1, description="Rows answered and committed together (resume granularity).")
