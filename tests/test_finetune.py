@@ -21,24 +21,11 @@ from service.runtime import Runtime
 from service.training_data import TrainingExample
 
 PHRASE = "I don't know based on the provided documents."
-TRAIN_ROWS = [
-    {"id": "k3", "family": "knowledge", "split": "train", "question": "How much does the Kestrel K4 cost?",
-     "answers": ["$199"], "source_docs": ["kestrel-k4"]},
-    {"id": "k4", "family": "knowledge", "split": "train", "question": "What is the firmware version of the K4?",
-     "answers": ["1.2.3"], "source_docs": ["kestrel-k4"]},
-    {"id": "k5", "family": "knowledge", "split": "train", "question": "How many hours does the camera battery last?",
-     "answers": ["12 hours"], "source_docs": ["camera"]},
-    {"id": "b1", "family": "behaviour", "split": "train", "input": "the k2 router is broken", "kind": "label",
-     "instruction": "Answer yes or no.", "labels": ["yes", "no"], "label": "yes"},
-    {"id": "a0", "family": "abstention", "split": "train", "question": "When was the dock released?"},
-]  # fmt: skip
 
 
 @pytest.fixture
-def train_corpus(corpus):
-    with (corpus / "tasks" / "tasks.jsonl").open("a") as f:
-        f.writelines(json.dumps(r) + "\n" for r in TRAIN_ROWS)
-    return corpus
+def train_corpus(full_corpus):
+    return full_corpus  # train rows: knowledge k1 and k3, behaviour b1, abstention a0
 
 
 def inputs(settings, corpus):
@@ -86,7 +73,7 @@ def test_lora_trains_records_its_cost_is_reused_and_loads_in_the_arm(settings, t
                 "val_loss", "wall_s", "cpu_s", "tokens_processed", "trainable_params", "size_bytes", "peak_rss_mib"):  # fmt: skip
         assert m[key] is not None, key
     assert m["base_model"] == generator.model_id and m["tokens_processed"] > 0
-    assert m["examples"]["by_variant"]["paraphrase"] == 4  # one per knowledge train row
+    assert m["examples"]["by_variant"]["paraphrase"] == 2  # one per knowledge train row
     assert seen and seen[-1].step == m["steps"] and seen[-1].tokens_seen == m["tokens_processed"]
 
     again = train(settings, train_corpus, "lora")
@@ -119,7 +106,7 @@ def test_an_adapter_for_other_weights_is_refused(settings, train_corpus, tiny_mo
 def test_rag_lora_learns_from_retrieved_passages(settings, train_corpus):
     m = train(settings, train_corpus, "rag_lora").manifest
     variants = m["examples"]["by_variant"]
-    assert variants.get("gold", 0) + variants.get("no-gold", 0) == 4  # knowledge rows k1, k3, k4, k5
+    assert variants.get("gold", 0) + variants.get("no-gold", 0) == 2  # knowledge train rows k1, k3
     assert "retrieval" in m["hyperparameters"]
     runtime = Runtime(settings, train_corpus)
     a = answer(ARMS["rag_lora"], runtime, [Query("how much is a kestrel k4 ?")])[0]
