@@ -261,3 +261,15 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None, jud
         "costs": costs(run, predictions, settings),
         "failures": failures(values, predictions, rows, settings),
     }
+
+
+def publish(settings: Settings, run_id: str, embed=None) -> tuple[dict, Path]:
+    """Score a stored run and write its three report files; returns the results and the report folder."""
+    from eval.report import write_report
+
+    store = Store(settings.database)
+    try:
+        results = build_results(store, run_id, settings, embed=embed)
+    finally:
+        store.close()
+    return results, write_report(results, settings.eval.reports_dir)

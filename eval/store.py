@@ -44,7 +44,19 @@ CREATE TABLE IF NOT EXISTS predictions (
     batch_size INTEGER NOT NULL,
     PRIMARY KEY (run_id, arm, row_id, phase)
 );
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    request TEXT NOT NULL,
+    status TEXT NOT NULL,
+    progress TEXT NOT NULL DEFAULT '{}',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    error TEXT
+);
 """
+
+JOB_ACTIVE = ("queued", "training", "evaluating")
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,20 @@ class RunRecord:
     status: str
     config: dict
     meta: dict
+    error: str | None
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A background job (an eval run or adapter training) as the service tracks it."""
+
+    id: str
+    kind: str  # "eval" or "train"
+    request: dict
+    status: str  # queued, training, evaluating, done, failed, cancelled, interrupted
+    progress: dict
+    created_at: str
+    updated_at: str
     error: str | None
 
 
@@ -195,6 +221,39 @@ class Store:
             )
             for r in cursor
         ]
+
+    def add_job(self, job_id: str, kind: str, request: dict) -> JobRecord:
+        with self._lock:
+            now = _now()
+            self._conn.execute(
+                "INSERT INTO jobs (id, kind, request, status, created_at, updated_at) VALUES (?,?,?,?,?,?)",
+                (job_id, kind, json.dumps(request, sort_keys=True, default=str), "queued", now, now),
+            )
+        return self.job(job_id)
+
+    def job(self, job_id: str) -> JobRecord:
+        row = self._conn.execute(
+            "SELECT id, kind, request, status, progress, created_at, updated_at, error FROM jobs WHERE id=?", (job_id,)
+        ).fetchone()
+        if row is None:
+            raise RunNotFound(job_id)
+        return JobRecord(row[0], row[1], json.loads(row[2]), row[3], json.loads(row[4]), row[5], row[6], row[7])
+
+    def jobs(self, kind: str | None = None) -> list[JobRecord]:
+        query = "SELECT id FROM jobs" + (" WHERE kind=?" if kind else "") + " ORDER BY created_at, id"
+        return [self.job(r[0]) for r in self._conn.execute(query, (kind,) if kind else ())]
+
+    def update_job(
+        self, job_id: str, status: str | None = None, progress: dict | None = None, error: str | None = None
+    ):
+        """Change a job's status and merge `progress` into what it reported before."""
+        with self._lock:
+            job = self.job(job_id)
+            self._conn.execute(
+                "UPDATE jobs SET status=?, progress=?, error=?, updated_at=? WHERE id=?",
+                (status or job.status, json.dumps(job.progress | (progress or {})),
+                 error if error is not None else job.error, _now(), job_id),
+            )  # fmt: skip
 
     def count(self, run_id: str) -> int:
         return self._conn.execute("SELECT COUNT(*) FROM predictions WHERE run_id=?", (run_id,)).fetchone()[0]

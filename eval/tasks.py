@@ -231,27 +231,49 @@ def reference_output(row: TaskRow, abstention_phrase: str) -> str:
     return row.answers[0] if row.answers else "(any reply that follows the style rules)"
 
 
+QUESTIONS = "questions"  # the one fewshot pool every question row draws from
+
+
 def fewshot_examples(rows: list[TaskRow], per_family: int, seed: int, abstention_phrase: str) -> dict[str, list]:
-    """A fixed, seeded choice of train rows per family (behaviour per kind) for the fewshot arm."""
+    """A fixed, seeded choice of train rows per pool: one pool for questions, one per behaviour kind.
+
+    Questions share one pool whatever their family, mixing answerable examples with (at least) one
+    unanswerable one, so the prompt never tells the model whether a question is answerable: a pool
+    per family would show only abstentions to abstention rows and leak the expected answer.
+    """
     import random
 
     from service.prompts import Example
 
-    groups: dict[tuple[str, str | None], list[TaskRow]] = {}
-    for row in rows:
-        if row.split == "train":
-            groups.setdefault((row.family, row.kind if row.family == "behaviour" else None), []).append(row)
-    examples: dict[str, list] = {}
-    for (family, kind), members in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
-        chosen = random.Random(f"{seed}:{family}:{kind}").sample(members, min(per_family, len(members)))
-        key = f"{family}:{kind}" if kind else family
-        examples[key] = [Example(r.text, reference_output(r, abstention_phrase), r.instruction) for r in chosen]
-    return examples
+    train = [r for r in rows if r.split == "train"]
+    pools: dict[str, list[TaskRow]] = {}
+    kinds = sorted({r.kind or "" for r in train if r.family == "behaviour"})
+    for kind in kinds:
+        members = [r for r in train if r.family == "behaviour" and (r.kind or "") == kind]
+        rng = random.Random(f"{seed}:behaviour:{kind}")
+        pools[f"behaviour:{kind}" if kind else "behaviour"] = rng.sample(members, min(per_family, len(members)))
+    answerable = [r for r in train if r.family == "knowledge"]
+    unanswerable = [r for r in train if r.family == "abstention"]
+    if answerable or unanswerable:
+        rng = random.Random(f"{seed}:{QUESTIONS}")
+        n_abstain = min(len(unanswerable), 1 if per_family >= 2 and answerable else per_family)
+        chosen = rng.sample(answerable, min(per_family - n_abstain, len(answerable))) + rng.sample(
+            unanswerable, n_abstain
+        )
+        rng.shuffle(chosen)
+        pools[QUESTIONS] = chosen
+    return {
+        key: [Example(r.text, reference_output(r, abstention_phrase), r.instruction) for r in members]
+        for key, members in pools.items()
+    }
 
 
 def example_key(row: TaskRow) -> str:
-    """Which fewshot pool a row draws from (behaviour rows by kind, so a JSON task sees JSON examples)."""
-    return f"{row.family}:{row.kind}" if row.family == "behaviour" and row.kind else row.family
+    """Which fewshot pool a row draws from: behaviour rows by kind (a JSON task sees JSON examples), every
+    question the shared pool."""
+    if row.family == "behaviour":
+        return f"behaviour:{row.kind}" if row.kind else "behaviour"
+    return QUESTIONS
 
 
 def corpus_examples(corpus: Path, generation: GenerationSettings) -> dict[str, list]:

@@ -68,7 +68,7 @@ def parse_arms(names: str | list[str]) -> list[Arm]:
 class Query:
     question: str  # also what the retriever searches for
     instruction: str | None = None  # task instruction shown before the question (behaviour tasks)
-    example_pool: str = "knowledge"  # which fewshot examples to show: a family, or "behaviour:<kind>"
+    example_pool: str = "questions"  # which fewshot pool: "questions", or "behaviour:<kind>"
 
 
 @dataclass(frozen=True)

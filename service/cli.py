@@ -184,18 +184,12 @@ def _progress_printer():
 
 def _finish_run(settings: Settings, run_id: str) -> Path:
     """Score a stored run, write its three report files and print the verdict table."""
-    from eval.report import verdict_rows, write_report
-    from eval.results import build_results
-    from eval.store import Store
+    from eval.report import verdict_rows
+    from eval.results import publish
     from service import models
 
     embedder = models.load_embedder(settings.models)
-    store = Store(settings.database)
-    try:
-        results = build_results(store, run_id, settings, embed=lambda texts: embedder.encode(texts).tolist())
-    finally:
-        store.close()
-    folder = write_report(results, settings.eval.reports_dir)
+    results, folder = publish(settings, run_id, embed=lambda texts: embedder.encode(texts).tolist())
     typer.secho(f"\nVerdict for run {run_id}", bold=True)
     for v in verdict_rows(results):
         typer.echo(

@@ -122,10 +122,11 @@ class LoraSettings(BaseModel):
         "keeping the effective batch. 8 x 650-token rag examples per step took 13 GB and crawled on 2 cores.",
     )
     max_train_tokens: int | None = Field(
-        8_000,
+        6_000,
         ge=1,
-        description="Token budget per run (prompt + answer tokens seen); None trains all epochs. 8k tokens is "
-        "~1.5 minutes on 2 CPU cores, sized for the demo; a real decision wants the full epochs (None) on a GPU.",
+        description="Token budget per run (prompt + answer tokens seen); None trains all epochs. 6k tokens is "
+        "~1 minute (lora) to 2 (rag_lora) on 2 CPU cores, sized for the demo; a real decision wants the full "
+        "epochs (None), best on a GPU.",
     )
     validation_fraction: float = Field(
         0.1, ge=0, lt=0.5, description="Share of train rows held out for validation loss and early stopping."
@@ -186,9 +187,10 @@ class EvalSettings(BaseModel):
         None, ge=1, description="Test rows per family (a seeded sample); None scores every test row."
     )
     demo_limit: int = Field(
-        12,
+        10,
         ge=1,
-        description="Test rows per family in `ragft demo`: 12 keeps the first run under 15 minutes on 2 CPU cores; "
+        description="Test rows per family in `ragft demo`: 10 keeps the first run under 15 minutes on 2 CPU cores "
+        "(12 took 17); "
         "intervals are wide at this size, so the report says when it cannot tell arms apart.",
     )
     rows_per_batch: int = Field(32, ge=1, description="Rows answered and committed together (resume granularity).")

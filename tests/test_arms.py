@@ -33,7 +33,7 @@ def test_registry_facts():
 
 @pytest.fixture
 def runtime(settings, corpus):
-    rt = Runtime(settings, corpus, {"knowledge": [Example("what is the price ?", "$249")]})
+    rt = Runtime(settings, corpus, {"questions": [Example("what is the price ?", "$249")]})
     rt.index()
     return rt
 

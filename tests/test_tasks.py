@@ -4,7 +4,15 @@ from pathlib import Path
 
 import pytest
 
-from eval.tasks import CorpusError, check_corpus, fewshot_examples, load_tasks, normalise_text, reference_output
+from eval.tasks import (
+    CorpusError,
+    check_corpus,
+    example_key,
+    fewshot_examples,
+    load_tasks,
+    normalise_text,
+    reference_output,
+)
 
 SHIPPED = Path(__file__).parent.parent / "corpora"
 GOOD = {
@@ -104,7 +112,7 @@ def test_reference_output_and_fewshot_pools(corpus):
     abstain = next(r for r in rows if r.family == "abstention")
     assert reference_output(abstain, "IDK") == "IDK"
     pools = fewshot_examples(rows, 3, seed=0, abstention_phrase="IDK")
-    assert list(pools) == ["knowledge"] and pools["knowledge"][0].answer == "$249"  # only train rows are examples
+    assert list(pools) == ["questions"] and pools["questions"][0].answer == "$249"  # only train rows are examples
     assert fewshot_examples(rows, 3, seed=0, abstention_phrase="IDK") == pools
 
 
@@ -172,3 +180,14 @@ def test_a_broken_copy_of_a_shipped_corpus_fails_validation(tmp_path):
     assert [str(p) for p in check_corpus(copy)[1]] == [
         "tasks/knowledge.jsonl:5: unknown family 'knowlege'; use one of knowledge, behaviour, abstention, freshness, general"
     ]
+
+
+def test_one_question_pool_for_every_family_mixes_in_an_abstention(full_corpus):
+    rows = load_tasks(full_corpus)
+    pools = fewshot_examples(rows, 3, seed=0, abstention_phrase="IDK")
+    assert set(pools) == {"questions", "behaviour:label"}
+    answers = [e.answer for e in pools["questions"]]
+    assert len(answers) == 3 and answers.count("IDK") == 1  # two answerable, one unanswerable, shuffled
+    by_family = {r.family: example_key(r) for r in rows if r.split == "test"}
+    assert {by_family[f] for f in ("knowledge", "abstention", "freshness", "general")} == {"questions"}
+    assert by_family["behaviour"].startswith("behaviour:")

@@ -11,8 +11,9 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from eval.tasks import corpus_examples
 from service.api.deps import require_api_key
+from service.api.jobs import JobWorker
 from service.api.monitoring import RequestGuard, Telemetry
-from service.api.routes import health, openai, query
+from service.api.routes import health, openai, query, runs
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -35,7 +36,9 @@ def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         if settings.api.warm_up:
             threading.Thread(target=warm_up, args=(app.state.runtime,), daemon=True).start()
+        app.state.jobs.start()
         yield
+        app.state.jobs.stop()
 
     app = FastAPI(
         title="ragft",
@@ -46,10 +49,12 @@ def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.runtime = Runtime(settings, corpus, corpus_examples(corpus, settings.generation))
     app.state.telemetry = Telemetry()
+    app.state.jobs = JobWorker(settings)
     guarded = [Depends(require_api_key)]
     app.include_router(health.router)
     app.include_router(query.router, dependencies=guarded)
     app.include_router(openai.router, dependencies=guarded)
+    app.include_router(runs.router, dependencies=guarded)
     app.add_middleware(RequestGuard, telemetry=app.state.telemetry, max_body_bytes=settings.api.max_body_bytes)
     if settings.api.cors_origins:
         app.add_middleware(

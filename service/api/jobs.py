@@ -1,0 +1,126 @@
+"""Background jobs (eval runs, adapter training), one at a time, their state in the results database.
+
+One worker thread runs jobs in order with its own models, so queries keep their own and are
+never blocked by a job's lock. Predictions are committed per batch, so stopping is cheap: at
+shutdown the running job stops after its current batch and is marked `interrupted`; at the
+next start every queued, running or interrupted job is queued again and resumes where it
+stopped (an eval job's id is its run id). Nothing is lost across a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from eval.runner import RunCancelled, RunSpec, run_eval
+from eval.store import JOB_ACTIVE, JobRecord, Store
+from service.finetune import TrainingCancelled
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class JobWorker:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.store = Store(settings.database)
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._cancelled: set[str] = set()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.current: str | None = None
+
+    def start(self) -> None:
+        """Queue again whatever an earlier process left unfinished, then start the worker thread."""
+        for job in self.store.jobs():
+            if job.status in (*JOB_ACTIVE, "interrupted"):
+                self.store.update_job(job.id, "queued", progress=job.progress | {"resumed": True})
+                self._queue.put(job.id)
+        self._thread = threading.Thread(target=self._loop, name="ragft-jobs", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Graceful shutdown: the running job stops after its current batch (checkpointed) and resumes later."""
+        self._stopping.set()
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.store.close()
+
+    def submit(self, kind: str, request: dict) -> JobRecord:
+        job_id = f"{'run' if kind == 'eval' else 'train'}-{uuid.uuid4().hex[:12]}"
+        job = self.store.add_job(job_id, kind, request)
+        self._queue.put(job_id)
+        return job
+
+    def cancel(self, job_id: str) -> JobRecord:
+        job = self.store.job(job_id)
+        if job.status == "queued":
+            self.store.update_job(job_id, "cancelled")
+        elif job.status in JOB_ACTIVE:
+            self._cancelled.add(job_id)  # the job stops at its next batch or training step
+        return self.store.job(job_id)
+
+    def _should_stop(self, job_id: str):
+        return lambda: job_id in self._cancelled or self._stopping.is_set()
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            job_id = self._queue.get()
+            if job_id is None:
+                break
+            job = self.store.job(job_id)
+            if job.status != "queued":
+                continue
+            self.current = job_id
+            try:
+                self._run(job)
+                self.store.update_job(job_id, "done")
+            except (RunCancelled, TrainingCancelled):
+                self.store.update_job(job_id, "interrupted" if self._stopping.is_set() else "cancelled")
+            except Exception as exc:  # the job failed; the service goes on
+                log.exception("job %s failed", job_id)
+                self.store.update_job(job_id, "failed", error=f"{type(exc).__name__}: {exc}")
+            finally:
+                self.current = None
+
+    def _run(self, job: JobRecord) -> None:
+        request = job.request
+        corpus = Path(request["corpus"])
+        started = time.perf_counter()
+        if job.kind == "train":
+            from eval.tasks import held_out_inputs, load_tasks, supervised_rows
+            from service.finetune import train_arm
+
+            self.store.update_job(job.id, "training")
+            rows = load_tasks(corpus)
+
+            def report(p) -> None:
+                self.store.update_job(job.id, progress={"stage": f"train {p.kind}", "done": p.step,
+                                                        "total": p.max_steps, "loss": p.loss, "eta_s": round(p.eta_s)})  # fmt: skip
+
+            for kind in request["kinds"]:
+                train_arm(
+                    self.settings, corpus, kind, supervised_rows(rows, self.settings.generation.abstention_phrase),
+                    forbidden_inputs=held_out_inputs(rows), progress=report, should_stop=self._should_stop(job.id),
+                )  # fmt: skip
+            return
+
+        def progress(stage: str, done: int, total: int) -> None:
+            status = "training" if stage.startswith(("train", "index")) else "evaluating"
+            elapsed = time.perf_counter() - started
+            eta = elapsed / done * (total - done) if status == "evaluating" and done else None
+            self.store.update_job(job.id, status, progress={"stage": stage, "done": done, "total": total,
+                                                            "eta_s": round(eta) if eta is not None else None})  # fmt: skip
+
+        spec = RunSpec(corpus, request["arms"], request["families"], request.get("limit"), request["seed"], job.id)
+        run_eval(self.settings, spec, progress=progress, should_stop=self._should_stop(job.id))
+        from eval.results import publish
+        from service import models
+
+        embedder = models.load_embedder(self.settings.models)
+        publish(self.settings, job.id, embed=lambda texts: embedder.encode(texts).tolist())

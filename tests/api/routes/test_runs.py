@@ -1,0 +1,113 @@
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fastapi.testclient import TestClient
+
+from eval.store import Store
+from service.api.main import create_app
+
+
+def slow(settings):
+    """Answers long enough that a run is still going while the test acts on it."""
+    generation = settings.generation.model_copy(update={"max_new_tokens": 120, "batch_size": 1})
+    return settings.model_copy(update={
+        "generation": generation,
+        "eval": settings.eval.model_copy(update={"rows_per_batch": 1, "reports_dir": settings.data_dir / "reports"}),
+    })  # fmt: skip
+
+
+def wait_for(client, run_id, statuses, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = client.get(f"/v1/runs/{run_id}").json()
+        if job["status"] in statuses:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} stayed {job['status']}: {job}")
+
+
+RUN = {"arms": ["base", "rag"], "families": ["knowledge", "abstention"]}
+
+
+def test_a_run_goes_from_queued_to_done_and_its_report_downloads(settings, corpus):
+    settings = slow(settings).model_copy(update={"generation": settings.generation})
+    with TestClient(create_app(settings, corpus)) as client:
+        started = client.post("/v1/runs", json=RUN)
+        assert started.status_code == 202 and started.json()["status"] == "queued"
+        run_id = started.json()["id"]
+        job = wait_for(client, run_id, {"done", "failed"})
+        assert job["status"] == "done", job
+        assert [r["id"] for r in client.get("/v1/runs").json()] == [run_id]
+        html = client.get(f"/v1/runs/{run_id}/report")
+        assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+        assert client.get(f"/v1/runs/{run_id}/report.json").json()["run_id"] == run_id
+        assert client.get(f"/v1/runs/{run_id}/report.md").text.startswith("# ragft report")
+
+
+def test_restart_mid_run_lists_it_and_finishes_it(settings, corpus):
+    settings = slow(settings)
+    with TestClient(create_app(settings, corpus)) as client:
+        run_id = client.post("/v1/runs", json=RUN).json()["id"]
+        job = wait_for(client, run_id, {"evaluating"})
+        while client.get(f"/v1/runs/{run_id}").json()["progress"].get("done", 0) < 1:
+            time.sleep(0.05)
+    # the service stopped gracefully: the job is checkpointed, not lost
+    assert Store(settings.database).job(run_id).status in ("interrupted", "done")
+    with TestClient(create_app(settings, corpus)) as client:
+        assert run_id in [r["id"] for r in client.get("/v1/runs").json()]
+        job = wait_for(client, run_id, {"done", "failed"})
+        assert job["status"] == "done" and job["progress"].get("resumed")
+    store = Store(settings.database)
+    assert store.count(run_id) == 2 * 2  # two arms x (one knowledge + one abstention) test rows, each once
+
+
+def test_fifty_concurrent_queries_succeed_while_a_run_is_in_progress(settings, corpus):
+    settings = slow(settings)
+    with TestClient(create_app(settings, corpus)) as client:
+        client.app.state.runtime.index()
+        run_id = client.post("/v1/runs", json=RUN).json()["id"]
+        wait_for(client, run_id, {"evaluating"})
+        body = {"question": "what does the kestrel k2 cost ?", "arms": ["base", "rag"]}
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            codes = list(pool.map(lambda _: client.post("/v1/query", json=body).status_code, range(50)))
+        assert codes == [200] * 50
+        assert client.get(f"/v1/runs/{run_id}").json()["status"] in ("evaluating", "done")
+        cancelled = client.delete(f"/v1/runs/{run_id}").json()
+        assert cancelled["id"] == run_id
+        assert wait_for(client, run_id, {"cancelled", "done"})["status"] in ("cancelled", "done")
+
+
+def test_adapters_train_as_a_job(settings, full_corpus):
+    with TestClient(create_app(settings, full_corpus)) as client:
+        job = client.post("/v1/adapters", json={"arms": ["lora"]})
+        assert job.status_code == 202
+        deadline = time.time() + 60
+        while client.get(f"/v1/adapters/{job.json()['id']}").json()["status"] not in ("done", "failed"):
+            assert time.time() < deadline
+            time.sleep(0.1)
+        assert client.get(f"/v1/adapters/{job.json()['id']}").json()["status"] == "done"
+        assert "lora" in [m["id"] for m in client.get("/v1/models").json()["data"]]
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body", "status"),
+    [
+        ("get", "/v1/runs/..%2F..%2Fetc%2Fpasswd", None, (404, 422)),  # decoded slashes match no route
+        ("get", "/v1/runs/..", None, (404, 422)),
+        ("get", "/v1/runs/.hidden/report", None, 422),
+        ("get", "/v1/runs/run-does-not-exist", None, 404),
+        ("get", "/v1/runs/run-does-not-exist/report", None, 404),
+        ("post", "/v1/runs", {"corpus": "../../etc"}, 422),
+        ("post", "/v1/runs", {"corpus": "nope"}, 404),
+        ("post", "/v1/runs", {"arms": ["ragg"]}, 422),
+        ("post", "/v1/runs", {"families": ["trivia"]}, 422),
+        ("post", "/v1/runs", {"limit": 0}, 422),
+        ("post", "/v1/adapters", {"arms": ["base"]}, 422),
+    ],
+)
+def test_bad_run_requests(settings, corpus, method, url, body, status):
+    client = TestClient(create_app(settings, corpus))
+    r = client.request(method.upper(), url, json=body)
+    assert r.status_code in (status if isinstance(status, tuple) else (status,)), r.text
+    assert "root:" not in r.text
