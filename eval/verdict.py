@@ -63,25 +63,27 @@ def decide(
 
 
 def _rule_check(family: str, best: str, tied: list[str], recommended: str) -> tuple[str, str]:
+    """Agrees only if a favoured arm wins and every other arm is significantly worse; contradicts only if
+    another arm wins and every favoured arm is significantly worse; otherwise the run cannot tell."""
     if family not in RULE:
         return "n/a", "the folk rule says nothing about this family"
     expected, name = RULE[family]
-    contenders = {best, *tied}
-    if recommended in expected and not (contenders - expected):
-        return "agrees", f"The data agrees with '{name}': only {', '.join(sorted(expected & contenders))} lead."
-    if not contenders & expected:
-        return "contradicts", (
-            f"The data contradicts '{name}': {ARMS[best].label} wins and no arm the rule favours "
-            f"({', '.join(sorted(expected))}) is statistically tied with it."
+    others_tied = [a for a in tied if a not in expected]
+    favoured_tied = [a for a in tied if a in expected]
+    if best in expected and not others_tied:
+        return (
+            "agrees",
+            f"The data agrees with '{name}': {ARMS[best].label} is significantly better than every arm the rule does not favour.",
         )
-    if recommended not in expected:
+    if best not in expected and not favoured_tied:
         return "contradicts", (
-            f"The data contradicts '{name}': {ARMS[recommended].label} does as well as the arms the rule favours "
-            "at lower cost."
+            f"The data contradicts '{name}': {ARMS[best].label} wins and every arm the rule favours "
+            f"({', '.join(sorted(expected))}) is significantly worse."
         )
+    lead = ARMS[best].label
+    undecided = ", ".join(ARMS[a].label for a in (others_tied if best in expected else favoured_tied))
     return "inconclusive", (
-        f"Cannot confirm '{name}': arms it favours lead, but {', '.join(sorted(contenders - expected))} "
-        "cannot be told apart from them on this many rows."
+        f"Cannot settle '{name}' on this many rows: {lead} leads but {undecided} cannot be told apart from it."
     )
 
 

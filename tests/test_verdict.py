@@ -15,7 +15,7 @@ def test_tie_recommends_the_cheapest_arm_in_registry_order():
     worse = {("lora", "base"): False, ("lora", "rag"): False, ("lora", "rag_lora"): True}
     v = decide("behaviour", scores, worse)
     assert v.best == "lora" and v.tied_with == ["base", "rag"] and v.recommended == "base"
-    assert v.rule == "contradicts" and "costs less" in v.reason
+    assert v.rule == "inconclusive" and "costs less" in v.reason  # a tie is not evidence against the rule
 
 
 def test_contradiction_is_said_plainly():
@@ -24,8 +24,13 @@ def test_contradiction_is_said_plainly():
 
 
 def test_inconclusive_when_the_favoured_arm_leads_but_others_tie():
-    v = decide("knowledge", {"lora": 0.5, "rag": 0.6}, {("rag", "lora"): False})
-    assert v.recommended == "rag" and v.rule == "inconclusive"
+    v = decide("knowledge", {"base": 0.5, "rag": 0.6}, {("rag", "base"): False})
+    assert v.recommended == "base" and v.rule == "inconclusive" and "Base cannot be told apart" in v.rule_statement
+
+
+def test_contradiction_needs_the_favoured_arms_to_lose_significantly():
+    v = decide("behaviour", {"fewshot": 0.9, "lora": 0.5, "rag_lora": 0.85}, {("fewshot", "lora"): True})
+    assert v.best == "fewshot" and v.rule == "inconclusive"  # rag_lora is not significantly worse
 
 
 def test_families_outside_the_rule_and_lower_is_better():
