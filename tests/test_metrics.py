@@ -62,6 +62,8 @@ def test_retrieval_metrics_use_source_docs():
     assert gold == ["The K2 costs $249."]
     ctx = ScoringContext(PHRASE, gold_contexts={"r": gold})
     assert METRICS["context_recall"].score(r, p, ctx) == 1.0
+    long = pred("x", [("k2", "The K2 is a router. " * 20 + "The K2 costs $249. It ships in May.")])
+    assert METRICS["context_recall"].score(r, long, ctx) == 1.0  # the gold sentence inside a long passage
     assert METRICS["context_recall"].score(r, pred("x", [("k9", "Unrelated text about cameras.")]), ctx) == 0.0
 
 
