@@ -13,7 +13,7 @@ from eval.tasks import corpus_examples
 from service.api.deps import require_api_key
 from service.api.jobs import JobWorker
 from service.api.monitoring import RequestGuard, Telemetry
-from service.api.routes import health, openai, query, runs
+from service.api.routes import corpora, health, openai, query, runs
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -55,6 +55,7 @@ def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
     app.include_router(query.router, dependencies=guarded)
     app.include_router(openai.router, dependencies=guarded)
     app.include_router(runs.router, dependencies=guarded)
+    app.include_router(corpora.router, dependencies=guarded)
     app.add_middleware(RequestGuard, telemetry=app.state.telemetry, max_body_bytes=settings.api.max_body_bytes)
     if settings.api.cors_origins:
         app.add_middleware(

@@ -1,0 +1,57 @@
+import pytest
+from fastapi.testclient import TestClient
+
+from service.api.main import create_app
+
+
+@pytest.fixture
+def client(settings, corpus):
+    client = TestClient(create_app(settings, corpus))
+    client.app.state.runtime.index()
+    return client
+
+
+def passages(client, question):
+    body = client.post("/v1/query", json={"question": question, "arms": ["rag"], "top_k": 5}).json()
+    return {p["doc_id"] for p in body["answers"][0]["passages"]}
+
+
+def test_put_then_delete_a_document_updates_the_index_at_once(client, corpus):
+    name = corpus.name
+    listed = client.get("/v1/corpora").json()
+    assert {"name": name, "served": True, "document_files": 3, "index_present": True} in listed
+    r = client.put(f"/v1/corpora/{name}/documents/dock", json={"text": "The dock costs $249 and has a battery."})
+    assert r.status_code == 200, r.text
+    assert r.json()["added"] == ["dock"] and r.json()["chunks_embedded"] == 1  # only the new document embedded
+    assert "dock" in passages(client, "how much does the dock cost ?")
+    replaced = client.put(f"/v1/corpora/{name}/documents/dock", json={"text": "The dock is discontinued."})
+    assert replaced.json()["updated"] == ["dock"]
+    gone = client.delete(f"/v1/corpora/{name}/documents/dock")
+    assert gone.status_code == 200 and gone.json()["deleted"] == ["dock"]
+    assert "dock" not in passages(client, "how much does the dock cost ?")
+    assert not (corpus / "documents" / "dock.md").exists()
+
+
+def test_an_empty_document_is_refused_and_nothing_stored_changes(client, corpus):
+    before = (corpus / "documents" / "kestrel-k4.txt").read_bytes()
+    r = client.put(f"/v1/corpora/{corpus.name}/documents/kestrel-k4", json={"text": "   "})
+    assert r.status_code == 422 and "text" in r.text
+    assert (corpus / "documents" / "kestrel-k4.txt").read_bytes() == before
+    assert not (corpus / "documents" / "kestrel-k4.md").exists()
+    assert "kestrel-k4" in passages(client, "how much is a kestrel k4 ?")
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "status"),
+    [
+        ("put", "/v1/corpora/{name}/documents/..%2F..%2Fescape", (404, 422)),
+        ("put", "/v1/corpora/{name}/documents/.hidden", (422,)),
+        ("put", "/v1/corpora/other/documents/doc", (404,)),
+        ("put", "/v1/corpora/..%2F..%2Fetc/documents/doc", (404, 422)),
+        ("delete", "/v1/corpora/{name}/documents/missing", (404,)),
+    ],
+)
+def test_ids_cannot_leave_the_corpus(client, corpus, tmp_path, method, url, status):
+    r = client.request(method.upper(), url.format(name=corpus.name), json={"text": "x y z"})
+    assert r.status_code in status, r.text
+    assert not (tmp_path / "escape.md").exists() and not list(tmp_path.glob("*.md"))
