@@ -69,13 +69,17 @@ def attach_lora(model, tokenizer, folder: Path, name: str):
     """Load a LoRA adapter under `name` onto `model` (wrapping it in PeftModel once) and prove it applies."""
     from peft import PeftModel
 
+    from service.models import LOADING
+
     if isinstance(model, PeftModel):
         if name in model.peft_config:
             model.set_adapter(name)
             return model  # checked when it was first loaded
-        model.load_adapter(str(folder), adapter_name=name)
+        with LOADING:
+            model.load_adapter(str(folder), adapter_name=name)
     else:
-        model = PeftModel.from_pretrained(model, str(folder), adapter_name=name)
+        with LOADING:
+            model = PeftModel.from_pretrained(model, str(folder), adapter_name=name)
     model.set_adapter(name)
     model.eval()
     with_adapter = probe_logits(model, tokenizer)

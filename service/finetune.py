@@ -324,7 +324,8 @@ def train_arm(
     if kind == "scratch":
         from transformers import AutoModelForCausalLM
 
-        train_model = AutoModelForCausalLM.from_config(scratch_config(model.config, settings)).to(model.device)
+        with models.LOADING:
+            train_model = AutoModelForCausalLM.from_config(scratch_config(model.config, settings)).to(model.device)
         learning_rate = settings.scratch.learning_rate
     else:
         from peft import LoraConfig, get_peft_model
@@ -337,7 +338,8 @@ def train_arm(
             target_modules=lora.target_modules,
             task_type="CAUSAL_LM",
         )
-        train_model = get_peft_model(model, config)
+        with models.LOADING:
+            train_model = get_peft_model(model, config)
         learning_rate = lora.learning_rate
     trainable = sum(p.numel() for p in train_model.parameters() if p.requires_grad)
     total_params = sum(p.numel() for p in train_model.parameters())

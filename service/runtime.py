@@ -121,6 +121,8 @@ class Runtime:
             manifest = adapters.read_manifest(folder, arm.name, self.corpus)
             base = self.generator()
             adapters.check_base_model(manifest, base.model_id, folder, self.weights_hash())
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=base.model.dtype).to(base.model.device).eval()
+            with models.LOADING:
+                model = AutoModelForCausalLM.from_pretrained(folder, dtype=base.model.dtype)
+            model = model.to(base.model.device).eval()
             self._scratch = Generator(model, base.tokenizer, str(folder), self.settings.generation)
         return self._scratch
