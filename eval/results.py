@@ -186,10 +186,11 @@ def _paired(values, metric: str, a: str, b: str, seed: int) -> dict:
 def failures(values, predictions: list[Prediction], rows: dict[str, TaskRow], settings: Settings) -> dict:
     """The worst answers per arm on each family's headline metric, with what the arm retrieved."""
     limit = settings.eval.failures_per_arm
+    families = set(report_families())
     out: dict[str, list] = {}
     for pred in sorted(predictions, key=lambda p: (p.arm, p.row_id)):
         row = rows.get(pred.row_id)
-        if row is None or row.family not in report_families():
+        if row is None or row.family not in families:
             continue
         top = headline(row.family)
         if pred.phase != top.phase:

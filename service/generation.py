@@ -52,6 +52,11 @@ class Generator:
     def count_tokens(self, messages: Messages) -> int:
         return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
 
+    def _answer_length(self, tokens: torch.Tensor) -> int:
+        """Generated tokens up to (not including) the first end-of-turn token."""
+        stop = (tokens == self.tokenizer.eos_token_id).nonzero()
+        return int(stop[0]) if len(stop) else len(tokens)
+
     def stream(self, messages: Messages, max_new_tokens: int | None = None, on_done=None):
         """Yield the answer's text piece by piece as it is generated (greedy, one prompt).
 
@@ -91,9 +96,7 @@ class Generator:
             yield piece
         worker.join()
         if on_done is not None:
-            new = output["ids"][0, enc["input_ids"].shape[1] :]
-            stop = (new == self.tokenizer.eos_token_id).nonzero()
-            n = int(stop[0]) if len(stop) else len(new)
+            n = self._answer_length(output["ids"][0, enc["input_ids"].shape[1] :])
             on_done(Generation("".join(pieces).strip(), int(enc["attention_mask"].sum()), n,
                                (time.perf_counter() - t0) * 1000, 1))  # fmt: skip
 
@@ -140,8 +143,7 @@ class Generator:
             new = out[:, enc["input_ids"].shape[1] :]
             for row, i in enumerate(batch):
                 tokens = new[row]
-                stop = (tokens == self.tokenizer.eos_token_id).nonzero()
-                n = int(stop[0]) if len(stop) else len(tokens)
+                n = self._answer_length(tokens)
                 results[i] = Generation(
                     text=self.tokenizer.decode(tokens[:n], skip_special_tokens=True).strip(),
                     prompt_tokens=int(enc["attention_mask"][row].sum()),

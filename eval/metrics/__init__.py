@@ -55,6 +55,20 @@ os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")  # ragas sends usage analyti
 METRICS: dict[str, Metric] = {}
 
 
+def ragas_metric(ctx: ScoringContext, name: str, factory):
+    """One ragas metric object per scoring pass (they hold tokenizers, scorers or an LLM client)."""
+    if name not in ctx.cache:
+        ctx.cache[name] = factory()
+    return ctx.cache[name]
+
+
+def ragas_value(coro) -> float:
+    """Run a ragas `ascore(...)` coroutine and return its value."""
+    import asyncio
+
+    return float(asyncio.run(coro).value)
+
+
 def register(metric: Metric) -> Metric:
     if metric.name in METRICS:
         raise ValueError(f"metric '{metric.name}' is registered twice")

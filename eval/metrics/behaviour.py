@@ -116,9 +116,7 @@ def style_compliance(row, pred, ctx) -> float | None:
 
 def behaviour_pass(row, pred, ctx) -> float:
     """The row's own requirement: schema + all fields, the exact label, or every style rule."""
-    checks = [
-        fn(row, pred, ctx) for fn in (schema_valid, label_accuracy, style_compliance) if fn(row, pred, ctx) is not None
-    ]
+    checks = [c for fn in (schema_valid, label_accuracy, style_compliance) if (c := fn(row, pred, ctx)) is not None]
     if row.expected is not None:
         checks.append(float(field_accuracy(row, pred, ctx) == 1.0))
     return float(all(c == 1.0 for c in checks)) if checks else 0.0

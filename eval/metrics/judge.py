@@ -11,9 +11,7 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
-
-from eval.metrics import Metric, register
+from eval.metrics import Metric, ragas_metric, ragas_value, register
 from eval.metrics.knowledge import local_embeddings
 
 
@@ -25,24 +23,14 @@ def judge_llm(base_url: str, model: str, api_key: str | None):
     return llm_factory(model, client=AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed"))
 
 
-def _metric(ctx, name: str, factory):
-    if name not in ctx.cache:
-        ctx.cache[name] = factory()
-    return ctx.cache[name]
-
-
 def faithfulness(row, pred, ctx) -> float | None:
     if ctx.judge is None or not pred.passages:
         return None
     from ragas.metrics.collections import Faithfulness
 
-    metric = _metric(ctx, "judge_faithfulness", lambda: Faithfulness(llm=ctx.judge))
-    result = asyncio.run(
-        metric.ascore(
-            user_input=row.text, response=pred.text or " ", retrieved_contexts=[p.text for p in pred.passages]
-        )
-    )
-    return float(result.value)
+    metric = ragas_metric(ctx, "judge_faithfulness", lambda: Faithfulness(llm=ctx.judge))
+    contexts = [p.text for p in pred.passages]
+    return ragas_value(metric.ascore(user_input=row.text, response=pred.text or " ", retrieved_contexts=contexts))
 
 
 def answer_correctness(row, pred, ctx) -> float | None:
@@ -52,11 +40,10 @@ def answer_correctness(row, pred, ctx) -> float | None:
 
     embeddings = local_embeddings(ctx.embed) if ctx.embed else None
     weights = [0.75, 0.25] if embeddings else [1.0, 0.0]
-    metric = _metric(
+    metric = ragas_metric(
         ctx, "judge_correctness", lambda: AnswerCorrectness(llm=ctx.judge, embeddings=embeddings, weights=weights)
     )
-    result = asyncio.run(metric.ascore(user_input=row.text, response=pred.text or " ", reference=row.answers[0]))
-    return float(result.value)
+    return ragas_value(metric.ascore(user_input=row.text, response=pred.text or " ", reference=row.answers[0]))
 
 
 def context_precision(row, pred, ctx) -> float | None:
@@ -64,11 +51,10 @@ def context_precision(row, pred, ctx) -> float | None:
         return None
     from ragas.metrics.collections import ContextPrecision
 
-    metric = _metric(ctx, "judge_context_precision", lambda: ContextPrecision(llm=ctx.judge))
-    result = asyncio.run(
+    metric = ragas_metric(ctx, "judge_context_precision", lambda: ContextPrecision(llm=ctx.judge))
+    return ragas_value(
         metric.ascore(user_input=row.text, reference=row.answers[0], retrieved_contexts=[p.text for p in pred.passages])
     )
-    return float(result.value)
 
 
 k = ("knowledge",)

@@ -52,31 +52,22 @@ def _answers(row) -> list[str]:
     return list(row.answers)
 
 
-def _ragas(ctx, name: str, factory):
-    """One ragas metric object per scoring pass (they hold tokenizers and scorers)."""
-    if name not in ctx.cache:
-        ctx.cache[name] = factory()
-    return ctx.cache[name]
-
-
-def _run(coro) -> float:
-    import asyncio
-
-    return float(asyncio.run(coro).value)
-
-
 def rouge_l(row, pred, ctx) -> float:
     from ragas.metrics.collections import RougeScore
 
-    metric = _ragas(ctx, "rouge", lambda: RougeScore(rouge_type="rougeL", mode="fmeasure"))
-    return max(_run(metric.ascore(reference=a, response=pred.text or " ")) for a in _answers(row))
+    from eval.metrics import ragas_metric, ragas_value
+
+    metric = ragas_metric(ctx, "rouge", lambda: RougeScore(rouge_type="rougeL", mode="fmeasure"))
+    return max(ragas_value(metric.ascore(reference=a, response=pred.text or " ")) for a in _answers(row))
 
 
 def string_similarity(row, pred, ctx) -> float:
     from ragas.metrics.collections import NonLLMStringSimilarity
 
-    metric = _ragas(ctx, "string", NonLLMStringSimilarity)
-    return max(_run(metric.ascore(reference=a, response=pred.text or " ")) for a in _answers(row))
+    from eval.metrics import ragas_metric, ragas_value
+
+    metric = ragas_metric(ctx, "string", NonLLMStringSimilarity)
+    return max(ragas_value(metric.ascore(reference=a, response=pred.text or " ")) for a in _answers(row))
 
 
 def semantic_similarity(row, pred, ctx) -> float | None:
@@ -85,8 +76,10 @@ def semantic_similarity(row, pred, ctx) -> float | None:
         return None
     from ragas.metrics.collections import SemanticSimilarity
 
-    metric = _ragas(ctx, "semantic", lambda: SemanticSimilarity(embeddings=local_embeddings(ctx.embed)))
-    return max(_run(metric.ascore(reference=a, response=pred.text or " ")) for a in _answers(row))
+    from eval.metrics import ragas_metric, ragas_value
+
+    metric = ragas_metric(ctx, "semantic", lambda: SemanticSimilarity(embeddings=local_embeddings(ctx.embed)))
+    return max(ragas_value(metric.ascore(reference=a, response=pred.text or " ")) for a in _answers(row))
 
 
 def _first_gold_rank(row, pred) -> int | None:
@@ -118,7 +111,9 @@ def context_recall(row, pred, ctx) -> float | None:
     from ragas.dataset_schema import SingleTurnSample
     from ragas.metrics import NonLLMContextRecall
 
-    metric = _ragas(ctx, "context_recall", NonLLMContextRecall)
+    from eval.metrics import ragas_metric
+
+    metric = ragas_metric(ctx, "context_recall", NonLLMContextRecall)
     # sentence against sentence: ragas compares whole strings by edit distance, and a gold sentence inside a
     # 200-token passage scores far below its 0.5 threshold, so passages are split the way the gold side is
     retrieved = [sentence for p in pred.passages for sentence in split_sentences(p.text)] or [" "]
