@@ -57,6 +57,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 """
 
 JOB_ACTIVE = ("queued", "training", "evaluating")
+JOB_STATUSES = (*JOB_ACTIVE, "done", "failed", "cancelled", "interrupted")
+JOB_KINDS = ("eval", "train")
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,12 @@ class Store:
     def jobs(self, kind: str | None = None) -> list[JobRecord]:
         query = "SELECT id FROM jobs" + (" WHERE kind=?" if kind else "") + " ORDER BY created_at, id"
         return [self.job(r[0]) for r in self._conn.execute(query, (kind,) if kind else ())]
+
+    def job_counts(self) -> dict[tuple[str, str], int]:
+        """Jobs per (kind, status)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT kind, status, COUNT(*) FROM jobs GROUP BY kind, status").fetchall()
+        return {(kind, status): n for kind, status, n in rows}
 
     def update_job(
         self, job_id: str, status: str | None = None, progress: dict | None = None, error: str | None = None

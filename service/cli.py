@@ -70,9 +70,9 @@ def fail(message: str) -> None:
 
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    from service.logs import configure_logging
+
+    configure_logging("text", logging.INFO if verbose else logging.WARNING)
 
 
 @app.command()
@@ -156,12 +156,16 @@ def serve(
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     set_: SetOption = None,
 ) -> None:
-    """Serve the HTTP API (POST /v1/query, GET /healthz)."""
+    """Serve the HTTP API: queries, OpenAI-compatible chat, eval runs, corpus updates (see /docs)."""
     import uvicorn
 
     from service.api.main import create_app
+    from service.logs import configure_logging
 
-    uvicorn.run(create_app(build_settings(set_)), host=host, port=port)
+    settings = build_settings(set_)
+    configure_logging(settings.api.log_format, settings.api.log_level)
+    # log_config=None keeps the handler above for uvicorn's own loggers; the app logs one access line per request
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
 
 
 def _progress_printer():

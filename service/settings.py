@@ -220,6 +220,12 @@ class ApiSettings(BaseModel):
     )
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS; empty = CORS off.")
     warm_up: bool = Field(True, description="Load the models in the background at start-up, so /readyz turns ready.")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="`ragft serve` logs: one JSON object per line (for log shippers) or plain text."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="`ragft serve` log level; INFO logs one line per request and per job state change."
+    )
 
 
 class Settings(BaseSettings):

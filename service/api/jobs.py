@@ -77,16 +77,21 @@ class JobWorker:
             if job.status != "queued":
                 continue
             self.current = job_id
+            started = time.perf_counter()
+            log.info("job %s started", job_id, extra={"job_id": job_id, "kind": job.kind, "status": "started"})
             try:
                 self._run(job)
-                self.store.update_job(job_id, "done")
+                status, error = "done", None
             except (RunCancelled, TrainingCancelled):
-                self.store.update_job(job_id, "interrupted" if self._stopping.is_set() else "cancelled")
+                status, error = ("interrupted" if self._stopping.is_set() else "cancelled"), None
             except Exception as exc:  # the job failed; the service goes on
-                log.exception("job %s failed", job_id)
-                self.store.update_job(job_id, "failed", error=f"{type(exc).__name__}: {exc}")
+                log.exception("job %s failed", job_id, extra={"job_id": job_id, "kind": job.kind})
+                status, error = "failed", f"{type(exc).__name__}: {exc}"
             finally:
                 self.current = None
+            self.store.update_job(job_id, status, error=error)
+            log.info("job %s %s", job_id, status, extra={"job_id": job_id, "kind": job.kind, "status": status,
+                                                         "duration_s": round(time.perf_counter() - started, 1)})  # fmt: skip
 
     def _run(self, job: JobRecord) -> None:
         request = job.request

@@ -50,6 +50,7 @@ def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
     app.state.runtime = Runtime(settings, corpus, corpus_examples(corpus, settings.generation))
     app.state.telemetry = Telemetry()
     app.state.jobs = JobWorker(settings)
+    app.state.telemetry.watch_jobs(app.state.jobs.store)
     guarded = [Depends(require_api_key)]
     app.include_router(health.router)
     app.include_router(query.router, dependencies=guarded)

@@ -6,11 +6,21 @@ A private registry per app (not the process-global one), so several apps in one 
 
 from __future__ import annotations
 
+import logging
+import re
 import time
+import uuid
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from eval.store import JOB_KINDS, JOB_STATUSES
+
+access_log = logging.getLogger("ragft.access")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
 class Telemetry:
@@ -33,9 +43,35 @@ class Telemetry:
         self.arm_answers.labels(arm).inc()
         self.arm_latency.labels(arm).observe(seconds)
 
+    def watch_jobs(self, store) -> None:
+        self.registry.register(JobStates(store))
+
+
+class JobStates(Collector):
+    """`ragft_jobs{kind,status}` read from the results database at scrape time, so it survives restarts."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def collect(self):
+        gauge = GaugeMetricFamily("ragft_jobs", "Jobs (eval runs, adapter training) by kind and status",
+                                  labels=["kind", "status"])  # fmt: skip
+        counts = self.store.job_counts()
+        for kind in JOB_KINDS:
+            for status in JOB_STATUSES:
+                gauge.add_metric([kind, status], counts.get((kind, status), 0))
+        yield gauge
+
+
+def request_id(headers: dict[bytes, bytes]) -> str:
+    """The caller's X-Request-ID when it is a sane token, else a new one; echoed back and logged."""
+    given = headers.get(b"x-request-id", b"").decode("latin-1")
+    return given if REQUEST_ID.match(given) else uuid.uuid4().hex
+
 
 class RequestGuard:
-    """ASGI middleware: refuses bodies over the limit (413, before reading them) and records request metrics."""
+    """ASGI middleware: refuses bodies over the limit (413, before reading them), records request metrics,
+    tags each request with an X-Request-ID and logs one access line per request."""
 
     def __init__(self, app: ASGIApp, telemetry: Telemetry, max_body_bytes: int):
         self.app, self.telemetry, self.max_body = app, telemetry, max_body_bytes
@@ -45,6 +81,32 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
+        rid = request_id(headers)
+        status = {"code": 500}
+
+        async def recording_send(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            await self._guarded(scope, receive, recording_send, headers)
+        finally:
+            route = scope.get("route")
+            name = getattr(route, "path", None) or "unmatched"
+            seconds = time.perf_counter() - started
+            self.telemetry.requests.labels(name, str(status["code"])).inc()
+            self.telemetry.latency.labels(name).observe(seconds)
+            access_log.info(
+                "%s %s %s", scope["method"], scope["path"], status["code"],
+                extra={"request_id": rid, "method": scope["method"], "path": scope["path"], "route": name,
+                       "status": status["code"], "duration_ms": round(seconds * 1000, 1),
+                       "client": (scope.get("client") or ("", 0))[0]},
+            )  # fmt: skip
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send, headers: dict) -> None:
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
             response = JSONResponse(
@@ -63,25 +125,11 @@ class RequestGuard:
                 raise BodyTooLarge()
             return message
 
-        status = {"code": 500}
-
-        async def recording_send(message):
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        started = time.perf_counter()
         try:
-            await self.app(scope, counting_receive, recording_send)
+            await self.app(scope, counting_receive, send)
         except BodyTooLarge:
             response = JSONResponse({"detail": f"request body exceeds {self.max_body} bytes (api.max_body_bytes)"}, 413)
             await response(scope, receive, send)
-            status["code"] = 413
-        finally:
-            route = scope.get("route")
-            name = getattr(route, "path", None) or "unmatched"
-            self.telemetry.requests.labels(name, str(status["code"])).inc()
-            self.telemetry.latency.labels(name).observe(time.perf_counter() - started)
 
 
 class BodyTooLarge(Exception):

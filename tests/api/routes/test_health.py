@@ -1,3 +1,4 @@
+import json
 import time
 
 import pytest
@@ -60,3 +61,35 @@ def test_cors_is_off_unless_configured(settings, corpus):
     open_app = TestClient(create_app(settings.model_copy(update={"api": api}), corpus))
     r = open_app.options("/v1/query", headers=preflight)
     assert r.headers["access-control-allow-origin"] == "https://example.org"
+
+
+def test_metrics_show_job_states_from_the_database(settings, corpus):
+    client = TestClient(create_app(settings, corpus))  # no lifespan: the worker does not start, jobs stay queued
+    run_id = client.post("/v1/runs", json={"arms": ["base"], "families": ["knowledge"]}).json()["id"]
+    text = client.get("/metrics").text
+    assert 'ragft_jobs{kind="eval",status="queued"} 1.0' in text
+    assert 'ragft_jobs{kind="train",status="queued"} 0.0' in text
+    client.delete(f"/v1/runs/{run_id}")
+    text = client.get("/metrics").text
+    assert 'ragft_jobs{kind="eval",status="cancelled"} 1.0' in text
+    assert 'ragft_jobs{kind="eval",status="queued"} 0.0' in text
+
+
+def test_each_request_logs_one_json_line_with_its_request_id(settings, corpus, capfd):
+    from service.logs import configure_logging
+
+    configure_logging("json", "INFO")
+    try:
+        client = TestClient(create_app(settings, corpus))
+        given = client.get("/healthz", headers={"X-Request-ID": "trace-42"})
+        fresh = client.get("/v1/runs/no-such-run")
+    finally:
+        configure_logging("text", "WARNING")
+    assert given.headers["x-request-id"] == "trace-42"
+    assert len(fresh.headers["x-request-id"]) == 32  # none given: a new one
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
+    access = [line for line in lines if line["logger"] == "ragft.access"]
+    assert [(a["request_id"], a["route"], a["status"]) for a in access] == [
+        ("trace-42", "/healthz", 200), (fresh.headers["x-request-id"], "/v1/runs/{run_id}", 404)
+    ]  # fmt: skip
+    assert {"time", "level", "method", "path", "duration_ms"} <= set(access[0])

@@ -30,7 +30,8 @@ def wait_for(client, run_id, statuses, timeout=120):
 RUN = {"arms": ["base", "rag"], "families": ["knowledge", "abstention"]}
 
 
-def test_a_run_goes_from_queued_to_done_and_its_report_downloads(settings, corpus):
+def test_a_run_goes_from_queued_to_done_and_its_report_downloads(settings, corpus, caplog):
+    caplog.set_level("INFO", logger="service.api.jobs")
     settings = slow(settings).model_copy(update={"generation": settings.generation})
     with TestClient(create_app(settings, corpus)) as client:
         started = client.post("/v1/runs", json=RUN)
@@ -43,6 +44,8 @@ def test_a_run_goes_from_queued_to_done_and_its_report_downloads(settings, corpu
         assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
         assert client.get(f"/v1/runs/{run_id}/report.json").json()["run_id"] == run_id
         assert client.get(f"/v1/runs/{run_id}/report.md").text.startswith("# ragft report")
+    states = [(r.job_id, r.status) for r in caplog.records if hasattr(r, "job_id")]
+    assert states == [(run_id, "started"), (run_id, "done")]
 
 
 def test_restart_mid_run_lists_it_and_finishes_it(settings, corpus):
