@@ -218,7 +218,7 @@ def _apply_updates(settings: Settings, runtime: Runtime, corpus: Path) -> tuple[
     folder = settings.data_dir / "indexes" / f"{corpus.resolve().name}+updates"
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(runtime.index_dir, folder)
-    runtime.generator()  # load once so both runtimes share it
+    runtime.load_generation()  # load once so both runtimes share it
     t0 = time.perf_counter()
     report = build_index(
         sorted(documents.values(), key=lambda d: d.doc_id), runtime.embedder(), settings.models.embedder,

@@ -24,6 +24,8 @@ from service.settings import Settings, get_settings
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compare RAG, LoRA, both, or neither on your data.")
 corpus_app = typer.Typer(no_args_is_help=True, help="Corpus and task-suite tools.")
 app.add_typer(corpus_app, name="corpus")
+backend_app = typer.Typer(no_args_is_help=True, help="An OpenAI-compatible generator backend (vLLM) for GPU hosts.")
+app.add_typer(backend_app, name="backend")
 
 SetOption = Annotated[
     list[str] | None, typer.Option("--set", help="Override a setting: group.field=value, e.g. retrieval.top_k=8.")
@@ -315,6 +317,25 @@ def corpus_validate(corpus: Annotated[Path, typer.Argument(help="Corpus folder t
     typer.echo(f"{corpus}: OK, {len(rows)} task rows")
     for family, by_split in counts.items():
         typer.echo(f"  {family:11s} train {by_split['train']:4d}  test {by_split['test']:4d}")
+
+
+@backend_app.command("vllm-args")
+def backend_vllm_args(
+    corpus: Annotated[Path, typer.Option(help="Corpus whose trained adapters vLLM should serve.")] = Path(
+        "corpora/quillmark"
+    ),
+    set_: SetOption = None,
+) -> None:
+    """Print `vllm serve` arguments: the generator plus one --lora-modules entry per trained adapter."""
+    import shlex
+
+    from service.backend import BackendError, vllm_arguments
+    from service.models import ModelNotFound
+
+    try:
+        typer.echo(shlex.join(vllm_arguments(build_settings(set_), corpus)))
+    except (BackendError, ModelNotFound) as exc:
+        fail(str(exc))
 
 
 def run() -> None:

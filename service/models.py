@@ -126,6 +126,19 @@ def _load_generator(source: GeneratorSource, models: ModelSettings, artifact_dir
     return model, tokenizer, source.model_id
 
 
+def servable_folder(models: ModelSettings, artifact_dir: Path) -> str:
+    """The folder or hub id another server (vLLM) can load for the configured generator: for a GGUF source,
+    the float32 copy ragft trains on (converted now if it is not there yet)."""
+    source = resolve_generator(models)
+    if not source.gguf_file:
+        return source.folder
+    folder = _converted_folder(source, artifact_dir)
+    with LOADING:
+        if not (folder / "config.json").is_file():
+            _convert_gguf(source, folder)
+    return str(folder)
+
+
 def _convert_gguf(source: GeneratorSource, target: Path) -> None:
     """De-quantise a GGUF into a float32 folder; written to a temp folder first so a crash leaves nothing half-done."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -1,8 +1,10 @@
 """Everything an arm needs for one corpus, loaded on first use and shared by all arms.
 
 Models are loaded lazily so `ragft query --arms base` never loads the embedder and the
-API starts at once. One lock serialises generation: the arms share one set of weights whose
-active adapter is switched per arm, and two CPU cores gain nothing from parallel batches.
+API starts at once. One lock serialises in-process generation: the arms share one set of
+weights whose active adapter is switched per arm, and two CPU cores gain nothing from parallel
+batches. With an OpenAI-compatible backend (`models.generator_backend='openai'`) arms generate
+there, unlocked, and only training and the small scratch model stay in this process.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from service import adapters, models
 from service.arms import Arm
+from service.backend import Backend, RemoteGenerator, module_name
 from service.documents import load_documents
 from service.generation import Generator
 from service.prompts import Example
@@ -30,6 +33,7 @@ class Runtime:
         self._generator: Generator | None = None
         self._scratch: Generator | None = None
         self._embedder = None
+        self._backend: Backend | None = None
         self._retriever: Retriever | None = None
         self._weights_hash: str | None = None
         self._index_dir: Path | None = None
@@ -55,8 +59,28 @@ class Runtime:
             return self._generator
 
     @property
+    def remote(self) -> bool:
+        return self.settings.models.generator_backend == "openai"
+
+    def backend(self) -> Backend:
+        with self.lock:
+            if self._backend is None:
+                backend = Backend(self.settings.models, self.settings.generation)
+                backend.served()  # fails now, with the fix, if the server is not there
+                self._backend = backend
+            return self._backend
+
+    def load_generation(self) -> None:
+        """Make ready what the arms generate with: the local model, or the backend connection."""
+        if self.remote:
+            self.backend()
+        else:
+            self.generator()
+
+    @property
     def generator_loaded(self) -> bool:
-        return self._generator is not None
+        """Whether arms can generate now: the local model is loaded, or the backend answered."""
+        return (self._backend if self.remote else self._generator) is not None
 
     def weights_hash(self) -> str:
         """Hash of the base weights, taken before any adapter wraps them (once per process, ~1 s)."""
@@ -93,8 +117,11 @@ class Runtime:
         return self._examples.get(family, [])
 
     @contextmanager
-    def generator_for(self, arm: Arm) -> Iterator[Generator]:
+    def generator_for(self, arm: Arm) -> Iterator[Generator | RemoteGenerator]:
         """The generator with `arm`'s weights active, held under the lock for the whole batch."""
+        if self.remote and arm.adapter != "scratch":
+            yield self._remote_generator(arm)  # no lock: the server batches concurrent requests
+            return
         with self.lock:
             if arm.adapter == "scratch":
                 yield self._scratch_generator(arm)
@@ -112,6 +139,15 @@ class Runtime:
             adapters.check_base_model(manifest, gen.model_id, folder, self.weights_hash())
             gen.model = adapters.attach_lora(gen.model, gen.tokenizer, folder, arm.adapter)
             yield gen
+
+    def _remote_generator(self, arm: Arm) -> RemoteGenerator:
+        """The backend's base model, or the LoRA module of this corpus's adapter after checking its manifest."""
+        if arm.adapter is None:
+            return self.backend().generator(self.settings.models.backend_model)
+        folder = adapters.artifact_dir(self.settings, self.corpus, arm.adapter)
+        manifest = adapters.read_manifest(folder, arm.name, self.corpus)
+        adapters.check_base_model(manifest, models.resolve_generator(self.settings.models).model_id, folder)
+        return self.backend().generator(module_name(self.corpus, arm.adapter))
 
     def _scratch_generator(self, arm: Arm) -> Generator:
         if self._scratch is None:

@@ -46,6 +46,30 @@ class ModelSettings(BaseModel):
         "float32",
         description="Compute dtype of the generator. float32 on CPUs: bf16 matmuls run ~300x slower without AVX512-BF16.",
     )
+    generator_backend: Literal["local", "openai"] = Field(
+        "local",
+        description="Where arms generate: 'local' (transformers in this process) or 'openai' (an OpenAI-compatible "
+        "server such as vLLM with --enable-lora; training and the scratch arm stay local).",
+    )
+    backend_url: str | None = Field(
+        None, description="Base URL of the OpenAI-compatible backend, e.g. http://vllm:8000/v1."
+    )
+    backend_model: str | None = Field(
+        None, description="The backend's name for the base model (vLLM --served-model-name); LoRA arms use "
+        "'<corpus>-<adapter>' module names, see `ragft backend vllm-args`.",
+    )  # fmt: skip
+    backend_api_key: str | None = Field(None, description="Bearer key for the backend, when it wants one.")
+    backend_concurrency: int = Field(16, ge=1, le=256, description="Requests in flight per batch sent to the backend.")
+    backend_timeout_s: float = Field(120.0, gt=0, description="Timeout of one backend request.")
+
+    @model_validator(mode="after")
+    def _backend_complete(self) -> ModelSettings:
+        if self.generator_backend == "openai" and not (self.backend_url and self.backend_model):
+            raise ValueError(
+                "models.generator_backend='openai' needs models.backend_url and models.backend_model "
+                "(RAGFT_MODELS__BACKEND_URL, RAGFT_MODELS__BACKEND_MODEL)"
+            )
+        return self
 
 
 class RetrievalSettings(BaseModel):

@@ -24,3 +24,20 @@ def test_every_field_is_described():
                 walk(field.default_factory)
 
     walk(Settings)
+
+
+def test_compose_environment_names_real_settings(monkeypatch):
+    """docker-compose.yml configures ragft through env names; a renamed setting must fail here, not in a deploy."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    compose = yaml.safe_load((Path(__file__).parents[1] / "docker-compose.yml").read_text())
+    assert compose["services"]["vllm"]["profiles"] == ["vllm"]
+    for name, value in compose["services"]["ragft"]["environment"].items():
+        monkeypatch.setenv(name, re.sub(r"\$\{RAGFT_BACKEND:-local\}", "openai", str(value)))
+    settings = Settings()
+    assert settings.models.generator_backend == "openai" and settings.models.backend_url == "http://vllm:8000/v1"
+    assert settings.models.backend_model == "base" and settings.api.log_format == "json"
+    assert str(settings.corpus) == "/app/corpora/quillmark"

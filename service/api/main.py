@@ -6,26 +6,43 @@ import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 
 from eval.tasks import corpus_examples
+from service.adapters import AdapterMismatch, ArtifactMissing
 from service.api.deps import require_api_key
 from service.api.jobs import JobWorker
 from service.api.monitoring import RequestGuard, Telemetry
 from service.api.routes import corpora, health, openai, query, runs
+from service.backend import BackendError, BackendUnavailable
+from service.retrieval import IndexMissing
 from service.runtime import Runtime
 from service.settings import Settings
 
 
 def warm_up(runtime: Runtime) -> None:
-    """Load the generator (and the retriever when an index exists) so /readyz turns ready without a query."""
+    """Load the generator or reach the backend (and load the retriever when an index exists), so /readyz
+    turns ready without a query."""
     try:
-        runtime.generator()
+        runtime.load_generation()
         if (runtime.index_dir / "index.faiss").is_file():
             runtime.retriever()
     except Exception as exc:  # readiness reports it; queries will show the same error with its fix
         runtime.warm_up_error = f"{type(exc).__name__}: {exc}"
+
+
+# An arm that cannot answer yet: the message names the command or setting that fixes it.
+NOT_READY = (IndexMissing, ArtifactMissing, AdapterMismatch, BackendError)
+
+
+async def not_ready(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=409)
+
+
+async def backend_down(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "30"})
 
 
 def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
@@ -57,6 +74,9 @@ def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
     app.include_router(openai.router, dependencies=guarded)
     app.include_router(runs.router, dependencies=guarded)
     app.include_router(corpora.router, dependencies=guarded)
+    for error in NOT_READY:
+        app.add_exception_handler(error, not_ready)
+    app.add_exception_handler(BackendUnavailable, backend_down)
     app.add_middleware(RequestGuard, telemetry=app.state.telemetry, max_body_bytes=settings.api.max_body_bytes)
     if settings.api.cors_origins:
         app.add_middleware(

@@ -23,10 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from service import adapters
-from service.adapters import AdapterMismatch, ArtifactMissing
 from service.api.deps import RuntimeDep, SettingsDep, TelemetryDep
 from service.arms import ARMS, Query, UnknownArm, answer, parse_arm, prompts_for
-from service.retrieval import IndexMissing
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -101,10 +99,7 @@ async def chat_completions(body: ChatRequest, runtime: RuntimeDep, settings: Set
         return StreamingResponse(
             _stream(arm, runtime, question, max_tokens, completion_id, created), media_type="text/event-stream"
         )
-    try:
-        result = (await run_in_threadpool(answer, arm, runtime, [Query(question)], None, max_tokens))[0]
-    except (IndexMissing, ArtifactMissing, AdapterMismatch) as exc:
-        raise HTTPException(409, str(exc)) from exc
+    result = (await run_in_threadpool(answer, arm, runtime, [Query(question)], None, max_tokens))[0]
     telemetry.observe_answer(arm.name, result.latency_ms / 1000)
     return {
         "id": completion_id,

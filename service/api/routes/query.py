@@ -6,10 +6,8 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
-from service.adapters import AdapterMismatch, ArtifactMissing
 from service.api.deps import RuntimeDep, SettingsDep, TelemetryDep
 from service.arms import ARMS, compare, parse_arm
-from service.retrieval import IndexMissing
 
 
 class QueryRequest(BaseModel):
@@ -61,10 +59,7 @@ async def query(
     if body.top_k is not None and body.top_k > limits.max_top_k:
         raise HTTPException(422, f"top_k={body.top_k} exceeds the limit of {limits.max_top_k}")
     arms = [ARMS[name] for name in body.arms]
-    try:
-        answers = await run_in_threadpool(compare, runtime, body.question, arms, body.top_k)
-    except (IndexMissing, ArtifactMissing, AdapterMismatch) as exc:
-        raise HTTPException(409, str(exc)) from exc
+    answers = await run_in_threadpool(compare, runtime, body.question, arms, body.top_k)
     for a in answers:
         telemetry.observe_answer(a.arm, a.latency_ms / 1000)
     return QueryResponse(

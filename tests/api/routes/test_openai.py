@@ -5,6 +5,7 @@ from fastapi.testclient import TestClient
 from openai import OpenAI
 
 from service.api.main import create_app
+from tests.live import serving
 
 
 @pytest.fixture
@@ -17,24 +18,8 @@ def client(settings, corpus):
 @pytest.fixture
 def openai_client(client):
     """The official client against a real uvicorn server on 127.0.0.1 serving the same app."""
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(client.app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(client.app) as url:
+        yield OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
 
 
 def test_models_lists_the_ready_arms(client):

@@ -1,0 +1,155 @@
+"""Generation on an OpenAI-compatible server (vLLM, llama.cpp's server, another ragft) instead of in-process.
+
+For teams with GPUs: vLLM serves the base model and each LoRA adapter as its own module
+(`--enable-lora --lora-modules <corpus>-<adapter>=<folder>`) and batches concurrent requests
+itself; ragft still builds the prompts, retrieves, trains and scores. Decoding is greedy
+(temperature 0), as in-process. An arm whose module the server does not list is an error,
+never a silent answer from the base model.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from service.generation import Generation, Messages
+from service.settings import GenerationSettings, ModelSettings, Settings
+
+SERVABLE_ADAPTERS = ("lora", "rag_lora")  # scratch is a whole small model: it stays in-process
+
+
+class BackendError(RuntimeError):
+    """The backend cannot answer for a configuration reason; the message says what to change."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend did not answer at all (down, wrong URL, timeout)."""
+
+
+def module_name(corpus: Path, adapter: str) -> str:
+    """The name a LoRA arm asks the backend for: unique per corpus, as adapters are."""
+    return f"{Path(corpus).resolve().name}-{adapter}"
+
+
+def vllm_arguments(settings: Settings, corpus: Path) -> list[str]:
+    """`vllm serve` arguments for the generator and every LoRA adapter trained on `corpus`, one module each."""
+    from service import adapters, models
+
+    modules, ranks = [], []
+    for kind in SERVABLE_ADAPTERS:
+        folder = adapters.artifact_dir(settings, corpus, kind)
+        config = folder / "adapter_config.json"
+        if config.is_file():
+            modules.append(f"{module_name(corpus, kind)}={folder.resolve()}")
+            ranks.append(int(json.loads(config.read_text())["r"]))
+    if not modules:
+        raise BackendError(
+            f"no LoRA adapter is trained for corpus '{Path(corpus).resolve().name}' under "
+            f"{settings.artifact_dir / 'adapters'}. Train them first: ragft train --corpus {corpus}"
+        )
+    model = models.servable_folder(settings.models, settings.artifact_dir)
+    return ["--model", model, "--served-model-name", settings.models.backend_model or "base",
+            "--enable-lora", "--max-lora-rank", str(max(ranks)), "--max-loras", str(len(modules)),
+            "--lora-modules", *modules]  # fmt: skip
+
+
+class Backend:
+    """One client for the server; hands out a generator per served model name."""
+
+    def __init__(self, models: ModelSettings, generation: GenerationSettings):
+        from openai import OpenAI
+
+        self.url = models.backend_url
+        self.settings = models
+        self.generation = generation
+        self.client = OpenAI(
+            base_url=models.backend_url,
+            api_key=models.backend_api_key or "unused",
+            timeout=models.backend_timeout_s,
+            max_retries=2,
+        )
+        self._served: set[str] | None = None
+        self._lock = threading.Lock()
+
+    def served(self, refresh: bool = False) -> set[str]:
+        """Model names the server lists (its base model and LoRA modules)."""
+        import openai
+
+        with self._lock:
+            if self._served is None or refresh:
+                try:
+                    self._served = {m.id for m in self.client.models.list()}
+                except (openai.APIConnectionError, openai.APIStatusError) as exc:
+                    raise BackendUnavailable(
+                        f"the generator backend at {self.url} did not answer GET /models ({exc}). Start it (for "
+                        "vLLM: docker compose --profile vllm up) or fix RAGFT_MODELS__BACKEND_URL."
+                    ) from exc
+            return self._served
+
+    def generator(self, model: str) -> RemoteGenerator:
+        if model not in self.served() and model not in self.served(refresh=True):
+            raise BackendError(
+                f"the backend at {self.url} does not serve '{model}' (it serves {sorted(self.served())}). "
+                f"For a LoRA arm, start vLLM with --enable-lora --lora-modules {model}=<adapter folder>; "
+                "`ragft backend vllm-args --corpus <corpus>` prints the arguments for every trained adapter."
+            )
+        return RemoteGenerator(self, model)
+
+
+class RemoteGenerator:
+    """The `Generator` interface (generate, stream) answered by the backend under one model name."""
+
+    def __init__(self, backend: Backend, model: str):
+        self.backend = backend
+        self.model_id = model
+
+    def _request(self, messages: Messages, max_new_tokens: int | None, **extra):
+        import openai
+
+        try:
+            return self.backend.client.chat.completions.create(
+                model=self.model_id,
+                messages=messages,
+                max_tokens=max_new_tokens or self.backend.generation.max_new_tokens,
+                temperature=0.0,
+                **extra,
+            )
+        except openai.APIConnectionError as exc:
+            raise BackendUnavailable(f"the generator backend at {self.backend.url} did not answer: {exc}") from exc
+        except openai.APIStatusError as exc:
+            raise BackendError(f"the generator backend refused a request for '{self.model_id}': {exc}") from exc
+
+    def generate(self, prompts: list[Messages], max_new_tokens: int | None = None) -> list[Generation]:
+        """One answer per prompt, in order; requests go out concurrently and the server batches them."""
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=min(self.backend.settings.backend_concurrency, len(prompts) or 1)) as pool:
+            responses = list(pool.map(lambda m: self._request(m, max_new_tokens), prompts))
+        latency_ms = (time.perf_counter() - t0) * 1000
+        return [
+            Generation(
+                text=(r.choices[0].message.content or "").strip(),
+                prompt_tokens=r.usage.prompt_tokens if r.usage else 0,
+                generated_tokens=r.usage.completion_tokens if r.usage else 0,
+                latency_ms=latency_ms,
+                batch_size=len(prompts),
+            )
+            for r in responses
+        ]
+
+    def stream(self, messages: Messages, max_new_tokens: int | None = None, on_done=None):
+        """Yield the answer piece by piece; `on_done(Generation)` gets the server's token counts."""
+        t0 = time.perf_counter()
+        pieces, usage = [], None
+        for chunk in self._request(messages, max_new_tokens, stream=True, stream_options={"include_usage": True}):
+            if chunk.usage is not None:
+                usage = chunk.usage
+            for choice in chunk.choices:
+                if choice.delta and choice.delta.content:
+                    pieces.append(choice.delta.content)
+                    yield choice.delta.content
+        if on_done is not None:
+            on_done(Generation("".join(pieces).strip(), usage.prompt_tokens if usage else 0,
+                               usage.completion_tokens if usage else 0, (time.perf_counter() - t0) * 1000, 1))  # fmt: skip
