@@ -116,10 +116,14 @@ class Runtime:
     def examples(self, family: str) -> list[Example]:
         return self._examples.get(family, [])
 
+    def runs_locally(self, arm: Arm) -> bool:
+        """Whether `arm` generates in this process (and so takes turns for the shared weights)."""
+        return not self.remote or arm.adapter == "scratch"
+
     @contextmanager
     def generator_for(self, arm: Arm) -> Iterator[Generator | RemoteGenerator]:
         """The generator with `arm`'s weights active, held under the lock for the whole batch."""
-        if self.remote and arm.adapter != "scratch":
+        if not self.runs_locally(arm):
             yield self._remote_generator(arm)  # no lock: the server batches concurrent requests
             return
         with self.lock:

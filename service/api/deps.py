@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.api.monitoring import Telemetry
+from service.coalesce import Coalescer
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -49,3 +50,10 @@ def get_telemetry(request: Request) -> Telemetry:
 
 
 TelemetryDep = Annotated[Telemetry, Depends(get_telemetry)]
+
+
+def get_coalescer(request: Request) -> Coalescer:
+    return request.app.state.coalescer
+
+
+CoalescerDep = Annotated[Coalescer, Depends(get_coalescer)]

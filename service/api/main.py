@@ -17,6 +17,7 @@ from service.api.jobs import JobWorker
 from service.api.monitoring import RequestGuard, Telemetry
 from service.api.routes import corpora, health, openai, query, runs
 from service.backend import BackendError, BackendUnavailable
+from service.coalesce import Coalescer
 from service.retrieval import IndexMissing
 from service.runtime import Runtime
 from service.settings import Settings
@@ -66,6 +67,7 @@ def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.runtime = Runtime(settings, corpus, corpus_examples(corpus, settings.generation))
     app.state.telemetry = Telemetry()
+    app.state.coalescer = Coalescer(app.state.runtime, settings.generation.batch_size)
     app.state.jobs = JobWorker(settings)
     app.state.telemetry.watch_jobs(app.state.jobs.store)
     guarded = [Depends(require_api_key)]

@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from service import adapters
-from service.api.deps import RuntimeDep, SettingsDep, TelemetryDep
-from service.arms import ARMS, Query, UnknownArm, answer, parse_arm, prompts_for
+from service.api.deps import CoalescerDep, RuntimeDep, SettingsDep, TelemetryDep
+from service.arms import ARMS, Query, UnknownArm, parse_arm, prompts_for
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -84,7 +84,9 @@ def _question(body: ChatRequest, limit: int) -> str:
 
 
 @router.post("/chat/completions")
-async def chat_completions(body: ChatRequest, runtime: RuntimeDep, settings: SettingsDep, telemetry: TelemetryDep):
+async def chat_completions(
+    body: ChatRequest, runtime: RuntimeDep, coalescer: CoalescerDep, settings: SettingsDep, telemetry: TelemetryDep
+):
     try:
         arm = parse_arm(body.model)
     except UnknownArm as exc:
@@ -99,7 +101,7 @@ async def chat_completions(body: ChatRequest, runtime: RuntimeDep, settings: Set
         return StreamingResponse(
             _stream(arm, runtime, question, max_tokens, completion_id, created), media_type="text/event-stream"
         )
-    result = (await run_in_threadpool(answer, arm, runtime, [Query(question)], None, max_tokens))[0]
+    result = await run_in_threadpool(coalescer.answer, arm, Query(question), None, max_tokens)
     telemetry.observe_answer(arm.name, result.latency_ms / 1000)
     return {
         "id": completion_id,

@@ -6,8 +6,8 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import RuntimeDep, SettingsDep, TelemetryDep
-from service.arms import ARMS, compare, parse_arm
+from service.api.deps import CoalescerDep, SettingsDep, TelemetryDep
+from service.arms import ARMS, Query, parse_arm
 
 
 class QueryRequest(BaseModel):
@@ -32,10 +32,11 @@ class ArmAnswer(BaseModel):
     arm: str
     answer: str
     passages: list[PassageOut]
-    latency_ms: float
+    latency_ms: float = Field(description="Generation wall time of the batch this answer was generated in.")
     retrieval_ms: float
     prompt_tokens: int
     generated_tokens: int
+    batch_size: int = Field(description="Answers generated together with this one (concurrent queries share batches).")
 
 
 class QueryResponse(BaseModel):
@@ -48,7 +49,7 @@ router = APIRouter(prefix="/v1", tags=["query"])
 
 @router.post("/query", response_model=QueryResponse)
 async def query(
-    body: QueryRequest, runtime: RuntimeDep, settings: SettingsDep, telemetry: TelemetryDep
+    body: QueryRequest, coalescer: CoalescerDep, settings: SettingsDep, telemetry: TelemetryDep
 ) -> QueryResponse:
     """Answer the question with each requested arm, with the passages the retrieving arms used."""
     limits = settings.api
@@ -59,7 +60,8 @@ async def query(
     if body.top_k is not None and body.top_k > limits.max_top_k:
         raise HTTPException(422, f"top_k={body.top_k} exceeds the limit of {limits.max_top_k}")
     arms = [ARMS[name] for name in body.arms]
-    answers = await run_in_threadpool(compare, runtime, body.question, arms, body.top_k)
+    query = Query(body.question)
+    answers = await run_in_threadpool(lambda: [coalescer.answer(arm, query, body.top_k) for arm in arms])
     for a in answers:
         telemetry.observe_answer(a.arm, a.latency_ms / 1000)
     return QueryResponse(
@@ -75,6 +77,7 @@ async def query(
                 retrieval_ms=a.retrieval_ms,
                 prompt_tokens=a.prompt_tokens,
                 generated_tokens=a.generated_tokens,
+                batch_size=a.batch_size,
             )
             for a in answers
         ],

@@ -1,0 +1,106 @@
+"""Query latency of the HTTP service under concurrent load, idle and while an eval run is in progress.
+
+Usage: python bench/bench_service.py [--queries 50] [--arm rag] [--corpus corpora/quillmark]
+
+Serves the embedded default models with a real uvicorn on 127.0.0.1, fires `--queries` concurrent
+POST /v1/query calls (distinct test questions) once with the service idle and once while a
+background eval run (started over HTTP) is answering, and prints p50/p95/max latency, throughput
+and the loaded/idle ratio. Prints figures only; asserts nothing (this machine is shared and noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from eval.tasks import load_tasks  # noqa: E402
+from service.api.main import create_app  # noqa: E402
+from service.settings import Settings  # noqa: E402
+from tests.live import serving  # noqa: E402
+
+
+def percentile(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def burst(url: str, questions: list[str], arm: str) -> dict:
+    """All questions at once, one connection each; returns latencies (s), statuses and wall time."""
+
+    def one(question: str) -> tuple[float, int, int]:
+        t0 = time.perf_counter()
+        r = httpx.post(f"{url}/v1/query", json={"question": question, "arms": [arm]}, timeout=3600)
+        batch = r.json()["answers"][0].get("batch_size", 1) if r.status_code == 200 else 0
+        return time.perf_counter() - t0, r.status_code, batch
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=len(questions)) as pool:
+        results = list(pool.map(one, questions))
+    wall = time.perf_counter() - t0
+    latencies = [r[0] for r in results]
+    return {"latencies": latencies, "statuses": [r[1] for r in results], "batches": [r[2] for r in results],
+            "wall": wall}  # fmt: skip
+
+
+def show(name: str, b: dict) -> None:
+    ok = sum(s == 200 for s in b["statuses"])
+    lat = b["latencies"]
+    print(
+        f"{name:22s} {ok:>3d}/{len(lat):<3d} ok  p50 {percentile(lat, 50):7.1f}s  p95 {percentile(lat, 95):7.1f}s  "
+        f"max {max(lat):7.1f}s  wall {b['wall']:7.1f}s  {len(lat) / b['wall']:.2f} answers/s  "
+        f"mean batch {statistics.mean(b['batches']):.1f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--corpus", type=Path, default=Path("corpora/quillmark"))
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--arm", default="rag")
+    parser.add_argument("--run-rows", type=int, default=200, help="Test rows per family of the background run.")
+    args = parser.parse_args()
+
+    rows = [r for r in load_tasks(args.corpus) if r.split == "test" and r.family == "knowledge"]
+    questions = [r.text for r in rows][: args.queries]
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Settings()
+        settings = Settings(data_dir=Path(tmp), artifact_dir=base.artifact_dir)  # fresh index and db, cached f32 model
+        app = create_app(settings, args.corpus)
+        app.state.runtime.index()
+        with serving(app) as url:
+            t0 = time.perf_counter()
+            while httpx.get(f"{url}/readyz").status_code != 200:
+                time.sleep(0.5)
+            print(f"ready after {time.perf_counter() - t0:.1f}s; {len(questions)} concurrent queries, arm {args.arm}, "
+                  f"max_new_tokens {settings.generation.max_new_tokens}\n")  # fmt: skip
+            httpx.post(f"{url}/v1/query", json={"question": "warm up", "arms": [args.arm]}, timeout=600)
+            idle = burst(url, questions, args.arm)
+            show("idle", idle)
+
+            run = httpx.post(f"{url}/v1/runs", json={"arms": ["base", "rag"], "families": ["knowledge"],
+                                                     "limit": args.run_rows}).json()  # fmt: skip
+            while (job := httpx.get(f"{url}/v1/runs/{run['id']}").json())["status"] != "evaluating":
+                if job["status"] in ("failed", "done", "cancelled"):
+                    raise SystemExit(f"the background run ended before the burst: {job}")
+                time.sleep(0.5)
+            before = job["progress"].get("done", 0)
+            loaded = burst(url, questions, args.arm)
+            job = httpx.get(f"{url}/v1/runs/{run['id']}").json()
+            show("during an eval run", loaded)
+            print(f"\nthe run stayed '{job['status']}' and answered {job['progress'].get('done', 0) - before} rows "
+                  "during the burst")  # fmt: skip
+            print(f"loaded/idle: p50 x{percentile(loaded['latencies'], 50) / percentile(idle['latencies'], 50):.2f}, "
+                  f"p95 x{percentile(loaded['latencies'], 95) / percentile(idle['latencies'], 95):.2f}")  # fmt: skip
+            httpx.delete(f"{url}/v1/runs/{run['id']}")
+
+
+if __name__ == "__main__":
+    main()
