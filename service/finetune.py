@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 
 KINDS = ("lora", "rag_lora", "scratch")
 MANIFEST_VERSION = 1
+# Bumped whenever the training procedure changes what an artifact learns, so stored artifacts are retrained
+# instead of reused. 2: warm-up rounded down (a 1-step run trained nothing; short runs lost their first step).
+RECIPE_VERSION = 2
 
 
 class TrainingDataError(ValueError):
@@ -298,7 +301,7 @@ def train_arm(
     if documents:
         dhash = hashlib.sha256((dhash + str([t.input_ids for t in documents])).encode()).hexdigest()
     fingerprint = hashlib.sha256(
-        json.dumps([kind, model_id, base_hash, dhash, params], sort_keys=True, default=str).encode()
+        json.dumps([kind, model_id, base_hash, dhash, params, RECIPE_VERSION], sort_keys=True, default=str).encode()
     ).hexdigest()
     folder = adapters.artifact_dir(settings, corpus, kind)
     existing = folder / adapters.MANIFEST
@@ -381,6 +384,7 @@ def train_arm(
             "base_model_hash": base_hash,
             "data_hash": dhash,
             "fingerprint": fingerprint,
+            "recipe_version": RECIPE_VERSION,
             "hyperparameters": params,
             "seed": seed,
             "examples": {"train": len(train_examples), "validation": len(val_tok), "by_variant": variants},
@@ -453,7 +457,9 @@ def _run_trainer(settings, kind, model, tokenizer, stream, val, learning_rate, w
         learning_rate=learning_rate,
         num_train_epochs=1,  # the stream already holds the planned epochs
         lr_scheduler_type="linear",
-        warmup_steps=0.05,
+        # 5% warm-up, rounded down: with a linear warm-up the first step's learning rate is 0, so a
+        # run of a few steps (small budgets) would otherwise lose one of them and a 1-step run would train nothing.
+        warmup_steps=int(0.05 * steps),
         logging_steps=1,
         log_level="warning",
         eval_strategy="steps" if validate else "no",

@@ -234,6 +234,7 @@ class ApiSettings(BaseModel):
     """HTTP limits, so one request cannot hog a shared CPU box."""
 
     max_question_chars: int = Field(2000, ge=1, description="Longest question accepted by /v1/query.")
+    max_batch_questions: int = Field(64, ge=1, description="Most questions in one POST /v1/query/batch.")
     max_top_k: int = Field(20, ge=1, description="Largest top_k a request may ask for.")
     max_tokens: int = Field(512, ge=1, description="Largest max_tokens a chat completion may ask for.")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body; bigger gets 413.")

@@ -151,3 +151,12 @@ def test_trained_adapter_changes_the_output(settings, train_corpus):
             with gen.model.disable_adapter():
                 base = gen.model(**enc).logits
     assert not torch.allclose(adapted, base)
+
+
+def test_a_one_step_run_still_trains(settings, corpus):
+    """With a linear warm-up the first step has learning rate 0; a 1-step budget must still move the weights."""
+    Runtime(settings, corpus).index()
+    result = train(settings, corpus, "rag_lora")  # the small corpus has one train row: one optimizer step
+    assert result.manifest["steps"] == 1
+    with Runtime(settings, corpus).generator_for(ARMS["rag_lora"]):  # AdapterMismatch if it changed nothing
+        pass

@@ -47,6 +47,7 @@ class ChatRequest(BaseModel):
     stream: bool = False
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    n: int = Field(1, ge=1, le=1, description="Choices per request: decoding is greedy, so only one.")
 
 
 def ready_arms(runtime) -> list[str]:
@@ -79,7 +80,9 @@ def _question(body: ChatRequest, limit: int) -> str:
         raise HTTPException(422, "messages needs a user message with text; the arm answers the last one")
     question = users[-1].text()
     if len(question) > limit:
-        raise HTTPException(413, f"the last user message is {len(question)} characters; the limit is {limit}")
+        raise HTTPException(
+            413, f"the last user message is {len(question)} characters; the limit is {limit} (api.max_question_chars)"
+        )
     return question
 
 
@@ -94,7 +97,9 @@ async def chat_completions(
     question = _question(body, settings.api.max_question_chars)
     max_tokens = body.max_completion_tokens or body.max_tokens or settings.generation.max_new_tokens
     if max_tokens > settings.api.max_tokens:
-        raise HTTPException(422, f"max_tokens={max_tokens} exceeds the limit of {settings.api.max_tokens}")
+        raise HTTPException(
+            422, f"max_tokens={max_tokens} exceeds the limit of {settings.api.max_tokens} (api.max_tokens)"
+        )
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     if body.stream:

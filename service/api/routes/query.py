@@ -1,4 +1,4 @@
-"""POST /v1/query: one question, several arms, side by side."""
+"""POST /v1/query: one question, several arms, side by side; /v1/query/batch: many questions at once."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import CoalescerDep, SettingsDep, TelemetryDep
-from service.arms import ARMS, Query, parse_arm
+from service.api.deps import CoalescerDep, RuntimeDep, SettingsDep, TelemetryDep
+from service.arms import ARMS, Answer, Query, answer, parse_arm
 
 
-class QueryRequest(BaseModel):
-    question: str = Field(min_length=1, description="The question every arm answers.")
+class ArmsRequest(BaseModel):
     arms: list[str] = Field(default=["base", "rag"], min_length=1, description=f"Arms to run: {', '.join(ARMS)}.")
     top_k: int | None = Field(None, ge=1, description="Passages for retrieving arms (default from settings).")
 
@@ -19,6 +18,14 @@ class QueryRequest(BaseModel):
     @classmethod
     def _known_arms(cls, value: list[str]) -> list[str]:
         return list(dict.fromkeys(parse_arm(name).name for name in value))  # ValueError -> 422 naming the arm
+
+
+class QueryRequest(ArmsRequest):
+    question: str = Field(min_length=1, description="The question every arm answers.")
+
+
+class BatchQueryRequest(ArmsRequest):
+    questions: list[str] = Field(min_length=1, description="Questions every arm answers, generated in batches.")
 
 
 class PassageOut(BaseModel):
@@ -44,28 +51,37 @@ class QueryResponse(BaseModel):
     answers: list[ArmAnswer]
 
 
+class BatchQueryResponse(BaseModel):
+    results: list[QueryResponse] = Field(description="One entry per question, in the order given.")
+
+
 router = APIRouter(prefix="/v1", tags=["query"])
 
 
-@router.post("/query", response_model=QueryResponse)
-async def query(
-    body: QueryRequest, coalescer: CoalescerDep, settings: SettingsDep, telemetry: TelemetryDep
-) -> QueryResponse:
-    """Answer the question with each requested arm, with the passages the retrieving arms used."""
-    limits = settings.api
-    if len(body.question) > limits.max_question_chars:
+def check_limits(questions: list[str], top_k: int | None, limits) -> None:
+    """413/422 naming the limit and its setting, before any work starts."""
+    if len(questions) > limits.max_batch_questions:
         raise HTTPException(
-            413, f"question is {len(body.question)} characters; the limit is {limits.max_question_chars}"
-        )
-    if body.top_k is not None and body.top_k > limits.max_top_k:
-        raise HTTPException(422, f"top_k={body.top_k} exceeds the limit of {limits.max_top_k}")
-    arms = [ARMS[name] for name in body.arms]
-    query = Query(body.question)
-    answers = await run_in_threadpool(lambda: [coalescer.answer(arm, query, body.top_k) for arm in arms])
+            413, f"{len(questions)} questions in one batch; the limit is {limits.max_batch_questions} "
+            "(api.max_batch_questions)",
+        )  # fmt: skip
+    for i, question in enumerate(questions):
+        if not question.strip():
+            raise HTTPException(422, f"question {i} is empty")
+        if len(question) > limits.max_question_chars:
+            raise HTTPException(
+                413, f"question {i} is {len(question)} characters; the limit is {limits.max_question_chars} "
+                "(api.max_question_chars)",
+            )  # fmt: skip
+    if top_k is not None and top_k > limits.max_top_k:
+        raise HTTPException(422, f"top_k={top_k} exceeds the limit of {limits.max_top_k} (api.max_top_k)")
+
+
+def response(question: str, answers: list[Answer], telemetry) -> QueryResponse:
     for a in answers:
         telemetry.observe_answer(a.arm, a.latency_ms / 1000)
     return QueryResponse(
-        question=body.question,
+        question=question,
         answers=[
             ArmAnswer(
                 arm=a.arm,
@@ -81,4 +97,31 @@ async def query(
             )
             for a in answers
         ],
+    )
+
+
+@router.post("/query", response_model=QueryResponse)
+async def query(
+    body: QueryRequest, coalescer: CoalescerDep, settings: SettingsDep, telemetry: TelemetryDep
+) -> QueryResponse:
+    """Answer the question with each requested arm, with the passages the retrieving arms used."""
+    check_limits([body.question], body.top_k, settings.api)
+    arms = [ARMS[name] for name in body.arms]
+    query = Query(body.question)
+    answers = await run_in_threadpool(lambda: [coalescer.answer(arm, query, body.top_k) for arm in arms])
+    return response(body.question, answers, telemetry)
+
+
+@router.post("/query/batch", response_model=BatchQueryResponse)
+async def query_batch(
+    body: BatchQueryRequest, runtime: RuntimeDep, settings: SettingsDep, telemetry: TelemetryDep
+) -> BatchQueryResponse:
+    """Several questions through each requested arm, generated in batches (cheaper per answer than one by one)."""
+    check_limits(body.questions, body.top_k, settings.api)
+    queries = [Query(q) for q in body.questions]
+    per_arm = await run_in_threadpool(lambda: [answer(ARMS[name], runtime, queries, body.top_k) for name in body.arms])
+    return BatchQueryResponse(
+        results=[
+            response(q, [arm_answers[i] for arm_answers in per_arm], telemetry) for i, q in enumerate(body.questions)
+        ]
     )

@@ -69,6 +69,7 @@ def test_raw_stream_ends_with_done(client):
         ({"model": "base", "messages": [{"role": "user", "content": "q"}], "max_tokens": 100000}, 422, "limit of 512"),
         ({"model": "base", "messages": [{"role": "user", "content": "q" * 3000}]}, 413, "limit is 2000"),
         ({"model": "lora", "messages": [{"role": "user", "content": "q"}]}, 409, "ragft train"),
+        ({"model": "base", "messages": [{"role": "user", "content": "q"}], "n": 3}, 422, "less than or equal to 1"),
     ],
 )
 def test_bad_requests_name_the_problem(client, body, status, fragment):

@@ -34,11 +34,16 @@ def test_query_returns_every_arm_with_passages(client):
         ({"question": "q", "arms": []}, 422, "arms"),
         ({"question": "q", "top_k": 0}, 422, "top_k"),
         ({"question": "q", "top_k": 21}, 422, "top_k=21 exceeds the limit of 20"),
-        ({"question": "x" * 2001}, 413, "the limit is 2000"),
+        ({"question": "x" * 2001}, 413, "the limit is 2000 (api.max_question_chars)"),
+        ({"questions": ["q"] * 65}, 413, "65 questions in one batch; the limit is 64 (api.max_batch_questions)"),
+        ({"questions": []}, 422, "questions"),
+        ({"questions": ["q", " "]}, 422, "question 1 is empty"),
+        ({"questions": ["q", "x" * 2001]}, 413, "question 1 is 2001 characters"),
+        ({"questions": ["q"], "top_k": 21}, 422, "(api.max_top_k)"),
     ],
 )
 def test_bad_requests_are_4xx_naming_the_field(client, body, status, fragment):
-    r = client.post("/v1/query", json=body)
+    r = client.post("/v1/query/batch" if "questions" in body else "/v1/query", json=body)
     assert r.status_code == status
     assert fragment in r.text
 
@@ -50,3 +55,17 @@ def test_rag_without_index_and_untrained_adapter_are_409(client):
     assert r.status_code == 409 and "ragft train" in r.json()["detail"]
     r = client.post("/v1/query", json={"question": "what is the price ?", "arms": ["base"]})
     assert r.status_code == 200  # the base arm needs neither
+
+
+def test_batch_answers_each_question_with_each_arm_in_order(client):
+    client.app.state.runtime.index()
+    questions = ["what is the price ?", "how long does the camera battery last ?", "k4 firmware ?"]
+    r = client.post("/v1/query/batch", json={"questions": questions, "arms": ["base", "rag"], "top_k": 1})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["question"] for x in results] == questions
+    assert all([a["arm"] for a in x["answers"]] == ["base", "rag"] for x in results)
+    assert {a["batch_size"] for x in results for a in x["answers"]} == {3}  # generated together
+    single = client.post("/v1/query", json={"question": questions[1], "arms": ["rag"], "top_k": 1}).json()
+    assert results[1]["answers"][1]["passages"][0]["chunk_id"] == single["answers"][0]["passages"][0]["chunk_id"]
+    assert results[1]["answers"][1]["prompt_tokens"] == single["answers"][0]["prompt_tokens"]
