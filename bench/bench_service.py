@@ -100,6 +100,8 @@ def main() -> None:
             print(f"loaded/idle: p50 x{percentile(loaded['latencies'], 50) / percentile(idle['latencies'], 50):.2f}, "
                   f"p95 x{percentile(loaded['latencies'], 95) / percentile(idle['latencies'], 95):.2f}")  # fmt: skip
             httpx.delete(f"{url}/v1/runs/{run['id']}")
+            while httpx.get(f"{url}/v1/runs/{run['id']}").json()["status"] not in ("cancelled", "done", "failed"):
+                time.sleep(0.5)  # let the worker stop at its batch boundary before the server goes away
 
 
 if __name__ == "__main__":
