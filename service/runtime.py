@@ -63,12 +63,14 @@ class Runtime:
         return self.settings.models.generator_backend == "openai"
 
     def backend(self) -> Backend:
-        with self.lock:
-            if self._backend is None:
-                backend = Backend(self.settings.models, self.settings.generation)
-                backend.served()  # fails now, with the fix, if the server is not there
-                self._backend = backend
-            return self._backend
+        if self._backend is None:
+            # reached outside the lock: a backend that is down (timeouts, retries) must not hold up the
+            # in-process scratch arm or the retriever
+            backend = Backend(self.settings.models, self.settings.generation)
+            backend.served()  # fails now, with the fix, if the server is not there
+            with self.lock:
+                self._backend = self._backend or backend
+        return self._backend
 
     def load_generation(self) -> None:
         """Make ready what the arms generate with: the local model, or the backend connection."""
