@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -19,6 +20,7 @@ def json_formatter() -> logging.Formatter:
         style="{",
         rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
         datefmt="%Y-%m-%dT%H:%M:%S%z",
+        reserved_attrs=[*RESERVED_ATTRS, "color_message"],  # uvicorn's ANSI copy of the message
     )
 
 
@@ -32,3 +34,7 @@ def configure_logging(fmt: str = "text", level: str | int = "WARNING") -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []  # propagate to the root handler, one format for all
         logging.getLogger(name).propagate = True
+    if fmt == "json":  # progress bars are not log lines: they would break a JSON-lines stream
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
