@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from service.api.monitoring import Telemetry
+from service.arms import ARMS
 from service.coalesce import Coalescer
 from service.runtime import Runtime
 from service.settings import Settings
@@ -57,3 +59,38 @@ def get_coalescer(request: Request) -> Coalescer:
 
 
 CoalescerDep = Annotated[Coalescer, Depends(get_coalescer)]
+
+
+class Problem(BaseModel):
+    """Every error body: what went wrong and what to change (request validation lists each field)."""
+
+    detail: str | list[dict[str, Any]] = Field(description="The reason, naming the limit, setting or command.")
+
+
+_REASONS = {
+    401: "missing or wrong API key (when api.api_keys is set)",
+    404: "no such model, run, job or corpus",
+    409: "not ready: index missing, adapter untrained or for another model, backend lacks the LoRA module",
+    413: "body, question or batch over its limit (the message names the setting)",
+    422: "invalid field, or a value over a configured limit",
+    503: "the generator backend does not answer",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error codes a router can answer, all with the Problem body."""
+    return {code: {"model": Problem, "description": _REASONS[code]} for code in (401, 413, 422, *codes)}
+
+
+def arm_name(*names: str) -> Any:
+    """A string field documented as one of `names` (default: every arm); the validator accepts 'rag+lora' too."""
+    choices = list(names or ARMS)
+    return Annotated[
+        str, WithJsonSchema({"type": "string", "enum": [*choices, *(["rag+lora"] if "rag_lora" in choices else [])]})
+    ]
+
+
+CORPUS_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+CorpusName = Annotated[
+    str, Field(pattern=CORPUS_NAME_PATTERN, description="A corpus folder name next to the served one.")
+]

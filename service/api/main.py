@@ -46,6 +46,33 @@ async def backend_down(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "30"})
 
 
+def document_limits(app: FastAPI, limits) -> None:
+    """Write this deployment's configured limits into the OpenAPI schema, so clients (and schemathesis)
+    see the same bounds the handlers enforce."""
+    bounds = {
+        "top_k": {"maximum": limits.max_top_k},
+        "question": {"maxLength": limits.max_question_chars},
+        "questions": {"maxItems": limits.max_batch_questions},
+        "max_tokens": {"maximum": limits.max_tokens},
+        "max_completion_tokens": {"maximum": limits.max_tokens},
+    }
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            for model in schema["components"]["schemas"].values():
+                for name, prop in model.get("properties", {}).items():
+                    for variant in [prop, *prop.get("anyOf", [])]:
+                        if variant.get("type") in ("integer", "string", "array") and name in bounds:
+                            variant.update(bounds[name])
+                    if name == "questions":
+                        prop["items"]["maxLength"] = limits.max_question_chars
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
 def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
     """An app serving `corpus` (default: settings.corpus)."""
     corpus = Path(corpus or settings.corpus)
@@ -79,6 +106,7 @@ def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
     for error in NOT_READY:
         app.add_exception_handler(error, not_ready)
     app.add_exception_handler(BackendUnavailable, backend_down)
+    document_limits(app, settings.api)
     app.add_middleware(RequestGuard, telemetry=app.state.telemetry, max_body_bytes=settings.api.max_body_bytes)
     if settings.api.cors_origins:
         app.add_middleware(

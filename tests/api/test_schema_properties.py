@@ -1,9 +1,12 @@
 """Property-based API test: schemathesis generates requests from the app's own OpenAPI schema.
 
-Every operation gets valid and invalid inputs (odd ids, huge numbers, unknown arms, empty
-bodies); none may answer with a 5xx (a ready service; /readyz answers 503 only
-while warming up). The app serves the tiny fixture models over a real index,
-so query and chat requests really generate and the rag arms really retrieve.
+Every operation gets valid and invalid inputs (odd ids, huge numbers, unknown arms, extra
+fields, missing or wrong API keys). Checked with schemathesis' default checks: no 5xx (for a
+ready service; /readyz answers 503 only while warming up), only documented status codes and
+content types, responses matching their schemas, schema-valid requests accepted (the schema
+carries this deployment's configured limits), and requests without the key refused. The app
+serves the tiny fixture models over a real index, so query and chat requests really generate
+and the rag arms really retrieve.
 
 Operations are driven one by one with hypothesis rather than through
 `schemathesis.pytest.from_fixture`, whose lazy loader breaks under pytest 9.
@@ -12,26 +15,28 @@ Operations are driven one by one with hypothesis rather than through
 import hypothesis
 import pytest
 import schemathesis
-from schemathesis.checks import not_a_server_error
 
 from service.api.main import create_app, warm_up
 from service.runtime import Runtime
 
+KEY = "property-test-key"
+
 
 @pytest.fixture
 def api_schema(settings, corpus):
-    api = settings.api.model_copy(update={"warm_up": False, "max_tokens": 16})
+    api = settings.api.model_copy(update={"warm_up": False, "max_tokens": 16, "api_keys": [KEY]})
     app = create_app(settings.model_copy(update={"api": api}), corpus)
     Runtime(settings, corpus).index()
     warm_up(app.state.runtime)  # a ready service: /readyz's 503 before warm-up is by design
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
-def test_no_generated_request_gets_a_server_error(api_schema):
+def test_generated_requests_get_documented_answers_and_never_a_server_error(api_schema):
     operations = [result.ok() for result in api_schema.get_all_operations()]
     labels = {op.label for op in operations}
-    assert {"POST /v1/query", "POST /v1/chat/completions", "POST /v1/runs", "DELETE /v1/runs/{run_id}",
-            "PUT /v1/corpora/{name}/documents/{doc_id}", "GET /v1/runs/{run_id}/report"} <= labels, labels  # fmt: skip
+    assert {"POST /v1/query", "POST /v1/query/batch", "POST /v1/chat/completions", "POST /v1/runs",
+            "DELETE /v1/runs/{run_id}", "PUT /v1/corpora/{name}/documents/{doc_id}",
+            "GET /v1/runs/{run_id}/report"} <= labels, labels  # fmt: skip
     for operation in operations:
 
         @hypothesis.given(case=operation.as_strategy())
@@ -39,7 +44,15 @@ def test_no_generated_request_gets_a_server_error(api_schema):
             max_examples=15, deadline=None, derandomize=True, database=None,
             suppress_health_check=list(hypothesis.HealthCheck),
         )  # fmt: skip
-        def no_server_error(case):
-            case.call_and_validate(checks=[not_a_server_error])
+        def conforms(case):
+            case.call_and_validate(headers={"Authorization": f"Bearer {KEY}"})
 
-        no_server_error()
+        conforms()
+
+
+def test_the_schema_carries_the_configured_limits(api_schema):
+    schemas = api_schema.raw_schema["components"]["schemas"]
+    assert schemas["QueryRequest"]["properties"]["top_k"]["anyOf"][0]["maximum"] == 20
+    assert schemas["BatchQueryRequest"]["properties"]["questions"]["maxItems"] == 64
+    assert schemas["ChatRequest"]["properties"]["max_tokens"]["anyOf"][0]["maximum"] == 16
+    assert "401" in api_schema.raw_schema["paths"]["/v1/query"]["post"]["responses"]

@@ -15,11 +15,12 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import RuntimeDep
+from service.api.deps import CORPUS_NAME_PATTERN, RuntimeDep, errors
 from service.api.routes.runs import CORPUS_NAME
 from service.documents import SUFFIXES
 
-router = APIRouter(prefix="/v1", tags=["corpora"])
+router = APIRouter(prefix="/v1", tags=["corpora"], responses=errors(404, 409))
+Name = Annotated[str, PathParam(pattern=CORPUS_NAME_PATTERN, description="The served corpus's folder name.")]
 DocId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$", description="Document id.")]
 
 
@@ -84,14 +85,14 @@ def _apply(runtime, doc_id: str, text: str | None) -> dict:
 
 
 @router.put("/corpora/{name}/documents/{doc_id}")
-async def put_document(name: str, doc_id: DocId, body: DocumentIn, runtime: RuntimeDep) -> dict:
+async def put_document(name: Name, doc_id: DocId, body: DocumentIn, runtime: RuntimeDep) -> dict:
     """Add or replace a document (stored as documents/<doc_id>.md); the next query sees it."""
     _served(runtime, name)
     return await run_in_threadpool(_apply, runtime, doc_id, body.text)
 
 
 @router.delete("/corpora/{name}/documents/{doc_id}")
-async def delete_document(name: str, doc_id: DocId, runtime: RuntimeDep) -> dict:
+async def delete_document(name: Name, doc_id: DocId, runtime: RuntimeDep) -> dict:
     folder = _served(runtime, name)
     if not _existing(folder, doc_id):
         raise HTTPException(404, f"no document '{doc_id}' in corpus '{name}'")

@@ -12,7 +12,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "Not ready: the body says what is missing."}})
 def readyz(request: Request, response: Response) -> dict:
     """Ready when the generator is loaded and the corpus index exists; 503 (with what is missing) otherwise."""
     runtime = request.app.state.runtime
@@ -30,7 +30,7 @@ def readyz(request: Request, response: Response) -> dict:
     return body
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
 def metrics(request: Request) -> Response:
     """Prometheus text format: requests and latency per route, answers and generation time per arm."""
     return Response(generate_latest(request.app.state.telemetry.registry), media_type=CONTENT_TYPE_LATEST)

@@ -23,10 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from service import adapters
-from service.api.deps import CoalescerDep, RuntimeDep, SettingsDep, TelemetryDep
+from service.api.deps import CoalescerDep, RuntimeDep, SettingsDep, TelemetryDep, errors
 from service.arms import ARMS, Query, UnknownArm, parse_arm, prompts_for
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], responses=errors(404, 409, 503))
 
 
 class ChatMessage(BaseModel):

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import CoalescerDep, RuntimeDep, SettingsDep, TelemetryDep
+from service.api.deps import CoalescerDep, RuntimeDep, SettingsDep, TelemetryDep, arm_name, errors
 from service.arms import ARMS, Answer, Query, answer, parse_arm
 
 
 class ArmsRequest(BaseModel):
-    arms: list[str] = Field(default=["base", "rag"], min_length=1, description=f"Arms to run: {', '.join(ARMS)}.")
+    arms: list[arm_name()] = Field(default=["base", "rag"], min_length=1, description="Arms to run.")
     top_k: int | None = Field(None, ge=1, description="Passages for retrieving arms (default from settings).")
 
     @field_validator("arms")
@@ -21,11 +23,13 @@ class ArmsRequest(BaseModel):
 
 
 class QueryRequest(ArmsRequest):
-    question: str = Field(min_length=1, description="The question every arm answers.")
+    question: str = Field(min_length=1, pattern=r"\S", description="The question every arm answers.")
 
 
 class BatchQueryRequest(ArmsRequest):
-    questions: list[str] = Field(min_length=1, description="Questions every arm answers, generated in batches.")
+    questions: list[Annotated[str, Field(min_length=1, pattern=r"\S")]] = Field(
+        min_length=1, description="Questions every arm answers, generated in batches."
+    )
 
 
 class PassageOut(BaseModel):
@@ -55,7 +59,7 @@ class BatchQueryResponse(BaseModel):
     results: list[QueryResponse] = Field(description="One entry per question, in the order given.")
 
 
-router = APIRouter(prefix="/v1", tags=["query"])
+router = APIRouter(prefix="/v1", tags=["query"], responses=errors(409, 503))
 
 
 def check_limits(questions: list[str], top_k: int | None, limits) -> None:

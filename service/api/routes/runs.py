@@ -9,17 +9,18 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, WithJsonSchema, field_validator
 
 from eval.metrics import report_families
 from eval.store import JobRecord, RunNotFound
-from service.api.deps import SettingsDep
+from service.api.deps import CORPUS_NAME_PATTERN, CorpusName, SettingsDep, arm_name, errors
 from service.arms import ARMS, parse_arm
 from service.settings import Settings
 
-router = APIRouter(prefix="/v1", tags=["runs"])
+router = APIRouter(prefix="/v1", tags=["runs"], responses=errors(404, 409))
 JobId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$", description="A run or job id.")]
-CORPUS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+CORPUS_NAME = re.compile(CORPUS_NAME_PATTERN)
+Family = Annotated[str, WithJsonSchema({"type": "string", "enum": report_families()})]
 REPORT_FILES = {"": ("report.html", "text/html"), ".json": ("results.json", "application/json"),
                 ".md": ("report.md", "text/markdown")}  # fmt: skip
 
@@ -37,9 +38,9 @@ def resolve_corpus(settings: Settings, name: str | None) -> Path:
 
 
 class RunRequest(BaseModel):
-    corpus: str | None = Field(None, description="Corpus name (default: the served corpus).")
-    arms: list[str] = Field(default_factory=lambda: list(ARMS), min_length=1)
-    families: list[str] | None = Field(None, description="Default: eval.families.")
+    corpus: CorpusName | None = Field(None, description="Corpus name (default: the served corpus).")
+    arms: list[arm_name()] = Field(default_factory=lambda: list(ARMS), min_length=1)
+    families: list[Family] | None = Field(None, description="Default: eval.families.")
     limit: int | None = Field(None, ge=1, le=100_000, description="Test rows per family.")
     seed: int | None = None
 
@@ -58,8 +59,8 @@ class RunRequest(BaseModel):
 
 
 class AdapterRequest(BaseModel):
-    corpus: str | None = None
-    arms: list[str] = Field(default=["lora", "rag_lora", "scratch"], min_length=1)
+    corpus: CorpusName | None = None
+    arms: list[arm_name("lora", "rag_lora", "scratch")] = Field(default=["lora", "rag_lora", "scratch"], min_length=1)
 
     @field_validator("arms")
     @classmethod
@@ -115,6 +116,10 @@ def cancel_run(run_id: JobId, request: Request) -> dict:
     return _out(_worker(request).cancel(run_id))
 
 
+def _file(media: str) -> dict:
+    return {200: {"content": {media: {}}, "description": "The report file."}}
+
+
 def _report(run_id: str, suffix: str, request: Request, settings: Settings) -> FileResponse:
     job = _job(request, run_id)
     name, media = REPORT_FILES[suffix]
@@ -124,18 +129,18 @@ def _report(run_id: str, suffix: str, request: Request, settings: Settings) -> F
     return FileResponse(path, media_type=media)
 
 
-@router.get("/runs/{run_id}/report")
+@router.get("/runs/{run_id}/report", response_class=FileResponse, responses=_file("text/html"))
 def run_report(run_id: JobId, request: Request, settings: SettingsDep) -> FileResponse:
     """The self-contained HTML report."""
     return _report(run_id, "", request, settings)
 
 
-@router.get("/runs/{run_id}/report.json")
+@router.get("/runs/{run_id}/report.json", response_class=FileResponse, responses=_file("application/json"))
 def run_report_json(run_id: JobId, request: Request, settings: SettingsDep) -> FileResponse:
     return _report(run_id, ".json", request, settings)
 
 
-@router.get("/runs/{run_id}/report.md")
+@router.get("/runs/{run_id}/report.md", response_class=FileResponse, responses=_file("text/markdown"))
 def run_report_md(run_id: JobId, request: Request, settings: SettingsDep) -> FileResponse:
     return _report(run_id, ".md", request, settings)
 

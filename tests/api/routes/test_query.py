@@ -37,7 +37,7 @@ def test_query_returns_every_arm_with_passages(client):
         ({"question": "x" * 2001}, 413, "the limit is 2000 (api.max_question_chars)"),
         ({"questions": ["q"] * 65}, 413, "65 questions in one batch; the limit is 64 (api.max_batch_questions)"),
         ({"questions": []}, 422, "questions"),
-        ({"questions": ["q", " "]}, 422, "question 1 is empty"),
+        ({"questions": ["q", " "]}, 422, '"questions",1]'),
         ({"questions": ["q", "x" * 2001]}, 413, "question 1 is 2001 characters"),
         ({"questions": ["q"], "top_k": 21}, 422, "(api.max_top_k)"),
     ],
