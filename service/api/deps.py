@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Annotated, Any
 
@@ -91,6 +92,7 @@ def arm_name(*names: str) -> Any:
 
 
 CORPUS_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+CORPUS_NAME = re.compile(CORPUS_NAME_PATTERN)
 CorpusName = Annotated[
     str, Field(pattern=CORPUS_NAME_PATTERN, description="A corpus folder name next to the served one.")
 ]

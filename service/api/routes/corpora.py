@@ -15,8 +15,7 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import CORPUS_NAME_PATTERN, RuntimeDep, errors
-from service.api.routes.runs import CORPUS_NAME
+from service.api.deps import CORPUS_NAME, CORPUS_NAME_PATTERN, RuntimeDep, errors
 from service.documents import SUFFIXES
 
 router = APIRouter(prefix="/v1", tags=["corpora"], responses=errors(404, 409))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated
 
@@ -13,13 +12,12 @@ from pydantic import BaseModel, Field, WithJsonSchema, field_validator
 
 from eval.metrics import report_families
 from eval.store import JobRecord, RunNotFound
-from service.api.deps import CORPUS_NAME_PATTERN, CorpusName, SettingsDep, arm_name, errors
+from service.api.deps import CORPUS_NAME, CorpusName, SettingsDep, arm_name, errors
 from service.arms import ARMS, parse_arm
 from service.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["runs"], responses=errors(404, 409))
 JobId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$", description="A run or job id.")]
-CORPUS_NAME = re.compile(CORPUS_NAME_PATTERN)
 Family = Annotated[str, WithJsonSchema({"type": "string", "enum": report_families()})]
 REPORT_FILES = {"": ("report.html", "text/html"), ".json": ("results.json", "application/json"),
                 ".md": ("report.md", "text/markdown")}  # fmt: skip
