@@ -128,16 +128,7 @@ class RemoteGenerator:
         with ThreadPoolExecutor(max_workers=min(self.backend.settings.backend_concurrency, len(prompts) or 1)) as pool:
             responses = list(pool.map(lambda m: self._request(m, max_new_tokens), prompts))
         latency_ms = (time.perf_counter() - t0) * 1000
-        return [
-            Generation(
-                text=(r.choices[0].message.content or "").strip(),
-                prompt_tokens=r.usage.prompt_tokens if r.usage else 0,
-                generated_tokens=r.usage.completion_tokens if r.usage else 0,
-                latency_ms=latency_ms,
-                batch_size=len(prompts),
-            )
-            for r in responses
-        ]
+        return [_generation(r.choices[0].message.content, r.usage, latency_ms, len(prompts)) for r in responses]
 
     def stream(self, messages: Messages, max_new_tokens: int | None = None, on_done=None):
         """Yield the answer piece by piece; `on_done(Generation)` gets the server's token counts."""
@@ -151,5 +142,10 @@ class RemoteGenerator:
                     pieces.append(choice.delta.content)
                     yield choice.delta.content
         if on_done is not None:
-            on_done(Generation("".join(pieces).strip(), usage.prompt_tokens if usage else 0,
-                               usage.completion_tokens if usage else 0, (time.perf_counter() - t0) * 1000, 1))  # fmt: skip
+            on_done(_generation("".join(pieces), usage, (time.perf_counter() - t0) * 1000, 1))
+
+
+def _generation(text: str | None, usage, latency_ms: float, batch_size: int) -> Generation:
+    """A Generation from the server's text and `usage` (token counts are 0 when a server sends none)."""
+    return Generation((text or "").strip(), usage.prompt_tokens if usage else 0,
+                      usage.completion_tokens if usage else 0, latency_ms, batch_size)  # fmt: skip

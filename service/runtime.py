@@ -124,7 +124,7 @@ class Runtime:
 
     @contextmanager
     def generator_for(self, arm: Arm) -> Iterator[Generator | RemoteGenerator]:
-        """The generator with `arm`'s weights active, held under the lock for the whole batch."""
+        """The generator with `arm`'s weights active, held under the lock for the whole batch (in-process arms)."""
         if not self.runs_locally(arm):
             yield self._remote_generator(arm)  # no lock: the server batches concurrent requests
             return
