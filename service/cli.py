@@ -319,6 +319,22 @@ def corpus_validate(corpus: Annotated[Path, typer.Argument(help="Corpus folder t
         typer.echo(f"  {family:11s} train {by_split['train']:4d}  test {by_split['test']:4d}")
 
 
+@corpus_app.command("audit")
+def corpus_audit(corpus: Annotated[Path, typer.Argument(help="Corpus folder to audit.")]) -> None:
+    """Look for shortcuts in the task suite: train/test near-duplicates, shared abstention entities, surface
+    rules, guessable answers, unbalanced labels, answers missing from their documents."""
+    from eval.audit import audit_corpus, render
+    from eval.tasks import CorpusError
+
+    try:
+        report = audit_corpus(corpus)
+    except CorpusError as exc:
+        fail(f"{corpus} does not validate; run `ragft corpus validate {corpus}` and fix it first.\n{exc}")
+    typer.echo(render(report), nl=False)
+    if not report.passed:
+        fail(f"{corpus}: {len(report.failed)} audit check(s) failed; each 'fix:' line says what to change")
+
+
 @backend_app.command("vllm-args")
 def backend_vllm_args(
     corpus: Annotated[Path, typer.Option(help="Corpus whose trained adapters vLLM should serve.")] = Path(
