@@ -1,7 +1,20 @@
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
-from eval.stats import compare, interval
+from eval.stats import (
+    clustered_se,
+    compare,
+    design_effect,
+    holm,
+    interval,
+    mcnemar_interval,
+    minimum_detectable_difference,
+    non_inferiority,
+    paired_power,
+    rows_needed,
+    wilson,
+)
 
 
 def test_bootstrap_interval_on_a_known_distribution():
@@ -21,17 +34,45 @@ def test_bootstrap_covers_the_true_mean_about_95_percent_of_the_time():
     assert 176 <= covered <= 198  # 95% of 200 = 190; percentile intervals run a little narrow on skewed data
 
 
-def test_degenerate_and_empty_samples():
-    assert interval([1, 1, 1], 0) == interval([1.0, 1.0, 1.0], 0)
-    ci = interval([1, 1, 1], 0)
-    assert (ci.value, ci.ci_low, ci.ci_high, ci.n) == (1.0, 1.0, 1.0, 3)
+def test_rates_get_wilson_intervals_never_a_zero_width_one():
+    none_right = interval([0] * 10, seed=0)
+    assert none_right.method == "wilson" and none_right.ci_low == 0.0
+    assert none_right.ci_high == pytest.approx(0.2775, abs=1e-4) and none_right.ci_high > 0.25  # 3.84 / 13.84
+    all_right = interval([1, 1, 1], 0)
+    assert (all_right.value, all_right.ci_high, all_right.n) == (1.0, 1.0, 3)
+    assert all_right.ci_low == pytest.approx(3 / (3 + 1.96**2), abs=1e-3)  # Wilson's lower bound at p = 1
+    assert wilson(8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)  # Newcombe (1998), table I
     assert interval([], 0).n == 0
 
 
-def test_aggregate_statistic_is_bootstrapped_over_rows():
+def test_aggregate_statistic_is_bootstrapped_over_rows_or_clusters():
     pairs = [("a", "a")] * 8 + [("b", "a")] * 2
-    ci = interval(pairs, 0, aggregate=lambda ps: sum(g == p for g, p in ps) / len(ps))
+    accuracy = lambda ps: sum(g == p for g, p in ps) / len(ps)  # noqa: E731
+    ci = interval(pairs, 0, aggregate=accuracy)
     assert ci.value == pytest.approx(0.8) and ci.ci_low < 0.8 < ci.ci_high
+    clustered = interval(pairs, 0, aggregate=accuracy, clusters=["d1"] * 5 + ["d2"] * 5)
+    assert clustered.method == "cluster-bootstrap" and clustered.ci_low <= 0.6  # only two clusters: d2 scores 0.6
+
+
+def test_clustered_standard_error_matches_statsmodels():
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(3)
+    clusters = np.repeat(np.arange(12), 5)
+    y = rng.normal(size=12)[clusters] + rng.normal(size=60)
+    fit = sm.OLS(y, np.ones(60)).fit(cov_type="cluster", cov_kwds={"groups": clusters})
+    assert clustered_se(y, clusters) == pytest.approx(float(fit.bse[0]), rel=1e-9)
+
+
+def test_rows_that_share_a_document_widen_the_interval():
+    values = [1] * 5 + [0] * 5 + [1] * 5 + [1] * 5  # four documents, five identical answers each
+    docs = [d for d in "abcd" for _ in range(5)]
+    alone, clustered = interval(values, 0), interval(values, 0, clusters=docs)
+    assert clustered.method == "wilson-clustered" and design_effect(values, docs) == pytest.approx(5 * 19 / 20 * 4 / 3)
+    assert clustered.ci_low < alone.ci_low and clustered.ci_high > alone.ci_high
+    assert interval(values, 0, clusters=list(range(20))) == alone  # one row per cluster: nothing to correct
+    scores = list(np.random.default_rng(0).uniform(0, 1, 20))
+    assert interval(scores, 0, clusters=docs).method == "cluster-bootstrap"
 
 
 def test_mcnemar_exact_on_binary_pairs():
@@ -39,9 +80,36 @@ def test_mcnemar_exact_on_binary_pairs():
     b = [0] * 10 + [1] * 5 + [0] * 5  # 10 discordant pairs, all won by a
     c = compare("a", "b", a, b, seed=0)
     assert c.test == "mcnemar-exact" and c.p_value == pytest.approx(2 * 0.5**10) and c.significant
-    assert c.difference == pytest.approx(0.5)
+    assert c.difference == pytest.approx(0.5) and 0 < c.ci_low < 0.5 < c.ci_high
     tie = compare("a", "b", [1, 0, 1, 0], [0, 1, 0, 1], seed=0)
-    assert tie.p_value == 1.0 and not tie.significant
+    assert tie.p_value == 1.0 and not tie.significant and tie.ci_low < 0 < tie.ci_high
+
+
+def test_five_nil_split_is_not_significant_and_its_interval_says_so():
+    c = compare("a", "b", [1] * 5 + [0] * 5, [0] * 10, seed=0)
+    assert c.p_value == pytest.approx(0.0625) and not c.significant and c.ci_low < 0 < c.ci_high
+    six = compare("a", "b", [1] * 6 + [0] * 4, [0] * 10, seed=0)
+    assert six.p_value == pytest.approx(0.03125) and six.significant and six.ci_low > 0
+    same = compare("a", "b", [1] * 10, [1] * 10, seed=0)  # no row differs: still not "exactly equal"
+    assert same.ci_low == pytest.approx(-(1 - 0.025 ** (1 / 10))) and same.ci_high == -same.ci_low
+
+
+def test_binary_interval_agrees_with_the_exact_test_on_every_split():
+    for n in (10, 25, 60):
+        for wins in range(0, n + 1, 3):
+            for losses in range(0, n - wins + 1, 2):
+                a = [1] * wins + [0] * losses + [1] * (n - wins - losses)
+                b = [0] * wins + [1] * losses + [1] * (n - wins - losses)
+                c = compare("a", "b", a, b, seed=0)
+                assert c.significant == (c.ci_low > 0 or c.ci_high < 0), (n, wins, losses)
+
+
+def test_binary_interval_covers_the_true_difference():
+    rng = np.random.default_rng(2)
+    for n, p10, p01 in [(10, 0.1, 0.1), (30, 0.25, 0.1), (200, 0.3, 0.25)]:
+        draws = rng.multinomial(n, [p10, p01, 1 - p10 - p01], size=1000)
+        covered = [lo <= p10 - p01 <= hi for lo, hi in (mcnemar_interval(w, lo_, n) for w, lo_, _ in draws)]
+        assert np.mean(covered) >= 0.95, (n, p10, p01)
 
 
 def test_paired_bootstrap_on_continuous_scores():
@@ -51,3 +119,64 @@ def test_paired_bootstrap_on_continuous_scores():
     assert better.test == "paired-bootstrap" and better.significant and better.ci_low == pytest.approx(0.05)
     noise = compare("x", "y", list(base + rng.normal(0, 0.1, 200)), list(base), 0)
     assert not noise.significant and noise.ci_low < 0 < noise.ci_high
+
+
+def test_clustered_comparison_counts_documents_not_rows():
+    # a wins every row of three documents and loses every row of one; ten rows per document
+    a = [1] * 30 + [0] * 10 + [1] * 20
+    b = [0] * 30 + [1] * 10 + [1] * 20
+    docs = [d for d in "abcdef" for _ in range(10)]
+    assert compare("a", "b", a, b, 0).significant  # 30-10 discordant rows, as if independent
+    c = compare("a", "b", a, b, 0, clusters=docs)
+    assert c.test == "paired-cluster-t" and not c.significant and c.ci_low < 0 < c.ci_high
+    t = (1 / 3) / clustered_se(np.array(a) - np.array(b), docs)
+    assert c.p_value == pytest.approx(2 * scipy_stats.t.sf(t, 5))
+
+
+def test_holm_adjusts_in_the_given_order():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])  # 3 * 0.01, max(2 * 0.03, 0.03), carried
+    assert holm([]) == []
+
+
+def test_minimum_detectable_difference_for_paired_rates():
+    # 10 rows: exact McNemar needs 6 of 6 one-way discordant rows, so nothing under 0.6 is detectable
+    mdd_10 = minimum_detectable_difference(10)
+    assert 0.6 < mdd_10 < 0.7 and paired_power(10, mdd_10) == pytest.approx(0.8, abs=1e-3)
+    assert minimum_detectable_difference(100) < minimum_detectable_difference(100, discordance=0.3) < mdd_10
+    assert minimum_detectable_difference(5) == float("inf")  # 5 rows can never reach p < 0.05
+
+
+def test_exact_power_matches_simulation():
+    n, psi, diff = 40, 0.3, 0.2
+    theta = (1 + diff / psi) / 2
+    rng = np.random.default_rng(0)
+    discordant = rng.binomial(n, psi, 2000)
+    wins = rng.binomial(discordant, theta)
+    p = [scipy_stats.binomtest(w, m, 0.5).pvalue if m else 1.0 for w, m in zip(wins, discordant, strict=True)]
+    assert paired_power(n, diff, discordance=psi) == pytest.approx(np.mean(np.array(p) < 0.05), abs=0.03)
+
+
+def test_power_for_mean_metrics_and_rows_needed():
+    # normal approximation: (1.96 + 0.84) * sd / sqrt(n)
+    assert minimum_detectable_difference(400, sd=1.0) == pytest.approx(2.80 / 20, rel=0.02)
+    assert rows_needed(0.1, sd=0.5) == pytest.approx((2.80 / 0.2) ** 2, rel=0.03)
+    need = rows_needed(0.1, discordance=0.2)
+    assert paired_power(need, 0.1, discordance=0.2) >= 0.8 > paired_power(need // 2, 0.1, discordance=0.2)
+    assert rows_needed(0.001, discordance=1.0, max_rows=1000) is None
+
+
+def test_non_inferiority_needs_evidence_not_just_a_tie():
+    small = non_inferiority("base", "rag", [1] * 10, [1] * 10, margin=0.1, seed=0)
+    assert not small.non_inferior and small.p_value == pytest.approx(0.9**10, rel=1e-3)  # no discordance in 10 rows
+    large = non_inferiority("base", "rag", [1] * 200, [1] * 200, margin=0.1, seed=0)
+    assert large.non_inferior and large.ci_low > -0.1
+    worse = non_inferiority("base", "rag", [0] * 40 + [1] * 160, [1] * 200, margin=0.1, seed=0)
+    assert not worse.non_inferior and worse.difference == pytest.approx(-0.2)
+    # lower is better: arm's hallucination rate 0.02 above best's, margin 0.1, on 300 rows
+    rate = non_inferiority("base", "rag", [1] * 6 + [0] * 294, [0] * 300, margin=0.1, seed=0, higher_is_better=False)
+    assert rate.non_inferior and rate.difference == pytest.approx(0.02)
+    rng = np.random.default_rng(4)
+    best = rng.uniform(0, 1, 300)
+    close = non_inferiority("a", "b", list(best - 0.01 + rng.normal(0, 0.05, 300)), list(best), 0.05, seed=0)
+    assert close.test == "paired-bootstrap" and close.non_inferior
+    assert not non_inferiority("a", "b", list(best - 0.1), list(best), 0.05, seed=0).non_inferior
