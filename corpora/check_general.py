@@ -1,9 +1,10 @@
-"""Check the general-knowledge probe candidates against a generator: `python -m corpora.check_general`.
+"""How the configured generator does on the general-knowledge probes: `python -m corpora.check_general`.
 
-Forgetting can only be measured on what the base model knew, so corpus 1 keeps only the
-probes the embedded default answers correctly (greedy, base-arm prompt, answer contained).
-Run it again after changing the probes or the default model, and copy the failures into
-`quillmark.GENERAL_FAILED`.
+Informational only: corpus 1 keeps every probe whatever a model answers. Keeping only the probes the
+base model got right would bias forgetting upward: the items a model gets right partly by luck
+(a greedy decode that happened to land) are the ones it loses again after any change, so "forgetting"
+would be measured on exactly the items most likely to flip. Forgetting is the base-to-arm difference
+on the same fixed probes; this script prints the base model's own score for the data card.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +70,15 @@ def _row(row_id: str, split: str, question: str, fact: Fact, kind: str) -> dict:
         "answers": fact.answers,
         "source_docs": [fact.doc_id],
     }
+
+
+_VOWEL_SOUND = re.compile(r"\b([Aa]) (?=[aeiAEI]|[oO](?!ne\b|nce\b)|[uU](?!ni|s[eu]))")
+
+
+def fix_articles(text: str) -> str:
+    """'a amplified sound permit' -> 'an amplified sound permit': templates fill nouns whose article they cannot
+    know, so every generated file passes through here."""
+    return _VOWEL_SOUND.sub(lambda m: m.group(1) + "n ", text)
 
 
 def jsonl(rows: list[dict]) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from corpora.common import Fact, jsonl, knowledge_rows, markdown_table
+from corpora.common import Fact, fix_articles, jsonl, knowledge_rows, markdown_table
 
 SEED = 7_331
 NAME = "ostwick"
@@ -100,7 +100,23 @@ ABSENT_TOPICS = [
     ("scaffolding licence", "putting up scaffolding"),
     ("pavement cafe licence", "placing cafe tables on the pavement"),
     ("metal detecting permit", "metal detecting in the park"),
+    ("skip hire permit", "leaving a skip on the road"),
+    ("charity collection permit", "collecting for charity in the high street"),
+    ("boat launch permit", "launching a boat from the town slipway"),
+    ("sandwich board consent", "placing a sandwich board on the pavement"),
 ]
+# Details no chapter gives about its real permit or topic: (train wording, test wording)
+CHAPTER_GAPS = {
+    "renewal": (["What is the renewal fee for a {permit}?"], ["How much is it to renew a {permit}?"]),
+    "discount": (["What discount do pensioners get on a {permit}?"], ["How much do over-65s pay for a {permit}?"]),
+    "form": (["Which form is used to apply for a {permit}?"], ["What is the name of the form for a {permit}?"]),
+    "repeat": (["What is the fine for a second breach of the {topic} rules?"],
+               ["How large is the penalty for a repeat {topic} offence?"]),
+    "refund": (["How much of the {permit} fee is refunded if I cancel?"], ["What refund applies to a cancelled {permit}?"]),
+}  # fmt: skip
+FALSE_PREMISES = (["What year did the Council abolish the {permit}?"], ["When was the {permit} abolished?"])
+# abstention rows per split: invented permits, missing details of real ones, false premises
+ABSTENTION_MIX = {"train": (4, 5, 1), "test": (8, 10, 2)}
 
 TEMPLATES = {
     "fee": (
@@ -133,33 +149,69 @@ TEMPLATES = {
     ),
 }
 
+# (train templates, test templates) per department: test requests use wording and structures no train row uses
 ROUTING_REQUESTS = {
-    "Planning": [
-        "I want to build an extension at {a}.",
-        "Do I need consent for a new shop sign on {a}?",
-        "My neighbour on {a} put up a fence that looks too tall.",
-    ],
-    "Environment": [
-        "The bins on {a} were not collected.",
-        "There is loud music every night on {a}.",
-        "Someone is burning rubbish in a garden on {a}.",
-    ],
-    "Licensing": [
-        "I would like to sell hot food from a pitch on {a}.",
-        "We plan a street party on {a}.",
-        "How do I become a taxi driver based near {a}?",
-    ],
-    "Highways": [
-        "There is a pothole outside {a}.",
-        "The grit bin on {a} is empty.",
-        "I need a parking permit for {a}.",
-    ],
-    "Parks": [
-        "The playground swings near {a} are broken.",
-        "I want to rent an allotment close to {a}.",
-        "Dogs are off the lead in the park by {a}.",
-    ],
+    "Planning": (
+        [
+            "I want to build an extension at {a}.",
+            "Do I need consent for a new shop sign on {a}?",
+            "My neighbour on {a} put up a fence that looks too tall.",
+        ],
+        [
+            "Is permission needed before converting the loft of a house on {a}?",
+            "A dormer window is going up next door on {a} without any notice being posted.",
+        ],
+    ),
+    "Environment": (
+        [
+            "The bins on {a} were not collected.",
+            "There is loud music every night on {a}.",
+            "Someone is burning rubbish in a garden on {a}.",
+        ],
+        [
+            "Rubbish has been dumped in the alley behind {a} for a week now.",
+            "Who deals with smoke from a neighbour's chimney drifting over {a}?",
+        ],
+    ),
+    "Licensing": (
+        [
+            "I would like to sell hot food from a pitch on {a}.",
+            "We plan a street party on {a}.",
+            "How do I become a taxi driver based near {a}?",
+        ],
+        [
+            "Our band wants to put on a paid concert in a hall on {a}; who signs that off?",
+            "A pub on {a} hopes to open its beer garden for a weekend festival.",
+        ],
+    ),
+    "Highways": (
+        [
+            "There is a pothole outside {a}.",
+            "The grit bin on {a} is empty.",
+            "I need a parking permit for {a}.",
+        ],
+        [
+            "Cars park half on the pavement along {a} every morning.",
+            "Since Tuesday the street lights on {a} have been out.",
+        ],
+    ),
+    "Parks": (
+        [
+            "The playground swings near {a} are broken.",
+            "I want to rent an allotment close to {a}.",
+            "Dogs are off the lead in the park by {a}.",
+        ],
+        [
+            "Someone has smashed the benches on the green behind {a}.",
+            "Could the overgrown hedges in the recreation ground near {a} be cut back?",
+        ],
+    ),
 }
+# house-style questions: (train templates, test templates)
+STYLE_QUESTIONS = (
+    ["Is {activity} allowed at {time}?"],
+    ["Would {activity} at {time} break the {topic} rules?", "Am I within the rules if I am {activity} at {time}?"],
+)
 STREETS = [
     "Mill Lane",
     "Quay Street",
@@ -184,10 +236,10 @@ def _chapter(rng: random.Random, number: int, topic: tuple) -> tuple[str, dict]:
     title, permit, activity, unit, dept = topic
     v = {
         "fee": f"£{rng.randrange(12, 480)}",
-        "validity": f"{rng.choice([3, 6, 12, 24, 36])} months",
+        "validity": f"{rng.choice([1, 2, 3, 4, 6, 9, 12, 18, 24, 36, 48, 60])} months",
         "fine": f"£{rng.randrange(50, 2500, 10)}",
-        "start": _hour(rng.randrange(6, 11), rng.choice([0, 30])),
-        "end": _hour(rng.randrange(17, 23), rng.choice([0, 30])),
+        "start": _hour(rng.randrange(6, 11), rng.choice([0, 15, 30, 45])),
+        "end": _hour(rng.randrange(17, 23), rng.choice([0, 15, 30, 45])),
         "limit": str(rng.randrange(2, 60)),
         "department": dept,
     }
@@ -271,13 +323,32 @@ def build() -> dict[str, str]:
     train, test = knowledge_rows(facts, rng, "ow", n_unseen=30, n_paraphrase=30)
     unseen = {r["id"].removeprefix("ow-unseen-") for r in test if r["kind"] == "unseen"}
 
+    behaviour = _behaviour_rows(rng, chapters, unseen)
+    abstention = _abstention_rows(rng, chapters)
+
+    files["tasks/knowledge.jsonl"] = jsonl(train + test)
+    files["tasks/behaviour.jsonl"] = jsonl(behaviour)
+    files["tasks/abstention.jsonl"] = jsonl(abstention)
+    return {path: fix_articles(text) for path, text in files.items()}
+
+
+def _split_templates(pair: tuple[list[str], list[str]], split: str) -> list[str]:
+    return pair[0] if split == "train" else pair[1]
+
+
+TIMES = [_hour(h, m) for h in range(5, 24) for m in (0, 15, 30, 45)]
+
+
+def _behaviour_rows(rng: random.Random, chapters: list[tuple], unseen: set[str]) -> list[dict]:
+    """Routing labels and house-style answers: labels and verdicts cycle so each split is balanced, and test
+    inputs come from held-out templates; style rows never ask about an `unseen` fact."""
     behaviour, seen = [], set()
     labels = DEPARTMENTS
     for split, count in (("train", 40), ("test", 20)):
         made = 0
         while made < count:
             label = labels[made % len(labels)]
-            text = rng.choice(ROUTING_REQUESTS[label]).format(a=rng.choice(STREETS))
+            text = rng.choice(_split_templates(ROUTING_REQUESTS[label], split)).format(a=rng.choice(STREETS))
             if text in seen:
                 continue
             seen.add(text)
@@ -301,14 +372,15 @@ def build() -> dict[str, str]:
             doc_id, topic, values = rng.choice(chapters)
             if f"{doc_id}.start" in unseen or f"{doc_id}.end" in unseen:
                 continue
-            hour = rng.choice([5, 7, 9, 12, 15, 18, 20, 22, 23])
-            question = f"Is {topic[2]} allowed at {_hour(hour)}?"
+            verdict = "Allowed" if made % 2 == 0 else "Prohibited"
+            inside = [t for t in TIMES if values["start"] <= t <= values["end"]]
+            time = rng.choice(inside if verdict == "Allowed" else [t for t in TIMES if t not in inside])
+            template = rng.choice(_split_templates(STYLE_QUESTIONS, split))
+            question = template.format(activity=topic[2], time=time, topic=topic[0].lower())
             if question in seen:
                 continue
             seen.add(question)
             made += 1
-            ok = values["start"] <= _hour(hour) <= values["end"]
-            verdict = "Allowed" if ok else "Prohibited"
             behaviour.append(
                 {
                     "id": f"ow-style-{split}-{made:03d}",
@@ -322,22 +394,34 @@ def build() -> dict[str, str]:
                     "source_docs": [doc_id],
                 }
             )
-    abstain = [
-        t.format(permit=p) for p, _ in ABSENT_TOPICS for t in (TEMPLATES["fee"][0][0], TEMPLATES["validity"][1][1])
-    ]
-    abstain += [f"Until what time is {a} allowed?" for _, a in ABSENT_TOPICS]
-    rng.shuffle(abstain)
-    abstention = [
-        {
-            "id": f"ow-abstain-{'train' if i < 6 else 'test'}-{i:03d}",
-            "family": "abstention",
-            "split": "train" if i < 6 else "test",
-            "question": q,
-        }
-        for i, q in enumerate(abstain)
-    ]
+    return behaviour
 
-    files["tasks/knowledge.jsonl"] = jsonl(train + test)
-    files["tasks/behaviour.jsonl"] = jsonl(behaviour)
-    files["tasks/abstention.jsonl"] = jsonl(abstention)
-    return files
+
+def _abstention_rows(rng: random.Random, chapters: list[tuple]) -> list[dict]:
+    """Permits the code does not have (asked in the knowledge questions' wording), details no chapter gives about
+    a real permit, and false premises. No invented permit is asked in both splits."""
+    absent = ABSENT_TOPICS[:]
+    rng.shuffle(absent)
+    gaps = [(doc_id, topic, pair) for doc_id, topic, _ in chapters for pair in CHAPTER_GAPS.values()]
+    rng.shuffle(gaps)
+    premises = [(doc_id, topic) for doc_id, topic, _ in chapters]
+    rng.shuffle(premises)
+    rows = []
+    for split, (n_absent, n_gap, n_premise) in ABSTENTION_MIX.items():
+        questions: list[tuple[str, str, list[str]]] = []
+        for permit, activity in absent[:n_absent]:
+            kind = rng.choice(["fee", "validity", "department", "start", "end"])
+            template = rng.choice(_split_templates(TEMPLATES[kind], split))
+            questions.append(("near_miss", template.format(permit=permit, activity=activity), []))
+        for doc_id, topic, pair in gaps[:n_gap]:
+            question = rng.choice(_split_templates(pair, split)).format(permit=topic[1], topic=topic[0].lower())
+            questions.append(("missing_detail", question, [doc_id]))
+        for doc_id, topic in premises[:n_premise]:
+            question = _split_templates(FALSE_PREMISES, split)[0].format(permit=topic[1])
+            questions.append(("false_premise", question, [doc_id]))
+        del absent[:n_absent], gaps[:n_gap], premises[:n_premise]  # test never reuses what train asked
+        rng.shuffle(questions)
+        for i, (kind, question, docs) in enumerate(questions, start=1):
+            row = {"id": f"ow-abstain-{split}-{i:03d}", "family": "abstention", "split": split, "kind": kind}
+            rows.append(row | {"question": question} | ({"source_docs": docs} if docs else {}))
+    return rows

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from corpora.common import Fact, jsonl, knowledge_rows, markdown_table
+from corpora.common import Fact, fix_articles, jsonl, knowledge_rows, markdown_table
 
 SEED = 20261123
 NAME = "quillmark"
@@ -29,7 +29,8 @@ MONTHS = [
     "December",
 ]
 
-# line name, model letter, category, whether it runs on a battery
+# line name, model letter, category, whether it runs on a battery; Heron (the docks) has more models than the
+# others (DOCK_MODELS), so "which dock fits" is not a one-in-five guess
 LINES = [
     ("Kestrel", "K", "Wi-Fi router", False),
     ("Osprey", "O", "security camera", True),
@@ -40,7 +41,11 @@ LINES = [
     ("Heron", "H", "charging dock", False),
     ("Sparrow", "S", "smart plug", False),
 ]
+MODELS_PER_LINE = 5
+DOCK_MODELS = 8
 ABSENT_LINES = [("Plover", "P", "baby monitor"), ("Grebe", "G", "dash camera"), ("Curlew", "C", "smartwatch")]
+# months of cover; wide, so that a guess of the common value is rarely right
+WARRANTY_MONTHS = [6, 9, 12, 15, 18, 24, 30, 36, 42, 48, 60]
 
 CITIES = ["Marrowick", "Pellston Bay", "Aldergate", "Quenby", "Ravensholt", "Dunmere", "Corviston", "Halbrook"]
 ABSENT_CITIES = ["Westerly Cross", "Brindle Hollow", "Fallowmere", "Oskarby", "Tamsworth", "Ivel Harbour"]
@@ -197,7 +202,7 @@ def _products(rng: random.Random) -> list[dict]:
     products = []
     docks: list[str] = []
     for line, letter, cat, battery in LINES:
-        numbers = sorted(rng.sample(range(1, 20), 5))
+        numbers = sorted(rng.sample(range(1, 20), DOCK_MODELS if line == "Heron" else MODELS_PER_LINE))
         for n in numbers:
             name = f"{line} {letter}{n}"
             p = {
@@ -210,7 +215,7 @@ def _products(rng: random.Random) -> list[dict]:
                 "release": f"{rng.choice(MONTHS)} {rng.randrange(2019, 2026)}",
                 "firmware": f"{rng.randrange(1, 9)}.{rng.randrange(0, 20)}.{rng.randrange(0, 10)}",
                 "weight": f"{rng.randrange(40, 2400)} g",
-                "warranty": f"{rng.choice([12, 18, 24, 36])} months",
+                "warranty": f"{rng.choice(WARRANTY_MONTHS)} months",
             }
             if battery:
                 p["battery"] = f"{rng.randrange(4, 80)} hours"
@@ -489,71 +494,162 @@ def _centre_docs(rng: random.Random) -> tuple[dict[str, str], list[Fact]]:
 
 TICKET_CATEGORIES = ["billing", "hardware_fault", "connectivity", "firmware", "returns"]
 PRIORITIES = ["low", "medium", "high", "urgent"]
+# (train templates, test templates): the test wording and sentence structure is held out, so a test ticket is never
+# a train ticket with another product name in it
 TICKET_TEXT = {
-    "billing": [
-        "I was charged twice for my {p} order.",
-        "The invoice for my {p} shows the wrong amount.",
-        "My card was billed but the {p} order says unpaid.",
-    ],
-    "hardware_fault": [
-        "The {p} makes a clicking noise and then shuts off.",
-        "A crack appeared in the case of my {p}.",
-        "The buttons on my {p} stopped responding.",
-    ],
-    "connectivity": [
-        "My {p} keeps dropping off the Wi-Fi.",
-        "The {p} will not pair with my phone anymore.",
-        "The app cannot find my {p} on the network.",
-    ],
-    "firmware": [
-        "The {p} got stuck halfway through a firmware update.",
-        "After the latest update my {p} boots in a loop.",
-        "The {p} says the firmware image is invalid.",
-    ],
-    "returns": [
-        "I want to send my {p} back, it is not what I expected.",
-        "How do I return the {p} I bought last week?",
-        "Please arrange a return for my unused {p}.",
-    ],
+    "billing": (
+        [
+            "I was charged twice for my {p} order.",
+            "The invoice for my {p} shows the wrong amount.",
+            "My card was billed but the {p} order says unpaid.",
+        ],
+        [
+            "Could you explain why my statement has two payments for one {p}?",
+            "Your receipt lists a price for the {p} that is higher than the shop label.",
+        ],
+    ),
+    "hardware_fault": (
+        [
+            "The {p} makes a clicking noise and then shuts off.",
+            "A crack appeared in the case of my {p}.",
+            "The buttons on my {p} stopped responding.",
+        ],
+        [
+            "Out of the box, my {p} smells of burning plastic when switched on.",
+            "Is it normal that the {p} gets too hot to touch within minutes?",
+        ],
+    ),
+    "connectivity": (
+        [
+            "My {p} keeps dropping off the Wi-Fi.",
+            "The {p} will not pair with my phone anymore.",
+            "The app cannot find my {p} on the network.",
+        ],
+        [
+            "Every evening the signal between my laptop and the {p} vanishes for an hour.",
+            "Why does Bluetooth show the {p} as connected while nothing actually links up?",
+        ],
+    ),
+    "firmware": (
+        [
+            "The {p} got stuck halfway through a firmware update.",
+            "After the latest update my {p} boots in a loop.",
+            "The {p} says the firmware image is invalid.",
+        ],
+        [
+            "Since installing version updates overnight, half the menus on my {p} are gone.",
+            "Can I roll my {p} back to the older software? The new release broke it.",
+        ],
+    ),
+    "returns": (
+        [
+            "I want to send my {p} back, it is not what I expected.",
+            "How do I return the {p} I bought last week?",
+            "Please arrange a return for my unused {p}.",
+        ],
+        [
+            "Changed my mind about the {p}; what is the process for getting it collected?",
+            "My partner already owns a {p}, so this second one should go back to you.",
+        ],
+    ),
 }
 PRIORITY_CUES = {
-    "low": ["No rush, whenever you get a chance.", "Just letting you know, it is not urgent."],
-    "medium": ["I would like this sorted this week.", "Please look into it when you can this week."],
-    "high": ["I rely on it every day, please help soon.", "This is blocking my work, please hurry."],
-    "urgent": ["Our whole office is down right now!", "This is an emergency, we need it fixed today!"],
+    "low": (
+        ["No rush, whenever you get a chance.", "Just letting you know, it is not urgent."],
+        ["Take your time with this one.", "Honestly it can wait until next month."],
+    ),
+    "medium": (
+        ["I would like this sorted this week.", "Please look into it when you can this week."],
+        ["Within a few days would be good.", "Sometime before the weekend, ideally."],
+    ),
+    "high": (
+        ["I rely on it every day, please help soon.", "This is blocking my work, please hurry."],
+        ["Our customers notice, so please treat this as important.", "A reply by tomorrow would really matter."],
+    ),
+    "urgent": (
+        ["Our whole office is down right now!", "This is an emergency, we need it fixed today!"],
+        ["Everything has stopped and we are losing money every minute!", "Drop everything: we need help immediately!"],
+    ),
 }
 INTENTS = {
-    "refund_request": [
-        "I'd like my money back for the {p}.",
-        "Please refund my {p} purchase.",
-        "Can I get a refund on the {p}? It never worked.",
-        "Refund the {p} to my card, please.",
-    ],
-    "setup_help": [
-        "How do I set up the {p} for the first time?",
-        "Where do I plug in the {p} during setup?",
-        "What are the steps to connect a new {p}?",
-        "I need help installing my {p}.",
-    ],
-    "bug_report": [
-        "The {p} app crashes whenever I open settings.",
-        "The {p} shows the wrong time after every restart.",
-        "Battery percentage on the {p} jumps around randomly.",
-        "The {p} forgets my settings overnight.",
-    ],
-    "praise": [
-        "The {p} is fantastic, thank you!",
-        "Just wanted to say I love my {p}.",
-        "Great job on the {p}, it works perfectly.",
-        "Your support for the {p} was excellent.",
-    ],
-    "sales_question": [
-        "Do you offer a bulk discount on the {p}?",
-        "Is the {p} available in other colours?",
-        "When will the {p} be back in stock?",
-        "Can I buy the {p} for my whole team?",
-    ],
+    "refund_request": (
+        [
+            "I'd like my money back for the {p}.",
+            "Please refund my {p} purchase.",
+            "Can I get a refund on the {p}? It never worked.",
+            "Refund the {p} to my card, please.",
+        ],
+        [
+            "What would it take to be reimbursed for the {p} I paid for?",
+            "Return the full amount I spent on the {p}; I am done with it.",
+            "Is a payment reversal possible for the {p} order?",
+        ],
+    ),
+    "setup_help": (
+        [
+            "How do I set up the {p} for the first time?",
+            "Where do I plug in the {p} during setup?",
+            "What are the steps to connect a new {p}?",
+            "I need help installing my {p}.",
+        ],
+        [
+            "Just unboxed a {p} and have no idea which cable goes where.",
+            "Walk me through getting the {p} running on day one.",
+            "The quick-start leaflet for the {p} is missing; how does it get going?",
+        ],
+    ),
+    "bug_report": (
+        [
+            "The {p} app crashes whenever I open settings.",
+            "The {p} shows the wrong time after every restart.",
+            "Battery percentage on the {p} jumps around randomly.",
+            "The {p} forgets my settings overnight.",
+        ],
+        [
+            "Tapping save on the {p} screen does nothing at all.",
+            "Whenever two people use the {p} at once, the display freezes.",
+            "Odd glitch: the {p} reports last year's date in its log.",
+        ],
+    ),
+    "praise": (
+        [
+            "The {p} is fantastic, thank you!",
+            "Just wanted to say I love my {p}.",
+            "Great job on the {p}, it works perfectly.",
+            "Your support for the {p} was excellent.",
+        ],
+        [
+            "Three months in, the {p} has not let me down once. Well done, team.",
+            "My whole family now fights over who gets to use the {p}.",
+            "Kudos to whoever designed the {p}; best purchase this year.",
+        ],
+    ),
+    "sales_question": (
+        [
+            "Do you offer a bulk discount on the {p}?",
+            "Is the {p} available in other colours?",
+            "When will the {p} be back in stock?",
+            "Can I buy the {p} for my whole team?",
+        ],
+        [
+            "Before ordering, I want to know which shops near me stock the {p}.",
+            "Would you quote me for forty units of the {p}?",
+            "Does the {p} come in a bundle with any accessories?",
+        ],
+    ),
 }
+# house-style questions: (train templates, test templates) per question type
+STYLE_QUESTIONS = {
+    "dock": (
+        ["Does the {p} work with the {d} dock?"],
+        ["I have a {d} on my desk. Will my {p} charge on it?", "Should I buy the {d} to charge a {p}?"],
+    ),
+    "warranty": (
+        ["Is my {p} still under warranty after {n} months?"],
+        ["My {p} broke {n} months after I bought it. Does the warranty cover that?",
+         "Bought a {p} {n} months ago and it died; covered or not?"],
+    ),
+}  # fmt: skip
 TICKET_INSTRUCTION = (
     'Convert the support ticket into a JSON object with exactly these keys: "product" (one of: {lines}), '
     '"category" (one of: {cats}) and "priority" (one of: {prios}). Reply with the JSON object only.'
@@ -563,10 +659,16 @@ STYLE_INSTRUCTION = (
     "Answer in at most 25 words. Start with one of the words Yes, No or Partly. "
     "End with the id of the source document in square brackets, for example [kestrel-k2]."
 )
+BEHAVIOUR_COUNTS = {"train": {"ticket": 80, "intent": 70, "style": 60}, "test": {"ticket": 40, "intent": 35, "style": 30}}
+
+
+def _templates(pair: tuple[list[str], list[str]], split: str) -> list[str]:
+    return pair[0] if split == "train" else pair[1]
 
 
 def _behaviour_rows(rng: random.Random, products: list[dict], avoid: set[str]) -> list[dict]:
-    """Ticket-to-JSON, intent labels and house-style answers; style rows never use a fact in `avoid`."""
+    """Ticket-to-JSON, intent labels and house-style answers, with labels cycled so every split is balanced and
+    test inputs written from held-out templates; style rows never use a fact in `avoid`."""
     lines = [line for line, *_ in LINES]
     schema = {
         "type": "object",
@@ -590,12 +692,16 @@ def _behaviour_rows(rng: random.Random, products: list[dict], avoid: set[str]) -
         seen.add(key)
         return True
 
-    for split, count in (("train", 80), ("test", 40)):
+    for split, counts in BEHAVIOUR_COUNTS.items():
         made = 0
-        while made < count:
+        while made < counts["ticket"]:
             p = rng.choice(products)
-            cat, prio = rng.choice(TICKET_CATEGORIES), rng.choice(PRIORITIES)
-            text = f"{rng.choice(TICKET_TEXT[cat]).format(p=p['name'])} {rng.choice(PRIORITY_CUES[prio])}"
+            # every (category, priority) pair once per 20 rows
+            cat = TICKET_CATEGORIES[made % len(TICKET_CATEGORIES)]
+            prio = PRIORITIES[(made // len(TICKET_CATEGORIES)) % len(PRIORITIES)]
+            ticket = rng.choice(_templates(TICKET_TEXT[cat], split)).format(p=p["name"])
+            cue = rng.choice(_templates(PRIORITY_CUES[prio], split))
+            text = f"{ticket} {cue}" if split == "train" else f"{cue} {ticket}"
             if not unique(text):
                 continue
             made += 1
@@ -613,11 +719,11 @@ def _behaviour_rows(rng: random.Random, products: list[dict], avoid: set[str]) -
             )
     labels = list(INTENTS)
     instruction = INTENT_INSTRUCTION.format(labels=", ".join(labels))
-    for split, count in (("train", 70), ("test", 35)):
+    for split, counts in BEHAVIOUR_COUNTS.items():
         made = 0
-        while made < count:
-            label = labels[made % len(labels)] if split == "test" else rng.choice(labels)
-            text = rng.choice(INTENTS[label]).format(p=rng.choice(products)["name"])
+        while made < counts["intent"]:
+            label = labels[made % len(labels)]
+            text = rng.choice(_templates(INTENTS[label], split)).format(p=rng.choice(products)["name"])
             if not unique(text):
                 continue
             made += 1
@@ -634,21 +740,18 @@ def _behaviour_rows(rng: random.Random, products: list[dict], avoid: set[str]) -
                 }
             )
     style = {"max_words": 25, "first_word_in": ["Yes", "No", "Partly"], "cite_source": True}
-    for split, count in (("train", 60), ("test", 30)):
+    heron = [q["name"] for q in products if q["line"] == "Heron"]
+    for split, counts in BEHAVIOUR_COUNTS.items():
         made = 0
-        while made < count:
+        while made < counts["style"]:
             p = rng.choice([q for q in products if "dock" in q])
+            verdict = "Yes" if made % 2 == 0 else "No"  # Yes and No alternate, dock and warranty questions in turn
             months = int(p["warranty"].split()[0])
-            if rng.random() < 0.5:
+            if (made // 2) % 2 == 0:
                 if f"{p['doc_id']}.dock" in avoid:
                     continue
-                dock = (
-                    p["dock"]
-                    if rng.random() < 0.5
-                    else rng.choice([q["name"] for q in products if q["line"] == "Heron"])
-                )
-                question = f"Does the {p['name']} work with the {dock} dock?"
-                verdict = "Yes" if dock == p["dock"] else "No"
+                dock = p["dock"] if verdict == "Yes" else rng.choice([d for d in heron if d != p["dock"]])
+                question = rng.choice(_templates(STYLE_QUESTIONS["dock"], split)).format(p=p["name"], d=dock)
                 reason = (
                     f"the {p['name']} pairs with the {p['dock']} dock"
                     if verdict == "Yes"
@@ -657,9 +760,8 @@ def _behaviour_rows(rng: random.Random, products: list[dict], avoid: set[str]) -
             else:
                 if f"{p['doc_id']}.warranty" in avoid:
                     continue
-                asked = rng.choice([6, 12, 18, 24, 30, 40])
-                question = f"Is my {p['name']} still under warranty after {asked} months?"
-                verdict = "Yes" if asked < months else "No"
+                asked = rng.randrange(1, months) if verdict == "Yes" else rng.randrange(months, months + 25)
+                question = rng.choice(_templates(STYLE_QUESTIONS["warranty"], split)).format(p=p["name"], n=asked)
                 reason = f"its warranty lasts {p['warranty']}"
             if not unique(question):
                 continue
@@ -680,37 +782,104 @@ def _behaviour_rows(rng: random.Random, products: list[dict], avoid: set[str]) -
     return rows
 
 
-ABSTENTION_TEMPLATES = [
-    "How much does the {p} cost?",
-    "When was the {p} released?",
-    "What firmware does the {p} run?",
-    "How much does the {p} weigh?",
-    "What warranty comes with the {p}?",
-    "Which dock is compatible with the {p}?",
-]
+# Details no Quillmark page gives, for real products, error codes and centres: (train wording, test wording).
+# Asking a real entity for a missing detail is the unanswerable question users actually ask.
+PRODUCT_GAPS = {  # short, plain wording like the knowledge questions', so length and vocabulary give nothing away
+    "colours": (["What colours does the {p} come in?"], ["In what colours is the {p} sold?"]),
+    "size": (["How big is the {p}?"], ["What size is a {p}?"]),
+    "country": (["In which country is the {p} made?"], ["What country is the {p} built in?"]),
+    "rating": (["How waterproof is the {p}?"], ["What water rating does the {p} have?"]),
+    "ports": (["How many USB ports does the {p} have?"], ["How many ports are on the {p}?"]),
+    "charge_time": (["How long does the {p} take to charge?"], ["How long is a full charge of the {p}?"]),
+}
+CODE_GAPS = {
+    "since": (["Which firmware version added error {p}?"], ["When did error {p} first appear?"]),
+    "light": (["What colour does the light turn for error {p}?"], ["What light goes with error {p}?"]),
+}
+CENTRE_GAPS = {
+    "closes": (["What time does the {p} service centre close?"], ["When does the Quillmark centre in {p} close?"]),
+    "email": (["What is the email of the {p} service centre?"], ["How do I email the Quillmark centre in {p}?"]),
+}
+FALSE_PREMISES = (  # about real products, presupposing what no page says
+    ["When was the {p} recalled?", "How much is the monthly fee for the {p}?"],
+    ["What was the {p} recalled for?", "What does the {p} cost per month?"],
+)
+CENTRE_QUESTIONS = (  # the knowledge rows' wording, for service centres that do not exist
+    ["What time does the {p} service centre open?", "Who manages the {p} service centre?"],
+    ["When do the doors open at the Quillmark centre in {p}?", "Who is in charge of the Quillmark centre in {p}?"],
+)
+# abstention rows per split: invented products, codes, centres and lines; missing details; false premises
+ABSTENTION_MIX = {"train": (6, 3, 1, 1, 16, 3), "test": (8, 5, 3, 2, 26, 4)}  # fmt: skip
 
 
 def _abstention_rows(rng: random.Random, products: list[dict], codes: list[dict]) -> list[dict]:
+    """Unanswerable questions that look answerable: near-miss models numbered between real ones, codes inside the
+    real code space, real entities asked for details no document gives, and false premises. No invented entity is
+    in both splits; a real one may be, asked for different details."""
     used = {(p["line"], p["number"]) for p in products}
-    absent_products = [f"{line} {letter}{n}" for line, letter, _ in ABSENT_LINES for n in (2, 5, 8)]
-    for line, letter, _, _ in LINES:  # plausible models of real lines that Quillmark never made
-        absent_products += [f"{line} {letter}{n}" for n in range(20, 24) if (line, n) not in used][:2]
+    invented_products = []
+    for line, letter, _, battery in LINES:
+        numbers = sorted(n for ln, n in used if ln == line)
+        energy = "battery" if battery else "output" if line == "Heron" else "power"
+        invented_products += [
+            (f"{line} {letter}{n}", energy) for n in range(numbers[0] + 1, numbers[-1]) if (line, n) not in used
+        ]
+    rng.shuffle(invented_products)
     known_codes = {c["code"] for c in codes}
-    questions = [t.format(p=p) for p in absent_products for t in rng.sample(ABSTENTION_TEMPLATES, 2)]
-    for _, letter, _, _ in LINES:
-        code = next(f"E-{letter}{n}" for n in range(999, 100, -7) if f"E-{letter}{n}" not in known_codes)
-        questions.append(f"What does error {code} mean?")
-    questions += [f"What time does the {c} service centre open?" for c in ABSENT_CITIES]
-    rng.shuffle(questions)
+    invented_codes = []
+    for line, letter, *_ in LINES:
+        real = sorted(int(c["code"][3:]) for c in codes if c["line"] == line)
+        n = rng.choice([n for n in range(real[0] + 1, real[-1]) if f"E-{letter}{n}" not in known_codes])
+        invented_codes.append(f"E-{letter}{n}")
+    rng.shuffle(invented_codes)
+    cities = ABSENT_CITIES[:]
+    rng.shuffle(cities)
+    lines = [f"{line} {letter}{rng.randrange(1, 20)}" for line, letter, _ in ABSENT_LINES]
+
+    gaps = [(p["name"], p["doc_id"], t) for p in products for t in PRODUCT_GAPS.values()]
+    gaps += [  # a kind of value other products have, asked of one that has none
+        (p["name"], p["doc_id"], QUESTION_TEMPLATES[kind])
+        for p in products
+        for kind in ("battery", "power", "dock")
+        if kind not in p
+    ]
+    gaps += [(c["code"], c["doc_id"], t) for c in codes for t in CODE_GAPS.values()]
+    gaps += [
+        (city, f"centre-{city.lower().replace(' ', '-')}", t) for city in CITIES for t in CENTRE_GAPS.values()
+    ]
+    rng.shuffle(gaps)
+    premises = [(p["name"], p["doc_id"], i) for p in products for i in range(len(FALSE_PREMISES[0]))]
+    rng.shuffle(premises)
+
     rows = []
-    for i, q in enumerate(questions):
-        split = "train" if i < 16 else "test"
-        rows.append({"id": f"qm-abstain-{split}-{i:03d}", "family": "abstention", "split": split, "question": q})
+    for split, (n_prod, n_code, n_city, n_line, n_gap, n_premise) in ABSTENTION_MIX.items():
+        questions: list[tuple[str, str, list[str]]] = []
+        for name, energy in invented_products[:n_prod]:
+            kind = rng.choice(["price", "release", "firmware", "weight", "warranty", energy])
+            questions.append(("near_miss", rng.choice(_templates(QUESTION_TEMPLATES[kind], split)).format(p=name), []))
+        for code in invented_codes[:n_code]:
+            kind = rng.choice(["meaning", "fix"])
+            questions.append(("near_miss", rng.choice(_templates(QUESTION_TEMPLATES[kind], split)).format(p=code), []))
+        for city in cities[:n_city]:
+            questions.append(("near_miss", rng.choice(_templates(CENTRE_QUESTIONS, split)).format(p=city), []))
+        for name in lines[:n_line]:
+            questions.append(("absent_line", rng.choice(_templates(QUESTION_TEMPLATES["price"], split)).format(p=name), []))
+        for name, doc_id, pair in gaps[:n_gap]:
+            questions.append(("missing_detail", rng.choice(_templates(pair, split)).format(p=name), [doc_id]))
+        for name, doc_id, i in premises[:n_premise]:
+            questions.append(("false_premise", _templates(FALSE_PREMISES, split)[i].format(p=name), [doc_id]))
+        # what train used is gone before test draws
+        del invented_products[:n_prod], invented_codes[:n_code], cities[:n_city], lines[:n_line]
+        del gaps[:n_gap], premises[:n_premise]
+        rng.shuffle(questions)
+        for i, (kind, question, docs) in enumerate(questions, start=1):
+            row = {"id": f"qm-abstain-{split}-{i:03d}", "family": "abstention", "split": split, "kind": kind}
+            rows.append(row | {"question": question} | ({"source_docs": docs} if docs else {}))
     return rows
 
 
-# Candidates checked with the embedded default (SmolLM2-135M-Instruct, greedy, base arm prompt);
-# only those it answered correctly are kept, since forgetting is measured on what was known.
+# Short general-knowledge probes, unrelated to the corpus, for forgetting: every probe is kept whatever any model
+# answers (selecting those the base model gets right would make its chance mistakes on them look like forgetting).
 GENERAL_PROBES = [
     ("What is the capital of France?", ["Paris"]),
     ("What is the capital of Japan?", ["Tokyo"]),
@@ -801,43 +970,9 @@ GENERAL_PROBES = [
     ("Which bird is a symbol of peace?", ["dove"]),
     ("What instrument has 88 keys?", ["piano"]),
 ]
-GENERAL_FAILED = {  # `python -m corpora.check_general`, 2026-11-23: 60/88 correct (68%)
-    "How many eyes do humans have?",
-    "How many minutes are in an hour?",
-    "How many months are in a year?",
-    "Reply with only the word 'yes'.",
-    "Spell the word cat backwards.",
-    "What animal is known as the king of the jungle?",
-    "What animal says moo?",
-    "What color are ripe bananas?",
-    "What color is coal?",
-    "What do you call a baby cat?",
-    "What do you call a baby dog?",
-    "What is 2 + 3?",
-    "What is 7 + 8?",
-    "What is 9 minus 4?",
-    "What is frozen water called?",
-    "What is the boiling point of water in Fahrenheit?",
-    "What is the capital of Germany?",
-    "What is the capital of Ireland?",
-    "What is the capital of Italy?",
-    "What is the capital of Poland?",
-    "What is the capital of Portugal?",
-    "What is the closest star to Earth?",
-    "What is the first letter of the English alphabet?",
-    "What is the largest planet in our solar system?",
-    "What is the past tense of go?",
-    "What is the square root of 9?",
-    "What season comes after winter?",
-    "Who was the first president of the United States?",
-}
-
-
 def _general_rows() -> list[dict]:
     rows = []
     for i, (q, answers) in enumerate(GENERAL_PROBES):
-        if q in GENERAL_FAILED:
-            continue
         rows.append({"id": f"general-{i:03d}", "family": "general", "split": "test", "question": q, "answers": answers})
     return rows
 
@@ -853,12 +988,7 @@ def _updates(rng: random.Random, products: list[dict]) -> tuple[dict[str, dict],
         new["price"] = f"${int(p['price'][1:]) + rng.choice([-40, -20, 20, 30, 50])}"
         major, minor, patch = (int(x) for x in p["firmware"].split("."))
         new["firmware"] = f"{major}.{minor + 1}.{rng.randrange(0, 10)}"
-        new["warranty"] = {
-            "12 months": "24 months",
-            "18 months": "24 months",
-            "24 months": "36 months",
-            "36 months": "48 months",
-        }[p["warranty"]]
+        new["warranty"] = f"{rng.choice([m for m in WARRANTY_MONTHS if f'{m} months' != p['warranty']])} months"
         changed[p["doc_id"]] = new
     excluded = {f"{doc_id}.{kind}" for doc_id in changed for kind in ("price", "firmware", "warranty")}
     return changed, excluded | {"policy-returns.return_window"}
@@ -922,4 +1052,4 @@ def build() -> dict[str, str]:
     files["tasks/abstention.jsonl"] = jsonl(_abstention_rows(rng, products, codes))
     files["tasks/freshness.jsonl"] = jsonl(fresh_rows)
     files["tasks/general.jsonl"] = jsonl(_general_rows())
-    return files
+    return {path: fix_articles(text) for path, text in files.items()}

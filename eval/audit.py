@@ -503,7 +503,7 @@ def check_surface_probe(rows: list[TaskRow]) -> Check:
         "surface_probe",
         gain <= MAX_PROBE_GAIN,
         f"surface rule tells abstention from answerable test questions at {probe.accuracy:.1%} balanced accuracy "
-        f"vs {probe.majority_rate:.0%} majority-class rate: +{gain * 100:.1f} points (at most "
+        f"vs {probe.majority_rate:.0%} majority-class rate: {gain * 100:+.1f} points (at most "
         f"{MAX_PROBE_GAIN * 100:.0f})",
         "make unanswerable questions look like answerable ones: same templates, numbers and codes drawn from the "
         "same ranges as real ones (between real model numbers, inside the real code space), similar lengths",
