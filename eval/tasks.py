@@ -251,7 +251,7 @@ def fewshot_examples(rows: list[TaskRow], per_family: int, seed: int, abstention
     for kind in kinds:
         members = [r for r in train if r.family == "behaviour" and (r.kind or "") == kind]
         rng = random.Random(f"{seed}:behaviour:{kind}")
-        pools[f"behaviour:{kind}" if kind else "behaviour"] = rng.sample(members, min(per_family, len(members)))
+        pools[f"behaviour:{kind}" if kind else "behaviour"] = _stratified_sample(members, per_family, rng)
     answerable = [r for r in train if r.family == "knowledge"]
     unanswerable = [r for r in train if r.family == "abstention"]
     if answerable or unanswerable:
@@ -266,6 +266,31 @@ def fewshot_examples(rows: list[TaskRow], per_family: int, seed: int, abstention
         key: [Example(r.text, reference_output(r, abstention_phrase), r.instruction) for r in members]
         for key, members in pools.items()
     }
+
+
+def _expected_values(row: TaskRow) -> set[tuple[str, str]]:
+    """What a behaviour example shows: its label, each string field of its JSON, or its answer's first word."""
+    if row.label is not None:
+        return {("label", row.label)}
+    if row.expected is not None:
+        return {(k, v) for k, v in row.expected.items() if isinstance(v, str)}
+    words = row.answers[0].split() if row.answers else []
+    return {("first_word", words[0].strip(",.:;"))} if words else set()
+
+
+def _stratified_sample(members: list[TaskRow], n: int, rng) -> list[TaskRow]:
+    """A seeded sample of `n` rows that shows as many different labels and field values as it can: each pick is the
+    first row (in shuffled order) adding the most values not shown yet, so three ticket examples never all share
+    one priority when the train split has others."""
+    order = rng.sample(members, len(members))
+    chosen: list[TaskRow] = []
+    shown: set[tuple[str, str]] = set()
+    for _ in range(min(n, len(order))):
+        best = max(order, key=lambda r: len(_expected_values(r) - shown))  # max keeps the first of equals
+        order.remove(best)
+        chosen.append(best)
+        shown |= _expected_values(best)
+    return chosen
 
 
 def example_key(row: TaskRow) -> str:
