@@ -6,6 +6,7 @@ import pytest
 
 from eval.tasks import (
     CorpusError,
+    TaskRow,
     check_corpus,
     example_key,
     fewshot_examples,
@@ -191,3 +192,25 @@ def test_one_question_pool_for_every_family_mixes_in_an_abstention(full_corpus):
     by_family = {r.family: example_key(r) for r in rows if r.split == "test"}
     assert {by_family[f] for f in ("knowledge", "abstention", "freshness", "general")} == {"questions"}
     assert by_family["behaviour"].startswith("behaviour:")
+
+
+def test_behaviour_fewshot_pools_show_different_labels_and_field_values():
+    ticket = {"type": "object"}
+    rows = [
+        TaskRow.model_validate(
+            {"id": f"t{i}", "family": "behaviour", "split": "train", "kind": "ticket", "input": f"ticket {i}",
+             "schema": ticket, "expected": {"priority": "medium" if i else "urgent", "category": "billing"}}
+        )
+        for i in range(12)
+    ] + [
+        TaskRow.model_validate(
+            {"id": f"l{i}", "family": "behaviour", "split": "train", "kind": "label", "input": f"message {i}",
+             "labels": ["a", "b", "c"], "label": "a" if i < 10 else "bc"[i - 10]}
+        )
+        for i in range(12)
+    ]  # fmt: skip
+    pools = fewshot_examples(rows, 3, seed=0, abstention_phrase="IDK")
+    assert sorted(e.answer for e in pools["behaviour:label"]) == ["a", "b", "c"]  # 10 of 12 train rows are 'a'
+    priorities = [json.loads(e.answer)["priority"] for e in pools["behaviour:ticket"]]
+    assert "urgent" in priorities and len(priorities) == 3  # the one urgent ticket among eleven medium ones
+    assert fewshot_examples(rows, 3, seed=0, abstention_phrase="IDK") == pools
