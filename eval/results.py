@@ -13,9 +13,7 @@ version (see README "results.json"):
 
 from __future__ import annotations
 
-import importlib.metadata
 import math
-import platform
 from collections import defaultdict
 from pathlib import Path
 
@@ -27,22 +25,12 @@ from eval.metrics.knowledge import answer_sentences
 from eval.store import Prediction, RunRecord, Store
 from eval.tasks import TaskRow, load_tasks, reference_output
 from eval.verdict import break_even_queries, decide
-from service.arms import ARMS
+from service.arms import ARMS, by_cost
 from service.documents import load_documents
+from service.models import library_versions
 from service.settings import Settings
 
 SCHEMA_VERSION = 1
-PACKAGES = ("torch", "transformers", "peft", "sentence-transformers", "faiss-cpu", "ragas", "scipy", "numpy")
-
-
-def _versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
 
 
 def _clean(x: float) -> float | None:
@@ -61,7 +49,8 @@ def scoring_context(settings: Settings, corpus: Path, rows: list[TaskRow], embed
     if judge is None and settings.eval.judge_base_url:
         from eval.metrics.judge import judge_llm
 
-        judge = judge_llm(settings.eval.judge_base_url, settings.eval.judge_model, settings.eval.judge_api_key)
+        key = settings.eval.judge_api_key
+        judge = judge_llm(settings.eval.judge_base_url, settings.eval.judge_model, key and key.get_secret_value())
     return ScoringContext(settings.generation.abstention_phrase, embed=embed, gold_contexts=gold, judge=judge)
 
 
@@ -159,7 +148,8 @@ def _family_block(family: str, values, arms: list[str], seed: int) -> dict:
         return block
     means = {a: block["arms"][a][top.name]["value"] for a in scored}
     sign = 1 if top.higher_is_better else -1
-    best = max(scored, key=lambda a: (sign * means[a], -list(ARMS).index(a)))
+    cheap_first = by_cost(scored)
+    best = max(scored, key=lambda a: (sign * means[a], -cheap_first.index(a)))
     comparisons, worse = [], {}
     for arm in scored:
         if arm == best:
@@ -216,21 +206,24 @@ def failures(values, predictions: list[Prediction], rows: dict[str, TaskRow], se
 
 def build_results(store: Store, run_id: str, settings: Settings, embed=None, judge=None) -> dict:
     """Every figure of a run, recomputed from the database."""
+    from eval.runner import RunSpec
+
     run = store.run(run_id)
-    spec = run.config["spec"]
-    corpus = Path(spec["corpus"])
+    spec = RunSpec.model_validate(run.config["spec"])
+    corpus = Path(spec.corpus)
     all_rows = load_tasks(corpus)
     wanted = {i for ids in run.meta.get("rows", {}).values() for i in ids}
     rows = {r.id: r for r in all_rows if r.id in wanted}
     predictions = store.predictions(run_id)
     ctx = scoring_context(settings, corpus, list(rows.values()), embed, judge)
     values = score_predictions(predictions, rows, ctx)
-    arms = [a for a in ARMS if a in spec["arms"]]
-    seed = spec["seed"]
+    arms = [a for a in ARMS if a in spec.arms]
+    seed = spec.seed
     families = {}
-    for family in [f for f in report_families() if f in spec["families"]]:
+    for family in [f for f in report_families() if f in spec.families]:
         families[family] = _family_block(family, values, arms, seed)
     if "general" in families and "base" in arms:
+        # forgetting: only arms whose weights changed answer the probes (eval/families.py), with the base prompt
         families["general"]["forgetting_vs_base"] = {
             arm: _paired(values, "general_accuracy", arm, "base", seed)
             for arm in arms
@@ -252,7 +245,7 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None, jud
             "refresh": run.meta.get("refresh"),
             "adapters": run.meta.get("adapters"),
         },  # fmt: skip
-        "versions": _versions(),
+        "versions": library_versions(),
         "judge": {
             "used": judged,
             "endpoint": settings.eval.judge_base_url if ctx.judge is not None and judge is None else None,

@@ -1,18 +1,20 @@
 """An evaluation run: index, train what the arms need, answer every test row with every arm, store it.
 
-Stages: index the corpus; train (or reuse) the adapters the chosen arms need; answer each
-family's test rows with each arm in batches, committing each batch; apply `updates/` to a
-copy of the index (timed: the refresh cost of retrieval) and answer the freshness rows.
-A run's id is a hash of everything that determines its answers, so running the same
-configuration again reuses every stored prediction, and a run killed halfway continues
-where it stopped.
+Stages: prepare the corpus (`eval.pipeline`: index it, train or reuse the adapters the arms
+need); answer each family's test rows with each arm its entry scores, in batches, committing
+each batch; apply `updates/` to a copy of the index (timed: the refresh cost of retrieval) and
+answer the rows of families in the 'fresh' phase. A run's id is a hash of everything that
+determines its answers, so running the same configuration again reuses every stored
+prediction, and a run killed halfway continues where it stopped.
 
 Example:
-    >>> # run_id = run_eval(settings, RunSpec(Path("corpora/quillmark"), ["base", "rag"], ["knowledge"], 20, 0))
+    >>> # spec = RunSpec.resolve(settings, Path("corpora/quillmark"), arms=["base", "rag"], families=["knowledge"])
+    >>> # run_id = run_eval(settings, spec)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -20,15 +22,17 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from eval.metrics import METRICS
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from eval.families import FAMILIES, parse_families
+from eval.pipeline import prepare_corpus
 from eval.store import Prediction, Store, StoredPassage
-from eval.tasks import TaskRow, corpus_examples, example_key, held_out_inputs, load_tasks, supervised_rows
-from service.arms import ARMS, Query, answer, parse_arms
+from eval.tasks import TaskRow, example_key, load_tasks
+from service.arms import ARMS, Arm, Query, answer, parse_arms
 from service.documents import load_documents
-from service.retrieval import build_index
+from service.retrieval import build_index, read_index_manifest
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -41,32 +45,74 @@ class RunCancelled(RuntimeError):
     """The caller asked the run to stop; what was answered so far is stored and the run can be resumed."""
 
 
-@dataclass(frozen=True)
-class RunSpec:
+class RunSpec(BaseModel):
+    """What a run answers: one model from the HTTP request or CLI options through the jobs table to the run's
+    stored config and its results. Build it with `RunSpec.resolve`, which fills the defaults from settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     corpus: Path
-    arms: list[str]
-    families: list[str]
-    limit: int | None = None
+    arms: list[str] = Field(min_length=1, description="Arm ids ('rag+lora' accepted), duplicates dropped.")
+    families: list[str] = Field(min_length=1, description="Report families (eval/families.py).")
+    limit: int | None = Field(None, ge=1, description="Test rows per family (a seeded sample); None: all.")
     seed: int = 0
     run_id: str | None = None
-    extra: dict = field(default_factory=dict)  # recorded in the config, e.g. {"demo": true}
+    extra: dict = Field(default_factory=dict, description='Recorded in the config, e.g. {"demo": true}.')
 
+    @field_validator("arms")
+    @classmethod
+    def _known_arms(cls, value: list[str]) -> list[str]:
+        return [a.name for a in parse_arms(value)]
 
-def rows_for(families: list[str]) -> list[str]:
-    """The task-row families the report families read (abstention also reads the answerable knowledge rows)."""
-    needed = [f for m in METRICS.values() if m.family in families for f in m.reads]
-    return list(dict.fromkeys(needed))
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, value: list[str]) -> list[str]:
+        return parse_families(value)
+
+    @classmethod
+    def resolve(
+        cls,
+        settings: Settings,
+        corpus: Path,
+        *,
+        arms: list[str] | None = None,
+        families: list[str] | None = None,
+        limit: int | None = None,
+        seed: int | None = None,
+        run_id: str | None = None,
+        extra: dict | None = None,
+    ) -> RunSpec:
+        """The one place defaults are resolved: every arm, eval.families (else every registered family),
+        eval.limit and generation.seed."""
+        return cls(
+            corpus=Path(corpus),
+            arms=arms or list(ARMS),
+            families=families or settings.eval.families or list(FAMILIES),
+            limit=limit if limit is not None else settings.eval.limit,
+            seed=seed if seed is not None else settings.generation.seed,
+            run_id=run_id,
+            extra=extra or {},
+        )
 
 
 def select_rows(rows: list[TaskRow], families: list[str], limit: int | None, seed: int) -> dict[str, list[TaskRow]]:
-    """Test rows per task family: all of them, or a seeded sample of `limit` (the same rows for every arm)."""
+    """Test rows per row family the report families read: all of them, or a seeded sample of `limit`
+    (the same rows for every arm). Abstention also reads the answerable knowledge rows."""
+    needed = dict.fromkeys(f for name in families for f in FAMILIES[name].row_families)
     chosen = {}
-    for family in rows_for(families):
+    for family in needed:
         members = sorted((r for r in rows if r.split == "test" and r.family == family), key=lambda r: r.id)
         if limit is not None and len(members) > limit:
             members = sorted(random.Random(f"{seed}:{family}").sample(members, limit), key=lambda r: r.id)
         chosen[family] = members
     return chosen
+
+
+def prompt_arm(arm: Arm, row: TaskRow) -> Arm:
+    """The arm as it answers this row: closed-book families (forgetting probes) get its weights, not its prompt."""
+    if FAMILIES[row.family].closed_book and (arm.retrieve or arm.fewshot):
+        return dataclasses.replace(arm, retrieve=False, fewshot=False)
+    return arm
 
 
 def _to_prediction(arm: str, row: TaskRow, phase: str, a) -> Prediction:
@@ -84,7 +130,7 @@ def run_id_for(settings: Settings, spec: RunSpec, tasks_hash: str, adapters: dic
         "families": spec.families,
         "limit": spec.limit,
         "seed": spec.seed,
-        "models": settings.models.model_dump(),
+        "models": settings.models.model_dump(mode="json", exclude={"backend_api_key"}),
         "retrieval": settings.retrieval.model_dump(exclude={"embed_batch_size"}),
         "generation": settings.generation.model_dump(exclude={"batch_size", "max_batch_tokens"}),
         "tasks": tasks_hash,
@@ -101,13 +147,6 @@ def _tasks_hash(corpus: Path) -> str:
     return digest.hexdigest()
 
 
-def _adapter_summary(manifest: dict) -> dict:
-    keys = ("fingerprint", "base_model", "base_model_hash", "data_hash", "wall_s", "cpu_s", "tokens_processed",
-            "tokens_per_s", "train_loss_final", "val_loss", "trainable_params", "size_bytes", "peak_rss_mib",
-            "stopped_early", "examples", "token_budget")  # fmt: skip
-    return {k: manifest.get(k) for k in keys}
-
-
 def run_eval(
     settings: Settings,
     spec: RunSpec,
@@ -116,13 +155,8 @@ def run_eval(
     show_bars: bool = False,
 ) -> str:
     """Run (or resume) an evaluation and return its id; predictions land in the store as they are made."""
-    from service.finetune import train_arm
-
     say = progress or (lambda stage, done, total: None)
-    arms = [a.name for a in parse_arms(spec.arms)]
-    unknown = [f for f in spec.families if f not in {m.family for m in METRICS.values()}]
-    if unknown:
-        raise ValueError(f"unknown famil(ies) {unknown}; choose from {sorted({m.family for m in METRICS.values()})}")
+    arms = spec.arms
     corpus = Path(spec.corpus)
     rows = load_tasks(corpus)
     chosen = select_rows(rows, spec.families, spec.limit, spec.seed)
@@ -130,30 +164,15 @@ def run_eval(
         raise ValueError(
             f'corpus \'{corpus}\' has no test rows for families {spec.families}: add rows with "split": "test"'
         )
-
-    runtime = Runtime(settings, corpus, corpus_examples(corpus, settings.generation))
-    say("index", 0, 1)
-    report = runtime.index()
-    index_manifest = json.loads((runtime.index_dir / "manifest.json").read_text())
-    say("index", 1, 1)
-
-    adapter_meta = {}
-    kinds = [ARMS[a].adapter for a in arms if ARMS[a].adapter]
-    if kinds:
-        sft = supervised_rows(rows, settings.generation.abstention_phrase)
-        for i, kind in enumerate(kinds):
-            say(f"train {kind}", i, len(kinds))
-            result = train_arm(
-                settings, corpus, kind, sft, forbidden_inputs=held_out_inputs(rows), should_stop=should_stop,
-                show_bar=show_bars,
-            )  # fmt: skip
-            adapter_meta[kind] = _adapter_summary(result.manifest) | {"reused": result.reused}
-        say("train", len(kinds), len(kinds))
+    prepared = prepare_corpus(settings, corpus, arms, stage=say, should_stop=should_stop, show_bars=show_bars)
+    runtime, report = prepared.runtime, prepared.index
+    index_manifest = read_index_manifest(runtime.index_dir)
+    adapter_meta = {k: r.manifest.summary() | {"reused": r.reused} for k, r in prepared.artifacts.items()}
 
     run_id = spec.run_id or run_id_for(settings, spec, _tasks_hash(corpus), adapter_meta)
     store = Store(settings.database)
     try:
-        config = {"spec": asdict(spec) | {"arms": arms, "corpus": str(corpus)}, "settings": settings.model_dump()}
+        config = {"spec": spec.model_dump(mode="json"), "settings": settings.recorded()}
         store.create_run(run_id, corpus.resolve().name, config)
         store.set_status(run_id, "evaluating")
         store.update_meta(
@@ -162,39 +181,46 @@ def run_eval(
             rows={f: [r.id for r in rs] for f, rs in chosen.items()},
             index={
                 "chunks": report.chunks_total,
-                "full_build_s": index_manifest.get("full_build_s"),
+                "full_build_s": index_manifest.full_build_s if index_manifest else None,
                 "this_run_s": round(report.seconds, 3),
                 "embedder": settings.models.embedder,
             },  # fmt: skip
             adapters=adapter_meta,
         )
-        main_rows = [r for f, rs in chosen.items() if f != "freshness" for r in rs]
-        fresh_rows = chosen.get("freshness", [])
-        total = len(arms) * (len(main_rows) + len(fresh_rows))
+        by_phase: dict[str, list[TaskRow]] = {}
+        for family, members in chosen.items():
+            by_phase.setdefault(FAMILIES[family].phase, []).extend(members)
+        scored = {a: [r for rs in by_phase.values() for r in rs if FAMILIES[r.family].scores(ARMS[a])] for a in arms}
+        total = sum(len(rs) for rs in scored.values())
         done = [store.count(run_id)]
 
         def answer_all(rt: Runtime, phase: str, todo_rows: list[TaskRow]) -> None:
             by_id = {r.id: r for r in todo_rows}
             for arm in arms:
-                missing = store.missing(run_id, arm, phase, [r.id for r in todo_rows])
+                mine = [r.id for r in todo_rows if FAMILIES[r.family].scores(ARMS[arm])]
+                missing = store.missing(run_id, arm, phase, mine)
                 step = settings.eval.rows_per_batch
                 for start in range(0, len(missing), step):
                     if should_stop is not None and should_stop():
                         raise RunCancelled(f"run {run_id} stopped after {done[0]} of {total} answers; resume it")
                     batch = [by_id[i] for i in missing[start : start + step]]
-                    queries = [Query(r.text, r.instruction, example_key(r)) for r in batch]
-                    answers = answer(ARMS[arm], rt, queries)
-                    store.add_predictions(
-                        run_id, [_to_prediction(arm, r, phase, a) for r, a in zip(batch, answers, strict=True)]
-                    )
+                    groups: dict[Arm, list[TaskRow]] = {}
+                    for r in batch:  # rows asked with another prompt (closed-book probes) go in their own batch
+                        groups.setdefault(prompt_arm(ARMS[arm], r), []).append(r)
+                    predictions = []
+                    for asked, members in groups.items():
+                        queries = [Query(r.text, r.instruction, example_key(r)) for r in members]
+                        answers = answer(asked, rt, queries)
+                        predictions += [_to_prediction(arm, r, phase, a) for r, a in zip(members, answers, strict=True)]
+                    store.add_predictions(run_id, predictions)
                     done[0] += len(batch)
                     say(f"answer {arm} ({phase})", done[0], total)
 
-        answer_all(runtime, "main", main_rows)
-        if fresh_rows:
+        answer_all(runtime, "main", by_phase.get("main", []))
+        if by_phase.get("fresh"):
             fresh_runtime, refresh = _apply_updates(settings, runtime, corpus)
             store.update_meta(run_id, refresh=refresh)
-            answer_all(fresh_runtime, "fresh", fresh_rows)
+            answer_all(fresh_runtime, "fresh", by_phase["fresh"])
         store.set_status(run_id, "done")
     except RunCancelled:
         store.set_status(run_id, "cancelled")

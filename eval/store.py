@@ -3,6 +3,8 @@
 One row per (run, arm, task row, phase) with a primary key on exactly that, so a run that
 was killed and started again with the same id skips what is stored and never duplicates a
 row. Each batch of answers is committed at once: a crash loses at most the batch in flight.
+Every write runs in one transaction that is rolled back when any statement fails, so a failed
+write leaves neither half a batch nor an open transaction behind. The file is created 0600.
 
 Example:
     >>> store = Store(Path("data/ragft.sqlite3"))            # doctest: +SKIP
@@ -13,8 +15,11 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,22 +49,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     batch_size INTEGER NOT NULL,
     PRIMARY KEY (run_id, arm, row_id, phase)
 );
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    request TEXT NOT NULL,
-    status TEXT NOT NULL,
-    progress TEXT NOT NULL DEFAULT '{}',
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    error TEXT
-);
 """
-
-JOB_ACTIVE = ("queued", "training", "evaluating")
-JOB_STATUSES = (*JOB_ACTIVE, "done", "failed", "cancelled", "interrupted")
-JOB_KINDS = ("eval", "train")
-
 
 @dataclass(frozen=True)
 class StoredPassage:
@@ -101,27 +91,41 @@ class RunRecord:
     error: str | None
 
 
-@dataclass(frozen=True)
-class JobRecord:
-    """A background job (an eval run or adapter training) as the service tracks it."""
-
-    id: str
-    kind: str  # "eval" or "train"
-    request: dict
-    status: str  # queued, training, evaluating, done, failed, cancelled, interrupted
-    progress: dict
-    created_at: str
-    updated_at: str
-    error: str | None
-
-
 class RunNotFound(KeyError):
     def __str__(self) -> str:
         return f"no run '{self.args[0]}' in the database; `ragft runs` lists the stored ones"
 
 
-def _now() -> str:
+def now() -> str:
+    """A timestamp as every table stores it: UTC, ISO 8601, to the second."""
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def connect(path: Path, schema: str) -> sqlite3.Connection:
+    """A connection to the results database shared by runs and jobs: WAL, so readers never block the writer,
+    a busy timeout for the other process, autocommit with explicit transactions, and `schema` created."""
+    path = Path(path)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))  # owner-only; SQLite gives its -wal/-shm files this mode
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    conn.executescript(schema)
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection, lock: threading.RLock) -> Iterator[sqlite3.Connection]:
+    """One write transaction under `lock`: committed when the block ends, rolled back if anything in it raises,
+    so a failed statement never leaves the transaction open for the next writer to trip on."""
+    with lock:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
 
 class Store:
@@ -129,23 +133,19 @@ class Store:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA busy_timeout=10000")
-        self._conn.executescript(SCHEMA)
-        self._lock = threading.Lock()
+        self._conn = connect(self.path, SCHEMA)
+        self._lock = threading.RLock()  # re-entrant: a write reads the row it updates
 
     def close(self) -> None:
         self._conn.close()
 
     def create_run(self, run_id: str, corpus: str, config: dict) -> RunRecord:
         """Create the run, or return the stored one with this id (resume)."""
-        with self._lock:
-            now = _now()
-            self._conn.execute(
+        with transaction(self._conn, self._lock) as conn:
+            stamp = now()
+            conn.execute(
                 "INSERT OR IGNORE INTO runs (id, corpus, created_at, updated_at, status, config) VALUES (?,?,?,?,?,?)",
-                (run_id, corpus, now, now, "queued", json.dumps(config, sort_keys=True, default=str)),
+                (run_id, corpus, stamp, stamp, "queued", json.dumps(config, sort_keys=True, default=str)),
             )
         return self.run(run_id)
 
@@ -162,19 +162,17 @@ class Store:
         return [self.run(i) for i in ids]
 
     def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
-        with self._lock:
-            self._conn.execute(
-                "UPDATE runs SET status=?, error=?, updated_at=? WHERE id=?", (status, error, _now(), run_id)
-            )
+        with transaction(self._conn, self._lock) as conn:
+            conn.execute("UPDATE runs SET status=?, error=?, updated_at=? WHERE id=?", (status, error, now(), run_id))
 
     def update_meta(self, run_id: str, **values) -> None:
         """Merge figures (index time, adapter manifests, ...) into the run's metadata."""
-        with self._lock:
+        with transaction(self._conn, self._lock) as conn:
             meta = self.run(run_id).meta
             meta.update(values)
-            self._conn.execute(
+            conn.execute(
                 "UPDATE runs SET meta=?, updated_at=? WHERE id=?",
-                (json.dumps(meta, sort_keys=True, default=str), _now(), run_id),
+                (json.dumps(meta, sort_keys=True, default=str), now(), run_id),
             )
 
     def missing(self, run_id: str, arm: str, phase: str, row_ids: list[str]) -> list[str]:
@@ -205,11 +203,9 @@ class Store:
             )
             for p in predictions
         ]
-        with self._lock:
-            self._conn.execute("BEGIN")
-            self._conn.executemany("INSERT OR IGNORE INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
-            self._conn.execute("UPDATE runs SET updated_at=? WHERE id=?", (_now(), run_id))
-            self._conn.execute("COMMIT")
+        with transaction(self._conn, self._lock) as conn:
+            conn.executemany("INSERT OR IGNORE INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+            conn.execute("UPDATE runs SET updated_at=? WHERE id=?", (now(), run_id))
 
     def predictions(self, run_id: str) -> list[Prediction]:
         cursor = self._conn.execute(
@@ -223,45 +219,6 @@ class Store:
             )
             for r in cursor
         ]
-
-    def add_job(self, job_id: str, kind: str, request: dict) -> JobRecord:
-        with self._lock:
-            now = _now()
-            self._conn.execute(
-                "INSERT INTO jobs (id, kind, request, status, created_at, updated_at) VALUES (?,?,?,?,?,?)",
-                (job_id, kind, json.dumps(request, sort_keys=True, default=str), "queued", now, now),
-            )
-        return self.job(job_id)
-
-    def job(self, job_id: str) -> JobRecord:
-        row = self._conn.execute(
-            "SELECT id, kind, request, status, progress, created_at, updated_at, error FROM jobs WHERE id=?", (job_id,)
-        ).fetchone()
-        if row is None:
-            raise RunNotFound(job_id)
-        return JobRecord(row[0], row[1], json.loads(row[2]), row[3], json.loads(row[4]), row[5], row[6], row[7])
-
-    def jobs(self, kind: str | None = None) -> list[JobRecord]:
-        query = "SELECT id FROM jobs" + (" WHERE kind=?" if kind else "") + " ORDER BY created_at, id"
-        return [self.job(r[0]) for r in self._conn.execute(query, (kind,) if kind else ())]
-
-    def job_counts(self) -> dict[tuple[str, str], int]:
-        """Jobs per (kind, status)."""
-        with self._lock:
-            rows = self._conn.execute("SELECT kind, status, COUNT(*) FROM jobs GROUP BY kind, status").fetchall()
-        return {(kind, status): n for kind, status, n in rows}
-
-    def update_job(
-        self, job_id: str, status: str | None = None, progress: dict | None = None, error: str | None = None
-    ):
-        """Change a job's status and merge `progress` into what it reported before."""
-        with self._lock:
-            job = self.job(job_id)
-            self._conn.execute(
-                "UPDATE jobs SET status=?, progress=?, error=?, updated_at=? WHERE id=?",
-                (status or job.status, json.dumps(job.progress | (progress or {})),
-                 error if error is not None else job.error, _now(), job_id),
-            )  # fmt: skip
 
     def count(self, run_id: str) -> int:
         return self._conn.execute("SELECT COUNT(*) FROM predictions WHERE run_id=?", (run_id,)).fetchone()[0]

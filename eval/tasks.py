@@ -14,7 +14,6 @@ Example:
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +22,10 @@ from typing import Literal
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from eval.families import FAMILIES
 from service.documents import DocumentError, load_documents
 from service.settings import GenerationSettings
-
-FAMILIES = ("knowledge", "behaviour", "abstention", "freshness", "general")
-Family = Literal["knowledge", "behaviour", "abstention", "freshness", "general"]
+from service.training_data import normalise_text
 
 
 class StyleRules(BaseModel):
@@ -45,7 +43,7 @@ class TaskRow(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-    family: Family
+    family: str = Field(description="A registered task family (eval/families.py).")
     split: Literal["train", "test"]
     question: str | None = Field(None, min_length=1)
     input: str | None = Field(None, min_length=1)
@@ -69,23 +67,9 @@ class TaskRow(BaseModel):
     def _scoring_fields(self) -> TaskRow:
         if (self.question is None) == (self.input is None):
             raise ValueError("give exactly one of 'question' or 'input'")
-        if self.family in ("knowledge", "general") and not self.answers:
-            raise ValueError(f"a {self.family} row needs 'answers' (a non-empty list of accepted strings)")
-        if self.family == "freshness" and not (self.answers and self.old_answers):
-            raise ValueError("a freshness row needs 'answers' (after the update) and 'old_answers' (before it)")
-        if self.family == "abstention" and self.answers:
-            raise ValueError("an abstention row must not have 'answers': the expected answer is to abstain")
-        if self.family == "behaviour":
-            if (self.json_schema is None) != (self.expected is None):
-                raise ValueError("'schema' and 'expected' go together")
-            if (self.labels is None) != (self.label is None):
-                raise ValueError("'labels' and 'label' go together")
-            if self.labels is not None and self.label not in self.labels:
-                raise ValueError(f"label '{self.label}' is not in labels {self.labels}")
-            if self.json_schema is None and self.labels is None and self.style is None:
-                raise ValueError("a behaviour row needs 'schema'+'expected', 'labels'+'label', or 'style'")
-            if self.split == "train" and self.json_schema is None and self.labels is None and not self.answers:
-                raise ValueError("a train style row needs 'answers': the reply fine-tuning and fewshot examples show")
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown family '{self.family}'; use one of {', '.join(FAMILIES)}")
+        FAMILIES[self.family].check_row(self)
         return self
 
 
@@ -107,11 +91,6 @@ class CorpusError(ValueError):
         shown = "\n".join(f"  {p}" for p in problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         super().__init__(f"{len(problems)} problem(s) in the corpus:\n{shown}{more}")
-
-
-def normalise_text(text: str) -> str:
-    """Lower-case, punctuation removed, whitespace collapsed: the form used to detect leaks."""
-    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
 def _format_validation_error(exc: ValidationError) -> str:
@@ -301,15 +280,13 @@ def example_key(row: TaskRow) -> str:
     return QUESTIONS
 
 
-def corpus_examples(corpus: Path, generation: GenerationSettings) -> dict[str, list]:
-    """Fewshot pools for a corpus as configured, or none when it has no tasks/ (a bare folder of documents)."""
+def corpus_examples(corpus: Path, generation: GenerationSettings) -> dict[str, list] | None:
+    """Fewshot pools for a corpus as configured, or None when it has no tasks/ (a bare folder of documents:
+    the fewshot arm then refuses to answer rather than silently act as base)."""
     if not (Path(corpus) / "tasks").is_dir():
-        return {}
+        return None
     g = generation
     return fewshot_examples(load_tasks(corpus), g.fewshot_examples, g.seed, g.abstention_phrase)
-
-
-TRAINABLE_FAMILIES = ("knowledge", "behaviour", "abstention")
 
 
 def supervised_rows(rows: list[TaskRow], abstention_phrase: str):
@@ -327,7 +304,7 @@ def supervised_rows(rows: list[TaskRow], abstention_phrase: str):
             tuple(r.answers),
         )
         for r in rows
-        if r.split == "train" and r.family in TRAINABLE_FAMILIES
+        if r.split == "train" and FAMILIES[r.family].trains
     ]
 
 

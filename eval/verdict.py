@@ -1,9 +1,11 @@
 """Deciding each family: the best arm, the arms it cannot be told apart from, and what to use.
 
-The recommendation is the cheapest arm not significantly worse than the best, in the
-`ARMS` order (base, fewshot, rag, lora, rag_lora, scratch: no training and short prompts
-first). The folk rule "RAG for knowledge, fine-tuning for behaviour" is a hypothesis:
-each verdict says whether this run's data agrees with it, contradicts it, or cannot tell.
+The recommendation is the cheapest arm not significantly worse than the best, cheapest by
+each arm's `cost_rank` fact (no training and short prompts first). The folk rule "RAG for
+knowledge, fine-tuning for behaviour" is a hypothesis: each family's entry in
+`eval/families.py` says which arms it favours (by their facts); each verdict says whether this
+run's data agrees with it, contradicts it, or cannot tell. From-scratch floors take no part
+in the rule.
 
 Example:
     >>> v = decide("knowledge", {"base": 0.1, "rag": 0.8}, {("rag", "base"): True})
@@ -15,13 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from service.arms import ARMS
-
-# What the folk rule predicts per family: the arms it says should win.
-RULE = {
-    "knowledge": ({"rag", "rag_lora"}, "RAG for knowledge"),
-    "behaviour": ({"lora", "rag_lora"}, "fine-tuning for behaviour"),
-}
+from eval.families import FAMILIES, is_floor
+from service.arms import ARMS, by_cost
 
 
 @dataclass(frozen=True)
@@ -39,7 +36,7 @@ def decide(
     family: str, scores: dict[str, float], worse_than_best: dict[tuple[str, str], bool], higher_is_better: bool = True
 ) -> Verdict:
     """`scores`: headline per arm; `worse_than_best[(best, arm)]`: the paired test says `arm` is significantly worse."""
-    order = [a for a in ARMS if a in scores]
+    order = by_cost(scores)
     ranked = sorted(order, key=lambda a: (-scores[a] if higher_is_better else scores[a], order.index(a)))
     best = ranked[0]
     tied = [a for a in order if a != best and not worse_than_best.get((best, a), False)]
@@ -58,16 +55,23 @@ def decide(
             f"{label} scores highest ({scores[best]:.3f}) but {ARMS[recommended].label} ({scores[recommended]:.3f}) "
             "is not significantly worse and costs less"
         )
-    rule, statement = _rule_check(family, best, tied, recommended)
+    rule, statement = _rule_check(family, best, tied, order)
     return Verdict(family, best, tied, recommended, reason, rule, statement)
 
 
-def _rule_check(family: str, best: str, tied: list[str], recommended: str) -> tuple[str, str]:
+def _rule_check(family: str, best: str, tied: list[str], scored: list[str]) -> tuple[str, str]:
     """Agrees only if a favoured arm wins and every other arm is significantly worse; contradicts only if
     another arm wins and every favoured arm is significantly worse; otherwise the run cannot tell."""
-    if family not in RULE:
+    entry = FAMILIES.get(family)
+    if entry is None or entry.favoured is None:
         return "n/a", "the folk rule says nothing about this family"
-    expected, name = RULE[family]
+    name = entry.rule
+    if is_floor(ARMS[best]):
+        return "inconclusive", f"Cannot settle '{name}': a from-scratch floor leads, and the rule compares pre-trained arms."
+    tied = [a for a in tied if not is_floor(ARMS[a])]
+    expected = {a for a in scored if entry.favours(ARMS[a])}
+    if not expected:
+        return "n/a", f"no arm that '{name}' favours took part in this run"
     others_tied = [a for a in tied if a not in expected]
     favoured_tied = [a for a in tied if a in expected]
     if best in expected and not others_tied:

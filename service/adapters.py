@@ -6,14 +6,63 @@ the manifest against the configured base model and then that the adapter changes
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from service.kinds import Kind, parse_kind
 from service.settings import Settings
 
 MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+
+
+class AdapterManifest(BaseModel):
+    """What a trained artifact is and what it cost: written by `service.finetune`, read wherever an
+    artifact is loaded, reused or reported. Unknown fields are kept, so older or newer manifests still load."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    manifest_version: int = MANIFEST_VERSION
+    kind: str
+    corpus: str
+    created_at: str
+    base_model: str
+    base_model_hash: str | None = None
+    data_hash: str
+    fingerprint: str
+    recipe_version: int | None = None
+    hyperparameters: dict
+    seed: int
+    examples: dict
+    token_budget: int | None = None
+    tokens_planned: int | None = None
+    trainable_params: int
+    total_params: int
+    size_bytes: int
+    versions: dict[str, str]
+    steps: int | None = None
+    max_steps: int | None = None
+    stopped_early: bool | None = None
+    train_loss_mean: float | None = None
+    train_loss_final: float | None = None
+    val_loss: float | None = None
+    wall_s: float | None = None
+    cpu_s: float | None = None
+    tokens_processed: int | None = None
+    tokens_per_s: float | None = None
+    peak_rss_mib: float | None = None
+
+    def summary(self) -> dict:
+        """The figures a run records about the artifact it used (results.json `data.adapters`)."""
+        keys = ("fingerprint", "base_model", "base_model_hash", "data_hash", "wall_s", "cpu_s", "tokens_processed",
+                "tokens_per_s", "train_loss_final", "val_loss", "trainable_params", "size_bytes", "peak_rss_mib",
+                "stopped_early", "examples", "token_budget")  # fmt: skip
+        return {k: getattr(self, k) for k in keys}
+
+    def write(self, folder: Path) -> None:
+        (Path(folder) / MANIFEST).write_text(self.model_dump_json(indent=2))
 
 
 class ArtifactMissing(RuntimeError):
@@ -24,12 +73,24 @@ class AdapterMismatch(RuntimeError):
     """An artifact was trained for another base model, or did not change the model when applied."""
 
 
-def artifact_dir(settings: Settings, corpus: Path, kind: str) -> Path:
-    """Where the `kind` artifact ('lora', 'rag_lora', 'scratch') trained on `corpus` lives."""
-    return settings.artifact_dir / "adapters" / Path(corpus).resolve().name / kind
+def artifact_dir(settings: Settings, corpus: Path, kind: Kind | str) -> Path:
+    """Where the `kind` artifact trained on `corpus` lives."""
+    name = kind.name if isinstance(kind, Kind) else parse_kind(kind).name
+    return settings.artifact_dir / "adapters" / Path(corpus).resolve().name / name
 
 
-def read_manifest(folder: Path, arm_name: str, corpus: Path) -> dict:
+def stored_manifest(folder: Path) -> AdapterManifest | None:
+    """The manifest of a complete artifact at `folder`, or None (absent or unreadable: train it again)."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return AdapterManifest.model_validate_json(path.read_text())
+    except ValidationError:
+        return None
+
+
+def read_manifest(folder: Path, arm_name: str, corpus: Path) -> AdapterManifest:
     """The artifact's manifest, or ArtifactMissing saying how to train it."""
     path = folder / MANIFEST
     if not path.is_file():
@@ -38,19 +99,19 @@ def read_manifest(folder: Path, arm_name: str, corpus: Path) -> dict:
             f"and there is none. Create it with: ragft train --corpus {corpus} --arm {arm_name}"
         )
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ArtifactMissing(f"{path} is not valid JSON ({exc}); delete {folder} and train again.") from exc
+        return AdapterManifest.model_validate_json(path.read_text())
+    except ValidationError as exc:
+        raise ArtifactMissing(f"{path} is not a valid manifest ({exc}); delete {folder} and train again.") from exc
 
 
-def check_base_model(manifest: dict, model_id: str, folder: Path, weights_hash: str | None = None) -> None:
+def check_base_model(manifest: AdapterManifest, model_id: str, folder: Path, weights_hash: str | None = None) -> None:
     """Refuse an artifact trained on another base model, by name and, when both are known, by weights."""
-    if manifest.get("base_model") != model_id:
+    if manifest.base_model != model_id:
         raise AdapterMismatch(
-            f"the artifact at {folder} was trained on base model '{manifest.get('base_model')}', "
+            f"the artifact at {folder} was trained on base model '{manifest.base_model}', "
             f"but '{model_id}' is configured. Train it again for this model or configure that one."
         )
-    stored = manifest.get("base_model_hash")
+    stored = manifest.base_model_hash
     if weights_hash is not None and stored is not None and stored != weights_hash:
         raise AdapterMismatch(
             f"the artifact at {folder} was trained on other weights of '{model_id}' (hash {stored[:12]}, "

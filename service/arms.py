@@ -26,21 +26,30 @@ class Arm:
     label: str  # for reports
     retrieve: bool  # passages from the index go into the prompt
     fewshot: bool  # worked examples go into the prompt
-    adapter: str | None  # None (base weights), "lora", "rag_lora" or "scratch"
+    adapter: str | None  # None (base weights) or an artifact kind in `service.kinds.KINDS`
     summary: str
+    # Recommendation tie-break, lower first: what the arm costs to run and keep current (no training and short
+    # prompts first). An explicit fact, so the order of this table is only the order reports show arms in.
+    cost_rank: int = 100
 
 
 ARMS: dict[str, Arm] = {
     a.name: a
     for a in (
-        Arm("base", "Base", False, False, None, "base model, zero-shot"),
-        Arm("fewshot", "Few-shot", False, True, None, "base model with worked examples from the train split"),
-        Arm("rag", "RAG", True, False, None, "retrieved passages feeding the base model"),
-        Arm("lora", "LoRA", False, False, "lora", "LoRA adapter trained closed-book on the train split"),
-        Arm("rag_lora", "RAG + LoRA", True, False, "rag_lora", "adapter trained to read retrieved passages"),
-        Arm("scratch", "Scratch", False, False, "scratch", "same architecture trained from random weights"),
+        Arm("base", "Base", False, False, None, "base model, zero-shot", 0),
+        Arm("fewshot", "Few-shot", False, True, None, "base model with worked examples from the train split", 10),
+        Arm("rag", "RAG", True, False, None, "retrieved passages feeding the base model", 20),
+        Arm("lora", "LoRA", False, False, "lora", "LoRA adapter trained closed-book on the train split", 30),
+        Arm("rag_lora", "RAG + LoRA", True, False, "rag_lora", "adapter trained to read retrieved passages", 40),
+        Arm("scratch", "Scratch", False, False, "scratch", "same architecture trained from random weights", 50),
     )
 }
+
+
+def by_cost(names) -> list[str]:
+    """Arm names cheapest first (ties in table order): the order recommendations prefer."""
+    order = list(ARMS)
+    return sorted(names, key=lambda n: (ARMS[n].cost_rank, order.index(n)))
 
 
 class UnknownArm(ValueError):

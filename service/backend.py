@@ -18,8 +18,6 @@ from pathlib import Path
 from service.generation import Generation, Messages
 from service.settings import GenerationSettings, ModelSettings, Settings
 
-SERVABLE_ADAPTERS = ("lora", "rag_lora")  # scratch is a whole small model: it stays in-process
-
 
 class BackendError(RuntimeError):
     """The backend cannot answer for a configuration reason; the message says what to change."""
@@ -37,13 +35,14 @@ def module_name(corpus: Path, adapter: str) -> str:
 def vllm_arguments(settings: Settings, corpus: Path) -> list[str]:
     """`vllm serve` arguments for the generator and every LoRA adapter trained on `corpus`, one module each."""
     from service import adapters, models
+    from service.kinds import KINDS
 
     modules, ranks = [], []
-    for kind in SERVABLE_ADAPTERS:
+    for kind in (k for k in KINDS.values() if k.remote_servable):
         folder = adapters.artifact_dir(settings, corpus, kind)
         config = folder / "adapter_config.json"
         if config.is_file():
-            modules.append(f"{module_name(corpus, kind)}={folder.resolve()}")
+            modules.append(f"{module_name(corpus, kind.name)}={folder.resolve()}")
             ranks.append(int(json.loads(config.read_text())["r"]))
     if not modules:
         raise BackendError(
@@ -67,7 +66,7 @@ class Backend:
         self.generation = generation
         self.client = OpenAI(
             base_url=models.backend_url,
-            api_key=models.backend_api_key or "unused",
+            api_key=models.backend_api_key.get_secret_value() if models.backend_api_key else "unused",
             timeout=models.backend_timeout_s,
             max_retries=2,
         )
@@ -130,11 +129,16 @@ class RemoteGenerator:
         latency_ms = (time.perf_counter() - t0) * 1000
         return [_generation(r.choices[0].message.content, r.usage, latency_ms, len(prompts)) for r in responses]
 
-    def stream(self, messages: Messages, max_new_tokens: int | None = None, on_done=None):
-        """Yield the answer piece by piece; `on_done(Generation)` gets the server's token counts."""
+    def stream(self, messages: Messages, max_new_tokens: int | None = None, on_done=None, stop=None):
+        """Yield the answer piece by piece; `on_done(Generation)` gets the server's token counts. Setting
+        `stop` (a threading.Event) closes the request at the next chunk."""
         t0 = time.perf_counter()
         pieces, usage = [], None
-        for chunk in self._request(messages, max_new_tokens, stream=True, stream_options={"include_usage": True}):
+        response = self._request(messages, max_new_tokens, stream=True, stream_options={"include_usage": True})
+        for chunk in response:
+            if stop is not None and stop.is_set():
+                response.close()
+                break
             if chunk.usage is not None:
                 usage = chunk.usage
             for choice in chunk.choices:

@@ -57,14 +57,6 @@ def build_settings(overrides: list[str] | None) -> Settings:
         raise typer.BadParameter(str(exc), param_hint="--set") from exc
 
 
-def runtime_for(settings: Settings, corpus: Path):
-    """A runtime for `corpus` with fewshot examples drawn from its train split."""
-    from eval.tasks import corpus_examples
-    from service.runtime import Runtime
-
-    return Runtime(settings, corpus, corpus_examples(corpus, settings.generation))
-
-
 def fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
@@ -104,12 +96,13 @@ def query(
     set_: SetOption = None,
 ) -> None:
     """Ask one question to several arms side by side."""
+    from eval.pipeline import open_runtime
     from service.arms import compare, parse_arms
 
     settings = build_settings(set_)
     try:
         chosen = parse_arms(arms)
-        answers = compare(runtime_for(settings, corpus or settings.corpus), question, chosen, top_k)
+        answers = compare(open_runtime(settings, corpus or settings.corpus), question, chosen, top_k)
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))
     if as_json:
@@ -127,26 +120,27 @@ def query(
 def train(
     corpus: Annotated[Path, typer.Option(help="Corpus whose train split to learn from.")],
     arm: Annotated[
-        list[str] | None, typer.Option(help="lora, rag+lora or scratch; repeat for several (default: all three).")
+        list[str] | None, typer.Option(help="An arm with something to train (e.g. lora, rag+lora, scratch); repeat "
+                                            "for several (default: every such arm).")  # fmt: skip
     ] = None,
     force: Annotated[bool, typer.Option(help="Train again even if an identical artifact is stored.")] = False,
     set_: SetOption = None,
 ) -> None:
     """Train the adapters (and the scratch model) an arm needs, reusing identical stored ones."""
-    from eval.tasks import held_out_inputs, load_tasks, supervised_rows
-    from service.arms import parse_arms
-    from service.finetune import describe, train_arm
+    from eval import pipeline
+    from service.arms import ARMS, parse_arms
+    from service.finetune import describe
 
     settings = build_settings(set_)
     try:
-        chosen = parse_arms(arm or ["lora", "rag_lora", "scratch"])
+        chosen = parse_arms(arm or [name for name, a in ARMS.items() if a.adapter])
         untrainable = [a.name for a in chosen if a.adapter is None]
         if untrainable:
-            raise ValueError(f"arm(s) {', '.join(untrainable)} have nothing to train; choose lora, rag+lora or scratch")
-        rows = load_tasks(corpus)
-        sft = supervised_rows(rows, settings.generation.abstention_phrase)
-        for a in chosen:
-            result = train_arm(settings, corpus, a.adapter, sft, forbidden_inputs=held_out_inputs(rows), show_bar=True)
+            trainable = ", ".join(name for name, a in ARMS.items() if a.adapter)
+            raise ValueError(f"arm(s) {', '.join(untrainable)} have nothing to train; choose from {trainable}")
+        runtime = pipeline.open_runtime(settings, corpus)
+        kinds = pipeline.kinds_for([a.name for a in chosen])
+        for result in pipeline.train_artifacts(settings, runtime, kinds, force=force, show_bar=True).values():
             typer.echo(describe(result))
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))
@@ -154,20 +148,32 @@ def train(
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; anything but loopback needs API keys (RAGFT_API__API_KEYS).")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    corpus: Annotated[Path | None, typer.Option(help="Corpus to serve (default: the corpus setting).")] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Serve a non-loopback --host without API keys (logged as a warning).")
+    ] = False,
     set_: SetOption = None,
 ) -> None:
     """Serve the HTTP API: queries, OpenAI-compatible chat, eval runs, corpus updates (see /docs)."""
     import uvicorn
 
-    from service.api.main import create_app
+    from service.api.main import check_binding, create_app
     from service.logs import configure_logging
 
     settings = build_settings(set_)
     configure_logging(settings.api.log_format, settings.api.log_level)
+    try:
+        warning = check_binding(host, settings, insecure)
+    except ValueError as exc:
+        fail(str(exc))
+    if warning:
+        logging.getLogger("ragft").warning(warning)
     # log_config=None keeps the handler above for uvicorn's own loggers; the app logs one access line per request
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    uvicorn.run(create_app(settings, corpus), host=host, port=port, log_config=None, access_log=False)
 
 
 def _progress_printer():
@@ -190,12 +196,10 @@ def _progress_printer():
 
 def _finish_run(settings: Settings, run_id: str) -> Path:
     """Score a stored run, write its three report files and print the verdict table."""
+    from eval.pipeline import publish_run
     from eval.report import verdict_rows
-    from eval.results import publish
-    from service import models
 
-    embedder = models.load_embedder(settings.models)
-    results, folder = publish(settings, run_id, embed=lambda texts: embedder.encode(texts).tolist())
+    results, folder = publish_run(settings, run_id)
     typer.secho(f"\nVerdict for run {run_id}", bold=True)
     for v in verdict_rows(results):
         typer.echo(
@@ -206,28 +210,36 @@ def _finish_run(settings: Settings, run_id: str) -> Path:
     return folder
 
 
+def _split(items: str | None) -> list[str] | None:
+    return [x.strip() for x in items.split(",") if x.strip()] if items else None
+
+
 @app.command("eval")
 def eval_(
     corpus: Annotated[Path, typer.Option(help="Corpus folder with documents/ and tasks/.")],
-    arms: Annotated[str, typer.Option(help="Comma-separated arms.")] = "base,fewshot,rag,lora,rag+lora,scratch",
-    families: Annotated[str | None, typer.Option(help="Comma-separated families (default: all).")] = None,
+    arms: Annotated[str | None, typer.Option(help="Comma-separated arms (default: every arm).")] = None,
+    families: Annotated[str | None, typer.Option(help="Comma-separated families (default: eval.families).")] = None,
     limit: Annotated[int | None, typer.Option(help="Test rows per family (seeded sample).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for sampling and statistics.")] = None,
     run_id: Annotated[str | None, typer.Option(help="Resume or name a run; default: a hash of its inputs.")] = None,
     set_: SetOption = None,
 ) -> None:
     """Run every arm on every test row, store the answers, and write the comparison report."""
-    from eval.runner import RunSpec, run_eval
+    from eval.runner import RunSpec
 
     settings = build_settings(set_)
-    spec = RunSpec(
-        corpus,
-        [a.strip() for a in arms.split(",") if a.strip()],
-        [f.strip() for f in families.split(",")] if families else settings.eval.families,
-        limit if limit is not None else settings.eval.limit,
-        seed if seed is not None else settings.generation.seed,
-        run_id,
-    )
+    try:
+        spec = RunSpec.resolve(
+            settings, corpus, arms=_split(arms), families=_split(families), limit=limit, seed=seed, run_id=run_id
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    _run_and_report(settings, spec)
+
+
+def _run_and_report(settings: Settings, spec) -> None:
+    from eval.runner import run_eval
+
     try:
         done = run_eval(settings, spec, progress=_progress_printer(), show_bars=True)
         _finish_run(settings, done)
@@ -289,18 +301,10 @@ def demo(
     set_: SetOption = None,
 ) -> None:
     """The whole pipeline on the shipped corpus: index, train, answer with every arm, report the verdict."""
-    from eval.runner import RunSpec, run_eval
-    from service.arms import ARMS
+    from eval.runner import RunSpec
 
     settings = build_settings(set_)
-    spec = RunSpec(
-        corpus, list(ARMS), settings.eval.families, limit or settings.eval.demo_limit, settings.generation.seed
-    )
-    try:
-        done = run_eval(settings, spec, progress=_progress_printer(), show_bars=True)
-        _finish_run(settings, done)
-    except (ValueError, RuntimeError, KeyError) as exc:
-        fail(str(exc))
+    _run_and_report(settings, RunSpec.resolve(settings, corpus, limit=limit or settings.eval.demo_limit))
 
 
 @corpus_app.command("validate")

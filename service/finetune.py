@@ -24,31 +24,23 @@ import random
 import resource
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import torch
 from transformers import TrainerCallback
 
 from service import adapters, models
 from service.documents import load_documents
 from service.generation import Generator
+from service.kinds import Kind, parse_kind
 from service.settings import Settings
-from service.training_data import (
-    SupervisedRow,
-    TrainingExample,
-    closed_book_examples,
-    data_hash,
-    retrieval_examples,
-    split_validation,
-)
+from service.training_data import SupervisedRow, TrainingExample, data_hash, split_validation
 
 log = logging.getLogger(__name__)
 
-KINDS = ("lora", "rag_lora", "scratch")
-MANIFEST_VERSION = 1
 # Bumped whenever the training procedure changes what an artifact learns, so stored artifacts are retrained
 # instead of reused. 2: warm-up rounded down (a 1-step run trained nothing; short runs lost their first step).
 RECIPE_VERSION = 2
@@ -81,7 +73,7 @@ class TrainProgress:
 class TrainResult:
     kind: str
     folder: Path
-    manifest: dict
+    manifest: adapters.AdapterManifest
     reused: bool
 
 
@@ -219,66 +211,101 @@ def _dir_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def _versions() -> dict[str, str]:
-    import peft
-    import transformers
-
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
-
-
-def hyperparameters(settings: Settings, kind: str) -> dict:
+def hyperparameters(settings: Settings, kind: Kind) -> dict:
     """The settings a run depends on; part of the reuse key and the manifest."""
-    params = {"lora": settings.lora.model_dump(), "seed": settings.generation.seed}
-    if kind == "rag_lora":
+    params = {"lora": settings.lora.model_dump(), "seed": settings.generation.seed}  # the shared training loop
+    if kind.needs_index:
         params["retrieval"] = settings.retrieval.model_dump(exclude={"embed_batch_size"})
         params["embedder"] = settings.models.embedder
-    if kind == "scratch":
-        params["scratch"] = settings.scratch.model_dump()
+    if kind.settings_group != "lora":
+        params[kind.settings_group] = getattr(settings, kind.settings_group).model_dump()
     return params
 
 
-def build_examples(settings: Settings, corpus: Path, kind: str, rows: list[SupervisedRow], forbidden: set[str]):
-    """The training examples of `kind` (needs the index for rag_lora)."""
-    g, lora = settings.generation, settings.lora
-    if kind == "rag_lora":
-        from service.runtime import Runtime
+@dataclass(frozen=True)
+class TrainingSet:
+    """Everything a run learns from, and the hash that decides whether a stored artifact can be reused."""
 
-        runtime = Runtime(settings, corpus)
-        runtime.index()
-        return retrieval_examples(
-            rows,
-            runtime.retriever(),
-            top_k=settings.retrieval.top_k,
-            no_gold_fraction=lora.raft_no_gold_fraction,
-            seed=g.seed,
-            abstention_phrase=g.abstention_phrase,
-        )
-    return closed_book_examples(
-        rows,
-        paraphrases=lora.paraphrases,
-        seed=g.seed,
-        abstention_phrase=g.abstention_phrase,
-        forbidden_inputs=forbidden,
+    examples: list[TrainingExample]
+    train: list[TrainingExample]
+    validation: list[TrainingExample]
+    documents: list[Tokenized]
+    data_hash: str
+
+
+def build_training_set(
+    settings: Settings, corpus: Path, kind: Kind, rows: list[SupervisedRow], generator: Generator, retriever, forbidden
+) -> TrainingSet:
+    """The kind's examples from the train rows, its validation split, and the corpus documents it mixes in."""
+    if kind.needs_index and retriever is None:
+        raise TrainingDataError(f"the {kind.name} artifact trains on retrieved passages: build the index first")
+    examples = kind.examples(rows, settings, retriever, set(forbidden))
+    train, validation = split_validation(
+        examples, settings.lora.validation_fraction, settings.generation.seed, settings.lora.max_validation_examples
     )
+    documents = document_pieces(generator, corpus, settings.lora.max_seq_tokens) if kind.with_documents else []
+    dhash = data_hash(examples)
+    if documents:
+        dhash = hashlib.sha256((dhash + str([t.input_ids for t in documents])).encode()).hexdigest()
+    return TrainingSet(examples, train, validation, documents, dhash)
 
 
-def train_arm(
+def fingerprint(kind: Kind, model_id: str, base_hash: str, dhash: str, params: dict) -> str:
+    """The reuse key: the same base weights, data, settings and recipe give the same artifact."""
+    key = [kind.name, model_id, base_hash, dhash, params, RECIPE_VERSION]
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def trainable_model(kind: Kind, base_model, settings: Settings):
+    """What the run updates: a LoRA-wrapped base model, or the shrunk architecture from random weights."""
+    if kind.full_model:
+        from transformers import AutoModelForCausalLM
+
+        with models.LOADING:
+            model = AutoModelForCausalLM.from_config(scratch_config(base_model.config, settings))
+        return model.to(base_model.device), settings.scratch.learning_rate
+    from peft import LoraConfig, get_peft_model
+
+    lora = settings.lora
+    config = LoraConfig(
+        r=lora.rank, lora_alpha=lora.lora_alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )  # fmt: skip
+    with models.LOADING:
+        return get_peft_model(base_model, config), lora.learning_rate
+
+
+def training_stream(kind: Kind, data: TrainingSet, generator: Generator, settings: Settings):
+    """(planned stream, validation examples, token budget): the epochs in the settings cut at the budget."""
+    max_tokens, budget = settings.lora.max_seq_tokens, settings.lora.max_train_tokens
+    train_tok = [tokenize_example(generator, e, max_tokens) for e in data.train]
+    val_tok = _validation_slice([tokenize_example(generator, e, max_tokens) for e in data.validation], budget)
+    if kind.full_model:
+        budget = settings.scratch.token_budget or budget
+        return _scratch_stream(train_tok, data.documents, budget, settings), val_tok, budget
+    stream = plan_stream(train_tok, settings.lora.epochs, budget, settings.lora.batch_size, settings.generation.seed)
+    return stream, val_tok, budget
+
+
+def train_artifact(
     settings: Settings,
     corpus: Path,
-    kind: str,
+    kind: Kind | str,
     rows: list[SupervisedRow],
     *,
+    retriever=None,
     forbidden_inputs: set[str] = frozenset(),
     progress: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     show_bar: bool = False,
     force: bool = False,
 ) -> TrainResult:
-    """Train (or reuse) the `kind` artifact for `corpus` from its supervised train rows."""
+    """Train (or reuse) the `kind` artifact for `corpus` from its supervised train rows.
+
+    `retriever` searches the corpus index; kinds whose examples carry passages need it."""
     from transformers import set_seed
 
-    if kind not in KINDS:
-        raise ValueError(f"unknown artifact kind '{kind}'; choose from {', '.join(KINDS)}")
+    kind = parse_kind(kind) if isinstance(kind, str) else kind
     if not rows:
         raise TrainingDataError(
             f'corpus \'{Path(corpus).name}\' has no train rows to learn from: add rows with "split": "train" '
@@ -289,118 +316,60 @@ def train_arm(
     model, tokenizer, model_id = models.load_generator(settings.models, settings.artifact_dir)
     generator = Generator(model, tokenizer, model_id, settings.generation)
     base_hash = models.weights_hash(model)
-
-    examples = build_examples(settings, corpus, kind, rows, set(forbidden_inputs))
-    train_examples, val_examples = split_validation(
-        examples, settings.lora.validation_fraction, seed, settings.lora.max_validation_examples
-    )
-    max_tokens = settings.lora.max_seq_tokens
-    documents = document_pieces(generator, corpus, max_tokens) if kind == "scratch" else []
+    data = build_training_set(settings, corpus, kind, rows, generator, retriever, forbidden_inputs)
     params = hyperparameters(settings, kind)
-    dhash = data_hash(examples)
-    if documents:
-        dhash = hashlib.sha256((dhash + str([t.input_ids for t in documents])).encode()).hexdigest()
-    fingerprint = hashlib.sha256(
-        json.dumps([kind, model_id, base_hash, dhash, params, RECIPE_VERSION], sort_keys=True, default=str).encode()
-    ).hexdigest()
+    key = fingerprint(kind, model_id, base_hash, data.data_hash, params)
     folder = adapters.artifact_dir(settings, corpus, kind)
-    existing = folder / adapters.MANIFEST
-    if not force and existing.is_file():
-        try:
-            manifest = json.loads(existing.read_text())
-        except json.JSONDecodeError:
-            manifest = {}
-        if manifest.get("fingerprint") == fingerprint:
-            log.info("reusing %s artifact at %s (same base model, data, settings and seed)", kind, folder)
-            return TrainResult(kind, folder, manifest, reused=True)
+    stored = adapters.stored_manifest(folder)
+    if not force and stored is not None and stored.fingerprint == key:
+        log.info("reusing %s artifact at %s (same base model, data, settings and seed)", kind.name, folder)
+        return TrainResult(kind.name, folder, stored, reused=True)
 
-    train_tok = [tokenize_example(generator, e, max_tokens) for e in train_examples]
-    budget = settings.lora.max_train_tokens
-    val_tok = _validation_slice([tokenize_example(generator, e, max_tokens) for e in val_examples], budget)
-    if kind == "scratch":
-        budget = settings.scratch.token_budget or budget
-        stream = _scratch_stream(train_tok, documents, budget, settings)
-    else:
-        stream = plan_stream(train_tok, settings.lora.epochs, budget, settings.lora.batch_size, seed)
-
+    stream, val_tok, budget = training_stream(kind, data, generator, settings)
     set_seed(seed)
-    if kind == "scratch":
-        from transformers import AutoModelForCausalLM
-
-        with models.LOADING:
-            train_model = AutoModelForCausalLM.from_config(scratch_config(model.config, settings)).to(model.device)
-        learning_rate = settings.scratch.learning_rate
-    else:
-        from peft import LoraConfig, get_peft_model
-
-        lora = settings.lora
-        config = LoraConfig(
-            r=lora.rank,
-            lora_alpha=lora.lora_alpha,
-            lora_dropout=lora.dropout,
-            target_modules=lora.target_modules,
-            task_type="CAUSAL_LM",
-        )
-        with models.LOADING:
-            train_model = get_peft_model(model, config)
-        learning_rate = lora.learning_rate
-    trainable = sum(p.numel() for p in train_model.parameters() if p.requires_grad)
-    total_params = sum(p.numel() for p in train_model.parameters())
-
+    train_model, learning_rate = trainable_model(kind, model, settings)
     work = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
         outcome = _run_trainer(
-            settings,
-            kind,
-            train_model,
-            tokenizer,
-            stream,
-            val_tok,
-            learning_rate,
-            work,
-            progress,
-            should_stop,
+            settings, kind.name, train_model, tokenizer, stream, val_tok, learning_rate, work, progress, should_stop,
             show_bar,
-        )
+        )  # fmt: skip
         if outcome["cancelled"]:
-            raise TrainingCancelled(f"training {kind} was cancelled; the stored artifact (if any) is unchanged")
+            raise TrainingCancelled(f"training {kind.name} was cancelled; the stored artifact (if any) is unchanged")
         out = work / "artifact"
         train_model.save_pretrained(out, safe_serialization=True)
-        if kind == "scratch":
+        if kind.full_model:
             tokenizer.save_pretrained(out)
-        variants: dict[str, int] = {}
-        for e in examples:
-            variants[e.variant] = variants.get(e.variant, 0) + 1
-        if documents:
-            variants["document_window"] = len(documents)
-        manifest = {
-            "manifest_version": MANIFEST_VERSION,
-            "kind": kind,
-            "corpus": Path(corpus).resolve().name,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "base_model": model_id,
-            "base_model_hash": base_hash,
-            "data_hash": dhash,
-            "fingerprint": fingerprint,
-            "recipe_version": RECIPE_VERSION,
-            "hyperparameters": params,
-            "seed": seed,
-            "examples": {"train": len(train_examples), "validation": len(val_tok), "by_variant": variants},
-            "token_budget": budget,
-            "tokens_planned": sum(len(t.input_ids) for t in stream),
-            "trainable_params": trainable,
-            "total_params": total_params,
-            "size_bytes": _dir_bytes(out),
-            "versions": _versions(),
+        variants = dict(Counter(e.variant for e in data.examples))
+        if data.documents:
+            variants["document_window"] = len(data.documents)
+        manifest = adapters.AdapterManifest(
+            kind=kind.name,
+            corpus=Path(corpus).resolve().name,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            base_model=model_id,
+            base_model_hash=base_hash,
+            data_hash=data.data_hash,
+            fingerprint=key,
+            recipe_version=RECIPE_VERSION,
+            hyperparameters=params,
+            seed=seed,
+            examples={"train": len(data.train), "validation": len(val_tok), "by_variant": variants},
+            token_budget=budget,
+            tokens_planned=sum(len(t.input_ids) for t in stream),
+            trainable_params=sum(p.numel() for p in train_model.parameters() if p.requires_grad),
+            total_params=sum(p.numel() for p in train_model.parameters()),
+            size_bytes=_dir_bytes(out),
+            versions=models.library_versions(),
             **outcome["figures"],
-        }
-        (out / adapters.MANIFEST).write_text(json.dumps(manifest, indent=2))
+        )
+        manifest.write(out)
         _swap_in(out, folder)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return TrainResult(kind, folder, manifest, reused=False)
+    return TrainResult(kind.name, folder, manifest, reused=False)
 
 
 def _validation_slice(val: list[Tokenized], budget: int | None) -> list[Tokenized]:
@@ -535,9 +504,10 @@ def describe(result: TrainResult) -> str:
     """One line for the CLI: what was trained (or reused) and what it cost."""
     m = result.manifest
     verb = "reused" if result.reused else "trained"
-    val = f", val loss {m['val_loss']:.3f}" if m.get("val_loss") is not None else ""
+    val = f", val loss {m.val_loss:.3f}" if m.val_loss is not None else ""
+    loss = f"{m.train_loss_final:.3f}" if m.train_loss_final is not None else "-"
     return (
-        f"{verb} {result.kind}: {m['tokens_processed']:,} tokens in {m['wall_s']:.0f} s "
-        f"({m['tokens_per_s']} tok/s), train loss {m['train_loss_final']:.3f}{val}, "
-        f"{m['trainable_params']:,} trainable params, {m['size_bytes'] / 1e6:.1f} MB -> {result.folder}"
+        f"{verb} {result.kind}: {m.tokens_processed or 0:,} tokens in {m.wall_s or 0:.0f} s "
+        f"({m.tokens_per_s} tok/s), train loss {loss}{val}, "
+        f"{m.trainable_params:,} trainable params, {m.size_bytes / 1e6:.1f} MB -> {result.folder}"
     )

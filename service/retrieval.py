@@ -9,21 +9,29 @@ a flat index. Vectors are L2-normalised, so inner product is cosine similarity.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import threading
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import faiss
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from service.chunking import Chunk, chunk_document
-from service.documents import Document
+from service.documents import Document, sync_folder
 from service.settings import RetrievalSettings
 
 FORMAT_VERSION = 1
+INDEX_FILE = "index.faiss"
+INDEX_MANIFEST = "manifest.json"
 
 
 class IndexMissing(RuntimeError):
@@ -90,16 +98,106 @@ def _embed(embedder, texts: list[str], batch_size: int) -> np.ndarray:
     return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-def _read_manifest(folder: Path) -> dict | None:
+class IndexManifest(BaseModel):
+    """What an index folder holds and how it was built: written by `build_index`, read by the retriever,
+    the runner (cost of a full build) and readiness checks."""
+
+    model_config = ConfigDict(extra="allow")
+
+    embedder: str
+    chunk_tokens: int
+    chunk_overlap: int
+    format_version: int
+    index_kind: str = "flat"
+    dim: int
+    chunks: int
+    documents: dict[str, str]  # doc id -> content hash
+    full_build_s: float | None = None  # what a from-scratch build of this corpus cost, for the cost table
+
+
+def read_index_manifest(folder: Path) -> IndexManifest | None:
+    """The manifest of the index in `folder`, or None when there is no readable one."""
     try:
-        return json.loads((folder / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        return IndexManifest.model_validate_json((Path(folder) / INDEX_MANIFEST).read_text())
+    except (OSError, ValidationError):
         return None
+
+
+def index_exists(folder: Path) -> bool:
+    """Whether `folder` holds a complete index (manifest and FAISS file) a retriever can load."""
+    return (Path(folder) / INDEX_FILE).is_file() and read_index_manifest(folder) is not None
+
+
+def _read_manifest(folder: Path) -> dict | None:
+    manifest = read_index_manifest(folder)
+    return None if manifest is None else manifest.model_dump()
 
 
 def _load_stored(folder: Path) -> tuple[list[Chunk], np.ndarray]:
     chunks = [Chunk(**json.loads(line)) for line in (folder / "chunks.jsonl").read_text().splitlines() if line]
     return chunks, np.load(folder / "embeddings.npy")
+
+
+class _IndexLock:
+    """One index build, swap or load at a time: a lock shared by every thread of this process (the API's
+    runtime and the job worker's), plus an flock on `<folder>.lock` against another process (a `ragft index`
+    beside a `ragft serve`). Re-entrant within a thread; the flock is taken by the outermost holder."""
+
+    def __init__(self):
+        self._lock = threading.RLock()
+        self._depth = 0
+
+    @contextmanager
+    def held(self, folder: Path) -> Iterator[None]:
+        with self._lock:
+            fd = None
+            self._depth += 1
+            try:
+                if self._depth == 1:
+                    Path(folder).parent.mkdir(parents=True, exist_ok=True)
+                    fd = os.open(Path(folder).with_name(f"{Path(folder).name}.lock"), os.O_CREAT | os.O_RDWR, 0o600)
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                self._depth -= 1
+                if fd is not None:
+                    os.close(fd)  # releases the flock
+
+
+index_lock = _IndexLock().held
+
+
+def _complete(folder: Path) -> bool:
+    # the manifest is written last, after every other file is on disk
+    return (folder / INDEX_MANIFEST).is_file() and (folder / INDEX_FILE).is_file()
+
+
+def recover_index(folder: Path) -> str | None:
+    """Finish or undo an index swap that a crash interrupted, and remove the leftovers of dead builds.
+
+    A swap renames `<folder>` to `<folder>.old-<id>` and then `<folder>.tmp-<id>` (complete, fsynced) to
+    `<folder>`; a kill between the two leaves no index. Then the newest complete temp folder is promoted
+    (it holds the build that was being swapped in), else the newest old one is put back. Returns what was
+    done, for the log, or None when there was nothing to do."""
+    folder = Path(folder)
+    with index_lock(folder):
+        leftovers = sorted(
+            (p for p in folder.parent.glob(f"{folder.name}.*-*") if p.is_dir() and p.name.split(".")[-1][:4] in
+             ("tmp-", "old-")), key=lambda p: p.stat().st_mtime, reverse=True,
+        )  # fmt: skip
+        done = None
+        if not folder.exists():
+            fresh = [p for p in leftovers if ".tmp-" in p.name and _complete(p)]
+            old = [p for p in leftovers if ".old-" in p.name and _complete(p)]
+            if fresh or old:
+                chosen = (fresh or old)[0]
+                os.rename(chosen, folder)
+                sync_folder(folder.parent)
+                leftovers.remove(chosen)
+                done = f"restored the index at {folder.name} from {chosen.name}"
+        for path in leftovers:
+            shutil.rmtree(path, ignore_errors=True)
+        return done or (f"removed {len(leftovers)} leftover index folders" if leftovers else None)
 
 
 def build_index(
@@ -108,8 +206,17 @@ def build_index(
     """Create or update the index in `folder`, embedding only new or changed documents.
 
     The new index is written beside the old one and swapped in at the end, so a crash or a
-    bad document never destroys the index already stored.
+    bad document never destroys the index already stored; builds of one folder take turns (`index_lock`),
+    so two of them never mix their files, and the second embeds only what the first did not.
     """
+    with index_lock(folder):
+        recover_index(folder)
+        return _build_index(documents, embedder, embedder_id, settings, Path(folder))
+
+
+def _build_index(
+    documents: list[Document], embedder, embedder_id: str, settings: RetrievalSettings, folder: Path
+) -> IndexReport:
     started = time.perf_counter()
     folder = Path(folder)
     report = IndexReport()
@@ -162,7 +269,7 @@ def build_index(
         raise ValueError("The documents hold no text to index (all empty or whitespace). Add text and index again.")
     report.chunks_total = len(rows)
 
-    if report.changed or not (folder / "index.faiss").is_file() or old.get("index_kind") != settings.index_kind:
+    if report.changed or not (folder / INDEX_FILE).is_file() or old.get("index_kind") != settings.index_kind:
         vectors = np.stack([v for _, v in rows]).astype(np.float32)
         manifest = {
             **params,
@@ -181,17 +288,28 @@ def build_index(
 
 
 def _write_atomically(folder: Path, chunks: list[Chunk], vectors: np.ndarray, index, manifest: dict) -> None:
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    """Write the new index to a temp folder unique to this build, fsync it, and swap it in with two renames
+    (`recover_index` finishes a swap cut between them)."""
+    build = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = folder.with_name(f"{folder.name}.tmp-{build}")
     tmp.mkdir(parents=True)
-    (tmp / "chunks.jsonl").write_text("".join(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in chunks))
-    np.save(tmp / "embeddings.npy", vectors)
-    faiss.write_index(index, str(tmp / "index.faiss"))
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    old = folder.with_name(f"{folder.name}.old-{os.getpid()}")
+    try:
+        (tmp / "chunks.jsonl").write_text("".join(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in chunks))
+        np.save(tmp / "embeddings.npy", vectors)
+        faiss.write_index(index, str(tmp / INDEX_FILE))
+        (tmp / INDEX_MANIFEST).write_text(IndexManifest.model_validate(manifest).model_dump_json(indent=2))
+        for path in tmp.iterdir():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        sync_folder(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = folder.with_name(f"{folder.name}.old-{build}")
     if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
+        os.rename(folder, old)
+    os.rename(tmp, folder)
+    sync_folder(folder.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -200,8 +318,13 @@ class Retriever:
 
     def __init__(self, folder: Path, embedder, embedder_id: str, settings: RetrievalSettings):
         folder = Path(folder)
+        with index_lock(folder):  # a consistent set of files, never half of a swap
+            recover_index(folder)
+            self._load(folder, embedder, embedder_id, settings)
+
+    def _load(self, folder: Path, embedder, embedder_id: str, settings: RetrievalSettings) -> None:
         manifest = _read_manifest(folder)
-        if manifest is None or not (folder / "index.faiss").is_file():
+        if manifest is None or not (folder / INDEX_FILE).is_file():
             raise IndexMissing(f"No index at {folder}. Build it with: ragft index <corpus folder>")
         if manifest["embedder"] != embedder_id:
             raise IndexMissing(
@@ -213,7 +336,7 @@ class Retriever:
         self.settings = settings
         self.embedder = embedder
         self.chunks, _ = _load_stored(folder)
-        self.index = faiss.read_index(str(folder / "index.faiss"))
+        self.index = faiss.read_index(str(folder / INDEX_FILE))
         self._bm25 = self._build_bm25() if settings.hybrid else None
 
     def _build_bm25(self):

@@ -16,22 +16,25 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from service import adapters, models
+from service.adapters import ArtifactMissing
 from service.arms import Arm
 from service.backend import Backend, RemoteGenerator, module_name
 from service.documents import load_documents
 from service.generation import Generator
+from service.kinds import KINDS, Kind
 from service.prompts import Example
-from service.retrieval import IndexReport, Retriever, build_index
+from service.retrieval import IndexReport, Retriever, build_index, index_exists
 from service.settings import Settings
 
 
 class Runtime:
     def __init__(self, settings: Settings, corpus: Path, examples: dict[str, list[Example]] | None = None):
+        """`examples`: the fewshot pools drawn from the corpus's train split; None when it has no tasks/."""
         self.settings = settings
         self.corpus = Path(corpus)
-        self._examples = examples or {}
+        self._examples = examples
         self._generator: Generator | None = None
-        self._scratch: Generator | None = None
+        self._full_models: dict[str, Generator] = {}
         self._embedder = None
         self._backend: Backend | None = None
         self._retriever: Retriever | None = None
@@ -43,6 +46,11 @@ class Runtime:
     @property
     def index_dir(self) -> Path:
         return self._index_dir or self.settings.index_dir(self.corpus)
+
+    @property
+    def index_ready(self) -> bool:
+        """Whether this corpus has a complete index on disk (retrieving arms can answer)."""
+        return index_exists(self.index_dir)
 
     def with_index(self, folder: Path) -> Runtime:
         """The same loaded models and adapters searching another index (the corpus after an update)."""
@@ -115,12 +123,24 @@ class Runtime:
             self._retriever = None
         return report
 
-    def examples(self, family: str) -> list[Example]:
-        return self._examples.get(family, [])
+    def examples(self, pool: str) -> list[Example]:
+        """The fewshot arm's worked examples for `pool`; an error when the corpus has no tasks/ to draw from."""
+        if self._examples is None:
+            raise ArtifactMissing(
+                f"the fewshot arm needs worked examples from the train split, and corpus '{self.corpus}' has no "
+                "tasks/ folder. Add tasks/*.jsonl with rows marked \"split\": \"train\" (see corpora/README.md)."
+            )
+        return self._examples.get(pool, [])
 
     def runs_locally(self, arm: Arm) -> bool:
         """Whether `arm` generates in this process (and so takes turns for the shared weights)."""
-        return not self.remote or arm.adapter == "scratch"
+        return not self.remote or (arm.adapter is not None and not KINDS[arm.adapter].remote_servable)
+
+    def _checked_manifest(self, arm: Arm, folder: Path, weights_hash: str | None) -> None:
+        """Refuse a missing artifact or one trained on other base weights, with the fix in the message."""
+        manifest = adapters.read_manifest(folder, arm.name, self.corpus)
+        adapters.check_base_model(manifest, models.resolve_generator(self.settings.models).model_id, folder,
+                                  weights_hash)  # fmt: skip
 
     @contextmanager
     def generator_for(self, arm: Arm) -> Iterator[Generator | RemoteGenerator]:
@@ -129,42 +149,40 @@ class Runtime:
             yield self._remote_generator(arm)  # no lock: the server batches concurrent requests
             return
         with self.lock:
-            if arm.adapter == "scratch":
-                yield self._scratch_generator(arm)
+            kind = KINDS[arm.adapter] if arm.adapter else None
+            if kind is not None and kind.full_model:
+                yield self._full_model_generator(arm, kind)
                 return
             gen = self.generator()
-            if arm.adapter is None:
+            if kind is None:
                 if hasattr(gen.model, "disable_adapter"):
                     with gen.model.disable_adapter():
                         yield gen
                 else:
                     yield gen
                 return
-            folder = adapters.artifact_dir(self.settings, self.corpus, arm.adapter)
-            manifest = adapters.read_manifest(folder, arm.name, self.corpus)
-            adapters.check_base_model(manifest, gen.model_id, folder, self.weights_hash())
-            gen.model = adapters.attach_lora(gen.model, gen.tokenizer, folder, arm.adapter)
+            folder = adapters.artifact_dir(self.settings, self.corpus, kind)
+            self._checked_manifest(arm, folder, self.weights_hash())
+            gen.model = adapters.attach_lora(gen.model, gen.tokenizer, folder, kind.name)
             yield gen
 
     def _remote_generator(self, arm: Arm) -> RemoteGenerator:
         """The backend's base model, or the LoRA module of this corpus's adapter after checking its manifest."""
         if arm.adapter is None:
             return self.backend().generator(self.settings.models.backend_model)
-        folder = adapters.artifact_dir(self.settings, self.corpus, arm.adapter)
-        manifest = adapters.read_manifest(folder, arm.name, self.corpus)
-        adapters.check_base_model(manifest, models.resolve_generator(self.settings.models).model_id, folder)
+        self._checked_manifest(arm, adapters.artifact_dir(self.settings, self.corpus, arm.adapter), None)
         return self.backend().generator(module_name(self.corpus, arm.adapter))
 
-    def _scratch_generator(self, arm: Arm) -> Generator:
-        if self._scratch is None:
+    def _full_model_generator(self, arm: Arm, kind: Kind) -> Generator:
+        """A whole trained model (the scratch kind), loaded once beside the base weights it shares a tokenizer with."""
+        if kind.name not in self._full_models:
             from transformers import AutoModelForCausalLM
 
-            folder = adapters.artifact_dir(self.settings, self.corpus, "scratch")
-            manifest = adapters.read_manifest(folder, arm.name, self.corpus)
+            folder = adapters.artifact_dir(self.settings, self.corpus, kind)
             base = self.generator()
-            adapters.check_base_model(manifest, base.model_id, folder, self.weights_hash())
+            self._checked_manifest(arm, folder, self.weights_hash())
             with models.LOADING:
                 model = AutoModelForCausalLM.from_pretrained(folder, dtype=base.model.dtype)
             model = model.to(base.model.device).eval()
-            self._scratch = Generator(model, base.tokenizer, str(folder), self.settings.generation)
-        return self._scratch
+            self._full_models[kind.name] = Generator(model, base.tokenizer, str(folder), self.settings.generation)
+        return self._full_models[kind.name]

@@ -12,15 +12,18 @@ Example:
 
 from __future__ import annotations
 
+import logging
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_GENERATOR = "embedded:smollm2-135m-instruct"
 EMBEDDED_EMBEDDER = "embedded:all-minilm-l6-v2"
+MIN_API_KEY_CHARS = 16
 
 
 class ModelSettings(BaseModel):
@@ -46,6 +49,28 @@ class ModelSettings(BaseModel):
         "float32",
         description="Compute dtype of the generator. float32 on CPUs: bf16 matmuls run ~300x slower without AVX512-BF16.",
     )
+    engine: Literal["transformers", "ctranslate2"] = Field(
+        "transformers",
+        description="In-process engine of the local backend. 'ctranslate2' converts the generator (and merges and "
+        "converts each LoRA adapter) once into the artifact folder; with compute_type int8 it answered about 2x "
+        "faster on 2 CPU cores but changed most greedy answers, and in float32 it matched transformers without a "
+        "speed-up (bench/bench_engines.py), so transformers stays the default. Falls back to transformers, with a "
+        "warning, where the ctranslate2 wheel is not installed.",
+    )
+    compute_type: Literal["float32", "int8", "float16"] = Field(
+        "float32",
+        description="CTranslate2 weights and compute: 'float32' (answers identical to transformers float32), "
+        "'int8' (CPU, faster, answers differ and depend on batch composition), 'float16' (CUDA only).",
+    )
+    intra_threads: int = Field(
+        0,
+        ge=0,
+        description="CPU threads one generate call uses (torch.set_num_threads, CTranslate2 intra_threads); 0 = "
+        "every core this process may run on. Set it to leave cores to another job or process on the machine.",
+    )
+    inter_threads: int = Field(
+        1, ge=1, description="CTranslate2 batches run in parallel, each with intra_threads (1 on a small CPU)."
+    )
     generator_backend: Literal["local", "openai"] = Field(
         "local",
         description="Where arms generate: 'local' (transformers in this process) or 'openai' (an OpenAI-compatible "
@@ -58,9 +83,20 @@ class ModelSettings(BaseModel):
         None, description="The backend's name for the base model (vLLM --served-model-name); LoRA arms use "
         "'<corpus>-<adapter>' module names, see `ragft backend vllm-args`.",
     )  # fmt: skip
-    backend_api_key: str | None = Field(None, description="Bearer key for the backend, when it wants one.")
+    backend_api_key: SecretStr | None = Field(
+        None, description="Bearer key for the backend, when it wants one (never written to run configs or logs)."
+    )
     backend_concurrency: int = Field(16, ge=1, le=256, description="Requests in flight per batch sent to the backend.")
     backend_timeout_s: float = Field(120.0, gt=0, description="Timeout of one backend request.")
+
+    @model_validator(mode="after")
+    def _float16_needs_cuda(self) -> ModelSettings:
+        if self.engine == "ctranslate2" and self.compute_type == "float16" and not self.device.startswith("cuda"):
+            raise ValueError(
+                f"models.compute_type='float16' needs a CUDA device, but models.device is '{self.device}': "
+                "use 'int8' or 'float32' on a CPU (RAGFT_MODELS__COMPUTE_TYPE)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _backend_complete(self) -> ModelSettings:
@@ -204,8 +240,8 @@ class ScratchSettings(BaseModel):
 class EvalSettings(BaseModel):
     """Evaluation runs, reports and the demo."""
 
-    families: list[str] = Field(
-        ["knowledge", "behaviour", "abstention", "freshness", "general"], description="Task families a run scores."
+    families: list[str] | None = Field(
+        None, description="Task families a run scores; None: every family registered in eval/families.py."
     )
     limit: int | None = Field(
         None, ge=1, description="Test rows per family (a seeded sample); None scores every test row."
@@ -227,21 +263,54 @@ class EvalSettings(BaseModel):
         None, description="OpenAI-compatible base URL of an LLM judge; unset = judge-free metrics only."
     )
     judge_model: str = Field("gpt-4o-mini", description="Model name sent to the judge endpoint.")
-    judge_api_key: str | None = Field(None, description="API key for the judge endpoint.")
+    judge_api_key: SecretStr | None = Field(
+        None, description="API key for the judge endpoint (never written to run configs or logs)."
+    )
 
 
 class ApiSettings(BaseModel):
     """HTTP limits, so one request cannot hog a shared CPU box."""
 
+    model_config = ConfigDict(hide_input_in_errors=True)  # a refused key is still a secret: keep it out of errors
+
     max_question_chars: int = Field(2000, ge=1, description="Longest question accepted by /v1/query.")
     max_batch_questions: int = Field(64, ge=1, description="Most questions in one POST /v1/query/batch.")
     max_top_k: int = Field(20, ge=1, description="Largest top_k a request may ask for.")
     max_tokens: int = Field(512, ge=1, description="Largest max_tokens a chat completion may ask for.")
-    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body; bigger gets 413.")
-    api_keys: list[str] = Field(
+    max_queued_jobs: int = Field(
+        8, ge=1, description="Most eval/training jobs waiting at once; past it POST /v1/runs and /v1/adapters get 429."
+    )
+    max_page_size: int = Field(200, ge=1, description="Most jobs one GET /v1/runs or /v1/adapters page returns.")
+    max_body_bytes: int = Field(
+        1_000_000, ge=1024, description="Largest request body, chunked or not; bigger gets 413."
+    )
+    max_document_bytes: int = Field(
+        100_000,
+        ge=1,
+        description="Largest document text a PUT /v1/corpora/.../documents/{id} may store (UTF-8 bytes); bigger gets "
+        "413. Embedding runs while the request waits: a 990 KB document took 100 s on 2 CPU cores.",
+    )
+    max_queued_answers: int = Field(
+        64,
+        ge=1,
+        description="Answers (questions x arms) admitted at once across /v1/query, /v1/query/batch and chat "
+        "completions; past it a request gets 429 with Retry-After. 64 is four full batches of 16 on 2 CPU cores.",
+    )
+    query_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="Deadline for a query's answers: one still waiting for its batch's turn after this long gets "
+        "503 with Retry-After (a batch already generating runs to the end, bounded by max_new_tokens).",
+    )
+    api_keys: list[SecretStr] = Field(
         default_factory=list,
-        description='Bearer tokens accepted on /v1 (comma-free JSON list in env: \'["k1","k2"]\'); '
-        "empty = no auth, so bind to 127.0.0.1.",
+        description='Bearer tokens accepted on /v1 (comma-free JSON list in env: \'["k1","k2"]\'), each at least '
+        "16 characters; empty = no auth, and `ragft serve` then binds only to a loopback address.",
+    )
+    protect_metrics_and_docs: bool | None = Field(
+        None,
+        description="Require an API key on /metrics, /docs, /redoc and /openapi.json too; None = yes when api_keys "
+        "is set. /healthz and /readyz stay open for probes.",
     )
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS; empty = CORS off.")
     warm_up: bool = Field(True, description="Load the models in the background at start-up, so /readyz turns ready.")
@@ -252,11 +321,32 @@ class ApiSettings(BaseModel):
         "INFO", description="`ragft serve` log level; INFO logs one line per request and per job state change."
     )
 
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_long_enough(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        # an empty key would let a request with an empty bearer token in; a short one can be guessed
+        for i, key in enumerate(keys):
+            if len(key.get_secret_value().strip()) < MIN_API_KEY_CHARS:
+                raise ValueError(
+                    f"api.api_keys[{i}] is {len(key.get_secret_value())} characters; each key needs at least "
+                    f"{MIN_API_KEY_CHARS}. Set RAGFT_API__API_KEYS='[\"<key>\"]' with a random key, e.g. from "
+                    "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                )
+        return keys
+
+    @property
+    def guards_operations(self) -> bool:
+        """Whether /metrics and the API docs need a key (protect_metrics_and_docs, defaulting to 'keys are set')."""
+        return bool(self.api_keys) if self.protect_metrics_and_docs is None else self.protect_metrics_and_docs
+
 
 class Settings(BaseSettings):
     """Everything ragft reads; see each group for its fields."""
 
-    model_config = SettingsConfigDict(env_prefix="RAGFT_", env_nested_delimiter="__", env_file=".env", extra="ignore")
+    # errors never echo an input: it may be an API key (the messages name the field and what to set)
+    model_config = SettingsConfigDict(
+        env_prefix="RAGFT_", env_nested_delimiter="__", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     data_dir: Path = Field(Path("data"), description="Indexes, databases and runs live here.")
     artifact_dir: Path = Field(Path("data/artifacts"), description="Converted models and trained adapters.")
@@ -278,8 +368,31 @@ class Settings(BaseSettings):
         """Where the index of `corpus` is stored: one folder per corpus name."""
         return self.data_dir / "indexes" / Path(corpus).resolve().name
 
+    def recorded(self) -> dict:
+        """The settings as stored beside a run and copied into its results: JSON-safe, with every secret
+        (API keys, backend and judge keys) left out."""
+        return self.model_dump(mode="json", exclude=SECRET_FIELDS)
+
+
+# Fields that hold credentials: never written to run configs, results, reports or logs.
+SECRET_FIELDS = {"api": {"api_keys"}, "models": {"backend_api_key"}, "eval": {"judge_api_key"}}
+
 
 @lru_cache
 def get_settings() -> Settings:
     """The process-wide settings, read once at the edge (CLI, app start-up)."""
     return Settings()
+
+
+def make_storage_private(settings: Settings) -> None:
+    """From now on this process creates files 0600 and folders 0700, and the data and reports folders are
+    closed to other users: they hold the corpus, its answers and the results database. Called at the edge
+    (CLI, app start-up), before anything is written."""
+    os.umask(0o077)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (settings.data_dir, settings.eval.reports_dir):
+        try:
+            if folder.is_dir():
+                folder.chmod(0o700)  # also closes what an older version left 0755/0644 inside
+        except OSError as exc:  # not ours to change (a mounted volume): say so, keep serving
+            logging.getLogger(__name__).warning("could not make %s private (chmod 700): %s", folder.name, exc)

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 from service.prompts import build_messages
 from service.retrieval import Passage, Retriever
+from service.settings import Settings
 
 PARAPHRASE_TEMPLATES = (
     "Quick question: {q}",
@@ -57,7 +58,8 @@ class TrainingExample:
     variant: str = "original"  # original, paraphrase, gold, no-gold, retrieved, document
 
 
-def _normalise(text: str) -> str:
+def normalise_text(text: str) -> str:
+    """Lower-case, punctuation removed, whitespace collapsed: the one form every leak check compares."""
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
@@ -75,7 +77,7 @@ def closed_book_examples(
     forbidden_inputs: set[str] = frozenset(),
 ) -> list[TrainingExample]:
     """Examples in the lora arm's prompt: question (with instruction) -> target, plus paraphrases of knowledge rows."""
-    forbidden = {_normalise(t) for t in forbidden_inputs}
+    forbidden = {normalise_text(t) for t in forbidden_inputs}
     out = []
     for row in rows:
         questions = [(row.question, "original")]
@@ -84,7 +86,7 @@ def closed_book_examples(
             for template in rng.sample(PARAPHRASE_TEMPLATES, min(paraphrases, len(PARAPHRASE_TEMPLATES))):
                 questions.append((paraphrase(row.question, template), "paraphrase"))
         for question, variant in questions:
-            if variant == "paraphrase" and _normalise(question) in forbidden:
+            if variant == "paraphrase" and normalise_text(question) in forbidden:
                 continue  # would put a test input into training
             messages = build_messages(question, instruction=row.instruction, abstention_phrase=abstention_phrase)
             out.append(TrainingExample(row.row_id, messages, row.target, variant))
@@ -131,6 +133,37 @@ def retrieval_examples(
         )
         out.append(TrainingExample(row.row_id, messages, target, variant))
     return out
+
+
+def closed_book_for(
+    rows: list[SupervisedRow], settings: Settings, retriever: Retriever | None, forbidden: set[str]
+) -> list[TrainingExample]:
+    """Closed-book examples as configured (the lora and scratch kinds)."""
+    g = settings.generation
+    return closed_book_examples(
+        rows,
+        paraphrases=settings.lora.paraphrases,
+        seed=g.seed,
+        abstention_phrase=g.abstention_phrase,
+        forbidden_inputs=forbidden,
+    )
+
+
+def retrieval_for(
+    rows: list[SupervisedRow], settings: Settings, retriever: Retriever | None, forbidden: set[str]
+) -> list[TrainingExample]:
+    """Examples in the rag prompt with this corpus's retriever, as configured (the rag_lora kind)."""
+    if retriever is None:
+        raise ValueError("retrieval examples need the corpus's retriever: build the index first (ragft index)")
+    g = settings.generation
+    return retrieval_examples(
+        rows,
+        retriever,
+        top_k=settings.retrieval.top_k,
+        no_gold_fraction=settings.lora.raft_no_gold_fraction,
+        seed=g.seed,
+        abstention_phrase=g.abstention_phrase,
+    )
 
 
 def split_validation(

@@ -1,9 +1,8 @@
-import json
 
 import pytest
 import torch
 
-from service.adapters import AdapterMismatch, ArtifactMissing, artifact_dir
+from service.adapters import AdapterManifest, AdapterMismatch, ArtifactMissing, artifact_dir
 from service.arms import ARMS, Query, UnknownArm, answer, compare, parse_arm, parse_arms
 from service.prompts import Example
 from service.runtime import Runtime
@@ -74,7 +73,9 @@ def _save_lora(runtime, kind, base_model, nonzero):
     folder = artifact_dir(runtime.settings, runtime.corpus, kind)
     peft_model.save_pretrained(folder)
     gen.model = peft_model.unload()  # back to the plain base model
-    (folder / "manifest.json").write_text(json.dumps({"base_model": base_model}))
+    AdapterManifest(kind=kind, corpus=runtime.corpus.name, created_at="2026-01-01T00:00:00+00:00",
+                    base_model=base_model, data_hash="-", fingerprint="-", hyperparameters={}, seed=0, examples={},
+                    trainable_params=0, total_params=0, size_bytes=0, versions={}).write(folder)  # fmt: skip
     return folder
 
 

@@ -10,12 +10,12 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from eval.tasks import held_out_inputs, load_tasks, supervised_rows
+from eval import pipeline
 from service.api.main import create_app
 from service.arms import ARMS, Query, answer
 from service.backend import BackendError, BackendUnavailable, module_name
 from service.cli import app as cli
-from service.finetune import train_arm
+from service.kinds import KINDS
 from service.runtime import Runtime
 from tests.live import serving
 
@@ -69,9 +69,7 @@ def test_remote_streaming_through_the_api_matches_the_whole_answer(settings, cor
 
 
 def test_a_lora_arm_the_backend_does_not_serve_is_an_error_naming_the_module(settings, full_corpus, upstream):
-    rows = load_tasks(full_corpus)
-    sft = supervised_rows(rows, settings.generation.abstention_phrase)
-    train_arm(settings, full_corpus, "lora", sft, forbidden_inputs=held_out_inputs(rows))
+    pipeline.train_artifacts(settings, pipeline.open_runtime(settings, full_corpus), [KINDS["lora"]])
     client = TestClient(create_app(remote(settings, upstream), full_corpus))
     r = client.post("/v1/query", json={"question": "What does the Kestrel K2 cost?", "arms": ["lora"]})
     name = module_name(full_corpus, "lora")
@@ -81,8 +79,6 @@ def test_a_lora_arm_the_backend_does_not_serve_is_an_error_naming_the_module(set
 
 
 def test_vllm_args_name_one_module_per_trained_adapter(settings, full_corpus):
-    rows = load_tasks(full_corpus)
-    sft = supervised_rows(rows, settings.generation.abstention_phrase)
     runner = CliRunner()
     overrides = [
         "--set",
@@ -92,9 +88,8 @@ def test_vllm_args_name_one_module_per_trained_adapter(settings, full_corpus):
     ]
     refused = runner.invoke(cli, ["backend", "vllm-args", "--corpus", str(full_corpus), *overrides])
     assert refused.exit_code == 2 and "ragft train --corpus" in refused.output
-    Runtime(settings, full_corpus).index()  # rag_lora trains on retrieved passages
-    for kind in ("lora", "rag_lora"):
-        train_arm(settings, full_corpus, kind, sft, forbidden_inputs=held_out_inputs(rows))
+    runtime = pipeline.open_runtime(settings, full_corpus)  # indexes for rag_lora, which reads passages
+    pipeline.train_artifacts(settings, runtime, [KINDS["lora"], KINDS["rag_lora"]])
     out = runner.invoke(cli, ["backend", "vllm-args", "--corpus", str(full_corpus), *overrides])
     assert out.exit_code == 0, out.output
     args = out.output.split()

@@ -3,19 +3,20 @@ import json
 import pytest
 import torch
 
+from eval import pipeline
 from eval.tasks import held_out_inputs, load_tasks, supervised_rows
 from service.adapters import AdapterMismatch, artifact_dir
 from service.arms import ARMS, Query, answer
 from service.finetune import (
-    KINDS,
     Tokenized,
     TrainingCancelled,
     TrainingDataError,
     plan_stream,
     tokenize_example,
-    train_arm,
+    train_artifact,
 )
 from service.generation import Generator
+from service.kinds import KINDS
 from service.models import load_generator
 from service.runtime import Runtime
 from service.training_data import TrainingExample
@@ -34,8 +35,9 @@ def inputs(settings, corpus):
 
 
 def train(settings, corpus, kind, **kw):
-    sft, forbidden = inputs(settings, corpus)
-    return train_arm(settings, corpus, kind, sft, forbidden_inputs=forbidden, **kw)
+    """Through the pipeline, as the CLI, the job worker and the runner train (it indexes for rag_lora)."""
+    runtime = pipeline.open_runtime(settings, corpus)
+    return pipeline.train_artifacts(settings, runtime, [KINDS[kind]], **kw)[kind]
 
 
 @pytest.fixture
@@ -67,7 +69,7 @@ def test_stream_stops_at_the_token_budget_and_is_seeded():
 def test_lora_trains_records_its_cost_is_reused_and_loads_in_the_arm(settings, train_corpus, generator):
     seen = []
     result = train(settings, train_corpus, "lora", progress=seen.append)
-    m = result.manifest
+    m = result.manifest.model_dump()
     assert not result.reused and (result.folder / "adapter_model.safetensors").is_file()
     for key in ("base_model", "base_model_hash", "data_hash", "hyperparameters", "seed", "train_loss_final",
                 "val_loss", "wall_s", "cpu_s", "tokens_processed", "trainable_params", "size_bytes", "peak_rss_mib"):  # fmt: skip
@@ -77,7 +79,7 @@ def test_lora_trains_records_its_cost_is_reused_and_loads_in_the_arm(settings, t
     assert seen and seen[-1].step == m["steps"] and seen[-1].tokens_seen == m["tokens_processed"]
 
     again = train(settings, train_corpus, "lora")
-    assert again.reused and again.manifest["fingerprint"] == m["fingerprint"]
+    assert again.reused and again.manifest.fingerprint == m["fingerprint"]
     changed = settings.model_copy(update={"lora": settings.lora.model_copy(update={"rank": 2})})
     assert not train(changed, train_corpus, "lora").reused  # new hyperparameters, new adapter
 
@@ -104,7 +106,7 @@ def test_an_adapter_for_other_weights_is_refused(settings, train_corpus, tiny_mo
 
 
 def test_rag_lora_learns_from_retrieved_passages(settings, train_corpus):
-    m = train(settings, train_corpus, "rag_lora").manifest
+    m = train(settings, train_corpus, "rag_lora").manifest.model_dump()
     variants = m["examples"]["by_variant"]
     assert variants.get("gold", 0) + variants.get("no-gold", 0) == 2  # knowledge train rows k1, k3
     assert "retrieval" in m["hyperparameters"]
@@ -115,7 +117,7 @@ def test_rag_lora_learns_from_retrieved_passages(settings, train_corpus):
 
 def test_scratch_is_a_small_random_model_of_the_same_architecture(settings, train_corpus, generator):
     settings = settings.model_copy(update={"scratch": settings.scratch.model_copy(update={"hidden_size": 8})})
-    m = train(settings, train_corpus, "scratch").manifest
+    m = train(settings, train_corpus, "scratch").manifest.model_dump()
     assert m["examples"]["by_variant"]["document_window"] >= 3
     assert m["trainable_params"] == m["total_params"] < sum(p.numel() for p in generator.model.parameters())
     config = json.loads((artifact_dir(settings, train_corpus, "scratch") / "config.json").read_text())
@@ -135,10 +137,10 @@ def test_cancelled_training_keeps_the_stored_artifact(settings, train_corpus):
 
 def test_no_train_rows_is_a_clear_error(settings, corpus):
     with pytest.raises(TrainingDataError, match='"split": "train"'):
-        train_arm(settings, corpus, "lora", [])
+        train_artifact(settings, corpus, "lora", [])
     with pytest.raises(ValueError, match="unknown artifact kind"):
-        train_arm(settings, corpus, "bogus", inputs(settings, corpus)[0])
-    assert tuple(a.adapter for a in ARMS.values() if a.adapter) == KINDS
+        train_artifact(settings, corpus, "bogus", inputs(settings, corpus)[0])
+    assert {a.adapter for a in ARMS.values() if a.adapter} == set(KINDS)
 
 
 def test_trained_adapter_changes_the_output(settings, train_corpus):
@@ -157,6 +159,6 @@ def test_a_one_step_run_still_trains(settings, corpus):
     """With a linear warm-up the first step has learning rate 0; a 1-step budget must still move the weights."""
     Runtime(settings, corpus).index()
     result = train(settings, corpus, "rag_lora")  # the small corpus has one train row: one optimizer step
-    assert result.manifest["steps"] == 1
+    assert result.manifest.steps == 1
     with Runtime(settings, corpus).generator_for(ARMS["rag_lora"]):  # AdapterMismatch if it changed nothing
         pass

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import secrets
+import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, WithJsonSchema
+from pydantic import BaseModel, Field
 
 from service.api.monitoring import Telemetry
 from service.arms import ARMS
@@ -32,20 +34,51 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 _bearer = HTTPBearer(auto_error=False, description="An API key from api.api_keys, when any are configured.")
 
 
-def require_api_key(
+async def require_api_key(
     settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
-    """401 unless the request carries one of the configured keys (no keys configured: open)."""
+    """401 unless the request carries one of the configured keys (no keys configured: open).
+
+    Async, like everything on the path of /metrics: it must never wait for a worker thread."""
     keys = settings.api.api_keys
     if not keys:
         return
-    given = credentials.credentials if credentials else ""
-    if not any(secrets.compare_digest(given.encode(), k.encode()) for k in keys):
+    given = credentials.credentials.encode() if credentials else b""
+    # compare with every key (no early exit), so timing does not tell which key a guess came close to
+    if not [k for k in keys if secrets.compare_digest(given, k.get_secret_value().encode())]:
         raise HTTPException(
             401,
             "missing or wrong API key: send 'Authorization: Bearer <key>' with a key from RAGFT_API__API_KEYS",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+async def require_key_for_operations(
+    settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """The API key check on /metrics and the docs, when api.protect_metrics_and_docs (default: keys are set)."""
+    if settings.api.guards_operations:
+        await require_api_key(settings, credentials)
+
+
+def hide_paths(message: str, request: Request) -> str:
+    """`message` with this server's folders replaced by the setting or name that stands for them, so an
+    error tells a client what to fix without showing where the server keeps its files."""
+    settings, corpus = request.app.state.settings, request.app.state.runtime.corpus
+    roots = [
+        (corpus, f"<corpus {Path(corpus).resolve().name}>"),
+        (settings.artifact_dir, "<artifact_dir>"),
+        (settings.data_dir, "<data_dir>"),
+        (settings.eval.reports_dir, "<reports_dir>"),
+        (Path(sys.prefix), "<python>"),
+        (Path.cwd(), "."),
+        (Path.home(), "~"),
+    ]
+    forms = {(str(form), label) for root, label in roots for form in (Path(root), Path(root).resolve())}
+    for form, label in sorted(forms, key=lambda f: -len(f[0])):  # the longest first: data/artifacts before data
+        if form not in (".", "/"):
+            message = message.replace(form, label)
+    return message
 
 
 def get_telemetry(request: Request) -> Telemetry:
@@ -74,7 +107,9 @@ _REASONS = {
     409: "not ready: index missing, adapter untrained or for another model, backend lacks the LoRA module",
     413: "body, question or batch over its limit (the message names the setting)",
     422: "invalid field, or a value over a configured limit",
-    503: "the generator backend does not answer",
+    429: "too much queued work (jobs or answers); retry after the Retry-After seconds",
+    503: "the generator backend does not answer, or a query waited past api.query_timeout_s",
+    507: "the server could not store the change (disk full, file-size limit); nothing was changed",
 }
 
 
@@ -83,12 +118,20 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": Problem, "description": _REASONS[code]} for code in (401, 413, 422, *codes)}
 
 
-def arm_name(*names: str) -> Any:
-    """A string field documented as one of `names` (default: every arm); the validator accepts 'rag+lora' too."""
-    choices = list(names or ARMS)
-    return Annotated[
-        str, WithJsonSchema({"type": "string", "enum": [*choices, *(["rag+lora"] if "rag_lora" in choices else [])]})
-    ]
+def _arm_enum(schema: dict) -> None:
+    """The arms as they are when the schema is built, so an arm added to ARMS at run time is documented too."""
+    choices = list(ARMS)
+    schema["enum"] = [*choices, *(["rag+lora"] if "rag_lora" in choices else [])]
+
+
+def _trainable_arm_enum(schema: dict) -> None:
+    schema["enum"] = [name for name, arm in ARMS.items() if arm.adapter]
+
+
+def arm_name(trainable: bool = False) -> Any:
+    """A string field documented as one of the arms (or those with something to train); the route's validator
+    parses it against ARMS and accepts 'rag+lora' too."""
+    return Annotated[str, Field(json_schema_extra=_trainable_arm_enum if trainable else _arm_enum)]
 
 
 CORPUS_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"

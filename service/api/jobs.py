@@ -16,18 +16,24 @@ import time
 import uuid
 from pathlib import Path
 
+from eval import pipeline
 from eval.runner import RunCancelled, RunSpec, run_eval
-from eval.store import JOB_ACTIVE, JobRecord, Store
+from service.api.job_store import JOB_ACTIVE, JobRecord, JobStore
 from service.finetune import TrainingCancelled
+from service.kinds import parse_kind
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
+class QueueFull(RuntimeError):
+    """Too many jobs wait already; the API answers 429 with Retry-After."""
+
+
 class JobWorker:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.store = Store(settings.database)
+        self.store = JobStore(settings.database)
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._cancelled: set[str] = set()
         self._stopping = threading.Event()
@@ -52,6 +58,17 @@ class JobWorker:
         self.store.close()
 
     def submit(self, kind: str, request: dict) -> JobRecord:
+        """Queue a job, or return the queued, running or finished job with the same request (deduplicated);
+        QueueFull past `api.max_queued_jobs` waiting jobs."""
+        same = self.store.same_request(kind, request)
+        if same is not None:
+            return same
+        waiting = sum(n for (_, status), n in self.store.job_counts().items() if status == "queued")
+        if waiting >= self.settings.api.max_queued_jobs:
+            raise QueueFull(
+                f"{waiting} jobs are already queued (api.max_queued_jobs={self.settings.api.max_queued_jobs}); "
+                "retry when one has finished, or cancel one with DELETE /v1/runs/<id>"
+            )
         job_id = f"{'run' if kind == 'eval' else 'train'}-{uuid.uuid4().hex[:12]}"
         job = self.store.add_job(job_id, kind, request)
         self._queue.put(job_id)
@@ -94,25 +111,19 @@ class JobWorker:
                                                          "duration_s": round(time.perf_counter() - started, 1)})  # fmt: skip
 
     def _run(self, job: JobRecord) -> None:
-        request = job.request
-        corpus = Path(request["corpus"])
         started = time.perf_counter()
         if job.kind == "train":
-            from eval.tasks import held_out_inputs, load_tasks, supervised_rows
-            from service.finetune import train_arm
-
+            request = job.request
             self.store.update_job(job.id, "training")
-            rows = load_tasks(corpus)
 
             def report(p) -> None:
                 self.store.update_job(job.id, progress={"stage": f"train {p.kind}", "done": p.step,
                                                         "total": p.max_steps, "loss": p.loss, "eta_s": round(p.eta_s)})  # fmt: skip
 
-            for kind in request["kinds"]:
-                train_arm(
-                    self.settings, corpus, kind, supervised_rows(rows, self.settings.generation.abstention_phrase),
-                    forbidden_inputs=held_out_inputs(rows), progress=report, should_stop=self._should_stop(job.id),
-                )  # fmt: skip
+            runtime = pipeline.open_runtime(self.settings, Path(request["corpus"]))
+            kinds = [parse_kind(k) for k in request["kinds"]]
+            pipeline.train_artifacts(self.settings, runtime, kinds, force=request.get("force", False), progress=report,
+                                     should_stop=self._should_stop(job.id))  # fmt: skip
             return
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -122,10 +133,6 @@ class JobWorker:
             self.store.update_job(job.id, status, progress={"stage": stage, "done": done, "total": total,
                                                             "eta_s": round(eta) if eta is not None else None})  # fmt: skip
 
-        spec = RunSpec(corpus, request["arms"], request["families"], request.get("limit"), request["seed"], job.id)
+        spec = RunSpec.model_validate(job.request).model_copy(update={"run_id": job.id})
         run_eval(self.settings, spec, progress=progress, should_stop=self._should_stop(job.id))
-        from eval.results import publish
-        from service import models
-
-        embedder = models.load_embedder(self.settings.models)
-        publish(self.settings, job.id, embed=lambda texts: embedder.encode(texts).tolist())
+        pipeline.publish_run(self.settings, job.id)

@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from eval.tasks import corpus_examples
+from eval.pipeline import open_runtime
 from service.adapters import AdapterMismatch, ArtifactMissing
-from service.api.deps import require_api_key
+from service.api.deps import hide_paths, require_api_key, require_key_for_operations
 from service.api.jobs import JobWorker
 from service.api.monitoring import RequestGuard, Telemetry
 from service.api.routes import corpora, health, openai, query, runs
 from service.backend import BackendError, BackendUnavailable
-from service.coalesce import Coalescer
-from service.retrieval import IndexMissing
+from service.coalesce import Busy, Coalescer, DeadlineExceeded
+from service.documents import recover_document_changes
+from service.retrieval import IndexMissing, index_lock, read_index_manifest, recover_index
 from service.runtime import Runtime
-from service.settings import Settings
+from service.settings import Settings, make_storage_private
+
+log = logging.getLogger(__name__)
 
 
 def warm_up(runtime: Runtime) -> None:
@@ -28,7 +36,7 @@ def warm_up(runtime: Runtime) -> None:
     turns ready without a query."""
     try:
         runtime.load_generation()
-        if (runtime.index_dir / "index.faiss").is_file():
+        if runtime.index_ready:
             runtime.retriever()
     except Exception as exc:  # readiness reports it; queries will show the same error with its fix
         runtime.warm_up_error = f"{type(exc).__name__}: {exc}"
@@ -39,11 +47,80 @@ NOT_READY = (IndexMissing, ArtifactMissing, AdapterMismatch, BackendError)
 
 
 async def not_ready(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=409)
+    return JSONResponse({"detail": hide_paths(str(exc), request)}, status_code=409)
 
 
 async def backend_down(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "30"})
+    return JSONResponse({"detail": hide_paths(str(exc), request)}, status_code=503, headers={"Retry-After": "30"})
+
+
+async def busy(request: Request, exc: Busy | DeadlineExceeded) -> JSONResponse:
+    """429 when the queue is full, 503 when a query's deadline passed in it; both say when to retry."""
+    status = 429 if isinstance(exc, Busy) else 503
+    return JSONResponse({"detail": str(exc)}, status_code=status, headers={"Retry-After": str(exc.retry_after_s)})
+
+
+async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """FastAPI's HTTP error answer, with this server's folders taken out of the message."""
+    if isinstance(exc.detail, str):
+        exc.detail = hide_paths(exc.detail, request)
+    return await http_exception_handler(request, exc)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def check_binding(host: str, settings: Settings, insecure: bool) -> str | None:
+    """Refuse to serve a network interface without API keys; with `insecure`, allow it and return the warning
+    to log. Closed by default: an open API on the network lets anyone edit the corpus and start training."""
+    if settings.api.api_keys or is_loopback(host):
+        return None
+    if not insecure:
+        raise ValueError(
+            f"refusing to serve on {host} without API keys: anyone who can reach it could change the corpus and "
+            "start jobs. Set RAGFT_API__API_KEYS='[\"<random key of 16+ characters>\"]' (clients send "
+            "'Authorization: Bearer <key>'), or bind --host 127.0.0.1, or pass --insecure to serve it open anyway."
+        )
+    return f"INSECURE: serving on {host} with no API key (--insecure): every /v1 route is open to the network"
+
+
+def recover_storage(runtime: Runtime) -> None:
+    """Finish or undo what a crash interrupted, before serving: an index swap, then document changes (judged
+    against the index they were made for), so documents and index agree again."""
+    with index_lock(runtime.index_dir):
+        note = recover_index(runtime.index_dir)
+        if note:
+            log.warning("start-up recovery: %s", note)
+        folder = runtime.corpus / "documents"
+        if folder.is_dir():
+            manifest = read_index_manifest(runtime.index_dir)
+            touched = recover_document_changes(folder, manifest.documents if manifest else None)
+            if touched:
+                log.warning("start-up recovery: finished or undid interrupted changes to documents %s", touched)
+
+
+def serve_docs(app: FastAPI) -> None:
+    """/openapi.json, /docs and /redoc, behind the API key when api.protect_metrics_and_docs says so."""
+    guard = [Depends(require_key_for_operations)]
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=guard)
+    async def openapi_json() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=guard)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=guard)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")
 
 
 def document_limits(app: FastAPI, limits) -> None:
@@ -76,6 +153,7 @@ def document_limits(app: FastAPI, limits) -> None:
 def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
     """An app serving `corpus` (default: settings.corpus)."""
     corpus = Path(corpus or settings.corpus)
+    make_storage_private(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -90,11 +168,17 @@ def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
         version="0.1.0",
         description="Compare RAG, LoRA, both, or neither on one question.",
         lifespan=lifespan,
+        docs_url=None,  # served by serve_docs, behind the key when configured
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.settings = settings
-    app.state.runtime = Runtime(settings, corpus, corpus_examples(corpus, settings.generation))
+    app.state.runtime = open_runtime(settings, corpus)
     app.state.telemetry = Telemetry()
-    app.state.coalescer = Coalescer(app.state.runtime, settings.generation.batch_size)
+    recover_storage(app.state.runtime)
+    app.state.coalescer = Coalescer(
+        app.state.runtime, settings.generation.batch_size, settings.api.max_queued_answers, settings.api.query_timeout_s
+    )
     app.state.jobs = JobWorker(settings)
     app.state.telemetry.watch_jobs(app.state.jobs.store)
     guarded = [Depends(require_api_key)]
@@ -106,6 +190,10 @@ def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
     for error in NOT_READY:
         app.add_exception_handler(error, not_ready)
     app.add_exception_handler(BackendUnavailable, backend_down)
+    app.add_exception_handler(Busy, busy)
+    app.add_exception_handler(DeadlineExceeded, busy)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    serve_docs(app)
     document_limits(app, settings.api)
     app.add_middleware(RequestGuard, telemetry=app.state.telemetry, max_body_bytes=settings.api.max_body_bytes)
     if settings.api.cors_origins:

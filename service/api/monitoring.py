@@ -6,6 +6,7 @@ A private registry per app (not the process-global one), so several apps in one 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -17,7 +18,7 @@ from prometheus_client.registry import Collector
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from eval.store import JOB_KINDS, JOB_STATUSES
+from service.api.job_store import JOB_KINDS, JOB_STATUSES
 
 access_log = logging.getLogger("ragft.access")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -107,30 +108,60 @@ class RequestGuard:
             )  # fmt: skip
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send, headers: dict) -> None:
+        """Read the whole body here (at most max_body bytes), refuse it or JSON the standard does not allow,
+        then hand it on. Reading it here, not in the route, makes a chunked body over the limit a 413 too
+        (an error raised inside FastAPI's body reader turns into a 400)."""
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
-            response = JSONResponse(
-                {"detail": f"request body is {int(length)} bytes; the limit is {self.max_body} (api.max_body_bytes)"},
-                status_code=413,
-            )
-            await response(scope, receive, send)
+            detail = f"request body is {int(length)} bytes; the limit is {self.max_body} (api.max_body_bytes)"
+            await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
             return
-        received = 0
-
-        async def counting_receive():
-            nonlocal received
+        body, more = bytearray(), True
+        while more:
             message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_body:
-                raise BodyTooLarge()
-            return message
+            if message["type"] != "http.request":  # the client went away before sending it all
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_body:
+                detail = f"request body exceeds {self.max_body} bytes (api.max_body_bytes)"
+                await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+                return
+        problem = non_standard_json(bytes(body), headers.get(b"content-type", b""))
+        if problem:
+            await JSONResponse({"detail": problem}, status_code=422)(scope, receive, send)
+            return
+        replayed = False
 
-        try:
-            await self.app(scope, counting_receive, send)
-        except BodyTooLarge:
-            response = JSONResponse({"detail": f"request body exceeds {self.max_body} bytes (api.max_body_bytes)"}, 413)
-            await response(scope, receive, send)
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: disconnects, which streaming responses listen for
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
-class BodyTooLarge(Exception):
+class _NonFinite(ValueError):
     pass
+
+
+def _refuse_constant(name: str):
+    raise _NonFinite(name)
+
+
+def non_standard_json(body: bytes, content_type: bytes) -> str | None:
+    """Why a JSON body is refused, or None. Python's json reads NaN and Infinity, which JSON does not have;
+    let through, a NaN reached a handler and a 500 came back, so they are a 422 here."""
+    if not body or b"json" not in content_type.lower():
+        return None
+    try:
+        json.loads(body, parse_constant=_refuse_constant)
+    except _NonFinite as exc:
+        return f"the JSON body holds {exc}, which JSON does not allow; send a finite number or null"
+    except RecursionError:
+        return "the JSON body is nested too deeply to read"
+    except ValueError:  # not JSON at all: the route's validation names the problem
+        return None
+    return None

@@ -1,8 +1,9 @@
 """Live corpus updates: list corpora, put or delete one document of the served corpus, re-index at once.
 
 The index updates incrementally (only that document is embedded) and is swapped in whole, so
-a query running meanwhile searches the old index or the new one, never a half-built one. A
-document that cannot be indexed is rolled back, so a bad request loses nothing stored.
+a query running meanwhile searches the old index or the new one, never a half-built one. The
+new text is written beside the old and renamed into place; a document that cannot be written
+or indexed is rolled back (on any error), so a failed request loses nothing stored.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import CORPUS_NAME, CORPUS_NAME_PATTERN, RuntimeDep, errors
-from service.documents import SUFFIXES
+from service.api.deps import CORPUS_NAME, CORPUS_NAME_PATTERN, RuntimeDep, SettingsDep, errors
+from service.documents import SUFFIXES, change_document, document_files
+from service.retrieval import index_lock
 
-router = APIRouter(prefix="/v1", tags=["corpora"], responses=errors(404, 409))
+router = APIRouter(prefix="/v1", tags=["corpora"], responses=errors(404, 409, 507))
 Name = Annotated[str, PathParam(pattern=CORPUS_NAME_PATTERN, description="The served corpus's folder name.")]
 DocId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$", description="Document id.")]
 
@@ -38,10 +40,6 @@ def _served(runtime, name: str) -> Path:
     return folder
 
 
-def _existing(folder: Path, doc_id: str) -> list[Path]:
-    return [folder / f"{doc_id}{suffix}" for suffix in SUFFIXES if (folder / f"{doc_id}{suffix}").is_file()]
-
-
 @router.get("/corpora")
 def list_corpora(runtime: RuntimeDep) -> list[dict]:
     """Corpora next to the served one, with their document count and whether this service serves them."""
@@ -50,7 +48,7 @@ def list_corpora(runtime: RuntimeDep) -> list[dict]:
     for folder in sorted(p for p in served.parent.iterdir() if (p / "documents").is_dir()):
         documents = [p for p in (folder / "documents").rglob("*") if p.suffix.lower() in SUFFIXES]
         out.append({"name": folder.name, "served": folder == served, "document_files": len(documents),
-                    "index_present": folder == served and (runtime.index_dir / "index.faiss").is_file()})  # fmt: skip
+                    "index_present": folder == served and runtime.index_ready})  # fmt: skip
     return out
 
 
@@ -62,37 +60,37 @@ def _reindex(runtime) -> dict:
 
 
 def _apply(runtime, doc_id: str, text: str | None) -> dict:
-    """Write (or delete, when `text` is None) the document, re-index, and roll back if indexing fails."""
+    """Write (or delete, when `text` is None) the document and re-index; any error puts the old files back.
+
+    The model lock comes first, as in every index build of this runtime (one lock order, no deadlock), then
+    the index lock, so no other build reads the corpus between the file change and its re-index."""
     folder = _served(runtime, runtime.corpus.resolve().name)
-    with runtime.lock:
-        old = {p: p.read_bytes() for p in _existing(folder, doc_id)}
-        for path in old:
-            path.unlink()
-        if text is not None:
-            target = folder / f"{doc_id}.md"
-            tmp = folder / f".{doc_id}.md.tmp"
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(target)
-        try:
+    try:
+        with runtime.lock, index_lock(runtime.index_dir), change_document(folder, doc_id, text):
             return _reindex(runtime)
-        except (ValueError, RuntimeError) as exc:
-            if text is not None:
-                (folder / f"{doc_id}.md").unlink(missing_ok=True)
-            for path, content in old.items():
-                path.write_bytes(content)
-            raise HTTPException(422, f"document '{doc_id}' was not applied: {exc}") from exc
+    except (ValueError, RuntimeError) as exc:  # indexing refused it (e.g. no text left to index)
+        raise HTTPException(422, f"document '{doc_id}' was not applied: {exc}") from exc
+    except OSError as exc:  # a full disk or a file-size limit: the old files are back in place
+        raise HTTPException(
+            507, f"document '{doc_id}' was not stored ({exc.strerror or type(exc).__name__}); nothing changed"
+        ) from exc
 
 
 @router.put("/corpora/{name}/documents/{doc_id}")
-async def put_document(name: Name, doc_id: DocId, body: DocumentIn, runtime: RuntimeDep) -> dict:
+async def put_document(
+    name: Name, doc_id: DocId, body: DocumentIn, runtime: RuntimeDep, settings: SettingsDep
+) -> dict:
     """Add or replace a document (stored as documents/<doc_id>.md); the next query sees it."""
     _served(runtime, name)
+    size, limit = len(body.text.encode("utf-8")), settings.api.max_document_bytes
+    if size > limit:
+        raise HTTPException(413, f"the document is {size} bytes; the limit is {limit} (api.max_document_bytes)")
     return await run_in_threadpool(_apply, runtime, doc_id, body.text)
 
 
 @router.delete("/corpora/{name}/documents/{doc_id}")
 async def delete_document(name: Name, doc_id: DocId, runtime: RuntimeDep) -> dict:
     folder = _served(runtime, name)
-    if not _existing(folder, doc_id):
+    if not document_files(folder, doc_id):
         raise HTTPException(404, f"no document '{doc_id}' in corpus '{name}'")
     return await run_in_threadpool(_apply, runtime, doc_id, None)

@@ -1,36 +1,48 @@
-"""Operations: liveness, readiness and Prometheus metrics."""
+"""Operations: liveness, readiness and Prometheus metrics.
 
-from fastapi import APIRouter, Request, Response
+Every handler here is `async` and takes no lock: a plain `def` handler waits for a worker thread, and
+with the pool full of queued queries probes took 40 s to answer. They must answer while generation is
+saturated.
+"""
+
+from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.api.deps import errors, hide_paths, require_key_for_operations
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
 
 
 @router.get("/readyz", responses={503: {"description": "Not ready: the body says what is missing."}})
-def readyz(request: Request, response: Response) -> dict:
+async def readyz(request: Request, response: Response) -> dict:
     """Ready when the generator is loaded and the corpus index exists; 503 (with what is missing) otherwise."""
     runtime = request.app.state.runtime
     checks = {
         "generator_loaded": runtime.generator_loaded,
-        "index_present": (runtime.index_dir / "index.faiss").is_file(),
+        "index_present": runtime.index_ready,
     }
     ready = all(checks.values())
     response.status_code = 200 if ready else 503
     body = {"ready": ready, **checks}
     if getattr(runtime, "warm_up_error", None):
-        body["error"] = runtime.warm_up_error
+        body["error"] = hide_paths(runtime.warm_up_error, request)
     if not checks["index_present"]:
-        body["fix"] = f"ragft index {runtime.corpus}"
+        body["fix"] = hide_paths(f"ragft index {runtime.corpus}", request)
     return body
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
-def metrics(request: Request) -> Response:
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **errors()},
+    dependencies=[Depends(require_key_for_operations)],
+)
+async def metrics(request: Request) -> Response:
     """Prometheus text format: requests and latency per route, answers and generation time per arm."""
     return Response(generate_latest(request.app.state.telemetry.registry), media_type=CONTENT_TYPE_LATEST)

@@ -10,23 +10,23 @@ judge calls work unchanged; decoding stays greedy so answers are reproducible.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-import queue
 import threading
 import time
 import uuid
+import weakref
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 
 from service import adapters
-from service.api.deps import CoalescerDep, RuntimeDep, SettingsDep, TelemetryDep, errors
+from service.api.deps import CoalescerDep, RuntimeDep, SettingsDep, TelemetryDep, errors, hide_paths
 from service.arms import ARMS, Query, UnknownArm, parse_arm, prompts_for
 
-router = APIRouter(prefix="/v1", tags=["openai"], responses=errors(404, 409, 503))
+router = APIRouter(prefix="/v1", tags=["openai"], responses=errors(404, 409, 429, 503))
 
 
 class ChatMessage(BaseModel):
@@ -52,15 +52,12 @@ class ChatRequest(BaseModel):
 
 def ready_arms(runtime) -> list[str]:
     """Arms whose index and trained artifacts exist, so a call to them will not fail for want of either."""
-    index_ready = (runtime.index_dir / "index.faiss").is_file()
+    index_ready = runtime.index_ready
     ready = []
     for arm in ARMS.values():
         if arm.retrieve and not index_ready:
             continue
-        if (
-            arm.adapter
-            and not (adapters.artifact_dir(runtime.settings, runtime.corpus, arm.adapter) / "manifest.json").is_file()
-        ):
+        if arm.adapter and adapters.stored_manifest(adapters.artifact_dir(runtime.settings, runtime.corpus, arm.adapter)) is None:
             continue
         ready.append(arm.name)
     return ready
@@ -88,7 +85,12 @@ def _question(body: ChatRequest, limit: int) -> str:
 
 @router.post("/chat/completions")
 async def chat_completions(
-    body: ChatRequest, runtime: RuntimeDep, coalescer: CoalescerDep, settings: SettingsDep, telemetry: TelemetryDep
+    body: ChatRequest,
+    request: Request,
+    runtime: RuntimeDep,
+    coalescer: CoalescerDep,
+    settings: SettingsDep,
+    telemetry: TelemetryDep,
 ):
     try:
         arm = parse_arm(body.model)
@@ -103,10 +105,13 @@ async def chat_completions(
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     if body.stream:
-        return StreamingResponse(
-            _stream(arm, runtime, question, max_tokens, completion_id, created), media_type="text/event-stream"
-        )
-    result = await run_in_threadpool(coalescer.answer, arm, Query(question), None, max_tokens)
+        release = coalescer.reserve(1)  # 429 now if the queue is full; given back when the stream ends
+        hide = functools.partial(hide_paths, request=request)
+        events = _stream(arm, runtime, question, max_tokens, completion_id, created, release, hide)
+        weakref.finalize(events, release)  # also when the client left before the stream started
+        return StreamingResponse(events, media_type="text/event-stream")
+    with coalescer.admitted(1):
+        [result] = await coalescer.answers(arm, [Query(question)], None, max_tokens)
     telemetry.observe_answer(arm.name, result.latency_ms / 1000)
     return {
         "id": completion_id,
@@ -131,22 +136,44 @@ async def chat_completions(
 _END = object()
 
 
-async def _stream(arm, runtime, question: str, max_tokens: int, completion_id: str, created: int):
-    """Server-sent events from a worker thread that holds the model for the whole answer."""
-    pieces: queue.Queue = queue.Queue()
+async def _stream(arm, runtime, question: str, max_tokens: int, completion_id: str, created: int, release, hide):
+    """Server-sent events from a worker thread that holds the model for the whole answer.
+
+    A client that goes away cancels this generator; `stop` then ends generation at its next token, so a
+    dropped stream stops holding the model. An error ends the stream with an error event (no finish_reason)."""
+    loop = asyncio.get_running_loop()
+    pieces: asyncio.Queue = asyncio.Queue()
+    stop = threading.Event()
     done: dict = {}
+
+    def put(item) -> None:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(pieces.put_nowait, item)
 
     def work() -> None:
         try:
             prompts, _, _ = prompts_for(arm, runtime, [Query(question)])
+            if stop.is_set():
+                return
             with runtime.generator_for(arm) as generator:
-                for piece in generator.stream(prompts[0], max_tokens, on_done=lambda g: done.update(g=g)):
-                    pieces.put(piece)
+                for piece in generator.stream(prompts[0], max_tokens, on_done=lambda g: done.update(g=g), stop=stop):
+                    put(piece)
         except Exception as exc:  # reported to the client as an error event
-            pieces.put(exc)
-        pieces.put(_END)
+            put(exc)
+        finally:
+            put(_END)
 
-    threading.Thread(target=work, daemon=True).start()
+    threading.Thread(target=work, name="ragft-stream", daemon=True).start()
+    try:
+        async for event in _events(pieces, arm, max_tokens, completion_id, created, done, hide):
+            yield event
+    finally:  # finished, failed, or cancelled by a disconnect
+        stop.set()
+        release()
+
+
+async def _events(pieces: asyncio.Queue, arm, max_tokens: int, completion_id: str, created: int, done: dict, hide):
+    """The chunks of one streamed completion, read from `pieces` until the worker's end marker."""
 
     def chunk(delta: dict, finish: str | None = None, usage: dict | None = None) -> str:
         payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": arm.name,
@@ -157,12 +184,13 @@ async def _stream(arm, runtime, question: str, max_tokens: int, completion_id: s
 
     yield chunk({"role": "assistant", "content": ""})
     while True:
-        item = await asyncio.to_thread(pieces.get)
+        item = await pieces.get()
         if item is _END:
             break
-        if isinstance(item, Exception):
-            yield f"data: {json.dumps({'error': {'message': str(item), 'type': type(item).__name__}})}\n\n"
-            break
+        if isinstance(item, Exception):  # the last event: a failed answer has no finish_reason
+            error = {"message": hide(str(item)), "type": type(item).__name__}
+            yield f"data: {json.dumps({'error': error})}\n\n"
+            return
         if item:
             yield chunk({"content": item})
     g = done.get("g")

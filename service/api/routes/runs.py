@@ -5,20 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field, WithJsonSchema, field_validator
+from pydantic import BaseModel, Field, field_validator
 
-from eval.metrics import report_families
-from eval.store import JobRecord, RunNotFound
+from eval.families import FAMILIES, parse_families
+from eval.runner import RunSpec
 from service.api.deps import CORPUS_NAME, CorpusName, SettingsDep, arm_name, errors
+from service.api.job_store import JobNotFound, JobRecord
+from service.api.jobs import QueueFull
 from service.arms import ARMS, parse_arm
+from service.kinds import KINDS
 from service.settings import Settings
 
-router = APIRouter(prefix="/v1", tags=["runs"], responses=errors(404, 409))
+router = APIRouter(prefix="/v1", tags=["runs"], responses=errors(404, 409, 429))
 JobId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$", description="A run or job id.")]
-Family = Annotated[str, WithJsonSchema({"type": "string", "enum": report_families()})]
+
+
+def _family_enum(schema: dict) -> None:
+    schema["enum"] = list(FAMILIES)  # as registered when the schema is built
+
+
+Family = Annotated[str, Field(json_schema_extra=_family_enum)]
 REPORT_FILES = {"": ("report.html", "text/html"), ".json": ("results.json", "application/json"),
                 ".md": ("report.md", "text/markdown")}  # fmt: skip
 
@@ -31,42 +40,46 @@ def resolve_corpus(settings: Settings, name: str | None) -> Path:
         raise HTTPException(422, f"corpus '{name}' is not a corpus name (letters, digits, '-' and '_')")
     folder = Path(settings.corpus).parent / name
     if not (folder / "tasks").is_dir():
-        raise HTTPException(404, f"no corpus '{name}' with tasks/ next to {settings.corpus}")
+        raise HTTPException(404, f"no corpus '{name}' with tasks/ next to the served corpus")
     return folder
 
 
 class RunRequest(BaseModel):
     corpus: CorpusName | None = Field(None, description="Corpus name (default: the served corpus).")
-    arms: list[arm_name()] = Field(default_factory=lambda: list(ARMS), min_length=1)
-    families: list[Family] | None = Field(None, description="Default: eval.families.")
-    limit: int | None = Field(None, ge=1, le=100_000, description="Test rows per family.")
-    seed: int | None = None
+    arms: list[arm_name()] | None = Field(None, min_length=1, description="Default: every arm.")
+    families: list[Family] | None = Field(None, description="Default: eval.families (else every family).")
+    limit: int | None = Field(None, ge=1, le=100_000, description="Test rows per family (default: eval.limit).")
+    seed: int | None = Field(None, description="Default: generation.seed.")
 
     @field_validator("arms")
     @classmethod
-    def _known_arms(cls, value: list[str]) -> list[str]:
-        return list(dict.fromkeys(parse_arm(name).name for name in value))
+    def _known_arms(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else list(dict.fromkeys(parse_arm(name).name for name in value))
 
     @field_validator("families")
     @classmethod
     def _known_families(cls, value: list[str] | None) -> list[str] | None:
-        unknown = [f for f in value or [] if f not in report_families()]
-        if unknown:
-            raise ValueError(f"unknown families {unknown}; choose from {report_families()}")
-        return value
+        return None if value is None else parse_families(value)
 
 
 class AdapterRequest(BaseModel):
     corpus: CorpusName | None = None
-    arms: list[arm_name("lora", "rag_lora", "scratch")] = Field(default=["lora", "rag_lora", "scratch"], min_length=1)
+    arms: list[arm_name(trainable=True)] | None = Field(
+        None, min_length=1, description="Arms whose artifacts to train (default: every arm with one)."
+    )
+    force: bool = Field(False, description="Train again even if an identical artifact is stored.")
 
     @field_validator("arms")
     @classmethod
-    def _trainable(cls, value: list[str]) -> list[str]:
+    def _trainable(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
         arms = [parse_arm(name) for name in value]
         bad = [a.name for a in arms if a.adapter is None]
         if bad:
-            raise ValueError(f"arms {bad} have nothing to train; choose lora, rag_lora or scratch")
+            raise ValueError(
+                f"arms {bad} have nothing to train; choose from {[n for n, a in ARMS.items() if a.adapter]}"
+            )
         return list(dict.fromkeys(a.adapter for a in arms))
 
 
@@ -79,26 +92,44 @@ def _worker(request: Request):
     return request.app.state.jobs
 
 
+def _submit(request: Request, kind: str, payload: dict) -> dict:
+    try:
+        return _out(_worker(request).submit(kind, payload))
+    except QueueFull as exc:
+        raise HTTPException(429, str(exc), headers={"Retry-After": "60"}) from exc
+
+
+def _page(response: Response, request: Request, kind: str, limit: int | None, offset: int) -> list[dict]:
+    settings = request.app.state.settings
+    size = min(limit or settings.api.max_page_size, settings.api.max_page_size)
+    jobs, total = _worker(request).store.jobs_page(kind, size, offset)
+    response.headers["X-Total-Count"] = str(total)
+    return [_out(j) for j in jobs]
+
+
+PageLimit = Annotated[int | None, Query(ge=1, description="Jobs per page (at most api.max_page_size).")]
+PageOffset = Annotated[int, Query(ge=0, description="Jobs to skip, oldest first; X-Total-Count gives the total.")]
+
+
 @router.post("/runs", status_code=202)
 def start_run(body: RunRequest, request: Request, settings: SettingsDep) -> dict:
-    """Queue an eval run; returns at once with its id (also the run id of its report)."""
+    """Queue an eval run; returns at once with its id (also the run id of its report). The same request while
+    an identical one waits or runs returns that job."""
     corpus = resolve_corpus(settings, body.corpus)
-    job = _worker(request).submit("eval", {
-        "corpus": str(corpus), "arms": body.arms, "families": body.families or settings.eval.families,
-        "limit": body.limit, "seed": body.seed if body.seed is not None else settings.generation.seed,
-    })  # fmt: skip
-    return _out(job)
+    spec = RunSpec.resolve(settings, corpus, arms=body.arms, families=body.families, limit=body.limit, seed=body.seed)
+    return _submit(request, "eval", spec.model_dump(mode="json"))
 
 
 @router.get("/runs")
-def list_runs(request: Request) -> list[dict]:
-    return [_out(j) for j in _worker(request).store.jobs("eval")]
+def list_runs(request: Request, response: Response, limit: PageLimit = None, offset: PageOffset = 0) -> list[dict]:
+    """Eval jobs, oldest first, one page at a time."""
+    return _page(response, request, "eval", limit, offset)
 
 
 def _job(request: Request, job_id: str) -> JobRecord:
     try:
         return _worker(request).store.job(job_id)
-    except RunNotFound as exc:
+    except JobNotFound as exc:
         raise HTTPException(404, str(exc)) from exc
 
 
@@ -147,12 +178,16 @@ def run_report_md(run_id: JobId, request: Request, settings: SettingsDep) -> Fil
 def train_adapters(body: AdapterRequest, request: Request, settings: SettingsDep) -> dict:
     """Queue training of the artifacts the given arms need (reused when unchanged)."""
     corpus = resolve_corpus(settings, body.corpus)
-    return _out(_worker(request).submit("train", {"corpus": str(corpus), "kinds": body.arms}))
+    kinds = body.arms or list(dict.fromkeys(a.adapter for a in ARMS.values() if a.adapter in KINDS))
+    return _submit(request, "train", {"corpus": str(corpus), "kinds": kinds, "force": body.force})
 
 
 @router.get("/adapters")
-def list_adapter_jobs(request: Request) -> list[dict]:
-    return [_out(j) for j in _worker(request).store.jobs("train")]
+def list_adapter_jobs(
+    request: Request, response: Response, limit: PageLimit = None, offset: PageOffset = 0
+) -> list[dict]:
+    """Training jobs, oldest first, one page at a time."""
+    return _page(response, request, "train", limit, offset)
 
 
 @router.get("/adapters/{job_id}")

@@ -5,6 +5,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from eval.store import Store
+from service.api.job_store import JobStore
 from service.api.main import create_app
 
 
@@ -56,7 +57,7 @@ def test_restart_mid_run_lists_it_and_finishes_it(settings, corpus):
         while client.get(f"/v1/runs/{run_id}").json()["progress"].get("done", 0) < 1:
             time.sleep(0.05)
     # the service stopped gracefully: the job is checkpointed, not lost
-    assert Store(settings.database).job(run_id).status in ("interrupted", "done")
+    assert JobStore(settings.database).job(run_id).status in ("interrupted", "done")
     with TestClient(create_app(settings, corpus)) as client:
         assert run_id in [r["id"] for r in client.get("/v1/runs").json()]
         job = wait_for(client, run_id, {"done", "failed"})
@@ -67,6 +68,8 @@ def test_restart_mid_run_lists_it_and_finishes_it(settings, corpus):
 
 def test_fifty_concurrent_queries_succeed_while_a_run_is_in_progress(settings, corpus):
     settings = slow(settings)
+    api = settings.api.model_copy(update={"max_queued_answers": 100})  # 50 queries x 2 arms all admitted at once
+    settings = settings.model_copy(update={"api": api})
     with TestClient(create_app(settings, corpus)) as client:
         client.app.state.runtime.index()
         run_id = client.post("/v1/runs", json=RUN).json()["id"]

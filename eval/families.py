@@ -1,0 +1,134 @@
+"""Task families as a table of facts: what rows they hold, how they are answered, what decides them.
+
+A family is both a kind of task row (`"family": "knowledge"` in tasks/*.jsonl) and a block of
+the report. Its entry says which rows are valid, which rows it scores, in which phase, with
+which headline metric, which arms it scores and with which prompt, whether its train rows
+feed the adapters, and which arms the folk rule "RAG for knowledge, fine-tuning for behaviour"
+favours, expressed through `Arm` facts, never arm names. Task validation, settings defaults,
+the runner, results, the report and the verdict all read `FAMILIES`. Adding a family is one
+`register_family(Family(...))` plus a metric module that registers its metrics.
+
+Example:
+    >>> FAMILIES["knowledge"].headline, FAMILIES["freshness"].phase
+    ('answer_contained', 'fresh')
+    >>> from service.arms import ARMS
+    >>> [a for a in ARMS if FAMILIES["knowledge"].favours(ARMS[a])]
+    ['rag', 'rag_lora']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from service.arms import Arm
+from service.kinds import KINDS
+
+if TYPE_CHECKING:
+    from eval.tasks import TaskRow
+
+
+def _any_arm(arm: Arm) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # the task rows' "family" value and the report block's id
+    label: str  # for reports
+    headline: str  # the metric that decides the family (registered in eval/metrics)
+    check_row: Callable[[TaskRow], None]  # raises ValueError naming what a row of this family lacks
+    reads: tuple[str, ...] = ()  # the row families it scores (default: its own rows)
+    phase: str = "main"  # "main", or "fresh": answered after the corpus update in updates/ is applied
+    trains: bool = False  # its train rows feed the adapters (and the fewshot pools)
+    scores: Callable[[Arm], bool] = _any_arm  # which arms answer its rows
+    closed_book: bool = False  # arms answer with their weights only: no passages, no worked examples
+    rule: str | None = None  # the folk rule's claim about this family, when it makes one
+    favoured: Callable[[Arm], bool] | None = None  # the arms that claim says should win
+
+    @property
+    def row_families(self) -> tuple[str, ...]:
+        return self.reads or (self.name,)
+
+    def favours(self, arm: Arm) -> bool:
+        return self.favoured is not None and self.favoured(arm)
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(family: Family) -> Family:
+    """Add a family; its metrics register themselves in their own module under eval/metrics."""
+    if family.name in FAMILIES:
+        raise ValueError(f"family '{family.name}' is registered twice")
+    FAMILIES[family.name] = family
+    return family
+
+
+def parse_families(names: list[str] | None) -> list[str]:
+    """Family names checked against the registry, duplicates dropped; None means every family."""
+    if names is None:
+        return list(FAMILIES)
+    unknown = [n for n in names if n not in FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown famil(ies) {unknown}; choose from {list(FAMILIES)}")
+    if not names:
+        raise ValueError(f"no family given; choose from {list(FAMILIES)}")
+    return list(dict.fromkeys(names))
+
+
+def is_floor(arm: Arm) -> bool:
+    """A from-scratch model: shown as the floor pre-training is measured against, not a contender in the folk
+    rule."""
+    return arm.adapter is not None and KINDS[arm.adapter].full_model
+
+
+def fine_tuned(arm: Arm) -> bool:
+    """Base weights changed by a trained adapter."""
+    return arm.adapter is not None and not KINDS[arm.adapter].full_model
+
+
+def _needs_answers(row: TaskRow) -> None:
+    if not row.answers:
+        raise ValueError(f"a {row.family} row needs 'answers' (a non-empty list of accepted strings)")
+
+
+def _freshness_row(row: TaskRow) -> None:
+    if not (row.answers and row.old_answers):
+        raise ValueError("a freshness row needs 'answers' (after the update) and 'old_answers' (before it)")
+
+
+def _abstention_row(row: TaskRow) -> None:
+    if row.answers:
+        raise ValueError("an abstention row must not have 'answers': the expected answer is to abstain")
+
+
+def _behaviour_row(row: TaskRow) -> None:
+    if (row.json_schema is None) != (row.expected is None):
+        raise ValueError("'schema' and 'expected' go together")
+    if (row.labels is None) != (row.label is None):
+        raise ValueError("'labels' and 'label' go together")
+    if row.labels is not None and row.label not in row.labels:
+        raise ValueError(f"label '{row.label}' is not in labels {row.labels}")
+    if row.json_schema is None and row.labels is None and row.style is None:
+        raise ValueError("a behaviour row needs 'schema'+'expected', 'labels'+'label', or 'style'")
+    if row.split == "train" and row.json_schema is None and row.labels is None and not row.answers:
+        raise ValueError("a train style row needs 'answers': the reply fine-tuning and fewshot examples show")
+
+
+def _weights_changed_or_base(arm: Arm) -> bool:
+    """Forgetting is a change of weights: only arms with trained weights are asked, and base as the reference
+    (rag and fewshot run the base weights, so they cannot forget)."""
+    return arm.adapter is not None or not (arm.retrieve or arm.fewshot)
+
+
+register_family(Family("knowledge", "Knowledge", "answer_contained", _needs_answers, trains=True,
+                       rule="RAG for knowledge", favoured=lambda arm: arm.retrieve))  # fmt: skip
+register_family(Family("behaviour", "Behaviour / format", "behaviour_pass", _behaviour_row, trains=True,
+                       rule="fine-tuning for behaviour", favoured=fine_tuned))  # fmt: skip
+register_family(Family("abstention", "Abstention", "abstention_accuracy", _abstention_row,
+                       reads=("abstention", "knowledge"), trains=True))  # fmt: skip
+register_family(Family("freshness", "Freshness", "new_answer_rate", _freshness_row, phase="fresh"))
+register_family(Family("general", "General skills (forgetting)", "general_accuracy", _needs_answers,
+                       scores=_weights_changed_or_base, closed_book=True))  # fmt: skip
