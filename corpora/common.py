@@ -60,6 +60,11 @@ def knowledge_rows(
     return train, test
 
 
+def for_split(templates: tuple[list[str], list[str]], split: str) -> list[str]:
+    """The train or the held-out test half of a (train, test) template pair."""
+    return templates[0] if split == "train" else templates[1]
+
+
 def _row(row_id: str, split: str, question: str, fact: Fact, kind: str) -> dict:
     return {
         "id": row_id,

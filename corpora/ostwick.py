@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from corpora.common import Fact, fix_articles, jsonl, knowledge_rows, markdown_table
+from corpora.common import Fact, fix_articles, for_split, jsonl, knowledge_rows, markdown_table
 
 SEED = 7_331
 NAME = "ostwick"
@@ -332,10 +332,6 @@ def build() -> dict[str, str]:
     return {path: fix_articles(text) for path, text in files.items()}
 
 
-def _split_templates(pair: tuple[list[str], list[str]], split: str) -> list[str]:
-    return pair[0] if split == "train" else pair[1]
-
-
 TIMES = [_hour(h, m) for h in range(5, 24) for m in (0, 15, 30, 45)]
 
 
@@ -348,7 +344,7 @@ def _behaviour_rows(rng: random.Random, chapters: list[tuple], unseen: set[str])
         made = 0
         while made < count:
             label = labels[made % len(labels)]
-            text = rng.choice(_split_templates(ROUTING_REQUESTS[label], split)).format(a=rng.choice(STREETS))
+            text = rng.choice(for_split(ROUTING_REQUESTS[label], split)).format(a=rng.choice(STREETS))
             if text in seen:
                 continue
             seen.add(text)
@@ -375,7 +371,7 @@ def _behaviour_rows(rng: random.Random, chapters: list[tuple], unseen: set[str])
             verdict = "Allowed" if made % 2 == 0 else "Prohibited"
             inside = [t for t in TIMES if values["start"] <= t <= values["end"]]
             time = rng.choice(inside if verdict == "Allowed" else [t for t in TIMES if t not in inside])
-            template = rng.choice(_split_templates(STYLE_QUESTIONS, split))
+            template = rng.choice(for_split(STYLE_QUESTIONS, split))
             question = template.format(activity=topic[2], time=time, topic=topic[0].lower())
             if question in seen:
                 continue
@@ -411,13 +407,13 @@ def _abstention_rows(rng: random.Random, chapters: list[tuple]) -> list[dict]:
         questions: list[tuple[str, str, list[str]]] = []
         for permit, activity in absent[:n_absent]:
             kind = rng.choice(["fee", "validity", "department", "start", "end"])
-            template = rng.choice(_split_templates(TEMPLATES[kind], split))
+            template = rng.choice(for_split(TEMPLATES[kind], split))
             questions.append(("near_miss", template.format(permit=permit, activity=activity), []))
         for doc_id, topic, pair in gaps[:n_gap]:
-            question = rng.choice(_split_templates(pair, split)).format(permit=topic[1], topic=topic[0].lower())
+            question = rng.choice(for_split(pair, split)).format(permit=topic[1], topic=topic[0].lower())
             questions.append(("missing_detail", question, [doc_id]))
         for doc_id, topic in premises[:n_premise]:
-            question = _split_templates(FALSE_PREMISES, split)[0].format(permit=topic[1])
+            question = for_split(FALSE_PREMISES, split)[0].format(permit=topic[1])
             questions.append(("false_premise", question, [doc_id]))
         del absent[:n_absent], gaps[:n_gap], premises[:n_premise]  # test never reuses what train asked
         rng.shuffle(questions)

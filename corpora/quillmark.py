@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from corpora.common import Fact, fix_articles, jsonl, knowledge_rows, markdown_table
+from corpora.common import Fact, fix_articles, for_split, jsonl, knowledge_rows, markdown_table
 
 SEED = 20261123
 NAME = "quillmark"
@@ -659,11 +659,10 @@ STYLE_INSTRUCTION = (
     "Answer in at most 25 words. Start with one of the words Yes, No or Partly. "
     "End with the id of the source document in square brackets, for example [kestrel-k2]."
 )
-BEHAVIOUR_COUNTS = {"train": {"ticket": 80, "intent": 70, "style": 60}, "test": {"ticket": 40, "intent": 35, "style": 30}}
-
-
-def _templates(pair: tuple[list[str], list[str]], split: str) -> list[str]:
-    return pair[0] if split == "train" else pair[1]
+BEHAVIOUR_COUNTS = {
+    "train": {"ticket": 80, "intent": 70, "style": 60},
+    "test": {"ticket": 40, "intent": 35, "style": 30},
+}
 
 
 def _behaviour_rows(rng: random.Random, products: list[dict], avoid: set[str]) -> list[dict]:
@@ -699,8 +698,8 @@ def _behaviour_rows(rng: random.Random, products: list[dict], avoid: set[str]) -
             # every (category, priority) pair once per 20 rows
             cat = TICKET_CATEGORIES[made % len(TICKET_CATEGORIES)]
             prio = PRIORITIES[(made // len(TICKET_CATEGORIES)) % len(PRIORITIES)]
-            ticket = rng.choice(_templates(TICKET_TEXT[cat], split)).format(p=p["name"])
-            cue = rng.choice(_templates(PRIORITY_CUES[prio], split))
+            ticket = rng.choice(for_split(TICKET_TEXT[cat], split)).format(p=p["name"])
+            cue = rng.choice(for_split(PRIORITY_CUES[prio], split))
             text = f"{ticket} {cue}" if split == "train" else f"{cue} {ticket}"
             if not unique(text):
                 continue
@@ -723,7 +722,7 @@ def _behaviour_rows(rng: random.Random, products: list[dict], avoid: set[str]) -
         made = 0
         while made < counts["intent"]:
             label = labels[made % len(labels)]
-            text = rng.choice(_templates(INTENTS[label], split)).format(p=rng.choice(products)["name"])
+            text = rng.choice(for_split(INTENTS[label], split)).format(p=rng.choice(products)["name"])
             if not unique(text):
                 continue
             made += 1
@@ -751,7 +750,7 @@ def _behaviour_rows(rng: random.Random, products: list[dict], avoid: set[str]) -
                 if f"{p['doc_id']}.dock" in avoid:
                     continue
                 dock = p["dock"] if verdict == "Yes" else rng.choice([d for d in heron if d != p["dock"]])
-                question = rng.choice(_templates(STYLE_QUESTIONS["dock"], split)).format(p=p["name"], d=dock)
+                question = rng.choice(for_split(STYLE_QUESTIONS["dock"], split)).format(p=p["name"], d=dock)
                 reason = (
                     f"the {p['name']} pairs with the {p['dock']} dock"
                     if verdict == "Yes"
@@ -761,7 +760,7 @@ def _behaviour_rows(rng: random.Random, products: list[dict], avoid: set[str]) -
                 if f"{p['doc_id']}.warranty" in avoid:
                     continue
                 asked = rng.randrange(1, months) if verdict == "Yes" else rng.randrange(months, months + 25)
-                question = rng.choice(_templates(STYLE_QUESTIONS["warranty"], split)).format(p=p["name"], n=asked)
+                question = rng.choice(for_split(STYLE_QUESTIONS["warranty"], split)).format(p=p["name"], n=asked)
                 reason = f"its warranty lasts {p['warranty']}"
             if not unique(question):
                 continue
@@ -844,9 +843,7 @@ def _abstention_rows(rng: random.Random, products: list[dict], codes: list[dict]
         if kind not in p
     ]
     gaps += [(c["code"], c["doc_id"], t) for c in codes for t in CODE_GAPS.values()]
-    gaps += [
-        (city, f"centre-{city.lower().replace(' ', '-')}", t) for city in CITIES for t in CENTRE_GAPS.values()
-    ]
+    gaps += [(city, f"centre-{city.lower().replace(' ', '-')}", t) for city in CITIES for t in CENTRE_GAPS.values()]
     rng.shuffle(gaps)
     premises = [(p["name"], p["doc_id"], i) for p in products for i in range(len(FALSE_PREMISES[0]))]
     rng.shuffle(premises)
@@ -856,18 +853,20 @@ def _abstention_rows(rng: random.Random, products: list[dict], codes: list[dict]
         questions: list[tuple[str, str, list[str]]] = []
         for name, energy in invented_products[:n_prod]:
             kind = rng.choice(["price", "release", "firmware", "weight", "warranty", energy])
-            questions.append(("near_miss", rng.choice(_templates(QUESTION_TEMPLATES[kind], split)).format(p=name), []))
+            questions.append(("near_miss", rng.choice(for_split(QUESTION_TEMPLATES[kind], split)).format(p=name), []))
         for code in invented_codes[:n_code]:
             kind = rng.choice(["meaning", "fix"])
-            questions.append(("near_miss", rng.choice(_templates(QUESTION_TEMPLATES[kind], split)).format(p=code), []))
+            questions.append(("near_miss", rng.choice(for_split(QUESTION_TEMPLATES[kind], split)).format(p=code), []))
         for city in cities[:n_city]:
-            questions.append(("near_miss", rng.choice(_templates(CENTRE_QUESTIONS, split)).format(p=city), []))
+            questions.append(("near_miss", rng.choice(for_split(CENTRE_QUESTIONS, split)).format(p=city), []))
         for name in lines[:n_line]:
-            questions.append(("absent_line", rng.choice(_templates(QUESTION_TEMPLATES["price"], split)).format(p=name), []))
+            questions.append(
+                ("absent_line", rng.choice(for_split(QUESTION_TEMPLATES["price"], split)).format(p=name), [])
+            )
         for name, doc_id, pair in gaps[:n_gap]:
-            questions.append(("missing_detail", rng.choice(_templates(pair, split)).format(p=name), [doc_id]))
+            questions.append(("missing_detail", rng.choice(for_split(pair, split)).format(p=name), [doc_id]))
         for name, doc_id, i in premises[:n_premise]:
-            questions.append(("false_premise", _templates(FALSE_PREMISES, split)[i].format(p=name), [doc_id]))
+            questions.append(("false_premise", for_split(FALSE_PREMISES, split)[i].format(p=name), [doc_id]))
         # what train used is gone before test draws
         del invented_products[:n_prod], invented_codes[:n_code], cities[:n_city], lines[:n_line]
         del gaps[:n_gap], premises[:n_premise]
@@ -970,6 +969,8 @@ GENERAL_PROBES = [
     ("Which bird is a symbol of peace?", ["dove"]),
     ("What instrument has 88 keys?", ["piano"]),
 ]
+
+
 def _general_rows() -> list[dict]:
     rows = []
     for i, (q, answers) in enumerate(GENERAL_PROBES):
