@@ -1,7 +1,10 @@
 """The words every arm sends to the model, in one place so arms differ only by design.
 
-The rag prompt tells the model to answer only from the passages and to say the fixed
-abstention phrase otherwise; abstention metrics look for that phrase.
+For questions, the rag prompt tells the model to answer only from the passages and to say
+the fixed abstention phrase otherwise; abstention metrics look for that phrase. A row with an
+instruction (a behaviour or format task) is a job to do, not a fact to look up: its prompts
+offer the passages as reference and never ask the model to abstain, so the rag arm is not
+told to refuse a formatting task the passages cannot "answer".
 """
 
 from __future__ import annotations
@@ -38,9 +41,13 @@ def build_messages(
     examples: list[Example] = (),
     abstention_phrase: str,
 ) -> list[dict[str, str]]:
-    """Chat messages for one question; passages switch on the answer-only-from-context rule."""
-    system = f'{SYSTEM} If you do not know the answer, reply exactly: "{abstention_phrase}"'
-    if passages is not None:
+    """Chat messages for one question; for questions without an instruction, passages switch on the
+    answer-only-from-context rule."""
+    if instruction:
+        system = SYSTEM if passages is None else f"{SYSTEM} Use the passages below where they help.\n\nPassages:\n{format_passages(passages)}"  # fmt: skip
+    elif passages is None:
+        system = f'{SYSTEM} If you do not know the answer, reply exactly: "{abstention_phrase}"'
+    else:
         system = (
             f"{SYSTEM} Answer using only the passages below. If they do not contain the answer, "
             f'reply exactly: "{abstention_phrase}"\n\nPassages:\n{format_passages(passages)}'

@@ -1,42 +1,151 @@
-"""Abstention: saying the fixed phrase on unanswerable rows, and not on answerable ones.
+"""Abstention: three outcomes per answer (correct, abstained, wrong) on unanswerable and answerable rows.
 
-The headline scores the decision on both kinds of row together, so an arm that always
-abstains (or never does) cannot win the family.
+An arm that never abstains and one that always does must not tie, and an arm that answers
+every answerable row wrongly must not score like one that answers them right. So the
+headline, `abstention_accuracy`, counts a row as right when the arm abstains on an
+unanswerable row or answers an answerable row correctly; abstaining on an answerable row, and
+any wrong answer, count as wrong. Beside it: coverage (share answered), selective accuracy
+(correct among answered) and hallucination rate (wrong answers over all rows).
+
+The detector reads the short answer (the first sentence that is not an apology): a reply that
+answers first and declines a side question ("The K20 costs $249. I do not know its weight.")
+has answered. It is validated on tests/data/abstention_replies.jsonl (precision and recall
+printed by tests/test_metrics.py).
 
 Example:
-    >>> abstained("I don't know based on the provided documents.", "I don't know based on the provided documents.")
+    >>> abstained("The passages do not contain the answer.", "I don't know based on the provided documents.")
     True
+    >>> abstained("The K20 costs $249. I do not know its weight.", "I don't know based on the provided documents.")
+    False
 """
 
 from __future__ import annotations
 
-from eval.metrics import Metric, register
-from eval.metrics.knowledge import normalise_answer
+import re
+from enum import StrEnum
 
-# Replies that refuse without the exact phrase still count as abstaining.
-REFUSALS = ("i don t know", "i do not know", "not in the provided", "no information", "cannot find", "not mentioned")
+from eval.metrics import Metric, register
+from eval.metrics.knowledge import answer_contained
+
+_CONTRACTIONS = [
+    (r"\bcan't\b|\bcannot\b", "can not"), (r"\bwon't\b", "will not"), (r"n't\b", " not"), (r"\bi'm\b", "i am"),
+    (r"'re\b", " are"), (r"'ve\b", " have"), (r"'ll\b", " will"), (r"'d\b", " would"),
+]  # fmt: skip
+_SOURCE = r"(?:passages?|documents?|docs|context|texts?|sources?|excerpts?|materials?|information|info|data|manuals?|snippets?)"
+_REPORT = r"(?:contain|mention|say|state|specify|include|provide|give|list|cover|address|indicate|discuss|describe|detail|tell|answer|show|reference|have|appear|hold|explain)"
+_UNKNOWN = r"(?:mentioned|specified|stated|documented|given|disclosed|covered|addressed|listed|included|provided|available|found|known|clear)"
+_REFUSALS = [
+    # the speaker cannot or does not know
+    r"\bi (?:do|did) not (?:know|have (?:any |enough |the |that |this |specific )?(?:information|info|data|details?|knowledge|answer|access|context|record))",
+    r"\bi (?:can not|could not|did not|am unable to|am not able to|was unable to|was not able to) (?:find|tell|say|determine|answer|locate|see|confirm|verify|identify|give|provide|help|know|access)",
+    r"\bi am not (?:entirely |completely |totally |quite |100% )?(?:sure|certain|aware)\b",
+    r"^not (?:sure|certain)\b",
+    r"\bunsure\b",
+    r"\bno (?:idea|clue)\b",
+    r"\bi have no (?:information|info|data|details?|knowledge|record|way to know)",
+    # the sources do not say
+    rf"\b{_SOURCE}\b[^.]*?\b(?:do|does|did|can|could) not (?:seem to |appear to )?{_REPORT}",
+    rf"\b{_SOURCE}\b[^.]*?\b(?:is|are|was|were) (?:silent|not {_UNKNOWN})\b",
+    rf"\b{_SOURCE}\b[^.]*?\b(?:only )?(?:say|says|contain|contains|mention|mentions) nothing\b",
+    rf"\b{_SOURCE}\b[^.]*?\bonly (?:cover|covers|describe|describes|mention|mentions|discuss|discusses)\b",
+    rf"\bnot (?:{_UNKNOWN} )?(?:in|within|among|from|by) (?:the |these |those |any |my )?(?:provided |given |available |supplied |above |retrieved )?{_SOURCE}",
+    r"\bno (?:mention|information|info|details?|record|reference|indication) (?:of|about|on|regarding|in|for|is|was|available|provided|given|that)\b",
+    r"\b(?:is|are|was|were) not (?:mentioned|specified|stated|documented|disclosed|given|known|clear)\b(?! (?:by|with|for|to|on|at|as|if|when|under|until)\b)",
+    r"\b(?:not enough|insufficient) (?:information|info|context|data|details?)\b",
+    r"\b(?:can not|could not) be (?:determined|answered|found|confirmed|verified|identified|established)\b",
+    r"\b(?:is|remains) (?:unknown|unclear)\b",
+    r"\bunable to (?:answer|determine|find|say)\b",
+    r"\bnothing (?:in|about) (?:the |these )?(?:provided )?" + _SOURCE,
+]
+_REFUSAL = re.compile("|".join(f"(?:{r})" for r in _REFUSALS))
+_APOLOGY = re.compile(r"^(?:i am )?(?:sorry|apologies|i apologi[sz]e|unfortunately|hmm+|well|ok(?:ay)?)\W*$")
+
+
+def _plain(text: str) -> str:
+    text = text.lower().replace("\u2019", "'")
+    for pattern, repl in _CONTRACTIONS:
+        text = re.sub(pattern, repl, text)
+    return " ".join(text.split())
+
+
+def _sentences(text: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.!?;])\s+|\n+", text) if s.strip(" *#-")]
+
+
+def _refuses(sentence: str) -> bool:
+    """The clause after the last 'but'/'however' refuses ("I'm not sure, but it is $249" answers)."""
+    last = re.split(r"\b(?:but|however)\b", sentence)[-1]
+    return bool(_REFUSAL.search(last.strip(" ,")))
 
 
 def abstained(text: str, phrase: str) -> bool:
-    norm = normalise_answer(text.replace("'", " "))
-    return normalise_answer(phrase.replace("'", " ")) in norm or any(r in norm for r in REFUSALS)
+    """The reply's first sentence that is not an apology declines: the fixed phrase, or any refusal wording."""
+    fixed = _plain(phrase).rstrip(".")
+    for sentence in _sentences(_plain(text)):
+        if not _APOLOGY.match(sentence):
+            return fixed in sentence or _refuses(sentence)
+    return False
+
+
+class Outcome(StrEnum):
+    CORRECT = "correct"
+    ABSTAINED = "abstained"
+    WRONG = "wrong"
+
+
+def outcome(row, pred, ctx) -> Outcome:
+    """What the reply did: abstained, or answered (correctly only if the row is answerable and the answer right)."""
+    if abstained(pred.text, ctx.abstention_phrase):
+        return Outcome.ABSTAINED
+    if row.answers and answer_contained(pred.text, list(row.answers), ctx.corpus_answers.get(row.family, ())):
+        return Outcome.CORRECT
+    return Outcome.WRONG
+
+
+def _answerable(row) -> bool:
+    return row.family != "abstention"
 
 
 def abstention_accuracy(row, pred, ctx) -> float:
-    return float(abstained(pred.text, ctx.abstention_phrase) == (row.family == "abstention"))
+    """1 for abstaining on an unanswerable row or answering an answerable one correctly, else 0."""
+    result = outcome(row, pred, ctx)
+    return float(result is (Outcome.CORRECT if _answerable(row) else Outcome.ABSTAINED))
 
 
-def abstention_rate(row, pred, ctx) -> float | None:
-    return float(abstained(pred.text, ctx.abstention_phrase)) if row.family == "abstention" else None
+def coverage_answerable(row, pred, ctx) -> float | None:
+    return float(outcome(row, pred, ctx) is not Outcome.ABSTAINED) if _answerable(row) else None
 
 
-def false_abstention_rate(row, pred, ctx) -> float | None:
-    return float(abstained(pred.text, ctx.abstention_phrase)) if row.family == "knowledge" else None
+def coverage_unanswerable(row, pred, ctx) -> float | None:
+    return None if _answerable(row) else float(outcome(row, pred, ctx) is not Outcome.ABSTAINED)
+
+
+def selective_accuracy(row, pred, ctx) -> float | None:
+    """Correct among the answerable rows the arm answered (None where it abstained)."""
+    if not _answerable(row):
+        return None
+    result = outcome(row, pred, ctx)
+    return None if result is Outcome.ABSTAINED else float(result is Outcome.CORRECT)
+
+
+def hallucination_rate(row, pred, ctx) -> float:
+    return float(outcome(row, pred, ctx) is Outcome.WRONG)
+
+
+def hallucination_rate_answerable(row, pred, ctx) -> float | None:
+    return float(outcome(row, pred, ctx) is Outcome.WRONG) if _answerable(row) else None
 
 
 reads = ("abstention", "knowledge")
 register(Metric("abstention_accuracy", "abstention", reads, abstention_accuracy,
-                "abstains exactly when the row is unanswerable", headline=True))  # fmt: skip
-register(Metric("abstention_rate", "abstention", reads, abstention_rate, "abstains on unanswerable rows"))
-register(Metric("false_abstention_rate", "abstention", reads, false_abstention_rate,
-                "abstains on answerable knowledge rows", higher_is_better=False))  # fmt: skip
+                "abstains on unanswerable rows and answers answerable rows correctly", headline=True))  # fmt: skip
+register(Metric("coverage_answerable", "abstention", reads, coverage_answerable,
+                "answers (does not abstain on) answerable rows"))  # fmt: skip
+register(Metric("coverage_unanswerable", "abstention", reads, coverage_unanswerable,
+                "answers unanswerable rows: every such answer is a hallucination", higher_is_better=False))  # fmt: skip
+register(Metric("selective_accuracy", "abstention", reads, selective_accuracy,
+                "correct among the answerable rows it answered"))  # fmt: skip
+register(Metric("hallucination_rate", "abstention", reads, hallucination_rate,
+                "wrong answers over all rows, answerable and unanswerable", higher_is_better=False))  # fmt: skip
+register(Metric("hallucination_rate_answerable", "abstention", reads, hallucination_rate_answerable,
+                "wrong answers over the answerable rows", higher_is_better=False))  # fmt: skip

@@ -11,14 +11,13 @@ from eval.metrics.knowledge import answer_contained
 
 
 def new_answer_rate(row, pred, ctx) -> float:
-    return answer_contained(pred.text, list(row.answers))
+    """The updated answer, and no rival beside it ("$179, was $199" names two prices and scores 0)."""
+    return answer_contained(pred.text, list(row.answers), ctx.corpus_answers.get(row.family, ()))
 
 
 def stale_answer_rate(row, pred, ctx) -> float:
-    """The old answer and not the new one: the arm still believes the superseded fact."""
-    return float(
-        answer_contained(pred.text, list(row.old_answers)) and not answer_contained(pred.text, list(row.answers))
-    )
+    """The superseded answer alone: the arm still believes the old fact."""
+    return answer_contained(pred.text, list(row.old_answers), ctx.corpus_answers.get(row.family, ()))
 
 
 f = ("freshness",)

@@ -1,7 +1,8 @@
-"""Forgetting: general-knowledge probes the base model answers, asked again of every arm.
+"""Forgetting: general-knowledge probes, asked of base and of every arm whose weights changed.
 
 A trained arm that loses accuracy here has forgotten general skills; the report compares
-each arm with base on the same probes (paired).
+each such arm with base on the same probes (paired). Scored like knowledge: the short
+answer, values normalised ("twenty-four" is 24), no rival answer beside it.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from eval.metrics.knowledge import answer_contained
 
 
 def general_accuracy(row, pred, ctx) -> float:
-    return answer_contained(pred.text, list(row.answers))
+    return answer_contained(pred.text, list(row.answers), ctx.corpus_answers.get(row.family, ()))
 
 
 register(Metric("general_accuracy", "general", ("general",), general_accuracy,
-                "answers the general probes the base model answered", headline=True))  # fmt: skip
+                "answers the general-knowledge probes correctly", headline=True))  # fmt: skip

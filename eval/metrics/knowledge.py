@@ -1,40 +1,42 @@
-"""String metrics for short factual answers (SQuAD-style normalisation).
+"""Knowledge: short factual answers, scored as values rather than substrings.
+
+Every string metric reads replies through `eval.metrics.values` (the one normaliser), so
+"$463.00", "463 dollars" and "USD 463" are one answer. `answer_contained` scores the short
+answer (the first sentence), and a reply that names several candidates of the answer's type
+("$100, $200, $463 or $500") scores 0, as does a phrase answer beside another answer from the
+family's answers.
 
 Example:
-    >>> answer_contained("It costs $463, I think.", ["$463"])
+    >>> answer_contained("It costs 463 dollars, I think.", ["$463"])
     1.0
+    >>> answer_contained("$100, $200, $300, $400, $463 or $500", ["$463"])
+    0.0
     >>> round(token_f1("the price is 463 dollars", ["463 dollars"]), 2)
-    0.67
+    0.5
 """
 
 from __future__ import annotations
 
 import re
-import string
 from collections import Counter
+from collections.abc import Iterable, Sequence
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = str.maketrans({c: " " for c in string.punctuation if c not in "$£%."})
-
-
-def normalise_answer(text: str) -> str:
-    """Lower-case, drop articles and most punctuation (keeping $ £ % and decimal points), squeeze spaces."""
-    text = text.lower().translate(_PUNCT)
-    text = re.sub(r"\.(?!\d)", " ", text)  # a full stop, but not the point in 4.12.3
-    return " ".join(_ARTICLES.sub(" ", text).split())
+from eval.audit import answer_shape
+from eval.metrics.values import canonical, short_answer, single_value, values
 
 
 def exact_match(prediction: str, answers: list[str]) -> float:
-    pred = normalise_answer(prediction)
-    return float(any(pred == normalise_answer(a) for a in answers))
+    """The whole reply is an accepted answer, once normalised."""
+    pred = canonical(prediction)
+    return float(any(pred == canonical(a) for a in answers))
 
 
 def token_f1(prediction: str, answers: list[str]) -> float:
-    """Best token-overlap F1 against any accepted answer."""
-    pred = normalise_answer(prediction).split()
+    """Best token-overlap F1 against any accepted answer; a value ("463 dollars") is one token."""
+    pred = canonical(prediction).split()
     best = 0.0
     for answer in answers:
-        ref = normalise_answer(answer).split()
+        ref = canonical(answer).split()
         common = sum((Counter(pred) & Counter(ref)).values())
         if common:
             precision, recall = common / len(pred), common / len(ref)
@@ -42,14 +44,58 @@ def token_f1(prediction: str, answers: list[str]) -> float:
     return best
 
 
-def answer_contained(prediction: str, answers: list[str]) -> float:
-    """1.0 when an accepted answer appears in the prediction as whole words."""
-    pred = f" {normalise_answer(prediction)} "
-    return float(any(f" {normalise_answer(a)} " in pred for a in answers if normalise_answer(a)))
+def _has(haystack: str, needle: str) -> bool:
+    return f" {needle} " in f" {haystack} "
+
+
+def answer_contained(prediction: str, answers: Sequence[str], space: Sequence[str] = ()) -> float:
+    """1.0 when the short answer names an accepted answer and no rival candidate.
+
+    A value answer ("$463", "24 months", "08:30") needs every value of its type in the short answer
+    to equal it (a bare number counts as a candidate for a price or a duration); a phrase answer must
+    appear as whole words, and no other answer of its shape (`eval.audit.answer_shape`: names with names,
+    plain phrases with phrases) from `space`, the family's answers, beside it.
+    """
+    short = short_answer(prediction)
+    said, found = canonical(short), values(short)
+    return float(any(_names(said, found, answer, space) for answer in answers))
+
+
+def _names(said: str, found, answer: str, space: Sequence[str]) -> bool:
+    gold = single_value(answer)
+    if gold is not None:
+        rivals = [v for v in found if v.competes(gold)]
+        return bool(rivals) and all(v.same(gold) for v in rivals)
+    target = canonical(answer)
+    if not target or not _has(said, target):
+        return False
+    shape = answer_shape(answer)
+    phrases = (canonical(c) for c in space if answer_shape(c) == shape and single_value(c) is None)
+    return not any(c and _has(said, c) and not _has(target, c) and not _has(c, target) for c in phrases)
+
+
+def corpus_answers(rows: Iterable) -> dict[str, tuple[str, ...]]:
+    """Per family, every accepted (and superseded) answer in the corpus: the rivals a reply may not list beside
+    its answer. Give it every row, train and test, so the rivals are the whole answer space."""
+    spaces: dict[str, set[str]] = {}
+    for row in rows:
+        spaces.setdefault(row.family, set()).update(row.answers, row.old_answers)
+    return {family: tuple(sorted(answers)) for family, answers in spaces.items()}
 
 
 def _answers(row) -> list[str]:
     return list(row.answers)
+
+
+def knowledge_correct(row, pred, ctx) -> float:
+    """`answer_contained` against the row's answers, with the family's answer space from the scoring context."""
+    return answer_contained(pred.text, _answers(row), ctx.corpus_answers.get(row.family, ()))
+
+
+def correct_on(kind: str):
+    """`knowledge_correct` on test rows of one kind only: paraphrases of trained facts, or facts only in the
+    documents ("unseen"), which a closed-book adapter cannot reach."""
+    return lambda row, pred, ctx: knowledge_correct(row, pred, ctx) if row.kind == kind else None
 
 
 def rouge_l(row, pred, ctx) -> float:
@@ -155,8 +201,12 @@ def _register() -> None:
     def string(fn):
         return lambda row, pred, ctx: fn(pred.text, _answers(row))
 
-    register(Metric("answer_contained", "knowledge", k, string(answer_contained),
-                    "an accepted answer appears in the reply as whole words", headline=True))  # fmt: skip
+    register(Metric("answer_contained", "knowledge", k, knowledge_correct,
+                    "the short answer names an accepted answer (values normalised) and no rival", headline=True))  # fmt: skip
+    register(Metric("answer_contained_paraphrase", "knowledge", k, correct_on("paraphrase"),
+                    "answer_contained on paraphrases of trained facts"))  # fmt: skip
+    register(Metric("answer_contained_unseen", "knowledge", k, correct_on("unseen"),
+                    "answer_contained on facts only the documents hold"))  # fmt: skip
     register(Metric("exact_match", "knowledge", k, string(exact_match), "the reply is an accepted answer, normalised"))
     register(Metric("token_f1", "knowledge", k, string(token_f1), "best token-overlap F1 with an accepted answer"))
     register(Metric("rouge_l", "knowledge", k, rouge_l, "ragas RougeScore (ROUGE-L F-measure)"))
