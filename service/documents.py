@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -116,3 +120,100 @@ def load_documents(folder: Path) -> list[Document]:
     if not docs:
         raise DocumentError(f"{folder}: no documents found (looked for {', '.join(SUFFIXES)} files).")
     return [docs[k] for k in sorted(docs)]
+
+
+def document_files(folder: Path, doc_id: str) -> list[Path]:
+    """The files in `folder` named `doc_id` plus a document suffix (what a PUT or DELETE of `doc_id` replaces)."""
+    return [folder / f"{doc_id}{suffix}" for suffix in SUFFIXES if (folder / f"{doc_id}{suffix}").is_file()]
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so the renames in it survive a power cut, not only a crash."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_synced(path: Path, data: bytes) -> None:
+    """Write `path` and fsync it: once this returns, its content is on disk."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# A change in flight stages files beside the documents under hidden names whose suffix is no document
+# suffix, so no reader takes them for documents: ".<doc_id>.md.new-<tag>", ".<old name>.old-<tag>".
+_NEW, _OLD = ".new-", ".old-"
+
+
+@contextmanager
+def change_document(folder: Path, doc_id: str, text: str | None) -> Iterator[None]:
+    """Store `text` as `<doc_id>.md` in `folder` (delete the document when `text` is None) for the block.
+
+    The new text is written and fsynced beside the old files, which are renamed aside, then renamed into
+    place; if the block or any step raises (a full disk, a file-size limit, indexing refusing the text), the
+    old files are put back. After the block the old files are removed. A crash part-way leaves the staged
+    files, which `recover_document_changes` finishes or undoes at the next start.
+    """
+    folder = Path(folder)
+    tag = uuid.uuid4().hex[:12]
+    target = folder / f"{doc_id}.md"
+    staged = folder / f".{doc_id}.md{_NEW}{tag}"
+    aside: list[tuple[Path, Path]] = []
+    placed = False
+    try:
+        if text is not None:
+            write_synced(staged, text.encode("utf-8"))
+        for path in document_files(folder, doc_id):
+            moved = folder / f".{path.name}{_OLD}{tag}"
+            os.rename(path, moved)
+            aside.append((path, moved))
+        if text is not None:
+            os.rename(staged, target)
+            placed = True
+        sync_folder(folder)
+        yield
+    except BaseException:
+        if placed:
+            target.unlink(missing_ok=True)
+        staged.unlink(missing_ok=True)
+        for path, moved in reversed(aside):
+            os.rename(moved, path)
+        sync_folder(folder)
+        raise
+    for _, moved in aside:
+        moved.unlink()
+    sync_folder(folder)
+
+
+def recover_document_changes(folder: Path, indexed: dict[str, str] | None) -> list[str]:
+    """Finish or undo document changes a crash interrupted; returns the ids it touched.
+
+    `indexed` maps doc ids to the content hashes the index holds. A change the index already reflects
+    is finished (its old files removed); any other is undone (the old files put back), so the documents
+    and the index agree again. Staged new files that never replaced anything are removed.
+    """
+    folder = Path(folder)
+    for staged in folder.glob(f".*{_NEW}*"):
+        staged.unlink()
+    changes: dict[tuple[str, str], list[Path]] = {}
+    for moved in folder.glob(f".*{_OLD}*"):
+        name, tag = moved.name[1:].rsplit(_OLD, 1)
+        changes.setdefault((name.rsplit(".", 1)[0], tag), []).append(moved)
+    for (doc_id, _), moved_files in sorted(changes.items()):
+        current = [d for p in document_files(folder, doc_id) for d in read_document_file(p, folder) if d.doc_id == doc_id]
+        now = current[0].content_hash if current else None
+        if indexed is None or indexed.get(doc_id) != now:  # the index still holds the old text: undo
+            for path in document_files(folder, doc_id):
+                path.unlink()
+            for moved in moved_files:
+                os.rename(moved, folder / moved.name[1:].rsplit(_OLD, 1)[0])
+        else:
+            for moved in moved_files:
+                moved.unlink()
+    if changes:
+        sync_folder(folder)
+    return sorted({doc_id for doc_id, _ in changes})

@@ -1,10 +1,10 @@
-import threading
+import asyncio
 import time
 
 import pytest
 
 from service.arms import ARMS, Query
-from service.coalesce import Coalescer
+from service.coalesce import Busy, Coalescer, DeadlineExceeded
 from service.retrieval import IndexMissing
 from service.runtime import Runtime
 
@@ -13,23 +13,16 @@ QUESTIONS = [Query("k2 ?"), Query("what does the k4 cost ?"), Query("battery hou
 
 
 def ask_while_busy(coalescer: Coalescer, arm, queries):
-    """Submit every query while a batch holds the turn, so they all wait together; then let them run."""
+    """Queue every query separately while the dispatcher cannot take any (its queue's lock held here), so they
+    all wait together; then let them run."""
     results, errors = [None] * len(queries), [None] * len(queries)
-
-    def one(i):
+    with coalescer._cv:
+        futures = [coalescer.submit(arm, [q])[0] for q in queries]
+    for i, future in enumerate(futures):
         try:
-            results[i] = coalescer.answer(arm, queries[i])
+            results[i] = future.result(timeout=60)
         except Exception as exc:
             errors[i] = exc
-
-    with coalescer._turn:
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(queries))]
-        for t in threads:
-            t.start()
-        while sum(len(v) for v in coalescer._pending.values()) < len(queries):
-            time.sleep(0.01)
-    for t in threads:
-        t.join(timeout=60)
     return results, errors
 
 
@@ -51,3 +44,30 @@ def test_an_arm_error_reaches_every_waiting_query(settings, corpus):
     assert results == [None] * 3 and all(isinstance(e, IndexMissing) for e in errors)
     with pytest.raises(IndexMissing):  # and the coalescer keeps working afterwards
         Coalescer(Runtime(settings, corpus), max_batch=8).answer(ARMS["rag"], QUESTIONS[0])
+
+
+def test_the_queue_is_bounded_and_says_when_to_retry(settings, corpus):
+    coalescer = Coalescer(Runtime(settings, corpus), max_batch=4, max_queued=3)
+    release = coalescer.reserve(2)
+    with pytest.raises(Busy, match=r"api.max_queued_answers") as refused:
+        coalescer.reserve(2)
+    assert refused.value.retry_after_s >= 1
+    release()
+    release()  # giving back twice frees nothing twice
+    with coalescer.admitted(3), pytest.raises(Busy):
+        coalescer.reserve(1)
+    coalescer.reserve(3)
+
+
+def test_a_query_still_queued_at_its_deadline_is_withdrawn_and_the_queue_goes_on(settings, corpus):
+    runtime = Runtime(settings, corpus)
+    coalescer = Coalescer(runtime, max_batch=4, timeout_s=0.3)
+    with runtime.lock:  # the model is busy: the first batch blocks, the next query waits in the queue
+        blocker = coalescer.submit(ARMS["base"], [QUESTIONS[0]])[0]
+        while coalescer.queued:
+            time.sleep(0.01)
+        with pytest.raises(DeadlineExceeded, match="api.query_timeout_s"):
+            asyncio.run(coalescer.answers(ARMS["base"], [QUESTIONS[1]]))
+    assert blocker.result(timeout=60).text is not None  # the batch already generating ran to its end
+    assert coalescer.answer(ARMS["base"], QUESTIONS[2]).batch_size == 1  # the withdrawn query never ran with it
+    assert coalescer.queued == 0

@@ -18,17 +18,15 @@ import schemathesis
 
 from service.api.main import create_app, warm_up
 from service.runtime import Runtime
-
-KEY = "property-test-key"
+from tests.api.conftest import KEY
 
 
 @pytest.fixture
-def api_schema(settings, corpus):
-    api = settings.api.model_copy(update={"warm_up": False, "max_tokens": 16, "api_keys": [KEY]})
-    app = create_app(settings.model_copy(update={"api": api}), corpus)
+def api_schema(with_api, settings, corpus):
+    app = create_app(with_api(warm_up=False, max_tokens=16, api_keys=[KEY]), corpus)
     Runtime(settings, corpus).index()
     warm_up(app.state.runtime)  # a ready service: /readyz's 503 before warm-up is by design
-    return schemathesis.openapi.from_asgi("/openapi.json", app)
+    return schemathesis.openapi.from_asgi("/openapi.json", app, headers={"Authorization": f"Bearer {KEY}"})
 
 
 def test_generated_requests_get_documented_answers_and_never_a_server_error(api_schema):

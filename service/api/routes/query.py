@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field, field_validator
-from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import CoalescerDep, RuntimeDep, SettingsDep, TelemetryDep, arm_name, errors
-from service.arms import ARMS, Answer, Query, answer, parse_arm
+from service.api.deps import CoalescerDep, SettingsDep, TelemetryDep, arm_name, errors
+from service.arms import ARMS, Answer, Query, parse_arm
 
 
 class ArmsRequest(BaseModel):
@@ -59,15 +59,20 @@ class BatchQueryResponse(BaseModel):
     results: list[QueryResponse] = Field(description="One entry per question, in the order given.")
 
 
-router = APIRouter(prefix="/v1", tags=["query"], responses=errors(409, 503))
+router = APIRouter(prefix="/v1", tags=["query"], responses=errors(409, 429, 503))
 
 
-def check_limits(questions: list[str], top_k: int | None, limits) -> None:
+def check_limits(questions: list[str], top_k: int | None, limits, arms: int = 1) -> None:
     """413/422 naming the limit and its setting, before any work starts."""
     if len(questions) > limits.max_batch_questions:
         raise HTTPException(
             413, f"{len(questions)} questions in one batch; the limit is {limits.max_batch_questions} "
             "(api.max_batch_questions)",
+        )  # fmt: skip
+    if len(questions) * arms > limits.max_queued_answers:
+        raise HTTPException(
+            413, f"{len(questions)} questions x {arms} arms = {len(questions) * arms} answers in one request; the "
+            f"limit is {limits.max_queued_answers} (api.max_queued_answers): split it or ask fewer arms",
         )  # fmt: skip
     for i, question in enumerate(questions):
         if not question.strip():
@@ -109,21 +114,30 @@ async def query(
     body: QueryRequest, coalescer: CoalescerDep, settings: SettingsDep, telemetry: TelemetryDep
 ) -> QueryResponse:
     """Answer the question with each requested arm, with the passages the retrieving arms used."""
-    check_limits([body.question], body.top_k, settings.api)
-    arms = [ARMS[name] for name in body.arms]
-    query = Query(body.question)
-    answers = await run_in_threadpool(lambda: [coalescer.answer(arm, query, body.top_k) for arm in arms])
-    return response(body.question, answers, telemetry)
+    per_arm = await answer_all([body.question], body.arms, body.top_k, coalescer, settings)
+    return response(body.question, [arm_answers[0] for arm_answers in per_arm], telemetry)
+
+
+async def answer_all(questions: list[str], arms: list[str], top_k: int | None, coalescer, settings) -> list[list[Answer]]:
+    """Every arm's answers to `questions`, all queued at once in the shared bounded queue (429 when it is full)."""
+    check_limits(questions, top_k, settings.api, len(arms))
+    queries = [Query(q) for q in questions]
+    with coalescer.admitted(len(questions) * len(arms)):  # held until every arm is done, failed or not
+        results = await asyncio.gather(
+            *(coalescer.answers(ARMS[name], queries, top_k) for name in arms), return_exceptions=True
+        )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return list(results)
 
 
 @router.post("/query/batch", response_model=BatchQueryResponse)
 async def query_batch(
-    body: BatchQueryRequest, runtime: RuntimeDep, settings: SettingsDep, telemetry: TelemetryDep
+    body: BatchQueryRequest, coalescer: CoalescerDep, settings: SettingsDep, telemetry: TelemetryDep
 ) -> BatchQueryResponse:
-    """Several questions through each requested arm, generated in batches (cheaper per answer than one by one)."""
-    check_limits(body.questions, body.top_k, settings.api)
-    queries = [Query(q) for q in body.questions]
-    per_arm = await run_in_threadpool(lambda: [answer(ARMS[name], runtime, queries, body.top_k) for name in body.arms])
+    """Several questions through each requested arm, in the same queue (and batches) as /v1/query."""
+    per_arm = await answer_all(body.questions, body.arms, body.top_k, coalescer, settings)
     return BatchQueryResponse(
         results=[
             response(q, [arm_answers[i] for arm_answers in per_arm], telemetry) for i, q in enumerate(body.questions)

@@ -5,6 +5,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api.main import create_app
+from tests.api.conftest import KEY
 
 
 def test_readyz_turns_ready_after_warm_up_and_index(settings, corpus):
@@ -28,12 +29,11 @@ def test_metrics_count_requests_and_answers_per_arm(settings, corpus):
 
 
 @pytest.fixture
-def keyed(settings, corpus):
-    api = settings.api.model_copy(update={"api_keys": ["s3cret"], "max_body_bytes": 2048})
-    return TestClient(create_app(settings.model_copy(update={"api": api}), corpus))
+def keyed(with_api, corpus):
+    return TestClient(create_app(with_api(api_keys=[KEY], max_body_bytes=2048), corpus))
 
 
-@pytest.mark.parametrize("header", [None, "Bearer wrong", "Basic s3cret"])
+@pytest.mark.parametrize("header", [None, "Bearer wrong", f"Basic {KEY}", "Bearer "])
 def test_missing_or_wrong_key_is_401(keyed, header):
     headers = {"Authorization": header} if header else {}
     r = keyed.post("/v1/query", json={"question": "q", "arms": ["base"]}, headers=headers)
@@ -43,7 +43,7 @@ def test_missing_or_wrong_key_is_401(keyed, header):
 
 
 def test_right_key_passes_and_oversize_body_is_413(keyed):
-    auth = {"Authorization": "Bearer s3cret"}
+    auth = {"Authorization": f"Bearer {KEY}"}
     assert keyed.get("/v1/models", headers=auth).status_code == 200
     r = keyed.post(
         "/v1/query",
