@@ -68,3 +68,28 @@ def test_a_killed_run_resumes_without_lost_or_duplicate_rows(settings, full_corp
     assert set(before) <= set(after)  # what was stored before the kill is kept as it was
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT status FROM runs WHERE id='killed'").fetchone()[0] == "done"
+
+
+def test_a_failed_batch_insert_rolls_back_and_the_store_keeps_working(tmp_path):
+    import dataclasses
+
+    import pytest
+
+    store = Store(tmp_path / "db.sqlite3")
+    store.create_run("r1", "c", {})
+    store.add_predictions("r1", [prediction("k1")])
+    unbindable = dataclasses.replace(prediction("k3"), prompt_tokens=[1])  # SQLite cannot store a list
+    with pytest.raises(sqlite3.Error):
+        store.add_predictions("r1", [prediction("k2"), unbindable])
+    assert store.count("r1") == 1  # nothing of the failed batch, all of the one before
+    store.add_predictions("r1", [prediction("k2")])  # no transaction was left open
+    store.set_status("r1", "failed", error="InterfaceError: ...")
+    assert store.count("r1") == 2 and store.run("r1").status == "failed"
+
+
+def test_the_database_is_private_to_its_user(tmp_path):
+    Store(tmp_path / "data" / "db.sqlite3").create_run("r1", "c", {})
+    assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700
+    assert {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "data").iterdir()} == {
+        "db.sqlite3": 0o600, "db.sqlite3-wal": 0o600, "db.sqlite3-shm": 0o600
+    }  # fmt: skip
