@@ -11,6 +11,8 @@ the runner, results, the report and the verdict all read `FAMILIES`. Adding a fa
 Example:
     >>> FAMILIES["knowledge"].headline, FAMILIES["freshness"].phase
     ('answer_contained', 'fresh')
+    >>> FAMILIES["knowledge_unseen"].row_families
+    ('knowledge',)
     >>> from service.arms import ARMS
     >>> [a for a in ARMS if FAMILIES["knowledge"].favours(ARMS[a])]
     ['rag', 'rag_lora']
@@ -38,7 +40,8 @@ class Family:
     name: str  # the task rows' "family" value and the report block's id
     label: str  # for reports
     headline: str  # the metric that decides the family (registered in eval/metrics)
-    check_row: Callable[[TaskRow], None]  # raises ValueError naming what a row of this family lacks
+    check_row: Callable[[TaskRow], None] | None  # raises ValueError naming what a row lacks; None: no rows of
+    # its own (a view on other families' rows, e.g. knowledge split by kind)
     reads: tuple[str, ...] = ()  # the row families it scores (default: its own rows)
     phase: str = "main"  # "main", or "fresh": answered after the corpus update in updates/ is applied
     trains: bool = False  # its train rows feed the adapters (and the fewshot pools)
@@ -64,6 +67,11 @@ def register_family(family: Family) -> Family:
         raise ValueError(f"family '{family.name}' is registered twice")
     FAMILIES[family.name] = family
     return family
+
+
+def row_families() -> list[str]:
+    """The values a task row's "family" may take: families with rows of their own."""
+    return [name for name, f in FAMILIES.items() if f.check_row is not None]
 
 
 def parse_families(names: list[str] | None) -> list[str]:
@@ -125,6 +133,11 @@ def _weights_changed_or_base(arm: Arm) -> bool:
 
 register_family(Family("knowledge", "Knowledge", "answer_contained", _needs_answers, trains=True,
                        rule="RAG for knowledge", favoured=lambda arm: arm.retrieve))  # fmt: skip
+register_family(Family("knowledge_paraphrase", "Knowledge: paraphrases of trained facts",
+                       "answer_contained_paraphrase", None, reads=("knowledge",), rule="RAG for knowledge",
+                       favoured=lambda arm: arm.retrieve))  # fmt: skip
+register_family(Family("knowledge_unseen", "Knowledge: facts only the documents hold", "answer_contained_unseen",
+                       None, reads=("knowledge",), rule="RAG for knowledge", favoured=lambda arm: arm.retrieve))  # fmt: skip
 register_family(Family("behaviour", "Behaviour / format", "behaviour_pass", _behaviour_row, trains=True,
                        rule="fine-tuning for behaviour", favoured=fine_tuned))  # fmt: skip
 register_family(Family("abstention", "Abstention", "abstention_accuracy", _abstention_row,

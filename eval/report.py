@@ -14,7 +14,6 @@ from pathlib import Path
 import jinja2
 
 from eval.metrics import METRICS
-from service.arms import ARMS
 
 RULE_MARK = {"agrees": "agrees", "contradicts": "CONTRADICTS", "inconclusive": "inconclusive", "n/a": "-"}
 
@@ -25,6 +24,14 @@ def _fmt(cell: dict | None) -> str:
     return f"{cell['value']:.3f} [{cell['ci_low']:.3f}, {cell['ci_high']:.3f}]"
 
 
+def _label(results: dict, arm: str) -> str:
+    return results.get("arms", {}).get(arm, {}).get("label", arm)
+
+
+def _labels(results: dict, arms) -> str:
+    return ", ".join(_label(results, a) for a in arms) or "none"
+
+
 def verdict_rows(results: dict) -> list[dict]:
     """One row per family: what the CLI prints and both reports show first."""
     rows = []
@@ -32,13 +39,20 @@ def verdict_rows(results: dict) -> list[dict]:
         v = block.get("verdict")
         if not v:
             continue
+        power = block.get("power", {})
         rows.append({
             "family": family,
             "metric": block["headline_metric"],
-            "best": ARMS[v["best"]].label,
+            "best": _label(results, v["best"]),
             "score": _fmt(block["arms"][v["best"]][block["headline_metric"]]),
-            "tied": ", ".join(ARMS[a].label for a in v["tied_with"]) or "none",
-            "recommended": ARMS[v["recommended"]].label,
+            "chance": _num(block.get("chance_baseline"), 2),
+            "mdd": f"{_num(power.get('mdd'), 2)} (n={power.get('rows', '-')})",
+            "worse": _labels(results, v.get("worse", [])),
+            "non_inferior": _labels(results, v.get("non_inferior", [])),
+            "undecided": _labels(results, v.get("undecided", v.get("tied_with", []))),
+            "tied": _labels(results, v.get("tied_with", [])),
+            "recommended": _label(results, v["recommended"]) if v.get("recommended") else "insufficient evidence",
+            "status": v.get("status", "decided"),
             "rule": RULE_MARK[v["rule"]],
             "reason": v["reason"],
             "rule_statement": v["rule_statement"],
@@ -46,16 +60,43 @@ def verdict_rows(results: dict) -> list[dict]:
     return rows
 
 
+HOW_TO_READ = (
+    "How to read this: each score has a 95% interval (Wilson for rates, clustered by source document where rows "
+    "share one). The best arm is compared with every other arm on the same rows (exact McNemar for 0/1 scores, "
+    "paired bootstrap otherwise); p-values are Holm-adjusted over all {tests} comparisons in this report. An arm is "
+    "*worse* when that adjusted test says so, *non-inferior* when a one-sided test shows it within the margin of "
+    "{margin:g} of the best, and *undecided* otherwise. The recommendation is the cheapest of the best and the "
+    "non-inferior arms, unless a cheaper arm is undecided: then the verdict is *insufficient evidence*. *chance* is "
+    "the best constant guess's score; *MDD* is the smallest difference this many rows detect with 80% power: "
+    "differences below it can neither be seen nor ruled out."
+)
+
+
+def _how_to_read(results: dict) -> str:
+    tests = sum(len(b.get("comparisons", [])) + len(b.get("forgetting_vs_base", {})) for b in results["families"].values())
+    margin = next((b["verdict"]["margin"] for b in results["families"].values() if b.get("verdict")), 0.0)
+    return HOW_TO_READ.format(tests=tests, margin=margin)
+
+
+def _comparison(results: dict, c: dict) -> str:
+    text = (f"{_label(results, c['a'])} − {_label(results, c['b'])} = {_num(c['difference'], 3)} "
+            f"[{_num(c['ci_low'], 3)}, {_num(c['ci_high'], 3)}], p={_num(c['p_value'], 3)}, "
+            f"Holm p={_num(c.get('p_holm'), 3)} ({c['test']}, n={c['n']})")  # fmt: skip
+    if c.get("non_inferiority_p_holm") is not None:
+        text += f", non-inferiority p (Holm)={_num(c['non_inferiority_p_holm'], 3)}"
+    return text
+
+
 def render_markdown(results: dict) -> str:
     lines = [f"# ragft report: {results['run_id']}", ""]
     lines.append(f"Corpus `{results['corpus']}`, generator `{results['models']['generator']}`, "
                  f"status {results['status']}; judge: {'used' if results['judge']['used'] else 'none (judge-free metrics)'}.")  # fmt: skip
-    lines += ["", "## Verdict", "", "| family | headline | best | score [95% CI] | tied with | recommended | folk rule |",
-              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += ["", "## Verdict", "", "| family | headline | best | score [95% CI] | chance | MDD | worse | non-inferior "
+              "| undecided | recommended | folk rule |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in verdict_rows(results):
-        lines.append(f"| {r['family']} | {r['metric']} | {r['best']} | {r['score']} | {r['tied']} | "
-                     f"**{r['recommended']}** | {r['rule']} |")  # fmt: skip
-    lines.append("")
+        lines.append(f"| {r['family']} | {r['metric']} | {r['best']} | {r['score']} | {r['chance']} | {r['mdd']} | "
+                     f"{r['worse']} | {r['non_inferior']} | {r['undecided']} | **{r['recommended']}** | {r['rule']} |")  # fmt: skip
+    lines += ["", _how_to_read(results), ""]
     for r in verdict_rows(results):
         lines.append(f"- **{r['family']}**: {r['reason']}. {r['rule_statement']}")
     for family, block in results["families"].items():
@@ -65,18 +106,27 @@ def render_markdown(results: dict) -> str:
                   "|---|" + "---|" * len(metrics)]  # fmt: skip
         for arm in arms:
             lines.append(
-                f"| {ARMS[arm].label} | " + " | ".join(_fmt(block["arms"][arm].get(m.name)) for m in metrics) + " |"
+                f"| {_label(results, arm)} | " + " | ".join(_fmt(block["arms"][arm].get(m.name)) for m in metrics) + " |"
             )
+        if block.get("comparisons"):
+            lines += ["", "Paired tests against the best arm: " + "; ".join(_comparison(results, c) for c in block["comparisons"]) + "."]
+        if block.get("forgetting_vs_base"):
+            lines += ["", "Forgetting (arm minus base on the general probes, base prompt, arms whose weights changed): "
+                      + "; ".join(_comparison(results, c) for c in block["forgetting_vs_base"].values()) + "."]  # fmt: skip
     lines += ["", "## Cost", "", "| arm | training s | index s | refresh | p50 ms/answer | p95 ms/answer | prompt tokens "
               "| generated tokens | $ per 1k queries | break-even vs RAG (queries) |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for arm, c in results["costs"].items():
+        if not c.get("measured", True):
+            lines.append(f"| {_label(results, arm)} | " + " | ".join(["not measured (scored from a file)"] + ["-"] * 8) + " |")
+            continue
         refresh = f"{c['refresh_by']} {c['refresh_s']:.1f}s" if c.get("refresh_s") is not None else c["refresh_by"]
         be = c.get("break_even_queries_vs_rag")
+        never = results.get("arms", {}).get(arm, {}).get("adapter") and "break_even_queries_vs_rag" in c and be is None
         lines.append(
-            f"| {ARMS[arm].label} | {_num(c['training_wall_s'])} | {_num(c['index_build_s'])} | {refresh} | "
+            f"| {_label(results, arm)} | {_num(c['training_wall_s'])} | {_num(c['index_build_s'])} | {refresh} | "
             f"{_num(c['latency_ms_p50'])} | {_num(c['latency_ms_p95'])} | {_num(c['prompt_tokens_mean'])} | "
             f"{_num(c['generated_tokens_mean'])} | {_num(c['cost_per_1k_queries_usd'], 4)} | "
-            f"{'never' if ARMS[arm].adapter and 'break_even_queries_vs_rag' in c and be is None else _num(be)} |"
+            f"{'never' if never else _num(be)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -114,7 +164,7 @@ def charts(results: dict) -> dict[str, str]:
                   [c["ci_high"] - v for v, c in zip(values, cells, strict=True)]]  # fmt: skip
         recommended = (block.get("verdict") or {}).get("recommended")
         colours = ["#2b8a3e" if a == recommended else "#4c6ef5" for a in arms]
-        ax.bar([ARMS[a].label for a in arms], values, yerr=errors, capsize=4, color=colours)
+        ax.bar([_label(results, a) for a in arms], values, yerr=errors, capsize=4, color=colours)
         ax.set_ylim(0, 1.05)
         ax.set_ylabel(metric)
         ax.set_title(f"{family}: {metric} (95% CI; green = recommended)", fontsize=9)
@@ -122,14 +172,14 @@ def charts(results: dict) -> dict[str, str]:
     costs = results["costs"]
     points = [(a, costs[a]["latency_ms_p50"], b["arms"][a][b["headline_metric"]]["value"], f)
               for f, b in results["families"].items() for a in b["arms"]
-              if a in costs and b["headline_metric"] in b["arms"][a] and costs[a]["latency_ms_p50"]]  # fmt: skip
+              if a in costs and b["headline_metric"] in b["arms"][a] and costs[a].get("latency_ms_p50")]  # fmt: skip
     if points:
         fig, ax = plt.subplots(figsize=(6, 3.2))
         for family in dict.fromkeys(p[3] for p in points):
             mine = [p for p in points if p[3] == family]
             ax.scatter([p[1] for p in mine], [p[2] for p in mine], label=family)
             for arm, x, y, _ in mine:
-                ax.annotate(ARMS[arm].label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                ax.annotate(_label(results, arm), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_xlabel("ms of compute per answer (p50, log scale)")
         ax.set_ylabel("headline score")
@@ -145,7 +195,7 @@ def charts(results: dict) -> dict[str, str]:
         x = range(len(arms))
         ax.bar([i - 0.2 for i in x], new, width=0.4, label="new answer", color="#2b8a3e")
         ax.bar([i + 0.2 for i in x], stale, width=0.4, label="stale answer", color="#e03131")
-        ax.set_xticks(list(x), [ARMS[a].label for a in arms])
+        ax.set_xticks(list(x), [_label(results, a) for a in arms])
         ax.set_ylim(0, 1.05)
         ax.legend(fontsize=7)
         ax.set_title("freshness after the corpus update", fontsize=9)
@@ -158,7 +208,7 @@ def charts(results: dict) -> dict[str, str]:
         diffs = [items[a]["difference"] for a in arms]
         errors = [[d - items[a]["ci_low"] for d, a in zip(diffs, arms, strict=True)],
                   [items[a]["ci_high"] - d for d, a in zip(diffs, arms, strict=True)]]  # fmt: skip
-        ax.bar([ARMS[a].label for a in arms], diffs, yerr=errors, capsize=4, color="#868e96")
+        ax.bar([_label(results, a) for a in arms], diffs, yerr=errors, capsize=4, color="#868e96")
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_ylabel("accuracy minus base")
         ax.set_title("forgetting: general probes versus base (95% CI)", fontsize=9)
@@ -179,9 +229,10 @@ th{background:#f1f3f5}.CONTRADICTS{color:#c92a2a;font-weight:bold}.agrees{color:
 &middot; status {{ r.status }} &middot; judge: {{ "used" if r.judge.used else "none (judge-free metrics)" }}
 &middot; rows per family: {% for f, n in r.data.rows.items() %}{{ f }} {{ n }}{% if not loop.last %}, {% endif %}{% endfor %}</p>
 <h2>Verdict</h2>
-<table><tr><th>family</th><th>headline</th><th>best</th><th>score [95% CI]</th><th>tied with</th><th>recommended</th><th>folk rule</th></tr>
-{% for v in verdicts %}<tr><td>{{ v.family }}</td><td>{{ v.metric }}</td><td>{{ v.best }}</td><td>{{ v.score }}</td><td>{{ v.tied }}</td>
-<td><b>{{ v.recommended }}</b></td><td class="{{ v.rule }}">{{ v.rule }}</td></tr>{% endfor %}</table>
+<table><tr><th>family</th><th>headline</th><th>best</th><th>score [95% CI]</th><th>chance</th><th>MDD</th><th>worse</th><th>non-inferior</th><th>undecided</th><th>recommended</th><th>folk rule</th></tr>
+{% for v in verdicts %}<tr><td>{{ v.family }}</td><td>{{ v.metric }}</td><td>{{ v.best }}</td><td>{{ v.score }}</td><td>{{ v.chance }}</td><td>{{ v.mdd }}</td>
+<td>{{ v.worse }}</td><td>{{ v.non_inferior }}</td><td>{{ v.undecided }}</td><td><b>{{ v.recommended }}</b></td><td class="{{ v.rule }}">{{ v.rule }}</td></tr>{% endfor %}</table>
+<p class="small">{{ how_to_read }}</p>
 <ul>{% for v in verdicts %}<li><b>{{ v.family }}</b>: {{ v.reason }}. {{ v.rule_statement }}</li>{% endfor %}</ul>
 {% for family, block in r.families.items() %}
 <h2>{{ family }}</h2>
@@ -190,7 +241,9 @@ th{background:#f1f3f5}.CONTRADICTS{color:#c92a2a;font-weight:bold}.agrees{color:
 {% for arm, cells in block.arms.items() %}<tr><td>{{ labels[arm] }}</td>{% for m in metric_names[family] %}<td>{{ fmt(cells.get(m)) }}</td>{% endfor %}</tr>{% endfor %}
 </table>
 {% if block.comparisons %}<p class="small">Paired tests against the best arm:
-{% for c in block.comparisons %}{{ labels[c.a] }} &minus; {{ labels[c.b] }} = {{ "%.3f"|format(c.difference) }} [{{ "%.3f"|format(c.ci_low) }}, {{ "%.3f"|format(c.ci_high) }}], p={{ "%.3g"|format(c.p_value) }} ({{ c.test }}, n={{ c.n }}){% if not loop.last %}; {% endif %}{% endfor %}</p>{% endif %}
+{% for c in block.comparisons %}{{ comparison(c) }}{% if not loop.last %}; {% endif %}{% endfor %}</p>{% endif %}
+{% if block.get("forgetting_vs_base") %}<p class="small">Forgetting (arm minus base, general probes, base prompt):
+{% for c in block.forgetting_vs_base.values() %}{{ comparison(c) }}{% if not loop.last %}; {% endif %}{% endfor %}</p>{% endif %}
 {% endfor %}
 {% if "freshness_panel" in charts %}<h2>Freshness panel</h2><img alt="freshness" src="{{ charts.freshness_panel }}">
 <p class="small">Refresh: re-index {{ r.data.refresh.reindex_s if r.data.refresh else "-" }} s for {{ r.data.refresh.documents_changed if r.data.refresh else "-" }} changed documents; adapters would need retraining (see cost table).</p>{% endif %}
@@ -199,10 +252,10 @@ th{background:#f1f3f5}.CONTRADICTS{color:#c92a2a;font-weight:bold}.agrees{color:
 {% if "cost_quality" in charts %}<img alt="cost versus quality" src="{{ charts.cost_quality }}">{% endif %}
 <table><tr><th>arm</th><th>training s</th><th>training tokens</th><th>index s</th><th>refresh</th><th>p50 ms/answer</th><th>p95 ms/answer</th>
 <th>prompt tokens</th><th>generated tokens</th><th>$ / 1k queries</th><th>break-even vs RAG</th></tr>
-{% for arm, c in r.costs.items() %}<tr><td>{{ labels[arm] }}</td><td>{{ num(c.training_wall_s) }}</td><td>{{ num(c.training_tokens, 0) }}</td>
+{% for arm, c in r.costs.items() %}{% if c.get("measured", True) %}<tr><td>{{ labels[arm] }}</td><td>{{ num(c.training_wall_s) }}</td><td>{{ num(c.training_tokens, 0) }}</td>
 <td>{{ num(c.index_build_s) }}</td><td>{{ c.refresh_by }} {{ num(c.refresh_s) }}</td><td>{{ num(c.latency_ms_p50) }}</td><td>{{ num(c.latency_ms_p95) }}</td>
 <td>{{ num(c.prompt_tokens_mean) }}</td><td>{{ num(c.generated_tokens_mean) }}</td><td>{{ num(c.cost_per_1k_queries_usd, 4) }}</td>
-<td>{{ num(c.get("break_even_queries_vs_rag"), 0) }}</td></tr>{% endfor %}</table>
+<td>{{ num(c.get("break_even_queries_vs_rag"), 0) }}</td></tr>{% else %}<tr><td>{{ labels[arm] }}</td><td colspan="10">not measured (scored from a predictions file)</td></tr>{% endif %}{% endfor %}</table>
 <h2>Worst failures per arm</h2>
 {% for arm, items in r.failures.items() %}<h3>{{ labels[arm] }}</h3>
 <table><tr><th>row</th><th>input</th><th>expected</th><th>answer</th><th>retrieved passages</th></tr>
@@ -226,7 +279,11 @@ def render_html(results: dict) -> str:
         verdicts=verdict_rows(results),
         charts=charts(results),
         metric_names=metric_names,
-        labels={a.name: a.label for a in ARMS.values()},
+        labels={a: _label(results, a) for a in results.get("arms", {})} | {
+            a: _label(results, a) for b in results["families"].values() for a in b["arms"]
+        },
+        how_to_read=_how_to_read(results),
+        comparison=lambda c: _comparison(results, c),
         fmt=_fmt,
         num=_num,
     )

@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from eval import stats
+from eval.audit import chance_baselines
+from eval.families import FAMILIES
 from eval.metrics import METRICS, ScoringContext, family_metrics, headline, report_families
-from eval.metrics.knowledge import answer_sentences
+from eval.metrics.knowledge import answer_sentences, corpus_answers
 from eval.store import Prediction, RunRecord, Store
 from eval.tasks import TaskRow, load_tasks, reference_output
 from eval.verdict import break_even_queries, decide
@@ -30,15 +32,18 @@ from service.documents import load_documents
 from service.models import library_versions
 from service.settings import Settings
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: verdicts with worse / non_inferior / undecided and status, power, chance, arms
 
 
 def _clean(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 4)
 
 
-def scoring_context(settings: Settings, corpus: Path, rows: list[TaskRow], embed=None, judge=None) -> ScoringContext:
-    """Answer-bearing sentences of each knowledge row's source documents, and the local embedder."""
+def scoring_context(
+    settings: Settings, corpus: Path, rows: list[TaskRow], embed=None, judge=None, all_rows: list[TaskRow] = ()
+) -> ScoringContext:
+    """Answer-bearing sentences of each knowledge row's source documents, every answer the corpus holds (the
+    rivals a reply may not list beside its answer), and the local embedder."""
     documents = {d.doc_id: d.text for d in load_documents(Path(corpus) / "documents")}
     gold = {}
     for row in rows:
@@ -51,7 +56,8 @@ def scoring_context(settings: Settings, corpus: Path, rows: list[TaskRow], embed
 
         key = settings.eval.judge_api_key
         judge = judge_llm(settings.eval.judge_base_url, settings.eval.judge_model, key and key.get_secret_value())
-    return ScoringContext(settings.generation.abstention_phrase, embed=embed, gold_contexts=gold, judge=judge)
+    return ScoringContext(settings.generation.abstention_phrase, embed=embed, gold_contexts=gold, judge=judge,
+                          corpus_answers=corpus_answers(all_rows or rows))  # fmt: skip
 
 
 def score_predictions(
@@ -61,8 +67,8 @@ def score_predictions(
     values: dict[tuple[str, str], dict[str, object]] = defaultdict(dict)
     for pred in predictions:
         row = rows.get(pred.row_id)
-        if row is None:
-            continue
+        if row is None or pred.arm not in ARMS or not FAMILIES[row.family].scores(ARMS[pred.arm]):
+            continue  # e.g. forgetting probes answered by an arm whose weights never change
         for metric in METRICS.values():
             if row.family not in metric.reads or pred.phase != metric.phase:
                 continue
@@ -94,8 +100,12 @@ def costs(run: RunRecord, predictions: list[Prediction], settings: Settings) -> 
         preds = by_arm[arm_name]
         cost = [p.cost_ms for p in preds]
         trained = adapters.get(arm.adapter or "", {})
+        if not any(p.latency_ms or p.prompt_tokens for p in preds):  # scored from a file: nothing was timed here
+            out[arm_name] = {"answers": len(preds), "measured": False}
+            continue
         per_query_s = (sum(cost) / len(cost) / 1000) if cost else None
         out[arm_name] = {
+            "measured": True,
             "training_wall_s": trained.get("wall_s"),
             "training_cpu_s": trained.get("cpu_s"),
             "training_tokens": trained.get("tokens_processed"),
@@ -116,7 +126,7 @@ def costs(run: RunRecord, predictions: list[Prediction], settings: Settings) -> 
         }
     rag = out.get("rag")
     for arm_name, figures in out.items():
-        if ARMS[arm_name].adapter and rag and figures["training_wall_s"] and figures["latency_ms_p50"] is not None:
+        if ARMS[arm_name].adapter and rag and rag["measured"] and figures.get("training_wall_s") and figures["latency_ms_p50"] is not None:
             mean_arm = np.mean([p.cost_ms for p in by_arm[arm_name]])
             mean_rag = np.mean([p.cost_ms for p in by_arm["rag"]])
             figures["break_even_queries_vs_rag"] = _clean(
@@ -126,51 +136,135 @@ def costs(run: RunRecord, predictions: list[Prediction], settings: Settings) -> 
     return out
 
 
-def _family_block(family: str, values, arms: list[str], seed: int) -> dict:
+def _clusters(rows: dict[str, TaskRow], row_ids: list[str]) -> list[str] | None:
+    """The cluster of each row: its first source document (questions about one document are not independent).
+    None when no two rows share one, so independent-row methods apply."""
+    keys = [rows[i].source_docs[0] if i in rows and rows[i].source_docs else f"row:{i}" for i in row_ids]
+    return keys if len(set(keys)) < len(keys) else None
+
+
+def _cell(ci: stats.Interval) -> dict:
+    return {"value": _clean(ci.value), "ci_low": _clean(ci.ci_low), "ci_high": _clean(ci.ci_high), "n": ci.n,
+            "method": ci.method}  # fmt: skip
+
+
+def _family_block(family: str, values, arms: list[str], rows: dict[str, TaskRow], seed: int, margin: float) -> dict:
+    """Every metric per arm with its interval, and the best arm's paired tests against each other arm (p-values
+    raw here; `_decide_all` adjusts them over the whole report and writes the verdict)."""
     top = headline(family)
-    block: dict = {"headline_metric": top.name, "higher_is_better": top.higher_is_better, "arms": {}}
+    block: dict = {"label": FAMILIES[family].label, "headline_metric": top.name,
+                   "higher_is_better": top.higher_is_better, "arms": {}}  # fmt: skip
     for arm in arms:
         figures = {}
         for metric in family_metrics(family):
             per_row = values.get((arm, metric.name))
             if not per_row:
                 continue
-            ordered = [per_row[k] for k in sorted(per_row)]
-            ci = stats.interval(ordered, seed, metric.aggregate)
-            figures[metric.name] = {"value": _clean(ci.value), "ci_low": _clean(ci.ci_low),
-                                    "ci_high": _clean(ci.ci_high), "n": ci.n}  # fmt: skip
+            ids = sorted(per_row)
+            ci = stats.interval([per_row[k] for k in ids], seed, metric.aggregate, clusters=_clusters(rows, ids))
+            figures[metric.name] = _cell(ci)
         if figures:
             block["arms"][arm] = figures
     scored = [a for a in arms if top.name in block["arms"].get(a, {})]
+    block["comparisons"], block["verdict"] = [], None
     if not scored:
-        block["verdict"] = None
-        block["comparisons"] = []
         return block
     means = {a: block["arms"][a][top.name]["value"] for a in scored}
     sign = 1 if top.higher_is_better else -1
     cheap_first = by_cost(scored)
     best = max(scored, key=lambda a: (sign * means[a], -cheap_first.index(a)))
-    comparisons, worse = [], {}
     for arm in scored:
-        if arm == best:
-            continue
-        c = _paired(values, top.name, best, arm, seed)
-        comparisons.append(c)
-        worse[(best, arm)] = c["significant"] and sign * c["difference"] > 0
-    verdict = decide(family, means, worse, top.higher_is_better)
-    block["comparisons"] = comparisons
-    block["verdict"] = {"best": verdict.best, "tied_with": verdict.tied_with, "recommended": verdict.recommended,
-                        "reason": verdict.reason, "rule": verdict.rule, "rule_statement": verdict.rule_statement}  # fmt: skip
+        if arm != best:
+            c = _paired(values, top.name, best, arm, seed, rows)
+            c.update(_non_inferior(values, top, arm, best, seed, rows, margin))
+            block["comparisons"].append(c)
+    block["power"] = _power(values, top, best, scored, rows, margin)
+    block["best"] = best
     return block
 
 
-def _paired(values, metric: str, a: str, b: str, seed: int) -> dict:
+def _common(values, metric: str, a: str, b: str) -> tuple[list[float], list[float], list[str]]:
     va, vb = values.get((a, metric), {}), values.get((b, metric), {})
     common = sorted(set(va) & set(vb))
-    c = stats.compare(a, b, [va[k] for k in common], [vb[k] for k in common], seed)
+    return [va[k] for k in common], [vb[k] for k in common], common
+
+
+def _paired(values, metric: str, a: str, b: str, seed: int, rows: dict[str, TaskRow]) -> dict:
+    xa, xb, ids = _common(values, metric, a, b)
+    c = stats.compare(a, b, xa, xb, seed, clusters=_clusters(rows, ids))
+    discordant = sum(x != y for x, y in zip(xa, xb, strict=True)) / len(ids) if ids else None
     return {"a": a, "b": b, "n": c.n, "difference": _clean(c.difference), "ci_low": _clean(c.ci_low),
             "ci_high": _clean(c.ci_high), "p_value": _clean(c.p_value), "test": c.test,
-            "significant": c.significant}  # fmt: skip
+            "discordance": _clean(discordant)}  # fmt: skip
+
+
+def _non_inferior(values, top, arm: str, best: str, seed: int, rows, margin: float) -> dict:
+    xa, xb, ids = _common(values, top.name, arm, best)
+    ni = stats.non_inferiority(arm, best, xa, xb, margin, seed, higher_is_better=top.higher_is_better,
+                               clusters=_clusters(rows, ids))  # fmt: skip
+    return {"non_inferiority_p": _clean(ni.p_value)}
+
+
+def _difference_sd(values, metric: str, a: str, b: str) -> float | None:
+    xa, xb, _ = _common(values, metric, a, b)
+    return float(np.std(np.subtract(xa, xb), ddof=1)) if len(xa) > 1 else None
+
+
+def _power(values, top, best: str, scored: list[str], rows, margin: float) -> dict:
+    """What this many rows can see: the minimum detectable difference at 80% power (two-sided, alpha 0.05,
+    before the Holm adjustment), at the discordance or spread observed against the best arm."""
+    n = len(values.get((best, top.name), {}))
+    others = [a for a in scored if a != best]
+    binary = all(stats.is_binary(list(values.get((a, top.name), {}).values())) for a in scored)
+    if binary:
+        shares = [s for s in (_paired(values, top.name, best, a, 0, rows)["discordance"] for a in others) if s]
+        discordance = float(np.median(shares)) if shares else None
+        mdd = stats.minimum_detectable_difference(n, discordance=discordance)
+        needed = stats.rows_needed(margin, discordance=max(discordance or 0.0, margin))
+        best_case = stats.minimum_detectable_difference(n)
+        return {"rows": n, "mdd": _clean(mdd if math.isfinite(mdd) else None), "mdd_best_case":
+                _clean(best_case if math.isfinite(best_case) else None), "discordance": _clean(discordance),
+                "rows_for_margin": needed}  # fmt: skip
+    sds = [sd for sd in (_difference_sd(values, top.name, best, a) for a in others) if sd]
+    sd = float(np.median(sds)) if sds else None
+    mdd = stats.minimum_detectable_difference(n, sd=sd) if sd else None
+    return {"rows": n, "mdd": _clean(mdd), "sd": _clean(sd),
+            "rows_for_margin": stats.rows_needed(margin, sd=sd) if sd else None}  # fmt: skip
+
+
+def _decide_all(families: dict[str, dict], margin: float, alpha: float = 0.05) -> None:
+    # non-inferiority is one-sided at alpha/2, the worse end of the same 95% interval the comparison prints
+    """Holm over every paired test the report makes (and, separately, over every non-inferiority test), then
+    each family's verdict from the adjusted p-values."""
+    tests = [c for b in families.values() for c in b["comparisons"]]
+    tests += [c for b in families.values() for c in b.get("forgetting_vs_base", {}).values()]
+    for c, adjusted in zip(tests, stats.holm([c["p_value"] for c in tests]), strict=True):
+        c["p_holm"] = _clean(adjusted)
+        c["significant"] = adjusted < alpha
+    ni = [c for b in families.values() for c in b["comparisons"]]
+    for c, adjusted in zip(ni, stats.holm([c["non_inferiority_p"] for c in ni]), strict=True):
+        c["non_inferiority_p_holm"] = _clean(adjusted)
+    for family, block in families.items():
+        if not block["comparisons"] and "best" not in block:
+            continue
+        sign = 1 if block["higher_is_better"] else -1
+        outcomes = {}
+        for c in block["comparisons"]:
+            if c["significant"] and sign * c["difference"] > 0:
+                outcomes[c["b"]] = "worse"
+            elif c["non_inferiority_p_holm"] < alpha / 2:
+                outcomes[c["b"]] = "non_inferior"
+            else:
+                outcomes[c["b"]] = "undecided"
+        scores = {a: figures[block["headline_metric"]]["value"] for a, figures in block["arms"].items()
+                  if block["headline_metric"] in figures}  # fmt: skip
+        v = decide(family, scores, outcomes, margin=margin, higher_is_better=block["higher_is_better"],
+                   rows_to_settle=block["power"].get("rows_for_margin"))  # fmt: skip
+        block["verdict"] = {"best": v.best, "worse": v.worse, "non_inferior": v.non_inferior, "undecided": v.undecided,
+                            "tied_with": v.tied_with, "recommended": v.recommended, "status": v.status,
+                            "reason": v.reason, "rule": v.rule, "rule_statement": v.rule_statement,
+                            "margin": v.margin, "rows_to_settle": v.rows_to_settle}  # fmt: skip
+        block.pop("best", None)
 
 
 def failures(values, predictions: list[Prediction], rows: dict[str, TaskRow], settings: Settings) -> dict:
@@ -206,29 +300,37 @@ def failures(values, predictions: list[Prediction], rows: dict[str, TaskRow], se
 
 def build_results(store: Store, run_id: str, settings: Settings, embed=None, judge=None) -> dict:
     """Every figure of a run, recomputed from the database."""
+    from eval.external import register_external_arms
     from eval.runner import RunSpec
 
     run = store.run(run_id)
+    register_external_arms(run.config)
     spec = RunSpec.model_validate(run.config["spec"])
     corpus = Path(spec.corpus)
     all_rows = load_tasks(corpus)
     wanted = {i for ids in run.meta.get("rows", {}).values() for i in ids}
     rows = {r.id: r for r in all_rows if r.id in wanted}
     predictions = store.predictions(run_id)
-    ctx = scoring_context(settings, corpus, list(rows.values()), embed, judge)
+    ctx = scoring_context(settings, corpus, list(rows.values()), embed, judge, all_rows)
     values = score_predictions(predictions, rows, ctx)
     arms = [a for a in ARMS if a in spec.arms]
     seed = spec.seed
+    margin = settings.eval.non_inferiority_margin
     families = {}
     for family in [f for f in report_families() if f in spec.families]:
-        families[family] = _family_block(family, values, arms, seed)
+        families[family] = _family_block(family, values, arms, rows, seed, margin)
     if "general" in families and "base" in arms:
         # forgetting: only arms whose weights changed answer the probes (eval/families.py), with the base prompt
         families["general"]["forgetting_vs_base"] = {
-            arm: _paired(values, "general_accuracy", arm, "base", seed)
+            arm: _paired(values, "general_accuracy", arm, "base", seed, rows)
             for arm in arms
             if arm != "base" and (arm, "general_accuracy") in values
         }
+    _decide_all(families, margin)
+    chance = chance_baselines(all_rows)
+    for family, block in families.items():
+        reads = FAMILIES[family].row_families
+        block["chance_baseline"] = _clean(chance.get(family, chance.get(reads[0]) if len(reads) == 1 else None))
     judged = any(name.startswith("judge_") for _, name in values)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -251,6 +353,9 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None, jud
             "endpoint": settings.eval.judge_base_url if ctx.judge is not None and judge is None else None,
             "model": settings.eval.judge_model if judged else None,
         },
+        "arms": {a: {"label": ARMS[a].label, "retrieve": ARMS[a].retrieve, "fewshot": ARMS[a].fewshot,
+                     "adapter": ARMS[a].adapter, "cost_rank": ARMS[a].cost_rank, "summary": ARMS[a].summary}
+                 for a in arms},  # fmt: skip
         "families": families,
         "costs": costs(run, predictions, settings),
         "failures": failures(values, predictions, rows, settings),

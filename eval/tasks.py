@@ -22,7 +22,7 @@ from typing import Literal
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from eval.families import FAMILIES
+from eval.families import FAMILIES, row_families
 from service.documents import DocumentError, load_documents
 from service.settings import GenerationSettings
 from service.training_data import normalise_text
@@ -67,8 +67,8 @@ class TaskRow(BaseModel):
     def _scoring_fields(self) -> TaskRow:
         if (self.question is None) == (self.input is None):
             raise ValueError("give exactly one of 'question' or 'input'")
-        if self.family not in FAMILIES:
-            raise ValueError(f"unknown family '{self.family}'; use one of {', '.join(FAMILIES)}")
+        if self.family not in row_families():
+            raise ValueError(f"unknown family '{self.family}'; use one of {', '.join(row_families())}")
         FAMILIES[self.family].check_row(self)
         return self
 
@@ -115,9 +115,9 @@ def _read_rows(path: Path, root: Path, problems: list[Problem]) -> list[tuple[Ta
         if not isinstance(data, dict):
             problems.append(Problem(rel, lineno, "a task row must be a JSON object"))
             continue
-        if data.get("family") not in (*FAMILIES, None):
+        if data.get("family") not in (*row_families(), None):
             problems.append(
-                Problem(rel, lineno, f"unknown family '{data['family']}'; use one of {', '.join(FAMILIES)}")
+                Problem(rel, lineno, f"unknown family '{data['family']}'; use one of {', '.join(row_families())}")
             )
             continue
         try:

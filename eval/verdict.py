@@ -1,65 +1,110 @@
-"""Deciding each family: the best arm, the arms it cannot be told apart from, and what to use.
+"""Deciding each family: the best arm, which arms are worse, which are as good, and what to use.
 
-The recommendation is the cheapest arm not significantly worse than the best, cheapest by
-each arm's `cost_rank` fact (no training and short prompts first). The folk rule "RAG for
-knowledge, fine-tuning for behaviour" is a hypothesis: each family's entry in
-`eval/families.py` says which arms it favours (by their facts); each verdict says whether this
-run's data agrees with it, contradicts it, or cannot tell. From-scratch floors take no part
-in the rule.
+A tie is not evidence. Each arm other than the best is, after the paired test and the
+non-inferiority test (both Holm-adjusted over the report):
+
+- `worse`: significantly worse than the best;
+- `non_inferior`: shown to be worse by less than the declared margin (`eval.non_inferiority_margin`);
+- `undecided`: neither: this run cannot tell.
+
+The recommendation is the cheapest of the best and the non-inferior arms (cheapest by each
+arm's `cost_rank` fact: no training and short prompts first), but only if no cheaper arm is
+undecided; otherwise the verdict is "insufficient evidence" and says how many rows would
+settle it. An underpowered run therefore never recommends the base model by default.
+
+The folk rule "RAG for knowledge, fine-tuning for behaviour" is a hypothesis: each family's
+entry in `eval/families.py` says which arms it favours (by their facts). The data agrees with
+it only if a favoured arm is best and every other arm is significantly worse, contradicts it
+only if another arm is best and every favoured arm is significantly worse, and otherwise
+cannot tell. From-scratch floors take no part in the rule.
 
 Example:
-    >>> v = decide("knowledge", {"base": 0.1, "rag": 0.8}, {("rag", "base"): True})
-    >>> v.best, v.recommended, v.rule
-    ('rag', 'rag', 'agrees')
+    >>> v = decide("knowledge", {"base": 0.1, "rag": 0.8}, {"base": "worse"}, margin=0.1)
+    >>> v.best, v.recommended, v.status, v.rule
+    ('rag', 'rag', 'decided', 'agrees')
+    >>> decide("knowledge", {"base": 0.5, "rag": 0.6}, {"base": "undecided"}, margin=0.1).status
+    'insufficient evidence'
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from eval.families import FAMILIES, is_floor
 from service.arms import ARMS, by_cost
+
+OUTCOMES = ("worse", "non_inferior", "undecided")
+DECIDED, INSUFFICIENT = "decided", "insufficient evidence"
 
 
 @dataclass(frozen=True)
 class Verdict:
     family: str
     best: str
-    tied_with: list[str]
-    recommended: str
+    worse: list[str]  # significantly worse than the best
+    non_inferior: list[str]  # within the margin of the best (shown, not assumed)
+    undecided: list[str]  # neither worse nor shown within the margin
+    recommended: str | None  # None when the evidence does not settle it
+    status: str  # "decided" or "insufficient evidence"
     reason: str
     rule: str  # "agrees", "contradicts", "inconclusive" or "n/a"
     rule_statement: str
+    margin: float
+    rows_to_settle: int | None = None  # rows per family that would decide the undecided comparisons
+    leading: list[str] = field(default_factory=list)  # best and non-inferior arms, cheapest first
+
+    @property
+    def tied_with(self) -> list[str]:
+        """Arms not shown to be worse (non-inferior or undecided)."""
+        return [*self.non_inferior, *self.undecided]
+
+
+def _labels(names) -> str:
+    return ", ".join(ARMS[a].label for a in names)
 
 
 def decide(
-    family: str, scores: dict[str, float], worse_than_best: dict[tuple[str, str], bool], higher_is_better: bool = True
+    family: str,
+    scores: dict[str, float],
+    outcomes: dict[str, str],
+    *,
+    margin: float,
+    higher_is_better: bool = True,
+    rows_to_settle: int | None = None,
 ) -> Verdict:
-    """`scores`: headline per arm; `worse_than_best[(best, arm)]`: the paired test says `arm` is significantly worse."""
+    """`scores`: headline per arm; `outcomes[arm]`: "worse", "non_inferior" or "undecided" against the best
+    (every scored arm but the best)."""
     order = by_cost(scores)
-    ranked = sorted(order, key=lambda a: (-scores[a] if higher_is_better else scores[a], order.index(a)))
-    best = ranked[0]
-    tied = [a for a in order if a != best and not worse_than_best.get((best, a), False)]
-    contenders = [a for a in order if a == best or a in tied]
-    recommended = contenders[0]
+    best = sorted(order, key=lambda a: (-scores[a] if higher_is_better else scores[a], order.index(a)))[0]
+    group = {o: [a for a in order if a != best and outcomes.get(a, "undecided") == o] for o in OUTCOMES}
+    leading = by_cost([best, *group["non_inferior"]])
+    pick = leading[0]
+    cheaper_unknown = [a for a in group["undecided"] if order.index(a) < order.index(pick)]
     label = ARMS[best].label
-    if recommended == best:
-        reason = f"{label} scores highest ({scores[best]:.3f})"
-        reason += (
-            f"; {', '.join(ARMS[a].label for a in tied)} not significantly worse"
-            if tied
-            else " and beats every other arm significantly"
+    if cheaper_unknown:
+        recommended, status = None, INSUFFICIENT
+        settle = f"; about {rows_to_settle} rows per family would settle it" if rows_to_settle else ""
+        reason = (
+            f"{label} leads ({scores[best]:.3f}) but the cheaper {_labels(cheaper_unknown)} can be shown neither "
+            f"worse nor within {margin:g} of it{settle}"
         )
     else:
-        reason = (
-            f"{label} scores highest ({scores[best]:.3f}) but {ARMS[recommended].label} ({scores[recommended]:.3f}) "
-            "is not significantly worse and costs less"
-        )
-    rule, statement = _rule_check(family, best, tied, order)
-    return Verdict(family, best, tied, recommended, reason, rule, statement)
+        recommended, status = pick, DECIDED
+        if pick == best:
+            reason = f"{label} scores highest ({scores[best]:.3f})"
+            cheaper = [a for a in order if order.index(a) < order.index(best)]
+            reason += f" and every cheaper arm ({_labels(cheaper)}) is significantly worse" if cheaper else " and is the cheapest arm"
+        else:
+            reason = (
+                f"{label} scores highest ({scores[best]:.3f}) but {ARMS[pick].label} ({scores[pick]:.3f}) is shown "
+                f"within {margin:g} of it and costs less"
+            )
+    rule, statement = _rule_check(family, best, group, order)
+    return Verdict(family, best, group["worse"], group["non_inferior"], group["undecided"], recommended, status,
+                   reason, rule, statement, margin, rows_to_settle, leading)  # fmt: skip
 
 
-def _rule_check(family: str, best: str, tied: list[str], scored: list[str]) -> tuple[str, str]:
+def _rule_check(family: str, best: str, group: dict[str, list[str]], scored: list[str]) -> tuple[str, str]:
     """Agrees only if a favoured arm wins and every other arm is significantly worse; contradicts only if
     another arm wins and every favoured arm is significantly worse; otherwise the run cannot tell."""
     entry = FAMILIES.get(family)
@@ -68,26 +113,26 @@ def _rule_check(family: str, best: str, tied: list[str], scored: list[str]) -> t
     name = entry.rule
     if is_floor(ARMS[best]):
         return "inconclusive", f"Cannot settle '{name}': a from-scratch floor leads, and the rule compares pre-trained arms."
-    tied = [a for a in tied if not is_floor(ARMS[a])]
     expected = {a for a in scored if entry.favours(ARMS[a])}
     if not expected:
         return "n/a", f"no arm that '{name}' favours took part in this run"
-    others_tied = [a for a in tied if a not in expected]
-    favoured_tied = [a for a in tied if a in expected]
-    if best in expected and not others_tied:
-        return (
-            "agrees",
-            f"The data agrees with '{name}': {ARMS[best].label} is significantly better than every arm the rule does not favour.",
+    not_worse = [a for a in (*group["non_inferior"], *group["undecided"]) if not is_floor(ARMS[a])]
+    others_not_worse = [a for a in not_worse if a not in expected]
+    favoured_not_worse = [a for a in not_worse if a in expected]
+    if best in expected and not others_not_worse:
+        return "agrees", (
+            f"The data agrees with '{name}': {ARMS[best].label} is significantly better than every arm the rule does "
+            "not favour."
         )
-    if best not in expected and not favoured_tied:
+    if best not in expected and not favoured_not_worse:
         return "contradicts", (
             f"The data contradicts '{name}': {ARMS[best].label} wins and every arm the rule favours "
-            f"({', '.join(sorted(expected))}) is significantly worse."
+            f"({_labels(sorted(expected))}) is significantly worse."
         )
-    lead = ARMS[best].label
-    undecided = ", ".join(ARMS[a].label for a in (others_tied if best in expected else favoured_tied))
+    undecided = others_not_worse if best in expected else favoured_not_worse
     return "inconclusive", (
-        f"Cannot settle '{name}' on this many rows: {lead} leads but {undecided} cannot be told apart from it."
+        f"Cannot settle '{name}' on this many rows: {ARMS[best].label} leads but {_labels(undecided)} cannot be "
+        "shown worse."
     )
 
 

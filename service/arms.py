@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -46,6 +47,22 @@ ARMS: dict[str, Arm] = {
 }
 
 
+EXTERNAL_COST_RANK = 1000  # a system scored from its predictions: its running cost is unknown to ragft
+
+
+def external_arm(name: str, retrieve: bool) -> Arm:
+    """The arm standing for a system ragft did not run (`ragft score`): a ragft arm of that name keeps its facts,
+    any other name is registered with what its predictions show (passages given: it retrieves)."""
+    key = arm_key(name)
+    if key in ARMS:
+        return ARMS[key]
+    if not EXTERNAL_NAME.match(key):
+        raise UnknownArm(f"arm name '{name}' must be 1-64 letters, digits, '_' or '-' (it names files and URLs)")
+    arm = Arm(key, name, retrieve, False, None, "predictions scored by ragft score", EXTERNAL_COST_RANK)
+    ARMS[key] = arm
+    return arm
+
+
 def by_cost(names) -> list[str]:
     """Arm names cheapest first (ties in table order): the order recommendations prefer."""
     order = list(ARMS)
@@ -56,9 +73,17 @@ class UnknownArm(ValueError):
     pass
 
 
+EXTERNAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def arm_key(name: str) -> str:
+    """The id an arm name stands for: lower case, '+' and '-' read as '_' ('rag+lora' is 'rag_lora')."""
+    return name.strip().lower().replace("+", "_").replace("-", "_")
+
+
 def parse_arm(name: str) -> Arm:
     """Look an arm up by id, accepting the spelling 'rag+lora'."""
-    key = name.strip().lower().replace("+", "_").replace("-", "_")
+    key = arm_key(name)
     if key not in ARMS:
         raise UnknownArm(f"unknown arm '{name}'; choose from {', '.join(ARMS)} ('rag+lora' also accepted)")
     return ARMS[key]

@@ -203,8 +203,8 @@ def _finish_run(settings: Settings, run_id: str) -> Path:
     typer.secho(f"\nVerdict for run {run_id}", bold=True)
     for v in verdict_rows(results):
         typer.echo(
-            f"  {v['family']:11s} best {v['best']:10s} {v['score']:24s} tied: {v['tied']:28s} "
-            f"-> use {v['recommended']:10s} (folk rule: {v['rule']})"
+            f"  {v['family']:20s} best {v['best']:10s} {v['score']:24s} chance {v['chance']:5s} MDD {v['mdd']:11s} "
+            f"not worse: {v['tied']:28s} -> {v['recommended']:21s} (folk rule: {v['rule']})"
         )
     typer.echo(f"\nreport: {folder / 'report.html'}  (also report.md, results.json)")
     return folder
@@ -243,6 +243,24 @@ def _run_and_report(settings: Settings, spec) -> None:
     try:
         done = run_eval(settings, spec, progress=_progress_printer(), show_bars=True)
         _finish_run(settings, done)
+    except (ValueError, RuntimeError, KeyError) as exc:
+        fail(str(exc))
+
+
+@app.command()
+def score(
+    corpus: Annotated[Path, typer.Option(help="Corpus whose test rows the predictions answer.")],
+    predictions: Annotated[Path, typer.Option(help="JSON lines: row_id, arm, text, passages (opt.), phase (opt.).")],
+    name: Annotated[str | None, typer.Option(help="Run name (default: a hash of the file).")] = None,
+    set_: SetOption = None,
+) -> None:
+    """Score answers made by any system (a hosted fine-tune, your production RAG) like ragft's own arms."""
+    from eval.external import import_predictions
+
+    settings = build_settings(set_)
+    try:
+        run_id = import_predictions(settings, corpus, predictions, name)
+        _finish_run(settings, run_id)
     except (ValueError, RuntimeError, KeyError) as exc:
         fail(str(exc))
 

@@ -227,7 +227,8 @@ def load_embedder(models: ModelSettings):
         ) from exc
 
 
-PROVENANCE_PACKAGES = ("torch", "transformers", "peft", "sentence-transformers", "faiss-cpu", "ragas", "scipy", "numpy")
+PROVENANCE_PACKAGES = ("torch", "transformers", "peft", "sentence-transformers", "faiss-cpu", "ragas", "scipy",
+                       "statsmodels", "numpy")  # fmt: skip
 
 
 def library_versions() -> dict[str, str]:

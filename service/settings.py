@@ -253,6 +253,14 @@ class EvalSettings(BaseModel):
         "(12 took 17); "
         "intervals are wide at this size, so the report says when it cannot tell arms apart.",
     )
+    non_inferiority_margin: float = Field(
+        0.10,
+        gt=0,
+        le=1,
+        description="How much worse than the best arm (in headline units, e.g. 0.10 = 10 points of accuracy) a "
+        "cheaper arm may be and still be recommended: it must be shown non-inferior within this margin, else the "
+        "verdict is 'insufficient evidence'. Printed in every report.",
+    )
     rows_per_batch: int = Field(32, ge=1, description="Rows answered and committed together (resume granularity).")
     price_per_hour: float = Field(
         0.10, ge=0, description="Hardware price per hour (USD) for the cost-per-1,000-queries estimate."

@@ -64,7 +64,7 @@ def test_an_arm_that_recombines_facts_is_one_line(with_fewshot_rag, run_cli, ful
 
     from eval.verdict import decide
 
-    verdict = decide("knowledge", {"base": 0.1, "fewshot_rag": 0.9}, {("fewshot_rag", "base"): True})
+    verdict = decide("knowledge", {"base": 0.1, "fewshot_rag": 0.9}, {"base": "worse"}, margin=0.1)
     assert verdict.rule == "agrees"  # it retrieves, so the folk rule favours it by its facts
 
 

@@ -9,7 +9,7 @@ from service import cli
 from service.arms import ARMS
 
 ALL_ARMS = ["base", "fewshot", "rag", "lora", "rag_lora", "scratch"]
-FAMILIES = ["knowledge", "behaviour", "abstention", "freshness", "general"]
+FAMILIES = ["knowledge", "knowledge_paraphrase", "knowledge_unseen", "behaviour", "abstention", "freshness", "general"]
 
 
 class Links(HTMLParser):
@@ -28,7 +28,7 @@ def test_rows_are_a_seeded_sample_shared_by_all_arms(full_corpus):
     assert set(chosen) == {"knowledge", "abstention"}  # abstention also reads the answerable knowledge rows
     assert all(r.split == "test" for rs in chosen.values() for r in rs)
     assert select_rows(rows, ["knowledge"], 2, seed=0)["knowledge"] == chosen["knowledge"]
-    assert len(select_rows(rows, ["knowledge"], None, 0)["knowledge"]) == 3
+    assert len(select_rows(rows, ["knowledge"], None, 0)["knowledge"]) == 4
 
 
 def test_eval_end_to_end_writes_three_report_files(settings, full_corpus, monkeypatch, tmp_path):
@@ -44,13 +44,16 @@ def test_eval_end_to_end_writes_three_report_files(settings, full_corpus, monkey
     run_id = out.stdout.split("Verdict for run ")[1].split()[0]
     folder = tmp_path / "reports" / run_id
     results = json.loads((folder / "results.json").read_text())
-    assert results["schema_version"] == 1 and set(results["families"]) == set(FAMILIES)
+    assert results["schema_version"] == 2 and set(results["families"]) == set(FAMILIES)
     for family, block in results["families"].items():
         asked = {a for a in ALL_ARMS if FAMILY_FACTS[family].scores(ARMS[a])}
         assert set(block["arms"]) == asked, family
         cell = block["arms"]["base"][block["headline_metric"]]
-        assert set(cell) == {"value", "ci_low", "ci_high", "n"} and cell["ci_low"] <= cell["value"] <= cell["ci_high"]
-        assert set(block["verdict"]) >= {"best", "tied_with", "recommended", "reason"}
+        assert set(cell) == {"value", "ci_low", "ci_high", "n", "method"} and cell["ci_low"] <= cell["value"] <= cell["ci_high"]
+        assert set(block["verdict"]) >= {"best", "worse", "non_inferior", "undecided", "recommended", "status", "reason"}
+        assert block["power"]["rows"] >= 1 and "chance_baseline" in block
+        if block["verdict"]["status"] == "insufficient evidence":  # a handful of rows never settles a cheaper arm
+            assert block["verdict"]["recommended"] is None
     assert set(results["costs"]) == set(ALL_ARMS)
     assert results["costs"]["lora"]["training_wall_s"] > 0 and results["costs"]["rag"]["index_build_s"] > 0
     assert results["data"]["refresh"]["documents_changed"] == 1
@@ -68,7 +71,7 @@ def test_eval_end_to_end_writes_three_report_files(settings, full_corpus, monkey
     stored = store.count(run_id)
     # arms x (knowledge + behaviour + abstention + freshness), and the general probes only for base and the three
     # arms whose weights changed: rag and fewshot run the base weights, so they cannot forget
-    assert stored == 6 * (3 + 3 + 1 + 1) + 4 * 2
+    assert stored == 6 * (4 + 3 + 1 + 1) + 4 * 2
     assert set(results["families"]["general"]["forgetting_vs_base"]) == {"lora", "rag_lora", "scratch"}
     again = CliRunner().invoke(cli.app, ["eval", "--corpus", str(full_corpus)])
     assert again.exit_code == 0 and f"Verdict for run {run_id}" in again.stdout  # same inputs, same run

@@ -58,7 +58,7 @@ def test_a_killed_run_resumes_without_lost_or_duplicate_rows(settings, full_corp
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = stored()
-    total = 3 * 10 - 2 * 2  # three arms x ten test rows, less the general probes rag and fewshot are not asked
+    total = 3 * 11 - 2 * 2  # three arms x eleven test rows, less the general probes rag and fewshot are not asked
     assert 3 <= len(before) < total, "the run should have been killed halfway"
 
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

@@ -203,9 +203,9 @@ def _register() -> None:
 
     register(Metric("answer_contained", "knowledge", k, knowledge_correct,
                     "the short answer names an accepted answer (values normalised) and no rival", headline=True))  # fmt: skip
-    register(Metric("answer_contained_paraphrase", "knowledge", k, correct_on("paraphrase"),
+    register(Metric("answer_contained_paraphrase", "knowledge_paraphrase", k, correct_on("paraphrase"),
                     "answer_contained on paraphrases of trained facts"))  # fmt: skip
-    register(Metric("answer_contained_unseen", "knowledge", k, correct_on("unseen"),
+    register(Metric("answer_contained_unseen", "knowledge_unseen", k, correct_on("unseen"),
                     "answer_contained on facts only the documents hold"))  # fmt: skip
     register(Metric("exact_match", "knowledge", k, string(exact_match), "the reply is an accepted answer, normalised"))
     register(Metric("token_f1", "knowledge", k, string(token_f1), "best token-overlap F1 with an accepted answer"))
