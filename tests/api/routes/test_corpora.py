@@ -55,3 +55,10 @@ def test_ids_cannot_leave_the_corpus(client, corpus, tmp_path, method, url, stat
     r = client.request(method.upper(), url.format(name=corpus.name), json={"text": "x y z"})
     assert r.status_code in status, r.text
     assert not (tmp_path / "escape.md").exists() and not list(tmp_path.glob("*.md"))
+
+
+def test_a_document_over_the_size_limit_is_413_and_nothing_changes(with_api, corpus):
+    client = TestClient(create_app(with_api(max_document_bytes=100), corpus))
+    r = client.put(f"/v1/corpora/{corpus.name}/documents/dock", json={"text": "The dock is big. " * 10})
+    assert r.status_code == 413 and "api.max_document_bytes" in r.text
+    assert not (corpus / "documents" / "dock.md").exists()

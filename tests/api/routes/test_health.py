@@ -93,3 +93,49 @@ def test_each_request_logs_one_json_line_with_its_request_id(settings, corpus, c
         ("trace-42", "/healthz", 200), (fresh.headers["x-request-id"], "/v1/runs/{run_id}", 404)
     ]  # fmt: skip
     assert {"time", "level", "method", "path", "duration_ms"} <= set(access[0])
+
+
+def test_probes_and_metrics_answer_while_generation_is_saturated(settings, corpus):
+    """45 queries wait for a busy model (its lock held here) on a real server; /healthz, /readyz and /metrics
+    still answer. They once waited for the worker threads the queued queries held, as long as generation took."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from tests.live import serving
+
+    app = create_app(settings, corpus)
+    body = {"question": "what does the k2 cost ?", "arms": ["base"]}
+    with serving(app) as url, ThreadPoolExecutor(max_workers=48) as pool:
+        with app.state.runtime.lock:
+            queued = [pool.submit(httpx.post, f"{url}/v1/query", json=body, timeout=120) for _ in range(45)]
+            deadline = time.time() + 10  # until all 45 are queued (or 10 s, where the queue cannot tell)
+            while getattr(app.state.coalescer, "_admitted", 0) < 45 and time.time() < deadline:
+                time.sleep(0.01)
+            probes = [pool.submit(httpx.get, f"{url}{path}", timeout=60) for path in ("/healthz", "/readyz", "/metrics")]
+            answered = [p.result(timeout=30) for p in probes]  # a probe stuck behind the model would time out
+            assert [r.status_code for r in answered] == [200, 503, 200]  # readyz: no index, by design
+            assert not any(q.done() for q in queued)  # the model really was busy throughout
+        assert {q.result(timeout=120).status_code for q in queued} == {200}
+
+
+def test_metrics_and_docs_need_the_key_when_keys_are_set(with_api, corpus):
+    keyed = TestClient(create_app(with_api(api_keys=[KEY]), corpus))
+    auth = {"Authorization": f"Bearer {KEY}"}
+    for path in ("/metrics", "/docs", "/redoc", "/openapi.json"):
+        assert keyed.get(path).status_code == 401, path
+        assert keyed.get(path, headers=auth).status_code == 200, path
+    assert keyed.get("/healthz").status_code == 200 and keyed.get("/readyz").status_code == 503  # probes stay open
+    opened = TestClient(create_app(with_api(api_keys=[KEY], protect_metrics_and_docs=False), corpus))
+    assert opened.get("/metrics").status_code == 200 and opened.get("/openapi.json").status_code == 200
+    assert TestClient(create_app(with_api(), corpus)).get("/docs").status_code == 200  # no keys: all open
+
+
+def test_a_chunked_body_over_the_limit_is_413_too(keyed):
+    def chunks():
+        for _ in range(8):
+            yield b" " * 512  # 4 KiB in all, no Content-Length: the limit is 2 KiB
+
+    r = keyed.post("/v1/query", content=chunks(), headers={"Authorization": f"Bearer {KEY}",
+                                                           "content-type": "application/json"})  # fmt: skip
+    assert r.status_code == 413 and "api.max_body_bytes" in r.text

@@ -75,3 +75,13 @@ def test_raw_stream_ends_with_done(client):
 def test_bad_requests_name_the_problem(client, body, status, fragment):
     r = client.post("/v1/chat/completions", json=body)
     assert r.status_code == status and fragment in r.text
+
+
+def test_a_failed_stream_ends_with_an_error_event_not_a_stop(settings, corpus):
+    client = TestClient(create_app(settings, corpus))  # no index: the rag arm fails once the stream has begun
+    body = {"model": "rag", "messages": [{"role": "user", "content": "k2 ?"}], "stream": True}
+    with client.stream("POST", "/v1/chat/completions", json=body) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    assert "ragft index" in events[-1]["error"]["message"]
+    assert str(corpus) not in events[-1]["error"]["message"]  # no server paths
+    assert all(choice["finish_reason"] is None for e in events[:-1] for choice in e["choices"])

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -69,3 +71,57 @@ def test_batch_answers_each_question_with_each_arm_in_order(client):
     single = client.post("/v1/query", json={"question": questions[1], "arms": ["rag"], "top_k": 1}).json()
     assert results[1]["answers"][1]["passages"][0]["chunk_id"] == single["answers"][0]["passages"][0]["chunk_id"]
     assert results[1]["answers"][1]["prompt_tokens"] == single["answers"][0]["prompt_tokens"]
+
+
+def hold_the_model(client, body, path="/v1/query"):
+    """Start `body` in a thread while the model lock is held here; wait until its batch is taken (and blocked)."""
+    import threading
+    import time
+
+    coalescer = client.app.state.coalescer
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(r=client.post(path, json=body)))
+    thread.start()
+    while (coalescer._admitted == 0 or coalescer.queued) and thread.is_alive():
+        time.sleep(0.01)
+    return thread, result
+
+
+def test_batch_and_single_queries_share_one_bounded_queue(with_api, corpus):
+    client = TestClient(create_app(with_api(max_queued_answers=3), corpus))
+    runtime = client.app.state.runtime
+    with runtime.lock:  # the model is busy
+        thread, first = hold_the_model(client, {"questions": ["k2 ?", "k4 ?"], "arms": ["base"]}, "/v1/query/batch")
+        full = client.post("/v1/query", json={"question": "camera ?", "arms": ["base", "fewshot"]})
+        assert full.status_code == 429 and "api.max_queued_answers" in full.text
+        assert int(full.headers["retry-after"]) >= 1
+        too_big = client.post("/v1/query/batch", json={"questions": ["a", "b"], "arms": ["base", "fewshot"]})
+        assert too_big.status_code == 413 and "api.max_queued_answers" in too_big.text  # retrying cannot help
+    thread.join(timeout=60)
+    assert first["r"].status_code == 200 and len(first["r"].json()["results"]) == 2
+    assert client.post("/v1/query", json={"question": "camera ?", "arms": ["base", "fewshot"]}).status_code == 200
+
+
+def test_a_query_still_queued_at_its_deadline_is_503_with_retry_after(with_api, corpus):
+    client = TestClient(create_app(with_api(query_timeout_s=0.3), corpus))
+    runtime = client.app.state.runtime
+    with runtime.lock:
+        thread, _ = hold_the_model(client, {"question": "k2 ?", "arms": ["base"]})  # taken, waits for the lock
+        late = client.post("/v1/query", json={"question": "k4 ?", "arms": ["base"]})  # waits in the queue
+    thread.join(timeout=60)
+    assert late.status_code == 503 and "api.query_timeout_s" in late.text and "retry-after" in late.headers
+
+
+@pytest.mark.parametrize("value", [b"NaN", b"Infinity", b"-Infinity"])
+def test_nan_and_infinity_are_422_not_500(client, value):
+    r = client.post("/v1/query", content=b'{"question": "q", "top_k": ' + value + b"}",
+                    headers={"content-type": "application/json"})  # fmt: skip
+    assert r.status_code == 422 and "JSON does not allow" in r.text
+
+
+def test_errors_name_the_fix_without_server_paths(client, settings, corpus):
+    r = client.post("/v1/query", json={"question": "q", "arms": ["rag"]})
+    assert r.status_code == 409 and "ragft index" in r.text
+    assert str(settings.data_dir) not in r.text and str(corpus) not in r.text
+    ready = client.get("/readyz").json()
+    assert str(corpus) not in json.dumps(ready) and "ragft index" in ready["fix"]
