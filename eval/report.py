@@ -96,6 +96,9 @@ def render_markdown(results: dict) -> str:
     for r in verdict_rows(results):
         lines.append(f"| {r['family']} | {r['metric']} | {r['best']} | {r['score']} | {r['chance']} | {r['mdd']} | "
                      f"{r['worse']} | {r['non_inferior']} | {r['undecided']} | **{r['recommended']}** | {r['rule']} |")  # fmt: skip
+    for family, a in results["judge"].get("agreement", {}).items():
+        lines += ["", f"Judge check ({family}): the string headline {a['headline']} and {a['judge_metric']} agree on "
+                  f"{a['agreement']:.0%} of {a['pairs']} answers, Cohen's kappa {_num(a['cohens_kappa'], 2)}."]  # fmt: skip
     lines += ["", _how_to_read(results), ""]
     for r in verdict_rows(results):
         lines.append(f"- **{r['family']}**: {r['reason']}. {r['rule_statement']}")
@@ -233,6 +236,7 @@ th{background:#f1f3f5}.CONTRADICTS{color:#c92a2a;font-weight:bold}.agrees{color:
 {% for v in verdicts %}<tr><td>{{ v.family }}</td><td>{{ v.metric }}</td><td>{{ v.best }}</td><td>{{ v.score }}</td><td>{{ v.chance }}</td><td>{{ v.mdd }}</td>
 <td>{{ v.worse }}</td><td>{{ v.non_inferior }}</td><td>{{ v.undecided }}</td><td><b>{{ v.recommended }}</b></td><td class="{{ v.rule }}">{{ v.rule }}</td></tr>{% endfor %}</table>
 <p class="small">{{ how_to_read }}</p>
+{% for family, a in r.judge.get("agreement", {}).items() %}<p class="small">Judge check ({{ family }}): {{ a.headline }} and {{ a.judge_metric }} agree on {{ a.agreement }} of {{ a.pairs }} answers, Cohen's kappa {{ num(a.cohens_kappa, 2) }}.</p>{% endfor %}
 <ul>{% for v in verdicts %}<li><b>{{ v.family }}</b>: {{ v.reason }}. {{ v.rule_statement }}</li>{% endfor %}</ul>
 {% for family, block in r.families.items() %}
 <h2>{{ family }}</h2>

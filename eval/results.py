@@ -267,6 +267,31 @@ def _decide_all(families: dict[str, dict], margin: float, alpha: float = 0.05) -
         block.pop("best", None)
 
 
+def judge_agreement(values, threshold: float = 0.5) -> dict[str, dict]:
+    """Per family: Cohen's kappa between the string headline and the judge on the same (arm, row) pairs, the
+    judge's score read as correct at `threshold`. Low agreement means one of the two scores the wrong thing."""
+    from statsmodels.stats.inter_rater import cohens_kappa
+
+    from eval.metrics.judge import AGREES_WITH_HEADLINE
+
+    out = {}
+    for family, judged in AGREES_WITH_HEADLINE.items():
+        top = headline(family).name
+        pairs = [(float(v) >= 0.5, float(values[(arm, judged)][row]) >= threshold)
+                 for (arm, name), rows in values.items() if name == top for row, v in rows.items()
+                 if row in values.get((arm, judged), {})]  # fmt: skip
+        if len(pairs) < 2:
+            continue
+        table = np.zeros((2, 2))
+        for string_says, judge_says in pairs:
+            table[int(string_says), int(judge_says)] += 1
+        agree = float(np.trace(table) / table.sum())
+        kappa = float(cohens_kappa(table).kappa) if table.sum(axis=0).all() and table.sum(axis=1).all() else None
+        out[family] = {"headline": top, "judge_metric": judged, "pairs": len(pairs), "agreement": _clean(agree),
+                       "cohens_kappa": _clean(kappa)}  # fmt: skip
+    return out
+
+
 def failures(values, predictions: list[Prediction], rows: dict[str, TaskRow], settings: Settings) -> dict:
     """The worst answers per arm on each family's headline metric, with what the arm retrieved."""
     limit = settings.eval.failures_per_arm
@@ -331,7 +356,7 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None, jud
     for family, block in families.items():
         reads = FAMILIES[family].row_families
         block["chance_baseline"] = _clean(chance.get(family, chance.get(reads[0]) if len(reads) == 1 else None))
-    judged = any(name.startswith("judge_") for _, name in values)
+    judged = any(METRICS[name].judge for _, name in values)
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run.id,
@@ -352,6 +377,7 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None, jud
             "used": judged,
             "endpoint": settings.eval.judge_base_url if ctx.judge is not None and judge is None else None,
             "model": settings.eval.judge_model if judged else None,
+            "agreement": judge_agreement(values) if judged else {},
         },
         "arms": {a: {"label": ARMS[a].label, "retrieve": ARMS[a].retrieve, "fewshot": ARMS[a].fewshot,
                      "adapter": ARMS[a].adapter, "cost_rank": ARMS[a].cost_rank, "summary": ARMS[a].summary}

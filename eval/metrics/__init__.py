@@ -47,8 +47,8 @@ class Metric:
     description: str
     higher_is_better: bool = True
     needs_contexts: bool = False  # only meaningful for retrieving arms
-    headline: bool = False
     phase: str = "main"  # freshness metrics read the answers given after the corpus update
+    judge: bool = False  # needs the LLM judge: absent without one, and checked against the headline when present
     aggregate: Callable[[Sequence], float] | None = None
 
 

@@ -138,7 +138,7 @@ def hallucination_rate_answerable(row, pred, ctx) -> float | None:
 
 reads = ("abstention", "knowledge")
 register(Metric("abstention_accuracy", "abstention", reads, abstention_accuracy,
-                "abstains on unanswerable rows and answers answerable rows correctly", headline=True))  # fmt: skip
+                "abstains on unanswerable rows and answers answerable rows correctly"))  # fmt: skip
 register(Metric("coverage_answerable", "abstention", reads, coverage_answerable,
                 "answers (does not abstain on) answerable rows"))  # fmt: skip
 register(Metric("coverage_unanswerable", "abstention", reads, coverage_unanswerable,

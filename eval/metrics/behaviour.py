@@ -144,8 +144,7 @@ def behaviour_pass(row, pred, ctx) -> float:
 
 
 b = ("behaviour",)
-register(Metric("behaviour_pass", "behaviour", b, behaviour_pass, "the row's format requirement is fully met",
-                headline=True))  # fmt: skip
+register(Metric("behaviour_pass", "behaviour", b, behaviour_pass, "the row's format requirement is fully met"))
 register(Metric("json_valid", "behaviour", b, json_valid, "the reply holds a JSON object"))
 register(Metric("schema_valid", "behaviour", b, schema_valid, "that object validates against the row's JSON Schema"))
 register(Metric("field_accuracy", "behaviour", b, field_accuracy, "share of expected fields exactly right"))

@@ -21,7 +21,7 @@ def stale_answer_rate(row, pred, ctx) -> float:
 
 
 f = ("freshness",)
-register(Metric("new_answer_rate", "freshness", f, new_answer_rate, "gives the updated answer", headline=True,
+register(Metric("new_answer_rate", "freshness", f, new_answer_rate, "gives the updated answer",
                 phase="fresh"))  # fmt: skip
 register(Metric("stale_answer_rate", "freshness", f, stale_answer_rate, "gives the superseded answer",
                 higher_is_better=False, phase="fresh"))  # fmt: skip

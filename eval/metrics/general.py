@@ -16,4 +16,4 @@ def general_accuracy(row, pred, ctx) -> float:
 
 
 register(Metric("general_accuracy", "general", ("general",), general_accuracy,
-                "answers the general-knowledge probes correctly", headline=True))  # fmt: skip
+                "answers the general-knowledge probes correctly"))  # fmt: skip

@@ -59,7 +59,11 @@ def context_precision(row, pred, ctx) -> float | None:
 
 k = ("knowledge",)
 register(Metric("judge_faithfulness", "knowledge", k, faithfulness, "ragas Faithfulness (LLM judge)",
-                needs_contexts=True))  # fmt: skip
-register(Metric("judge_answer_correctness", "knowledge", k, answer_correctness, "ragas AnswerCorrectness (LLM judge)"))
+                needs_contexts=True, judge=True))  # fmt: skip
+register(Metric("judge_answer_correctness", "knowledge", k, answer_correctness, "ragas AnswerCorrectness (LLM judge)",
+                judge=True))  # fmt: skip
 register(Metric("judge_context_precision", "knowledge", k, context_precision, "ragas ContextPrecision (LLM judge)",
-                needs_contexts=True))  # fmt: skip
+                needs_contexts=True, judge=True))  # fmt: skip
+
+# The judge metric whose verdict on a row should agree with the string headline of the same family.
+AGREES_WITH_HEADLINE = {"knowledge": "judge_answer_correctness"}

@@ -202,7 +202,7 @@ def _register() -> None:
         return lambda row, pred, ctx: fn(pred.text, _answers(row))
 
     register(Metric("answer_contained", "knowledge", k, knowledge_correct,
-                    "the short answer names an accepted answer (values normalised) and no rival", headline=True))  # fmt: skip
+                    "the short answer names an accepted answer (values normalised) and no rival"))  # fmt: skip
     register(Metric("answer_contained_paraphrase", "knowledge_paraphrase", k, correct_on("paraphrase"),
                     "answer_contained on paraphrases of trained facts"))  # fmt: skip
     register(Metric("answer_contained_unseen", "knowledge_unseen", k, correct_on("unseen"),
