@@ -336,7 +336,8 @@ class ApiSettings(BaseModel):
         for i, key in enumerate(keys):
             if len(key.get_secret_value().strip()) < MIN_API_KEY_CHARS:
                 raise ValueError(
-                    f"api.api_keys[{i}] is {len(key.get_secret_value())} characters; each key needs at least "
+                    f"api.api_keys[{i}] has {len(key.get_secret_value().strip())} characters besides spaces; each "
+                    "key needs at least "
                     f"{MIN_API_KEY_CHARS}. Set RAGFT_API__API_KEYS='[\"<key>\"]' with a random key, e.g. from "
                     "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
                 )
