@@ -5,7 +5,9 @@ Usage: python bench/bench_service.py [--queries 50] [--arm rag] [--corpus corpor
 Serves the embedded default models with a real uvicorn on 127.0.0.1, fires `--queries` concurrent
 POST /v1/query calls (distinct test questions) once with the service idle and once while a
 background eval run (started over HTTP) is answering, and prints p50/p95/max latency, throughput
-and the loaded/idle ratio. Prints figures only; asserts nothing (this machine is shared and noisy).
+and the loaded/idle ratio; during the idle burst it also polls /healthz, /readyz and /metrics and prints
+their p50/p99/max while the queries are queued. Prints figures only; asserts nothing (this machine is
+shared and noisy). The server is started with api.max_queued_answers raised to fit the burst.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -50,6 +53,26 @@ def burst(url: str, questions: list[str], arm: str) -> dict:
             "wall": wall}  # fmt: skip
 
 
+def probe(url: str, stop) -> dict[str, list[float]]:
+    """Latencies (s) of the operations endpoints, polled one after another until `stop` is set."""
+    seen: dict[str, list[float]] = {"/healthz": [], "/readyz": [], "/metrics": []}
+    with httpx.Client(base_url=url, timeout=120) as client:
+        while not stop.is_set():
+            for path, latencies in seen.items():
+                t0 = time.perf_counter()
+                client.get(path)
+                latencies.append(time.perf_counter() - t0)
+            time.sleep(0.05)
+    return seen
+
+
+def show_probes(seen: dict[str, list[float]]) -> None:
+    for path, lat in seen.items():
+        ms = [x * 1000 for x in lat]
+        print(f"{path:22s} {len(ms):>4d} probes while queued  p50 {percentile(ms, 50):7.1f}ms  "
+              f"p99 {percentile(ms, 99):7.1f}ms  max {max(ms):7.1f}ms")  # fmt: skip
+
+
 def show(name: str, b: dict) -> None:
     ok = sum(s == 200 for s in b["statuses"])
     lat = b["latencies"]
@@ -72,7 +95,9 @@ def main() -> None:
     questions = [r.text for r in rows][: args.queries]
     with tempfile.TemporaryDirectory() as tmp:
         base = Settings()
-        settings = Settings(data_dir=Path(tmp), artifact_dir=base.artifact_dir)  # fresh index and db, cached f32 model
+        api = base.api.model_copy(update={"max_queued_answers": max(base.api.max_queued_answers, 2 * args.queries)})
+        # fresh index and db, cached f32 model; a queue that admits the whole burst
+        settings = Settings(data_dir=Path(tmp), artifact_dir=base.artifact_dir, api=api)
         app = create_app(settings, args.corpus)
         app.state.runtime.index()
         with serving(app) as url:
@@ -82,8 +107,14 @@ def main() -> None:
             print(f"ready after {time.perf_counter() - t0:.1f}s; {len(questions)} concurrent queries, arm {args.arm}, "
                   f"max_new_tokens {settings.generation.max_new_tokens}\n")  # fmt: skip
             httpx.post(f"{url}/v1/query", json={"question": "warm up", "arms": [args.arm]}, timeout=600)
-            idle = burst(url, questions, args.arm)
+            stop = threading.Event()
+            with ThreadPoolExecutor(max_workers=1) as prober:
+                polled = prober.submit(probe, url, stop)
+                idle = burst(url, questions, args.arm)
+                stop.set()
+                seen = polled.result()
             show("idle", idle)
+            show_probes(seen)
 
             run = httpx.post(f"{url}/v1/runs", json={"arms": ["base", "rag"], "families": ["knowledge"],
                                                      "limit": args.run_rows}).json()  # fmt: skip
