@@ -129,6 +129,8 @@ class Coalescer:
             return await run_in_threadpool(answer, arm, self.runtime, queries, top_k, max_new_tokens)
         futures = self.submit(arm, queries, top_k, max_new_tokens)
         waiting = [asyncio.wrap_future(f) for f in futures]
+        for w in waiting:  # one batch error reaches every future: mark each seen, so none is logged as lost
+            w.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
             _, late = await asyncio.wait(waiting, timeout=self.timeout_s)
         except asyncio.CancelledError:
