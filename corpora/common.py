@@ -49,7 +49,12 @@ def knowledge_rows(
     trained = [f for f in facts if f.fact_id not in unseen_ids]
     train, test = [], []
     for f in trained:
-        train.append(_row(f"{prefix}-train-{f.fact_id}", "train", rng.choice(f.train_questions), f, kind=f.kind))
+        question = rng.choice(f.train_questions)
+        row = _row(f"{prefix}-train-{f.fact_id}", "train", question, f, kind=f.kind)
+        others = [q for q in f.train_questions if q != question]  # train wordings only: test wordings stay unseen
+        if others:
+            row["rephrasings"] = others
+        train.append(row)
     candidates = [f for f in trained if f.fact_id not in exclude]
     for f in sorted(rng.sample(candidates, n_paraphrase), key=lambda f: f.fact_id):
         row = _row(f"{prefix}-para-{f.fact_id}", "test", rng.choice(f.test_questions), f, kind="paraphrase")

@@ -47,6 +47,9 @@ class Family:
     trains: bool = False  # its train rows feed the adapters (and the fewshot pools)
     scores: Callable[[Arm], bool] = _any_arm  # which arms answer its rows
     closed_book: bool = False  # arms answer with their weights only: no passages, no worked examples
+    adapter_group: str = "questions"  # which adapter answers its rows under lora.scope=per_family: rows an arm
+    # cannot tell apart when asked (answerable or not) share one; behaviour tasks have their own
+    learns_documents: bool = False  # its adapter also trains on the corpus documents as text (knowledge injection)
     rule: str | None = None  # the folk rule's claim about this family, when it makes one
     favoured: Callable[[Arm], bool] | None = None  # the arms that claim says should win
 
@@ -72,6 +75,15 @@ def register_family(family: Family) -> Family:
 def row_families() -> list[str]:
     """The values a task row's "family" may take: families with rows of their own."""
     return [name for name, f in FAMILIES.items() if f.check_row is not None]
+
+
+def adapter_groups() -> dict[str, list[str]]:
+    """Adapter group -> the trainable families whose train rows it learns from."""
+    groups: dict[str, list[str]] = {}
+    for f in FAMILIES.values():
+        if f.trains:
+            groups.setdefault(f.adapter_group, []).append(f.name)
+    return groups
 
 
 def parse_families(names: list[str] | None) -> list[str]:
@@ -132,14 +144,14 @@ def _weights_changed_or_base(arm: Arm) -> bool:
 
 
 register_family(Family("knowledge", "Knowledge", "answer_contained", _needs_answers, trains=True,
-                       rule="RAG for knowledge", favoured=lambda arm: arm.retrieve))  # fmt: skip
+                       rule="RAG for knowledge", favoured=lambda arm: arm.retrieve, learns_documents=True))  # fmt: skip
 register_family(Family("knowledge_paraphrase", "Knowledge: paraphrases of trained facts",
                        "answer_contained_paraphrase", None, reads=("knowledge",), rule="RAG for knowledge",
                        favoured=lambda arm: arm.retrieve))  # fmt: skip
 register_family(Family("knowledge_unseen", "Knowledge: facts only the documents hold", "answer_contained_unseen",
                        None, reads=("knowledge",), rule="RAG for knowledge", favoured=lambda arm: arm.retrieve))  # fmt: skip
 register_family(Family("behaviour", "Behaviour / format", "behaviour_pass", _behaviour_row, trains=True,
-                       rule="fine-tuning for behaviour", favoured=fine_tuned))  # fmt: skip
+                       rule="fine-tuning for behaviour", favoured=fine_tuned, adapter_group="behaviour"))  # fmt: skip
 register_family(Family("abstention", "Abstention", "abstention_accuracy", _abstention_row,
                        reads=("abstention", "knowledge"), trains=True))  # fmt: skip
 register_family(Family("freshness", "Freshness", "new_answer_rate", _freshness_row, phase="fresh"))

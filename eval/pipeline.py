@@ -12,17 +12,20 @@ Example:
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eval.tasks import corpus_examples, held_out_inputs, load_tasks, supervised_rows
+from eval.families import FAMILIES, adapter_groups
+from eval.tasks import TaskRow, corpus_examples, held_out_inputs, load_tasks, supervised_rows
 from service.arms import parse_arms
 from service.finetune import TrainProgress, TrainResult, train_artifact
 from service.kinds import KINDS, Kind
 from service.retrieval import IndexReport
 from service.runtime import Runtime
 from service.settings import Settings
+from service.training_data import SupervisedRow
 
 Stage = Callable[[str, int, int], None]  # (stage description, done, total)
 
@@ -33,7 +36,7 @@ class Prepared:
 
     runtime: Runtime
     index: IndexReport | None
-    artifacts: dict[str, TrainResult] = field(default_factory=dict)
+    artifacts: dict[str, list[TrainResult]] = field(default_factory=dict)  # kind -> one per adapter group
 
 
 def open_runtime(settings: Settings, corpus: Path) -> Runtime:
@@ -46,6 +49,24 @@ def kinds_for(arm_names: list[str]) -> list[Kind]:
     return list(dict.fromkeys(KINDS[a.adapter] for a in parse_arms(arm_names) if a.adapter))
 
 
+def training_rows(settings: Settings, rows: list[TaskRow]) -> list[SupervisedRow]:
+    """The train rows adapters learn from: every trainable family's, or a seeded subset of
+    `lora.max_rows_per_family` per family that keeps first the rows test paraphrases restate (so a subset still
+    teaches the facts the paraphrase rows ask about). Test rows never enter."""
+    sft = supervised_rows(rows, settings.generation.abstention_phrase)
+    cap = settings.lora.max_rows_per_family
+    if cap is None:
+        return sft
+    restated = {r.paraphrase_of for r in rows if r.split == "test" and r.paraphrase_of}
+    kept = []
+    for family in dict.fromkeys(r.family for r in sft):
+        members = [r for r in sft if r.family == family]
+        random.Random(f"{settings.generation.seed}:subset:{family}").shuffle(members)
+        members.sort(key=lambda r: r.row_id not in restated)  # stable: restated rows first, seeded order within
+        kept += members[:cap]
+    return kept
+
+
 def train_artifacts(
     settings: Settings,
     runtime: Runtime,
@@ -56,27 +77,58 @@ def train_artifacts(
     progress: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     show_bar: bool = False,
-) -> dict[str, TrainResult]:
-    """Train (or reuse) each kind's artifact from the corpus's train split; test inputs never enter training."""
+) -> dict[str, list[TrainResult]]:
+    """Train (or reuse) each kind's artifacts from the corpus's train split: one per adapter group under
+    lora.scope=per_family (for kinds trained per group), else one on every row. Test inputs never enter training."""
     if not kinds:
         return {}
     corpus = runtime.corpus
     rows = load_tasks(corpus)
-    sft = supervised_rows(rows, settings.generation.abstention_phrase)
+    sft = training_rows(settings, rows)
     forbidden = held_out_inputs(rows)
-    results = {}
-    for i, kind in enumerate(kinds):
+    per_group = settings.lora.scope == "per_family"
+    plan = []
+    for kind in kinds:
+        if kind.scoped and per_group:
+            for group, families in adapter_groups().items():
+                members = [r for r in sft if r.family in families]
+                if members:
+                    plan.append((kind, group, members, any(FAMILIES[f].learns_documents for f in families)))
+        else:
+            plan.append((kind, None, sft, True))
+    results: dict[str, list[TrainResult]] = {}
+    for i, (kind, group, members, documents) in enumerate(plan):
+        label = f"{kind.name}/{group}" if group else kind.name
         if stage is not None:
-            stage(f"train {kind.name}", i, len(kinds))
+            stage(f"train {label}", i, len(plan))
         if kind.needs_index and not runtime.index_ready:
             runtime.index()
-        results[kind.name] = train_artifact(
-            settings, corpus, kind, sft, retriever=runtime.retriever() if kind.needs_index else None,
+        results.setdefault(kind.name, []).append(train_artifact(
+            settings, corpus, kind, members, group=group, retriever=runtime.retriever() if kind.needs_index else None,
+            with_documents=kind.with_documents and documents and (kind.full_model or settings.lora.document_epochs > 0),
             forbidden_inputs=forbidden, progress=progress, should_stop=should_stop, show_bar=show_bar, force=force,
-        )  # fmt: skip
+        ))  # fmt: skip
     if stage is not None:
-        stage("train", len(kinds), len(kinds))
+        stage("train", len(plan), len(plan))
     return results
+
+
+def artifact_summary(artifacts: dict[str, list[TrainResult]]) -> dict[str, dict]:
+    """Per kind, what a run records about the artifacts it used: totals over its adapter groups (training time,
+    tokens, size) and each group's own figures."""
+    out = {}
+    for kind, results in artifacts.items():
+        groups = {r.group or "all": r.manifest.summary() | {"reused": r.reused} for r in results}
+        total = {key: sum(g.get(key) or 0 for g in groups.values())
+                 for key in ("wall_s", "cpu_s", "tokens_processed", "size_bytes")}  # fmt: skip
+        out[kind] = total | {
+            "fingerprint": "+".join(g["fingerprint"] for g in groups.values()),
+            "trainable_params": max(g["trainable_params"] for g in groups.values()),
+            "undertrained": any((g.get("training") or {}).get("undertrained") for g in groups.values()),
+            "reused": all(g["reused"] for g in groups.values()),
+            "groups": groups,
+        }
+    return out
 
 
 def prepare_corpus(

@@ -27,7 +27,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from eval.families import FAMILIES, parse_families
-from eval.pipeline import prepare_corpus
+from eval.pipeline import artifact_summary, prepare_corpus
 from eval.store import Prediction, Store, StoredPassage
 from eval.tasks import TaskRow, example_key, load_tasks
 from service.arms import ARMS, Arm, Query, answer, parse_arms
@@ -167,7 +167,7 @@ def run_eval(
     prepared = prepare_corpus(settings, corpus, arms, stage=say, should_stop=should_stop, show_bars=show_bars)
     runtime, report = prepared.runtime, prepared.index
     index_manifest = read_index_manifest(runtime.index_dir)
-    adapter_meta = {k: r.manifest.summary() | {"reused": r.reused} for k, r in prepared.artifacts.items()}
+    adapter_meta = artifact_summary(prepared.artifacts)
 
     run_id = spec.run_id or run_id_for(settings, spec, _tasks_hash(corpus), adapter_meta)
     store = Store(settings.database)
@@ -209,7 +209,8 @@ def run_eval(
                         groups.setdefault(prompt_arm(ARMS[arm], r), []).append(r)
                     predictions = []
                     for asked, members in groups.items():
-                        queries = [Query(r.text, r.instruction, example_key(r)) for r in members]
+                        queries = [Query(r.text, r.instruction, example_key(r), FAMILIES[r.family].adapter_group)
+                                   for r in members]  # fmt: skip
                         answers = answer(asked, rt, queries)
                         predictions += [_to_prediction(arm, r, phase, a) for r, a in zip(members, answers, strict=True)]
                     store.add_predictions(run_id, predictions)

@@ -58,6 +58,10 @@ class TaskRow(BaseModel):
     style: StyleRules | None = None
     source_docs: list[str] = Field(default_factory=list, description="Document ids that hold the answer.")
     paraphrase_of: str | None = Field(None, description="The train row this test row restates.")
+    rephrasings: list[str] = Field(
+        default_factory=list,
+        description="Train rows: other wordings of the same question (fine-tuning learns the fact from each).",
+    )
 
     @property
     def text(self) -> str:
@@ -67,6 +71,8 @@ class TaskRow(BaseModel):
     def _scoring_fields(self) -> TaskRow:
         if (self.question is None) == (self.input is None):
             raise ValueError("give exactly one of 'question' or 'input'")
+        if self.rephrasings and self.split != "train":
+            raise ValueError("only train rows may carry 'rephrasings' (test wordings must stay unseen)")
         if self.family not in row_families():
             raise ValueError(f"unknown family '{self.family}'; use one of {', '.join(row_families())}")
         FAMILIES[self.family].check_row(self)
@@ -154,7 +160,7 @@ def check_corpus(corpus: Path) -> tuple[list[TaskRow], list[Problem]]:
 
     first_seen: dict[str, tuple[str, int]] = {}
     train_by_id = {row.id: row for row, _, _ in located if row.split == "train"}
-    train_texts = {normalise_text(row.text): row.id for row in train_by_id.values()}
+    train_texts = {normalise_text(t): row.id for row in train_by_id.values() for t in (row.text, *row.rephrasings)}
     for row, file, line in located:
         if row.id in first_seen:
             f0, l0 = first_seen[row.id]
@@ -302,6 +308,7 @@ def supervised_rows(rows: list[TaskRow], abstention_phrase: str):
             reference_output(r, abstention_phrase),
             tuple(r.source_docs),
             tuple(r.answers),
+            tuple(r.rephrasings),
         )
         for r in rows
         if r.split == "train" and FAMILIES[r.family].trains

@@ -26,6 +26,7 @@ class AdapterManifest(BaseModel):
 
     manifest_version: int = MANIFEST_VERSION
     kind: str
+    group: str | None = None  # adapter group (eval/families.py) under lora.scope=per_family; None: every row
     corpus: str
     created_at: str
     base_model: str
@@ -36,6 +37,8 @@ class AdapterManifest(BaseModel):
     hyperparameters: dict
     seed: int
     examples: dict
+    training: dict | None = None  # per family: examples, epochs reached, loss tokens; undertrained flag
+    loss_curve: dict | None = None  # {"train": [[step, loss]], "validation": [[step, loss]]}
     token_budget: int | None = None
     tokens_planned: int | None = None
     trainable_params: int
@@ -58,7 +61,7 @@ class AdapterManifest(BaseModel):
         """The figures a run records about the artifact it used (results.json `data.adapters`)."""
         keys = ("fingerprint", "base_model", "base_model_hash", "data_hash", "wall_s", "cpu_s", "tokens_processed",
                 "tokens_per_s", "train_loss_final", "val_loss", "trainable_params", "size_bytes", "peak_rss_mib",
-                "stopped_early", "examples", "token_budget")  # fmt: skip
+                "stopped_early", "examples", "training", "loss_curve", "group", "steps", "max_steps")  # fmt: skip
         return {k: getattr(self, k) for k in keys}
 
     def write(self, folder: Path) -> None:
@@ -73,10 +76,11 @@ class AdapterMismatch(RuntimeError):
     """An artifact was trained for another base model, or did not change the model when applied."""
 
 
-def artifact_dir(settings: Settings, corpus: Path, kind: Kind | str) -> Path:
-    """Where the `kind` artifact trained on `corpus` lives."""
+def artifact_dir(settings: Settings, corpus: Path, kind: Kind | str, group: str | None = None) -> Path:
+    """Where the `kind` artifact trained on `corpus` lives; one folder per adapter group when it has one."""
     name = kind.name if isinstance(kind, Kind) else parse_kind(kind).name
-    return settings.artifact_dir / "adapters" / Path(corpus).resolve().name / name
+    folder = settings.artifact_dir / "adapters" / Path(corpus).resolve().name / name
+    return folder / group if group else folder
 
 
 def stored_manifest(folder: Path) -> AdapterManifest | None:

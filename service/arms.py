@@ -103,6 +103,7 @@ class Query:
     question: str  # also what the retriever searches for
     instruction: str | None = None  # task instruction shown before the question (behaviour tasks)
     example_pool: str = "questions"  # which fewshot pool: "questions", or "behaviour:<kind>"
+    adapter_group: str = "questions"  # which adapter answers it under lora.scope=per_family (eval/families.py)
 
 
 @dataclass(frozen=True)
@@ -141,25 +142,23 @@ def prompts_for(arm: Arm, runtime, queries: list[Query], top_k: int | None = Non
 def answer(
     arm: Arm, runtime, queries: list[Query], top_k: int | None = None, max_new_tokens: int | None = None
 ) -> list[Answer]:
-    """Run one arm on a batch of queries; `top_k` overrides the configured passage count."""
+    """Run one arm on a batch of queries, in order; `top_k` overrides the configured passage count. Queries for
+    different adapter groups generate in separate batches (each with its adapter active)."""
     if not queries:
         return []
-    prompts, passages, retrieval_ms = prompts_for(arm, runtime, queries, top_k)
-    with runtime.generator_for(arm) as generator:
-        outputs = generator.generate(prompts, max_new_tokens)
-    return [
-        Answer(
-            arm.name,
-            g.text,
-            tuple(p or ()),
-            g.prompt_tokens,
-            g.generated_tokens,
-            g.latency_ms,
-            retrieval_ms,
-            g.batch_size,
-        )
-        for g, p in zip(outputs, passages, strict=True)
-    ]
+    by_group: dict[str, list[int]] = {}
+    for i, q in enumerate(queries):
+        by_group.setdefault(q.adapter_group, []).append(i)
+    out: list[Answer | None] = [None] * len(queries)
+    for group, members in by_group.items():
+        batch = [queries[i] for i in members]
+        prompts, passages, retrieval_ms = prompts_for(arm, runtime, batch, top_k)
+        with runtime.generator_for(arm, group) as generator:
+            outputs = generator.generate(prompts, max_new_tokens)
+        for i, g, p in zip(members, outputs, passages, strict=True):
+            out[i] = Answer(arm.name, g.text, tuple(p or ()), g.prompt_tokens, g.generated_tokens, g.latency_ms,
+                            retrieval_ms, g.batch_size)  # fmt: skip
+    return out
 
 
 def compare(runtime, question: str, arms: list[Arm], top_k: int | None = None) -> list[Answer]:

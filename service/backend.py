@@ -27,9 +27,9 @@ class BackendUnavailable(BackendError):
     """The backend did not answer at all (down, wrong URL, timeout)."""
 
 
-def module_name(corpus: Path, adapter: str) -> str:
-    """The name a LoRA arm asks the backend for: unique per corpus, as adapters are."""
-    return f"{Path(corpus).resolve().name}-{adapter}"
+def module_name(corpus: Path, adapter: str, group: str | None = None) -> str:
+    """The name a LoRA arm asks the backend for: unique per corpus (and adapter group), as adapters are."""
+    return f"{Path(corpus).resolve().name}-{adapter}" + (f"-{group}" if group else "")
 
 
 def vllm_arguments(settings: Settings, corpus: Path) -> list[str]:
@@ -39,11 +39,12 @@ def vllm_arguments(settings: Settings, corpus: Path) -> list[str]:
 
     modules, ranks = [], []
     for kind in (k for k in KINDS.values() if k.remote_servable):
-        folder = adapters.artifact_dir(settings, corpus, kind)
-        config = folder / "adapter_config.json"
-        if config.is_file():
-            modules.append(f"{module_name(corpus, kind.name)}={folder.resolve()}")
-            ranks.append(int(json.loads(config.read_text())["r"]))
+        root = adapters.artifact_dir(settings, corpus, kind)
+        for config in sorted([root / "adapter_config.json", *root.glob("*/adapter_config.json")]):
+            if config.is_file():
+                group = None if config.parent == root else config.parent.name
+                modules.append(f"{module_name(corpus, kind.name, group)}={config.parent.resolve()}")
+                ranks.append(int(json.loads(config.read_text())["r"]))
     if not modules:
         raise BackendError(
             f"no LoRA adapter is trained for corpus '{Path(corpus).resolve().name}' under "

@@ -140,8 +140,9 @@ def train(
             raise ValueError(f"arm(s) {', '.join(untrainable)} have nothing to train; choose from {trainable}")
         runtime = pipeline.open_runtime(settings, corpus)
         kinds = pipeline.kinds_for([a.name for a in chosen])
-        for result in pipeline.train_artifacts(settings, runtime, kinds, force=force, show_bar=True).values():
-            typer.echo(describe(result))
+        for results in pipeline.train_artifacts(settings, runtime, kinds, force=force, show_bar=True).values():
+            for result in results:
+                typer.echo(describe(result))
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))
 

@@ -43,7 +43,9 @@ log = logging.getLogger(__name__)
 
 # Bumped whenever the training procedure changes what an artifact learns, so stored artifacts are retrained
 # instead of reused. 2: warm-up rounded down (a 1-step run trained nothing; short runs lost their first step).
-RECIPE_VERSION = 2
+# 3: epoch budgets, adapter groups, corpus rewordings, document text in the knowledge adapter, RAFT as published.
+RECIPE_VERSION = 3
+MAX_TRUNCATED_SHARE = 0.05  # examples that may lose their system message before a run refuses to train
 
 
 class TrainingDataError(ValueError):
@@ -75,6 +77,7 @@ class TrainResult:
     folder: Path
     manifest: adapters.AdapterManifest
     reused: bool
+    group: str | None = None  # the adapter group (eval/families.py) it serves; None: one artifact for all rows
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,12 @@ class Tokenized:
     input_ids: list[int]
     labels: list[int]
     row_id: str
+    family: str = ""  # the task family it came from ("" for document text)
+    truncated: bool = False  # the prompt lost tokens from the left, the system message first
+
+    @property
+    def loss_tokens(self) -> int:
+        return sum(1 for label in self.labels if label != -100)
 
     def as_features(self) -> dict:
         return {"input_ids": self.input_ids, "attention_mask": [1] * len(self.input_ids), "labels": self.labels}
@@ -93,16 +102,21 @@ def tokenize_example(generator: Generator, example: TrainingExample, max_tokens:
     reply = tok(example.target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     prompt = tok(generator.render(example.messages), add_special_tokens=False)["input_ids"]
     reply = reply[: max_tokens // 2] if len(reply) > max_tokens // 2 else reply
-    prompt = prompt[-(max_tokens - len(reply)) :]
-    return Tokenized(prompt + reply, [-100] * len(prompt) + reply, example.row_id)
+    kept = prompt[-(max_tokens - len(reply)) :]
+    return Tokenized(kept + reply, [-100] * len(kept) + reply, example.row_id, example.family, len(kept) < len(prompt))
 
 
-def plan_stream(items: list[Tokenized], epochs: float, budget: int | None, batch_size: int, seed: int):
-    """Epochs of seeded shuffles cut at the token budget, grouped by length within mega-batches (less padding)."""
+def plan_stream(
+    items: list[Tokenized], epochs: float, budget: int | None, batch_size: int, seed: int, count=None
+) -> list[Tokenized]:
+    """Epochs of seeded shuffles cut at a budget, grouped by length within mega-batches (less padding).
+
+    `count` says what the budget counts per item (default: every token; training caps loss-bearing tokens)."""
     if not items:
         return []
+    count = count or (lambda t: len(t.input_ids))
     rng = random.Random(f"{seed}:stream")
-    per_epoch = sum(len(t.input_ids) for t in items)
+    per_epoch = sum(count(t) for t in items)
     limit = min(epochs * per_epoch, budget or math.inf)
     stream, used = [], 0
     while used < limit:
@@ -112,7 +126,9 @@ def plan_stream(items: list[Tokenized], epochs: float, budget: int | None, batch
             if used >= limit:
                 break
             stream.append(items[i])
-            used += len(items[i].input_ids)
+            used += count(items[i])
+        if per_epoch == 0:
+            break
     mega = batch_size * 16
     grouped = []
     for start in range(0, len(stream), mega):
@@ -234,16 +250,23 @@ class TrainingSet:
 
 
 def build_training_set(
-    settings: Settings, corpus: Path, kind: Kind, rows: list[SupervisedRow], generator: Generator, retriever, forbidden
+    settings: Settings,
+    corpus: Path,
+    kind: Kind,
+    rows: list[SupervisedRow],
+    generator: Generator,
+    retriever,
+    forbidden,
+    with_documents: bool,
 ) -> TrainingSet:
-    """The kind's examples from the train rows, its validation split, and the corpus documents it mixes in."""
+    """The kind's examples from the train rows, its validation split, and the corpus documents it learns as text."""
     if kind.needs_index and retriever is None:
         raise TrainingDataError(f"the {kind.name} artifact trains on retrieved passages: build the index first")
     examples = kind.examples(rows, settings, retriever, set(forbidden))
     train, validation = split_validation(
         examples, settings.lora.validation_fraction, settings.generation.seed, settings.lora.max_validation_examples
     )
-    documents = document_pieces(generator, corpus, settings.lora.max_seq_tokens) if kind.with_documents else []
+    documents = document_pieces(generator, corpus, settings.lora.max_seq_tokens) if with_documents else []
     dhash = data_hash(examples)
     if documents:
         dhash = hashlib.sha256((dhash + str([t.input_ids for t in documents])).encode()).hexdigest()
@@ -276,15 +299,52 @@ def trainable_model(kind: Kind, base_model, settings: Settings):
 
 
 def training_stream(kind: Kind, data: TrainingSet, generator: Generator, settings: Settings):
-    """(planned stream, validation examples, token budget): the epochs in the settings cut at the budget."""
-    max_tokens, budget = settings.lora.max_seq_tokens, settings.lora.max_train_tokens
-    train_tok = [tokenize_example(generator, e, max_tokens) for e in data.train]
-    val_tok = _validation_slice([tokenize_example(generator, e, max_tokens) for e in data.validation], budget)
+    """(planned stream, tokenized train examples, validation examples): the settings' epochs over the rows (cut at
+    the loss-token cap), documents interleaved; refuses when prompts would lose their system message."""
+    lora = settings.lora
+    train_tok = [tokenize_example(generator, e, lora.max_seq_tokens) for e in data.train]
+    val_tok = [tokenize_example(generator, e, lora.max_seq_tokens) for e in data.validation]
+    cut = [t for t in train_tok + val_tok if t.truncated]
+    if len(cut) > MAX_TRUNCATED_SHARE * len(train_tok + val_tok):
+        raise TrainingDataError(
+            f"{len(cut)} of {len(train_tok + val_tok)} {kind.name} examples are longer than lora.max_seq_tokens="
+            f"{lora.max_seq_tokens} and would lose their system message (more than {MAX_TRUNCATED_SHARE:.0%}): raise "
+            "RAGFT_LORA__MAX_SEQ_TOKENS, or shorten the prompts (retrieval.top_k, retrieval.chunk_tokens)"
+        )
+    seed, b = settings.generation.seed, lora.batch_size
     if kind.full_model:
-        budget = settings.scratch.token_budget or budget
-        return _scratch_stream(train_tok, data.documents, budget, settings), val_tok, budget
-    stream = plan_stream(train_tok, settings.lora.epochs, budget, settings.lora.batch_size, settings.generation.seed)
-    return stream, val_tok, budget
+        scratch = settings.scratch
+        supervised = plan_stream(train_tok, scratch.epochs, None, b, seed)
+        share = scratch.document_share if data.documents else 0.0
+        doc_tokens = int(sum(len(t.input_ids) for t in supervised) * share / (1 - share)) if share < 1 else 0
+        mixed = supervised + plan_stream(data.documents, math.inf, doc_tokens, b, seed + 1)
+        stream = plan_stream(mixed, 1, scratch.token_budget, b, seed + 2)  # interleave, so no run ends on one kind
+        return stream, train_tok, val_tok
+    supervised = plan_stream(train_tok, lora.epochs, lora.max_loss_tokens, b, seed, count=lambda t: t.loss_tokens)
+    documents = plan_stream(data.documents, lora.document_epochs, None, b, seed + 1) if lora.document_epochs else []
+    return plan_stream(supervised + documents, 1, None, b, seed + 2), train_tok, val_tok
+
+
+def stream_figures(stream: list[Tokenized], train_tok: list[Tokenized], documents: list[Tokenized], settings) -> dict:
+    """Per family (and the documents): examples per epoch, epochs reached, loss-bearing tokens; whether any
+    family got less than one epoch, and the loss tokens the configured epochs of every family would take."""
+    per_epoch = Counter(t.family for t in train_tok)
+    seen = Counter(t.family for t in stream if not t.row_id.startswith("doc:"))
+    loss = Counter()
+    for t in stream:
+        loss[t.family or "documents"] += t.loss_tokens
+    families = {
+        f: {"examples": n, "epochs_reached": round(seen[f] / n, 3), "loss_tokens": loss[f]}
+        for f, n in sorted(per_epoch.items())
+    }
+    if documents:
+        windows = sum(1 for t in stream if t.row_id.startswith("doc:"))
+        families["documents"] = {"examples": len(documents), "epochs_reached": round(windows / len(documents), 3),
+                                 "loss_tokens": loss["documents"]}  # fmt: skip
+    full = settings.lora.epochs * sum(t.loss_tokens for t in train_tok)
+    undertrained = any(v["epochs_reached"] < 1 for f, v in families.items() if f != "documents")
+    return {"families": families, "undertrained": undertrained, "loss_tokens_for_configured_epochs": int(full),
+            "truncated_examples": sum(t.truncated for t in train_tok)}  # fmt: skip
 
 
 def train_artifact(
@@ -293,16 +353,19 @@ def train_artifact(
     kind: Kind | str,
     rows: list[SupervisedRow],
     *,
+    group: str | None = None,
     retriever=None,
+    with_documents: bool | None = None,
     forbidden_inputs: set[str] = frozenset(),
     progress: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     show_bar: bool = False,
     force: bool = False,
 ) -> TrainResult:
-    """Train (or reuse) the `kind` artifact for `corpus` from its supervised train rows.
+    """Train (or reuse) the `kind` artifact for `corpus` (and adapter `group`) from its supervised train rows.
 
-    `retriever` searches the corpus index; kinds whose examples carry passages need it."""
+    `retriever` searches the corpus index (kinds whose examples carry passages need it); `with_documents`
+    mixes the corpus documents in as plain text (default: the kind's fact)."""
     from transformers import set_seed
 
     kind = parse_kind(kind) if isinstance(kind, str) else kind
@@ -311,33 +374,36 @@ def train_artifact(
             f'corpus \'{Path(corpus).name}\' has no train rows to learn from: add rows with "split": "train" '
             "(knowledge, behaviour or abstention) to its tasks/*.jsonl"
         )
+    documents = kind.with_documents if with_documents is None else with_documents
     seed = settings.generation.seed
     set_seed(seed)
     model, tokenizer, model_id = models.load_generator(settings.models, settings.artifact_dir)
     generator = Generator(model, tokenizer, model_id, settings.generation)
     base_hash = models.weights_hash(model)
-    data = build_training_set(settings, corpus, kind, rows, generator, retriever, forbidden_inputs)
-    params = hyperparameters(settings, kind)
+    data = build_training_set(settings, corpus, kind, rows, generator, retriever, forbidden_inputs, documents)
+    params = hyperparameters(settings, kind) | {"group": group, "documents": documents}
     key = fingerprint(kind, model_id, base_hash, data.data_hash, params)
-    folder = adapters.artifact_dir(settings, corpus, kind)
+    folder = adapters.artifact_dir(settings, corpus, kind, group)
     stored = adapters.stored_manifest(folder)
     if not force and stored is not None and stored.fingerprint == key:
         log.info("reusing %s artifact at %s (same base model, data, settings and seed)", kind.name, folder)
-        return TrainResult(kind.name, folder, stored, reused=True)
+        return TrainResult(kind.name, folder, stored, reused=True, group=group)
 
-    stream, val_tok, budget = training_stream(kind, data, generator, settings)
+    stream, train_tok, val_tok = training_stream(kind, data, generator, settings)
+    figures = stream_figures(stream, train_tok, data.documents, settings)
     set_seed(seed)
     train_model, learning_rate = trainable_model(kind, model, settings)
+    label = f"{kind.name}/{group}" if group else kind.name
     work = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
         outcome = _run_trainer(
-            settings, kind.name, train_model, tokenizer, stream, val_tok, learning_rate, work, progress, should_stop,
+            settings, label, train_model, tokenizer, stream, val_tok, learning_rate, work, progress, should_stop,
             show_bar,
         )  # fmt: skip
         if outcome["cancelled"]:
-            raise TrainingCancelled(f"training {kind.name} was cancelled; the stored artifact (if any) is unchanged")
+            raise TrainingCancelled(f"training {label} was cancelled; the stored artifact (if any) is unchanged")
         out = work / "artifact"
         train_model.save_pretrained(out, safe_serialization=True)
         if kind.full_model:
@@ -347,6 +413,7 @@ def train_artifact(
             variants["document_window"] = len(data.documents)
         manifest = adapters.AdapterManifest(
             kind=kind.name,
+            group=group,
             corpus=Path(corpus).resolve().name,
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             base_model=model_id,
@@ -356,8 +423,9 @@ def train_artifact(
             recipe_version=RECIPE_VERSION,
             hyperparameters=params,
             seed=seed,
-            examples={"train": len(data.train), "validation": len(val_tok), "by_variant": variants},
-            token_budget=budget,
+            examples={"train": len(data.train), "validation": len(val_tok), "by_variant": variants,
+                      "rows": len(rows)},  # fmt: skip
+            training=figures,
             tokens_planned=sum(len(t.input_ids) for t in stream),
             trainable_params=sum(p.numel() for p in train_model.parameters() if p.requires_grad),
             total_params=sum(p.numel() for p in train_model.parameters()),
@@ -369,35 +437,7 @@ def train_artifact(
         _swap_in(out, folder)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return TrainResult(kind.name, folder, manifest, reused=False)
-
-
-def _validation_slice(val: list[Tokenized], budget: int | None) -> list[Tokenized]:
-    """Validation examples up to a tenth of the token budget per pass (at least one), so that on a CPU the
-    validation passes never cost more than the training they check (16 rag examples were 2x the budget)."""
-    if budget is None:
-        return val
-    kept, total = [], 0
-    for t in val:
-        if kept and total + len(t.input_ids) > budget // 10:
-            break
-        kept.append(t)
-        total += len(t.input_ids)
-    return kept
-
-
-def _scratch_stream(
-    supervised: list[Tokenized], docs: list[Tokenized], budget: int | None, settings: Settings
-) -> list[Tokenized]:
-    """Supervised examples and document text, each given its share of the budget."""
-    per_epoch = sum(len(t.input_ids) for t in supervised)
-    total = budget or int(settings.lora.epochs * per_epoch)
-    share = settings.scratch.document_share if docs else 0.0
-    b, seed = settings.lora.batch_size, settings.generation.seed
-    mixed = plan_stream(supervised, math.inf, int(total * (1 - share)), b, seed) + plan_stream(
-        docs, math.inf, int(total * share), b, seed + 1
-    )
-    return plan_stream(mixed, 1, None, b, seed + 2)  # interleave, so training does not end on one kind
+    return TrainResult(kind.name, folder, manifest, reused=False, group=group)
 
 
 def step_shape(stream: list[Tokenized], batch_size: int, grad_accum: int, max_batch_tokens: int) -> tuple[int, int]:
@@ -472,9 +512,15 @@ def _run_trainer(settings, kind, model, tokenizer, stream, val, learning_rate, w
     model.eval()
     last = callback.losses[-10:]
     tokens = int(trainer.state.num_input_tokens_seen or 0)
+    history = trainer.state.log_history
+    curve = {
+        "train": [[h["step"], round(h["loss"], 4)] for h in history if "loss" in h],
+        "validation": [[h["step"], round(h["eval_loss"], 4)] for h in history if "eval_loss" in h],
+    }
     return {
         "cancelled": callback.cancelled,
         "figures": {
+            "loss_curve": curve,
             "steps": trainer.state.global_step,
             "max_steps": steps,
             "stopped_early": trainer.state.global_step < steps,
@@ -504,10 +550,13 @@ def describe(result: TrainResult) -> str:
     """One line for the CLI: what was trained (or reused) and what it cost."""
     m = result.manifest
     verb = "reused" if result.reused else "trained"
+    label = f"{result.kind}/{result.group}" if result.group else result.kind
+    epochs = ", ".join(f"{f} {v['epochs_reached']:.1f}" for f, v in (m.training or {}).get("families", {}).items())
+    flag = " UNDERTRAINED" if (m.training or {}).get("undertrained") else ""
     val = f", val loss {m.val_loss:.3f}" if m.val_loss is not None else ""
     loss = f"{m.train_loss_final:.3f}" if m.train_loss_final is not None else "-"
     return (
-        f"{verb} {result.kind}: {m.tokens_processed or 0:,} tokens in {m.wall_s or 0:.0f} s "
+        f"{verb} {label}: {m.tokens_processed or 0:,} tokens in {m.wall_s or 0:.0f} s (epochs: {epochs}){flag} "
         f"({m.tokens_per_s} tok/s), train loss {loss}{val}, "
         f"{m.trainable_params:,} trainable params, {m.size_bytes / 1e6:.1f} MB -> {result.folder}"
     )

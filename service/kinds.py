@@ -27,6 +27,7 @@ class Kind:
     remote_servable: bool  # an OpenAI-compatible backend (vLLM --lora-modules) can serve it
     settings_group: str  # the `Settings` group that configures it beyond the shared training loop ("lora")
     with_documents: bool  # the corpus documents are mixed into its training stream as plain text
+    scoped: bool  # one artifact per adapter group under lora.scope=per_family (else one for every row)
     examples: Callable[..., list[training_data.TrainingExample]]  # (rows, settings, retriever, forbidden)
     summary: str
 
@@ -34,9 +35,12 @@ class Kind:
 KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
-        Kind("lora", False, False, True, "lora", False, training_data.closed_book_for, "LoRA adapter, closed-book"),
-        Kind("rag_lora", False, True, True, "lora", False, training_data.retrieval_for, "LoRA adapter reading passages"),
-        Kind("scratch", True, False, False, "scratch", True, training_data.closed_book_for, "small model, random init"),
+        Kind("lora", False, False, True, "lora", True, True, training_data.closed_book_for,
+             "LoRA adapter, closed-book; the knowledge adapter also reads the documents as text"),
+        Kind("rag_lora", False, True, True, "lora", False, True, training_data.retrieval_for,
+             "LoRA adapter trained RAFT-style on retrieved passages"),
+        Kind("scratch", True, False, False, "scratch", True, False, training_data.closed_book_for,
+             "small model from random weights: the floor pre-training is measured against"),  # fmt: skip
     )
 }
 

@@ -136,6 +136,15 @@ class Runtime:
         """Whether `arm` generates in this process (and so takes turns for the shared weights)."""
         return not self.remote or (arm.adapter is not None and not KINDS[arm.adapter].remote_servable)
 
+    def artifact_group(self, kind: Kind, group: str) -> str | None:
+        """The adapter group whose artifact answers `group`'s rows: itself under lora.scope=per_family for kinds
+        trained per group, else None (one artifact for every row)."""
+        return group if kind.scoped and self.settings.lora.scope == "per_family" else None
+
+    def artifact_folder(self, kind: Kind, group: str = "questions") -> Path:
+        """Where the artifact that answers `group`'s rows with `kind` lives."""
+        return adapters.artifact_dir(self.settings, self.corpus, kind, self.artifact_group(kind, group))
+
     def _checked_manifest(self, arm: Arm, folder: Path, weights_hash: str | None) -> None:
         """Refuse a missing artifact or one trained on other base weights, with the fix in the message."""
         manifest = adapters.read_manifest(folder, arm.name, self.corpus)
@@ -143,10 +152,11 @@ class Runtime:
                                   weights_hash)  # fmt: skip
 
     @contextmanager
-    def generator_for(self, arm: Arm) -> Iterator[Generator | RemoteGenerator]:
-        """The generator with `arm`'s weights active, held under the lock for the whole batch (in-process arms)."""
+    def generator_for(self, arm: Arm, group: str = "questions") -> Iterator[Generator | RemoteGenerator]:
+        """The generator with `arm`'s weights for `group`'s rows active, held under the lock for the whole batch
+        (in-process arms)."""
         if not self.runs_locally(arm):
-            yield self._remote_generator(arm)  # no lock: the server batches concurrent requests
+            yield self._remote_generator(arm, group)  # no lock: the server batches concurrent requests
             return
         with self.lock:
             kind = KINDS[arm.adapter] if arm.adapter else None
@@ -161,24 +171,26 @@ class Runtime:
                 else:
                     yield gen
                 return
-            folder = adapters.artifact_dir(self.settings, self.corpus, kind)
+            folder = self.artifact_folder(kind, group)
             self._checked_manifest(arm, folder, self.weights_hash())
-            gen.model = adapters.attach_lora(gen.model, gen.tokenizer, folder, kind.name)
+            scope = self.artifact_group(kind, group)
+            gen.model = adapters.attach_lora(gen.model, gen.tokenizer, folder, f"{kind.name}-{scope}" if scope else kind.name)
             yield gen
 
-    def _remote_generator(self, arm: Arm) -> RemoteGenerator:
+    def _remote_generator(self, arm: Arm, group: str) -> RemoteGenerator:
         """The backend's base model, or the LoRA module of this corpus's adapter after checking its manifest."""
         if arm.adapter is None:
             return self.backend().generator(self.settings.models.backend_model)
-        self._checked_manifest(arm, adapters.artifact_dir(self.settings, self.corpus, arm.adapter), None)
-        return self.backend().generator(module_name(self.corpus, arm.adapter))
+        kind = KINDS[arm.adapter]
+        self._checked_manifest(arm, self.artifact_folder(kind, group), None)
+        return self.backend().generator(module_name(self.corpus, kind.name, self.artifact_group(kind, group)))
 
     def _full_model_generator(self, arm: Arm, kind: Kind) -> Generator:
         """A whole trained model (the scratch kind), loaded once beside the base weights it shares a tokenizer with."""
         if kind.name not in self._full_models:
             from transformers import AutoModelForCausalLM
 
-            folder = adapters.artifact_dir(self.settings, self.corpus, kind)
+            folder = self.artifact_folder(kind)
             base = self.generator()
             self._checked_manifest(arm, folder, self.weights_hash())
             with models.LOADING:

@@ -1,16 +1,24 @@
 """Supervised examples built from a corpus's train split, in exactly the prompts the arms use.
 
-The lora arm is trained closed-book (the prompt the lora arm sends), the rag_lora arm on
-the rag prompt with retrieved passages (RAFT-style: the gold passage shuffled among
-distractors, and for a share of questions left out, with the abstention phrase as target,
-so the adapter learns both to use context and to notice when it lacks the answer).
-Only train rows come in; templated paraphrases that happen to match a test question are
+The lora arm is trained closed-book (the prompt the lora arm sends); knowledge rows come with
+their rephrasings: the other train wordings the corpus gives (`rephrasings`), then wrapper
+templates. The rag_lora arm is trained as RAFT (Zhang et al., 2024): the retriever's passages
+for the question, with the gold passage (the source chunk holding the answer) kept among the
+distractors in `raft_gold_fraction` of knowledge examples and left out in the rest, and the
+answer trained either way, so the adapter learns to use context and to answer past a bad
+retrieval. The variant "abstain_without_gold" teaches the abstention phrase when the gold
+passage is missing instead. Only train rows come in; a rephrasing that matches a test input is
 dropped, so train and test never share an input.
 
+Validation selects checkpoints on what training should generalise to: held-out rephrasings
+of trained facts (the fact is trained, one wording is not) and held-out rows of the other
+families, never facts the adapter never saw.
+
 Example:
-    >>> row = SupervisedRow("k1", "knowledge", "What does the K2 cost?", None, "$249", ("k2",), ("$249",))
+    >>> row = SupervisedRow("k1", "knowledge", "What does the K2 cost?", None, "$249", ("k2",), ("$249",),
+    ...                     rephrasings=("What is the price of the K2?",))
     >>> [e.variant for e in closed_book_examples([row], paraphrases=1, seed=0, abstention_phrase="?")]
-    ['original', 'paraphrase']
+    ['original', 'rephrasing', 'paraphrase']
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import hashlib
 import json
 import random
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from service.prompts import build_messages
@@ -35,6 +44,7 @@ PARAPHRASE_TEMPLATES = (
     "Could you check something for me? {q}",
     "Help me out: {q}",
 )
+REWORDED = ("rephrasing", "paraphrase")  # variants that restate a trained question: validation material
 
 
 @dataclass(frozen=True)
@@ -48,14 +58,16 @@ class SupervisedRow:
     target: str  # the assistant reply to learn
     source_docs: tuple[str, ...] = ()
     answers: tuple[str, ...] = ()  # locate the gold passage for rag_lora examples
+    rephrasings: tuple[str, ...] = ()  # other train wordings of the same question, from the corpus
 
 
 @dataclass(frozen=True)
 class TrainingExample:
-    row_id: str  # validation is split by row, so a row's paraphrases never straddle train and validation
+    row_id: str
     messages: list[dict[str, str]] = field(hash=False)
     target: str = ""
-    variant: str = "original"  # original, paraphrase, gold, no-gold, retrieved, document
+    variant: str = "original"  # original, rephrasing, paraphrase, gold, no-gold, retrieved
+    family: str = ""
 
 
 def normalise_text(text: str) -> str:
@@ -76,20 +88,23 @@ def closed_book_examples(
     abstention_phrase: str,
     forbidden_inputs: set[str] = frozenset(),
 ) -> list[TrainingExample]:
-    """Examples in the lora arm's prompt: question (with instruction) -> target, plus paraphrases of knowledge rows."""
+    """Examples in the lora arm's prompt: question (with instruction) -> target; knowledge rows also in the
+    corpus's other train wordings and in `paraphrases` wrapper templates."""
     forbidden = {normalise_text(t) for t in forbidden_inputs}
     out = []
     for row in rows:
         questions = [(row.question, "original")]
-        if row.family == "knowledge" and paraphrases:
-            rng = random.Random(f"{seed}:paraphrase:{row.row_id}")
-            for template in rng.sample(PARAPHRASE_TEMPLATES, min(paraphrases, len(PARAPHRASE_TEMPLATES))):
-                questions.append((paraphrase(row.question, template), "paraphrase"))
+        if row.family == "knowledge":
+            questions += [(q, "rephrasing") for q in row.rephrasings]
+            if paraphrases:
+                rng = random.Random(f"{seed}:paraphrase:{row.row_id}")
+                for template in rng.sample(PARAPHRASE_TEMPLATES, min(paraphrases, len(PARAPHRASE_TEMPLATES))):
+                    questions.append((paraphrase(row.question, template), "paraphrase"))
         for question, variant in questions:
-            if variant == "paraphrase" and normalise_text(question) in forbidden:
+            if variant != "original" and normalise_text(question) in forbidden:
                 continue  # would put a test input into training
             messages = build_messages(question, instruction=row.instruction, abstention_phrase=abstention_phrase)
-            out.append(TrainingExample(row.row_id, messages, row.target, variant))
+            out.append(TrainingExample(row.row_id, messages, row.target, variant, row.family))
     return out
 
 
@@ -108,11 +123,12 @@ def retrieval_examples(
     retriever: Retriever,
     *,
     top_k: int,
-    no_gold_fraction: float,
+    gold_fraction: float,
+    recipe: str,
     seed: int,
     abstention_phrase: str,
 ) -> list[TrainingExample]:
-    """Examples in the rag arm's prompt, RAFT-style (see the module docstring)."""
+    """Examples in the rag arm's prompt: RAFT, or its "abstain_without_gold" variant (see the module docstring)."""
     pools = retriever.search([r.question for r in rows], top_k * 3)
     out = []
     for row, pool in zip(rows, pools, strict=True):
@@ -122,16 +138,18 @@ def retrieval_examples(
         gold = _gold_passage(row, retriever) if row.family == "knowledge" and row.source_docs else None
         if gold is not None:
             distractors = [p for p in pool if p.doc_id not in row.source_docs]
-            if rng.random() < no_gold_fraction:
-                passages, target, variant = distractors[:top_k], abstention_phrase, "no-gold"
-            else:
+            if rng.random() < gold_fraction:
                 passages = [gold, *distractors[: top_k - 1]]
                 rng.shuffle(passages)
                 variant = "gold"
+            else:
+                passages, variant = distractors[:top_k], "no-gold"
+                if recipe == "abstain_without_gold":
+                    target = abstention_phrase
         messages = build_messages(
             row.question, instruction=row.instruction, passages=passages, abstention_phrase=abstention_phrase
         )
-        out.append(TrainingExample(row.row_id, messages, target, variant))
+        out.append(TrainingExample(row.row_id, messages, target, variant, row.family))
     return out
 
 
@@ -160,7 +178,8 @@ def retrieval_for(
         rows,
         retriever,
         top_k=settings.retrieval.top_k,
-        no_gold_fraction=settings.lora.raft_no_gold_fraction,
+        gold_fraction=settings.lora.raft_gold_fraction,
+        recipe=settings.lora.raft_recipe,
         seed=g.seed,
         abstention_phrase=g.abstention_phrase,
     )
@@ -169,21 +188,33 @@ def retrieval_for(
 def split_validation(
     examples: list[TrainingExample], fraction: float, seed: int, max_examples: int | None = None
 ) -> tuple[list[TrainingExample], list[TrainingExample]]:
-    """Hold out a seeded share of rows (all of a row's examples on the same side), at most `max_examples`."""
+    """Hold out, for a seeded share of rows: one rewording when the row has one (its fact stays trained),
+    else the whole row (behaviour and abstention rows). At most `max_examples` are held out."""
     row_ids = sorted({e.row_id for e in examples})
     if fraction <= 0 or len(row_ids) < 2:
         return examples, []
-    per_row: dict[str, int] = {}
-    for e in examples:
-        per_row[e.row_id] = per_row.get(e.row_id, 0) + 1
-    candidates = random.Random(f"{seed}:validation").sample(row_ids, max(1, round(len(row_ids) * fraction)))
-    held, count = set(), 0
-    for row_id in candidates:
-        if max_examples is not None and held and count + per_row[row_id] > max_examples:
+    by_row: dict[str, list[int]] = {}
+    for i, e in enumerate(examples):
+        by_row.setdefault(e.row_id, []).append(i)
+    rng = random.Random(f"{seed}:validation")
+    held: set[int] = set()
+    rows_left = Counter(examples[members[0]].family for members in by_row.values())
+    wanted, chosen = max(1, round(len(row_ids) * fraction)), 0
+    for row_id in rng.sample(row_ids, len(row_ids)):  # a seeded order; the first `wanted` eligible rows
+        if chosen == wanted:
             break
-        held.add(row_id)
-        count += per_row[row_id]
-    return [e for e in examples if e.row_id not in held], [e for e in examples if e.row_id in held]
+        members = by_row[row_id]
+        reworded = [i for i in members if examples[i].variant in REWORDED]
+        take = [reworded[0]] if reworded else members
+        family = examples[members[0]].family
+        if not reworded and rows_left[family] <= 1:
+            continue  # never hold out a family's last row: the adapter would not learn that family at all
+        if max_examples is not None and held and len(held) + len(take) > max_examples:
+            break
+        held.update(take)
+        chosen += 1
+        rows_left[family] -= 0 if reworded else 1
+    return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]
 
 
 def data_hash(examples: list[TrainingExample]) -> str:

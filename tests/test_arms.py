@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from service.adapters import AdapterManifest, AdapterMismatch, ArtifactMissing, artifact_dir
+from service.adapters import AdapterManifest, AdapterMismatch, ArtifactMissing
 from service.arms import ARMS, Query, UnknownArm, answer, compare, parse_arm, parse_arms
+from service.kinds import KINDS
 from service.prompts import Example
 from service.runtime import Runtime
 
@@ -70,7 +71,7 @@ def _save_lora(runtime, kind, base_model, nonzero):
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:
                 p.data.normal_(0, 1.0)
-    folder = artifact_dir(runtime.settings, runtime.corpus, kind)
+    folder = runtime.artifact_folder(KINDS[kind])  # the adapter that answers questions
     peft_model.save_pretrained(folder)
     gen.model = peft_model.unload()  # back to the plain base model
     AdapterManifest(kind=kind, corpus=runtime.corpus.name, created_at="2026-01-01T00:00:00+00:00",

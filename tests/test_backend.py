@@ -72,7 +72,7 @@ def test_a_lora_arm_the_backend_does_not_serve_is_an_error_naming_the_module(set
     pipeline.train_artifacts(settings, pipeline.open_runtime(settings, full_corpus), [KINDS["lora"]])
     client = TestClient(create_app(remote(settings, upstream), full_corpus))
     r = client.post("/v1/query", json={"question": "What does the Kestrel K2 cost?", "arms": ["lora"]})
-    name = module_name(full_corpus, "lora")
+    name = module_name(full_corpus, "lora", "questions")  # a question goes to the questions adapter
     assert r.status_code == 409 and f"--lora-modules {name}=" in r.json()["detail"]  # never the base model instead
     with pytest.raises(BackendError, match="does not serve"):
         answer(ARMS["lora"], Runtime(remote(settings, upstream), full_corpus), [QUESTIONS[0]])
@@ -96,8 +96,7 @@ def test_vllm_args_name_one_module_per_trained_adapter(settings, full_corpus):
     assert args[args.index("--max-lora-rank") + 1] == str(settings.lora.rank)
     modules = args[args.index("--lora-modules") + 1 :]
     assert [m.split("=")[0] for m in modules] == [
-        module_name(full_corpus, "lora"),
-        module_name(full_corpus, "rag_lora"),
+        module_name(full_corpus, kind, group) for kind in ("lora", "rag_lora") for group in ("behaviour", "questions")
     ]
     assert all((settings.artifact_dir / "adapters").resolve().as_posix() in m for m in modules)
 

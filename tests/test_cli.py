@@ -65,8 +65,9 @@ def test_real_get_settings_reads_env(monkeypatch):
 def test_train_then_reuse_then_refuse_untrainable(run, full_corpus):
     first = run("train", "--corpus", full_corpus, "--arm", "lora")
     assert first.exit_code == 0, first.output
-    assert first.stdout.startswith("trained lora:") and "tokens" in first.stdout
+    assert first.stdout.startswith("trained lora/questions:") and "tokens" in first.stdout
+    assert "trained lora/behaviour:" in first.stdout and "epochs: behaviour 2.0" in first.stdout
     second = run("train", "--corpus", full_corpus, "--arm", "lora")
-    assert second.stdout.startswith("reused lora:")
+    assert second.stdout.startswith("reused lora/questions:")
     bad = run("train", "--corpus", full_corpus, "--arm", "base")
     assert bad.exit_code == 2 and "nothing to train" in bad.output

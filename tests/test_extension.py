@@ -113,11 +113,12 @@ def test_a_family_is_one_entry_and_its_metric_module(toy_family, run_cli, full_c
 def test_train_force_retrains_an_identical_artifact(run_cli, full_corpus):
     _, run = run_cli
     first = run("train", "--corpus", full_corpus, "--arm", "lora")
-    assert first.exit_code == 0 and first.stdout.startswith("trained lora"), first.output
+    assert first.exit_code == 0 and first.stdout.startswith("trained lora/"), first.output
     again = run("train", "--corpus", full_corpus, "--arm", "lora")
-    assert again.stdout.startswith("reused lora")
+    assert again.stdout.startswith("reused lora/") and "trained" not in again.stdout
     forced = run("train", "--corpus", full_corpus, "--arm", "lora", "--force")
-    assert forced.exit_code == 0 and forced.stdout.startswith("trained lora"), forced.output
+    assert forced.exit_code == 0 and forced.stdout.startswith("trained lora/"), forced.output
+    assert "reused" not in forced.stdout
 
 
 def test_fewshot_without_tasks_says_what_to_add(run_cli, tmp_path):

@@ -34,10 +34,16 @@ def inputs(settings, corpus):
     return supervised_rows(rows, settings.generation.abstention_phrase), held_out_inputs(rows)
 
 
-def train(settings, corpus, kind, **kw):
+def train_all(settings, corpus, kind, **kw):
     """Through the pipeline, as the CLI, the job worker and the runner train (it indexes for rag_lora)."""
     runtime = pipeline.open_runtime(settings, corpus)
-    return pipeline.train_artifacts(settings, runtime, [KINDS[kind]], **kw)[kind]
+    return {r.group: r for r in pipeline.train_artifacts(settings, runtime, [KINDS[kind]], **kw)[kind]}
+
+
+def train(settings, corpus, kind, **kw):
+    """The artifact that answers questions (knowledge and abstention rows; scratch has one for every row)."""
+    results = train_all(settings, corpus, kind, **kw)
+    return results.get("questions", results.get(None))
 
 
 @pytest.fixture
@@ -53,9 +59,9 @@ def test_only_the_reply_and_its_end_token_are_learnt(generator):
     assert t.labels[-len(reply) :] == reply and t.input_ids[-len(reply) :] == reply
     assert set(t.labels[: -len(reply)]) == {-100}
     prompt = generator.tokenizer(generator.render(ex.messages), add_special_tokens=False)["input_ids"]
-    assert t.input_ids[: -len(reply)] == prompt
+    assert t.input_ids[: -len(reply)] == prompt and not t.truncated and t.loss_tokens == len(reply)
     short = tokenize_example(generator, ex, max_tokens=6)  # the prompt loses tokens from the left, the reply stays
-    assert len(short.input_ids) == 6 and short.labels[-len(reply) :] == reply
+    assert len(short.input_ids) == 6 and short.labels[-len(reply) :] == reply and short.truncated
 
 
 def test_stream_stops_at_the_token_budget_and_is_seeded():
@@ -76,7 +82,10 @@ def test_lora_trains_records_its_cost_is_reused_and_loads_in_the_arm(settings, t
         assert m[key] is not None, key
     assert m["base_model"] == generator.model_id and m["tokens_processed"] > 0
     assert m["examples"]["by_variant"]["paraphrase"] == 2  # one per knowledge train row
-    assert seen and seen[-1].step == m["steps"] and seen[-1].tokens_seen == m["tokens_processed"]
+    assert m["group"] == "questions" and set(m["training"]["families"]) == {"knowledge", "abstention", "documents"}
+    assert m["loss_curve"]["train"] and not m["training"]["undertrained"]
+    mine = [p for p in seen if p.kind == "lora/questions"]
+    assert mine and mine[-1].step == m["steps"] and mine[-1].tokens_seen == m["tokens_processed"]
 
     again = train(settings, train_corpus, "lora")
     assert again.reused and again.manifest.fingerprint == m["fingerprint"]
@@ -86,7 +95,7 @@ def test_lora_trains_records_its_cost_is_reused_and_loads_in_the_arm(settings, t
     runtime = Runtime(changed, train_corpus)
     queries = [Query("what does the kestrel k2 cost ?")]
     with runtime.generator_for(ARMS["lora"]) as gen:
-        adapted = gen.model.peft_config["lora"].r
+        adapted = gen.model.peft_config["lora-questions"].r
         assert adapted == 2
     assert answer(ARMS["lora"], runtime, queries)[0].arm == "lora"
 
@@ -96,7 +105,7 @@ def test_an_adapter_for_other_weights_is_refused(settings, train_corpus, tiny_mo
     from tests import tiny
 
     other = tiny.build_generator(tmp_path / "other-weights", seed=1)  # same name and shape, different weights
-    folder = artifact_dir(settings, train_corpus, "lora")
+    folder = artifact_dir(settings, train_corpus, "lora", "questions")
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["base_model"] = str(other)
     (folder / "manifest.json").write_text(json.dumps(manifest))
@@ -162,3 +171,54 @@ def test_a_one_step_run_still_trains(settings, corpus):
     assert result.manifest.steps == 1
     with Runtime(settings, corpus).generator_for(ARMS["rag_lora"]):  # AdapterMismatch if it changed nothing
         pass
+
+
+def test_per_family_and_joint_scopes_train_and_load(settings, train_corpus):
+    per_family = train_all(settings, train_corpus, "lora")
+    assert set(per_family) == {"questions", "behaviour"}
+    behaviour = per_family["behaviour"].manifest
+    assert set(behaviour.training["families"]) == {"behaviour"}  # no documents: knowledge injection is for facts
+    assert behaviour.training["families"]["behaviour"]["epochs_reached"] >= 2
+    runtime = Runtime(settings, train_corpus)
+    label = answer(ARMS["lora"], runtime, [Query("the k2 router is broken", "Answer yes or no.", "behaviour", "behaviour")])
+    question = answer(ARMS["lora"], runtime, [Query("what does the kestrel k2 cost ?")])
+    assert label[0].arm == question[0].arm == "lora"
+    with runtime.generator_for(ARMS["lora"], "behaviour") as gen:
+        assert {"lora-questions", "lora-behaviour"} <= set(gen.model.peft_config)
+
+    joint = settings.model_copy(update={"lora": settings.lora.model_copy(update={"scope": "joint"})})
+    only = train_all(joint, train_corpus, "lora")
+    assert set(only) == {None}
+    assert set(only[None].manifest.training["families"]) >= {"knowledge", "behaviour", "abstention"}
+    assert answer(ARMS["lora"], Runtime(joint, train_corpus), [Query("what ?", adapter_group="behaviour")])
+
+
+def test_an_undertrained_adapter_is_flagged(settings, train_corpus):
+    capped = settings.model_copy(update={"lora": settings.lora.model_copy(update={"max_loss_tokens": 3})})
+    m = train(capped, train_corpus, "lora").manifest
+    assert m.training["undertrained"] and m.training["loss_tokens_for_configured_epochs"] > 3
+    assert min(v["epochs_reached"] for f, v in m.training["families"].items() if f != "documents") < 1
+
+
+def test_a_run_refuses_to_cut_the_system_message_off_its_examples(settings, train_corpus):
+    short = settings.model_copy(update={"lora": settings.lora.model_copy(update={"max_seq_tokens": 40})})
+    with pytest.raises(TrainingDataError, match="lose their system message"):
+        train(short, train_corpus, "rag_lora")
+
+
+def test_document_text_training_lowers_loss_on_a_document_sentence(settings, train_corpus, generator):
+    sentence = "The Kestrel K4 router costs $199. Its firmware version is 1.2.3."
+    enc = generator.tokenizer(sentence, return_tensors="pt")
+
+    def loss(model) -> float:
+        with torch.no_grad():
+            return float(model(**enc, labels=enc["input_ids"]).loss)
+
+    before = loss(generator.model)
+    lr = settings.lora.model_copy(update={"epochs": 1, "document_epochs": 8, "learning_rate": 5e-3, "paraphrases": 0})
+    result = train(settings.model_copy(update={"lora": lr}), train_corpus, "lora")
+    assert result.manifest.training["families"]["documents"]["epochs_reached"] >= 8
+    from peft import PeftModel
+
+    adapted = PeftModel.from_pretrained(generator.model, str(result.folder))
+    assert loss(adapted) < before

@@ -37,15 +37,30 @@ def test_a_paraphrase_equal_to_a_test_input_is_dropped():
     assert all(e.messages[-1]["content"] != test_input for e in kept)
 
 
-def test_validation_split_keeps_each_rows_examples_together_and_is_seeded():
+def test_validation_holds_out_rewordings_of_trained_facts_and_whole_rows_elsewhere():
     examples = closed_book_examples(rows(10), paraphrases=1, seed=0, abstention_phrase=PHRASE)
     train, val = split_validation(examples, 0.2, seed=3)
-    assert {e.row_id for e in train}.isdisjoint({e.row_id for e in val})
-    assert len({e.row_id for e in val}) == 2 and len(train) + len(val) == len(examples)
-    assert split_validation(examples, 0.2, seed=3) == (train, val)
-    capped_train, capped_val = split_validation(examples, 0.5, seed=3, max_examples=4)
-    assert len(capped_val) == 4 and len(capped_train) == 16  # rows not needed for validation are trained on
+    assert len(val) == 2 and all(e.variant == "paraphrase" for e in val)  # one rewording of each held-out row...
+    trained_rows = {e.row_id for e in train if e.variant == "original"}
+    assert {e.row_id for e in val} <= trained_rows  # ...whose fact is still trained: never an unseen fact
+    assert split_validation(examples, 0.2, seed=3) == (train, val) and len(train) + len(val) == len(examples)
     assert data_hash(train) != data_hash(val)
+    behaviour = [SupervisedRow(f"b{i}", "behaviour", f"ticket {i}", "Label it.", "refund") for i in range(10)]
+    b_train, b_val = split_validation(closed_book_examples(behaviour, paraphrases=1, seed=0, abstention_phrase=PHRASE),
+                                      0.2, seed=3)  # fmt: skip
+    assert len(b_val) == 2 and {e.row_id for e in b_val}.isdisjoint({e.row_id for e in b_train})  # held-out rows
+    _, capped = split_validation(examples, 0.5, seed=3, max_examples=3)
+    assert len(capped) == 3
+
+
+def test_corpus_rephrasings_are_trained_and_test_inputs_never_are():
+    row = SupervisedRow("k1", "knowledge", "What does the K1 cost?", None, "$1", rephrasings=(
+        "What is the price of the K1?", "How much is a K1?"))  # fmt: skip
+    examples = closed_book_examples([row], paraphrases=0, seed=0, abstention_phrase=PHRASE,
+                                    forbidden_inputs={"How much is a K1?"})  # fmt: skip
+    assert [(e.variant, e.messages[-1]["content"]) for e in examples] == [
+        ("original", "What does the K1 cost?"), ("rephrasing", "What is the price of the K1?")]  # fmt: skip
+    assert all(e.family == "knowledge" for e in examples)
 
 
 @pytest.fixture
@@ -57,19 +72,30 @@ def retriever(settings, corpus):
     return runtime.retriever()
 
 
-@pytest.mark.parametrize("no_gold", [0.0, 1.0])
-def test_raft_examples_mix_gold_with_distractors_or_teach_abstention(retriever, no_gold):
+@pytest.mark.parametrize(("gold_fraction", "recipe"), [(1.0, "raft"), (0.0, "raft"), (0.0, "abstain_without_gold")])
+def test_raft_keeps_the_gold_passage_at_its_rate_and_trains_the_answer_either_way(retriever, gold_fraction, recipe):
     row = SupervisedRow("k1", "knowledge", "What does the Kestrel K2 cost?", None, "$249", ("kestrel-k2",), ("$249",))
     abstain = SupervisedRow("a1", "abstention", "What does the Kestrel K9 cost?", None, PHRASE)
     gold, none = retrieval_examples(
-        [row, abstain], retriever, top_k=2, no_gold_fraction=no_gold, seed=0, abstention_phrase=PHRASE
-    )
+        [row, abstain], retriever, top_k=2, gold_fraction=gold_fraction, recipe=recipe, seed=0,
+        abstention_phrase=PHRASE,
+    )  # fmt: skip
     system = gold.messages[0]["content"]
     assert "Answer using only the passages below" in system
     assert system.count("\n[") == 2  # top_k passages either way
-    if no_gold == 0.0:
+    if gold_fraction == 1.0:
         assert gold.variant == "gold" and "[kestrel-k2]" in system and "costs $249" in system
-        assert gold.target == "$249"
     else:
-        assert gold.variant == "no-gold" and "[kestrel-k2]" not in system and gold.target == PHRASE
+        assert gold.variant == "no-gold" and "[kestrel-k2]" not in system
+    # RAFT as published trains the answer with or without the gold passage; the variant teaches abstention
+    assert gold.target == (PHRASE if recipe == "abstain_without_gold" and gold_fraction == 0.0 else "$249")
     assert none.variant == "retrieved" and none.target == PHRASE
+
+
+def test_raft_gold_rate_over_many_rows(retriever):
+    rows_ = [SupervisedRow(f"k{i}", "knowledge", f"What does the Kestrel K2 cost ({i})?", None, "$249",
+                           ("kestrel-k2",), ("$249",)) for i in range(200)]  # fmt: skip
+    made = retrieval_examples(rows_, retriever, top_k=2, gold_fraction=0.8, recipe="raft", seed=0,
+                              abstention_phrase=PHRASE)  # fmt: skip
+    share = sum(e.variant == "gold" for e in made) / len(made)
+    assert 0.72 <= share <= 0.88 and all(e.target == "$249" for e in made)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from service import adapters
 from service.api.deps import CoalescerDep, RuntimeDep, SettingsDep, TelemetryDep, errors, hide_paths
 from service.arms import ARMS, Query, UnknownArm, parse_arm, prompts_for
+from service.kinds import KINDS
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=errors(404, 409, 429, 503))
 
@@ -57,7 +58,7 @@ def ready_arms(runtime) -> list[str]:
     for arm in ARMS.values():
         if arm.retrieve and not index_ready:
             continue
-        if arm.adapter and adapters.stored_manifest(adapters.artifact_dir(runtime.settings, runtime.corpus, arm.adapter)) is None:
+        if arm.adapter and adapters.stored_manifest(runtime.artifact_folder(KINDS[arm.adapter])) is None:
             continue
         ready.append(arm.name)
     return ready
