@@ -31,8 +31,30 @@ class Generation:
     batch_size: int
 
 
+def plan_batches(lengths: list[int], settings: GenerationSettings, max_spread: int | None = None) -> list[list[int]]:
+    """Prompt indices grouped by length, at most `batch_size` prompts and `max_batch_tokens` padded tokens each,
+    and, given `max_spread`, at most that many tokens between a batch's shortest and longest prompt.
+
+    The grouping depends only on the prompts of one call, so a call repeated with the same prompts in the same
+    order (an eval batch, fixed by row order) forms the same batches and gets the same answers."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        if batches:
+            current = batches[-1]
+            rows = len(current) + 1
+            spread_ok = max_spread is None or lengths[i] - lengths[current[0]] <= max_spread
+            if rows <= settings.batch_size and rows * lengths[i] <= settings.max_batch_tokens and spread_ok:
+                current.append(i)
+                continue
+        batches.append([i])
+    return batches
+
+
 class Generator:
     """A causal LM and its tokenizer, ready to answer chat prompts in batches."""
+
+    engine = "transformers"  # which engine answered, recorded with a run's results
 
     def __init__(self, model, tokenizer, model_id: str, settings: GenerationSettings):
         self.model = model
@@ -104,17 +126,7 @@ class Generator:
         """Indices grouped by length, at most `batch_size` prompts and `max_batch_tokens` padded tokens each."""
         limit = self.settings.max_prompt_tokens
         lengths = [min(len(self.tokenizer(t, add_special_tokens=False)["input_ids"]), limit) for t in texts]
-        order = sorted(range(len(texts)), key=lambda i: lengths[i])
-        batches: list[list[int]] = []
-        for i in order:
-            if batches:
-                current = batches[-1]
-                rows = len(current) + 1
-                if rows <= self.settings.batch_size and rows * lengths[i] <= self.settings.max_batch_tokens:
-                    current.append(i)
-                    continue
-            batches.append([i])
-        return batches
+        return plan_batches(lengths, self.settings)
 
     @torch.inference_mode()
     def generate(self, prompts: list[Messages], max_new_tokens: int | None = None) -> list[Generation]:

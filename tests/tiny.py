@@ -137,3 +137,36 @@ def build_embedder(folder: Path, seed: int = 0) -> Path:
     encoder = Transformer(str(raw), max_seq_length=128)
     SentenceTransformer(modules=[encoder, Pooling(16, "mean")], device="cpu").save(str(folder))
     return folder
+
+
+def build_lora(folder: Path, generator_folder: Path, seed: int = 0) -> Path:
+    """A LoRA adapter for the tiny generator with random (not zero) B matrices, so it changes answers."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(generator_folder, dtype=torch.float32)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(folder)
+    return folder
+
+
+def build_lora_below_int8_step(folder: Path, generator_folder: Path) -> Path:
+    """A rank-1 LoRA that moves one q_proj weight a tenth of its int8 step towards the middle of its rounding bin:
+    a real change in float32 that per-row int8 quantisation (step = row max / 127) rounds away."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(generator_folder, dtype=torch.float32)
+    row = model.model.layers[0].self_attn.q_proj.weight[0].detach()
+    amax = row.abs().max()
+    col = int((row.abs() < amax).nonzero()[0])  # any weight but the row's largest, which sets the scale
+    q = row[col] * 127 / amax
+    delta = -0.1 * (amax / 127) * torch.sign(q - torch.round(q))
+    peft_model = get_peft_model(model, LoraConfig(r=1, lora_alpha=1, target_modules=["q_proj"]))
+    layer = peft_model.base_model.model.model.layers[0].self_attn.q_proj
+    with torch.no_grad():
+        layer.lora_A["default"].weight.zero_()[0, col] = 1.0
+        layer.lora_B["default"].weight.zero_()[0, 0] = delta
+    peft_model.save_pretrained(folder)
+    return folder

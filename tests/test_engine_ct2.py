@@ -1,0 +1,174 @@
+import logging
+import sys
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from service import adapters, engine_ct2, models
+from service.generation import Generator, plan_batches
+from service.settings import GenerationSettings, ModelSettings
+from tests import tiny
+
+pytest.importorskip("ctranslate2")
+
+PROMPTS = [
+    [{"role": "user", "content": "what is the price ?"}],
+    [
+        {"role": "system", "content": "answer the question"},
+        {"role": "user", "content": "how much does the kestrel k2 cost ?"},
+    ],
+    [{"role": "user", "content": "yes"}],
+    [{"role": "user", "content": "when was the firmware version released ?"}],
+    [{"role": "user", "content": " ".join(["the kestrel k4 router costs $199 and weighs grams ."] * 12) + " price ?"}],
+]
+
+
+def _ct2_settings(settings, compute_type="float32", **generation):
+    models_ = settings.models.model_copy(update={"engine": "ctranslate2", "compute_type": compute_type})
+    return settings.model_copy(
+        update={"models": models_, "generation": settings.generation.model_copy(update=generation)}
+    )
+
+
+def _base(settings) -> Generator:
+    model, tokenizer, model_id = models.load_generator(settings.models, settings.artifact_dir)
+    return Generator(model, tokenizer, model_id, settings.generation)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    engine_ct2._MODELS.clear()
+    yield
+    engine_ct2._MODELS.clear()
+
+
+def test_converted_base_answers_like_transformers_and_records_agreement(settings):
+    s = _ct2_settings(settings, max_prompt_tokens=64)  # the last prompt is longer: both engines cut it on the left
+    base = _base(s)
+    gen = engine_ct2.generator(s, base, None)
+    expected, got = base.generate(PROMPTS), gen.generate(PROMPTS)
+    assert [g.text for g in got] == [g.text for g in expected]
+    assert [g.prompt_tokens for g in got] == [g.prompt_tokens for g in expected]
+    assert got[-1].prompt_tokens == 64
+    assert [g.generated_tokens for g in got] == [g.generated_tokens for g in expected]
+    assert gen.render(PROMPTS[0]) == base.render(PROMPTS[0]) and gen.engine == "ctranslate2-float32"
+    manifest = gen.conversion
+    assert manifest["agreement"]["rate"] == 1.0 and manifest["compute_type"] == "float32"
+    assert gen.folder.is_relative_to(s.artifact_dir / "ct2")
+    assert engine_ct2.generator(s, base, None).model is gen.model  # loaded once per process
+    engine_ct2._MODELS.clear()
+    stamp = (gen.folder / "model.bin").stat().st_mtime_ns
+    assert engine_ct2.generator(s, base, None).folder == gen.folder  # converted once: reloaded, not rebuilt
+    assert (gen.folder / "model.bin").stat().st_mtime_ns == stamp
+
+
+def test_merged_adapter_answers_like_transformers_with_the_adapter(settings, tmp_path):
+    s = _ct2_settings(settings)
+    lora = tiny.build_lora(tmp_path / "corpus-x" / "lora", settings.models.generator)
+    base = _base(s)
+    converted_base = engine_ct2.generator(s, base, None)
+    converted = engine_ct2.generator(s, base, lora)
+    with_adapter = Generator(
+        adapters.attach_lora(_base(s).model, base.tokenizer, lora, "lora"), base.tokenizer, base.model_id,
+        s.generation,
+    )  # fmt: skip
+    assert [g.text for g in converted.generate(PROMPTS)] == [g.text for g in with_adapter.generate(PROMPTS)]
+    assert not np.array_equal(converted.probe_logits(), converted_base.probe_logits())
+    assert converted.folder != converted_base.folder and converted.folder.name.startswith("corpus-x-lora-float32-")
+    agreement = converted.conversion["agreement"]
+    assert agreement["rate"] == 1.0 and agreement["reference"] == "transformers float32 with the adapter"
+    assert converted.conversion["adapter"] == str(lora)
+
+
+def test_adapter_erased_by_int8_conversion_is_an_error(settings, tmp_path):
+    lora = tiny.build_lora_below_int8_step(tmp_path / "faint", settings.models.generator)
+    base = _base(settings)
+    adapters.attach_lora(_base(settings).model, base.tokenizer, lora, "faint")  # changes float32 logits: no error
+    engine_ct2.generator(_ct2_settings(settings, "float32"), base, lora)  # float32 keeps it
+    s = _ct2_settings(settings, "int8")
+    with pytest.raises(adapters.AdapterMismatch, match="erased the fine-tune.*COMPUTE_TYPE=float32"):
+        engine_ct2.generator(s, base, lora)
+    assert not any(p.name.startswith("faint") for p in (s.artifact_dir / "ct2").iterdir())  # nothing half-done kept
+
+
+def test_untrained_adapter_is_an_error_before_any_conversion(settings, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    folder = tmp_path / "untrained"
+    get_peft_model(_base(settings).model, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(folder)
+    with pytest.raises(adapters.AdapterMismatch, match="does not change the model's output"):
+        engine_ct2.generator(_ct2_settings(settings), _base(settings), folder)
+
+
+def test_whole_model_trained_with_the_base_tokenizer_converts_as_is(settings, tmp_path):
+    s = _ct2_settings(settings)
+    scratch = tiny.build_generator(tmp_path / "corpus-x" / "scratch", seed=1)  # other weights, same tokenizer
+    base = _base(s)
+    model, _, _ = models.load_generator(s.models.model_copy(update={"generator": str(scratch)}), s.artifact_dir)
+    expected = Generator(model, base.tokenizer, str(scratch), s.generation).generate(PROMPTS)
+    converted = engine_ct2.generator(s, base, scratch)
+    assert [g.text for g in converted.generate(PROMPTS)] == [g.text for g in expected]
+    assert [g.text for g in converted.generate(PROMPTS)] != [g.text for g in base.generate(PROMPTS)]
+    assert converted.conversion["agreement"]["reference"] == "transformers float32"
+
+
+def test_ct2_batches_keep_prompt_lengths_within_the_answer_length():
+    lengths = [100, 382, 104, 130, 97]
+    assert plan_batches(lengths, GenerationSettings(batch_size=8), max_spread=8) == [[4, 0, 2], [3], [1]]
+    assert plan_batches(lengths, GenerationSettings(batch_size=8)) == [[4, 0, 2, 3, 1]]  # transformers pads instead
+
+
+def test_stream_yields_the_answer_generate_gives(settings):
+    s = _ct2_settings(settings, max_new_tokens=12)
+    gen = engine_ct2.generator(s, _base(s), None)
+    for prompt in PROMPTS[:3]:
+        done = {}
+        pieces = list(gen.stream(prompt, on_done=lambda g: done.update(g=g)))  # noqa: B023 - consumed at once
+        [alone] = gen.generate([prompt])
+        assert "".join(pieces).strip() == alone.text == done["g"].text
+        assert (done["g"].prompt_tokens, done["g"].generated_tokens) == (alone.prompt_tokens, alone.generated_tokens)
+
+
+def test_stream_ends_at_the_next_token_when_the_reader_goes_away(settings):
+    import threading
+
+    s = _ct2_settings(settings, max_new_tokens=12)
+    gen = engine_ct2.generator(s, _base(s), None)
+    [full] = gen.generate(PROMPTS[:1])
+    stop, done = threading.Event(), {}
+    stop.set()
+    list(gen.stream(PROMPTS[0], stop=stop, on_done=lambda g: done.update(g=g)))
+    assert full.generated_tokens > 1 and done["g"].generated_tokens == 1
+
+
+@pytest.mark.parametrize("compute_type", ["float32", "int8"])
+def test_eval_batches_are_fixed_by_the_call_so_reruns_give_the_same_answers(settings, compute_type):
+    s = _ct2_settings(settings, compute_type, batch_size=3)
+    gen = engine_ct2.generator(s, _base(s), None)
+    first = [g.text for g in gen.generate(PROMPTS)]
+    gen.generate(list(reversed(PROMPTS[:2])))  # another call in between leaves no state behind
+    engine_ct2._MODELS.clear()
+    again = engine_ct2.generator(s, _base(s), None)  # a rerun in a new process loads the stored conversion
+    assert again.model is not gen.model and [g.text for g in again.generate(PROMPTS)] == first
+    alone = engine_ct2.generator(_ct2_settings(settings, compute_type, batch_size=1), _base(s), None).generate(PROMPTS)
+    assert {g.batch_size for g in alone} == {1} and max(g.batch_size for g in gen.generate(PROMPTS)) == 3
+    if compute_type == "float32":  # float32 does not depend on the batch at all: batched equals one at a time
+        assert [g.text for g in alone] == first
+
+
+def test_engine_selection_and_fallback_without_ctranslate2(settings, monkeypatch, caplog):
+    assert engine_ct2.selected(ModelSettings()) == "ctranslate2"  # the default
+    assert engine_ct2.selected(ModelSettings(engine="transformers")) == "transformers"
+    monkeypatch.setitem(sys.modules, "ctranslate2", None)  # `import ctranslate2` now raises ImportError
+    with caplog.at_level(logging.WARNING, logger="service.engine_ct2"):
+        assert engine_ct2.selected(_ct2_settings(settings).models) == "transformers"
+    assert "not installed: answering with transformers" in caplog.text
+    with pytest.raises(engine_ct2.EngineUnavailable, match="pip install ctranslate2"):
+        engine_ct2.generator(_ct2_settings(settings), _base(settings), None)
+
+
+def test_float16_needs_cuda():
+    with pytest.raises(ValidationError, match="float16.*needs a CUDA device"):
+        ModelSettings(engine="ctranslate2", compute_type="float16", device="cpu")
+    assert ModelSettings(engine="ctranslate2", compute_type="float16", device="cuda:1").compute_type == "float16"
