@@ -77,9 +77,11 @@ def train_artifacts(
     progress: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     show_bar: bool = False,
+    groups: set[str] | None = None,
 ) -> dict[str, list[TrainResult]]:
     """Train (or reuse) each kind's artifacts from the corpus's train split: one per adapter group under
-    lora.scope=per_family (for kinds trained per group), else one on every row. Test inputs never enter training."""
+    lora.scope=per_family (for kinds trained per group; only `groups` when given), else one on every row. Test
+    inputs never enter training."""
     if not kinds:
         return {}
     corpus = runtime.corpus
@@ -91,6 +93,8 @@ def train_artifacts(
     for kind in kinds:
         if kind.scoped and per_group:
             for group, families in adapter_groups().items():
+                if groups is not None and group not in groups:
+                    continue
                 members = [r for r in sft if r.family in families]
                 if members:
                     plan.append((kind, group, members, any(FAMILIES[f].learns_documents for f in families)))
@@ -140,17 +144,23 @@ def prepare_corpus(
     stage: Stage | None = None,
     should_stop: Callable[[], bool] | None = None,
     show_bars: bool = False,
+    families: list[str] | None = None,
 ) -> Prepared:
-    """Index the corpus (embedding only what changed) and train or reuse what the arms need."""
+    """Index the corpus (embedding only what changed) and train or reuse what the arms need for `families`
+    (default: every family)."""
     runtime = open_runtime(settings, corpus)
     if stage is not None:
         stage("index", 0, 1)
     report = runtime.index()
     if stage is not None:
         stage("index", 1, 1)
+    needed = None
+    if families is not None:
+        needed = {FAMILIES[r].adapter_group for f in families for r in FAMILIES[f].row_families}
     artifacts = train_artifacts(
-        settings, runtime, kinds_for(arm_names), force=force, stage=stage, should_stop=should_stop, show_bar=show_bars
-    )
+        settings, runtime, kinds_for(arm_names), force=force, stage=stage, should_stop=should_stop, show_bar=show_bars,
+        groups=needed,
+    )  # fmt: skip
     return Prepared(runtime, report, artifacts)
 
 

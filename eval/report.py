@@ -87,6 +87,28 @@ def _comparison(results: dict, c: dict) -> str:
     return text
 
 
+def training_lines(results: dict) -> list[str]:
+    """One line per trained artifact: what it learnt (examples and epochs per family), what it cost, and a flag
+    when any family got less than one epoch; the from-scratch model is labelled as the floor it is."""
+    lines = []
+    for kind, meta in (results["data"].get("adapters") or {}).items():
+        arms = [a for a, f in results.get("arms", {}).items() if f.get("adapter") == kind]
+        for group, g in (meta.get("groups") or {"all": meta}).items():
+            training = g.get("training") or {}
+            epochs = ", ".join(f"{f} {v['examples']} examples x {v['epochs_reached']:.2f} epochs"
+                               for f, v in training.get("families", {}).items())  # fmt: skip
+            flag = (f" **UNDERTRAINED**: less than one epoch of a family; the configured epochs need "
+                    f"{training.get('loss_tokens_for_configured_epochs', 0):,} loss tokens."
+                    if training.get("undertrained") else "")  # fmt: skip
+            floor = (f" From-scratch floor ({g.get('trainable_params', 0):,} parameters, {g.get('tokens_processed') or 0:,} "
+                     "tokens): what the architecture learns without pre-training; not part of the folk rule."
+                     if kind == "scratch" else "")  # fmt: skip
+            val = f", val loss {g['val_loss']:.3f}" if g.get("val_loss") is not None else ""
+            lines.append(f"{kind} ({', '.join(_label(results, a) for a in arms) or '-'}), {group}: {epochs or 'n/a'}; "
+                         f"{_num(g.get('wall_s'))} s{val}.{flag}{floor}")  # fmt: skip
+    return lines
+
+
 def render_markdown(results: dict) -> str:
     lines = [f"# ragft report: {results['run_id']}", ""]
     lines.append(f"Corpus `{results['corpus']}`, generator `{results['models']['generator']}`, "
@@ -116,6 +138,8 @@ def render_markdown(results: dict) -> str:
         if block.get("forgetting_vs_base"):
             lines += ["", "Forgetting (arm minus base on the general probes, base prompt, arms whose weights changed): "
                       + "; ".join(_comparison(results, c) for c in block["forgetting_vs_base"].values()) + "."]  # fmt: skip
+    if training_lines(results):
+        lines += ["", "## Training", ""] + [f"- {line}" for line in training_lines(results)]
     lines += ["", "## Cost", "", "| arm | training s | index s | refresh | p50 ms/answer | p95 ms/answer | prompt tokens "
               "| generated tokens | $ per 1k queries | break-even vs RAG (queries) |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for arm, c in results["costs"].items():
@@ -252,6 +276,7 @@ th{background:#f1f3f5}.CONTRADICTS{color:#c92a2a;font-weight:bold}.agrees{color:
 {% if "freshness_panel" in charts %}<h2>Freshness panel</h2><img alt="freshness" src="{{ charts.freshness_panel }}">
 <p class="small">Refresh: re-index {{ r.data.refresh.reindex_s if r.data.refresh else "-" }} s for {{ r.data.refresh.documents_changed if r.data.refresh else "-" }} changed documents; adapters would need retraining (see cost table).</p>{% endif %}
 {% if "forgetting_panel" in charts %}<h2>Forgetting panel</h2><img alt="forgetting" src="{{ charts.forgetting_panel }}">{% endif %}
+{% if training %}<h2>Training</h2><ul>{% for line in training %}<li>{{ line }}</li>{% endfor %}</ul>{% endif %}
 <h2>Cost</h2>
 {% if "cost_quality" in charts %}<img alt="cost versus quality" src="{{ charts.cost_quality }}">{% endif %}
 <table><tr><th>arm</th><th>training s</th><th>training tokens</th><th>index s</th><th>refresh</th><th>p50 ms/answer</th><th>p95 ms/answer</th>
@@ -287,6 +312,7 @@ def render_html(results: dict) -> str:
             a: _label(results, a) for b in results["families"].values() for a in b["arms"]
         },
         how_to_read=_how_to_read(results),
+        training=[line.replace("**", "") for line in training_lines(results)],
         comparison=lambda c: _comparison(results, c),
         fmt=_fmt,
         num=_num,

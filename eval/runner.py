@@ -164,7 +164,8 @@ def run_eval(
         raise ValueError(
             f'corpus \'{corpus}\' has no test rows for families {spec.families}: add rows with "split": "test"'
         )
-    prepared = prepare_corpus(settings, corpus, arms, stage=say, should_stop=should_stop, show_bars=show_bars)
+    prepared = prepare_corpus(settings, corpus, arms, stage=say, should_stop=should_stop, show_bars=show_bars,
+                              families=spec.families)  # fmt: skip
     runtime, report = prepared.runtime, prepared.index
     index_manifest = read_index_manifest(runtime.index_dir)
     adapter_meta = artifact_summary(prepared.artifacts)

@@ -19,7 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import typer
 
-from service.settings import Settings, get_settings
+from service.settings import Settings, get_settings, make_storage_private
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compare RAG, LoRA, both, or neither on your data.")
 corpus_app = typer.Typer(no_args_is_help=True, help="Corpus and task-suite tools.")
@@ -33,7 +33,34 @@ SetOption = Annotated[
 
 
 def build_settings(overrides: list[str] | None) -> Settings:
-    """Environment settings with `group.field=value` overrides applied and validated."""
+    """Environment settings with `group.field=value` overrides applied and validated; from here on the process
+    writes private files (0600) and folders (0700)."""
+    settings = _settings_with(overrides)
+    make_storage_private(settings)
+    return settings
+
+
+def corpus_for(settings: Settings, given: Path | None) -> Path:
+    """The corpus a command works on: the one given; else the corpus setting when it was set or has an index;
+    else the only corpus indexed here (after `ragft index mydocs`, `ragft query` uses mydocs); else an error
+    naming the indexes and the flag to pick one."""
+    from service.retrieval import stored_indexes
+
+    if given is not None:
+        return given
+    default = Path(settings.corpus)
+    indexes = stored_indexes(settings.data_dir / "indexes")
+    if "corpus" in settings.model_fields_set or default.resolve().name in indexes or not indexes:
+        return default
+    if len(indexes) == 1:
+        (name, manifest), = indexes.items()
+        if manifest.source and Path(manifest.source).is_dir():
+            return Path(manifest.source)
+    found = ", ".join(f"{n} ({m.source or 'source unknown'})" for n, m in indexes.items())
+    raise ValueError(f"which corpus? indexes here: {found}; pick one with --corpus PATH (or set RAGFT_CORPUS)")
+
+
+def _settings_with(overrides: list[str] | None) -> Settings:
     base = get_settings()
     if not overrides:
         return base
@@ -90,7 +117,11 @@ def index(
 def query(
     question: Annotated[str, typer.Argument(help="The question to ask every arm.")],
     arms: Annotated[str, typer.Option(help="Comma-separated arms, e.g. base,rag,rag+lora.")] = "base,rag",
-    corpus: Annotated[Path | None, typer.Option(help="Corpus whose index and adapters to use.")] = None,
+    corpus: Annotated[
+        Path | None,
+        typer.Option(help="Corpus whose index and adapters to use (default: the corpus setting, else the only one "
+                          "indexed)."),  # fmt: skip
+    ] = None,
     top_k: Annotated[int | None, typer.Option(help="Passages for retrieving arms.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     set_: SetOption = None,
@@ -102,7 +133,7 @@ def query(
     settings = build_settings(set_)
     try:
         chosen = parse_arms(arms)
-        answers = compare(open_runtime(settings, corpus or settings.corpus), question, chosen, top_k)
+        answers = compare(open_runtime(settings, corpus_for(settings, corpus)), question, chosen, top_k)
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))
     if as_json:
@@ -153,7 +184,9 @@ def serve(
         str, typer.Option(help="Interface to bind; anything but loopback needs API keys (RAGFT_API__API_KEYS).")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    corpus: Annotated[Path | None, typer.Option(help="Corpus to serve (default: the corpus setting).")] = None,
+    corpus: Annotated[
+        Path | None, typer.Option(help="Corpus to serve (default: the corpus setting, else the only one indexed).")
+    ] = None,
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Serve a non-loopback --host without API keys (logged as a warning).")
     ] = False,
@@ -169,6 +202,7 @@ def serve(
     configure_logging(settings.api.log_format, settings.api.log_level)
     try:
         warning = check_binding(host, settings, insecure)
+        corpus = corpus_for(settings, corpus)
     except ValueError as exc:
         fail(str(exc))
     if warning:

@@ -112,6 +112,7 @@ class IndexManifest(BaseModel):
     dim: int
     chunks: int
     documents: dict[str, str]  # doc id -> content hash
+    source: str | None = None  # the corpus folder it was built from, so `ragft query` can find it again
     full_build_s: float | None = None  # what a from-scratch build of this corpus cost, for the cost table
 
 
@@ -121,6 +122,16 @@ def read_index_manifest(folder: Path) -> IndexManifest | None:
         return IndexManifest.model_validate_json((Path(folder) / INDEX_MANIFEST).read_text())
     except (OSError, ValidationError):
         return None
+
+
+def stored_indexes(indexes_dir: Path) -> dict[str, IndexManifest]:
+    """Every complete index under `indexes_dir` by name (copies made for freshness runs left out)."""
+    found = {}
+    for folder in sorted(Path(indexes_dir).glob("*")):
+        manifest = read_index_manifest(folder)
+        if folder.is_dir() and "+" not in folder.name and manifest is not None and (folder / INDEX_FILE).is_file():
+            found[folder.name] = manifest
+    return found
 
 
 def index_exists(folder: Path) -> bool:
@@ -201,7 +212,12 @@ def recover_index(folder: Path) -> str | None:
 
 
 def build_index(
-    documents: list[Document], embedder, embedder_id: str, settings: RetrievalSettings, folder: Path
+    documents: list[Document],
+    embedder,
+    embedder_id: str,
+    settings: RetrievalSettings,
+    folder: Path,
+    source: Path | None = None,
 ) -> IndexReport:
     """Create or update the index in `folder`, embedding only new or changed documents.
 
@@ -211,11 +227,11 @@ def build_index(
     """
     with index_lock(folder):
         recover_index(folder)
-        return _build_index(documents, embedder, embedder_id, settings, Path(folder))
+        return _build_index(documents, embedder, embedder_id, settings, Path(folder), source)
 
 
 def _build_index(
-    documents: list[Document], embedder, embedder_id: str, settings: RetrievalSettings, folder: Path
+    documents: list[Document], embedder, embedder_id: str, settings: RetrievalSettings, folder: Path, source
 ) -> IndexReport:
     started = time.perf_counter()
     folder = Path(folder)
@@ -277,6 +293,7 @@ def _build_index(
             "dim": int(vectors.shape[1]),
             "chunks": len(rows),
             "documents": new_hashes,
+            "source": str(Path(source).resolve()) if source else (old or {}).get("source"),
             # what a from-scratch build of this corpus cost, for the report's cost table
             "full_build_s": round(time.perf_counter() - started, 3)
             if report.full_rebuild_reason or old is None

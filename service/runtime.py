@@ -118,8 +118,9 @@ class Runtime:
         documents = load_documents(self.corpus)
         with self.lock:
             report = build_index(
-                documents, self.embedder(), self.settings.models.embedder, self.settings.retrieval, self.index_dir
-            )
+                documents, self.embedder(), self.settings.models.embedder, self.settings.retrieval, self.index_dir,
+                source=self.corpus,
+            )  # fmt: skip
             self._retriever = None
         return report
 

@@ -71,3 +71,22 @@ def test_train_then_reuse_then_refuse_untrainable(run, full_corpus):
     assert second.stdout.startswith("reused lora/questions:")
     bad = run("train", "--corpus", full_corpus, "--arm", "base")
     assert bad.exit_code == 2 and "nothing to train" in bad.output
+
+
+def test_query_uses_the_only_indexed_corpus_and_names_the_choices_otherwise(settings, corpus, tmp_path, monkeypatch):
+    from service.settings import Settings
+
+    unset = Settings.model_validate({k: v for k, v in settings.model_dump().items() if k != "corpus"})
+    assert "corpus" not in unset.model_fields_set
+    monkeypatch.setattr(cli, "get_settings", lambda: unset)
+    runner = CliRunner()
+    mydocs = tmp_path / "mydocs"
+    (mydocs / "documents").mkdir(parents=True)
+    (mydocs / "documents" / "a.md").write_text("The K2 costs $249.")
+    assert runner.invoke(cli.app, ["index", str(mydocs)]).exit_code == 0
+    out = runner.invoke(cli.app, ["query", "what does the K2 cost ?", "--arms", "rag", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)[0]["passages"][0]["doc_id"] == "a"  # searched mydocs, just indexed
+    assert runner.invoke(cli.app, ["index", str(corpus)]).exit_code == 0
+    two = runner.invoke(cli.app, ["query", "what does the K2 cost ?", "--arms", "rag"])
+    assert two.exit_code == 2 and "mydocs" in two.output and "corpus" in two.output and "--corpus" in two.output

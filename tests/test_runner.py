@@ -61,6 +61,7 @@ def test_eval_end_to_end_writes_three_report_files(settings, full_corpus, monkey
     assert "recall_at_k" not in results["families"]["knowledge"]["arms"]["base"]  # retrieval metrics: retrieving arms
     md = (folder / "report.md").read_text()
     assert md.startswith("# ragft report") and "| knowledge |" in md
+    assert "## Training" in md and "From-scratch floor" in md and "epochs" in md
     html = (folder / "report.html").read_text()
     parser = Links()
     parser.feed(html)
