@@ -364,7 +364,8 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None, jud
         "created_at": run.created_at,
         "status": run.status,
         "config": run.config,
-        "models": {"generator": settings.models.generator, "embedder": settings.models.embedder},
+        "models": {"generator": settings.models.generator, "embedder": settings.models.embedder,
+                   "engine": run.meta.get("engine")},  # which engine and compute type answered  # fmt: skip
         "data": {
             "tasks_hash": run.meta.get("tasks_hash"),
             "rows": {f: len(ids) for f, ids in run.meta.get("rows", {}).items()},

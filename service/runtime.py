@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from service import adapters, models
+from service import adapters, engine_ct2, models
 from service.adapters import ArtifactMissing
 from service.arms import Arm
 from service.backend import Backend, RemoteGenerator, module_name
@@ -46,6 +46,11 @@ class Runtime:
     @property
     def index_dir(self) -> Path:
         return self._index_dir or self.settings.index_dir(self.corpus)
+
+    @property
+    def engine(self) -> str:
+        """The in-process engine that answers: models.engine, or transformers where CTranslate2 is missing."""
+        return engine_ct2.selected(self.settings.models)
 
     @property
     def index_ready(self) -> bool:
@@ -165,6 +170,10 @@ class Runtime:
                 yield self._full_model_generator(arm, kind)
                 return
             gen = self.generator()
+            fast = self.engine == "ctranslate2"
+            if kind is None and fast:
+                yield engine_ct2.generator(self.settings, gen, None)
+                return
             if kind is None:
                 if hasattr(gen.model, "disable_adapter"):
                     with gen.model.disable_adapter():
@@ -174,6 +183,9 @@ class Runtime:
                 return
             folder = self.artifact_folder(kind, group)
             self._checked_manifest(arm, folder, self.weights_hash())
+            if fast:  # the adapter merged into a converted copy of the base weights, checked on conversion
+                yield engine_ct2.generator(self.settings, gen, folder)
+                return
             scope = self.artifact_group(kind, group)
             gen.model = adapters.attach_lora(gen.model, gen.tokenizer, folder, f"{kind.name}-{scope}" if scope else kind.name)
             yield gen
@@ -194,6 +206,8 @@ class Runtime:
             folder = self.artifact_folder(kind)
             base = self.generator()
             self._checked_manifest(arm, folder, self.weights_hash())
+            if self.engine == "ctranslate2":
+                return engine_ct2.generator(self.settings, base, folder)  # cached per process by engine_ct2
             with models.LOADING:
                 model = AutoModelForCausalLM.from_pretrained(folder, dtype=base.model.dtype)
             model = model.to(base.model.device).eval()

@@ -32,7 +32,8 @@ def settings(tiny_models, tmp_path) -> Settings:
         data_dir=tmp_path / "data",
         artifact_dir=tmp_path / "data" / "artifacts",
         corpus=tmp_path / "corpus",
-        models=ModelSettings(generator=str(generator), embedder=str(embedder)),
+        # transformers keeps the suite fast; tests/test_engine_ct2.py and the smoke tests run CTranslate2
+        models=ModelSettings(generator=str(generator), embedder=str(embedder), engine="transformers"),
         retrieval=RetrievalSettings(chunk_tokens=24, chunk_overlap=4, top_k=2),
         generation=GenerationSettings(max_new_tokens=6, batch_size=4),
         lora=LoraSettings(

@@ -99,3 +99,18 @@ def test_adapter_for_another_base_model_is_refused(runtime):
     _save_lora(runtime, "rag_lora", "someone/else", nonzero=True)
     with pytest.raises(AdapterMismatch, match="trained on base model 'someone/else'"):
         answer(ARMS["rag_lora"], runtime, [Query("what is the price ?")])
+
+
+def test_the_ctranslate2_engine_answers_every_arm_as_transformers_does(runtime):
+    """float32 CTranslate2 (the default engine) gives transformers' greedy answers, base and adapter arms alike."""
+    from service.runtime import Runtime
+
+    pytest.importorskip("ctranslate2")
+    _save_lora(runtime, "lora", runtime.generator().model_id, nonzero=True)
+    queries = [Query("what is the price ?"), Query("the k2 router")]
+    fast = Runtime(runtime.settings.model_copy(update={"models": runtime.settings.models.model_copy(
+        update={"engine": "ctranslate2", "compute_type": "float32"})}), runtime.corpus)  # fmt: skip
+    assert fast.engine == "ctranslate2"
+    for arm in ("base", "lora"):
+        slow = [a.text for a in answer(ARMS[arm], runtime, queries)]
+        assert [a.text for a in answer(ARMS[arm], fast, queries)] == slow, arm
