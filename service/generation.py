@@ -79,14 +79,19 @@ class Generator:
         stop = (tokens == self.tokenizer.eos_token_id).nonzero()
         return int(stop[0]) if len(stop) else len(tokens)
 
-    def stream(self, messages: Messages, max_new_tokens: int | None = None, on_done=None):
+    def stream(self, messages: Messages, max_new_tokens: int | None = None, on_done=None, stop=None):
         """Yield the answer's text piece by piece as it is generated (greedy, one prompt).
 
-        `on_done(Generation)` receives the token counts once generation ends.
+        `on_done(Generation)` receives the token counts once generation ends. Setting `stop` (a
+        threading.Event) ends generation at the next token: the reader went away.
         """
         from threading import Thread
 
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        class Stopped(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs) -> bool:
+                return stop is not None and stop.is_set()
 
         enc = self.tokenizer(
             [self.render(messages)],
@@ -107,6 +112,7 @@ class Generator:
                     pad_token_id=self.tokenizer.pad_token_id,
                     eos_token_id=self.tokenizer.eos_token_id,
                     streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([Stopped()]),
                 )
 
         t0 = time.perf_counter()
