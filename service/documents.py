@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+from service.folders import sync_folder
+
 SUFFIXES = (".md", ".txt", ".html", ".htm", ".jsonl")
 
 
@@ -125,15 +127,6 @@ def load_documents(folder: Path) -> list[Document]:
 def document_files(folder: Path, doc_id: str) -> list[Path]:
     """The files in `folder` named `doc_id` plus a document suffix (what a PUT or DELETE of `doc_id` replaces)."""
     return [folder / f"{doc_id}{suffix}" for suffix in SUFFIXES if (folder / f"{doc_id}{suffix}").is_file()]
-
-
-def sync_folder(folder: Path) -> None:
-    """fsync a folder, so the renames in it survive a power cut, not only a crash."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_synced(path: Path, data: bytes) -> None:

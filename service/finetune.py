@@ -32,7 +32,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from service import adapters, models
+from service import adapters, folders, models
 from service.documents import load_documents
 from service.generation import Generator
 from service.kinds import Kind, parse_kind
@@ -384,6 +384,9 @@ def train_artifact(
     params = hyperparameters(settings, kind) | {"group": group, "documents": documents}
     key = fingerprint(kind, model_id, base_hash, data.data_hash, params)
     folder = adapters.artifact_dir(settings, corpus, kind, group)
+    note = folders.recover(folder, lambda f: (f / adapters.MANIFEST).is_file(), f"{kind.name} artifact")
+    if note:
+        log.warning(note)  # a training run killed mid-swap, or the leftovers of dead runs
     stored = adapters.stored_manifest(folder)
     if not force and stored is not None and stored.fingerprint == key:
         log.info("reusing %s artifact at %s (same base model, data, settings and seed)", kind.name, folder)
@@ -394,9 +397,8 @@ def train_artifact(
     set_seed(seed)
     train_model, learning_rate = trainable_model(kind, model, settings)
     label = f"{kind.name}/{group}" if group else kind.name
-    work = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = folders.new_build(folder)  # checkpoints in it, the artifact saved into it, then swapped in whole
     try:
         outcome = _run_trainer(
             settings, label, train_model, tokenizer, stream, val_tok, learning_rate, work, progress, should_stop,
@@ -404,7 +406,7 @@ def train_artifact(
         )  # fmt: skip
         if outcome["cancelled"]:
             raise TrainingCancelled(f"training {label} was cancelled; the stored artifact (if any) is unchanged")
-        out = work / "artifact"
+        out = work
         train_model.save_pretrained(out, safe_serialization=True)
         if kind.full_model:
             tokenizer.save_pretrained(out)
@@ -433,10 +435,12 @@ def train_artifact(
             versions=models.library_versions(),
             **outcome["figures"],
         )
-        manifest.write(out)
-        _swap_in(out, folder)
-    finally:
+        shutil.rmtree(work / "checkpoints", ignore_errors=True)
+        manifest.write(out)  # last: a temp folder with a manifest is a complete artifact
+        folders.swap_in(out, folder)
+    except BaseException:
         shutil.rmtree(work, ignore_errors=True)
+        raise
     return TrainResult(kind.name, folder, manifest, reused=False, group=group)
 
 
@@ -534,16 +538,6 @@ def _run_trainer(settings, kind, model, tokenizer, stream, val, learning_rate, w
             "peak_rss_mib": round(_peak_rss_mib(), 1),
         },
     }
-
-
-def _swap_in(new: Path, folder: Path) -> None:
-    """Replace `folder` with `new` so a reader sees the old artifact or the new one, never a mix."""
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    new.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def describe(result: TrainResult) -> str:

@@ -15,7 +15,6 @@ import os
 import shutil
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -25,8 +24,9 @@ import faiss
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from service import folders
 from service.chunking import Chunk, chunk_document
-from service.documents import Document, sync_folder
+from service.documents import Document
 from service.settings import RetrievalSettings
 
 FORMAT_VERSION = 1
@@ -184,31 +184,10 @@ def _complete(folder: Path) -> bool:
 
 
 def recover_index(folder: Path) -> str | None:
-    """Finish or undo an index swap that a crash interrupted, and remove the leftovers of dead builds.
-
-    A swap renames `<folder>` to `<folder>.old-<id>` and then `<folder>.tmp-<id>` (complete, fsynced) to
-    `<folder>`; a kill between the two leaves no index. Then the newest complete temp folder is promoted
-    (it holds the build that was being swapped in), else the newest old one is put back. Returns what was
-    done, for the log, or None when there was nothing to do."""
-    folder = Path(folder)
+    """Finish or undo an index swap that a crash interrupted, and remove the leftovers of dead builds
+    (`service.folders.recover`); returns what was done, for the log."""
     with index_lock(folder):
-        leftovers = sorted(
-            (p for p in folder.parent.glob(f"{folder.name}.*-*") if p.is_dir() and p.name.split(".")[-1][:4] in
-             ("tmp-", "old-")), key=lambda p: p.stat().st_mtime, reverse=True,
-        )  # fmt: skip
-        done = None
-        if not folder.exists():
-            fresh = [p for p in leftovers if ".tmp-" in p.name and _complete(p)]
-            old = [p for p in leftovers if ".old-" in p.name and _complete(p)]
-            if fresh or old:
-                chosen = (fresh or old)[0]
-                os.rename(chosen, folder)
-                sync_folder(folder.parent)
-                leftovers.remove(chosen)
-                done = f"restored the index at {folder.name} from {chosen.name}"
-        for path in leftovers:
-            shutil.rmtree(path, ignore_errors=True)
-        return done or (f"removed {len(leftovers)} leftover index folders" if leftovers else None)
+        return folders.recover(Path(folder), _complete, "index")
 
 
 def build_index(
@@ -305,29 +284,18 @@ def _build_index(
 
 
 def _write_atomically(folder: Path, chunks: list[Chunk], vectors: np.ndarray, index, manifest: dict) -> None:
-    """Write the new index to a temp folder unique to this build, fsync it, and swap it in with two renames
-    (`recover_index` finishes a swap cut between them)."""
-    build = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp = folder.with_name(f"{folder.name}.tmp-{build}")
-    tmp.mkdir(parents=True)
+    """Write the new index to a temp folder unique to this build and swap it in (`service.folders`); the
+    manifest is written last, so a temp folder with one is complete."""
+    tmp = folders.new_build(folder)
     try:
         (tmp / "chunks.jsonl").write_text("".join(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in chunks))
         np.save(tmp / "embeddings.npy", vectors)
         faiss.write_index(index, str(tmp / INDEX_FILE))
         (tmp / INDEX_MANIFEST).write_text(IndexManifest.model_validate(manifest).model_dump_json(indent=2))
-        for path in tmp.iterdir():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-        sync_folder(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = folder.with_name(f"{folder.name}.old-{build}")
-    if folder.exists():
-        os.rename(folder, old)
-    os.rename(tmp, folder)
-    sync_folder(folder.parent)
-    shutil.rmtree(old, ignore_errors=True)
+    folders.swap_in(tmp, folder)
 
 
 class Retriever:

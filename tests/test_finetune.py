@@ -141,7 +141,15 @@ def test_cancelled_training_keeps_the_stored_artifact(settings, train_corpus):
     with pytest.raises(TrainingCancelled):
         train(settings, train_corpus, "lora", should_stop=lambda: True, force=True)
     assert (first.folder / "adapter_model.safetensors").read_bytes() == before
-    assert not first.folder.with_name("lora.tmp").exists()
+    assert not list(first.folder.parent.glob("*.tmp-*"))  # the cancelled build left nothing behind
+
+
+def test_a_training_killed_between_the_swap_renames_is_recovered(settings, train_corpus):
+    first = train(settings, train_corpus, "lora")
+    parked = first.folder.with_name(f"{first.folder.name}.tmp-1-dead")
+    first.folder.rename(parked)  # what a kill -9 between the two renames of a swap leaves
+    again = train(settings, train_corpus, "lora")
+    assert again.reused and again.folder.is_dir() and not parked.exists()
 
 
 def test_no_train_rows_is_a_clear_error(settings, corpus):
