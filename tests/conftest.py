@@ -105,3 +105,18 @@ def full_corpus(corpus) -> Path:
         "The Kestrel K4 router costs $179. Its firmware version is 1.2.3.\n"
     )
     return corpus
+
+
+@pytest.fixture
+def ragft(settings, monkeypatch, tmp_path):
+    """(settings, run): the real `ragft` CLI on the tiny-model settings, reports under tmp_path; run(*args)."""
+    from typer.testing import CliRunner
+
+    from service import cli
+
+    settings = settings.model_copy(
+        update={"eval": settings.eval.model_copy(update={"reports_dir": tmp_path / "reports"})}
+    )
+    monkeypatch.setattr(cli, "get_settings", lambda: settings)
+    runner = CliRunner()
+    return settings, lambda *args: runner.invoke(cli.app, [str(a) for a in args], catch_exceptions=False)

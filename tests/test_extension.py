@@ -8,12 +8,10 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
-from typer.testing import CliRunner
 
 from eval import families as family_registry
 from eval.families import Family
 from eval.metrics import METRICS, Metric
-from service import cli
 from service.api.main import create_app
 from service.arms import ARMS, Arm
 
@@ -27,23 +25,13 @@ def with_fewshot_rag(monkeypatch):
     return FEWSHOT_RAG
 
 
-@pytest.fixture
-def run_cli(settings, monkeypatch, tmp_path):
-    settings = settings.model_copy(
-        update={"eval": settings.eval.model_copy(update={"reports_dir": tmp_path / "reports"})}
-    )
-    monkeypatch.setattr(cli, "get_settings", lambda: settings)
-    runner = CliRunner()
-    return settings, lambda *args: runner.invoke(cli.app, [str(a) for a in args], catch_exceptions=False)
-
-
 def _results(settings, output: str) -> dict:
     run_id = output.split("Verdict for run ")[1].split()[0]
     return json.loads((settings.eval.reports_dir / run_id / "results.json").read_text())
 
 
-def test_an_arm_that_recombines_facts_is_one_line(with_fewshot_rag, run_cli, full_corpus):
-    settings, run = run_cli
+def test_an_arm_that_recombines_facts_is_one_line(with_fewshot_rag, ragft, full_corpus):
+    settings, run = ragft
     assert run("index", full_corpus).exit_code == 0
     asked = run("query", "what does the kestrel k2 cost ?", "--arms", "fewshot_rag", "--corpus", full_corpus, "--json")
     assert asked.exit_code == 0, asked.output
@@ -99,8 +87,8 @@ def toy_family(monkeypatch, full_corpus):
     return family
 
 
-def test_a_family_is_one_entry_and_its_metric_module(toy_family, run_cli, full_corpus):
-    settings, run = run_cli
+def test_a_family_is_one_entry_and_its_metric_module(toy_family, ragft, full_corpus):
+    settings, run = ragft
     assert run("corpus", "validate", full_corpus).exit_code == 0
     out = run("eval", "--corpus", full_corpus, "--families", "echo", "--arms", "base,rag")
     assert out.exit_code == 0, out.output
@@ -110,8 +98,8 @@ def test_a_family_is_one_entry_and_its_metric_module(toy_family, run_cli, full_c
     assert block["verdict"]["rule"] == "n/a"
 
 
-def test_train_force_retrains_an_identical_artifact(run_cli, full_corpus):
-    _, run = run_cli
+def test_train_force_retrains_an_identical_artifact(ragft, full_corpus):
+    _, run = ragft
     first = run("train", "--corpus", full_corpus, "--arm", "lora")
     assert first.exit_code == 0 and first.stdout.startswith("trained lora/"), first.output
     again = run("train", "--corpus", full_corpus, "--arm", "lora")
@@ -121,8 +109,8 @@ def test_train_force_retrains_an_identical_artifact(run_cli, full_corpus):
     assert "reused" not in forced.stdout
 
 
-def test_fewshot_without_tasks_says_what_to_add(run_cli, tmp_path):
-    _, run = run_cli
+def test_fewshot_without_tasks_says_what_to_add(ragft, tmp_path):
+    _, run = ragft
     docs = tmp_path / "bare" / "documents"
     docs.mkdir(parents=True)
     (docs / "a.md").write_text("The K2 costs $249.")

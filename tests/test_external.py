@@ -4,22 +4,9 @@ predictions (issue: verdicts that are evidence)."""
 import json
 
 import pytest
-from typer.testing import CliRunner
-
-from service import cli
 
 PRICES = [463, 118, 239, 871, 95, 1234, 307, 52, 640, 799]
 PHRASE = "I don't know based on the provided documents."
-
-
-@pytest.fixture
-def scoring(settings, monkeypatch, tmp_path):
-    settings = settings.model_copy(
-        update={"eval": settings.eval.model_copy(update={"reports_dir": tmp_path / "reports"})}
-    )
-    monkeypatch.setattr(cli, "get_settings", lambda: settings)
-    runner = CliRunner()
-    return settings, lambda *args: runner.invoke(cli.app, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture
@@ -60,8 +47,8 @@ def score(run, settings, corpus, path, name):
     return json.loads((settings.eval.reports_dir / name / "results.json").read_text())
 
 
-def test_each_audit_defect_is_pinned_through_ragft_score(scoring, priced_corpus, tmp_path):
-    settings, run = scoring
+def test_each_audit_defect_is_pinned_through_ragft_score(ragft, priced_corpus, tmp_path):
+    settings, run = ragft
     records = (
         predictions("never", lambda i, p: "It costs $1.", abstention="It weighs 3 kg.")
         + predictions("always", lambda i, p: PHRASE, abstention=PHRASE)
@@ -88,8 +75,8 @@ def test_each_audit_defect_is_pinned_through_ragft_score(scoring, priced_corpus,
     assert "Holm" in md and "MDD" in md and "chance" in md and "not measured" in md
 
 
-def test_an_underpowered_tie_is_insufficient_evidence_and_only_changed_weights_forget(scoring, priced_corpus, tmp_path):
-    settings, run = scoring
+def test_an_underpowered_tie_is_insufficient_evidence_and_only_changed_weights_forget(ragft, priced_corpus, tmp_path):
+    settings, run = ragft
     right = lambda i, p: f"It costs ${p:,}."  # noqa: E731
     wrong = lambda i, p: "It costs $2."  # noqa: E731
     records = (
@@ -109,8 +96,8 @@ def test_an_underpowered_tie_is_insufficient_evidence_and_only_changed_weights_f
     assert set(general["forgetting_vs_base"]) == {"lora"}
 
 
-def test_predictions_file_errors_name_the_line_and_field(scoring, priced_corpus, tmp_path):
-    _, run = scoring
+def test_predictions_file_errors_name_the_line_and_field(ragft, priced_corpus, tmp_path):
+    _, run = ragft
     bad = tmp_path / "bad.jsonl"
     bad.write_text(
         '{"row_id": "k0", "arm": "x", "text": "a"}\n'
