@@ -100,15 +100,17 @@ def train_artifacts(
                     plan.append((kind, group, members, any(FAMILIES[f].learns_documents for f in families)))
         else:
             plan.append((kind, None, sft, True))
+    plan = [(*step, replicate) for replicate in range(settings.eval.training_seeds) for step in plan]
     results: dict[str, list[TrainResult]] = {}
-    for i, (kind, group, members, documents) in enumerate(plan):
-        label = f"{kind.name}/{group}" if group else kind.name
+    for i, (kind, group, members, documents, replicate) in enumerate(plan):
+        label = (f"{kind.name}/{group}" if group else kind.name) + (f"@seed{replicate}" if replicate else "")
         if stage is not None:
             stage(f"train {label}", i, len(plan))
         if kind.needs_index and not runtime.index_ready:
             runtime.index()
         results.setdefault(kind.name, []).append(train_artifact(
-            settings, corpus, kind, members, group=group, retriever=runtime.retriever() if kind.needs_index else None,
+            settings, corpus, kind, members, group=group, replicate=replicate,
+            retriever=runtime.retriever() if kind.needs_index else None,
             with_documents=kind.with_documents and documents and (kind.full_model or settings.lora.document_epochs > 0),
             forbidden_inputs=forbidden, progress=progress, should_stop=should_stop, show_bar=show_bar, force=force,
         ))  # fmt: skip
@@ -122,7 +124,8 @@ def artifact_summary(artifacts: dict[str, list[TrainResult]]) -> dict[str, dict]
     tokens, size) and each group's own figures."""
     out = {}
     for kind, results in artifacts.items():
-        groups = {r.group or "all": r.manifest.summary() | {"reused": r.reused} for r in results}
+        groups = {(r.group or "all") + (f"@seed{r.replicate}" if r.replicate else ""):
+                  r.manifest.summary() | {"reused": r.reused} for r in results}  # fmt: skip
         total = {key: sum(g.get(key) or 0 for g in groups.values())
                  for key in ("wall_s", "cpu_s", "tokens_processed", "size_bytes")}  # fmt: skip
         out[kind] = total | {

@@ -60,6 +60,25 @@ def scoring_context(
                           corpus_answers=corpus_answers(all_rows or rows))  # fmt: skip
 
 
+def fold_replicates(values: dict) -> tuple[dict, dict]:
+    """Answers of extra training seeds ("lora@seed1", eval.training_seeds) folded into their arm: each row's value
+    becomes its mean over seeds, and the per-seed values are kept for intervals that resample seeds too."""
+    from eval.runner import REPLICATE_MARK
+
+    by_arm: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for (stored, metric), per_row in sorted(values.items()):
+        by_arm[(stored.split(REPLICATE_MARK)[0], metric)].append(per_row)
+    folded, replicates = {}, {}
+    for key, runs in by_arm.items():
+        if len(runs) == 1 or not all(isinstance(v, int | float) for v in runs[0].values()):
+            folded[key] = runs[0]  # one seed, or pairs an aggregate reads (macro-F1): the first seed's
+            continue
+        common = sorted(set.intersection(*(set(r) for r in runs)))
+        folded[key] = {row: float(np.mean([float(r[row]) for r in runs])) for row in common}
+        replicates[key] = [[float(r[row]) for row in common] for r in runs]
+    return folded, replicates
+
+
 def score_predictions(
     predictions: list[Prediction], rows: dict[str, TaskRow], ctx: ScoringContext
 ) -> dict[tuple[str, str], dict[str, object]]:
@@ -67,12 +86,13 @@ def score_predictions(
     values: dict[tuple[str, str], dict[str, object]] = defaultdict(dict)
     for pred in predictions:
         row = rows.get(pred.row_id)
-        if row is None or pred.arm not in ARMS or not FAMILIES[row.family].scores(ARMS[pred.arm]):
+        arm = ARMS.get(pred.arm.split("@seed")[0])  # answers of extra training seeds count as their arm's
+        if row is None or arm is None or not FAMILIES[row.family].scores(arm):
             continue  # e.g. forgetting probes answered by an arm whose weights never change
         for metric in METRICS.values():
             if row.family not in metric.reads or pred.phase != metric.phase:
                 continue
-            if metric.needs_contexts and not ARMS[pred.arm].retrieve:
+            if metric.needs_contexts and not arm.retrieve:
                 continue
             value = metric.score(row, pred, ctx)
             if value is not None:
@@ -148,7 +168,9 @@ def _cell(ci: stats.Interval) -> dict:
             "method": ci.method}  # fmt: skip
 
 
-def _family_block(family: str, values, arms: list[str], rows: dict[str, TaskRow], seed: int, margin: float) -> dict:
+def _family_block(
+    family: str, values, arms: list[str], rows: dict[str, TaskRow], seed: int, margin: float, replicates=None
+) -> dict:
     """Every metric per arm with its interval, and the best arm's paired tests against each other arm (p-values
     raw here; `_decide_all` adjusts them over the whole report and writes the verdict)."""
     top = headline(family)
@@ -161,7 +183,10 @@ def _family_block(family: str, values, arms: list[str], rows: dict[str, TaskRow]
             if not per_row:
                 continue
             ids = sorted(per_row)
-            ci = stats.interval([per_row[k] for k in ids], seed, metric.aggregate, clusters=_clusters(rows, ids))
+            if (arm, metric.name) in (replicates or {}) and metric.aggregate is None:
+                ci = stats.replicated_interval(replicates[(arm, metric.name)], seed)  # seed-to-seed variance too
+            else:
+                ci = stats.interval([per_row[k] for k in ids], seed, metric.aggregate, clusters=_clusters(rows, ids))
             figures[metric.name] = _cell(ci)
         if figures:
             block["arms"][arm] = figures
@@ -337,13 +362,13 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None, jud
     rows = {r.id: r for r in all_rows if r.id in wanted}
     predictions = store.predictions(run_id)
     ctx = scoring_context(settings, corpus, list(rows.values()), embed, judge, all_rows)
-    values = score_predictions(predictions, rows, ctx)
+    values, replicates = fold_replicates(score_predictions(predictions, rows, ctx))
     arms = [a for a in ARMS if a in spec.arms]
     seed = spec.seed
     margin = settings.eval.non_inferiority_margin
     families = {}
     for family in [f for f in report_families() if f in spec.families]:
-        families[family] = _family_block(family, values, arms, rows, seed, margin)
+        families[family] = _family_block(family, values, arms, rows, seed, margin, replicates)
     if "general" in families and "base" in arms:
         # forgetting: only arms whose weights changed answer the probes (eval/families.py), with the base prompt
         families["general"]["forgetting_vs_base"] = {

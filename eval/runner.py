@@ -108,6 +108,14 @@ def select_rows(rows: list[TaskRow], families: list[str], limit: int | None, see
     return chosen
 
 
+REPLICATE_MARK = "@seed"
+
+
+def replicate_name(arm: str, replicate: int) -> str:
+    """The arm name answers of training seed + `replicate` are stored under ("lora@seed1"; the first: "lora")."""
+    return f"{arm}{REPLICATE_MARK}{replicate}" if replicate else arm
+
+
 def prompt_arm(arm: Arm, row: TaskRow) -> Arm:
     """The arm as it answers this row: closed-book families (forgetting probes) get its weights, not its prompt."""
     if FAMILIES[row.family].closed_book and (arm.retrieve or arm.fewshot):
@@ -193,15 +201,22 @@ def run_eval(
         by_phase: dict[str, list[TaskRow]] = {}
         for family, members in chosen.items():
             by_phase.setdefault(FAMILIES[family].phase, []).extend(members)
-        scored = {a: [r for rs in by_phase.values() for r in rs if FAMILIES[r.family].scores(ARMS[a])] for a in arms}
+        # adapter arms answer once per training seed: "lora" with the first, "lora@seed1" ... with the others
+        answerers = [(a, 0) for a in arms] + [
+            (a, i) for i in range(1, settings.eval.training_seeds) for a in arms if ARMS[a].adapter
+        ]
+        scored = {(a, i): [r for rs in by_phase.values() for r in rs if FAMILIES[r.family].scores(ARMS[a])]
+                  for a, i in answerers}  # fmt: skip
         total = sum(len(rs) for rs in scored.values())
         done = [store.count(run_id)]
 
-        def answer_all(rt: Runtime, phase: str, todo_rows: list[TaskRow]) -> None:
+        def answer_all(base_rt: Runtime, phase: str, todo_rows: list[TaskRow]) -> None:
             by_id = {r.id: r for r in todo_rows}
-            for arm in arms:
+            for arm, replicate in answerers:
+                rt = base_rt.for_replicate(replicate) if replicate else base_rt
+                stored_as = replicate_name(arm, replicate)
                 mine = [r.id for r in todo_rows if FAMILIES[r.family].scores(ARMS[arm])]
-                missing = store.missing(run_id, arm, phase, mine)
+                missing = store.missing(run_id, stored_as, phase, mine)
                 step = settings.eval.rows_per_batch
                 for start in range(0, len(missing), step):
                     if should_stop is not None and should_stop():
@@ -215,10 +230,11 @@ def run_eval(
                         queries = [Query(r.text, r.instruction, example_key(r), FAMILIES[r.family].adapter_group)
                                    for r in members]  # fmt: skip
                         answers = answer(asked, rt, queries)
-                        predictions += [_to_prediction(arm, r, phase, a) for r, a in zip(members, answers, strict=True)]
+                        predictions += [_to_prediction(stored_as, r, phase, a)
+                                        for r, a in zip(members, answers, strict=True)]  # fmt: skip
                     store.add_predictions(run_id, predictions)
                     done[0] += len(batch)
-                    say(f"answer {arm} ({phase})", done[0], total)
+                    say(f"answer {stored_as} ({phase})", done[0], total)
 
         answer_all(runtime, "main", by_phase.get("main", []))
         if by_phase.get("fresh"):

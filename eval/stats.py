@@ -175,6 +175,25 @@ def interval(
     return _percentile(value, _cluster_means(data, groups, rng), n, "cluster-bootstrap")
 
 
+def replicated_interval(by_seed: Sequence[Sequence[float]], seed: int) -> Interval:
+    """The mean over rows and training seeds, with a 95% interval that resamples both: seeds (with replacement),
+    then rows (with replacement) within the chosen seeds. `by_seed[j][i]` is row i's value under training seed j
+    (same rows, same order). With one seed it is the row bootstrap (Wilson for 0/1 values)."""
+    data = np.asarray(by_seed, dtype=float)
+    if data.ndim != 2 or data.size == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0, "none")
+    k, n = data.shape
+    if k == 1:
+        return interval(list(data[0]), seed)
+    value = float(data.mean())
+    rng = np.random.default_rng(seed)
+    seeds = rng.integers(0, k, size=(RESAMPLES, k))
+    rows = rng.integers(0, n, size=(RESAMPLES, n))
+    boot = np.array([data[seeds[b]][:, rows[b]].mean() for b in range(RESAMPLES)])
+    low, high = np.percentile(boot, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
+    return Interval(value, min(float(low), value), max(float(high), value), n, f"seed-and-row-bootstrap (k={k})")
+
+
 def _members(groups: np.ndarray | None, n: int) -> list[list[int]]:
     if groups is None:
         return [[i] for i in range(n)]

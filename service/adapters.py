@@ -76,11 +76,15 @@ class AdapterMismatch(RuntimeError):
     """An artifact was trained for another base model, or did not change the model when applied."""
 
 
-def artifact_dir(settings: Settings, corpus: Path, kind: Kind | str, group: str | None = None) -> Path:
-    """Where the `kind` artifact trained on `corpus` lives; one folder per adapter group when it has one."""
+def artifact_dir(
+    settings: Settings, corpus: Path, kind: Kind | str, group: str | None = None, replicate: int = 0
+) -> Path:
+    """Where the `kind` artifact trained on `corpus` lives; one folder per adapter group when it has one, and a
+    sibling per extra training seed (`<folder>-seed<i>`, eval.training_seeds)."""
     name = kind.name if isinstance(kind, Kind) else parse_kind(kind).name
     folder = settings.artifact_dir / "adapters" / Path(corpus).resolve().name / name
-    return folder / group if group else folder
+    folder = folder / group if group else folder
+    return folder.with_name(f"{folder.name}-seed{replicate}") if replicate else folder
 
 
 def stored_manifest(folder: Path) -> AdapterManifest | None:

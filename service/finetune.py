@@ -78,6 +78,7 @@ class TrainResult:
     manifest: adapters.AdapterManifest
     reused: bool
     group: str | None = None  # the adapter group (eval/families.py) it serves; None: one artifact for all rows
+    replicate: int = 0  # training seed offset (eval.training_seeds)
 
 
 @dataclass(frozen=True)
@@ -354,6 +355,7 @@ def train_artifact(
     rows: list[SupervisedRow],
     *,
     group: str | None = None,
+    replicate: int = 0,
     retriever=None,
     with_documents: bool | None = None,
     forbidden_inputs: set[str] = frozenset(),
@@ -365,10 +367,14 @@ def train_artifact(
     """Train (or reuse) the `kind` artifact for `corpus` (and adapter `group`) from its supervised train rows.
 
     `retriever` searches the corpus index (kinds whose examples carry passages need it); `with_documents`
-    mixes the corpus documents in as plain text (default: the kind's fact)."""
+    mixes the corpus documents in as plain text (default: the kind's fact). `replicate` i > 0 trains the same
+    recipe with seed + i into a folder of its own (eval.training_seeds: seed-to-seed variance)."""
     from transformers import set_seed
 
     kind = parse_kind(kind) if isinstance(kind, str) else kind
+    if replicate:
+        generation = settings.generation.model_copy(update={"seed": settings.generation.seed + replicate})
+        settings = settings.model_copy(update={"generation": generation})
     if not rows:
         raise TrainingDataError(
             f'corpus \'{Path(corpus).name}\' has no train rows to learn from: add rows with "split": "train" '
@@ -383,14 +389,14 @@ def train_artifact(
     data = build_training_set(settings, corpus, kind, rows, generator, retriever, forbidden_inputs, documents)
     params = hyperparameters(settings, kind) | {"group": group, "documents": documents}
     key = fingerprint(kind, model_id, base_hash, data.data_hash, params)
-    folder = adapters.artifact_dir(settings, corpus, kind, group)
+    folder = adapters.artifact_dir(settings, corpus, kind, group, replicate)
     note = folders.recover(folder, lambda f: (f / adapters.MANIFEST).is_file(), f"{kind.name} artifact")
     if note:
         log.warning(note)  # a training run killed mid-swap, or the leftovers of dead runs
     stored = adapters.stored_manifest(folder)
     if not force and stored is not None and stored.fingerprint == key:
         log.info("reusing %s artifact at %s (same base model, data, settings and seed)", kind.name, folder)
-        return TrainResult(kind.name, folder, stored, reused=True, group=group)
+        return TrainResult(kind.name, folder, stored, reused=True, group=group, replicate=replicate)
 
     stream, train_tok, val_tok = training_stream(kind, data, generator, settings)
     figures = stream_figures(stream, train_tok, data.documents, settings)
@@ -441,7 +447,7 @@ def train_artifact(
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    return TrainResult(kind.name, folder, manifest, reused=False, group=group)
+    return TrainResult(kind.name, folder, manifest, reused=False, group=group, replicate=replicate)
 
 
 def step_shape(stream: list[Tokenized], batch_size: int, grad_accum: int, max_batch_tokens: int) -> tuple[int, int]:
@@ -544,7 +550,9 @@ def describe(result: TrainResult) -> str:
     """One line for the CLI: what was trained (or reused) and what it cost."""
     m = result.manifest
     verb = "reused" if result.reused else "trained"
-    label = f"{result.kind}/{result.group}" if result.group else result.kind
+    label = (f"{result.kind}/{result.group}" if result.group else result.kind) + (
+        f"@seed{result.replicate}" if result.replicate else ""
+    )
     epochs = ", ".join(f"{f} {v['epochs_reached']:.1f}" for f, v in (m.training or {}).get("families", {}).items())
     flag = " UNDERTRAINED" if (m.training or {}).get("undertrained") else ""
     val = f", val loss {m.val_loss:.3f}" if m.val_loss is not None else ""

@@ -41,6 +41,7 @@ class Runtime:
         self._weights_hash: str | None = None
         self._index_dir: Path | None = None
         self.warm_up_error: str | None = None
+        self.replicate = 0  # which training seed's artifacts answer (eval.training_seeds)
         self.lock = threading.RLock()
 
     @property
@@ -148,8 +149,15 @@ class Runtime:
         return group if kind.scoped and self.settings.lora.scope == "per_family" else None
 
     def artifact_folder(self, kind: Kind, group: str = "questions") -> Path:
-        """Where the artifact that answers `group`'s rows with `kind` lives."""
-        return adapters.artifact_dir(self.settings, self.corpus, kind, self.artifact_group(kind, group))
+        """Where the artifact that answers `group`'s rows with `kind` lives (this runtime's training seed)."""
+        return adapters.artifact_dir(self.settings, self.corpus, kind, self.artifact_group(kind, group), self.replicate)
+
+    def for_replicate(self, replicate: int) -> Runtime:
+        """The same loaded models answering with the artifacts of training seed + `replicate`."""
+        other = copy.copy(self)
+        other.replicate = replicate
+        other._full_models = {}
+        return other
 
     def _checked_manifest(self, arm: Arm, folder: Path, weights_hash: str | None) -> None:
         """Refuse a missing artifact or one trained on other base weights, with the fix in the message."""
@@ -187,7 +195,8 @@ class Runtime:
                 yield engine_ct2.generator(self.settings, gen, folder)
                 return
             scope = self.artifact_group(kind, group)
-            gen.model = adapters.attach_lora(gen.model, gen.tokenizer, folder, f"{kind.name}-{scope}" if scope else kind.name)
+            name = "-".join([kind.name, *([scope] if scope else []), *([f"seed{self.replicate}"] if self.replicate else [])])
+            gen.model = adapters.attach_lora(gen.model, gen.tokenizer, folder, name)
             yield gen
 
     def _remote_generator(self, arm: Arm, group: str) -> RemoteGenerator:

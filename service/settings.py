@@ -286,6 +286,14 @@ class EvalSettings(BaseModel):
         "(12 took 17); "
         "intervals are wide at this size, so the report says when it cannot tell arms apart.",
     )
+    training_seeds: int = Field(
+        1,
+        ge=1,
+        le=10,
+        description="Train every adapter this many times (seed, seed+1, ...) and answer with each: the report's "
+        "intervals for adapter arms then resample seeds as well as rows (seed-to-seed variance). k times the "
+        "training and the adapter arms' answering time.",
+    )
     non_inferiority_margin: float = Field(
         0.10,
         gt=0,

@@ -105,3 +105,20 @@ def test_missing_families_and_bad_input_are_clear(settings, corpus, monkeypatch,
     assert bad_family.exit_code == 2 and "trivia" in bad_family.output
     empty = CliRunner().invoke(cli.app, ["eval", "--corpus", str(corpus), "--families", "general"])
     assert empty.exit_code == 2 and '"split": "test"' in empty.output
+
+
+def test_training_seeds_train_and_answer_each_adapter_k_times(ragft, full_corpus):
+    settings, run = ragft
+    out = run("eval", "--corpus", full_corpus, "--arms", "base,lora", "--families", "knowledge,behaviour",
+              "--set", "eval.training_seeds=2")  # fmt: skip
+    assert out.exit_code == 0, out.output
+    run_id = out.stdout.split("Verdict for run ")[1].split()[0]
+    store = Store(settings.database)
+    arms = {p.arm for p in store.predictions(run_id)}
+    assert arms == {"base", "lora", "lora@seed1"}  # the second seed's answers are kept apart...
+    results = json.loads((settings.eval.reports_dir / run_id / "results.json").read_text())
+    cell = results["families"]["knowledge"]["arms"]["lora"]["answer_contained"]
+    assert cell["method"].startswith("seed-and-row-bootstrap")  # ...and folded into lora, resampling seeds too
+    assert "lora@seed1" not in results["families"]["knowledge"]["arms"]
+    assert set(results["data"]["adapters"]["lora"]["groups"]) == {"questions", "behaviour", "questions@seed1",
+                                                                  "behaviour@seed1"}  # fmt: skip

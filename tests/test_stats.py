@@ -180,3 +180,15 @@ def test_non_inferiority_needs_evidence_not_just_a_tie():
     close = non_inferiority("a", "b", list(best - 0.01 + rng.normal(0, 0.05, 300)), list(best), 0.05, seed=0)
     assert close.test == "paired-bootstrap" and close.non_inferior
     assert not non_inferiority("a", "b", list(best - 0.1), list(best), 0.05, seed=0).non_inferior
+
+
+def test_an_interval_over_training_seeds_is_wider_when_seeds_disagree():
+    from eval.stats import replicated_interval
+
+    rows = 40
+    agree = [[1.0 if i % 2 else 0.0 for i in range(rows)]] * 3
+    disagree = [[1.0] * rows, [0.0] * rows, [1.0 if i % 2 else 0.0 for i in range(rows)]]
+    a, d = replicated_interval(agree, seed=0), replicated_interval(disagree, seed=0)
+    assert a.value == d.value == 0.5
+    assert (d.ci_high - d.ci_low) > 2 * (a.ci_high - a.ci_low)  # seed-to-seed variance widens the interval
+    assert replicated_interval([[1.0, 0.0, 1.0]], seed=0).method == "wilson"  # one seed: the row interval
