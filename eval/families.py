@@ -50,6 +50,8 @@ class Family:
     adapter_group: str = "questions"  # which adapter answers its rows under lora.scope=per_family: rows an arm
     # cannot tell apart when asked (answerable or not) share one; behaviour tasks have their own
     learns_documents: bool = False  # its adapter also trains on the corpus documents as text (knowledge injection)
+    max_new_tokens: int | None = None  # answer length for its rows (None: generation.max_new_tokens); short answers
+    # are scored on their first sentence, so decoding past it is time spent on nothing
     rule: str | None = None  # the folk rule's claim about this family, when it makes one
     favoured: Callable[[Arm], bool] | None = None  # the arms that claim says should win
 
@@ -143,8 +145,11 @@ def _weights_changed_or_base(arm: Arm) -> bool:
     return arm.adapter is not None or not (arm.retrieve or arm.fewshot)
 
 
+QUESTION_TOKENS = 32  # a one-sentence answer or the abstention phrase: 10-20 tokens of SmolLM2's tokenizer
+
 register_family(Family("knowledge", "Knowledge", "answer_contained", _needs_answers, trains=True,
-                       rule="RAG for knowledge", favoured=lambda arm: arm.retrieve, learns_documents=True))  # fmt: skip
+                       rule="RAG for knowledge", favoured=lambda arm: arm.retrieve, learns_documents=True,
+                       max_new_tokens=QUESTION_TOKENS))  # fmt: skip
 register_family(Family("knowledge_paraphrase", "Knowledge: paraphrases of trained facts",
                        "answer_contained_paraphrase", None, reads=("knowledge",), rule="RAG for knowledge",
                        favoured=lambda arm: arm.retrieve))  # fmt: skip
@@ -153,7 +158,8 @@ register_family(Family("knowledge_unseen", "Knowledge: facts only the documents 
 register_family(Family("behaviour", "Behaviour / format", "behaviour_pass", _behaviour_row, trains=True,
                        rule="fine-tuning for behaviour", favoured=fine_tuned, adapter_group="behaviour"))  # fmt: skip
 register_family(Family("abstention", "Abstention", "abstention_accuracy", _abstention_row,
-                       reads=("abstention", "knowledge"), trains=True))  # fmt: skip
-register_family(Family("freshness", "Freshness", "new_answer_rate", _freshness_row, phase="fresh"))
+                       reads=("abstention", "knowledge"), trains=True, max_new_tokens=QUESTION_TOKENS))  # fmt: skip
+register_family(Family("freshness", "Freshness", "new_answer_rate", _freshness_row, phase="fresh",
+                       max_new_tokens=QUESTION_TOKENS))  # fmt: skip
 register_family(Family("general", "General skills (forgetting)", "general_accuracy", _needs_answers,
-                       scores=_weights_changed_or_base, closed_book=True))  # fmt: skip
+                       scores=_weights_changed_or_base, closed_book=True, max_new_tokens=QUESTION_TOKENS))  # fmt: skip

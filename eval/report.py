@@ -91,6 +91,10 @@ def training_lines(results: dict) -> list[str]:
     """One line per trained artifact: what it learnt (examples and epochs per family), what it cost, and a flag
     when any family got less than one epoch; the from-scratch model is labelled as the floor it is."""
     lines = []
+    subset = ((results.get("config") or {}).get("settings") or {}).get("lora", {}).get("max_rows_per_family")
+    if subset and results["data"].get("adapters"):
+        lines.append(f"Adapters learnt from a subset: at most {subset} train rows per family (lora.max_rows_per_family; "
+                     "rows that test paraphrases restate first). A decision wants every row: ragft eval.")  # fmt: skip
     for kind, meta in (results["data"].get("adapters") or {}).items():
         arms = [a for a, f in results.get("arms", {}).items() if f.get("adapter") == kind]
         for group, g in (meta.get("groups") or {"all": meta}).items():

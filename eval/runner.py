@@ -142,6 +142,7 @@ def run_id_for(settings: Settings, spec: RunSpec, tasks_hash: str, adapters: dic
         "retrieval": settings.retrieval.model_dump(exclude={"embed_batch_size"}),
         "generation": settings.generation.model_dump(exclude={"batch_size", "max_batch_tokens"}),
         "tasks": tasks_hash,
+        "answer_tokens": {f: FAMILIES[f].max_new_tokens for f in spec.families},
         "adapters": {k: v.get("fingerprint") for k, v in adapters.items()},
     }
     digest = hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode()).hexdigest()[:10]
@@ -222,14 +223,14 @@ def run_eval(
                     if should_stop is not None and should_stop():
                         raise RunCancelled(f"run {run_id} stopped after {done[0]} of {total} answers; resume it")
                     batch = [by_id[i] for i in missing[start : start + step]]
-                    groups: dict[Arm, list[TaskRow]] = {}
-                    for r in batch:  # rows asked with another prompt (closed-book probes) go in their own batch
-                        groups.setdefault(prompt_arm(ARMS[arm], r), []).append(r)
+                    groups: dict[tuple[Arm, int | None], list[TaskRow]] = {}
+                    for r in batch:  # rows asked with another prompt or answer length go in their own batch
+                        groups.setdefault((prompt_arm(ARMS[arm], r), FAMILIES[r.family].max_new_tokens), []).append(r)
                     predictions = []
-                    for asked, members in groups.items():
+                    for (asked, max_new_tokens), members in groups.items():
                         queries = [Query(r.text, r.instruction, example_key(r), FAMILIES[r.family].adapter_group)
                                    for r in members]  # fmt: skip
-                        answers = answer(asked, rt, queries)
+                        answers = answer(asked, rt, queries, max_new_tokens=max_new_tokens)
                         predictions += [_to_prediction(stored_as, r, phase, a)
                                         for r, a in zip(members, answers, strict=True)]  # fmt: skip
                     store.add_predictions(run_id, predictions)

@@ -357,7 +357,11 @@ def demo(
     from eval.runner import RunSpec
 
     settings = build_settings(set_)
-    _run_and_report(settings, RunSpec.resolve(settings, corpus, limit=limit or settings.eval.demo_limit))
+    if settings.lora.max_rows_per_family is None:  # the demo trains on a subset, declared in the report
+        lora = settings.lora.model_copy(update={"max_rows_per_family": settings.eval.demo_train_rows})
+        settings = settings.model_copy(update={"lora": lora})
+    _run_and_report(settings, RunSpec.resolve(settings, corpus, limit=limit or settings.eval.demo_limit,
+                                              extra={"demo": True}))  # fmt: skip
 
 
 @corpus_app.command("validate")

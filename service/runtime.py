@@ -23,7 +23,7 @@ from service.documents import load_documents
 from service.generation import Generator
 from service.kinds import KINDS, Kind
 from service.prompts import Example
-from service.retrieval import IndexReport, Retriever, build_index, index_exists
+from service.retrieval import IndexReport, Retriever, build_index, index_exists, index_lock
 from service.settings import Settings
 
 
@@ -106,6 +106,8 @@ class Runtime:
             return self._weights_hash
 
     def embedder(self):
+        if self._embedder is not None:  # loaded: no lock, so an index build never waits for a generation
+            return self._embedder
         with self.lock:
             if self._embedder is None:
                 self._embedder = models.load_embedder(self.settings.models)
@@ -120,14 +122,18 @@ class Runtime:
             return self._retriever
 
     def index(self) -> IndexReport:
-        """Build or update this corpus's index, then make the next search use it."""
-        documents = load_documents(self.corpus)
-        with self.lock:
+        """Build or update this corpus's index, then make the next search use it.
+
+        Builds take turns under the index lock only (`retrieval.index_lock`), not the model lock: generation goes
+        on while a changed document is embedded, and searches already running keep the index they loaded."""
+        embedder = self.embedder()
+        with index_lock(self.index_dir):
+            documents = load_documents(self.corpus)  # read inside the lock: the corpus as this build indexes it
             report = build_index(
-                documents, self.embedder(), self.settings.models.embedder, self.settings.retrieval, self.index_dir,
+                documents, embedder, self.settings.models.embedder, self.settings.retrieval, self.index_dir,
                 source=self.corpus,
             )  # fmt: skip
-            self._retriever = None
+        self._retriever = None  # no model lock: a search loading the index holds it while waiting for the index lock
         return report
 
     def examples(self, pool: str) -> list[Example]:

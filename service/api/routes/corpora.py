@@ -62,11 +62,12 @@ def _reindex(runtime) -> dict:
 def _apply(runtime, doc_id: str, text: str | None) -> dict:
     """Write (or delete, when `text` is None) the document and re-index; any error puts the old files back.
 
-    The model lock comes first, as in every index build of this runtime (one lock order, no deadlock), then
-    the index lock, so no other build reads the corpus between the file change and its re-index."""
+    The index lock is held from the file change to its re-index, so no other build reads the corpus in
+    between; the model lock is not taken, so queries keep generating while the document is embedded."""
     folder = _served(runtime, runtime.corpus.resolve().name)
+    runtime.embedder()  # loaded before the index lock: loading takes the model lock, which a search holds first
     try:
-        with runtime.lock, index_lock(runtime.index_dir), change_document(folder, doc_id, text):
+        with index_lock(runtime.index_dir), change_document(folder, doc_id, text):
             return _reindex(runtime)
     except (ValueError, RuntimeError) as exc:  # indexing refused it (e.g. no text left to index)
         raise HTTPException(422, f"document '{doc_id}' was not applied: {exc}") from exc

@@ -62,3 +62,28 @@ def test_a_document_over_the_size_limit_is_413_and_nothing_changes(with_api, cor
     r = client.put(f"/v1/corpora/{corpus.name}/documents/dock", json={"text": "The dock is big. " * 10})
     assert r.status_code == 413 and "api.max_document_bytes" in r.text
     assert not (corpus / "documents" / "dock.md").exists()
+
+
+def test_a_document_put_does_not_wait_for_a_running_generation(client, corpus):
+    """The re-index runs under the index lock only: a generation holding the model lock does not block it."""
+    import threading
+
+    runtime = client.app.state.runtime
+    holding, release = threading.Event(), threading.Event()
+
+    def generate() -> None:
+        with runtime.lock:  # what a long batch of answers does
+            holding.set()
+            release.wait(30)
+
+    worker = threading.Thread(target=generate)
+    worker.start()
+    try:
+        holding.wait(5)
+        r = client.put(f"/v1/corpora/{corpus.name}/documents/dock", json={"text": "The dock costs $249."})
+        assert r.status_code == 200 and r.json()["added"] == ["dock"]  # done while the model lock was held
+        assert worker.is_alive()
+    finally:
+        release.set()
+        worker.join()
+    assert "dock" in passages(client, "how much does the dock cost ?")
