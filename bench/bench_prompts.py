@@ -49,9 +49,12 @@ def main() -> None:
             runtime.index()
             for k in (int(x) for x in args.top_k.split(",")):
                 found = runtime.retriever().search([r.text for r in rows], k)
-                recall = statistics.mean(any(p.doc_id in r.source_docs for p in ps) for r, ps in zip(rows, found, strict=True))
+                recall = statistics.mean(
+                    any(p.doc_id in r.source_docs for p in ps) for r, ps in zip(rows, found, strict=True)
+                )
                 holds = statistics.mean(
-                    any(a.lower() in p.text.lower() for p in ps for a in r.answers) for r, ps in zip(rows, found, strict=True)
+                    any(a.lower() in p.text.lower() for p in ps for a in r.answers)
+                    for r, ps in zip(rows, found, strict=True)
                 )
                 phrase = settings.generation.abstention_phrase
                 texts = [tokenizer.apply_chat_template(build_messages(r.text, passages=ps, abstention_phrase=phrase),

@@ -74,7 +74,7 @@ def _parse_line(lineno: int, line: str, problems: list[str]) -> ExternalRow | No
             problems.append(f"{lineno}: field '{field}' is missing or not a string")
     passages = data.get("passages")
     if passages is not None and not (isinstance(passages, list) and all(_passage_ok(p) for p in passages)):
-        problems.append(f"{lineno}: field 'passages' must be a list of texts or {{\"doc_id\", \"text\"}} objects")
+        problems.append(f'{lineno}: field \'passages\' must be a list of texts or {{"doc_id", "text"}} objects')
     if data.get("phase") not in PHASES:
         problems.append(f"{lineno}: field 'phase' must be \"after_update\" (freshness rows) or absent")
     if problems and problems[-1].startswith(f"{lineno}:"):
@@ -163,7 +163,11 @@ def import_predictions(settings: Settings, corpus: Path, path: Path, name: str |
             if existing.config.get("spec", {}).get("extra", {}).get("predictions_sha256") != digest:
                 raise ValueError(f"a run named '{run_id}' already exists with other predictions; pick another --name")
             return run_id
-        external = {a.name: {"label": a.label, "retrieve": a.retrieve} for a in arms.values() if a.summary.startswith("predictions")}
+        external = {
+            a.name: {"label": a.label, "retrieve": a.retrieve}
+            for a in arms.values()
+            if a.summary.startswith("predictions")
+        }
         store.create_run(run_id, corpus.resolve().name, {"spec": spec.model_dump(mode="json"),
                                                           "settings": settings.recorded(), "external_arms": external})  # fmt: skip
         by_family: dict[str, list[str]] = {}

@@ -73,7 +73,9 @@ HOW_TO_READ = (
 
 
 def _how_to_read(results: dict) -> str:
-    tests = sum(len(b.get("comparisons", [])) + len(b.get("forgetting_vs_base", {})) for b in results["families"].values())
+    tests = sum(
+        len(b.get("comparisons", [])) + len(b.get("forgetting_vs_base", {})) for b in results["families"].values()
+    )
     margin = next((b["verdict"]["margin"] for b in results["families"].values() if b.get("verdict")), 0.0)
     return HOW_TO_READ.format(tests=tests, margin=margin)
 
@@ -135,10 +137,17 @@ def render_markdown(results: dict) -> str:
                   "|---|" + "---|" * len(metrics)]  # fmt: skip
         for arm in arms:
             lines.append(
-                f"| {_label(results, arm)} | " + " | ".join(_fmt(block["arms"][arm].get(m.name)) for m in metrics) + " |"
+                f"| {_label(results, arm)} | "
+                + " | ".join(_fmt(block["arms"][arm].get(m.name)) for m in metrics)
+                + " |"
             )
         if block.get("comparisons"):
-            lines += ["", "Paired tests against the best arm: " + "; ".join(_comparison(results, c) for c in block["comparisons"]) + "."]
+            lines += [
+                "",
+                "Paired tests against the best arm: "
+                + "; ".join(_comparison(results, c) for c in block["comparisons"])
+                + ".",
+            ]
         if block.get("forgetting_vs_base"):
             lines += ["", "Forgetting (arm minus base on the general probes, base prompt, arms whose weights changed): "
                       + "; ".join(_comparison(results, c) for c in block["forgetting_vs_base"].values()) + "."]  # fmt: skip
@@ -148,7 +157,9 @@ def render_markdown(results: dict) -> str:
               "| generated tokens | $ per 1k queries | break-even vs RAG (queries) |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for arm, c in results["costs"].items():
         if not c.get("measured", True):
-            lines.append(f"| {_label(results, arm)} | " + " | ".join(["not measured (scored from a file)"] + ["-"] * 8) + " |")
+            lines.append(
+                f"| {_label(results, arm)} | " + " | ".join(["not measured (scored from a file)"] + ["-"] * 8) + " |"
+            )
             continue
         refresh = f"{c['refresh_by']} {c['refresh_s']:.1f}s" if c.get("refresh_s") is not None else c["refresh_by"]
         be = c.get("break_even_queries_vs_rag")
@@ -312,9 +323,8 @@ def render_html(results: dict) -> str:
         verdicts=verdict_rows(results),
         charts=charts(results),
         metric_names=metric_names,
-        labels={a: _label(results, a) for a in results.get("arms", {})} | {
-            a: _label(results, a) for b in results["families"].values() for a in b["arms"]
-        },
+        labels={a: _label(results, a) for a in results.get("arms", {})}
+        | {a: _label(results, a) for b in results["families"].values() for a in b["arms"]},
         how_to_read=_how_to_read(results),
         training=[line.replace("**", "") for line in training_lines(results)],
         comparison=lambda c: _comparison(results, c),

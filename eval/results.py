@@ -146,7 +146,13 @@ def costs(run: RunRecord, predictions: list[Prediction], settings: Settings) -> 
         }
     rag = out.get("rag")
     for arm_name, figures in out.items():
-        if ARMS[arm_name].adapter and rag and rag["measured"] and figures.get("training_wall_s") and figures["latency_ms_p50"] is not None:
+        if (
+            ARMS[arm_name].adapter
+            and rag
+            and rag["measured"]
+            and figures.get("training_wall_s")
+            and figures["latency_ms_p50"] is not None
+        ):
             mean_arm = np.mean([p.cost_ms for p in by_arm[arm_name]])
             mean_rag = np.mean([p.cost_ms for p in by_arm["rag"]])
             figures["break_even_queries_vs_rag"] = _clean(
@@ -389,8 +395,11 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None, jud
         "created_at": run.created_at,
         "status": run.status,
         "config": run.config,
-        "models": {"generator": settings.models.generator, "embedder": settings.models.embedder,
-                   "engine": run.meta.get("engine")},  # which engine and compute type answered  # fmt: skip
+        "models": {
+            "generator": settings.models.generator,
+            "embedder": settings.models.embedder,
+            "engine": run.meta.get("engine"),
+        },  # which engine and compute type answered  # fmt: skip
         "data": {
             "tasks_hash": run.meta.get("tasks_hash"),
             "rows": {f: len(ids) for f, ids in run.meta.get("rows", {}).items()},
@@ -405,9 +414,17 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None, jud
             "model": settings.eval.judge_model if judged else None,
             "agreement": judge_agreement(values) if judged else {},
         },
-        "arms": {a: {"label": ARMS[a].label, "retrieve": ARMS[a].retrieve, "fewshot": ARMS[a].fewshot,
-                     "adapter": ARMS[a].adapter, "cost_rank": ARMS[a].cost_rank, "summary": ARMS[a].summary}
-                 for a in arms},  # fmt: skip
+        "arms": {
+            a: {
+                "label": ARMS[a].label,
+                "retrieve": ARMS[a].retrieve,
+                "fewshot": ARMS[a].fewshot,
+                "adapter": ARMS[a].adapter,
+                "cost_rank": ARMS[a].cost_rank,
+                "summary": ARMS[a].summary,
+            }
+            for a in arms
+        },  # fmt: skip
         "families": families,
         "costs": costs(run, predictions, settings),
         "failures": failures(values, predictions, rows, settings),

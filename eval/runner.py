@@ -196,8 +196,12 @@ def run_eval(
                 "embedder": settings.models.embedder,
             },  # fmt: skip
             adapters=adapter_meta,
-            engine={"engine": runtime.engine, "compute_type": settings.models.compute_type if runtime.engine ==
-                    "ctranslate2" else settings.models.dtype},  # fmt: skip
+            engine={
+                "engine": runtime.engine,
+                "compute_type": settings.models.compute_type
+                if runtime.engine == "ctranslate2"
+                else settings.models.dtype,
+            },  # fmt: skip
         )
         by_phase: dict[str, list[TaskRow]] = {}
         for family, members in chosen.items():

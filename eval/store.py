@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS predictions (
 );
 """
 
+
 @dataclass(frozen=True)
 class StoredPassage:
     chunk_id: str

@@ -93,7 +93,11 @@ def decide(
         if pick == best:
             reason = f"{label} scores highest ({scores[best]:.3f})"
             cheaper = [a for a in order if order.index(a) < order.index(best)]
-            reason += f" and every cheaper arm ({_labels(cheaper)}) is significantly worse" if cheaper else " and is the cheapest arm"
+            reason += (
+                f" and every cheaper arm ({_labels(cheaper)}) is significantly worse"
+                if cheaper
+                else " and is the cheapest arm"
+            )
         else:
             reason = (
                 f"{label} scores highest ({scores[best]:.3f}) but {ARMS[pick].label} ({scores[pick]:.3f}) is shown "
@@ -112,7 +116,10 @@ def _rule_check(family: str, best: str, group: dict[str, list[str]], scored: lis
         return "n/a", "the folk rule says nothing about this family"
     name = entry.rule
     if is_floor(ARMS[best]):
-        return "inconclusive", f"Cannot settle '{name}': a from-scratch floor leads, and the rule compares pre-trained arms."
+        return (
+            "inconclusive",
+            f"Cannot settle '{name}': a from-scratch floor leads, and the rule compares pre-trained arms.",
+        )
     expected = {a for a in scored if entry.favours(ARMS[a])}
     if not expected:
         return "n/a", f"no arm that '{name}' favours took part in this run"

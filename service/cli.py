@@ -53,7 +53,7 @@ def corpus_for(settings: Settings, given: Path | None) -> Path:
     if "corpus" in settings.model_fields_set or default.resolve().name in indexes or not indexes:
         return default
     if len(indexes) == 1:
-        (name, manifest), = indexes.items()
+        ((name, manifest),) = indexes.items()
         if manifest.source and Path(manifest.source).is_dir():
             return Path(manifest.source)
     found = ", ".join(f"{n} ({m.source or 'source unknown'})" for n, m in indexes.items())
@@ -119,8 +119,9 @@ def query(
     arms: Annotated[str, typer.Option(help="Comma-separated arms, e.g. base,rag,rag+lora.")] = "base,rag",
     corpus: Annotated[
         Path | None,
-        typer.Option(help="Corpus whose index and adapters to use (default: the corpus setting, else the only one "
-                          "indexed)."),  # fmt: skip
+        typer.Option(
+            help="Corpus whose index and adapters to use (default: the corpus setting, else the only one indexed)."
+        ),  # fmt: skip
     ] = None,
     top_k: Annotated[int | None, typer.Option(help="Passages for retrieving arms.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
@@ -151,8 +152,11 @@ def query(
 def train(
     corpus: Annotated[Path, typer.Option(help="Corpus whose train split to learn from.")],
     arm: Annotated[
-        list[str] | None, typer.Option(help="An arm with something to train (e.g. lora, rag+lora, scratch); repeat "
-                                            "for several (default: every such arm).")  # fmt: skip
+        list[str] | None,
+        typer.Option(
+            help="An arm with something to train (e.g. lora, rag+lora, scratch); repeat "
+            "for several (default: every such arm)."
+        ),  # fmt: skip
     ] = None,
     force: Annotated[bool, typer.Option(help="Train again even if an identical artifact is stored.")] = False,
     set_: SetOption = None,

@@ -197,7 +197,9 @@ def recover_document_changes(folder: Path, indexed: dict[str, str] | None) -> li
         name, tag = moved.name[1:].rsplit(_OLD, 1)
         changes.setdefault((name.rsplit(".", 1)[0], tag), []).append(moved)
     for (doc_id, _), moved_files in sorted(changes.items()):
-        current = [d for p in document_files(folder, doc_id) for d in read_document_file(p, folder) if d.doc_id == doc_id]
+        current = [
+            d for p in document_files(folder, doc_id) for d in read_document_file(p, folder) if d.doc_id == doc_id
+        ]
         now = current[0].content_hash if current else None
         if indexed is None or indexed.get(doc_id) != now:  # the index still holds the old text: undo
             for path in document_files(folder, doc_id):

@@ -431,8 +431,12 @@ def train_artifact(
             recipe_version=RECIPE_VERSION,
             hyperparameters=params,
             seed=seed,
-            examples={"train": len(data.train), "validation": len(val_tok), "by_variant": variants,
-                      "rows": len(rows)},  # fmt: skip
+            examples={
+                "train": len(data.train),
+                "validation": len(val_tok),
+                "by_variant": variants,
+                "rows": len(rows),
+            },  # fmt: skip
             training=figures,
             tokens_planned=sum(len(t.input_ids) for t in stream),
             trainable_params=sum(p.numel() for p in train_model.parameters() if p.requires_grad),

@@ -35,12 +35,39 @@ class Kind:
 KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
-        Kind("lora", False, False, True, "lora", True, True, training_data.closed_book_for,
-             "LoRA adapter, closed-book; the knowledge adapter also reads the documents as text"),
-        Kind("rag_lora", False, True, True, "lora", False, True, training_data.retrieval_for,
-             "LoRA adapter trained RAFT-style on retrieved passages"),
-        Kind("scratch", True, False, False, "scratch", True, False, training_data.closed_book_for,
-             "small model from random weights: the floor pre-training is measured against"),  # fmt: skip
+        Kind(
+            "lora",
+            False,
+            False,
+            True,
+            "lora",
+            True,
+            True,
+            training_data.closed_book_for,
+            "LoRA adapter, closed-book; the knowledge adapter also reads the documents as text",
+        ),
+        Kind(
+            "rag_lora",
+            False,
+            True,
+            True,
+            "lora",
+            False,
+            True,
+            training_data.retrieval_for,
+            "LoRA adapter trained RAFT-style on retrieved passages",
+        ),
+        Kind(
+            "scratch",
+            True,
+            False,
+            False,
+            "scratch",
+            True,
+            False,
+            training_data.closed_book_for,
+            "small model from random weights: the floor pre-training is measured against",
+        ),  # fmt: skip
     )
 }
 

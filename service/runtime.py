@@ -141,7 +141,7 @@ class Runtime:
         if self._examples is None:
             raise ArtifactMissing(
                 f"the fewshot arm needs worked examples from the train split, and corpus '{self.corpus}' has no "
-                "tasks/ folder. Add tasks/*.jsonl with rows marked \"split\": \"train\" (see corpora/README.md)."
+                'tasks/ folder. Add tasks/*.jsonl with rows marked "split": "train" (see corpora/README.md).'
             )
         return self._examples.get(pool, [])
 
@@ -201,7 +201,9 @@ class Runtime:
                 yield engine_ct2.generator(self.settings, gen, folder)
                 return
             scope = self.artifact_group(kind, group)
-            name = "-".join([kind.name, *([scope] if scope else []), *([f"seed{self.replicate}"] if self.replicate else [])])
+            name = "-".join(
+                [kind.name, *([scope] if scope else []), *([f"seed{self.replicate}"] if self.replicate else [])]
+            )
             gen.model = adapters.attach_lora(gen.model, gen.tokenizer, folder, name)
             yield gen
 

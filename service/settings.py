@@ -214,7 +214,10 @@ class LoraSettings(BaseModel):
         "keeping the effective batch. 8 x 650-token rag examples per step took 13 GB and crawled on 2 cores.",
     )
     validation_fraction: float = Field(
-        0.1, ge=0, lt=0.5, description="Share of train rows with a held-out rewording (or held out whole) for validation."
+        0.1,
+        ge=0,
+        lt=0.5,
+        description="Share of train rows with a held-out rewording (or held out whole) for validation.",
     )
     evals_per_run: int = Field(
         4, ge=1, description="Validation passes spread over a run (each costs a forward pass over the held-out rows)."

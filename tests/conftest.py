@@ -36,9 +36,7 @@ def settings(tiny_models, tmp_path) -> Settings:
         models=ModelSettings(generator=str(generator), embedder=str(embedder), engine="transformers"),
         retrieval=RetrievalSettings(chunk_tokens=24, chunk_overlap=4, top_k=2),
         generation=GenerationSettings(max_new_tokens=6, batch_size=4),
-        lora=LoraSettings(
-            rank=4, batch_size=2, epochs=2, max_seq_tokens=160, validation_fraction=0.25
-        ),
+        lora=LoraSettings(rank=4, batch_size=2, epochs=2, max_seq_tokens=160, validation_fraction=0.25),
         scratch=ScratchSettings(layers=1, hidden_size=16, heads=2),
     )
 

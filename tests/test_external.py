@@ -18,11 +18,27 @@ def priced_corpus(tmp_path):
     rows = []
     for i, price in enumerate(PRICES):
         (root / "documents" / f"p{i}.md").write_text(f"# Product P{i}\n\nThe P{i} costs ${price:,}.\n")
-        rows.append({"id": f"k{i}", "family": "knowledge", "split": "test", "question": f"What does the P{i} cost?",
-                     "answers": [f"${price:,}"], "source_docs": [f"p{i}"], "kind": "unseen"})
+        rows.append(
+            {
+                "id": f"k{i}",
+                "family": "knowledge",
+                "split": "test",
+                "question": f"What does the P{i} cost?",
+                "answers": [f"${price:,}"],
+                "source_docs": [f"p{i}"],
+                "kind": "unseen",
+            }
+        )
         rows.append({"id": f"a{i}", "family": "abstention", "split": "test", "question": f"What does the P{i} weigh?"})
-        rows.append({"id": f"g{i}", "family": "general", "split": "test", "question": f"What is {i} plus 2?",
-                     "answers": [str(i + 2)]})
+        rows.append(
+            {
+                "id": f"g{i}",
+                "family": "general",
+                "split": "test",
+                "question": f"What is {i} plus 2?",
+                "answers": [str(i + 2)],
+            }
+        )
     (root / "tasks" / "tasks.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
 

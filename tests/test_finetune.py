@@ -188,7 +188,9 @@ def test_per_family_and_joint_scopes_train_and_load(settings, train_corpus):
     assert set(behaviour.training["families"]) == {"behaviour"}  # no documents: knowledge injection is for facts
     assert behaviour.training["families"]["behaviour"]["epochs_reached"] >= 2
     runtime = Runtime(settings, train_corpus)
-    label = answer(ARMS["lora"], runtime, [Query("the k2 router is broken", "Answer yes or no.", "behaviour", "behaviour")])
+    label = answer(
+        ARMS["lora"], runtime, [Query("the k2 router is broken", "Answer yes or no.", "behaviour", "behaviour")]
+    )
     question = answer(ARMS["lora"], runtime, [Query("what does the kestrel k2 cost ?")])
     assert label[0].arm == question[0].arm == "lora"
     with runtime.generator_for(ARMS["lora"], "behaviour") as gen:

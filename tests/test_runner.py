@@ -49,8 +49,19 @@ def test_eval_end_to_end_writes_three_report_files(settings, full_corpus, monkey
         asked = {a for a in ALL_ARMS if FAMILY_FACTS[family].scores(ARMS[a])}
         assert set(block["arms"]) == asked, family
         cell = block["arms"]["base"][block["headline_metric"]]
-        assert set(cell) == {"value", "ci_low", "ci_high", "n", "method"} and cell["ci_low"] <= cell["value"] <= cell["ci_high"]
-        assert set(block["verdict"]) >= {"best", "worse", "non_inferior", "undecided", "recommended", "status", "reason"}
+        assert (
+            set(cell) == {"value", "ci_low", "ci_high", "n", "method"}
+            and cell["ci_low"] <= cell["value"] <= cell["ci_high"]
+        )
+        assert set(block["verdict"]) >= {
+            "best",
+            "worse",
+            "non_inferior",
+            "undecided",
+            "recommended",
+            "status",
+            "reason",
+        }
         assert block["power"]["rows"] >= 1 and "chance_baseline" in block
         if block["verdict"]["status"] == "insufficient evidence":  # a handful of rows never settles a cheaper arm
             assert block["verdict"]["recommended"] is None

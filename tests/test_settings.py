@@ -82,7 +82,9 @@ def test_the_shipped_deployment_is_closed_by_default(monkeypatch):
     dockerfile = (root / "Dockerfile").read_text().splitlines()
     users = [line.split()[1] for line in dockerfile if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0")
-    assert ".env" in (root / ".dockerignore").read_text().split() and ".env" in (root / ".gitignore").read_text().split()
+    assert (
+        ".env" in (root / ".dockerignore").read_text().split() and ".env" in (root / ".gitignore").read_text().split()
+    )
     example = dotenv_values(root / ".env.example")
     assert set(example) == {"RAGFT_API__API_KEYS"}  # the optional ones are commented out
     for name, value in example.items():

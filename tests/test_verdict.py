@@ -7,7 +7,13 @@ M = 0.1
 
 def test_clear_winner_agreeing_with_the_folk_rule():
     v = decide("knowledge", {"base": 0.1, "fewshot": 0.2, "rag": 0.8}, {"base": "worse", "fewshot": "worse"}, margin=M)
-    assert (v.best, v.worse, v.recommended, v.status, v.rule) == ("rag", ["base", "fewshot"], "rag", "decided", "agrees")
+    assert (v.best, v.worse, v.recommended, v.status, v.rule) == (
+        "rag",
+        ["base", "fewshot"],
+        "rag",
+        "decided",
+        "agrees",
+    )
 
 
 def test_an_underpowered_tie_is_insufficient_evidence_not_use_base():

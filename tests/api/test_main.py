@@ -44,7 +44,9 @@ def test_ragft_serve_refuses_0000_without_keys_and_warns_with_insecure(settings,
 def test_what_the_service_writes_is_private_to_its_user(settings, corpus):
     client = TestClient(create_app(settings, corpus))
     client.app.state.runtime.index()
-    assert client.put(f"/v1/corpora/{corpus.name}/documents/dock", json={"text": "The dock costs $89."}).status_code == 200
+    assert (
+        client.put(f"/v1/corpora/{corpus.name}/documents/dock", json={"text": "The dock costs $89."}).status_code == 200
+    )
     assert settings.data_dir.stat().st_mode & 0o777 == 0o700
     for path in settings.data_dir.rglob("*"):
         assert path.stat().st_mode & 0o077 == 0, f"{path} is open to others ({oct(path.stat().st_mode)})"

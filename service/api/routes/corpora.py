@@ -78,9 +78,7 @@ def _apply(runtime, doc_id: str, text: str | None) -> dict:
 
 
 @router.put("/corpora/{name}/documents/{doc_id}")
-async def put_document(
-    name: Name, doc_id: DocId, body: DocumentIn, runtime: RuntimeDep, settings: SettingsDep
-) -> dict:
+async def put_document(name: Name, doc_id: DocId, body: DocumentIn, runtime: RuntimeDep, settings: SettingsDep) -> dict:
     """Add or replace a document (stored as documents/<doc_id>.md); the next query sees it."""
     _served(runtime, name)
     size, limit = len(body.text.encode("utf-8")), settings.api.max_document_bytes

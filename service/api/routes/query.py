@@ -118,7 +118,9 @@ async def query(
     return response(body.question, [arm_answers[0] for arm_answers in per_arm], telemetry)
 
 
-async def answer_all(questions: list[str], arms: list[str], top_k: int | None, coalescer, settings) -> list[list[Answer]]:
+async def answer_all(
+    questions: list[str], arms: list[str], top_k: int | None, coalescer, settings
+) -> list[list[Answer]]:
     """Every arm's answers to `questions`, all queued at once in the shared bounded queue (429 when it is full)."""
     check_limits(questions, top_k, settings.api, len(arms))
     queries = [Query(q) for q in questions]

@@ -47,9 +47,7 @@ def resolve_corpus(settings: Settings, name: str | None) -> Path:
 class RunRequest(BaseModel):
     corpus: CorpusName | None = Field(None, description="Corpus name (default: the served corpus).")
     arms: list[arm_name()] | None = Field(None, min_length=1, description="Default: every arm.")
-    families: list[Family] | None = Field(
-        None, min_length=1, description="Default: eval.families (else every family)."
-    )
+    families: list[Family] | None = Field(None, min_length=1, description="Default: eval.families (else every family).")
     limit: int | None = Field(None, ge=1, le=100_000, description="Test rows per family (default: eval.limit).")
     seed: int | None = Field(None, description="Default: generation.seed.")
 

@@ -112,7 +112,9 @@ def test_probes_and_metrics_answer_while_generation_is_saturated(settings, corpu
             deadline = time.time() + 10  # until all 45 are queued (or 10 s, where the queue cannot tell)
             while getattr(app.state.coalescer, "_admitted", 0) < 45 and time.time() < deadline:
                 time.sleep(0.01)
-            probes = [pool.submit(httpx.get, f"{url}{path}", timeout=60) for path in ("/healthz", "/readyz", "/metrics")]
+            probes = [
+                pool.submit(httpx.get, f"{url}{path}", timeout=60) for path in ("/healthz", "/readyz", "/metrics")
+            ]
             answered = [p.result(timeout=30) for p in probes]  # a probe stuck behind the model would time out
             assert [r.status_code for r in answered] == [200, 503, 200]  # readyz: no index, by design
             assert not any(q.done() for q in queued)  # the model really was busy throughout
