@@ -79,7 +79,7 @@ class JobStore:
         return JobRecord(row[0], row[1], json.loads(row[2]), row[3], json.loads(row[4]), row[5], row[6], row[7])
 
     def jobs(self, kind: str | None = None) -> list[JobRecord]:
-        query = "SELECT id FROM jobs" + (" WHERE kind=?" if kind else "") + " ORDER BY created_at, id"
+        query = "SELECT id FROM jobs" + (" WHERE kind=?" if kind else "") + " ORDER BY rowid"
         return [self.job(r[0]) for r in self._conn.execute(query, (kind,) if kind else ())]
 
     def same_request(self, kind: str, request: dict) -> JobRecord | None:
@@ -88,7 +88,7 @@ class JobStore:
         changed since)."""
         active = ",".join("?" * len(JOB_ACTIVE))
         row = self._conn.execute(
-            f"SELECT id FROM jobs WHERE kind=? AND request=? AND status IN ({active}) ORDER BY created_at, id LIMIT 1",
+            f"SELECT id FROM jobs WHERE kind=? AND request=? AND status IN ({active}) ORDER BY rowid LIMIT 1",
             (kind, json.dumps(request, sort_keys=True, default=str), *JOB_ACTIVE),
         ).fetchone()
         return None if row is None else self.job(row[0])
@@ -97,7 +97,7 @@ class JobStore:
         """One page of `kind`'s jobs, oldest first, and how many there are in all."""
         total = self._conn.execute("SELECT COUNT(*) FROM jobs WHERE kind=?", (kind,)).fetchone()[0]
         ids = self._conn.execute(
-            "SELECT id FROM jobs WHERE kind=? ORDER BY created_at, id LIMIT ? OFFSET ?", (kind, limit, offset)
+            "SELECT id FROM jobs WHERE kind=? ORDER BY rowid LIMIT ? OFFSET ?", (kind, limit, offset)
         ).fetchall()
         return [self.job(r[0]) for r in ids], total
 

@@ -117,3 +117,19 @@ def test_bad_run_requests(settings, corpus, method, url, body, status):
     r = client.request(method.upper(), url, json=body)
     assert r.status_code in (status if isinstance(status, tuple) else (status,)), r.text
     assert "root:" not in r.text
+
+
+def test_identical_submissions_share_a_job_the_queue_is_capped_and_listing_pages(settings, corpus):
+    capped = settings.model_copy(update={"api": settings.api.model_copy(update={"max_queued_jobs": 2})})
+    client = TestClient(create_app(capped, corpus))  # no lifespan: the worker never starts, jobs stay queued
+    first = client.post("/v1/runs", json=RUN).json()
+    again = client.post("/v1/runs", json=RUN)
+    assert again.status_code == 202 and again.json()["id"] == first["id"]  # the same work is not queued twice
+    other = client.post("/v1/runs", json=RUN | {"limit": 1}).json()
+    assert other["id"] != first["id"]
+    full = client.post("/v1/runs", json=RUN | {"limit": 2})
+    assert full.status_code == 429 and full.headers["retry-after"] and "api.max_queued_jobs" in full.json()["detail"]
+    page = client.get("/v1/runs", params={"limit": 1, "offset": 1})
+    assert [j["id"] for j in page.json()] == [other["id"]] and page.headers["x-total-count"] == "2"
+    assert client.delete(f"/v1/runs/{other['id']}").json()["status"] == "cancelled"
+    assert client.post("/v1/runs", json=RUN | {"limit": 2}).status_code == 202  # a cancelled job frees its place
