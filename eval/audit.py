@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import Counter, defaultdict
@@ -295,16 +296,22 @@ def chance_baselines(rows: list[TaskRow]) -> dict[str, float]:
     """Per family, the test accuracy of the best constant guess: what a score must beat to mean anything.
 
     Answer families (knowledge, freshness, general): the most common answer of the row's answer type
-    (`answer_shape`). Behaviour: the most common label, the most common value of each JSON field (averaged over
-    fields, as `field_accuracy` scores), or the most common first word of a style answer. Abstention: the
+    (`answer_shape`). Behaviour, as `behaviour_pass` scores: the most common label, the most common whole JSON object
+    (a reply passes only if every field is right), or the most common first word of a style answer. Abstention: the
     best constant policy over the rows `abstention_accuracy` reads: always abstain (the unanswerable share), or
     never abstain and guess the most common answer (knowledge chance times the answerable share).
     """
     chance_of = {s.group: s.chance for s in answer_spaces(rows)}
     _, row_groups = _spaces_by_group(rows)
+    # a JSON reply passes only as a whole object: a constant reply is right as often as the commonest object
+    objects = Counter((_group(r), json.dumps(r.expected, sort_keys=True)) for r in rows if r.expected is not None)
+    per_group = Counter(_group(r) for r in rows if r.expected is not None)
     per_family: dict[str, list[float]] = defaultdict(list)
     for r in rows:
-        if r.split == "test" and row_groups.get(r.id):
+        if r.split == "test" and r.family == "behaviour" and r.expected is not None:
+            top = max(n for (g, _), n in objects.items() if g == _group(r))
+            per_family[r.family].append(top / per_group[_group(r)])
+        elif r.split == "test" and row_groups.get(r.id):
             per_family[r.family].append(sum(chance_of[g] for g in row_groups[r.id]) / len(row_groups[r.id]))
     out = {f: sum(v) / len(v) for f, v in per_family.items()}
     n_abstain = sum(r.family == "abstention" and r.split == "test" for r in rows)
