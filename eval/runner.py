@@ -30,7 +30,7 @@ from eval.families import FAMILIES, parse_families
 from eval.pipeline import artifact_summary, prepare_corpus
 from eval.store import Prediction, Store, StoredPassage
 from eval.tasks import TaskRow, example_key, load_tasks
-from service.arms import ARMS, Arm, Query, answer, parse_arms
+from service.arms import ARMS, Arm, Query, answer, parse_arms, runnable
 from service.documents import load_documents
 from service.retrieval import build_index, read_index_manifest
 from service.runtime import Runtime
@@ -86,7 +86,7 @@ class RunSpec(BaseModel):
         eval.limit and generation.seed."""
         return cls(
             corpus=Path(corpus),
-            arms=arms or list(ARMS),
+            arms=arms or runnable(),
             families=families or settings.eval.families or list(FAMILIES),
             limit=limit if limit is not None else settings.eval.limit,
             seed=seed if seed is not None else settings.generation.seed,
@@ -229,7 +229,9 @@ def run_eval(
                     batch = [by_id[i] for i in missing[start : start + step]]
                     groups: dict[tuple[Arm, int | None], list[TaskRow]] = {}
                     for r in batch:  # rows asked with another prompt or answer length go in their own batch
-                        groups.setdefault((prompt_arm(ARMS[arm], r), FAMILIES[r.family].max_new_tokens), []).append(r)
+                        cap = FAMILIES[r.family].max_new_tokens or settings.generation.max_new_tokens
+                        tokens = min(cap, settings.generation.max_new_tokens)  # the setting caps every family
+                        groups.setdefault((prompt_arm(ARMS[arm], r), tokens), []).append(r)
                     predictions = []
                     for (asked, max_new_tokens), members in groups.items():
                         queries = [Query(r.text, r.instruction, example_key(r), FAMILIES[r.family].adapter_group)

@@ -32,6 +32,7 @@ class Arm:
     # Recommendation tie-break, lower first: what the arm costs to run and keep current (no training and short
     # prompts first). An explicit fact, so the order of this table is only the order reports show arms in.
     cost_rank: int = 100
+    external: bool = False  # answers made elsewhere and scored by `ragft score`: never run, never a default
 
 
 ARMS: dict[str, Arm] = {
@@ -58,9 +59,14 @@ def external_arm(name: str, retrieve: bool) -> Arm:
         return ARMS[key]
     if not EXTERNAL_NAME.match(key):
         raise UnknownArm(f"arm name '{name}' must be 1-64 letters, digits, '_' or '-' (it names files and URLs)")
-    arm = Arm(key, name, retrieve, False, None, "predictions scored by ragft score", EXTERNAL_COST_RANK)
+    arm = Arm(key, name, retrieve, False, None, "predictions scored by ragft score", EXTERNAL_COST_RANK, True)
     ARMS[key] = arm
     return arm
+
+
+def runnable() -> list[str]:
+    """The arms ragft can run itself, in table order: every arm but those scored from a predictions file."""
+    return [name for name, arm in ARMS.items() if not arm.external]
 
 
 def by_cost(names) -> list[str]:

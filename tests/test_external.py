@@ -9,6 +9,17 @@ PRICES = [463, 118, 239, 871, 95, 1234, 307, 52, 640, 799]
 PHRASE = "I don't know based on the provided documents."
 
 
+@pytest.fixture(autouse=True)
+def arms_table():
+    """`ragft score` registers the file's arms in this process; every test leaves the shipped table as it was."""
+    from service.arms import ARMS
+
+    saved = dict(ARMS)
+    yield
+    ARMS.clear()
+    ARMS.update(saved)
+
+
 @pytest.fixture
 def priced_corpus(tmp_path):
     """Ten products with a price each: ten knowledge rows, ten unanswerable weight questions, ten probes."""

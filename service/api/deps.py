@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from service.api.monitoring import Telemetry
-from service.arms import ARMS
+from service.arms import ARMS, runnable
 from service.coalesce import Coalescer
 from service.runtime import Runtime
 from service.settings import Settings
@@ -120,7 +120,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 def _arm_enum(schema: dict) -> None:
     """The arms as they are when the schema is built, so an arm added to ARMS at run time is documented too."""
-    choices = list(ARMS)
+    choices = runnable()
     schema["enum"] = [*choices, *(["rag+lora"] if "rag_lora" in choices else [])]
 
 

@@ -9,6 +9,18 @@ from service.api.job_store import JobStore
 from service.api.main import create_app
 
 
+@pytest.fixture(autouse=True)
+def full_length_answers(monkeypatch):
+    """Questions are cut at 32 new tokens (eval/families.py); these tests need answers slow enough to act on a
+    run while it is still going, so they lift the cut and use generation.max_new_tokens."""
+    import dataclasses
+
+    from eval.families import FAMILIES
+
+    for name, family in list(FAMILIES.items()):
+        monkeypatch.setitem(FAMILIES, name, dataclasses.replace(family, max_new_tokens=None))
+
+
 def slow(settings):
     """Answers long enough that a run is still going while the test acts on it."""
     generation = settings.generation.model_copy(update={"max_new_tokens": 120, "batch_size": 1})
