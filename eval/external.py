@@ -163,11 +163,7 @@ def import_predictions(settings: Settings, corpus: Path, path: Path, name: str |
             if existing.config.get("spec", {}).get("extra", {}).get("predictions_sha256") != digest:
                 raise ValueError(f"a run named '{run_id}' already exists with other predictions; pick another --name")
             return run_id
-        external = {
-            a.name: {"label": a.label, "retrieve": a.retrieve}
-            for a in arms.values()
-            if a.summary.startswith("predictions")
-        }
+        external = {a.name: {"label": a.label, "retrieve": a.retrieve} for a in arms.values() if a.external}
         store.create_run(run_id, corpus.resolve().name, {"spec": spec.model_dump(mode="json"),
                                                           "settings": settings.recorded(), "external_arms": external})  # fmt: skip
         by_family: dict[str, list[str]] = {}
