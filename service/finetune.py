@@ -1,16 +1,18 @@
-"""Training the lora, rag_lora and scratch artifacts with the transformers `Trainer`.
+"""Training one artifact (a LoRA adapter, or the from-scratch model) with the transformers `Trainer`.
 
 The transformers `Trainer` runs on CPU in float32 here; TRL's `SFTTrainer` would add only
 assistant-only loss, which needs `{% generation %}` markers that SmolLM2's chat template
 lacks, so labels are masked here instead (prompt tokens get -100, the reply and its
-end-of-turn token are learnt). Each run trains on a planned stream of examples: the epochs
-in the settings, cut at the token budget, so the scratch baseline can get exactly the LoRA
-run's budget. The same inputs (base weights, data, hyperparameters, seed) reuse the stored
-artifact; a new one replaces the old only once it is complete.
+end-of-turn token are learnt). Each run trains on a planned stream: `lora.epochs` passes over
+its rows (cut at an optional loss-token cap), documents interleaved as plain text where the
+kind learns them, batches grouped by length so little padding is trained. The manifest says
+per family how many epochs were reached. The same inputs (base weights, data,
+hyperparameters, seed, recipe) reuse the stored artifact; a new one replaces the old only
+once it is complete.
 
 Example:
     >>> # ragft train --corpus corpora/quillmark --arm lora
-    >>> # result = train_arm(settings, corpus, "lora", supervised_rows, forbidden_inputs=test_texts)
+    >>> # result = train_artifact(settings, corpus, "lora", rows, group="behaviour", forbidden_inputs=test_texts)
 """
 
 from __future__ import annotations
