@@ -415,6 +415,7 @@ def train_artifact(
         if outcome["cancelled"]:
             raise TrainingCancelled(f"training {label} was cancelled; the stored artifact (if any) is unchanged")
         out = work
+        shutil.rmtree(work / "checkpoints", ignore_errors=True)  # the best one is loaded back; not part of the artifact
         train_model.save_pretrained(out, safe_serialization=True)
         if kind.full_model:
             tokenizer.save_pretrained(out)
@@ -447,7 +448,6 @@ def train_artifact(
             versions=models.library_versions(),
             **outcome["figures"],
         )
-        shutil.rmtree(work / "checkpoints", ignore_errors=True)
         manifest.write(out)  # last: a temp folder with a manifest is a complete artifact
         folders.swap_in(out, folder)
     except BaseException:

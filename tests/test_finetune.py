@@ -83,6 +83,8 @@ def test_lora_trains_records_its_cost_is_reused_and_loads_in_the_arm(settings, t
     assert m["base_model"] == generator.model_id and m["tokens_processed"] > 0
     assert m["examples"]["by_variant"]["paraphrase"] == 2  # one per knowledge train row
     assert m["group"] == "questions" and set(m["training"]["families"]) == {"knowledge", "abstention", "documents"}
+    assert not (result.folder / "checkpoints").exists()
+    assert m["size_bytes"] == sum(p.stat().st_size for p in result.folder.rglob("*") if p.name != "manifest.json")
     assert m["loss_curve"]["train"] and not m["training"]["undertrained"]
     mine = [p for p in seen if p.kind == "lora/questions"]
     assert mine and mine[-1].step == m["steps"] and mine[-1].tokens_seen == m["tokens_processed"]
