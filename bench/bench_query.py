@@ -13,7 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from eval.families import FAMILIES
 from eval.tasks import corpus_examples, load_tasks
+from service.adapters import ArtifactMissing
 from service.arms import ARMS, Query, answer
 from service.runtime import Runtime
 from service.settings import Settings
@@ -48,15 +50,22 @@ def main() -> None:
         print(f"generator load: {time.perf_counter() - t0:.1f}s")
 
         rows = [r for r in load_tasks(args.corpus) if r.split == "test" and r.family == "knowledge"][: args.questions]
+        tokens = FAMILIES["knowledge"].max_new_tokens or gen.max_new_tokens
         print(
-            f"\nper-query latency, one question at a time ({len(rows)} questions, max_new_tokens={gen.max_new_tokens})"
+            f"\nper-query latency, one question at a time ({len(rows)} questions, max_new_tokens={tokens}, "
+            f"engine {runtime.engine})"
         )
         print(f"{'arm':8s} {'p50 ms':>8s} {'p95 ms':>8s} {'prompt tok':>10s} {'gen tok':>8s}")
-        for name in ("base", "fewshot", "rag"):
+        for name in ("base", "fewshot", "rag", "lora", "rag_lora"):
             latencies, prompt, generated = [], [], []
+            try:
+                answer(ARMS[name], runtime, [Query(rows[0].text)], max_new_tokens=tokens)  # load / convert first
+            except ArtifactMissing:
+                print(f"{name:8s} (no trained artifact for this corpus: ragft train --corpus {args.corpus})")
+                continue
             for row in rows:
                 t0 = time.perf_counter()
-                [a] = answer(ARMS[name], runtime, [Query(row.text)])
+                [a] = answer(ARMS[name], runtime, [Query(row.text)], max_new_tokens=tokens)
                 latencies.append((time.perf_counter() - t0) * 1000)
                 prompt.append(a.prompt_tokens)
                 generated.append(a.generated_tokens)
