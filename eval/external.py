@@ -27,7 +27,7 @@ from pathlib import Path
 
 from eval.families import FAMILIES
 from eval.runner import RunSpec
-from eval.store import Prediction, Store, StoredPassage
+from eval.store import Prediction, RunNotFound, Store, StoredPassage
 from eval.tasks import load_tasks
 from service.arms import UnknownArm, external_arm
 from service.documents import load_documents
@@ -142,10 +142,7 @@ def import_predictions(settings: Settings, corpus: Path, path: Path, name: str |
     test_rows = {r.id: r for r in tasks if r.split == "test"}
     rows = read_predictions(path, test_rows)
     try:
-        arms = {}
-        for r in rows:
-            arm = external_arm(r.arm, retrieve=r.passages is not None)
-            arms.setdefault(arm.name, arm)
+        arm_of = {r.line: external_arm(r.arm, retrieve=r.passages is not None) for r in rows}
     except UnknownArm as exc:
         raise PredictionsError(Path(path), [f"0: {exc}"]) from exc
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -154,11 +151,15 @@ def import_predictions(settings: Settings, corpus: Path, path: Path, name: str |
         raise ValueError(f"run name '{run_id}' must be 1-64 letters, digits, '.', '_' or '-'")
     answered = {r.row_id for r in rows}
     families = [f.name for f in FAMILIES.values() if any(test_rows[i].family in f.row_families for i in answered)]
+    arms = {a.name: a for a in arm_of.values()}
     spec = RunSpec(corpus=corpus, arms=list(arms), families=families, seed=settings.generation.seed, run_id=run_id,
                    extra={"scored_from": Path(path).name, "predictions_sha256": digest})  # fmt: skip
     store = Store(settings.database)
     try:
-        existing = {r.id: r for r in store.runs()}.get(run_id)
+        try:
+            existing = store.run(run_id)
+        except RunNotFound:
+            existing = None
         if existing is not None:
             if existing.config.get("spec", {}).get("extra", {}).get("predictions_sha256") != digest:
                 raise ValueError(f"a run named '{run_id}' already exists with other predictions; pick another --name")
@@ -172,7 +173,7 @@ def import_predictions(settings: Settings, corpus: Path, path: Path, name: str |
         store.update_meta(run_id, rows=by_family, scored_from=Path(path).name)
         documents = {d.doc_id: " ".join(d.text.split()) for d in load_documents(corpus / "documents")}
         store.add_predictions(run_id, [
-            Prediction(external_arm(r.arm, r.passages is not None).name, r.row_id, r.phase, r.text,
+            Prediction(arm_of[r.line].name, r.row_id, r.phase, r.text,
                        tuple(StoredPassage(f"{r.row_id}#{k}", doc or _trace(t, documents), t)
                              for k, (doc, t) in enumerate(r.passages or ())),
                        0, 0, 0.0, 0.0, 1)

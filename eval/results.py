@@ -63,11 +63,11 @@ def scoring_context(
 def fold_replicates(values: dict) -> tuple[dict, dict]:
     """Answers of extra training seeds ("lora@seed1", eval.training_seeds) folded into their arm: each row's value
     becomes its mean over seeds, and the per-seed values are kept for intervals that resample seeds too."""
-    from eval.runner import REPLICATE_MARK
+    from eval.runner import replicated_arm
 
     by_arm: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for (stored, metric), per_row in sorted(values.items()):
-        by_arm[(stored.split(REPLICATE_MARK)[0], metric)].append(per_row)
+        by_arm[(replicated_arm(stored), metric)].append(per_row)
     folded, replicates = {}, {}
     for key, runs in by_arm.items():
         if len(runs) == 1 or not all(isinstance(v, int | float) for v in runs[0].values()):
@@ -83,10 +83,12 @@ def score_predictions(
     predictions: list[Prediction], rows: dict[str, TaskRow], ctx: ScoringContext
 ) -> dict[tuple[str, str], dict[str, object]]:
     """Per (arm, metric): {row_id: value} for every row the metric applies to."""
+    from eval.runner import replicated_arm
+
     values: dict[tuple[str, str], dict[str, object]] = defaultdict(dict)
     for pred in predictions:
         row = rows.get(pred.row_id)
-        arm = ARMS.get(pred.arm.split("@seed")[0])  # answers of extra training seeds count as their arm's
+        arm = ARMS.get(replicated_arm(pred.arm))  # answers of extra training seeds count as their arm's
         if row is None or arm is None or not FAMILIES[row.family].scores(arm):
             continue  # e.g. forgetting probes answered by an arm whose weights never change
         for metric in METRICS.values():
@@ -209,7 +211,7 @@ def _family_block(
             c = _paired(values, top.name, best, arm, seed, rows)
             c.update(_non_inferior(values, top, arm, best, seed, rows, margin))
             block["comparisons"].append(c)
-    block["power"] = _power(values, top, best, scored, rows, margin)
+    block["power"] = _power(values, top, best, scored, margin, block["comparisons"])
     block["best"] = best
     return block
 
@@ -241,14 +243,14 @@ def _difference_sd(values, metric: str, a: str, b: str) -> float | None:
     return float(np.std(np.subtract(xa, xb), ddof=1)) if len(xa) > 1 else None
 
 
-def _power(values, top, best: str, scored: list[str], rows, margin: float) -> dict:
+def _power(values, top, best: str, scored: list[str], margin: float, comparisons: list[dict]) -> dict:
     """What this many rows can see: the minimum detectable difference at 80% power (two-sided, alpha 0.05,
-    before the Holm adjustment), at the discordance or spread observed against the best arm."""
+    before the Holm adjustment), at the discordance the best arm's `comparisons` found, or the spread observed."""
     n = len(values.get((best, top.name), {}))
     others = [a for a in scored if a != best]
     binary = all(stats.is_binary(list(values.get((a, top.name), {}).values())) for a in scored)
     if binary:
-        shares = [s for s in (_paired(values, top.name, best, a, 0, rows)["discordance"] for a in others) if s]
+        shares = [c["discordance"] for c in comparisons if c["discordance"]]
         discordance = float(np.median(shares)) if shares else None
         mdd = stats.minimum_detectable_difference(n, discordance=discordance)
         needed = stats.rows_needed(margin, discordance=max(discordance or 0.0, margin))
@@ -264,9 +266,9 @@ def _power(values, top, best: str, scored: list[str], rows, margin: float) -> di
 
 
 def _decide_all(families: dict[str, dict], margin: float, alpha: float = 0.05) -> None:
-    # non-inferiority is one-sided at alpha/2, the worse end of the same 95% interval the comparison prints
     """Holm over every paired test the report makes (and, separately, over every non-inferiority test), then
-    each family's verdict from the adjusted p-values."""
+    each family's verdict from the adjusted p-values. Non-inferiority is one-sided at alpha/2: the worse end of
+    the same 95% interval the comparison prints."""
     tests = [c for b in families.values() for c in b["comparisons"]]
     tests += [c for b in families.values() for c in b.get("forgetting_vs_base", {}).values()]
     for c, adjusted in zip(tests, stats.holm([c["p_value"] for c in tests]), strict=True):

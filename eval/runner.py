@@ -116,6 +116,11 @@ def replicate_name(arm: str, replicate: int) -> str:
     return f"{arm}{REPLICATE_MARK}{replicate}" if replicate else arm
 
 
+def replicated_arm(stored: str) -> str:
+    """The arm a stored answer belongs to, whichever training seed gave it ("lora@seed1" -> "lora")."""
+    return stored.split(REPLICATE_MARK)[0]
+
+
 def prompt_arm(arm: Arm, row: TaskRow) -> Arm:
     """The arm as it answers this row: closed-book families (forgetting probes) get its weights, not its prompt."""
     if FAMILIES[row.family].closed_book and (arm.retrieve or arm.fewshot):
@@ -179,7 +184,8 @@ def run_eval(
     index_manifest = read_index_manifest(runtime.index_dir)
     adapter_meta = artifact_summary(prepared.artifacts)
 
-    run_id = spec.run_id or run_id_for(settings, spec, _tasks_hash(corpus), adapter_meta)
+    tasks_hash = _tasks_hash(corpus)
+    run_id = spec.run_id or run_id_for(settings, spec, tasks_hash, adapter_meta)
     store = Store(settings.database)
     try:
         config = {"spec": spec.model_dump(mode="json"), "settings": settings.recorded()}
@@ -187,7 +193,7 @@ def run_eval(
         store.set_status(run_id, "evaluating")
         store.update_meta(
             run_id,
-            tasks_hash=_tasks_hash(corpus),
+            tasks_hash=tasks_hash,
             rows={f: [r.id for r in rs] for f, rs in chosen.items()},
             index={
                 "chunks": report.chunks_total,
