@@ -1,7 +1,9 @@
 """Training cost on this machine: LoRA versus full fine-tuning, the demo artifacts, and tokens/s against the
 float32 compute limit (about 125 trained tokens/s for SmolLM2-135M on these 2 cores).
 
-Usage: python bench/bench_train.py [--steps 4] [--corpus corpora/quillmark] [--skip-demo]
+Usage: python bench/bench_train.py [--steps 4] [--corpus corpora/quillmark] [--skip-demo] [--logits]
+--logits times one rag_lora training step on real retrieved-passage examples with the LM head on every position
+(the model's own loss) and on reply positions only (`ReplyLogitsTrainer`), and checks the two losses agree.
 Each mode of the LoRA/full comparison runs in its own process so its peak memory is its own.
 Prints figures and ratios only; asserts nothing (this machine is shared and noisy).
 """
@@ -108,13 +110,73 @@ def demo_adapters(corpus: Path) -> None:
           f"epochs): {total:.0f}s")  # fmt: skip
 
 
+def reply_logits(corpus: Path, steps: int) -> None:
+    """Seconds per rag_lora step with full logits against reply-only logits, on the demo's retrieved examples."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import DataCollatorForSeq2Seq, TrainingArguments
+
+    from eval import pipeline
+    from service.finetune import ReplyLogitsTrainer, build_training_set, tokenize_example
+    from service.kinds import KINDS
+
+    base = Settings()
+    settings = base.model_copy(
+        update={"lora": base.lora.model_copy(update={"max_rows_per_family": base.eval.demo_train_rows})}
+    )
+    runtime = pipeline.open_runtime(settings, corpus)
+    if not runtime.index_ready:
+        runtime.index()
+    generator = runtime.generator()
+    rows = [r for r in pipeline.training_rows(settings, load_tasks(corpus)) if r.family == "knowledge"]
+    data = build_training_set(settings, corpus, KINDS["rag_lora"], rows, generator, runtime.retriever(), (), False)
+    items = [tokenize_example(generator, e, settings.lora.max_seq_tokens) for e in data.train]
+    lora = settings.lora
+    config = LoraConfig(r=lora.rank, lora_alpha=lora.lora_alpha, lora_dropout=0.0,
+                        target_modules=lora.target_modules, task_type="CAUSAL_LM")  # fmt: skip
+    model = get_peft_model(generator.model, config)
+    model.train()
+    generator.tokenizer.padding_side = "right"
+    collate = DataCollatorForSeq2Seq(generator.tokenizer, padding=True, label_pad_token_id=-100)
+    size = 4
+    batches = [collate([t.as_features() for t in items[i * size : (i + 1) * size]]) for i in range(steps)]
+    trainer = ReplyLogitsTrainer(model=model, args=TrainingArguments(output_dir="/tmp/ragft-bench", use_cpu=True,
+                                                                      report_to="none"))  # fmt: skip
+    counts = [int((b["labels"][:, 1:] != -100).sum()) for b in batches]
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+
+    def full(batch, count):
+        return model(**batch, num_items_in_batch=count).loss
+
+    def reply(batch, count):
+        return trainer.compute_loss(model, dict(batch), num_items_in_batch=count)
+
+    seconds, losses = {}, {}
+    for name, step in [("full logits", full), ("reply logits", reply)] * 2:  # second round counts (warm)
+        t0, total = time.perf_counter(), 0.0
+        for batch, count in zip(batches, counts, strict=True):
+            loss = step(batch, count)
+            loss.backward()
+            model.zero_grad()
+            total += loss.item()
+        seconds[name], losses[name] = time.perf_counter() - t0, total
+    for name in seconds:
+        print(f"rag_lora {name}: {seconds[name] / steps:.2f} s/step, {tokens / seconds[name]:.0f} tok/s "
+              f"({tokens / steps / size:.0f} tokens per example, batch {size}), summed loss {losses[name]:.4f}")  # fmt: skip
+    print(f"reply-only logits: {seconds['full logits'] / seconds['reply logits']:.2f}x the tokens/s, loss difference "
+          f"{abs(losses['full logits'] - losses['reply logits']):.2e}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--corpus", type=Path, default=Path("corpora/quillmark"))
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--mode", choices=["lora", "full"], help=argparse.SUPPRESS)
     parser.add_argument("--skip-demo", action="store_true")
+    parser.add_argument("--logits", action="store_true", help="only the reply-logits comparison")
     args = parser.parse_args()
+    if args.logits:
+        reply_logits(args.corpus, args.steps)
+        return
     if args.mode:
         print(json.dumps(one_mode(args.mode, args.corpus, args.steps)))
         return

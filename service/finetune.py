@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -32,7 +33,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from transformers import TrainerCallback
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainerCallback
 
 from service import adapters, folders, models
 from service.documents import load_documents
@@ -456,6 +459,45 @@ def train_artifact(
     return TrainResult(kind.name, folder, manifest, reused=False, group=group, replicate=replicate)
 
 
+class ReplyLogitsTrainer(Trainer):
+    """A `Trainer` that computes the vocabulary projection only where a reply token is predicted.
+
+    The loss is the model's own (summed cross-entropy over reply tokens, divided by the batch's reply-token
+    count), but prompt positions never reach the 49k-way LM head: a rag_lora example is mostly retrieved
+    passages, and their logits and its gradient were a third of each step (bench/bench_train.py --logits).
+    Models whose forward has no `logits_to_keep` train the standard way.
+    """
+
+    loss_is_scaled_for_ga = True  # normalised by the accumulated batch's reply tokens, like the model's loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.get("labels")
+        if labels is None or not accepts_logits_to_keep(model):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        # Position p predicts token p + 1: keep every position whose next token is a reply token in some row.
+        keep = (labels[:, 1:] != -100).any(dim=0).nonzero().squeeze(1)
+        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, logits_to_keep=keep)
+        targets = labels[:, keep + 1]
+        loss = F.cross_entropy(
+            outputs.logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="sum"
+        )
+        if num_items_in_batch is not None:  # training: the accumulated batch's reply tokens, as the model divides
+            loss = loss / torch.as_tensor(num_items_in_batch, device=loss.device).clamp(min=1)
+        else:  # validation, or a batch the Trainer did not count: this batch's mean
+            loss = loss / (targets != -100).sum().clamp(min=1)
+            if model.training:
+                loss = loss / getattr(
+                    self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps
+                )
+        return (loss, outputs) if return_outputs else loss
+
+
+def accepts_logits_to_keep(model) -> bool:
+    """Whether the causal LM under any peft wrapper takes `logits_to_keep` (transformers' decoder models do)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+
+
 def step_shape(stream: list[Tokenized], batch_size: int, grad_accum: int, max_batch_tokens: int) -> tuple[int, int]:
     """(examples per device step, accumulation steps): at most `max_batch_tokens` per step, same effective batch."""
     lengths = sorted(len(t.input_ids) for t in stream)
@@ -465,7 +507,7 @@ def step_shape(stream: list[Tokenized], batch_size: int, grad_accum: int, max_ba
 
 
 def _run_trainer(settings, kind, model, tokenizer, stream, val, learning_rate, work, progress, should_stop, show_bar):
-    from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, PrinterCallback, Trainer, TrainingArguments
+    from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, PrinterCallback, TrainingArguments
 
     lora = settings.lora
     if not stream:
@@ -505,11 +547,12 @@ def _run_trainer(settings, kind, model, tokenizer, stream, val, learning_rate, w
         seed=settings.generation.seed,
         data_seed=settings.generation.seed,
         dataloader_num_workers=0,
+        prediction_loss_only=True,  # validation needs its loss only, not every position's logits kept in memory
     )
     tokenizer.padding_side = "right"  # training: positions must start at 0 for every example
     callback = ProgressCallback(kind, progress, should_stop, show_bar)
     callbacks = [callback] + ([EarlyStoppingCallback(lora.early_stopping_patience)] if validate else [])
-    trainer = Trainer(
+    trainer = ReplyLogitsTrainer(
         model=model,
         args=args,
         train_dataset=[t.as_features() for t in stream],

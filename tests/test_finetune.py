@@ -234,3 +234,42 @@ def test_document_text_training_lowers_loss_on_a_document_sentence(settings, tra
 
     adapted = PeftModel.from_pretrained(generator.model, str(result.folder))
     assert loss(adapted) < before
+
+
+def test_reply_only_logits_give_the_models_own_loss_and_gradients(generator, tmp_path):
+    """Skipping the LM head on prompt positions must not change what is learnt: same loss, same LoRA gradients."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import TrainingArguments
+
+    from service.finetune import ReplyLogitsTrainer, accepts_logits_to_keep
+
+    model = get_peft_model(generator.model, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    torch.manual_seed(0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:  # peft starts B at zero; give the adapter a non-zero path so its gradients are real
+            torch.nn.init.normal_(p, std=0.05)
+    ids = torch.randint(3, model.config.vocab_size, (3, 20))
+    mask = torch.ones_like(ids)
+    mask[2, 15:] = 0  # a right-padded row
+    labels = torch.full_like(ids, -100)
+    labels[0, 17:20], labels[1, 9:12], labels[2, 12:15] = ids[0, 17:20], ids[1, 9:12], ids[2, 12:15]
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    count = int((labels[:, 1:] != -100).sum())
+
+    def loss_and_grads(compute):
+        model.zero_grad()
+        loss = compute()
+        loss.backward()
+        return loss.item(), [p.grad.clone() for n, p in model.named_parameters() if p.requires_grad]
+
+    trainer = ReplyLogitsTrainer(
+        model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    )
+    assert accepts_logits_to_keep(model)
+    ours, our_grads = loss_and_grads(lambda: trainer.compute_loss(model, dict(batch), num_items_in_batch=count))
+    theirs, their_grads = loss_and_grads(lambda: model(**batch, num_items_in_batch=count).loss)
+    assert ours == pytest.approx(theirs, rel=1e-5)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(our_grads, their_grads, strict=True))
+    assert any(g.abs().sum() > 0 for g in our_grads)
+    mean = trainer.compute_loss(model, dict(batch))  # no count given (validation): this batch's mean
+    assert mean.item() == pytest.approx(model(**batch).loss.item(), rel=1e-5)
