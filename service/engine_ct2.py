@@ -20,6 +20,7 @@ fixed by row order, gets the same answers in every rerun. float32 answers matche
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib.metadata
 import json
@@ -301,7 +302,13 @@ def _convert(
             hf = hf.merge_and_unload()
         hf.save_pretrained(tmp / "hf")
         base.tokenizer.save_pretrained(tmp / "hf")
-        TransformersConverter(str(tmp / "hf")).convert(str(tmp / "model"), quantization=m.compute_type, force=True)
+        # The converter calls gc.collect() after every layer; in a process holding models and a web app each call
+        # walked millions of objects (6.4 of a 14 s conversion). Frozen objects are skipped by those collections.
+        gc.freeze()
+        try:
+            TransformersConverter(str(tmp / "hf")).convert(str(tmp / "model"), quantization=m.compute_type, force=True)
+        finally:
+            gc.unfreeze()
         shutil.rmtree(tmp / "hf")
         settings_ = settings.model_copy(update={"generation": _sample_settings(settings)})
         converted = _wrap(tmp / "model", base, settings_, cache=False)  # the folder moves
