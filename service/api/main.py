@@ -128,6 +128,7 @@ def document_limits(app: FastAPI, limits) -> None:
     see the same bounds the handlers enforce."""
     bounds = {
         "top_k": {"maximum": limits.max_top_k},
+        "max_new_tokens": {"maximum": limits.max_tokens},
         "question": {"maxLength": limits.max_question_chars},
         "questions": {"maxItems": limits.max_batch_questions},
         "max_tokens": {"maximum": limits.max_tokens},

@@ -53,4 +53,5 @@ def test_the_schema_carries_the_configured_limits(api_schema):
     assert schemas["QueryRequest"]["properties"]["top_k"]["anyOf"][0]["maximum"] == 20
     assert schemas["BatchQueryRequest"]["properties"]["questions"]["maxItems"] == 64
     assert schemas["ChatRequest"]["properties"]["max_tokens"]["anyOf"][0]["maximum"] == 16
+    assert schemas["QueryRequest"]["properties"]["max_new_tokens"]["anyOf"][0]["maximum"] == 16
     assert "401" in api_schema.raw_schema["paths"]["/v1/query"]["post"]["responses"]

@@ -44,7 +44,13 @@ class ChatMessage(BaseModel):
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="allow")  # unused OpenAI fields are accepted and ignored
     model: str = Field(description=f"An arm: {', '.join(ARMS)}.")
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(
+        min_length=1,
+        description="The arm answers the last user message with text (earlier turns are not sent to the model).",
+        # what the handler needs, in the schema, so clients and schemathesis know a request without it is invalid
+        json_schema_extra={"contains": {"type": "object", "required": ["role", "content"], "properties": {
+            "role": {"const": "user"}, "content": {"type": "string", "pattern": r"\S"}}}},
+    )  # fmt: skip
     stream: bool = False
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
@@ -73,8 +79,8 @@ async def list_models(runtime: RuntimeDep) -> dict:
 
 
 def _question(body: ChatRequest, limit: int) -> str:
-    users = [m for m in body.messages if m.role == "user"]
-    if not users or not users[-1].text().strip():
+    users = [m for m in body.messages if m.role == "user" and m.text().strip()]
+    if not users:
         raise HTTPException(422, "messages needs a user message with text; the arm answers the last one")
     question = users[-1].text()
     if len(question) > limit:

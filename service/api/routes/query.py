@@ -15,6 +15,10 @@ from service.arms import ARMS, Answer, Query, parse_arm
 class ArmsRequest(BaseModel):
     arms: list[arm_name()] = Field(default=["base", "rag"], min_length=1, description="Arms to run.")
     top_k: int | None = Field(None, ge=1, description="Passages for retrieving arms (default from settings).")
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="Tokens each answer may generate (default generation.max_new_tokens; the eval cuts "
+        "question answers at 32). At most api.max_tokens.",
+    )  # fmt: skip
 
     @field_validator("arms")
     @classmethod
@@ -62,7 +66,9 @@ class BatchQueryResponse(BaseModel):
 router = APIRouter(prefix="/v1", tags=["query"], responses=errors(409, 429, 503))
 
 
-def check_limits(questions: list[str], top_k: int | None, limits, arms: int = 1) -> None:
+def check_limits(
+    questions: list[str], top_k: int | None, limits, arms: int = 1, max_new_tokens: int | None = None
+) -> None:
     """413/422 naming the limit and its setting, before any work starts."""
     if len(questions) > limits.max_batch_questions:
         raise HTTPException(
@@ -84,6 +90,10 @@ def check_limits(questions: list[str], top_k: int | None, limits, arms: int = 1)
             )  # fmt: skip
     if top_k is not None and top_k > limits.max_top_k:
         raise HTTPException(422, f"top_k={top_k} exceeds the limit of {limits.max_top_k} (api.max_top_k)")
+    if max_new_tokens is not None and max_new_tokens > limits.max_tokens:
+        raise HTTPException(
+            422, f"max_new_tokens={max_new_tokens} exceeds the limit of {limits.max_tokens} (api.max_tokens)"
+        )
 
 
 def response(question: str, answers: list[Answer], telemetry) -> QueryResponse:
@@ -114,19 +124,18 @@ async def query(
     body: QueryRequest, coalescer: CoalescerDep, settings: SettingsDep, telemetry: TelemetryDep
 ) -> QueryResponse:
     """Answer the question with each requested arm, with the passages the retrieving arms used."""
-    per_arm = await answer_all([body.question], body.arms, body.top_k, coalescer, settings)
+    per_arm = await answer_all([body.question], body, coalescer, settings)
     return response(body.question, [arm_answers[0] for arm_answers in per_arm], telemetry)
 
 
-async def answer_all(
-    questions: list[str], arms: list[str], top_k: int | None, coalescer, settings
-) -> list[list[Answer]]:
+async def answer_all(questions: list[str], body: ArmsRequest, coalescer, settings) -> list[list[Answer]]:
     """Every arm's answers to `questions`, all queued at once in the shared bounded queue (429 when it is full)."""
-    check_limits(questions, top_k, settings.api, len(arms))
+    arms, top_k, max_new_tokens = body.arms, body.top_k, body.max_new_tokens
+    check_limits(questions, top_k, settings.api, len(arms), max_new_tokens)
     queries = [Query(q) for q in questions]
     with coalescer.admitted(len(questions) * len(arms)):  # held until every arm is done, failed or not
         results = await asyncio.gather(
-            *(coalescer.answers(ARMS[name], queries, top_k) for name in arms), return_exceptions=True
+            *(coalescer.answers(ARMS[name], queries, top_k, max_new_tokens) for name in arms), return_exceptions=True
         )
     for result in results:
         if isinstance(result, BaseException):
@@ -139,7 +148,7 @@ async def query_batch(
     body: BatchQueryRequest, coalescer: CoalescerDep, settings: SettingsDep, telemetry: TelemetryDep
 ) -> BatchQueryResponse:
     """Several questions through each requested arm, in the same queue (and batches) as /v1/query."""
-    per_arm = await answer_all(body.questions, body.arms, body.top_k, coalescer, settings)
+    per_arm = await answer_all(body.questions, body, coalescer, settings)
     return BatchQueryResponse(
         results=[
             response(q, [arm_answers[i] for arm_answers in per_arm], telemetry) for i, q in enumerate(body.questions)

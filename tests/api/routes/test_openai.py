@@ -66,6 +66,7 @@ def test_raw_stream_ends_with_done(client):
     [
         ({"model": "gpt-4", "messages": [{"role": "user", "content": "q"}]}, 404, "does not exist"),
         ({"model": "base", "messages": [{"role": "system", "content": "q"}]}, 422, "user message"),
+        ({"model": "base", "messages": [{"role": "user", "content": " "}]}, 422, "user message with text"),
         ({"model": "base", "messages": [{"role": "user", "content": "q"}], "max_tokens": 100000}, 422, "limit of 512"),
         ({"model": "base", "messages": [{"role": "user", "content": "q" * 3000}]}, 413, "limit is 2000"),
         ({"model": "lora", "messages": [{"role": "user", "content": "q"}]}, 409, "ragft train"),
@@ -75,6 +76,14 @@ def test_raw_stream_ends_with_done(client):
 def test_bad_requests_name_the_problem(client, body, status, fragment):
     r = client.post("/v1/chat/completions", json=body)
     assert r.status_code == status and fragment in r.text
+
+
+def test_the_last_user_message_with_text_is_answered(client):
+    messages = [{"role": "user", "content": "what is the price ?"}, {"role": "user", "content": ""}]
+    r = client.post("/v1/chat/completions", json={"model": "base", "messages": messages, "max_tokens": 2})
+    assert r.status_code == 200, r.text
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["ChatRequest"]
+    assert schema["properties"]["messages"]["contains"]["properties"]["role"] == {"const": "user"}
 
 
 def test_a_failed_stream_ends_with_an_error_event_not_a_stop(settings, corpus):

@@ -42,12 +42,23 @@ def test_query_returns_every_arm_with_passages(client):
         ({"questions": ["q", " "]}, 422, '"questions",1]'),
         ({"questions": ["q", "x" * 2001]}, 413, "question 1 is 2001 characters"),
         ({"questions": ["q"], "top_k": 21}, 422, "(api.max_top_k)"),
+        ({"question": "q", "max_new_tokens": 0}, 422, "max_new_tokens"),
+        ({"question": "q", "max_new_tokens": 513}, 422, "max_new_tokens=513 exceeds the limit of 512 (api.max_tokens)"),
+        ({"questions": ["q"], "max_new_tokens": 513}, 422, "(api.max_tokens)"),
     ],
 )
 def test_bad_requests_are_4xx_naming_the_field(client, body, status, fragment):
     r = client.post("/v1/query/batch" if "questions" in body else "/v1/query", json=body)
     assert r.status_code == status
     assert fragment in r.text
+
+
+def test_max_new_tokens_caps_each_answer(client):
+    r = client.post("/v1/query", json={"question": "what is the price ?", "arms": ["base"], "max_new_tokens": 3})
+    assert r.status_code == 200, r.text
+    assert 0 < r.json()["answers"][0]["generated_tokens"] <= 3
+    r = client.post("/v1/query/batch", json={"questions": ["a ?", "b ?"], "arms": ["base"], "max_new_tokens": 2})
+    assert all(res["answers"][0]["generated_tokens"] <= 2 for res in r.json()["results"])
 
 
 def test_rag_without_index_and_untrained_adapter_are_409(client):
