@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 # Bumped whenever the training procedure changes what an artifact learns, so stored artifacts are retrained
 # instead of reused. 2: warm-up rounded down (a 1-step run trained nothing; short runs lost their first step).
 # 3: epoch budgets, adapter groups, corpus rewordings, document text in the knowledge adapter, RAFT as published.
-RECIPE_VERSION = 3
+# 4: small training sets take smaller batches (lora.min_steps updates at least).
+RECIPE_VERSION = 4
 MAX_TRUNCATED_SHARE = 0.05  # examples that may lose their system message before a run refuses to train
 
 
@@ -498,12 +499,16 @@ def accepts_logits_to_keep(model) -> bool:
     return "logits_to_keep" in inspect.signature(inner.forward).parameters
 
 
-def step_shape(stream: list[Tokenized], batch_size: int, grad_accum: int, max_batch_tokens: int) -> tuple[int, int]:
-    """(examples per device step, accumulation steps): at most `max_batch_tokens` per step, same effective batch."""
+def step_shape(
+    stream: list[Tokenized], batch_size: int, grad_accum: int, max_batch_tokens: int, min_steps: int = 1
+) -> tuple[int, int]:
+    """(examples per device step, accumulation steps): at most `max_batch_tokens` per step; the effective batch
+    (`batch_size` x `grad_accum`) shrinks where the stream would otherwise give fewer than `min_steps` updates."""
+    effective = max(1, min(batch_size * grad_accum, len(stream) // min_steps))
     lengths = sorted(len(t.input_ids) for t in stream)
     typical = lengths[int(0.9 * (len(lengths) - 1))]
-    per_device = max(1, min(batch_size, max_batch_tokens // max(1, typical)))
-    return per_device, math.ceil(batch_size * grad_accum / per_device)
+    per_device = max(1, min(effective, max_batch_tokens // max(1, typical)))
+    return per_device, math.ceil(effective / per_device)
 
 
 def _run_trainer(settings, kind, model, tokenizer, stream, val, learning_rate, work, progress, should_stop, show_bar):
@@ -512,7 +517,7 @@ def _run_trainer(settings, kind, model, tokenizer, stream, val, learning_rate, w
     lora = settings.lora
     if not stream:
         raise TrainingDataError(f"the {kind} training stream is empty (token budget 0 or no examples)")
-    per_device, accum = step_shape(stream, lora.batch_size, lora.grad_accum, lora.max_batch_tokens)
+    per_device, accum = step_shape(stream, lora.batch_size, lora.grad_accum, lora.max_batch_tokens, lora.min_steps)
     steps = math.ceil(len(stream) / (per_device * accum))
     eval_steps = max(1, math.ceil(steps / lora.evals_per_run))
     validate = bool(val) and steps > 1

@@ -208,6 +208,13 @@ class LoraSettings(BaseModel):
     )
     batch_size: int = Field(8, ge=1, description="Examples per device step.")
     grad_accum: int = Field(1, ge=1, description="Steps accumulated per optimizer update.")
+    min_steps: int = Field(
+        20,
+        ge=1,
+        description="Fewest optimizer updates a run makes: a small training set gets a smaller effective batch "
+        "(down to 1). 24 behaviour rows at batch 8 made 6 updates and learnt no format (0.10 behaviour_pass, below "
+        "chance); at batch 2, 22 updates for the same tokens, 0.25 against base's 0.00.",
+    )
     max_seq_tokens: int = Field(
         1664,
         ge=32,
@@ -341,7 +348,9 @@ class ApiSettings(BaseModel):
     max_question_chars: int = Field(2000, ge=1, description="Longest question accepted by /v1/query.")
     max_batch_questions: int = Field(64, ge=1, description="Most questions in one POST /v1/query/batch.")
     max_top_k: int = Field(20, ge=1, description="Largest top_k a request may ask for.")
-    max_tokens: int = Field(512, ge=1, description="Largest max_tokens a chat completion may ask for.")
+    max_tokens: int = Field(
+        512, ge=1, description="Largest max_tokens a chat completion, or max_new_tokens a query, may ask for."
+    )
     max_queued_jobs: int = Field(
         8, ge=1, description="Most eval/training jobs waiting at once; past it POST /v1/runs and /v1/adapters get 429."
     )

@@ -176,6 +176,7 @@ def test_trained_adapter_changes_the_output(settings, train_corpus):
 
 def test_a_one_step_run_still_trains(settings, corpus):
     """With a linear warm-up the first step has learning rate 0; a 1-step budget must still move the weights."""
+    settings = settings.model_copy(update={"lora": settings.lora.model_copy(update={"min_steps": 1})})
     Runtime(settings, corpus).index()
     result = train(settings, corpus, "rag_lora")  # the small corpus has one train row: one optimizer step
     assert result.manifest.steps == 1
@@ -273,3 +274,15 @@ def test_reply_only_logits_give_the_models_own_loss_and_gradients(generator, tmp
     assert any(g.abs().sum() > 0 for g in our_grads)
     mean = trainer.compute_loss(model, dict(batch))  # no count given (validation): this batch's mean
     assert mean.item() == pytest.approx(model(**batch).loss.item(), rel=1e-5)
+
+
+def test_a_small_training_set_takes_smaller_batches_for_enough_updates():
+    from service.finetune import step_shape
+
+    def stream(n, length=40):
+        return [Tokenized([1] * length, [-100] * length, "r") for _ in range(n)]
+
+    assert step_shape(stream(44), 8, 1, 2048, min_steps=20) == (2, 1)  # 24 rows, 2 epochs: 22 updates, not 6
+    assert step_shape(stream(400), 8, 1, 2048, min_steps=20) == (8, 1)  # enough rows: the configured batch
+    assert step_shape(stream(10), 8, 1, 2048, min_steps=20) == (1, 1)  # never below one example
+    assert step_shape(stream(400, length=600), 8, 1, 2048, min_steps=20) == (3, 3)  # long rows: accumulate instead
