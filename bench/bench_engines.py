@@ -1,6 +1,7 @@
 """Answers/s of each engine and compute type on the embedded default, against transformers float32 in the same run.
 
 Usage: OMP_WAIT_POLICY=PASSIVE python bench/bench_engines.py [--short 16] [--rag 8] [--fixed 16] [--no-lora]
+           [--headlines reports/RUN_FLOAT32 reports/RUN_INT8 [--only-headlines]]
 
 Prompt sets: the base arm's prompts for knowledge test questions of corpora/quillmark ("short"), rag-length
 prompts (the same questions with top_k passages of chunk_tokens embedder tokens, the answer's document first;
@@ -10,6 +11,10 @@ The lora arm uses a rank-16 adapter with random weights (speed and the conversio
 Agreement is the share of answers identical to transformers float32's. Prompt tokens/s is set against the
 float32 compute limit of these cores: ~100 GFLOP/s / 0.27 GFLOP per token (2 x 135M parameters) = ~370 tok/s.
 The machine is shared, so only ratios within one run mean anything. Prints figures; asserts nothing.
+--headlines compares two runs of the same rows answered in two compute types (`ragft demo` and
+`ragft demo --set models.compute_type=int8 --run-id ...`): per family and arm the headline in each, the
+difference against the first run's interval half-width, and each family's verdict, the test int8 must pass
+before it may be a default.
 """
 
 from __future__ import annotations
@@ -83,6 +88,37 @@ def timed(gen, prompts, one_at_a_time: bool = False) -> tuple[list, float]:
     return out, time.perf_counter() - t0
 
 
+def headline_shift(first: Path, second: Path) -> None:
+    """Per family and arm: headline in each run, difference, and the first run's 95% interval half-width."""
+    runs = [json.loads(((p / "results.json") if p.is_dir() else p).read_text()) for p in (first, second)]
+    names = [f"{r['models']['engine']['engine']} {r['models']['engine']['compute_type']}" for r in runs]
+    print(f"\nheadlines: {runs[0]['run_id']} ({names[0]}) against {runs[1]['run_id']} ({names[1]})")
+    print(f"{'family':22s} {'arm':9s} {names[0]:>22s} {names[1]:>22s} {'diff':>7s} {'half-width':>10s}")
+    moved, largest, verdicts = 0, (0.0, ""), []
+    for family, a in runs[0]["families"].items():
+        b = runs[1]["families"].get(family)
+        if b is None:
+            continue
+        metric = a["headline_metric"]
+        for arm, scores in a["arms"].items():
+            x, y = scores.get(metric), b["arms"].get(arm, {}).get(metric)
+            if not x or not y or x.get("value") is None or y.get("value") is None:
+                continue
+            diff, half = y["value"] - x["value"], (x["ci_high"] - x["ci_low"]) / 2
+            flag = "" if abs(diff) <= half else "  MOVED beyond the half-width"
+            moved += bool(flag)
+            if half and abs(diff) / half > largest[0]:
+                largest = (abs(diff) / half, f"{arm} on {family}: {diff:+.3f} against {half:.3f}")
+            print(f"{family:22s} {arm:9s} {x['value']:22.3f} {y['value']:22.3f} {diff:+7.3f} {half:10.3f}{flag}")
+        va, vb = a["verdict"], b["verdict"]
+        if (va["status"], va["recommended"]) != (vb["status"], vb["recommended"]):
+            verdicts.append(f"{family}: {va['status']} ({va['recommended']}) -> {vb['status']} ({vb['recommended']})")
+    print(f"{moved} headline(s) moved by more than the interval half-width; largest relative move: {largest[1]}")
+    print("verdicts that changed:" if verdicts else "no verdict changed")
+    for line in verdicts:
+        print(f"  {line}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--corpus", type=Path, default=Path("corpora/quillmark"))
@@ -90,7 +126,13 @@ def main() -> None:
     parser.add_argument("--rag", type=int, default=8)
     parser.add_argument("--fixed", type=int, default=16)
     parser.add_argument("--no-lora", action="store_true")
+    parser.add_argument("--headlines", nargs=2, type=Path, metavar=("FIRST", "SECOND"),
+                        help="two runs (report folders or results.json) of the same rows in two compute types")  # fmt: skip
+    parser.add_argument("--only-headlines", action="store_true", help="skip the speed measurements")
     args = parser.parse_args()
+    if args.only_headlines:
+        headline_shift(*args.headlines)
+        return
 
     settings = Settings()
     print(f"threads: {models.cpu_threads(settings.models)}; max_new_tokens {MAX_NEW_TOKENS}; greedy; "
@@ -171,6 +213,8 @@ def main() -> None:
         if "lora" in gens and hasattr(gens["lora"], "folder"):
             shutil.rmtree(gens["lora"].folder, ignore_errors=True)
     tmp.cleanup()
+    if args.headlines:
+        headline_shift(*args.headlines)
 
 
 if __name__ == "__main__":
