@@ -1,12 +1,15 @@
-"""Query latency of the HTTP service under concurrent load, idle and while an eval run is in progress.
+"""Query latency of the HTTP service: one query at a time per arm, and under concurrent load, each idle and
+while an eval run is in progress.
 
-Usage: python bench/bench_service.py [--queries 50] [--arm rag] [--corpus corpora/quillmark]
+Usage: python bench/bench_service.py [--single 12] [--max-new-tokens 32] [--queries 50] [--arm rag]
+                                     [--corpus corpora/quillmark]
 
-Serves the embedded default models with a real uvicorn on 127.0.0.1, fires `--queries` concurrent
-POST /v1/query calls (distinct test questions) once with the service idle and once while a
-background eval run (started over HTTP) is answering, and prints p50/p95/max latency, throughput
-and the loaded/idle ratio; during the idle burst it also polls /healthz, /readyz and /metrics and prints
-their p50/p99/max while the queries are queued. Prints figures only; asserts nothing (this machine is
+Serves the default engine and models with a real uvicorn on 127.0.0.1 (a fresh index; the trained adapters of
+`artifact_dir`, e.g. the demo's). First `--single` POST /v1/query calls per ready arm, one after another
+(`max_new_tokens` 32, the question families' answer length), p50/p95 of the client-side wall time. Then
+`--queries` concurrent calls (distinct test questions) to `--arm`, polling /healthz, /readyz and /metrics
+meanwhile. Then a background eval run (started over HTTP) and, while it answers, the same single queries to
+base and rag and the same burst, with loaded/idle ratios. Prints figures only; asserts nothing (this machine is
 shared and noisy). The server is started with api.max_queued_answers raised to fit the burst.
 """
 
@@ -53,6 +56,26 @@ def burst(url: str, questions: list[str], arm: str) -> dict:
             "wall": wall}  # fmt: skip
 
 
+def singles(url: str, questions: list[str], arm: str, max_new_tokens: int) -> dict:
+    """One query at a time (after one warm-up): client-side wall time of each, and the answers' prompt tokens."""
+    body = {"arms": [arm], "max_new_tokens": max_new_tokens}
+    httpx.post(f"{url}/v1/query", json=body | {"question": questions[0]}, timeout=600).raise_for_status()
+    latencies, prompt_tokens = [], []
+    for question in questions:
+        t0 = time.perf_counter()
+        r = httpx.post(f"{url}/v1/query", json=body | {"question": question}, timeout=600)
+        latencies.append(time.perf_counter() - t0)
+        r.raise_for_status()
+        prompt_tokens.append(r.json()["answers"][0]["prompt_tokens"])
+    return {"latencies": latencies, "prompt_tokens": prompt_tokens}
+
+
+def show_singles(name: str, arm: str, b: dict) -> None:
+    ms = [x * 1000 for x in b["latencies"]]
+    print(f"{name:22s} {arm:9s} {len(ms):>3d} queries  p50 {percentile(ms, 50):7.0f}ms  p95 {percentile(ms, 95):7.0f}ms"
+          f"  prompt tokens {statistics.mean(b['prompt_tokens']):.0f}")  # fmt: skip
+
+
 def probe(url: str, stop) -> dict[str, list[float]]:
     """Latencies (s) of the operations endpoints, polled one after another until `stop` is set."""
     seen: dict[str, list[float]] = {"/healthz": [], "/readyz": [], "/metrics": []}
@@ -89,6 +112,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--arm", default="rag")
     parser.add_argument("--run-rows", type=int, default=200, help="Test rows per family of the background run.")
+    parser.add_argument("--single", type=int, default=12, help="One-at-a-time queries per arm (0: none).")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="Of the single queries.")
     args = parser.parse_args()
 
     rows = [r for r in load_tasks(args.corpus) if r.split == "test" and r.family == "knowledge"]
@@ -106,6 +131,11 @@ def main() -> None:
                 time.sleep(0.5)
             print(f"ready after {time.perf_counter() - t0:.1f}s; {len(questions)} concurrent queries, arm {args.arm}, "
                   f"max_new_tokens {settings.generation.max_new_tokens}\n")  # fmt: skip
+            single = questions[: args.single]
+            ready = [m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]]
+            idle_singles = {arm: singles(url, single, arm, args.max_new_tokens) for arm in ready} if single else {}
+            for arm, b in idle_singles.items():
+                show_singles("idle, one at a time", arm, b)
             httpx.post(f"{url}/v1/query", json={"question": "warm up", "arms": [args.arm]}, timeout=600)
             stop = threading.Event()
             with ThreadPoolExecutor(max_workers=1) as prober:
@@ -123,6 +153,16 @@ def main() -> None:
                     raise SystemExit(f"the background run ended before the burst: {job}")
                 time.sleep(0.5)
             before = job["progress"].get("done", 0)
+            for arm in [a for a in ("base", "rag") if a in idle_singles]:
+                b = singles(url, single, arm, args.max_new_tokens)
+                show_singles("during an eval run", arm, b)
+                ratio = percentile(b["latencies"], 50) / percentile(idle_singles[arm]["latencies"], 50)
+                done = httpx.get(f"{url}/v1/runs/{run['id']}").json()["progress"].get("done", 0)
+                print(
+                    f"{'':22s} {arm:9s} loaded/idle p50 x{ratio:.2f}; the run answered {done - before} rows meanwhile"
+                )
+                before = done
+            before = httpx.get(f"{url}/v1/runs/{run['id']}").json()["progress"].get("done", 0)
             loaded = burst(url, questions, args.arm)
             job = httpx.get(f"{url}/v1/runs/{run['id']}").json()
             show("during an eval run", loaded)

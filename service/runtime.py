@@ -1,10 +1,12 @@
 """Everything an arm needs for one corpus, loaded on first use and shared by all arms.
 
 Models are loaded lazily so `ragft query --arms base` never loads the embedder and the
-API starts at once. One lock serialises in-process generation: the arms share one set of
-weights whose active adapter is switched per arm, and two CPU cores gain nothing from parallel
-batches. With an OpenAI-compatible backend (`models.generator_backend='openai'`) arms generate
-there, unlocked, and only training and the small scratch model stay in this process.
+API starts at once. With transformers one lock serialises in-process generation: the arms share one set of
+weights whose active adapter is switched per arm. With CTranslate2 every arm has its own converted model, so
+the lock covers finding (and on first use converting) it, not generating: a live query then runs beside a
+background eval batch, the two sharing the cores (`models.inter_threads`), instead of waiting for it. With an
+OpenAI-compatible backend (`models.generator_backend='openai'`) arms generate there, unlocked, and only
+training and the small scratch model stay in this process.
 """
 
 from __future__ import annotations
@@ -178,16 +180,17 @@ class Runtime:
         if not self.runs_locally(arm):
             yield self._remote_generator(arm, group)  # no lock: the server batches concurrent requests
             return
+        if self.engine == "ctranslate2":
+            with self.lock:
+                converted = self._converted_generator(arm, group)
+            yield converted  # CTranslate2 runs concurrent calls side by side on shared weights
+            return
         with self.lock:
             kind = KINDS[arm.adapter] if arm.adapter else None
             if kind is not None and kind.full_model:
                 yield self._full_model_generator(arm, kind)
                 return
             gen = self.generator()
-            fast = self.engine == "ctranslate2"
-            if kind is None and fast:
-                yield engine_ct2.generator(self.settings, gen, None)
-                return
             if kind is None:
                 if hasattr(gen.model, "disable_adapter"):
                     with gen.model.disable_adapter():
@@ -197,15 +200,23 @@ class Runtime:
                 return
             folder = self.artifact_folder(kind, group)
             self._checked_manifest(arm, folder, self.weights_hash())
-            if fast:  # the adapter merged into a converted copy of the base weights, checked on conversion
-                yield engine_ct2.generator(self.settings, gen, folder)
-                return
             scope = self.artifact_group(kind, group)
             name = "-".join(
                 [kind.name, *([scope] if scope else []), *([f"seed{self.replicate}"] if self.replicate else [])]
             )
             gen.model = adapters.attach_lora(gen.model, gen.tokenizer, folder, name)
             yield gen
+
+    def _converted_generator(self, arm: Arm, group: str) -> Generator:
+        """`arm`'s CTranslate2 model for `group`'s rows: the converted base, or its artifact merged and converted
+        (on first use, checked against transformers), after checking the artifact's manifest."""
+        base = self.generator()
+        if arm.adapter is None:
+            return engine_ct2.generator(self.settings, base, None)
+        kind = KINDS[arm.adapter]
+        folder = self.artifact_folder(kind) if kind.full_model else self.artifact_folder(kind, group)
+        self._checked_manifest(arm, folder, self.weights_hash())
+        return engine_ct2.generator(self.settings, base, folder)
 
     def _remote_generator(self, arm: Arm, group: str) -> RemoteGenerator:
         """The backend's base model, or the LoRA module of this corpus's adapter after checking its manifest."""
@@ -223,8 +234,6 @@ class Runtime:
             folder = self.artifact_folder(kind)
             base = self.generator()
             self._checked_manifest(arm, folder, self.weights_hash())
-            if self.engine == "ctranslate2":
-                return engine_ct2.generator(self.settings, base, folder)  # cached per process by engine_ct2
             with models.LOADING:
                 model = AutoModelForCausalLM.from_pretrained(folder, dtype=base.model.dtype)
             model = model.to(base.model.device).eval()

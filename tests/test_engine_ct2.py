@@ -130,6 +130,27 @@ def test_stream_yields_the_answer_generate_gives(settings):
         assert (done["g"].prompt_tokens, done["g"].generated_tokens) == (alone.prompt_tokens, alone.generated_tokens)
 
 
+def test_worked_examples_are_a_cached_static_prompt_with_the_same_answers(settings):
+    s = _ct2_settings(settings, max_new_tokens=8, batch_size=4)
+    gen = engine_ct2.generator(s, _base(s), None)
+    shots = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "what is a k2 ?"},
+             {"role": "assistant", "content": "a kettle"}]  # fmt: skip
+    fewshot = [shots + [{"role": "user", "content": q}] for q in ("price of the k2 ?", "colour of the k9 ?")]
+    prompts = [*fewshot, [{"role": "user", "content": "hello"}]]
+    ids = gen._encode([gen.render(p) for p in prompts])
+    statics = [gen.static_prefix(p, x) for p, x in zip(prompts, ids, strict=True)]
+    assert statics[0] and statics[0] == statics[1] and statics[2] == ()  # only turns before the question, shared
+    assert list(statics[0]) == ids[0][: len(statics[0])]
+    answers = gen.generate(prompts)
+    plain = gen.model.generate_batch([gen.tokenizer.convert_ids_to_tokens(x) for x in ids],
+                                     include_prompt_in_result=False, beam_size=1, **gen._options(None))  # fmt: skip
+    assert [a.text for a in answers] == [gen.tokenizer.decode(r.sequences_ids[0], skip_special_tokens=True).strip()
+                                         for r in plain]  # fmt: skip
+    assert [a.prompt_tokens for a in answers] == [len(x) for x in ids]  # counted whole, static part included
+    assert "".join(gen.stream(fewshot[0])).strip() == answers[0].text
+    assert engine_ct2.by_static_prompt([[0, 1, 2, 3]], [(1,), (), (1,), ()]) == [[0, 2], [1, 3]]
+
+
 def test_stream_ends_at_the_next_token_when_the_reader_goes_away(settings):
     import threading
 
@@ -172,3 +193,32 @@ def test_float16_needs_cuda():
     with pytest.raises(ValidationError, match="float16.*needs a CUDA device"):
         ModelSettings(engine="ctranslate2", compute_type="float16", device="cpu")
     assert ModelSettings(engine="ctranslate2", compute_type="float16", device="cuda:1").compute_type == "float16"
+
+
+def test_ct2_arms_generate_outside_the_runtime_lock_and_concurrent_calls_agree(settings, corpus):
+    """A live query must not wait for a background batch: the lock covers finding the model, not generating."""
+    import threading
+
+    from service.arms import ARMS
+    from service.runtime import Runtime
+
+    runtime = Runtime(_ct2_settings(settings, max_new_tokens=8), corpus)
+    free = []
+    with runtime.generator_for(ARMS["base"]) as gen:
+        other = threading.Thread(target=lambda: free.append(runtime.lock.acquire(timeout=0) and runtime.lock.release()))
+        other.start()
+        other.join()
+        alone = [g.text for g in gen.generate(PROMPTS)]
+    assert free == [None]  # another thread took the lock while this one held its generator
+    answers: dict[int, list[str]] = {}
+
+    def ask(i):
+        with runtime.generator_for(ARMS["base"]) as g:
+            answers[i] = [a.text for a in g.generate(PROMPTS)]
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert answers == {i: alone for i in range(3)}
