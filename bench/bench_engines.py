@@ -7,7 +7,8 @@ Prompt sets: the base arm's prompts for knowledge test questions of corpora/quil
 prompts (the same questions with top_k passages of chunk_tokens embedder tokens, the answer's document first;
 no index is built, so the passages are not the retriever's but their length is), and a fixed set of prompts of
 exactly 216 tokens (llama.cpp answered 3.5/s on these with the Q4_1 GGUF on a 2-core machine of this kind).
-The lora arm uses a rank-16 adapter with random weights (speed and the conversion check, not quality).
+The lora arm uses the trained questions adapter of the corpus where one is stored (e.g. the demo's), else a
+rank-16 adapter with random weights (speed and the conversion check, not quality).
 Agreement is the share of answers identical to transformers float32's. Prompt tokens/s is set against the
 float32 compute limit of these cores: ~100 GFLOP/s / 0.27 GFLOP per token (2 x 135M parameters) = ~370 tok/s.
 The machine is shared, so only ratios within one run mean anything. Prints figures; asserts nothing.
@@ -31,6 +32,7 @@ from service import adapters, engine_ct2, models
 from service.chunking import chunk_document
 from service.documents import load_documents
 from service.generation import Generator
+from service.kinds import KINDS
 from service.prompts import build_messages
 from service.retrieval import Passage
 from service.settings import Settings
@@ -135,7 +137,8 @@ def main() -> None:
         return
 
     settings = Settings()
-    print(f"threads: {models.cpu_threads(settings.models)}; max_new_tokens {MAX_NEW_TOKENS}; greedy; "
+    print(f"threads: torch {models.cpu_threads(settings.models)}, CTranslate2 {settings.models.ct2_intra_threads} per "
+          f"batch x {engine_ct2.replicas(settings.models)} replicas; max_new_tokens {MAX_NEW_TOKENS}; greedy; "
           f"batch_size {settings.generation.batch_size}, max_batch_tokens {settings.generation.max_batch_tokens}")  # fmt: skip
     model, tokenizer, model_id = models.load_generator(settings.models, settings.artifact_dir)
     base = Generator(model, tokenizer, model_id, settings.generation)
@@ -144,7 +147,16 @@ def main() -> None:
     engines: dict[str, dict] = {"transformers-float32": {"base": base}}
     tmp = tempfile.TemporaryDirectory()
     lora = None
-    if not args.no_lora:
+    trained = adapters.artifact_dir(settings, args.corpus, KINDS["lora"], "questions", 0)
+    if not args.no_lora and adapters.stored_manifest(trained) is not None:
+        lora = trained
+        print(f"lora arm: the trained adapter at {trained}")
+        fresh, _, _ = models.load_generator(settings.models, settings.artifact_dir)
+        engines["transformers-float32"]["lora"] = Generator(
+            adapters.attach_lora(fresh, tokenizer, lora, "lora"), tokenizer, model_id, settings.generation
+        )
+    elif not args.no_lora:
+        print("lora arm: no trained adapter stored (run `ragft demo` first); a random rank-16 adapter")
         import torch
         from peft import LoraConfig, get_peft_model
 
@@ -210,7 +222,7 @@ def main() -> None:
                           f"{len(alone) / seconds:9.2f} {reference[1] / seconds:7.2f} {'':12s} {'':12s} "
                           f"{same:3d}/{len(alone)} identical to its batched answers")  # fmt: skip
     for gens in engines.values():  # the random adapter's conversions are of no further use
-        if "lora" in gens and hasattr(gens["lora"], "folder"):
+        if lora != trained and "lora" in gens and hasattr(gens["lora"], "folder"):
             shutil.rmtree(gens["lora"].folder, ignore_errors=True)
     tmp.cleanup()
     if args.headlines:

@@ -25,9 +25,11 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+import os
 import shutil
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -86,10 +88,11 @@ class CT2Generator(Generator):
     """A converted model behind the `Generator` interface: the same tokenizer, chat template, left truncation,
     batching and `Generation` records; `model` is a `ctranslate2.Generator`."""
 
-    def __init__(self, model, tokenizer, model_id: str, settings, compute_type: str, folder: Path):
+    def __init__(self, model, tokenizer, model_id: str, settings, compute_type: str, folder: Path, replicas: int = 1):
         super().__init__(model, tokenizer, model_id, settings)
         self.compute_type = compute_type
         self.folder = folder
+        self.replicas = replicas  # batches the model runs at once (ctranslate2 inter_threads)
         self.engine = f"ctranslate2-{compute_type}"
 
     @property
@@ -137,14 +140,26 @@ class CT2Generator(Generator):
         # 3x slower in one batch than one at a time. A spread of at most max_new_tokens keeps the extra steps
         # below the answer's own. A batch shares one static prompt, so prompts with different ones part.
         spread = max_new_tokens or self.settings.max_new_tokens
-        for batch in by_static_prompt(plan_batches([len(x) for x in ids], self.settings, max_spread=spread), statics):
+        batches = by_static_prompt(plan_batches([len(x) for x in ids], self.settings, max_spread=spread), statics)
+
+        def run(batch: list[int]) -> tuple[list, float]:
             static = statics[batch[0]]
             tokens = [self.tokenizer.convert_ids_to_tokens(ids[i][len(static) :]) for i in batch]
             t0 = time.perf_counter()
             out = self.model.generate_batch(
                 tokens, include_prompt_in_result=False, beam_size=1, **self._options(max_new_tokens, static)
             )
-            latency_ms = (time.perf_counter() - t0) * 1000
+            return out, (time.perf_counter() - t0) * 1000
+
+        # Batches run side by side on the model's replicas (one thread each), leaving one replica to other callers
+        # (a live query beside an eval run); each batch is the same whichever replica runs it.
+        window = min(len(batches), max(1, self.replicas - 1))
+        if window > 1:
+            with ThreadPoolExecutor(max_workers=window, thread_name_prefix="ragft-ct2") as pool:
+                done = list(pool.map(run, batches))
+        else:
+            done = [run(b) for b in batches]
+        for batch, (out, latency_ms) in zip(batches, done, strict=True):
             for result, i in zip(out, batch, strict=True):
                 answer = result.sequences_ids[0]
                 results[i] = Generation(
@@ -230,12 +245,21 @@ def generator(settings: Settings, base: Generator, adapter_folder: Path | None =
 def _wrap(folder: Path, base: Generator, settings: Settings, cache: bool = True) -> CT2Generator:
     """A CT2Generator answering with `settings.generation` on the model in `folder`, loaded once if `cache`."""
     m = settings.models
-    key = (str(folder), m.device, m.compute_type, models.cpu_threads(m), m.inter_threads)
+    key = (str(folder), m.device, m.compute_type, m.ct2_intra_threads, replicas(m))
     with _MODELS_LOCK:
         model = _MODELS.get(key) or _load_model(folder, m)
         if cache:
             _MODELS[key] = model
-    return CT2Generator(model, base.tokenizer, base.model_id, settings.generation, m.compute_type, folder)
+    return CT2Generator(model, base.tokenizer, base.model_id, settings.generation, m.compute_type, folder,
+                        replicas(m))  # fmt: skip
+
+
+def replicas(m: ModelSettings) -> int:
+    """Batches a converted model runs at once: `models.inter_threads`, or on CPU one per core plus one (a call
+    uses one per core, the extra one is for a live query); one CUDA stream on a GPU."""
+    if m.inter_threads:
+        return m.inter_threads
+    return len(os.sched_getaffinity(0)) + 1 if _device(m)[0] == "cpu" else 1
 
 
 def _load_model(folder: Path, m: ModelSettings):
@@ -244,7 +268,7 @@ def _load_model(folder: Path, m: ModelSettings):
     device, index = _device(m)
     return ctranslate2.Generator(
         str(folder), device=device, device_index=index, compute_type=m.compute_type,
-        intra_threads=models.cpu_threads(m) if device == "cpu" else 0, inter_threads=m.inter_threads,
+        intra_threads=m.ct2_intra_threads if device == "cpu" else 0, inter_threads=replicas(m),
     )  # fmt: skip
 
 

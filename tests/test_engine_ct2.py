@@ -1,4 +1,5 @@
 import logging
+import os
 import sys
 
 import numpy as np
@@ -176,6 +177,19 @@ def test_eval_batches_are_fixed_by_the_call_so_reruns_give_the_same_answers(sett
     assert {g.batch_size for g in alone} == {1} and max(g.batch_size for g in gen.generate(PROMPTS)) == 3
     if compute_type == "float32":  # float32 does not depend on the batch at all: batched equals one at a time
         assert [g.text for g in alone] == first
+
+
+def test_batches_run_side_by_side_on_replicas_with_the_answers_of_one_at_a_time(settings):
+    one = _ct2_settings(settings, batch_size=2)
+    three = one.model_copy(update={"models": one.models.model_copy(update={"inter_threads": 3})})
+    serial = engine_ct2.generator(one.model_copy(update={"models": one.models.model_copy(update={"inter_threads": 1})}),
+                                  _base(one), None)  # fmt: skip
+    parallel = engine_ct2.generator(three, _base(three), None)
+    assert (serial.replicas, parallel.replicas) == (1, 3) and parallel.model is not serial.model
+    expected = [(g.text, g.batch_size) for g in serial.generate(PROMPTS)]
+    assert [(g.text, g.batch_size) for g in parallel.generate(PROMPTS)] == expected
+    default = _ct2_settings(settings).models
+    assert engine_ct2.replicas(default) == len(os.sched_getaffinity(0)) + 1  # one kept for queries
 
 
 def test_engine_selection_and_fallback_without_ctranslate2(settings, monkeypatch, caplog):
