@@ -60,9 +60,9 @@ class ModelSettings(BaseModel):
     compute_type: Literal["float32", "int8", "float16"] = Field(
         "float32",
         description="CTranslate2 weights and compute: 'float32' (answers identical to transformers float32), "
-        "'int8' (CPU: 2.4-3.6x transformers' speed, but only 1-6 of 16 answers identical to float32's and answers "
-        "that change with the batch they run in; not the default until demo headlines are shown to hold), "
-        "'float16' (CUDA only).",
+        "'int8' (CPU: 2.5-3.0x the speed of transformers at its best, but 1-13 of 16 answers identical to "
+        "float32's, answers that change with the batch they run in, and on the demo no headline moved past its "
+        "half-width yet the freshness verdict changed; so not the default), 'float16' (CUDA only).",
     )
     intra_threads: int = Field(
         0,
