@@ -43,6 +43,8 @@ class Family:
     check_row: Callable[[TaskRow], None] | None  # raises ValueError naming what a row lacks; None: no rows of
     # its own (a view on other families' rows, e.g. knowledge split by kind)
     reads: tuple[str, ...] = ()  # the row families it scores (default: its own rows)
+    row_kind: str | None = None  # it scores only rows of this kind (a view), so a sample gives each such kind its
+    # own `limit` rows: knowledge's paraphrase and unseen rows both reach the sample size, not 21 and 19 of 40
     phase: str = "main"  # "main", or "fresh": answered after the corpus update in updates/ is applied
     trains: bool = False  # its train rows feed the adapters (and the fewshot pools)
     scores: Callable[[Arm], bool] = _any_arm  # which arms answer its rows
@@ -151,10 +153,11 @@ register_family(Family("knowledge", "Knowledge", "answer_contained", _needs_answ
                        rule="RAG for knowledge", favoured=lambda arm: arm.retrieve, learns_documents=True,
                        max_new_tokens=QUESTION_TOKENS))  # fmt: skip
 register_family(Family("knowledge_paraphrase", "Knowledge: paraphrases of trained facts",
-                       "answer_contained_paraphrase", None, reads=("knowledge",), rule="RAG for knowledge",
-                       favoured=lambda arm: arm.retrieve))  # fmt: skip
+                       "answer_contained_paraphrase", None, reads=("knowledge",), row_kind="paraphrase",
+                       rule="RAG for knowledge", favoured=lambda arm: arm.retrieve))  # fmt: skip
 register_family(Family("knowledge_unseen", "Knowledge: facts only the documents hold", "answer_contained_unseen",
-                       None, reads=("knowledge",), rule="RAG for knowledge", favoured=lambda arm: arm.retrieve))  # fmt: skip
+                       None, reads=("knowledge",), row_kind="unseen", rule="RAG for knowledge",
+                       favoured=lambda arm: arm.retrieve))  # fmt: skip
 register_family(Family("behaviour", "Behaviour / format", "behaviour_pass", _behaviour_row, trains=True,
                        rule="fine-tuning for behaviour", favoured=fine_tuned, adapter_group="behaviour"))  # fmt: skip
 register_family(Family("abstention", "Abstention", "abstention_accuracy", _abstention_row,

@@ -97,15 +97,28 @@ class RunSpec(BaseModel):
 
 def select_rows(rows: list[TaskRow], families: list[str], limit: int | None, seed: int) -> dict[str, list[TaskRow]]:
     """Test rows per row family the report families read: all of them, or a seeded sample of `limit`
-    (the same rows for every arm). Abstention also reads the answerable knowledge rows."""
+    (the same rows for every arm). Abstention also reads the answerable knowledge rows. Where registered
+    families score only one kind of a row family's rows (knowledge: paraphrase, unseen), each such kind, and
+    the rest, gets its own sample of `limit`, whichever families this run reports."""
     needed = dict.fromkeys(f for name in families for f in FAMILIES[name].row_families)
     chosen = {}
     for family in needed:
         members = sorted((r for r in rows if r.split == "test" and r.family == family), key=lambda r: r.id)
-        if limit is not None and len(members) > limit:
-            members = sorted(random.Random(f"{seed}:{family}").sample(members, limit), key=lambda r: r.id)
+        if limit is not None:
+            members = sorted(_stratified_sample(members, family, limit, seed), key=lambda r: r.id)
         chosen[family] = members
     return chosen
+
+
+def _stratified_sample(members: list[TaskRow], family: str, limit: int, seed: int) -> list[TaskRow]:
+    kinds = [f.row_kind for f in FAMILIES.values() if f.row_kind and family in f.row_families]
+    strata = {k: [r for r in members if r.kind == k] for k in kinds}
+    rest = [r for r in members if r.kind not in strata]
+    picked = []
+    for kind, group in [*strata.items(), (None, rest)]:
+        key = f"{seed}:{family}" + (f":{kind}" if kind else "")  # unstratified families keep their old sample
+        picked += random.Random(key).sample(group, limit) if len(group) > limit else group
+    return picked
 
 
 REPLICATE_MARK = "@seed"

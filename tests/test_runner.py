@@ -31,6 +31,16 @@ def test_rows_are_a_seeded_sample_shared_by_all_arms(full_corpus):
     assert len(select_rows(rows, ["knowledge"], None, 0)["knowledge"]) == 4
 
 
+def test_a_sample_gives_each_kind_a_family_reports_its_own_rows(full_corpus):
+    rows = load_tasks(full_corpus)
+    knowledge = [r for r in rows if r.split == "test" and r.family == "knowledge"]
+    kinds = {r.kind for r in knowledge}
+    assert {"paraphrase", "unseen"} <= kinds  # knowledge_paraphrase and knowledge_unseen score one kind each
+    chosen = select_rows(rows, ["knowledge"], limit=1, seed=0)["knowledge"]
+    assert sorted(r.kind or "" for r in chosen) == sorted(k or "" for k in kinds)  # one row of each, not 1 in all
+    assert len(select_rows(rows, ["behaviour"], limit=1, seed=0)["behaviour"]) == 1  # no view splits it
+
+
 def test_eval_end_to_end_writes_three_report_files(settings, full_corpus, monkeypatch, tmp_path):
     settings = settings.model_copy(
         update={"eval": settings.eval.model_copy(update={"reports_dir": tmp_path / "reports"})}
