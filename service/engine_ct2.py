@@ -103,10 +103,9 @@ class CT2Generator(Generator):
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
         """Token ids cut from the left at `max_prompt_tokens`, exactly as the transformers path cuts them."""
-        with _TOKENIZER_LOCK:
-            return self.tokenizer(
-                texts, truncation=True, max_length=self.settings.max_prompt_tokens, add_special_tokens=False
-            )["input_ids"]
+        return self.tokenize(
+            texts, truncation=True, max_length=self.settings.max_prompt_tokens, add_special_tokens=False
+        )["input_ids"]
 
     def _options(self, max_new_tokens: int | None, static: tuple[int, ...] = ()) -> dict:
         options = {
@@ -126,8 +125,7 @@ class CT2Generator(Generator):
         if len(messages) < 3:
             return ()
         text = self.tokenizer.apply_chat_template(messages[:-1], tokenize=False)
-        with _TOKENIZER_LOCK:
-            prefix = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        prefix = self.tokenize(text, add_special_tokens=False)["input_ids"]
         return tuple(prefix) if len(prefix) < len(ids) and ids[: len(prefix)] == prefix else ()
 
     def generate(self, prompts: list[Messages], max_new_tokens: int | None = None) -> list[Generation]:
@@ -207,7 +205,7 @@ class CT2Generator(Generator):
         """Logits on the fixed probe text, to prove a converted adapter still changes the model."""
         import ctranslate2
 
-        ids = self.tokenizer(PROBE_TEXT)["input_ids"]
+        ids = self.tokenize(PROBE_TEXT)["input_ids"]
         logits = self.model.forward_batch([self.tokenizer.convert_ids_to_tokens(ids)])
         if logits.device != "cpu":
             logits = logits.to_device(ctranslate2.Device.cpu)
@@ -219,9 +217,6 @@ def by_static_prompt(batches: list[list[int]], statics: list[tuple[int, ...]]) -
     return [[i for i in b if statics[i] == static] for b in batches for static in dict.fromkeys(statics[i] for i in b)]
 
 
-# Calls run concurrently (models.inter_threads), and a fast tokenizer refuses a call that changes its truncation
-# settings while another uses it ("Already borrowed"); encoding takes milliseconds.
-_TOKENIZER_LOCK = threading.Lock()
 _MODELS: dict[tuple, object] = {}  # loaded ctranslate2.Generator objects, shared by every CT2Generator
 _MODELS_LOCK = threading.Lock()
 
@@ -245,13 +240,13 @@ def generator(settings: Settings, base: Generator, adapter_folder: Path | None =
 def _wrap(folder: Path, base: Generator, settings: Settings, cache: bool = True) -> CT2Generator:
     """A CT2Generator answering with `settings.generation` on the model in `folder`, loaded once if `cache`."""
     m = settings.models
-    key = (str(folder), m.device, m.compute_type, m.ct2_intra_threads, replicas(m))
+    n = replicas(m)
+    key = (str(folder), m.device, m.compute_type, m.ct2_intra_threads, n)
     with _MODELS_LOCK:
-        model = _MODELS.get(key) or _load_model(folder, m)
+        model = _MODELS.get(key) or _load_model(folder, m, n)
         if cache:
             _MODELS[key] = model
-    return CT2Generator(model, base.tokenizer, base.model_id, settings.generation, m.compute_type, folder,
-                        replicas(m))  # fmt: skip
+    return CT2Generator(model, base.tokenizer, base.model_id, settings.generation, m.compute_type, folder, n)
 
 
 def replicas(m: ModelSettings) -> int:
@@ -262,13 +257,13 @@ def replicas(m: ModelSettings) -> int:
     return len(os.sched_getaffinity(0)) + 1 if _device(m)[0] == "cpu" else 1
 
 
-def _load_model(folder: Path, m: ModelSettings):
+def _load_model(folder: Path, m: ModelSettings, replicas: int):
     import ctranslate2
 
     device, index = _device(m)
     return ctranslate2.Generator(
         str(folder), device=device, device_index=index, compute_type=m.compute_type,
-        intra_threads=m.ct2_intra_threads if device == "cpu" else 0, inter_threads=replicas(m),
+        intra_threads=m.ct2_intra_threads if device == "cpu" else 0, inter_threads=replicas,
     )  # fmt: skip
 
 

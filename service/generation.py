@@ -7,6 +7,7 @@ run faster in smaller batches on CPU); answers are returned in the caller's orde
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -51,6 +52,9 @@ def plan_batches(lengths: list[int], settings: GenerationSettings, max_spread: i
     return batches
 
 
+_TOKENIZE = threading.Lock()  # see Generator.tokenize; encoding takes milliseconds
+
+
 class Generator:
     """A causal LM and its tokenizer, ready to answer chat prompts in batches."""
 
@@ -71,8 +75,15 @@ class Generator:
     def render(self, messages: Messages) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
+    def tokenize(self, texts, **kwargs):
+        """The tokenizer's encoding of `texts`, one thread at a time: arms generate on several threads (CTranslate2
+        outside the runtime lock, conversions inside it) over one tokenizer, and a fast tokenizer refuses a call
+        that changes its padding or truncation settings while another uses it ("Already borrowed")."""
+        with _TOKENIZE:
+            return self.tokenizer(texts, **kwargs)
+
     def count_tokens(self, messages: Messages) -> int:
-        return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
+        return len(self.tokenize(self.render(messages), add_special_tokens=False)["input_ids"])
 
     def _answer_length(self, tokens: torch.Tensor) -> int:
         """Generated tokens up to (not including) the first end-of-turn token."""
@@ -93,7 +104,7 @@ class Generator:
             def __call__(self, input_ids, scores, **kwargs) -> bool:
                 return stop is not None and stop.is_set()
 
-        enc = self.tokenizer(
+        enc = self.tokenize(
             [self.render(messages)],
             return_tensors="pt",
             truncation=True,
@@ -131,7 +142,7 @@ class Generator:
     def _batches(self, texts: list[str]) -> list[list[int]]:
         """Indices grouped by length, at most `batch_size` prompts and `max_batch_tokens` padded tokens each."""
         limit = self.settings.max_prompt_tokens
-        lengths = [min(len(self.tokenizer(t, add_special_tokens=False)["input_ids"]), limit) for t in texts]
+        lengths = [min(len(ids), limit) for ids in self.tokenize(texts, add_special_tokens=False)["input_ids"]]
         return plan_batches(lengths, self.settings)
 
     @torch.inference_mode()
@@ -141,7 +152,7 @@ class Generator:
         texts = [self.render(p) for p in prompts]
         results: list[Generation | None] = [None] * len(texts)
         for batch in self._batches(texts):
-            enc = self.tokenizer(
+            enc = self.tokenize(
                 [texts[i] for i in batch],
                 return_tensors="pt",
                 padding=True,

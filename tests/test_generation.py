@@ -48,3 +48,19 @@ def test_long_prompts_go_in_smaller_batches(settings):
     assert sorted(i for b in batches for i in b) == [0, 1, 2]
     assert all(len(b) * max(lengths[i] for i in b) <= 2 * max(lengths) for b in batches)
     assert len(batches) == 2  # the two short prompts together, the long one alone
+
+
+def test_tokenizer_calls_take_turns_across_threads(settings):
+    """Generators on several threads share one fast tokenizer, which refuses concurrent changes to its settings."""
+    import threading
+
+    from service import generation
+
+    gen = _generator(settings, 2)
+    counted = threading.Event()
+    with generation._TOKENIZE:  # another thread is encoding
+        worker = threading.Thread(target=lambda: (gen.count_tokens(PROMPTS[0]), counted.set()))
+        worker.start()
+        assert not counted.wait(0.2)  # this one waits for its turn
+    worker.join(timeout=10)
+    assert counted.is_set()
