@@ -29,7 +29,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval.tasks import load_tasks  # noqa: E402
-from service.api.main import create_app  # noqa: E402
+from service.app.api.main import create_app  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from tests.live import serving  # noqa: E402
 

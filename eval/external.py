@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eval.families import FAMILIES
-from eval.runner import RunSpec
+from eval.spec import RunSpec
 from eval.store import Prediction, RunNotFound, Store, StoredPassage
 from eval.tasks import load_tasks
 from service.arms import UnknownArm, external_arm

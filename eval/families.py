@@ -22,7 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import AfterValidator, Field
 
 from service.arms import Arm
 from service.kinds import KINDS
@@ -100,6 +102,14 @@ def parse_families(names: list[str] | None) -> list[str]:
     if not names:
         raise ValueError(f"no family given; choose from {list(FAMILIES)}")
     return list(dict.fromkeys(names))
+
+
+def _family_enum(schema: dict) -> None:
+    schema["enum"] = list(FAMILIES)  # as registered when the schema is built
+
+
+# The one validation of family names at every boundary (RunSpec, HTTP request bodies).
+FamilyNames = Annotated[list[Annotated[str, Field(json_schema_extra=_family_enum)]], AfterValidator(parse_families)]
 
 
 def is_floor(arm: Arm) -> bool:

@@ -1,13 +1,12 @@
 """The use cases the CLI, the job worker and the runner share, wired once.
 
-Open a runtime for a corpus (with its fewshot pools), prepare a corpus for a set of arms
-(index it, train or reuse the artifacts they need), and publish a stored run (score it with
-the local embedder and write its report files). Each entry point calls these instead of
-assembling the steps itself, so a flag such as `force` reaches every path.
+Open a runtime for a corpus (with its fewshot pools) and prepare a corpus for a set of arms
+(index it, train or reuse the artifacts they need). Each entry point calls these instead of
+assembling the steps itself, so a flag such as `force` reaches every path; publishing a
+stored run is `eval.results.publish_run`.
 
 Example:
     >>> # prepared = prepare_corpus(settings, Path("corpora/quillmark"), ["rag", "lora"])
-    >>> # results, folder = publish_run(settings, run_id)
 """
 
 from __future__ import annotations
@@ -165,12 +164,3 @@ def prepare_corpus(
         groups=needed,
     )  # fmt: skip
     return Prepared(runtime, report, artifacts)
-
-
-def publish_run(settings: Settings, run_id: str) -> tuple[dict, Path]:
-    """Score a stored run with the local embedder and write results.json, report.md and report.html."""
-    from eval.results import publish
-    from service import models
-
-    embedder = models.load_embedder(settings.models)
-    return publish(settings, run_id, embed=lambda texts: embedder.encode(texts).tolist())

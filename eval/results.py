@@ -21,12 +21,15 @@ import numpy as np
 
 from eval import stats
 from eval.audit import chance_baselines
+from eval.external import register_external_arms
 from eval.families import FAMILIES
 from eval.metrics import METRICS, ScoringContext, family_metrics, headline, report_families
 from eval.metrics.knowledge import answer_sentences, corpus_answers
+from eval.report import write_report
+from eval.spec import RunSpec, replicated_arm
 from eval.store import Prediction, RunRecord, Store
 from eval.tasks import TaskRow, load_tasks, reference_output
-from eval.verdict import break_even_queries, decide
+from eval.verdict import break_even_queries, decide, outcome
 from service.arms import ARMS, by_cost
 from service.documents import load_documents
 from service.models import library_versions
@@ -63,8 +66,6 @@ def scoring_context(
 def fold_replicates(values: dict) -> tuple[dict, dict]:
     """Answers of extra training seeds ("lora@seed1", eval.training_seeds) folded into their arm: each row's value
     becomes its mean over seeds, and the per-seed values are kept for intervals that resample seeds too."""
-    from eval.runner import replicated_arm
-
     by_arm: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for (stored, metric), per_row in sorted(values.items()):
         by_arm[(replicated_arm(stored), metric)].append(per_row)
@@ -83,8 +84,6 @@ def score_predictions(
     predictions: list[Prediction], rows: dict[str, TaskRow], ctx: ScoringContext
 ) -> dict[tuple[str, str], dict[str, object]]:
     """Per (arm, metric): {row_id: value} for every row the metric applies to."""
-    from eval.runner import replicated_arm
-
     values: dict[tuple[str, str], dict[str, object]] = defaultdict(dict)
     for pred in predictions:
         row = rows.get(pred.row_id)
@@ -267,8 +266,7 @@ def _power(values, top, best: str, scored: list[str], margin: float, comparisons
 
 def _decide_all(families: dict[str, dict], margin: float, alpha: float = 0.05) -> None:
     """Holm over every paired test the report makes (and, separately, over every non-inferiority test), then
-    each family's verdict from the adjusted p-values. Non-inferiority is one-sided at alpha/2: the worse end of
-    the same 95% interval the comparison prints."""
+    each family's verdict (`eval.verdict`) from the adjusted p-values."""
     tests = [c for b in families.values() for c in b["comparisons"]]
     tests += [c for b in families.values() for c in b.get("forgetting_vs_base", {}).values()]
     for c, adjusted in zip(tests, stats.holm([c["p_value"] for c in tests]), strict=True):
@@ -280,15 +278,8 @@ def _decide_all(families: dict[str, dict], margin: float, alpha: float = 0.05) -
     for family, block in families.items():
         if not block["comparisons"] and "best" not in block:
             continue
-        sign = 1 if block["higher_is_better"] else -1
-        outcomes = {}
-        for c in block["comparisons"]:
-            if c["significant"] and sign * c["difference"] > 0:
-                outcomes[c["b"]] = "worse"
-            elif c["non_inferiority_p_holm"] < alpha / 2:
-                outcomes[c["b"]] = "non_inferior"
-            else:
-                outcomes[c["b"]] = "undecided"
+        outcomes = {c["b"]: outcome(c, higher_is_better=block["higher_is_better"], alpha=alpha)
+                    for c in block["comparisons"]}  # fmt: skip
         scores = {a: figures[block["headline_metric"]]["value"] for a, figures in block["arms"].items()
                   if block["headline_metric"] in figures}  # fmt: skip
         v = decide(family, scores, outcomes, margin=margin, higher_is_better=block["higher_is_better"],
@@ -358,9 +349,6 @@ def failures(values, predictions: list[Prediction], rows: dict[str, TaskRow], se
 
 def build_results(store: Store, run_id: str, settings: Settings, embed=None, judge=None) -> dict:
     """Every figure of a run, recomputed from the database."""
-    from eval.external import register_external_arms
-    from eval.runner import RunSpec
-
     run = store.run(run_id)
     register_external_arms(run.config)
     spec = RunSpec.model_validate(run.config["spec"])
@@ -433,10 +421,14 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None, jud
     }
 
 
-def publish(settings: Settings, run_id: str, embed=None) -> tuple[dict, Path]:
-    """Score a stored run and write its three report files; returns the results and the report folder."""
-    from eval.report import write_report
+def publish_run(settings: Settings, run_id: str, embed=None) -> tuple[dict, Path]:
+    """Score a stored run (with the local embedder unless `embed` is given) and write results.json, report.md and
+    report.html; returns the results and the report folder."""
+    if embed is None:
+        from service import models
 
+        embedder = models.load_embedder(settings.models)
+        embed = lambda texts: embedder.encode(texts).tolist()  # noqa: E731
     store = Store(settings.database)
     try:
         results = build_results(store, run_id, settings, embed=embed)

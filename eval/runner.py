@@ -24,76 +24,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from eval.families import FAMILIES, parse_families
+from eval.families import FAMILIES
 from eval.pipeline import artifact_summary, prepare_corpus
+from eval.spec import Progress, RunCancelled, RunSpec, replicate_name
 from eval.store import Prediction, Store, StoredPassage
 from eval.tasks import TaskRow, example_key, load_tasks
-from service.arms import ARMS, Arm, Query, answer, parse_arms, runnable
+from service.arms import ARMS, Arm, Query, answer
 from service.documents import load_documents
 from service.retrieval import build_index, read_index_manifest
 from service.runtime import Runtime
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[str, int, int], None]  # (stage description, done, total)
-
-
-class RunCancelled(RuntimeError):
-    """The caller asked the run to stop; what was answered so far is stored and the run can be resumed."""
-
-
-class RunSpec(BaseModel):
-    """What a run answers: one model from the HTTP request or CLI options through the jobs table to the run's
-    stored config and its results. Build it with `RunSpec.resolve`, which fills the defaults from settings."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    corpus: Path
-    arms: list[str] = Field(min_length=1, description="Arm ids ('rag+lora' accepted), duplicates dropped.")
-    families: list[str] = Field(min_length=1, description="Report families (eval/families.py).")
-    limit: int | None = Field(None, ge=1, description="Test rows per family (a seeded sample); None: all.")
-    seed: int = 0
-    run_id: str | None = None
-    extra: dict = Field(default_factory=dict, description='Recorded in the config, e.g. {"demo": true}.')
-
-    @field_validator("arms")
-    @classmethod
-    def _known_arms(cls, value: list[str]) -> list[str]:
-        return [a.name for a in parse_arms(value)]
-
-    @field_validator("families")
-    @classmethod
-    def _known_families(cls, value: list[str]) -> list[str]:
-        return parse_families(value)
-
-    @classmethod
-    def resolve(
-        cls,
-        settings: Settings,
-        corpus: Path,
-        *,
-        arms: list[str] | None = None,
-        families: list[str] | None = None,
-        limit: int | None = None,
-        seed: int | None = None,
-        run_id: str | None = None,
-        extra: dict | None = None,
-    ) -> RunSpec:
-        """The one place defaults are resolved: every arm, eval.families (else every registered family),
-        eval.limit and generation.seed."""
-        return cls(
-            corpus=Path(corpus),
-            arms=arms or runnable(),
-            families=families or settings.eval.families or list(FAMILIES),
-            limit=limit if limit is not None else settings.eval.limit,
-            seed=seed if seed is not None else settings.generation.seed,
-            run_id=run_id,
-            extra=extra or {},
-        )
-
 
 def select_rows(rows: list[TaskRow], families: list[str], limit: int | None, seed: int) -> dict[str, list[TaskRow]]:
     """Test rows per row family the report families read: all of them, or a seeded sample of `limit`
@@ -119,19 +61,6 @@ def _stratified_sample(members: list[TaskRow], family: str, limit: int, seed: in
         key = f"{seed}:{family}" + (f":{kind}" if kind else "")  # unstratified families keep their old sample
         picked += random.Random(key).sample(group, limit) if len(group) > limit else group
     return picked
-
-
-REPLICATE_MARK = "@seed"
-
-
-def replicate_name(arm: str, replicate: int) -> str:
-    """The arm name answers of training seed + `replicate` are stored under ("lora@seed1"; the first: "lora")."""
-    return f"{arm}{REPLICATE_MARK}{replicate}" if replicate else arm
-
-
-def replicated_arm(stored: str) -> str:
-    """The arm a stored answer belongs to, whichever training seed gave it ("lora@seed1" -> "lora")."""
-    return stored.split(REPLICATE_MARK)[0]
 
 
 def prompt_arm(arm: Arm, row: TaskRow) -> Arm:
@@ -180,8 +109,10 @@ def run_eval(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     show_bars: bool = False,
+    named: Callable[[str], None] | None = None,
 ) -> str:
-    """Run (or resume) an evaluation and return its id; predictions land in the store as they are made."""
+    """Run (or resume) an evaluation and return its id; predictions land in the store as they are made. `named`
+    hears the run id as soon as it is known (after indexing and training, whose fingerprints it includes)."""
     say = progress or (lambda stage, done, total: None)
     arms = spec.arms
     corpus = Path(spec.corpus)
@@ -199,6 +130,8 @@ def run_eval(
 
     tasks_hash = _tasks_hash(corpus)
     run_id = spec.run_id or run_id_for(settings, spec, tasks_hash, adapter_meta)
+    if named is not None:
+        named(run_id)
     store = Store(settings.database)
     try:
         config = {"spec": spec.model_dump(mode="json"), "settings": settings.recorded()}

@@ -59,6 +59,18 @@ class Verdict:
         return [*self.non_inferior, *self.undecided]
 
 
+def outcome(comparison: dict, *, higher_is_better: bool, alpha: float = 0.05) -> str:
+    """Where an arm stands against the best, from its Holm-adjusted tests: "worse" when the paired test is
+    significant in the best arm's favour, "non_inferior" when the one-sided test at alpha/2 (the worse end of the
+    same 95% interval) shows it within the margin, else "undecided"."""
+    sign = 1 if higher_is_better else -1
+    if comparison["significant"] and sign * comparison["difference"] > 0:
+        return "worse"
+    if comparison["non_inferiority_p_holm"] < alpha / 2:
+        return "non_inferior"
+    return "undecided"
+
+
 def _labels(names) -> str:
     return ", ".join(ARMS[a].label for a in names)
 

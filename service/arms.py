@@ -16,6 +16,9 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
 
 from service.prompts import build_messages
 from service.retrieval import Passage
@@ -102,6 +105,43 @@ def parse_arms(names: str | list[str]) -> list[Arm]:
     if not arms:
         raise UnknownArm(f"no arm given; choose from {', '.join(ARMS)}")
     return list(dict.fromkeys(arms))
+
+
+def trainable() -> list[str]:
+    """The arms with something to train (an artifact kind), in table order."""
+    return [name for name, arm in ARMS.items() if arm.adapter and not arm.external]
+
+
+def parse_trainable(name: str) -> Arm:
+    """An arm that has an artifact to train, or an error listing those that do."""
+    arm = parse_arm(name)
+    if arm.adapter is None:
+        raise UnknownArm(f"arm '{arm.name}' has nothing to train; choose from {', '.join(trainable())}")
+    return arm
+
+
+def _arm_enum(schema: dict) -> None:
+    """The arms as they are when the schema is built, so an arm added to ARMS at run time is documented too."""
+    choices = runnable()
+    schema["enum"] = [*choices, *(["rag+lora"] if "rag_lora" in choices else [])]
+
+
+def _trainable_enum(schema: dict) -> None:
+    schema["enum"] = trainable()
+
+
+def _distinct(names: list[str]) -> list[str]:
+    return list(dict.fromkeys(names))
+
+
+# The one validation of arm names at every boundary (RunSpec, HTTP request bodies): an id from ARMS ('rag+lora'
+# accepted, stored as 'rag_lora'), duplicates dropped, the schema's enum read from ARMS when it is built.
+ArmName = Annotated[str, AfterValidator(lambda name: parse_arm(name).name), Field(json_schema_extra=_arm_enum)]
+ArmNames = Annotated[list[ArmName], AfterValidator(_distinct)]
+TrainableArmName = Annotated[
+    str, AfterValidator(lambda name: parse_trainable(name).name), Field(json_schema_extra=_trainable_enum)
+]
+TrainableArmNames = Annotated[list[TrainableArmName], AfterValidator(_distinct)]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from service import training_data
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Kind:
     name: str  # file-safe id: the artifact folder's name and the remote LoRA module's suffix
     full_model: bool  # a whole model trained from random weights (else a LoRA adapter on the base weights)
@@ -35,41 +35,17 @@ class Kind:
 KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
-        Kind(
-            "lora",
-            False,
-            False,
-            True,
-            "lora",
-            True,
-            True,
-            training_data.closed_book_for,
-            "LoRA adapter, closed-book; the knowledge adapter also reads the documents as text",
-        ),
-        Kind(
-            "rag_lora",
-            False,
-            True,
-            True,
-            "lora",
-            False,
-            True,
-            training_data.retrieval_for,
-            "LoRA adapter trained RAFT-style on retrieved passages",
-        ),
-        Kind(
-            "scratch",
-            True,
-            False,
-            False,
-            "scratch",
-            True,
-            False,
-            training_data.closed_book_for,
-            "small model from random weights: the floor pre-training is measured against",
-        ),  # fmt: skip
+        Kind(name="lora", full_model=False, needs_index=False, remote_servable=True, settings_group="lora",
+             with_documents=True, scoped=True, examples=training_data.closed_book_for,
+             summary="LoRA adapter, closed-book; the knowledge adapter also reads the documents as text"),
+        Kind(name="rag_lora", full_model=False, needs_index=True, remote_servable=True, settings_group="lora",
+             with_documents=False, scoped=True, examples=training_data.retrieval_for,
+             summary="LoRA adapter trained RAFT-style on retrieved passages"),
+        Kind(name="scratch", full_model=True, needs_index=False, remote_servable=False, settings_group="scratch",
+             with_documents=True, scoped=False, examples=training_data.closed_book_for,
+             summary="small model from random weights: the floor pre-training is measured against"),
     )
-}
+}  # fmt: skip
 
 
 class UnknownKind(ValueError):

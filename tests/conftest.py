@@ -110,7 +110,7 @@ def ragft(settings, monkeypatch, tmp_path):
     """(settings, run): the real `ragft` CLI on the tiny-model settings, reports under tmp_path; run(*args)."""
     from typer.testing import CliRunner
 
-    from service import cli
+    from service.app import cli
 
     settings = settings.model_copy(
         update={"eval": settings.eval.model_copy(update={"reports_dir": tmp_path / "reports"})}

@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from eval import pipeline
-from service.api.main import create_app
+from service.app.api.main import create_app
+from service.app.cli import app as cli
 from service.arms import ARMS, Query, answer
 from service.backend import BackendError, BackendUnavailable, module_name
-from service.cli import app as cli
 from service.kinds import KINDS
 from service.runtime import Runtime
 from tests.live import serving

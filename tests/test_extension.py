@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from eval import families as family_registry
 from eval.families import Family
 from eval.metrics import METRICS, Metric
-from service.api.main import create_app
+from service.app.api.main import create_app
 from service.arms import ARMS, Arm
 
 FEWSHOT_RAG = Arm("fewshot_rag", "Few-shot RAG", retrieve=True, fewshot=True, adapter=None,

@@ -5,7 +5,7 @@ from eval.families import FAMILIES as FAMILY_FACTS
 from eval.runner import select_rows
 from eval.store import Store
 from eval.tasks import load_tasks
-from service import cli
+from service.app import cli
 from service.arms import ARMS
 
 ALL_ARMS = ["base", "fewshot", "rag", "lora", "rag_lora", "scratch"]

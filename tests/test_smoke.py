@@ -3,7 +3,7 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.main import create_app
+from service.app.api.main import create_app
 from service.arms import compare, parse_arms
 from service.runtime import Runtime
 from service.settings import Settings

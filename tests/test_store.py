@@ -36,7 +36,7 @@ def test_a_killed_run_resumes_without_lost_or_duplicate_rows(settings, full_corp
         "RAGFT_EVAL__ROWS_PER_BATCH": "1",
         "RAGFT_EVAL__REPORTS_DIR": str(tmp_path / "reports"),
     }
-    cmd = [sys.executable, "-m", "service.cli", "eval", "--corpus", str(full_corpus), "--arms", "base,fewshot,rag",
+    cmd = [sys.executable, "-m", "service.app.cli", "eval", "--corpus", str(full_corpus), "--arms", "base,fewshot,rag",
            "--run-id", "killed"]  # fmt: skip
     db = settings.data_dir / "ragft.sqlite3"
 

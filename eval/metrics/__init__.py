@@ -12,90 +12,19 @@ Example:
     False
 """
 
-from __future__ import annotations
-
-import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-
-from eval.store import Prediction
-from eval.tasks import TaskRow
-
-
-@dataclass
-class ScoringContext:
-    """What metrics may need beyond a row and its prediction, built once per scoring pass."""
-
-    abstention_phrase: str
-    embed: Callable[[list[str]], list[list[float]]] | None = None  # the local embedder, for semantic similarity
-    gold_contexts: dict[str, list[str]] = field(default_factory=dict)  # row id -> answer-bearing sentences
-    judge: object | None = None  # a ragas LLM on the configured judge endpoint, else judge metrics are skipped
-    # family -> every answer in the corpus (`knowledge.corpus_answers`): rivals a reply may not list beside its answer
-    corpus_answers: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    cache: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One score. `score` gives a number per row (None: not applicable); `aggregate` turns row values into
-    the family figure (the mean unless given; macro-F1 needs the pairs)."""
-
-    name: str
-    family: str  # the report family it belongs to
-    reads: tuple[str, ...]  # task-row families it scores
-    score: Callable[[TaskRow, Prediction, ScoringContext], float | tuple | None]
-    description: str
-    higher_is_better: bool = True
-    needs_contexts: bool = False  # only meaningful for retrieving arms
-    phase: str = "main"  # freshness metrics read the answers given after the corpus update
-    judge: bool = False  # needs the LLM judge: absent without one, and checked against the headline when present
-    aggregate: Callable[[Sequence], float] | None = None
-
-
-os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")  # ragas sends usage analytics unless told not to
-
-METRICS: dict[str, Metric] = {}
-
-
-def ragas_metric(ctx: ScoringContext, name: str, factory):
-    """One ragas metric object per scoring pass (they hold tokenizers, scorers or an LLM client)."""
-    if name not in ctx.cache:
-        ctx.cache[name] = factory()
-    return ctx.cache[name]
-
-
-def ragas_value(coro) -> float:
-    """Run a ragas `ascore(...)` coroutine and return its value."""
-    import asyncio
-
-    return float(asyncio.run(coro).value)
-
-
-def register(metric: Metric) -> Metric:
-    if metric.name in METRICS:
-        raise ValueError(f"metric '{metric.name}' is registered twice")
-    METRICS[metric.name] = metric
-    return metric
-
-
-def family_metrics(family: str) -> list[Metric]:
-    return [m for m in METRICS.values() if m.family == family]
-
-
-def headline(family: str) -> Metric:
-    """The metric that decides `family` (named by its entry in eval/families.py)."""
-    from eval.families import FAMILIES
-
-    return METRICS[FAMILIES[family].headline]
-
-
-def report_families() -> list[str]:
-    """Families that have metrics, in registry order (the order the report shows them)."""
-    from eval.families import FAMILIES
-
-    present = {m.family for m in METRICS.values()}
-    return [f for f in FAMILIES if f in present]
-
-
 # Each module registers its family's metrics on import.
 from eval.metrics import abstention, behaviour, freshness, general, judge, knowledge  # noqa: E402,F401
+from eval.metrics.registry import (
+    METRICS,
+    Metric,
+    ScoringContext,
+    family_metrics,
+    headline,
+    ragas_metric,
+    ragas_value,
+    register,
+    report_families,
+)
+
+__all__ = ["METRICS", "Metric", "ScoringContext", "family_metrics", "headline", "ragas_metric", "ragas_value",
+           "register", "report_families"]  # fmt: skip

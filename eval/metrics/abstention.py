@@ -24,8 +24,8 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 
-from eval.metrics import Metric, register
 from eval.metrics.knowledge import answer_contained
+from eval.metrics.registry import Metric, register
 
 _CONTRACTIONS = [
     (r"\bcan't\b|\bcannot\b", "can not"), (r"\bwon't\b", "will not"), (r"n't\b", " not"), (r"\bi'm\b", "i am"),

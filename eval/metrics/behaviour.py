@@ -21,7 +21,7 @@ import re
 
 import jsonschema
 
-from eval.metrics import Metric, register
+from eval.metrics.registry import Metric, register
 
 
 def parse_json(text: str):

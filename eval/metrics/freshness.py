@@ -6,8 +6,8 @@ before the update, so only a re-index or a retraining can teach an arm the chang
 
 from __future__ import annotations
 
-from eval.metrics import Metric, register
 from eval.metrics.knowledge import answer_contained
+from eval.metrics.registry import Metric, register
 
 
 def new_answer_rate(row, pred, ctx) -> float:

@@ -7,8 +7,8 @@ answer, values normalised ("twenty-four" is 24), no rival answer beside it.
 
 from __future__ import annotations
 
-from eval.metrics import Metric, register
 from eval.metrics.knowledge import answer_contained
+from eval.metrics.registry import Metric, register
 
 
 def general_accuracy(row, pred, ctx) -> float:

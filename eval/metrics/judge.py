@@ -11,8 +11,8 @@ Example:
 
 from __future__ import annotations
 
-from eval.metrics import Metric, ragas_metric, ragas_value, register
 from eval.metrics.knowledge import local_embeddings
+from eval.metrics.registry import Metric, ragas_metric, ragas_value, register
 
 
 def judge_llm(base_url: str, model: str, api_key: str | None):

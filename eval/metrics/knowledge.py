@@ -101,7 +101,7 @@ def correct_on(kind: str):
 def rouge_l(row, pred, ctx) -> float:
     from ragas.metrics.collections import RougeScore
 
-    from eval.metrics import ragas_metric, ragas_value
+    from eval.metrics.registry import ragas_metric, ragas_value
 
     metric = ragas_metric(ctx, "rouge", lambda: RougeScore(rouge_type="rougeL", mode="fmeasure"))
     return max(ragas_value(metric.ascore(reference=a, response=pred.text or " ")) for a in _answers(row))
@@ -110,7 +110,7 @@ def rouge_l(row, pred, ctx) -> float:
 def string_similarity(row, pred, ctx) -> float:
     from ragas.metrics.collections import NonLLMStringSimilarity
 
-    from eval.metrics import ragas_metric, ragas_value
+    from eval.metrics.registry import ragas_metric, ragas_value
 
     metric = ragas_metric(ctx, "string", NonLLMStringSimilarity)
     return max(ragas_value(metric.ascore(reference=a, response=pred.text or " ")) for a in _answers(row))
@@ -122,7 +122,7 @@ def semantic_similarity(row, pred, ctx) -> float | None:
         return None
     from ragas.metrics.collections import SemanticSimilarity
 
-    from eval.metrics import ragas_metric, ragas_value
+    from eval.metrics.registry import ragas_metric, ragas_value
 
     metric = ragas_metric(ctx, "semantic", lambda: SemanticSimilarity(embeddings=local_embeddings(ctx.embed)))
     return max(ragas_value(metric.ascore(reference=a, response=pred.text or " ")) for a in _answers(row))
@@ -157,7 +157,7 @@ def context_recall(row, pred, ctx) -> float | None:
     from ragas.dataset_schema import SingleTurnSample
     from ragas.metrics import NonLLMContextRecall
 
-    from eval.metrics import ragas_metric
+    from eval.metrics.registry import ragas_metric
 
     metric = ragas_metric(ctx, "context_recall", NonLLMContextRecall)
     # sentence against sentence: ragas compares whole strings by edit distance, and a gold sentence inside a
@@ -194,7 +194,7 @@ def answer_sentences(document_text: str, answers: list[str]) -> list[str]:
 
 
 def _register() -> None:
-    from eval.metrics import Metric, register
+    from eval.metrics.registry import Metric, register
 
     k = ("knowledge",)
 

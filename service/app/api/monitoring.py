@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.api.job_store import JOB_KINDS, JOB_STATUSES
+from service.app.api.job_store import JOB_KINDS, JOB_STATUSES
 
 access_log = logging.getLogger("ragft.access")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")

@@ -4,10 +4,10 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from service import cli
-from service.api.main import check_binding, create_app
+from service.app import cli
+from service.app.api.main import check_binding, create_app
 from service.logs import configure_logging
-from tests.api.conftest import KEY
+from tests.app.api.conftest import KEY
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])

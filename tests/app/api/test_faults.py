@@ -19,13 +19,13 @@ import httpx
 import numpy as np
 from fastapi.testclient import TestClient
 
-from service.api.main import create_app
+from service.app.api.main import create_app
 from service.documents import load_documents
 from service.retrieval import build_index
 from service.runtime import Runtime
 from tests.live import serving
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def child(code: str, settings, corpus: Path) -> subprocess.CompletedProcess:
@@ -91,7 +91,7 @@ def test_a_file_size_limit_during_a_document_put_loses_nothing(settings, corpus)
         """
         import resource
         from fastapi.testclient import TestClient
-        from service.api.main import create_app
+        from service.app.api.main import create_app
         client = TestClient(create_app(settings, corpus), raise_server_exceptions=False)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
         resource.setrlimit(resource.RLIMIT_FSIZE, (1024, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
@@ -114,7 +114,7 @@ def test_a_kill_during_a_document_put_is_undone_at_the_next_start(settings, corp
     killed = child(
         """
         from fastapi.testclient import TestClient
-        from service.api.main import create_app
+        from service.app.api.main import create_app
         from service.runtime import Runtime
         Runtime.index = lambda self: os.kill(os.getpid(), signal.SIGKILL)  # die after the file change, before its index
         client = TestClient(create_app(settings, corpus))

@@ -5,8 +5,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from eval.store import Store
-from service.api.job_store import JobStore
-from service.api.main import create_app
+from service.app.api.job_store import JobStore
+from service.app.api.main import create_app
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +44,7 @@ RUN = {"arms": ["base", "rag"], "families": ["knowledge", "abstention"]}
 
 
 def test_a_run_goes_from_queued_to_done_and_its_report_downloads(settings, corpus, caplog):
-    caplog.set_level("INFO", logger="service.api.jobs")
+    caplog.set_level("INFO", logger="service.app.api.jobs")
     settings = slow(settings).model_copy(update={"generation": settings.generation})
     with TestClient(create_app(settings, corpus)) as client:
         started = client.post("/v1/runs", json=RUN)
@@ -55,8 +55,9 @@ def test_a_run_goes_from_queued_to_done_and_its_report_downloads(settings, corpu
         assert [r["id"] for r in client.get("/v1/runs").json()] == [run_id]
         html = client.get(f"/v1/runs/{run_id}/report")
         assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
-        assert client.get(f"/v1/runs/{run_id}/report.json").json()["run_id"] == run_id
+        assert client.get(f"/v1/runs/{run_id}/report.json").json()["run_id"] == job["run_id"]
         assert client.get(f"/v1/runs/{run_id}/report.md").text.startswith("# ragft report")
+        assert client.get(f"/v1/runs/{job['run_id']}").json()["id"] == run_id  # the run id links to its job
     states = [(r.job_id, r.status) for r in caplog.records if hasattr(r, "job_id")]
     assert states == [(run_id, "started"), (run_id, "done")]
 
@@ -76,7 +77,7 @@ def test_restart_mid_run_lists_it_and_finishes_it(settings, full_corpus):
         job = wait_for(client, run_id, {"done", "failed"})
         assert job["status"] == "done" and job["progress"].get("resumed")
     store = Store(settings.database)
-    assert store.count(run_id) == job["progress"]["total"]  # every answer stored once, none twice
+    assert store.count(job["run_id"]) == job["progress"]["total"]  # every answer stored once, none twice
 
 
 def test_fifty_concurrent_queries_succeed_while_a_run_is_in_progress(settings, corpus):
@@ -146,3 +147,33 @@ def test_identical_submissions_share_a_job_the_queue_is_capped_and_listing_pages
     assert [j["id"] for j in page.json()] == [other["id"]] and page.headers["x-total-count"] == "2"
     assert client.delete(f"/v1/runs/{other['id']}").json()["status"] == "cancelled"
     assert client.post("/v1/runs", json=RUN | {"limit": 2}).status_code == 202  # a cancelled job frees its place
+
+
+def test_an_identical_http_run_is_the_cli_run_and_answers_nothing_again(settings, corpus, monkeypatch):
+    """A run over HTTP is named by its inputs as `ragft eval` names it: after it finished, the same request
+    re-renders it from the stored answers (no arm is asked again); `fresh` answers again under a new id."""
+    from typer.testing import CliRunner
+
+    from eval import runner
+    from service.app import cli
+
+    run = {"arms": ["base", "rag"], "families": ["knowledge"], "limit": 3}
+    with TestClient(create_app(settings, corpus)) as client:
+        first = wait_for(client, client.post("/v1/runs", json=run).json()["id"], {"done", "failed"})
+        assert first["status"] == "done" and first["run_id"].startswith(corpus.name + "-"), first
+        asked = []
+        real_answer = runner.answer
+        monkeypatch.setattr(runner, "answer", lambda *a, **k: asked.append(1) or real_answer(*a, **k))
+        second = client.post("/v1/runs", json=run).json()
+        assert second["id"] != first["id"]  # a new job, for a finished run ...
+        second = wait_for(client, second["id"], {"done", "failed"})
+        assert second["status"] == "done" and second["run_id"] == first["run_id"] and asked == []  # ... reused
+        assert client.get(f"/v1/runs/{second['id']}/report.json").json()["run_id"] == first["run_id"]
+        fresh = wait_for(client, client.post("/v1/runs", json=run | {"fresh": True}).json()["id"], {"done", "failed"})
+        assert fresh["status"] == "done" and fresh["run_id"] != first["run_id"] and asked  # answered again
+    assert Store(settings.database).count(first["run_id"]) == Store(settings.database).count(fresh["run_id"])
+    monkeypatch.setattr(cli, "get_settings", lambda: settings)
+    out = CliRunner().invoke(cli.app, ["eval", "--corpus", str(corpus), "--arms", "base,rag", "--families",
+                                       "knowledge", "--limit", "3"])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert f"Verdict for run {first['run_id']}" in out.stdout  # the CLI names the same run the same way

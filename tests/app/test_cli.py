@@ -3,7 +3,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from service import cli
+from service.app import cli
 from service.settings import get_settings
 
 
@@ -90,3 +90,32 @@ def test_query_uses_the_only_indexed_corpus_and_names_the_choices_otherwise(sett
     assert runner.invoke(cli.app, ["index", str(corpus)]).exit_code == 0
     two = runner.invoke(cli.app, ["query", "what does the K2 cost ?", "--arms", "rag"])
     assert two.exit_code == 2 and "mydocs" in two.output and "corpus" in two.output and "--corpus" in two.output
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["eval", "--corpus", "/no/such/folder"], "corpus folder '/no/such/folder' does not exist"),
+        (["train", "--corpus", "/no/such/folder"], "does not exist"),
+        (["train", "--corpus", ".", "--arm", "base"], "arm 'base' has nothing to train; choose from lora"),
+        (["score", "--corpus", "/no/such/folder", "--predictions", "p.jsonl"], "does not exist"),
+    ],
+)
+def test_bad_input_is_answered_before_any_model_or_torch_loads(args, says):
+    """Argument and corpus checks come before the expensive imports, so a typo is answered at once."""
+    import subprocess
+    import sys
+
+    code = ("import atexit, sys; atexit.register(lambda: print('torch imported' if 'torch' in sys.modules else "
+            "'torch not imported', file=sys.stderr)); from service.app.cli import run; sys.argv[1:] = "
+            f"{args!r}; run()")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert says in out.stderr and "torch not imported" in out.stderr, out.stderr
+
+
+def test_a_validation_error_is_one_line_per_field(ragft, corpus):
+    _, run = ragft
+    out = run("eval", "--corpus", corpus, "--arms", "ragg")
+    assert out.exit_code == 2
+    assert "arms.0: unknown arm 'ragg'" in out.output and "errors.pydantic.dev" not in out.output

@@ -4,8 +4,8 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.main import create_app
-from tests.api.conftest import KEY
+from service.app.api.main import create_app
+from tests.app.api.conftest import KEY
 
 
 def test_readyz_turns_ready_after_warm_up_and_index(settings, corpus):

@@ -16,7 +16,7 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import CORPUS_NAME, CORPUS_NAME_PATTERN, RuntimeDep, SettingsDep, errors
+from service.app.api.deps import CORPUS_NAME, CORPUS_NAME_PATTERN, RuntimeDep, SettingsDep, errors
 from service.documents import SUFFIXES, change_document, document_files
 from service.retrieval import index_lock
 

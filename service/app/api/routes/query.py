@@ -6,24 +6,19 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
-from service.api.deps import CoalescerDep, SettingsDep, TelemetryDep, arm_name, errors
-from service.arms import ARMS, Answer, Query, parse_arm
+from service.app.api.deps import CoalescerDep, SettingsDep, TelemetryDep, errors
+from service.arms import ARMS, Answer, ArmNames, Query
 
 
 class ArmsRequest(BaseModel):
-    arms: list[arm_name()] = Field(default=["base", "rag"], min_length=1, description="Arms to run.")
+    arms: ArmNames = Field(default=["base", "rag"], min_length=1, description="Arms to run.")
     top_k: int | None = Field(None, ge=1, description="Passages for retrieving arms (default from settings).")
     max_new_tokens: int | None = Field(
         None, ge=1, description="Tokens each answer may generate (default generation.max_new_tokens; the eval cuts "
         "question answers at 32). At most api.max_tokens.",
     )  # fmt: skip
-
-    @field_validator("arms")
-    @classmethod
-    def _known_arms(cls, value: list[str]) -> list[str]:
-        return list(dict.fromkeys(parse_arm(name).name for name in value))  # ValueError -> 422 naming the arm
 
 
 class QueryRequest(ArmsRequest):

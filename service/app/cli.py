@@ -12,12 +12,14 @@ import logging
 import os
 import sys
 import textwrap
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import typer
+from pydantic import ValidationError
 
 from service.settings import Settings, get_settings, make_storage_private
 
@@ -89,6 +91,31 @@ def fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
+@contextmanager
+def reported_errors():
+    """What a command raises for bad input or a missing model (ValueError, RuntimeError, KeyError) printed as one
+    `error:` line with exit code 2, instead of a traceback."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except ValidationError as exc:  # a ValueError too: one line per field, without pydantic's URLs
+        fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg'].removeprefix('Value error, ')}"
+                       for e in exc.errors()))  # fmt: skip
+    except (ValueError, RuntimeError, KeyError) as exc:
+        fail(str(exc))
+
+
+def corpus_folder(path: Path, *, tasks: bool) -> Path:
+    """`path` when it is a corpus folder (with tasks/ when the command reads task rows); checked before any model
+    or heavy library loads, so a typo is answered at once."""
+    if not path.is_dir():
+        raise ValueError(f"corpus folder '{path}' does not exist; give a folder with documents/ and tasks/")
+    if tasks and not (path / "tasks").is_dir():
+        raise ValueError(f"corpus '{path}' has no tasks/ folder: add tasks/*.jsonl (see corpora/README.md)")
+    return path
+
+
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False) -> None:
     from service.logs import configure_logging
@@ -105,10 +132,8 @@ def index(
     from service.runtime import Runtime
 
     settings = build_settings(set_)
-    try:
+    with reported_errors():
         report = Runtime(settings, corpus).index()
-    except (ValueError, RuntimeError) as exc:
-        fail(str(exc))
     typer.echo(report.summary())
     typer.echo(f"index: {settings.index_dir(corpus)}")
 
@@ -132,11 +157,9 @@ def query(
     from service.arms import compare, parse_arms
 
     settings = build_settings(set_)
-    try:
+    with reported_errors():
         chosen = parse_arms(arms)
         answers = compare(open_runtime(settings, corpus_for(settings, corpus)), question, chosen, top_k)
-    except (ValueError, RuntimeError) as exc:
-        fail(str(exc))
     if as_json:
         typer.echo(json.dumps([dataclasses.asdict(a) for a in answers], indent=2))
         return
@@ -162,24 +185,20 @@ def train(
     set_: SetOption = None,
 ) -> None:
     """Train the adapters (and the scratch model) an arm needs, reusing identical stored ones."""
-    from eval import pipeline
-    from service.arms import ARMS, parse_arms
-    from service.finetune import describe
+    from service.arms import parse_trainable, trainable
 
     settings = build_settings(set_)
-    try:
-        chosen = parse_arms(arm or [name for name, a in ARMS.items() if a.adapter])
-        untrainable = [a.name for a in chosen if a.adapter is None]
-        if untrainable:
-            trainable = ", ".join(name for name, a in ARMS.items() if a.adapter)
-            raise ValueError(f"arm(s) {', '.join(untrainable)} have nothing to train; choose from {trainable}")
+    with reported_errors():
+        chosen = list(dict.fromkeys(parse_trainable(name).name for name in arm or trainable()))
+        corpus_folder(corpus, tasks=True)
+        from eval import pipeline
+        from service.finetune import describe
+
         runtime = pipeline.open_runtime(settings, corpus)
-        kinds = pipeline.kinds_for([a.name for a in chosen])
+        kinds = pipeline.kinds_for(chosen)
         for results in pipeline.train_artifacts(settings, runtime, kinds, force=force, show_bar=True).values():
             for result in results:
                 typer.echo(describe(result))
-    except (ValueError, RuntimeError) as exc:
-        fail(str(exc))
 
 
 @app.command()
@@ -199,16 +218,14 @@ def serve(
     """Serve the HTTP API: queries, OpenAI-compatible chat, eval runs, corpus updates (see /docs)."""
     import uvicorn
 
-    from service.api.main import check_binding, create_app
+    from service.app.api.main import check_binding, create_app
     from service.logs import configure_logging
 
     settings = build_settings(set_)
     configure_logging(settings.api.log_format, settings.api.log_level)
-    try:
+    with reported_errors():
         warning = check_binding(host, settings, insecure)
         corpus = corpus_for(settings, corpus)
-    except ValueError as exc:
-        fail(str(exc))
     if warning:
         logging.getLogger("ragft").warning(warning)
     # log_config=None keeps the handler above for uvicorn's own loggers; the app logs one access line per request
@@ -235,8 +252,8 @@ def _progress_printer():
 
 def _finish_run(settings: Settings, run_id: str) -> Path:
     """Score a stored run, write its three report files and print the verdict table."""
-    from eval.pipeline import publish_run
     from eval.report import verdict_rows
+    from eval.results import publish_run
 
     results, folder = publish_run(settings, run_id)
     typer.secho(f"\nVerdict for run {run_id}", bold=True)
@@ -264,26 +281,23 @@ def eval_(
     set_: SetOption = None,
 ) -> None:
     """Run every arm on every test row, store the answers, and write the comparison report."""
-    from eval.runner import RunSpec
-
     settings = build_settings(set_)
-    try:
+    with reported_errors():
+        corpus_folder(corpus, tasks=True)
+        from eval.spec import RunSpec
+
         spec = RunSpec.resolve(
             settings, corpus, arms=_split(arms), families=_split(families), limit=limit, seed=seed, run_id=run_id
         )
-    except ValueError as exc:
-        fail(str(exc))
-    _run_and_report(settings, spec)
+        _run_and_report(settings, spec)
 
 
 def _run_and_report(settings: Settings, spec) -> None:
     from eval.runner import run_eval
 
-    try:
+    with reported_errors():
         done = run_eval(settings, spec, progress=_progress_printer(), show_bars=True)
         _finish_run(settings, done)
-    except (ValueError, RuntimeError, KeyError) as exc:
-        fail(str(exc))
 
 
 @app.command()
@@ -294,14 +308,15 @@ def score(
     set_: SetOption = None,
 ) -> None:
     """Score answers made by any system (a hosted fine-tune, your production RAG) like ragft's own arms."""
-    from eval.external import import_predictions
-
     settings = build_settings(set_)
-    try:
+    with reported_errors():
+        corpus_folder(corpus, tasks=True)
+        if not predictions.is_file():
+            raise ValueError(f"predictions file '{predictions}' does not exist; give a JSON lines file")
+        from eval.external import import_predictions
+
         run_id = import_predictions(settings, corpus, predictions, name)
         _finish_run(settings, run_id)
-    except (ValueError, RuntimeError, KeyError) as exc:
-        fail(str(exc))
 
 
 @app.command()
@@ -310,10 +325,8 @@ def report(
     set_: SetOption = None,
 ) -> None:
     """Re-render a stored run's report from the database, generating nothing."""
-    try:
+    with reported_errors():
         _finish_run(build_settings(set_), run_id)
-    except (ValueError, RuntimeError, KeyError) as exc:
-        fail(str(exc))
 
 
 @app.command()
@@ -330,9 +343,8 @@ def compare(
     settings = build_settings(set_)
     store = Store(settings.database)
     try:
-        typer.echo(compare_runs(build_results(store, run_a, settings), build_results(store, run_b, settings)))
-    except (ValueError, RuntimeError, KeyError) as exc:
-        fail(str(exc))
+        with reported_errors():
+            typer.echo(compare_runs(build_results(store, run_a, settings), build_results(store, run_b, settings)))
     finally:
         store.close()
 
@@ -358,7 +370,7 @@ def demo(
     set_: SetOption = None,
 ) -> None:
     """The whole pipeline on the shipped corpus: index, train, answer with every arm, report the verdict."""
-    from eval.runner import RunSpec
+    from eval.spec import RunSpec
 
     settings = build_settings(set_)
     if settings.lora.max_rows_per_family is None:  # the demo trains on a subset, declared in the report
@@ -410,13 +422,10 @@ def backend_vllm_args(
     """Print `vllm serve` arguments: the generator plus one --lora-modules entry per trained adapter."""
     import shlex
 
-    from service.backend import BackendError, vllm_arguments
-    from service.models import ModelNotFound
+    from service.backend import vllm_arguments
 
-    try:
+    with reported_errors():
         typer.echo(shlex.join(vllm_arguments(build_settings(set_), corpus)))
-    except (BackendError, ModelNotFound) as exc:
-        fail(str(exc))
 
 
 def run() -> None:

@@ -17,10 +17,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from eval.pipeline import open_runtime
 from service.adapters import AdapterMismatch, ArtifactMissing
-from service.api.deps import hide_paths, require_api_key, require_key_for_operations
-from service.api.jobs import JobWorker
-from service.api.monitoring import RequestGuard, Telemetry
-from service.api.routes import corpora, health, openai, query, runs
+from service.app.api.deps import hide_paths, require_api_key, require_key_for_operations
+from service.app.api.jobs import JobWorker
+from service.app.api.monitoring import RequestGuard, Telemetry
+from service.app.api.routes import corpora, health, openai, query, runs
 from service.backend import BackendError, BackendUnavailable
 from service.coalesce import Busy, Coalescer, DeadlineExceeded
 from service.documents import recover_document_changes

@@ -4,7 +4,7 @@ import pytest
 from fastapi.testclient import TestClient
 from openai import OpenAI
 
-from service.api.main import create_app
+from service.app.api.main import create_app
 from tests.live import serving
 
 

@@ -23,9 +23,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     progress TEXT NOT NULL DEFAULT '{}',
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    error TEXT
+    error TEXT,
+    run_id TEXT
 );
 """
+COLUMNS = "id, kind, request, status, progress, created_at, updated_at, error, run_id"
 
 JOB_ACTIVE = ("queued", "training", "evaluating")
 JOB_STATUSES = (*JOB_ACTIVE, "done", "failed", "cancelled", "interrupted")
@@ -44,6 +46,7 @@ class JobRecord:
     created_at: str
     updated_at: str
     error: str | None
+    run_id: str | None = None  # eval: the run it answers, a content hash of its inputs (as `ragft eval` names it)
 
 
 class JobNotFound(KeyError):
@@ -57,6 +60,9 @@ class JobStore:
     def __init__(self, path: Path):
         self._conn = connect(path, SCHEMA)
         self._lock = threading.Lock()
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(jobs)")}
+        if "run_id" not in columns:  # a jobs table written before runs were named by their inputs over HTTP too
+            self._conn.execute("ALTER TABLE jobs ADD COLUMN run_id TEXT")
 
     def close(self) -> None:
         self._conn.close()
@@ -71,12 +77,24 @@ class JobStore:
         return self.job(job_id)
 
     def job(self, job_id: str) -> JobRecord:
-        row = self._conn.execute(
-            "SELECT id, kind, request, status, progress, created_at, updated_at, error FROM jobs WHERE id=?", (job_id,)
-        ).fetchone()
+        row = self._conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
         if row is None:
             raise JobNotFound(job_id)
-        return JobRecord(row[0], row[1], json.loads(row[2]), row[3], json.loads(row[4]), row[5], row[6], row[7])
+        return JobRecord(row[0], row[1], json.loads(row[2]), row[3], json.loads(row[4]), *row[5:])
+
+    def job_for(self, key: str) -> JobRecord:
+        """The job with id `key`, else the latest job that answered run `key` (a run id links to its job)."""
+        row = self._conn.execute(
+            "SELECT id FROM jobs WHERE id=? OR run_id=? ORDER BY id=? DESC, rowid DESC LIMIT 1", (key, key, key)
+        ).fetchone()
+        if row is None:
+            raise JobNotFound(key)
+        return self.job(row[0])
+
+    def set_run_id(self, job_id: str, run_id: str) -> None:
+        """Record which run a job answers, once its inputs (index, adapters) are known."""
+        with self._lock:
+            self._conn.execute("UPDATE jobs SET run_id=?, updated_at=? WHERE id=?", (run_id, now(), job_id))
 
     def jobs(self, kind: str | None = None) -> list[JobRecord]:
         query = "SELECT id FROM jobs" + (" WHERE kind=?" if kind else "") + " ORDER BY rowid"

@@ -4,7 +4,11 @@ One worker thread runs jobs in order with its own models, so queries keep their 
 never blocked by a job's lock. Predictions are committed per batch, so stopping is cheap: at
 shutdown the running job stops after its current batch and is marked `interrupted`; at the
 next start every queued, running or interrupted job is queued again and resumes where it
-stopped (an eval job's id is its run id). Nothing is lost across a restart.
+stopped. Nothing is lost across a restart.
+
+An eval job answers the run its inputs name (`eval.runner.run_id_for`, as `ragft eval` does), so
+an identical request made after an earlier one finished answers nothing again: it finds every
+answer stored and re-renders the report. A request with `fresh` carries its own run id.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ import uuid
 from pathlib import Path
 
 from eval import pipeline
-from eval.runner import RunCancelled, RunSpec, run_eval
-from service.api.job_store import JOB_ACTIVE, JobRecord, JobStore
+from eval.results import publish_run
+from eval.runner import run_eval
+from eval.spec import RunCancelled, RunSpec
+from service.app.api.job_store import JOB_ACTIVE, JobRecord, JobStore
 from service.finetune import TrainingCancelled
 from service.kinds import parse_kind
 from service.settings import Settings
@@ -133,6 +139,7 @@ class JobWorker:
             self.store.update_job(job.id, status, progress={"stage": stage, "done": done, "total": total,
                                                             "eta_s": round(eta) if eta is not None else None})  # fmt: skip
 
-        spec = RunSpec.model_validate(job.request).model_copy(update={"run_id": job.id})
-        run_eval(self.settings, spec, progress=progress, should_stop=self._should_stop(job.id))
-        pipeline.publish_run(self.settings, job.id)
+        spec = RunSpec.model_validate(job.request)
+        run_id = run_eval(self.settings, spec, progress=progress, should_stop=self._should_stop(job.id),
+                          named=lambda run_id: self.store.set_run_id(job.id, run_id))  # fmt: skip
+        publish_run(self.settings, run_id)

@@ -2,90 +2,69 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
-from eval.families import FAMILIES, parse_families
-from eval.runner import RunSpec
-from service.api.deps import CORPUS_NAME, CorpusName, SettingsDep, arm_name, errors
-from service.api.job_store import JobNotFound, JobRecord
-from service.api.jobs import QueueFull
-from service.arms import ARMS, parse_arm
-from service.kinds import KINDS
+from eval.families import FamilyNames
+from eval.spec import RunSpec
+from service.app.api.deps import CORPUS_NAME, CorpusName, RuntimeDep, SettingsDep, errors
+from service.app.api.job_store import JobNotFound, JobRecord
+from service.app.api.jobs import QueueFull
+from service.arms import ARMS, ArmNames, TrainableArmNames, trainable
 from service.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["runs"], responses=errors(404, 409, 429))
-JobId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$", description="A run or job id.")]
-
-
-def _family_enum(schema: dict) -> None:
-    schema["enum"] = list(FAMILIES)  # as registered when the schema is built
-
-
-Family = Annotated[str, Field(json_schema_extra=_family_enum)]
+JobId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$", description="A job or run id.")]
 REPORT_FILES = {"": ("report.html", "text/html"), ".json": ("results.json", "application/json"),
                 ".md": ("report.md", "text/markdown")}  # fmt: skip
 
 
-def resolve_corpus(settings: Settings, name: str | None) -> Path:
-    """The served corpus, or a sibling folder named `name`; never a path a request spells out."""
-    if name is None:
-        return Path(settings.corpus)
+def resolve_corpus(served: Path, name: str | None) -> Path:
+    """The served corpus (by default or by its own name), or a sibling folder named `name` with tasks/; never a
+    path a request spells out."""
+    if name is None or name == served.resolve().name:
+        return served
     if not CORPUS_NAME.match(name):
         raise HTTPException(422, f"corpus '{name}' is not a corpus name (letters, digits, '-' and '_')")
-    folder = Path(settings.corpus).parent / name
+    folder = served.resolve().parent / name
     if not (folder / "tasks").is_dir():
-        raise HTTPException(404, f"no corpus '{name}' with tasks/ next to the served corpus")
+        raise HTTPException(
+            404, f"no corpus '{name}' with tasks/ next to the served corpus '{served.resolve().name}'"
+        )
     return folder
 
 
 class RunRequest(BaseModel):
     corpus: CorpusName | None = Field(None, description="Corpus name (default: the served corpus).")
-    arms: list[arm_name()] | None = Field(None, min_length=1, description="Default: every arm.")
-    families: list[Family] | None = Field(None, min_length=1, description="Default: eval.families (else every family).")
+    arms: ArmNames | None = Field(None, min_length=1, description="Default: every arm.")
+    families: FamilyNames | None = Field(None, min_length=1, description="Default: eval.families (else every family).")
     limit: int | None = Field(None, ge=1, le=100_000, description="Test rows per family (default: eval.limit).")
     seed: int | None = Field(None, description="Default: generation.seed.")
-
-    @field_validator("arms")
-    @classmethod
-    def _known_arms(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else list(dict.fromkeys(parse_arm(name).name for name in value))
-
-    @field_validator("families")
-    @classmethod
-    def _known_families(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else parse_families(value)
+    fresh: bool = Field(
+        False,
+        description="Answer every row again under a new run id. By default a run is named by its inputs, as "
+        "`ragft eval` names it, so an identical run already answered is re-rendered, not answered again.",
+    )
 
 
 class AdapterRequest(BaseModel):
     corpus: CorpusName | None = None
-    arms: list[arm_name(trainable=True)] | None = Field(
+    arms: TrainableArmNames | None = Field(
         None, min_length=1, description="Arms whose artifacts to train (default: every arm with one)."
     )
     force: bool = Field(False, description="Train again even if an identical artifact is stored.")
 
-    @field_validator("arms")
-    @classmethod
-    def _trainable(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return None
-        arms = [parse_arm(name) for name in value]
-        bad = [a.name for a in arms if a.adapter is None]
-        if bad:
-            raise ValueError(
-                f"arms {bad} have nothing to train; choose from {[n for n, a in ARMS.items() if a.adapter]}"
-            )
-        return list(dict.fromkeys(a.adapter for a in arms))
-
 
 def _out(job: JobRecord) -> dict:
     return {"id": job.id, "kind": job.kind, "status": job.status, "progress": job.progress, "request": job.request,
-            "created_at": job.created_at, "updated_at": job.updated_at, "error": job.error}  # fmt: skip
+            "created_at": job.created_at, "updated_at": job.updated_at, "error": job.error,
+            "run_id": job.run_id}  # fmt: skip
 
 
 def _worker(request: Request):
@@ -112,11 +91,14 @@ PageOffset = Annotated[int, Query(ge=0, description="Jobs to skip, oldest first;
 
 
 @router.post("/runs", status_code=202)
-def start_run(body: RunRequest, request: Request, settings: SettingsDep) -> dict:
-    """Queue an eval run; returns at once with its id (also the run id of its report). The same request while
-    an identical one waits or runs returns that job."""
-    corpus = resolve_corpus(settings, body.corpus)
-    spec = RunSpec.resolve(settings, corpus, arms=body.arms, families=body.families, limit=body.limit, seed=body.seed)
+def start_run(body: RunRequest, request: Request, settings: SettingsDep, runtime: RuntimeDep) -> dict:
+    """Queue an eval run; returns at once with its job id. Its `run_id` (set once indexing and training are done)
+    is a hash of its inputs, the same as `ragft eval` gives: an identical run answered before is re-rendered from
+    its stored answers. The same request while an identical one waits or runs returns that job."""
+    corpus = resolve_corpus(runtime.corpus, body.corpus)
+    run_id = f"{corpus.resolve().name}-fresh-{uuid.uuid4().hex[:10]}" if body.fresh else None
+    spec = RunSpec.resolve(settings, corpus, arms=body.arms, families=body.families, limit=body.limit, seed=body.seed,
+                           run_id=run_id)  # fmt: skip
     return _submit(request, "eval", spec.model_dump(mode="json"))
 
 
@@ -128,7 +110,7 @@ def list_runs(request: Request, response: Response, limit: PageLimit = None, off
 
 def _job(request: Request, job_id: str) -> JobRecord:
     try:
-        return _worker(request).store.job(job_id)
+        return _worker(request).store.job_for(job_id)
     except JobNotFound as exc:
         raise HTTPException(404, str(exc)) from exc
 
@@ -141,8 +123,7 @@ def get_run(run_id: JobId, request: Request) -> dict:
 @router.delete("/runs/{run_id}")
 def cancel_run(run_id: JobId, request: Request) -> dict:
     """Cancel a queued or running job; what it stored is kept."""
-    _job(request, run_id)
-    return _out(_worker(request).cancel(run_id))
+    return _out(_worker(request).cancel(_job(request, run_id).id))
 
 
 def _file(media: str) -> dict:
@@ -152,7 +133,7 @@ def _file(media: str) -> dict:
 def _report(run_id: str, suffix: str, request: Request, settings: Settings) -> FileResponse:
     job = _job(request, run_id)
     name, media = REPORT_FILES[suffix]
-    path = Path(settings.eval.reports_dir) / run_id / name
+    path = Path(settings.eval.reports_dir) / (job.run_id or job.id) / name
     if not path.is_file():
         raise HTTPException(409, f"run {run_id} is {job.status}; its report exists once it is done")
     return FileResponse(path, media_type=media)
@@ -175,10 +156,10 @@ def run_report_md(run_id: JobId, request: Request, settings: SettingsDep) -> Fil
 
 
 @router.post("/adapters", status_code=202)
-def train_adapters(body: AdapterRequest, request: Request, settings: SettingsDep) -> dict:
+def train_adapters(body: AdapterRequest, request: Request, runtime: RuntimeDep) -> dict:
     """Queue training of the artifacts the given arms need (reused when unchanged)."""
-    corpus = resolve_corpus(settings, body.corpus)
-    kinds = body.arms or list(dict.fromkeys(a.adapter for a in ARMS.values() if a.adapter in KINDS))
+    corpus = resolve_corpus(runtime.corpus, body.corpus)
+    kinds = list(dict.fromkeys(ARMS[name].adapter for name in body.arms or trainable()))
     return _submit(request, "train", {"corpus": str(corpus), "kinds": kinds, "force": body.force})
 
 

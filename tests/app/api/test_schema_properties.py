@@ -16,9 +16,9 @@ import hypothesis
 import pytest
 import schemathesis
 
-from service.api.main import create_app, warm_up
+from service.app.api.main import create_app, warm_up
 from service.runtime import Runtime
-from tests.api.conftest import KEY
+from tests.app.api.conftest import KEY
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from service import adapters
-from service.api.deps import CoalescerDep, RuntimeDep, SettingsDep, TelemetryDep, errors, hide_paths
+from service.app.api.deps import CoalescerDep, RuntimeDep, SettingsDep, TelemetryDep, errors, hide_paths
 from service.arms import ARMS, Query, UnknownArm, parse_arm, prompts_for
 from service.kinds import KINDS
 

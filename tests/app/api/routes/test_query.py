@@ -3,7 +3,7 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.main import create_app
+from service.app.api.main import create_app
 
 
 @pytest.fixture

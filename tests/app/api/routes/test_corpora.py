@@ -1,7 +1,7 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.main import create_app
+from service.app.api.main import create_app
 
 
 @pytest.fixture

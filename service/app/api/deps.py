@@ -12,8 +12,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from service.api.monitoring import Telemetry
-from service.arms import ARMS, runnable
+from service.app.api.monitoring import Telemetry
 from service.coalesce import Coalescer
 from service.runtime import Runtime
 from service.settings import Settings
@@ -116,22 +115,6 @@ _REASONS = {
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for the error codes a router can answer, all with the Problem body."""
     return {code: {"model": Problem, "description": _REASONS[code]} for code in (401, 413, 422, *codes)}
-
-
-def _arm_enum(schema: dict) -> None:
-    """The arms as they are when the schema is built, so an arm added to ARMS at run time is documented too."""
-    choices = runnable()
-    schema["enum"] = [*choices, *(["rag+lora"] if "rag_lora" in choices else [])]
-
-
-def _trainable_arm_enum(schema: dict) -> None:
-    schema["enum"] = [name for name, arm in ARMS.items() if arm.adapter]
-
-
-def arm_name(trainable: bool = False) -> Any:
-    """A string field documented as one of the arms (or those with something to train); the route's validator
-    parses it against ARMS and accepts 'rag+lora' too."""
-    return Annotated[str, Field(json_schema_extra=_trainable_arm_enum if trainable else _arm_enum)]
 
 
 CORPUS_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"

@@ -1,0 +1,79 @@
+"""The run contract: what a run answers (`RunSpec`), how its training-seed replicates are named, and how a caller
+stops it. One shape of it travels from the CLI options or the HTTP request through the jobs table to the run's
+stored config and its results; the runner, the job worker and results all import it from here.
+
+Example:
+    >>> # spec = RunSpec.resolve(settings, Path("corpora/quillmark"), arms=["base", "rag"], families=["knowledge"])
+    >>> replicate_name("lora", 1), replicated_arm("lora@seed1")
+    ('lora@seed1', 'lora')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from eval.families import FAMILIES, FamilyNames
+from service.arms import ArmNames, runnable
+from service.settings import Settings
+
+Progress = Callable[[str, int, int], None]  # (stage description, done, total)
+
+
+class RunCancelled(RuntimeError):
+    """The caller asked the run to stop; what was answered so far is stored and the run can be resumed."""
+
+
+class RunSpec(BaseModel):
+    """What a run answers: one model from the HTTP request or CLI options through the jobs table to the run's
+    stored config and its results. Build it with `RunSpec.resolve`, which fills the defaults from settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    corpus: Path
+    arms: ArmNames = Field(min_length=1, description="Arm ids ('rag+lora' accepted), duplicates dropped.")
+    families: FamilyNames = Field(min_length=1, description="Report families (eval/families.py).")
+    limit: int | None = Field(None, ge=1, description="Test rows per family (a seeded sample); None: all.")
+    seed: int = 0
+    run_id: str | None = None
+    extra: dict = Field(default_factory=dict, description='Recorded in the config, e.g. {"demo": true}.')
+
+    @classmethod
+    def resolve(
+        cls,
+        settings: Settings,
+        corpus: Path,
+        *,
+        arms: list[str] | None = None,
+        families: list[str] | None = None,
+        limit: int | None = None,
+        seed: int | None = None,
+        run_id: str | None = None,
+        extra: dict | None = None,
+    ) -> RunSpec:
+        """The one place defaults are resolved: every arm, eval.families (else every registered family),
+        eval.limit and generation.seed."""
+        return cls(
+            corpus=Path(corpus),
+            arms=arms or runnable(),
+            families=families or settings.eval.families or list(FAMILIES),
+            limit=limit if limit is not None else settings.eval.limit,
+            seed=seed if seed is not None else settings.generation.seed,
+            run_id=run_id,
+            extra=extra or {},
+        )
+
+
+REPLICATE_MARK = "@seed"
+
+
+def replicate_name(arm: str, replicate: int) -> str:
+    """The arm name answers of training seed + `replicate` are stored under ("lora@seed1"; the first: "lora")."""
+    return f"{arm}{REPLICATE_MARK}{replicate}" if replicate else arm
+
+
+def replicated_arm(stored: str) -> str:
+    """The arm a stored answer belongs to, whichever training seed gave it ("lora@seed1" -> "lora")."""
+    return stored.split(REPLICATE_MARK)[0]
