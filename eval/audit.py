@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.families import FAMILIES, QUESTIONS, factual_families, pool_key
 from eval.tasks import TaskRow
 
 NEAR_DUPLICATE_SIMILARITY = 0.9  # masked token-bigram Jaccard at which two inputs count as one template
@@ -32,7 +33,6 @@ MAX_BEHAVIOUR_NEAR_DUPLICATES = 0.10  # share of a behaviour format's test input
 MIN_REAL_ENTITY_SHARE = 0.5  # abstention test rows about an entity the documents hold (issue 14)
 MAX_PROBE_GAIN = 0.10  # surface probe accuracy above the majority-class rate (issue 14)
 MAX_ANSWER_CHANCE = 0.25  # a constant guess per answer type, for families scored on answers
-ANSWER_FAMILIES = ("knowledge", "freshness", "general")
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:['’.-][A-Za-z0-9]+)*")
 _STOPWORDS = frozenset(  # question wording, never part of an entity's name
@@ -134,7 +134,11 @@ def name_spans(text: str) -> list[str]:
 
 
 def _group(row: TaskRow) -> str:
-    return f"{row.family}:{row.kind}" if row.family == "behaviour" and row.kind else row.family
+    return f"{row.family}:{row.kind}" if FAMILIES[row.family].formats and row.kind else row.family
+
+
+def _abstains(row: TaskRow) -> bool:
+    return FAMILIES[row.family].abstains
 
 
 def check_near_duplicates(rows: list[TaskRow]) -> Check:
@@ -157,7 +161,7 @@ def check_near_duplicates(rows: list[TaskRow]) -> Check:
     details, bad = [], []
     for group, (dup, n) in sorted(counts.items()):
         share = dup / n
-        gated = group.startswith("behaviour")
+        gated = FAMILIES[group.split(":")[0]].formats
         if gated and share > MAX_BEHAVIOUR_NEAR_DUPLICATES:
             bad.append(group)
         flag = "FAIL" if group in bad else ("ok" if gated else "info")
@@ -177,7 +181,7 @@ def check_near_duplicates(rows: list[TaskRow]) -> Check:
 def _known_text(rows: list[TaskRow], documents: dict[str, str]) -> str:
     """Documents and answerable questions, lower-cased: a phrase found here is not an invented entity (the
     questions add template wording such as 'validity period' that no document spells out)."""
-    questions = [r.text for r in rows if r.family in ANSWER_FAMILIES]
+    questions = [r.text for r in rows if FAMILIES[r.family].factual]
     return "\n".join([*documents.values(), *questions]).lower()
 
 
@@ -209,13 +213,13 @@ def about_real_entity(row: TaskRow, known_text: str) -> bool:
 def check_shared_entities(rows: list[TaskRow], documents: dict[str, str]) -> Check:
     """Invented entities of abstention test rows that a train abstention row also names."""
     text = _known_text(rows, documents)
-    train = {m for r in rows if r.family == "abstention" and r.split == "train" for m in invented_mentions(r, text)}
+    train = {m for r in rows if _abstains(r) and r.split == "train" for m in invented_mentions(r, text)}
     shared = [
         (r.id, sorted(invented_mentions(r, text) & train))
         for r in rows
-        if r.family == "abstention" and r.split == "test" and invented_mentions(r, text) & train
+        if _abstains(r) and r.split == "test" and invented_mentions(r, text) & train
     ]
-    n_test = sum(r.family == "abstention" and r.split == "test" for r in rows)
+    n_test = sum(_abstains(r) and r.split == "test" for r in rows)
     return Check(
         "abstention_shared_entities",
         not shared,
@@ -229,7 +233,7 @@ def check_shared_entities(rows: list[TaskRow], documents: dict[str, str]) -> Che
 def check_real_entity_share(rows: list[TaskRow], documents: dict[str, str]) -> Check:
     """Share of abstention test rows that ask about a real entity (a detail its documents never give)."""
     text = _known_text(rows, documents)
-    test = [r for r in rows if r.family == "abstention" and r.split == "test"]
+    test = [r for r in rows if _abstains(r) and r.split == "test"]
     real = [r for r in test if about_real_entity(r, text)]
     share = len(real) / len(test) if test else 0.0
     kinds = Counter(r.kind or "(no kind)" for r in test)
@@ -266,13 +270,13 @@ def _spaces_by_group(rows: list[TaskRow]) -> tuple[dict[str, list[tuple[str, str
     row_groups: dict[str, list[str]] = {}
     for r in rows:
         groups: list[tuple[str, str]] = []
-        if r.family in ANSWER_FAMILIES and r.answers:
+        if r.family in factual_families() and r.answers:
             groups.append((f"{r.family} {answer_shape(r.answers[0])}", r.answers[0].lower()))
-        elif r.family == "behaviour" and r.label is not None:
+        elif FAMILIES[r.family].formats and r.label is not None:
             groups.append((f"{_group(r)} label", r.label))
-        elif r.family == "behaviour" and r.expected is not None:
+        elif FAMILIES[r.family].formats and r.expected is not None:
             groups += [(f"{_group(r)} {k}", str(v)) for k, v in sorted(r.expected.items()) if isinstance(v, str)]
-        elif r.family == "behaviour" and r.answers:
+        elif FAMILIES[r.family].formats and r.answers:
             groups.append((f"{_group(r)} first word", (r.answers[0].split() or [""])[0].strip(",.:;").lower()))
         for group, value in groups:
             values[group].append((r.split, value))
@@ -328,7 +332,7 @@ def chance_baselines(rows: list[TaskRow]) -> dict[str, float]:
 def check_answer_spaces(rows: list[TaskRow]) -> Check:
     """Answer families whose constant-guess baseline is above MAX_ANSWER_CHANCE."""
     chance = chance_baselines(rows)
-    bad = [f for f in ANSWER_FAMILIES if chance.get(f, 0.0) > MAX_ANSWER_CHANCE]
+    bad = [f for f in factual_families() if chance.get(f, 0.0) > MAX_ANSWER_CHANCE]
     details = [f"chance {f:11s} {c:6.1%}" for f, c in chance.items()]
     details += [
         f"{s.group:36s} {s.rows:4d} rows {s.distinct:4d} distinct  top {s.top_answer!r} {s.chance:.0%}"
@@ -349,10 +353,10 @@ def check_answer_spaces(rows: list[TaskRow]) -> Check:
 def check_label_balance(rows: list[TaskRow]) -> Check:
     """Label distribution of every behaviour label and JSON field; fails when a value dominates or a label is unused."""
     values, _ = _spaces_by_group(rows)
-    label_sets = {f"{_group(r)} label": r.labels for r in rows if r.family == "behaviour" and r.labels}
+    label_sets = {f"{_group(r)} label": r.labels for r in rows if FAMILIES[r.family].formats and r.labels}
     details, bad = [], []
     for group, pairs in sorted(values.items()):
-        if not group.startswith("behaviour"):
+        if not FAMILIES[group.split(":")[0].split(" ")[0]].formats:
             continue
         test = Counter(v for s, v in pairs if s == "test")
         train = Counter(v for s, v in pairs if s == "train")
@@ -380,17 +384,18 @@ def check_label_balance(rows: list[TaskRow]) -> Check:
 def check_answers_in_sources(
     rows: list[TaskRow], documents: dict[str, str], updates: dict[str, str] | None = None
 ) -> Check:
-    """Knowledge and freshness rows whose reference answer is in none of their source documents."""
+    """Rows of grounded families (knowledge, freshness) whose reference answer is in none of their source
+    documents."""
     updated = {**documents, **(updates or {})}
     missing, unchecked = [], 0
     for r in rows:
-        if r.family not in ("knowledge", "freshness"):
+        if not FAMILIES[r.family].grounded:
             continue
         if not r.source_docs:
             unchecked += 1
             continue
         for answers, docs in (
-            (r.answers, updated if r.family == "freshness" else documents),
+            (r.answers, updated if FAMILIES[r.family].phase == "fresh" else documents),
             (r.old_answers, documents),
         ):
             texts = [docs.get(d, "").lower() for d in r.source_docs]
@@ -480,8 +485,9 @@ def surface_probe(rows: list[TaskRow]) -> ProbeResult | None:
     score them on test questions; None when a split lacks either class."""
     data = {}
     for split in ("train", "test"):
-        chosen = [r for r in rows if r.split == split and r.family in ("abstention", "knowledge")]
-        y = np.array([float(r.family == "abstention") for r in chosen])
+        chosen = [r for r in rows if r.split == split and pool_key(r.family, r.kind) == QUESTIONS
+                  and FAMILIES[r.family].trains]  # fmt: skip
+        y = np.array([float(_abstains(r)) for r in chosen])
         if not chosen or y.min() == y.max():
             return None
         data[split] = (np.array([surface_features(r.text) for r in chosen]), y)

@@ -58,6 +58,17 @@ class Family:
     # are scored on their first sentence, so decoding past it is time spent on nothing
     rule: str | None = None  # the folk rule's claim about this family, when it makes one
     favoured: Callable[[Arm], bool] | None = None  # the arms that claim says should win
+    # What its rows are, read by validation, fewshot pools, training examples, scoring and the audit instead of
+    # the family's name:
+    factual: bool = False  # its rows are questions with short accepted answers (strings found in the reply)
+    grounded: bool = False  # those answers are stated in the rows' source_docs (updates/ in the fresh phase):
+    # answer-bearing sentences are its gold contexts, RAFT examples show the gold passage, training restates the
+    # question in other wordings, and the audit checks each answer appears in its documents
+    abstains: bool = False  # its rows' expected reply is the abstention phrase
+    formats: bool = False  # its rows come in formats (the row's `kind`): fewshot pools, near-duplicate and
+    # answer-space audits are per format, so a JSON task sees JSON examples
+    reference_arm: str | None = None  # the arm every other arm is compared with (forgetting: base), beside the
+    # comparisons against the best arm
 
     @property
     def row_families(self) -> tuple[str, ...]:
@@ -68,6 +79,7 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {}
+QUESTIONS = "questions"  # the adapter group and fewshot pool every question shares, answerable or not
 
 
 def register_family(family: Family) -> Family:
@@ -81,6 +93,19 @@ def register_family(family: Family) -> Family:
 def row_families() -> list[str]:
     """The values a task row's "family" may take: families with rows of their own."""
     return [name for name, f in FAMILIES.items() if f.check_row is not None]
+
+
+def factual_families() -> list[str]:
+    """Row families whose rows are questions with short accepted answers."""
+    return [name for name, f in FAMILIES.items() if f.factual and f.check_row is not None]
+
+
+def pool_key(family: str, kind: str | None) -> str:
+    """Which fewshot pool a row draws from: a format family's rows by format (a JSON task sees JSON examples),
+    every question the shared pool."""
+    if FAMILIES[family].formats:
+        return f"{family}:{kind}" if kind else family
+    return QUESTIONS
 
 
 def adapter_groups() -> dict[str, list[str]]:
@@ -161,7 +186,7 @@ QUESTION_TOKENS = 32  # a one-sentence answer or the abstention phrase: 10-20 to
 
 register_family(Family("knowledge", "Knowledge", "answer_contained", _needs_answers, trains=True,
                        rule="RAG for knowledge", favoured=lambda arm: arm.retrieve, learns_documents=True,
-                       max_new_tokens=QUESTION_TOKENS))  # fmt: skip
+                       max_new_tokens=QUESTION_TOKENS, factual=True, grounded=True))  # fmt: skip
 register_family(Family("knowledge_paraphrase", "Knowledge: paraphrases of trained facts",
                        "answer_contained_paraphrase", None, reads=("knowledge",), row_kind="paraphrase",
                        rule="RAG for knowledge", favoured=lambda arm: arm.retrieve))  # fmt: skip
@@ -169,10 +194,13 @@ register_family(Family("knowledge_unseen", "Knowledge: facts only the documents 
                        None, reads=("knowledge",), row_kind="unseen", rule="RAG for knowledge",
                        favoured=lambda arm: arm.retrieve))  # fmt: skip
 register_family(Family("behaviour", "Behaviour / format", "behaviour_pass", _behaviour_row, trains=True,
-                       rule="fine-tuning for behaviour", favoured=fine_tuned, adapter_group="behaviour"))  # fmt: skip
+                       rule="fine-tuning for behaviour", favoured=fine_tuned, adapter_group="behaviour",
+                       formats=True))  # fmt: skip
 register_family(Family("abstention", "Abstention", "abstention_accuracy", _abstention_row,
-                       reads=("abstention", "knowledge"), trains=True, max_new_tokens=QUESTION_TOKENS))  # fmt: skip
+                       reads=("abstention", "knowledge"), trains=True, max_new_tokens=QUESTION_TOKENS,
+                       abstains=True))  # fmt: skip
 register_family(Family("freshness", "Freshness", "new_answer_rate", _freshness_row, phase="fresh",
-                       max_new_tokens=QUESTION_TOKENS))  # fmt: skip
+                       max_new_tokens=QUESTION_TOKENS, factual=True, grounded=True))  # fmt: skip
 register_family(Family("general", "General skills (forgetting)", "general_accuracy", _needs_answers,
-                       scores=_weights_changed_or_base, closed_book=True, max_new_tokens=QUESTION_TOKENS))  # fmt: skip
+                       scores=_weights_changed_or_base, closed_book=True, max_new_tokens=QUESTION_TOKENS,
+                       factual=True, reference_arm="base"))  # fmt: skip

@@ -50,7 +50,7 @@ def scoring_context(
     documents = {d.doc_id: d.text for d in load_documents(Path(corpus) / "documents")}
     gold = {}
     for row in rows:
-        if row.family == "knowledge" and row.source_docs:
+        if FAMILIES[row.family].grounded and row.source_docs:
             sentences = [s for doc in row.source_docs for s in answer_sentences(documents.get(doc, ""), row.answers)]
             if sentences:
                 gold[row.id] = sentences
@@ -365,13 +365,15 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None, jud
     families = {}
     for family in [f for f in report_families() if f in spec.families]:
         families[family] = _family_block(family, values, arms, rows, seed, margin, replicates)
-    if "general" in families and "base" in arms:
-        # forgetting: only arms whose weights changed answer the probes (eval/families.py), with the base prompt
-        families["general"]["forgetting_vs_base"] = {
-            arm: _paired(values, "general_accuracy", arm, "base", seed, rows)
-            for arm in arms
-            if arm != "base" and (arm, "general_accuracy") in values
-        }
+    for family, block in families.items():
+        # e.g. forgetting: only arms whose weights changed answer the probes, each compared with base
+        reference, top = FAMILIES[family].reference_arm, block["headline_metric"]
+        if reference in arms:
+            block["forgetting_vs_base"] = {  # the schema's name, from when base was the only reference
+                arm: _paired(values, top, arm, reference, seed, rows)
+                for arm in arms
+                if arm != reference and (arm, top) in values
+            }
     _decide_all(families, margin)
     chance = chance_baselines(all_rows)
     for family, block in families.items():

@@ -22,7 +22,7 @@ from typing import Literal
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from eval.families import FAMILIES, row_families
+from eval.families import FAMILIES, QUESTIONS, pool_key, row_families
 from service.documents import DocumentError, load_documents
 from service.settings import GenerationSettings
 from service.training_data import normalise_text
@@ -166,7 +166,7 @@ def check_corpus(corpus: Path) -> tuple[list[TaskRow], list[Problem]]:
             f0, l0 = first_seen[row.id]
             problems.append(Problem(file, line, f"duplicate id '{row.id}' (first at {f0}:{l0})"))
         first_seen.setdefault(row.id, (file, line))
-        known = doc_ids | (update_ids if row.family == "freshness" else set())
+        known = doc_ids | (update_ids if FAMILIES[row.family].phase == "fresh" else set())
         for doc in row.source_docs:
             if doc not in known:
                 problems.append(Problem(file, line, f"source_docs id '{doc}' is not a document in documents/"))
@@ -207,7 +207,7 @@ def count_rows(rows: list[TaskRow]) -> dict[str, dict[str, int]]:
 
 def reference_output(row: TaskRow, abstention_phrase: str) -> str:
     """The one answer a model should give: what fewshot examples show and fine-tuning trains on."""
-    if row.family == "abstention":
+    if FAMILIES[row.family].abstains:
         return abstention_phrase
     if row.expected is not None:
         return json.dumps(row.expected, ensure_ascii=False)
@@ -216,7 +216,6 @@ def reference_output(row: TaskRow, abstention_phrase: str) -> str:
     return row.answers[0] if row.answers else "(any reply that follows the style rules)"
 
 
-QUESTIONS = "questions"  # the one fewshot pool every question row draws from
 
 
 def fewshot_examples(rows: list[TaskRow], per_family: int, seed: int, abstention_phrase: str) -> dict[str, list]:
@@ -232,13 +231,14 @@ def fewshot_examples(rows: list[TaskRow], per_family: int, seed: int, abstention
 
     train = [r for r in rows if r.split == "train"]
     pools: dict[str, list[TaskRow]] = {}
-    kinds = sorted({r.kind or "" for r in train if r.family == "behaviour"})
-    for kind in kinds:
-        members = [r for r in train if r.family == "behaviour" and (r.kind or "") == kind]
-        rng = random.Random(f"{seed}:behaviour:{kind}")
-        pools[f"behaviour:{kind}" if kind else "behaviour"] = _stratified_sample(members, per_family, rng)
-    answerable = [r for r in train if r.family == "knowledge"]
-    unanswerable = [r for r in train if r.family == "abstention"]
+    formats = sorted({(r.family, r.kind or "") for r in train if FAMILIES[r.family].formats})
+    for family, kind in formats:
+        members = [r for r in train if r.family == family and (r.kind or "") == kind]
+        rng = random.Random(f"{seed}:{family}:{kind}")
+        pools[pool_key(family, kind)] = _stratified_sample(members, per_family, rng)
+    asked = [r for r in train if FAMILIES[r.family].trains and pool_key(r.family, r.kind) == QUESTIONS]
+    answerable = [r for r in asked if not FAMILIES[r.family].abstains]
+    unanswerable = [r for r in asked if FAMILIES[r.family].abstains]
     if answerable or unanswerable:
         rng = random.Random(f"{seed}:{QUESTIONS}")
         n_abstain = min(len(unanswerable), 1 if per_family >= 2 and answerable else per_family)
@@ -279,11 +279,8 @@ def _stratified_sample(members: list[TaskRow], n: int, rng) -> list[TaskRow]:
 
 
 def example_key(row: TaskRow) -> str:
-    """Which fewshot pool a row draws from: behaviour rows by kind (a JSON task sees JSON examples), every
-    question the shared pool."""
-    if row.family == "behaviour":
-        return f"behaviour:{row.kind}" if row.kind else "behaviour"
-    return QUESTIONS
+    """Which fewshot pool a row draws from (`eval.families.pool_key`)."""
+    return pool_key(row.family, row.kind)
 
 
 def corpus_examples(corpus: Path, generation: GenerationSettings) -> dict[str, list] | None:
@@ -309,6 +306,7 @@ def supervised_rows(rows: list[TaskRow], abstention_phrase: str):
             tuple(r.source_docs),
             tuple(r.answers),
             tuple(r.rephrasings),
+            FAMILIES[r.family].grounded,
         )
         for r in rows
         if r.split == "train" and FAMILIES[r.family].trains

@@ -16,7 +16,7 @@ families, never facts the adapter never saw.
 
 Example:
     >>> row = SupervisedRow("k1", "knowledge", "What does the K2 cost?", None, "$249", ("k2",), ("$249",),
-    ...                     rephrasings=("What is the price of the K2?",))
+    ...                     rephrasings=("What is the price of the K2?",), grounded=True)
     >>> [e.variant for e in closed_book_examples([row], paraphrases=1, seed=0, abstention_phrase="?")]
     ['original', 'rephrasing', 'paraphrase']
 """
@@ -59,6 +59,8 @@ class SupervisedRow:
     source_docs: tuple[str, ...] = ()
     answers: tuple[str, ...] = ()  # locate the gold passage for rag_lora examples
     rephrasings: tuple[str, ...] = ()  # other train wordings of the same question, from the corpus
+    grounded: bool = False  # a fact its source_docs state: taught in other wordings too, and RAFT shows its gold
+    # passage (the family's `grounded` fact)
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ def closed_book_examples(
     out = []
     for row in rows:
         questions = [(row.question, "original")]
-        if row.family == "knowledge":
+        if row.grounded:
             questions += [(q, "rephrasing") for q in row.rephrasings]
             if paraphrases:
                 rng = random.Random(f"{seed}:paraphrase:{row.row_id}")
@@ -135,7 +137,7 @@ def retrieval_examples(
         rng = random.Random(f"{seed}:raft:{row.row_id}")
         target, variant = row.target, "retrieved"
         passages = pool[:top_k]
-        gold = _gold_passage(row, retriever) if row.family == "knowledge" and row.source_docs else None
+        gold = _gold_passage(row, retriever) if row.grounded and row.source_docs else None
         if gold is not None:
             distractors = [p for p in pool if p.doc_id not in row.source_docs]
             if rng.random() < gold_fraction:

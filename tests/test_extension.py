@@ -98,6 +98,105 @@ def test_a_family_is_one_entry_and_its_metric_module(toy_family, ragft, full_cor
     assert block["verdict"]["rule"] == "n/a"
 
 
+def _supported_answer(row, pred, ctx) -> float | None:
+    """Right only if the reply holds an accepted answer that the row's documents state (gold contexts)."""
+    gold = ctx.gold_contexts.get(row.id)
+    if not gold:
+        return None
+    stated = [a for a in row.answers if any(a.lower() in g.lower() for g in gold)]
+    return float(any(a.lower() in pred.text.lower() for a in stated))
+
+
+def _answers_row(row) -> None:
+    if not (row.answers and row.source_docs):
+        raise ValueError("a policy row needs 'answers' and 'source_docs'")
+
+
+def _json_row(row) -> None:
+    if row.json_schema is None or row.expected is None:
+        raise ValueError("an extract row needs 'schema' and 'expected'")
+
+
+def _json_equal(row, pred, ctx) -> float:
+    from eval.metrics.behaviour import parse_json
+
+    return float(parse_json(pred.text) == row.expected)
+
+
+SCHEMA = {"type": "object", "properties": {"product": {"type": "string"}}, "required": ["product"]}
+NEW_FAMILIES = {
+    "policy": (
+        Family("policy", "Policy answers", "supported_answer", _answers_row, trains=True, factual=True, grounded=True,
+               max_new_tokens=8),
+        Metric("supported_answer", "policy", ("policy",), _supported_answer, "an answer its documents state"),
+        [{"id": "p1", "family": "policy", "split": "train", "question": "What does a Kestrel K2 cost?",
+          "answers": ["$249"], "source_docs": ["kestrel-k2"]},
+         {"id": "p2", "family": "policy", "split": "test", "question": "What is the weight of the Kestrel K2?",
+          "answers": ["300 grams"], "source_docs": ["kestrel-k2"]},
+         {"id": "p3", "family": "policy", "split": "test", "question": "Which version is the K4 firmware?",
+          "answers": ["1.2.3"], "source_docs": ["kestrel-k4"]},
+         {"id": "p4", "family": "policy", "split": "test", "question": "How long does the camera charge?",
+          "answers": ["3 hours"], "source_docs": ["camera"]}],  # p4's answer is in no document
+    ),
+    "extract": (
+        Family("extract", "Extraction", "json_equal", _json_row, trains=True, formats=True,
+               adapter_group="extract"),
+        Metric("json_equal", "extract", ("extract",), _json_equal, "the reply's JSON equals the expected object"),
+        [{"id": f"e{i}", "family": "extract", "split": split, "input": text, "kind": "product",
+          "instruction": "Reply with JSON.", "schema": SCHEMA, "expected": {"product": product}}
+         for i, (split, text, product) in enumerate([("train", "the k2 router is broken", "k2"),
+                                                       ("test", "my camera battery died", "camera"),
+                                                       ("test", "the k4 firmware is old", "k4")])],
+    ),
+}  # fmt: skip
+
+
+@pytest.fixture
+def new_families(monkeypatch, full_corpus):
+    """Two families registered at run time, each as one registration and its metric, with rows in the corpus:
+    one scores answers against the documents, one scores JSON."""
+    for family, metric, rows in NEW_FAMILIES.values():
+        monkeypatch.setitem(family_registry.FAMILIES, family.name, family)
+        monkeypatch.setitem(METRICS, metric.name, metric)
+        with (full_corpus / "tasks" / f"{family.name}.jsonl").open("w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    return full_corpus
+
+
+def test_families_with_their_own_metrics_need_no_edit_outside_their_registration(new_families, ragft):
+    from eval.tasks import corpus_examples, supervised_rows
+
+    settings, run = ragft
+    corpus = new_families
+    assert run("corpus", "validate", corpus).exit_code == 0
+    audit = run("corpus", "audit", corpus).output
+    assert "p4: '3 hours' not in camera" in audit  # a grounded family's answers are checked against its documents
+    assert "extract:product" in audit  # a format family is audited per format
+
+    pools = corpus_examples(corpus, settings.generation)
+    assert "What does a Kestrel K2 cost?" in [e.question for e in pools["questions"]]  # questions share one pool
+    assert [e.question for e in pools["extract:product"]] == ["the k2 router is broken"]  # JSON sees JSON
+    from eval.tasks import load_tasks
+
+    trained = {r.row_id: r for r in supervised_rows(load_tasks(corpus), "I don't know.")}
+    assert trained["p1"].grounded and not trained["e0"].grounded
+    assert json.loads(trained["e0"].target) == {"product": "k2"}
+
+    out = run("eval", "--corpus", corpus, "--families", "policy,extract", "--arms", "base,fewshot,rag,lora,rag+lora")
+    assert out.exit_code == 0, out.output
+    results = _results(settings, out.stdout)
+    policy, extract = results["families"]["policy"], results["families"]["extract"]
+    # gold contexts came from the documents: the two rows whose answers a document states are scored, p4 is not
+    assert {a: f["supported_answer"]["n"] for a, f in policy["arms"].items()} == dict.fromkeys(
+        ["base", "fewshot", "rag", "lora", "rag_lora"], 2
+    )
+    assert {a: f["json_equal"]["n"] for a, f in extract["arms"].items()} == dict.fromkeys(
+        ["base", "fewshot", "rag", "lora", "rag_lora"], 2
+    )
+    groups = results["data"]["adapters"]["lora"]["groups"]
+    assert {"questions", "extract"} <= set(groups)  # each family's adapter group trained from its own rows
+
+
 def test_train_force_retrains_an_identical_artifact(ragft, full_corpus):
     _, run = ragft
     first = run("train", "--corpus", full_corpus, "--arm", "lora")

@@ -14,7 +14,8 @@ PHRASE = "I don't know based on the provided documents."
 
 def rows(n=6):
     return [
-        SupervisedRow(f"k{i}", "knowledge", f"What does the K{i} cost?", None, f"${i}", (f"doc{i}",), (f"${i}",))
+        SupervisedRow(f"k{i}", "knowledge", f"What does the K{i} cost?", None, f"${i}", (f"doc{i}",), (f"${i}",),
+                      grounded=True)
         for i in range(n)
     ]
 
@@ -54,7 +55,7 @@ def test_validation_holds_out_rewordings_of_trained_facts_and_whole_rows_elsewhe
 
 
 def test_corpus_rephrasings_are_trained_and_test_inputs_never_are():
-    row = SupervisedRow("k1", "knowledge", "What does the K1 cost?", None, "$1", rephrasings=(
+    row = SupervisedRow("k1", "knowledge", "What does the K1 cost?", None, "$1", grounded=True, rephrasings=(
         "What is the price of the K1?", "How much is a K1?"))  # fmt: skip
     examples = closed_book_examples([row], paraphrases=0, seed=0, abstention_phrase=PHRASE,
                                     forbidden_inputs={"How much is a K1?"})  # fmt: skip
@@ -74,7 +75,8 @@ def retriever(settings, corpus):
 
 @pytest.mark.parametrize(("gold_fraction", "recipe"), [(1.0, "raft"), (0.0, "raft"), (0.0, "abstain_without_gold")])
 def test_raft_keeps_the_gold_passage_at_its_rate_and_trains_the_answer_either_way(retriever, gold_fraction, recipe):
-    row = SupervisedRow("k1", "knowledge", "What does the Kestrel K2 cost?", None, "$249", ("kestrel-k2",), ("$249",))
+    row = SupervisedRow("k1", "knowledge", "What does the Kestrel K2 cost?", None, "$249", ("kestrel-k2",), ("$249",),
+                        grounded=True)
     abstain = SupervisedRow("a1", "abstention", "What does the Kestrel K9 cost?", None, PHRASE)
     gold, none = retrieval_examples(
         [row, abstain], retriever, top_k=2, gold_fraction=gold_fraction, recipe=recipe, seed=0,
@@ -94,7 +96,7 @@ def test_raft_keeps_the_gold_passage_at_its_rate_and_trains_the_answer_either_wa
 
 def test_raft_gold_rate_over_many_rows(retriever):
     rows_ = [SupervisedRow(f"k{i}", "knowledge", f"What does the Kestrel K2 cost ({i})?", None, "$249",
-                           ("kestrel-k2",), ("$249",)) for i in range(200)]  # fmt: skip
+                           ("kestrel-k2",), ("$249",), grounded=True) for i in range(200)]  # fmt: skip
     made = retrieval_examples(rows_, retriever, top_k=2, gold_fraction=0.8, recipe="raft", seed=0,
                               abstention_phrase=PHRASE)  # fmt: skip
     share = sum(e.variant == "gold" for e in made) / len(made)
