@@ -75,7 +75,7 @@ def train_artifacts(
     stage: Stage | None = None,
     progress: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    show_bar: bool = False,
+    show_bars: bool = False,
     groups: set[str] | None = None,
 ) -> dict[str, list[TrainResult]]:
     """Train (or reuse) each kind's artifacts from the corpus's train split: one per adapter group under
@@ -111,7 +111,7 @@ def train_artifacts(
             settings, corpus, kind, members, group=group, replicate=replicate,
             retriever=runtime.retriever() if kind.needs_index else None,
             with_documents=kind.with_documents and documents and (kind.full_model or settings.lora.document_epochs > 0),
-            forbidden_inputs=forbidden, progress=progress, should_stop=should_stop, show_bar=show_bar, force=force,
+            forbidden_inputs=forbidden, progress=progress, should_stop=should_stop, show_bar=show_bars, force=force,
         ))  # fmt: skip
     if stage is not None:
         stage("train", len(plan), len(plan))
@@ -160,7 +160,7 @@ def prepare_corpus(
     if families is not None:
         needed = {FAMILIES[r].adapter_group for f in families for r in FAMILIES[f].row_families}
     artifacts = train_artifacts(
-        settings, runtime, kinds_for(arm_names), force=force, stage=stage, should_stop=should_stop, show_bar=show_bars,
+        settings, runtime, kinds_for(arm_names), force=force, stage=stage, should_stop=should_stop, show_bars=show_bars,
         groups=needed,
     )  # fmt: skip
     return Prepared(runtime, report, artifacts)

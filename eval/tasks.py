@@ -216,8 +216,6 @@ def reference_output(row: TaskRow, abstention_phrase: str) -> str:
     return row.answers[0] if row.answers else "(any reply that follows the style rules)"
 
 
-
-
 def fewshot_examples(rows: list[TaskRow], per_family: int, seed: int, abstention_phrase: str) -> dict[str, list]:
     """A fixed, seeded choice of train rows per pool: one pool for questions, one per behaviour kind.
 

@@ -196,7 +196,7 @@ def train(
 
         runtime = pipeline.open_runtime(settings, corpus)
         kinds = pipeline.kinds_for(chosen)
-        for results in pipeline.train_artifacts(settings, runtime, kinds, force=force, show_bar=True).values():
+        for results in pipeline.train_artifacts(settings, runtime, kinds, force=force, show_bars=True).values():
             for result in results:
                 typer.echo(describe(result))
 

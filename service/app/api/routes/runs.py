@@ -34,9 +34,7 @@ def resolve_corpus(served: Path, name: str | None) -> Path:
         raise HTTPException(422, f"corpus '{name}' is not a corpus name (letters, digits, '-' and '_')")
     folder = served.resolve().parent / name
     if not (folder / "tasks").is_dir():
-        raise HTTPException(
-            404, f"no corpus '{name}' with tasks/ next to the served corpus '{served.resolve().name}'"
-        )
+        raise HTTPException(404, f"no corpus '{name}' with tasks/ next to the served corpus '{served.resolve().name}'")
     return folder
 
 
