@@ -20,7 +20,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from service.prompts import build_messages
+from service.prompts import PromptText, build_messages
 from service.retrieval import Passage
 
 
@@ -136,10 +136,10 @@ def _distinct(names: list[str]) -> list[str]:
 
 # The one validation of arm names at every boundary (RunSpec, HTTP request bodies): an id from ARMS ('rag+lora'
 # accepted, stored as 'rag_lora'), duplicates dropped, the schema's enum read from ARMS when it is built.
-ArmName = Annotated[str, AfterValidator(lambda name: parse_arm(name).name), Field(json_schema_extra=_arm_enum)]
+ArmName = Annotated[PromptText, AfterValidator(lambda name: parse_arm(name).name), Field(json_schema_extra=_arm_enum)]
 ArmNames = Annotated[list[ArmName], AfterValidator(_distinct)]
 TrainableArmName = Annotated[
-    str, AfterValidator(lambda name: parse_trainable(name).name), Field(json_schema_extra=_trainable_enum)
+    PromptText, AfterValidator(lambda name: parse_trainable(name).name), Field(json_schema_extra=_trainable_enum)
 ]
 TrainableArmNames = Annotated[list[TrainableArmName], AfterValidator(_distinct)]
 
@@ -162,6 +162,7 @@ class Answer:
     latency_ms: float  # generation wall time of the batch this answer came from
     retrieval_ms: float
     batch_size: int
+    fingerprint: str | None = None  # manifest fingerprint of the trained artifact that answered; None: base weights
 
 
 def prompts_for(arm: Arm, runtime, queries: list[Query], top_k: int | None = None):
@@ -201,9 +202,10 @@ def answer(
         prompts, passages, retrieval_ms = prompts_for(arm, runtime, batch, top_k)
         with runtime.generator_for(arm, group) as generator:
             outputs = generator.generate(prompts, max_new_tokens)
+            fingerprint = generator.fingerprint
         for i, g, p in zip(members, outputs, passages, strict=True):
             out[i] = Answer(arm.name, g.text, tuple(p or ()), g.prompt_tokens, g.generated_tokens, g.latency_ms,
-                            retrieval_ms, g.batch_size)  # fmt: skip
+                            retrieval_ms, g.batch_size, fingerprint)  # fmt: skip
     return out
 
 

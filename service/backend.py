@@ -102,6 +102,8 @@ class Backend:
 class RemoteGenerator:
     """The `Generator` interface (generate, stream) answered by the backend under one model name."""
 
+    fingerprint: str | None = None  # as `Generator.fingerprint`
+
     def __init__(self, backend: Backend, model: str):
         self.backend = backend
         self.model_id = model

@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from service.arms import Answer, Arm, Query, answer
 
@@ -46,6 +47,17 @@ class DeadlineExceeded(RuntimeError):
     """A query waited past its deadline (api.query_timeout_s) without its turn coming."""
 
     retry_after_s = 30
+
+
+class QueryFailed(HTTPException):
+    """A query that failed alone while the queries batched with it were answered: its input is at fault (422)."""
+
+    def __init__(self, cause: Exception):
+        super().__init__(
+            422, f"this question could not be answered ({type(cause).__name__}: {cause}); the questions batched "
+            "with it were answered, so its text is at fault",
+        )  # fmt: skip
+        self.__cause__ = cause
 
 
 _order = itertools.count()
@@ -172,10 +184,31 @@ class Coalescer:
         started = time.perf_counter()
         try:
             results = answer(arm, self.runtime, [p.query for p in batch], top_k, max_new_tokens)
-        except BaseException as exc:  # every query of the batch gets the error its arm raised
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].future.set_exception(exc)
+            else:
+                self._run_alone(arm, batch, top_k, max_new_tokens)
+        except BaseException as exc:  # an interrupt: every query of the batch gets it
             for p in batch:
                 p.future.set_exception(exc)
         else:
             for p, result in zip(batch, results, strict=True):
                 p.future.set_result(result)
         self.last_batch_s = time.perf_counter() - started
+
+    def _run_alone(self, arm: Arm, batch: list[_Pending], top_k: int | None, max_new_tokens: int | None) -> None:
+        """Answer each query of a failed batch on its own, so one bad input (a tokenizer error) fails only itself:
+        a query that fails while others are answered gets QueryFailed (422); when all fail, each gets its error."""
+        outcomes: list[Answer | Exception] = []
+        for p in batch:
+            try:
+                outcomes.append(answer(arm, self.runtime, [p.query], top_k, max_new_tokens)[0])
+            except Exception as exc:
+                outcomes.append(exc)
+        answered = any(isinstance(o, Answer) for o in outcomes)
+        for p, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, Answer):
+                p.future.set_result(outcome)
+            else:
+                p.future.set_exception(QueryFailed(outcome) if answered else outcome)

@@ -59,6 +59,7 @@ class Generator:
     """A causal LM and its tokenizer, ready to answer chat prompts in batches."""
 
     engine = "transformers"  # which engine answered, recorded with a run's results
+    fingerprint: str | None = None  # manifest fingerprint of the trained artifact answering; None: base weights
 
     def __init__(self, model, tokenizer, model_id: str, settings: GenerationSettings):
         self.model = model

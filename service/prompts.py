@@ -10,8 +10,31 @@ told to refuse a formatting task the passages cannot "answer".
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import BeforeValidator
 
 from service.retrieval import Passage
+
+
+def require_encodable(text):
+    """`text` unchanged, or a ValueError naming its first lone surrogate: JSON can carry one ("\\ud800"), but no
+    tokenizer encodes it, so one such question in a batch failed every question batched with it. Checked before
+    any other check of the field, whose error would echo the text (and fail to encode); a non-string passes on to
+    the type check."""
+    try:
+        if isinstance(text, str):
+            text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"the text holds an unpaired UTF-16 surrogate (U+{ord(text[exc.start]):04X}) at character {exc.start}, "
+            "which is not Unicode text: send the character whole (both halves of a surrogate pair) or drop it"
+        ) from None
+    return text
+
+
+# Text that goes into a prompt or an error message, as request bodies declare it: a 422 when it cannot be encoded.
+PromptText = Annotated[str, BeforeValidator(require_encodable)]
 
 SYSTEM = "You are a concise assistant. Answer in one or two sentences."
 

@@ -37,6 +37,7 @@ class Runtime:
         self._examples = examples
         self._generator: Generator | None = None
         self._full_models: dict[str, Generator] = {}
+        self._loaded: dict[str, adapters.AdapterManifest] = {}  # label -> manifest of the artifact loaded under it
         self._embedder = None
         self._backend: Backend | None = None
         self._retriever: Retriever | None = None
@@ -167,11 +168,33 @@ class Runtime:
         other._full_models = {}
         return other
 
-    def _checked_manifest(self, arm: Arm, folder: Path, weights_hash: str | None) -> None:
-        """Refuse a missing artifact or one trained on other base weights, with the fix in the message."""
+    def _checked_manifest(self, arm: Arm, folder: Path, weights_hash: str | None) -> adapters.AdapterManifest:
+        """The stored manifest; refuses a missing artifact or one trained on other base weights, with the fix."""
         manifest = adapters.read_manifest(folder, arm.name, self.corpus)
         adapters.check_base_model(manifest, models.resolve_generator(self.settings.models).model_id, folder,
                                   weights_hash)  # fmt: skip
+        return manifest
+
+    def _label(self, kind: Kind, group: str = "questions") -> str:
+        """The name an artifact is loaded under: its kind, adapter group and training seed ('lora-questions')."""
+        scope = None if kind.full_model else self.artifact_group(kind, group)
+        return "-".join(
+            [kind.name, *([scope] if scope else []), *([f"seed{self.replicate}"] if self.replicate else [])]
+        )
+
+    def _stale(self, label: str, manifest: adapters.AdapterManifest) -> bool:
+        """Whether what is loaded under `label` was trained before the stored `manifest` (a retrain swapped it):
+        the manifest is read on every batch anyway, so a retrain is picked up by the next one."""
+        loaded = self._loaded.get(label)
+        if loaded is None:
+            return False
+        # created_at too: a forced retrain of the same recipe keeps its fingerprint, not necessarily its weights
+        return (loaded.fingerprint, loaded.created_at) != (manifest.fingerprint, manifest.created_at)
+
+    def loaded_fingerprints(self) -> dict[str, str]:
+        """The manifest fingerprint of each trained artifact this runtime answered with, by label ('lora-questions',
+        'scratch'): what a run records beside its answers (each Answer also carries its own)."""
+        return {label: manifest.fingerprint for label, manifest in self._loaded.items()}
 
     @contextmanager
     def generator_for(self, arm: Arm, group: str = "questions") -> Iterator[Generator | RemoteGenerator]:
@@ -192,6 +215,7 @@ class Runtime:
                 return
             gen = self.generator()
             if kind is None:
+                gen.fingerprint = None
                 if hasattr(gen.model, "disable_adapter"):
                     with gen.model.disable_adapter():
                         yield gen
@@ -199,12 +223,14 @@ class Runtime:
                     yield gen
                 return
             folder = self.artifact_folder(kind, group)
-            self._checked_manifest(arm, folder, self.weights_hash())
-            scope = self.artifact_group(kind, group)
-            name = "-".join(
-                [kind.name, *([scope] if scope else []), *([f"seed{self.replicate}"] if self.replicate else [])]
-            )
+            manifest = self._checked_manifest(arm, folder, self.weights_hash())
+            name = self._label(kind, group)
+            if self._stale(name, manifest):  # retrained since it was loaded: load the new weights
+                del self._loaded[name]
+                gen.model.delete_adapter(name)
             gen.model = adapters.attach_lora(gen.model, gen.tokenizer, folder, name)
+            self._loaded[name] = manifest
+            gen.fingerprint = manifest.fingerprint
             yield gen
 
     def _converted_generator(self, arm: Arm, group: str) -> Generator:
@@ -215,27 +241,38 @@ class Runtime:
             return engine_ct2.generator(self.settings, base, None)
         kind = KINDS[arm.adapter]
         folder = self.artifact_folder(kind) if kind.full_model else self.artifact_folder(kind, group)
-        self._checked_manifest(arm, folder, self.weights_hash())
-        return engine_ct2.generator(self.settings, base, folder)
+        manifest = self._checked_manifest(arm, folder, self.weights_hash())
+        # conversions are keyed by the artifact folder's content, so a retrained artifact gets its own
+        converted = engine_ct2.generator(self.settings, base, folder)
+        self._loaded[self._label(kind, group)] = manifest
+        converted.fingerprint = manifest.fingerprint
+        return converted
 
     def _remote_generator(self, arm: Arm, group: str) -> RemoteGenerator:
         """The backend's base model, or the LoRA module of this corpus's adapter after checking its manifest."""
         if arm.adapter is None:
             return self.backend().generator(self.settings.models.backend_model)
         kind = KINDS[arm.adapter]
-        self._checked_manifest(arm, self.artifact_folder(kind, group), None)
-        return self.backend().generator(module_name(self.corpus, kind.name, self.artifact_group(kind, group)))
+        manifest = self._checked_manifest(arm, self.artifact_folder(kind, group), None)
+        remote = self.backend().generator(module_name(self.corpus, kind.name, self.artifact_group(kind, group)))
+        self._loaded[self._label(kind, group)] = manifest
+        remote.fingerprint = manifest.fingerprint  # as stored here: the server must load a retrained module itself
+        return remote
 
     def _full_model_generator(self, arm: Arm, kind: Kind) -> Generator:
-        """A whole trained model (the scratch kind), loaded once beside the base weights it shares a tokenizer with."""
-        if kind.name not in self._full_models:
+        """A whole trained model (the scratch kind), loaded beside the base weights it shares a tokenizer with, once
+        per training (loaded again when retrained)."""
+        folder = self.artifact_folder(kind)
+        base = self.generator()
+        manifest = self._checked_manifest(arm, folder, self.weights_hash())
+        name = self._label(kind)
+        if name not in self._full_models or self._stale(name, manifest):
             from transformers import AutoModelForCausalLM
 
-            folder = self.artifact_folder(kind)
-            base = self.generator()
-            self._checked_manifest(arm, folder, self.weights_hash())
             with models.LOADING:
                 model = AutoModelForCausalLM.from_pretrained(folder, dtype=base.model.dtype)
             model = model.to(base.model.device).eval()
-            self._full_models[kind.name] = Generator(model, base.tokenizer, str(folder), self.settings.generation)
-        return self._full_models[kind.name]
+            self._full_models[name] = Generator(model, base.tokenizer, str(folder), self.settings.generation)
+            self._full_models[name].fingerprint = manifest.fingerprint
+            self._loaded[name] = manifest
+        return self._full_models[name]

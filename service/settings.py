@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 EMBEDDED_GENERATOR = "embedded:smollm2-135m-instruct"
 EMBEDDED_EMBEDDER = "embedded:all-minilm-l6-v2"
 MIN_API_KEY_CHARS = 16
+LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]"]  # Host header names of this machine only
 
 
 class ModelSettings(BaseModel):
@@ -398,6 +399,13 @@ class ApiSettings(BaseModel):
         "is set. /healthz and /readyz stay open for probes.",
     )
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS; empty = CORS off.")
+    allowed_hosts: list[str] | None = Field(
+        None,
+        description="Host header names served, any port ('ragft.example.org', '*.example.org', '*' for any); "
+        "other hosts get 400. None: with api_keys any host; without, only localhost, 127.0.0.1 and [::1], so a web "
+        "page cannot reach a keyless server by DNS rebinding (its requests carry the page's own host name). Set it "
+        "when clients reach a keyless `--insecure` server under another name.",
+    )
     warm_up: bool = Field(True, description="Load the models in the background at start-up, so /readyz turns ready.")
     log_format: Literal["json", "text"] = Field(
         "json", description="`ragft serve` logs: one JSON object per line (for log shippers) or plain text."
@@ -419,6 +427,13 @@ class ApiSettings(BaseModel):
                     "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
                 )
         return keys
+
+    @property
+    def trusted_hosts(self) -> list[str]:
+        """The Host header names accepted: allowed_hosts, else any with API keys and loopback names without."""
+        if self.allowed_hosts is not None:
+            return self.allowed_hosts
+        return ["*"] if self.api_keys else list(LOOPBACK_HOSTS)
 
     @property
     def guards_operations(self) -> bool:

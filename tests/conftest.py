@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 from service.settings import (
+    LOOPBACK_HOSTS,
+    ApiSettings,
     GenerationSettings,
     LoraSettings,
     ModelSettings,
@@ -38,6 +40,7 @@ def settings(tiny_models, tmp_path) -> Settings:
         generation=GenerationSettings(max_new_tokens=6, batch_size=4),
         lora=LoraSettings(rank=4, batch_size=2, epochs=2, max_seq_tokens=160, validation_fraction=0.25),
         scratch=ScratchSettings(layers=1, hidden_size=16, heads=2),
+        api=ApiSettings(allowed_hosts=[*LOOPBACK_HOSTS, "testserver"]),  # TestClient's Host: 'testserver'
     )
 
 

@@ -71,3 +71,17 @@ def test_a_query_still_queued_at_its_deadline_is_withdrawn_and_the_queue_goes_on
     assert blocker.result(timeout=60).text is not None  # the batch already generating ran to its end
     assert coalescer.answer(ARMS["base"], QUESTIONS[2]).batch_size == 1  # the withdrawn query never ran with it
     assert coalescer.queued == 0
+
+
+def test_a_query_that_fails_its_batch_fails_alone(settings, corpus):
+    """One bad input (here a lone surrogate, which the tokenizer refuses for the whole batch) must not fail the
+    queries batched with it: they are answered, and it alone gets a 422."""
+    from service.coalesce import QueryFailed
+
+    runtime = Runtime(settings, corpus)
+    queries = [QUESTIONS[0], Query("k2 \ud800 ?"), QUESTIONS[1]]
+    results, errors = ask_while_busy(Coalescer(runtime, max_batch=4), ARMS["base"], queries)
+    assert errors[0] is None and errors[2] is None
+    assert isinstance(errors[1], QueryFailed) and errors[1].status_code == 422
+    alone = [Coalescer(runtime, max_batch=4).answer(ARMS["base"], q) for q in (QUESTIONS[0], QUESTIONS[1])]
+    assert [r.text for r in (results[0], results[2])] == [a.text for a in alone]

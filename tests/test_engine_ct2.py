@@ -236,3 +236,28 @@ def test_ct2_arms_generate_outside_the_runtime_lock_and_concurrent_calls_agree(s
     for t in threads:
         t.join()
     assert answers == {i: alone for i in range(3)}
+
+
+def test_a_retrained_adapter_gets_its_own_conversion(settings, full_corpus):
+    """Conversions are keyed by the adapter folder's content, so a retrain beside a running server converts anew
+    and the next answer comes from it, carrying the new fingerprint."""
+    from eval import pipeline
+    from service.arms import ARMS, Query, answer
+    from service.kinds import KINDS
+    from service.runtime import Runtime
+
+    def train(s):
+        runtime = pipeline.open_runtime(s, full_corpus)
+        [result] = [r for r in pipeline.train_artifacts(s, runtime, [KINDS["lora"]])["lora"] if r.group == "questions"]
+        return result.manifest.fingerprint
+
+    first = train(settings)
+    runtime = Runtime(_ct2_settings(settings, max_new_tokens=4), full_corpus)
+    query = [Query("what does the kestrel k2 cost ?")]
+    assert answer(ARMS["lora"], runtime, query)[0].fingerprint == first
+    with runtime.generator_for(ARMS["lora"]) as gen:
+        old = gen.folder
+    second = train(settings.model_copy(update={"lora": settings.lora.model_copy(update={"rank": 2})}))
+    assert answer(ARMS["lora"], runtime, query)[0].fingerprint == second != first
+    with runtime.generator_for(ARMS["lora"]) as gen:
+        assert gen.folder != old and gen.conversion["adapter_manifest"]["fingerprint"] == second

@@ -286,3 +286,34 @@ def test_a_small_training_set_takes_smaller_batches_for_enough_updates():
     assert step_shape(stream(400), 8, 1, 2048, min_steps=20) == (8, 1)  # enough rows: the configured batch
     assert step_shape(stream(10), 8, 1, 2048, min_steps=20) == (1, 1)  # never below one example
     assert step_shape(stream(400, length=600), 8, 1, 2048, min_steps=20) == (3, 3)  # long rows: accumulate instead
+
+
+# (kind, a settings change that makes the retrain a different artifact, what tells the loaded one apart)
+RETRAINS = [
+    ("lora", {"lora": {"rank": 2}}, lambda gen: gen.model.peft_config["lora-questions"].r),
+    ("scratch", {"scratch": {"hidden_size": 8}}, lambda gen: gen.model.config.hidden_size),
+]
+
+
+@pytest.mark.parametrize(("kind", "change", "shape"), RETRAINS, ids=[r[0] for r in RETRAINS])
+def test_a_retrained_artifact_is_what_answers_next(settings, train_corpus, kind, change, shape):
+    """A server keeps its runtime while `ragft train --force` or POST /v1/adapters retrains beside it: the next
+    answer must come from the new weights and say so, not from the ones loaded first."""
+    arm, query = ARMS[kind], [Query("what does the kestrel k2 cost ?")]
+    first = train(settings, train_corpus, kind).manifest
+    runtime = Runtime(settings, train_corpus)
+    before = answer(arm, runtime, query)[0]
+    with runtime.generator_for(arm) as gen:
+        old_shape = shape(gen)
+    retrained = settings.model_copy(
+        update={group: getattr(settings, group).model_copy(update=fields) for group, fields in change.items()}
+    )
+    second = train(retrained, train_corpus, kind).manifest
+    assert second.fingerprint != first.fingerprint
+
+    after = answer(arm, runtime, query)[0]  # the same runtime, as a server's
+    with runtime.generator_for(arm) as gen:
+        assert shape(gen) != old_shape  # the new weights are loaded
+    assert (before.fingerprint, after.fingerprint) == (first.fingerprint, second.fingerprint)
+    assert runtime.loaded_fingerprints() == {kind if kind == "scratch" else f"{kind}-questions": second.fingerprint}
+    assert answer(ARMS["base"], runtime, query)[0].fingerprint is None

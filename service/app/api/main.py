@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.trustedhost import TrustedHostMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -65,6 +69,13 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
     if isinstance(exc.detail, str):
         exc.detail = hide_paths(exc.detail, request)
     return await http_exception_handler(request, exc)
+
+
+async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+    """FastAPI's 422, written in ASCII JSON: a refused input may hold a lone surrogate, which UTF-8 cannot encode
+    (FastAPI's own answer then failed with a 500)."""
+    body = json.dumps({"detail": jsonable_encoder(exc.errors())}, allow_nan=False, separators=(",", ":"))
+    return Response(body, 422, media_type="application/json")
 
 
 def is_loopback(host: str) -> bool:
@@ -194,8 +205,11 @@ def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
     app.add_exception_handler(Busy, busy)
     app.add_exception_handler(DeadlineExceeded, busy)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     serve_docs(app)
     document_limits(app, settings.api)
+    # Host names checked inside RequestGuard, so a refused host (a DNS-rebinding page) is logged and counted
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.api.trusted_hosts, www_redirect=False)
     app.add_middleware(RequestGuard, telemetry=app.state.telemetry, max_body_bytes=settings.api.max_body_bytes)
     if settings.api.cors_origins:
         app.add_middleware(

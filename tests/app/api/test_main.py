@@ -83,3 +83,24 @@ def test_a_run_writes_no_configured_secret_anywhere(with_api, full_corpus, tmp_p
         for name, secret in secrets.items():
             assert secret.encode() not in content, f"the {name} key is in {path}"
     assert not any(secret in served for secret in secrets.values())
+
+
+@pytest.mark.parametrize(
+    ("host", "keyed", "status"),
+    [
+        ("localhost:8000", False, 200),
+        ("127.0.0.1:8000", False, 200),
+        ("[::1]:8000", False, 200),
+        ("attacker.example:8000", False, 400),  # a DNS-rebinding page's requests carry its own host name
+        ("testserver", False, 400),
+        ("attacker.example", True, 200),  # with keys the key is the guard: any host
+    ],
+)
+def test_a_keyless_server_answers_loopback_host_names_only(with_api, corpus, host, keyed, status):
+    settings = with_api(allowed_hosts=None, api_keys=[KEY] if keyed else [])
+    client = TestClient(create_app(settings, corpus), headers={"Authorization": f"Bearer {KEY}"} if keyed else {})
+    r = client.put("/v1/corpora/corpus/documents/new", json={"text": "The K9 costs $5."}, headers={"host": host})
+    assert r.status_code == status, r.text
+    listed = TestClient(create_app(with_api(allowed_hosts=["ragft.internal"]), corpus))
+    assert listed.get("/v1/models", headers={"host": "ragft.internal:80"}).status_code == 200
+    assert listed.get("/v1/models", headers={"host": "localhost"}).status_code == 400  # a set list replaces the default

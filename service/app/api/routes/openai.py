@@ -16,34 +16,61 @@ import threading
 import time
 import uuid
 import weakref
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from service import adapters
 from service.app.api.deps import CoalescerDep, RuntimeDep, SettingsDep, TelemetryDep, errors, hide_paths
 from service.arms import ARMS, Query, UnknownArm, parse_arm, prompts_for
 from service.kinds import KINDS
+from service.prompts import PromptText
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=errors(404, 409, 429, 503))
+
+
+class TextPart(BaseModel):
+    """A text content part: what the arm reads."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["text"]
+    text: PromptText
+
+
+class OtherPart(BaseModel):
+    """A content part without text for the arm (an image, audio, a file): accepted and left out."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = Field(json_schema_extra={"not": {"const": "text"}})
+
+
+def _part_kind(part: Any) -> str:
+    kind = part.get("type") if isinstance(part, dict) else getattr(part, "type", None)
+    return "text" if kind == "text" else "other"
+
+
+# Validated by its `type`, so a text part is always checked as one (never passed as an OtherPart)
+ContentPart = Annotated[
+    Annotated[TextPart, Tag("text")] | Annotated[OtherPart, Tag("other")], Discriminator(_part_kind)
+]
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: str
-    content: str | list[dict[str, Any]] | None = None
+    content: PromptText | list[ContentPart] | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):  # content parts: keep the text ones
-            return " ".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+            return " ".join(p.text for p in self.content if isinstance(p, TextPart))
         return self.content or ""
 
 
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="allow")  # unused OpenAI fields are accepted and ignored
-    model: str = Field(description=f"An arm: {', '.join(ARMS)}.")
+    model: PromptText = Field(description=f"An arm: {', '.join(ARMS)}.")
     messages: list[ChatMessage] = Field(
         min_length=1,
         description="The arm answers the last user message with text (earlier turns are not sent to the model).",

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from service.app.api.deps import CoalescerDep, SettingsDep, TelemetryDep, errors
 from service.arms import ARMS, Answer, ArmNames, Query
+from service.prompts import PromptText
 
 
 class ArmsRequest(BaseModel):
@@ -22,11 +23,11 @@ class ArmsRequest(BaseModel):
 
 
 class QueryRequest(ArmsRequest):
-    question: str = Field(min_length=1, pattern=r"\S", description="The question every arm answers.")
+    question: PromptText = Field(min_length=1, pattern=r"\S", description="The question every arm answers.")
 
 
 class BatchQueryRequest(ArmsRequest):
-    questions: list[Annotated[str, Field(min_length=1, pattern=r"\S")]] = Field(
+    questions: list[Annotated[PromptText, Field(min_length=1, pattern=r"\S")]] = Field(
         min_length=1, description="Questions every arm answers, generated in batches."
     )
 

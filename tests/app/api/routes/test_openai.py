@@ -94,3 +94,30 @@ def test_a_failed_stream_ends_with_an_error_event_not_a_stop(settings, corpus):
     assert "ragft index" in events[-1]["error"]["message"]
     assert str(corpus) not in events[-1]["error"]["message"]  # no server paths
     assert all(choice["finish_reason"] is None for e in events[:-1] for choice in e["choices"])
+
+
+LONE = "\ud800"  # half of a surrogate pair: JSON can carry it, no tokenizer encodes it
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "base", "messages": [{"role": "user", "content": [{"type": "text", "text": f"k2 {LONE} ?"}]}]},
+        {"model": "base", "messages": [{"role": "user", "content": LONE}]},
+        {"model": LONE, "messages": [{"role": "user", "content": "q"}]},
+    ],
+    ids=["content-part", "content", "model"],
+)
+def test_text_that_is_not_unicode_is_a_422_not_a_500(client, body):
+    r = client.post("/v1/chat/completions", content=json.dumps(body), headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "unpaired UTF-16 surrogate (U+D800)" in r.text
+
+
+def test_content_parts_are_typed_and_only_text_parts_are_read(client):
+    parts = [{"type": "image_url", "image_url": {"url": "data:,"}}, {"type": "text", "text": "what is the price ?"}]
+    r = client.post("/v1/chat/completions", json={"model": "base", "messages": [{"role": "user", "content": parts}],
+                                                  "max_tokens": 2})  # fmt: skip
+    assert r.status_code == 200, r.text
+    untyped = [{"type": "text", "text": 7}]  # a text part is checked as one, never passed as another kind of part
+    r = client.post("/v1/chat/completions", json={"model": "base", "messages": [{"role": "user", "content": untyped}]})
+    assert r.status_code == 422

@@ -136,3 +136,17 @@ def test_errors_name_the_fix_without_server_paths(client, settings, corpus):
     assert str(settings.data_dir) not in r.text and str(corpus) not in r.text
     ready = client.get("/readyz").json()
     assert str(corpus) not in json.dumps(ready) and "ragft index" in ready["fix"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/query", {"question": "k2 \ud800 ?", "arms": ["base"]}),
+        ("/v1/query/batch", {"questions": ["what is the price ?", "\udfff"], "arms": ["base"]}),
+        ("/v1/query", {"question": "q", "arms": ["\ud800"]}),
+    ],
+)
+def test_text_that_is_not_unicode_is_a_422_not_a_500(client, path, body):
+    r = client.post(path, content=json.dumps(body), headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "unpaired UTF-16 surrogate" in r.text
+    assert client.post("/v1/query", json={"question": "k2 \U0001f600 ?", "arms": ["base"]}).status_code == 200
