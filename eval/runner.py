@@ -37,6 +37,7 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
+
 def select_rows(rows: list[TaskRow], families: list[str], limit: int | None, seed: int) -> dict[str, list[TaskRow]]:
     """Test rows per row family the report families read: all of them, or a seeded sample of `limit`
     (the same rows for every arm). Abstention also reads the answerable knowledge rows. Where registered
@@ -166,6 +167,8 @@ def run_eval(
                   for a, i in answerers}  # fmt: skip
         total = sum(len(rs) for rs in scored.values())
         done = [store.count(run_id)]
+        # the artifact fingerprints whose weights answered, per stored arm (a retrain mid-run shows as two)
+        answered_by: dict[str, set[str]] = {a: set(f) for a, f in store.run(run_id).meta.get("answered_by", {}).items()}
 
         def answer_all(base_rt: Runtime, phase: str, todo_rows: list[TaskRow]) -> None:
             by_id = {r.id: r for r in todo_rows}
@@ -189,9 +192,11 @@ def run_eval(
                         queries = [Query(r.text, r.instruction, example_key(r), FAMILIES[r.family].adapter_group)
                                    for r in members]  # fmt: skip
                         answers = answer(asked, rt, queries, max_new_tokens=max_new_tokens)
+                        answered_by.setdefault(stored_as, set()).update(a.fingerprint for a in answers if a.fingerprint)
                         predictions += [_to_prediction(stored_as, r, phase, a)
                                         for r, a in zip(members, answers, strict=True)]  # fmt: skip
                     store.add_predictions(run_id, predictions)
+                    store.update_meta(run_id, answered_by={a: sorted(f) for a, f in answered_by.items()})
                     done[0] += len(batch)
                     say(f"answer {stored_as} ({phase})", done[0], total)
 

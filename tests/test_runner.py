@@ -95,6 +95,11 @@ def test_eval_end_to_end_writes_three_report_files(settings, full_corpus, monkey
     # arms whose weights changed: rag and fewshot run the base weights, so they cannot forget
     assert stored == 6 * (4 + 3 + 1 + 1) + 4 * 2
     assert set(results["families"]["general"]["forgetting_vs_base"]) == {"lora", "rag_lora", "scratch"}
+    answered_by = store.run(run_id).meta["answered_by"]  # the artifacts whose weights answered, by fingerprint
+    for arm in ("lora", "rag_lora", "scratch"):
+        trained = {g["fingerprint"] for g in results["data"]["adapters"][arm]["groups"].values()}
+        assert answered_by[arm] and set(answered_by[arm]) <= trained
+    assert not answered_by.get("base") and not answered_by.get("rag")
     again = CliRunner().invoke(cli.app, ["eval", "--corpus", str(full_corpus)])
     assert again.exit_code == 0 and f"Verdict for run {run_id}" in again.stdout  # same inputs, same run
     assert store.count(run_id) == stored
