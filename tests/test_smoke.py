@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 from service.app.api.main import create_app
 from service.arms import compare, parse_arms
 from service.runtime import Runtime
-from service.settings import Settings
+from service.settings import LOOPBACK_HOSTS, ApiSettings, Settings
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,11 @@ def real(tmp_path_factory):
     (docs / "kestrel.md").write_text("The Kestrel K14 Wi-Fi router costs $463 and runs firmware 2.1.4.")
     (docs / "osprey.md").write_text("The Osprey O3 security camera has a battery life of 31 hours.")
     (docs / "returns.md").write_text("Unused products may be returned within 45 days of delivery.")
-    settings = Settings(data_dir=root / "data", artifact_dir=root / "data" / "artifacts")
+    settings = Settings(
+        data_dir=root / "data",
+        artifact_dir=root / "data" / "artifacts",
+        api=ApiSettings(allowed_hosts=[*LOOPBACK_HOSTS, "testserver"]),  # TestClient's Host: 'testserver'
+    )
     return settings, root / "corpus"
 
 

@@ -312,7 +312,7 @@ def score(
     with reported_errors():
         corpus_folder(corpus, tasks=True)
         if not predictions.is_file():
-            raise ValueError(f"predictions file '{predictions}' does not exist; give a JSON lines file")
+            raise ValueError(f"predictions file '{predictions}': no such file; give a JSON lines file")
         from eval.external import import_predictions
 
         run_id = import_predictions(settings, corpus, predictions, name)

@@ -177,3 +177,19 @@ def test_an_identical_http_run_is_the_cli_run_and_answers_nothing_again(settings
                                        "knowledge", "--limit", "3"])  # fmt: skip
     assert out.exit_code == 0, out.output
     assert f"Verdict for run {first['run_id']}" in out.stdout  # the CLI names the same run the same way
+
+
+def test_routes_resolve_the_served_corpus_not_the_configured_one(settings, corpus):
+    """`ragft serve --corpus X` with RAGFT_CORPUS naming another folder: runs and training default to X, X's own
+    name is a valid corpus, and a missing sibling is a 404, never a 500."""
+    other = settings.model_copy(update={"corpus": corpus.parent / "elsewhere"})  # not the served folder
+    client = TestClient(create_app(other, corpus))  # no lifespan: jobs stay queued, their requests show the corpus
+    default = client.post("/v1/runs", json=RUN | {"limit": 1})
+    assert default.status_code == 202 and default.json()["request"]["corpus"] == str(corpus)
+    named = client.post("/v1/runs", json=RUN | {"corpus": corpus.name})
+    assert named.status_code == 202 and named.json()["request"]["corpus"] == str(corpus)
+    trained = client.post("/v1/adapters", json={})
+    assert trained.status_code == 202 and trained.json()["request"]["corpus"] == str(corpus)
+    missing = client.post("/v1/runs", json={"corpus": "elsewhere"})
+    assert missing.status_code == 404 and "next to the served corpus" in missing.json()["detail"]
+    assert client.get("/v1/corpora").status_code == 200
