@@ -124,9 +124,38 @@ def load_documents(folder: Path) -> list[Document]:
     return [docs[k] for k in sorted(docs)]
 
 
-def document_files(folder: Path, doc_id: str) -> list[Path]:
-    """The files in `folder` named `doc_id` plus a document suffix (what a PUT or DELETE of `doc_id` replaces)."""
+class SharedDocumentFile(DocumentError):
+    """A document id that names, or lives in, a file holding other documents too: a PUT or DELETE of it would
+    replace them all, so it is refused; the message names the file to edit instead."""
+
+
+def _named_files(folder: Path, doc_id: str) -> list[Path]:
+    """The files in `folder` named `doc_id` plus a document suffix."""
     return [folder / f"{doc_id}{suffix}" for suffix in SUFFIXES if (folder / f"{doc_id}{suffix}").is_file()]
+
+
+def document_files(folder: Path, doc_id: str) -> list[Path]:
+    """The files that hold document `doc_id` and nothing else (what a PUT or DELETE of `doc_id` replaces).
+
+    Matched on document ids, not file names: `faq.jsonl` holding rows `faq-1` and `faq-2` is no document `faq`,
+    and row `faq-1` cannot be replaced without the file's other rows. Both raise SharedDocumentFile."""
+    folder = Path(folder)
+    named = _named_files(folder, doc_id)
+    for path in sorted({*named, *(p for p in folder.rglob("*.jsonl") if p.is_file())}):
+        ids = [d.doc_id for d in read_document_file(path, folder)]
+        rel = path.relative_to(folder).as_posix()
+        if path in named and ids != [doc_id]:
+            raise SharedDocumentFile(
+                f"'{doc_id}' names the file {rel}, which holds {len(ids)} documents ({', '.join(ids[:5])}"
+                f"{', ...' if len(ids) > 5 else ''}), not one document '{doc_id}'; address a document by its id, "
+                f"or edit {rel} in the corpus folder and re-index"
+            )
+        if path not in named and doc_id in ids:
+            raise SharedDocumentFile(
+                f"document '{doc_id}' is one of {len(ids)} rows of {rel}; replacing or deleting it alone would "
+                f"rewrite that file: edit {rel} in the corpus folder and re-index (ragft index)"
+            )
+    return named
 
 
 def write_synced(path: Path, data: bytes) -> None:
@@ -197,12 +226,10 @@ def recover_document_changes(folder: Path, indexed: dict[str, str] | None) -> li
         name, tag = moved.name[1:].rsplit(_OLD, 1)
         changes.setdefault((name.rsplit(".", 1)[0], tag), []).append(moved)
     for (doc_id, _), moved_files in sorted(changes.items()):
-        current = [
-            d for p in document_files(folder, doc_id) for d in read_document_file(p, folder) if d.doc_id == doc_id
-        ]
+        current = [d for p in _named_files(folder, doc_id) for d in read_document_file(p, folder) if d.doc_id == doc_id]
         now = current[0].content_hash if current else None
         if indexed is None or indexed.get(doc_id) != now:  # the index still holds the old text: undo
-            for path in document_files(folder, doc_id):
+            for path in _named_files(folder, doc_id):
                 path.unlink()
             for moved in moved_files:
                 os.rename(moved, folder / moved.name[1:].rsplit(_OLD, 1)[0])

@@ -376,6 +376,13 @@ class ApiSettings(BaseModel):
         description="Largest document text a PUT /v1/corpora/.../documents/{id} may store (UTF-8 bytes); bigger gets "
         "413. Embedding runs while the request waits: a 990 KB document took 100 s on 2 CPU cores.",
     )
+    max_document_changes: int = Field(
+        4,
+        ge=1,
+        description="Document PUTs and DELETEs admitted at once; past it they get 429 with Retry-After. Changes take "
+        "turns on the index lock, each holding a worker thread while it waits: 40 waiting PUTs filled the thread "
+        "pool and stalled every other sync route.",
+    )
     max_queued_answers: int = Field(
         64,
         ge=1,

@@ -191,6 +191,7 @@ def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
     app.state.coalescer = Coalescer(
         app.state.runtime, settings.generation.batch_size, settings.api.max_queued_answers, settings.api.query_timeout_s
     )
+    app.state.document_changes = threading.BoundedSemaphore(settings.api.max_document_changes)
     app.state.jobs = JobWorker(settings)
     app.state.telemetry.watch_jobs(app.state.jobs.store)
     guarded = [Depends(require_api_key)]

@@ -11,16 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from service.app.api.deps import CORPUS_NAME, CORPUS_NAME_PATTERN, RuntimeDep, SettingsDep, errors
-from service.documents import SUFFIXES, change_document, document_files
+from service.documents import SUFFIXES, SharedDocumentFile, change_document, document_files
 from service.retrieval import index_lock
 
-router = APIRouter(prefix="/v1", tags=["corpora"], responses=errors(404, 409, 507))
+router = APIRouter(prefix="/v1", tags=["corpora"], responses=errors(404, 409, 429, 507))
 Name = Annotated[str, PathParam(pattern=CORPUS_NAME_PATTERN, description="The served corpus's folder name.")]
 DocId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$", description="Document id.")]
 
@@ -69,6 +69,8 @@ def _apply(runtime, doc_id: str, text: str | None) -> dict:
     try:
         with index_lock(runtime.index_dir), change_document(folder, doc_id, text):
             return _reindex(runtime)
+    except SharedDocumentFile as exc:  # the id names a file of several documents, or a row of one
+        raise HTTPException(409, f"document '{doc_id}' was not applied: {exc}") from exc
     except (ValueError, RuntimeError) as exc:  # indexing refused it (e.g. no text left to index)
         raise HTTPException(422, f"document '{doc_id}' was not applied: {exc}") from exc
     except OSError as exc:  # a full disk or a file-size limit: the old files are back in place
@@ -78,18 +80,41 @@ def _apply(runtime, doc_id: str, text: str | None) -> dict:
 
 
 @router.put("/corpora/{name}/documents/{doc_id}")
-async def put_document(name: Name, doc_id: DocId, body: DocumentIn, runtime: RuntimeDep, settings: SettingsDep) -> dict:
+async def put_document(
+    name: Name, doc_id: DocId, body: DocumentIn, request: Request, runtime: RuntimeDep, settings: SettingsDep
+) -> dict:
     """Add or replace a document (stored as documents/<doc_id>.md); the next query sees it."""
     _served(runtime, name)
     size, limit = len(body.text.encode("utf-8")), settings.api.max_document_bytes
     if size > limit:
         raise HTTPException(413, f"the document is {size} bytes; the limit is {limit} (api.max_document_bytes)")
-    return await run_in_threadpool(_apply, runtime, doc_id, body.text)
+    return await _admitted(request, settings, _apply, runtime, doc_id, body.text)
+
+
+async def _admitted(request: Request, settings, fn, *args) -> dict:
+    """Run a document change in a worker thread if fewer than api.max_document_changes are in flight, else 429:
+    changes wait for each other on the index lock, and each waiting one holds a worker thread."""
+    slots = request.app.state.document_changes
+    if not slots.acquire(blocking=False):
+        raise HTTPException(
+            429, f"{settings.api.max_document_changes} document changes are already waiting for the index "
+            "(api.max_document_changes); retry later", headers={"Retry-After": "5"},
+        )  # fmt: skip
+    try:
+        return await run_in_threadpool(fn, *args)
+    finally:
+        slots.release()
 
 
 @router.delete("/corpora/{name}/documents/{doc_id}")
-async def delete_document(name: Name, doc_id: DocId, runtime: RuntimeDep) -> dict:
+async def delete_document(
+    name: Name, doc_id: DocId, request: Request, runtime: RuntimeDep, settings: SettingsDep
+) -> dict:
     folder = _served(runtime, name)
-    if not document_files(folder, doc_id):
+    try:
+        files = document_files(folder, doc_id)
+    except SharedDocumentFile as exc:
+        raise HTTPException(409, f"document '{doc_id}' was not deleted: {exc}") from exc
+    if not files:
         raise HTTPException(404, f"no document '{doc_id}' in corpus '{name}'")
-    return await run_in_threadpool(_apply, runtime, doc_id, None)
+    return await _admitted(request, settings, _apply, runtime, doc_id, None)

@@ -87,3 +87,45 @@ def test_a_document_put_does_not_wait_for_a_running_generation(client, corpus):
         release.set()
         worker.join()
     assert "dock" in passages(client, "how much does the dock cost ?")
+
+
+def test_delete_and_put_match_document_ids_and_refuse_multi_document_files(client, corpus):
+    """`faq` names faq.jsonl, which holds faq-1 and faq-2: deleting it would remove both, so it is a 409; a row of
+    that file cannot be replaced alone either. Nothing changes."""
+    rows = '{"id": "faq-1", "text": "The dock ships in May."}\n{"id": "faq-2", "text": "The K2 has two antennas."}\n'
+    (corpus / "documents" / "faq.jsonl").write_text(rows)
+    client.app.state.runtime.index()
+    for method, doc_id in (("DELETE", "faq"), ("PUT", "faq"), ("DELETE", "faq-1"), ("PUT", "faq-1")):
+        r = client.request(method, f"/v1/corpora/{corpus.name}/documents/{doc_id}", json={"text": "new text"})
+        assert r.status_code == 409, (method, doc_id, r.text)
+        assert "faq.jsonl" in r.json()["detail"] and "2" in r.json()["detail"]
+    assert (corpus / "documents" / "faq.jsonl").read_text() == rows
+    assert not (corpus / "documents" / "faq.md").exists() and not (corpus / "documents" / "faq-1.md").exists()
+
+
+def test_document_changes_past_the_limit_get_429_without_taking_a_thread(with_api, corpus):
+    """api.max_document_changes: a PUT past the changes already waiting for the index lock is refused at once."""
+    import threading
+    import time
+
+    from service.retrieval import index_lock
+
+    client = TestClient(create_app(with_api(max_document_changes=1), corpus))
+    runtime = client.app.state.runtime
+    runtime.index()
+    results: list[int] = []
+    with index_lock(runtime.index_dir):  # a long re-index holds the index
+        first = threading.Thread(
+            target=lambda: results.append(
+                client.put(f"/v1/corpora/{corpus.name}/documents/a", json={"text": "The dock is red."}).status_code
+            )
+        )
+        first.start()
+        deadline = time.monotonic() + 10
+        while client.app.state.document_changes._value and time.monotonic() < deadline:
+            time.sleep(0.02)  # until the first PUT holds the one slot
+        r = client.put(f"/v1/corpora/{corpus.name}/documents/b", json={"text": "The dock is blue."})
+        assert r.status_code == 429 and "api.max_document_changes" in r.text and r.headers["Retry-After"]
+    first.join(30)
+    assert results == [200]
+    assert not (corpus / "documents" / "b.md").exists()
