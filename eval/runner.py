@@ -31,7 +31,7 @@ from eval.store import Prediction, Store, StoredPassage
 from eval.tasks import TaskRow, example_key, load_tasks
 from service.arms import ARMS, Arm, Query, answer
 from service.documents import load_documents
-from service.retrieval import build_index, read_index_manifest
+from service.retrieval import build_index, index_lock, read_index_manifest
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -227,7 +227,8 @@ def _apply_updates(settings: Settings, runtime: Runtime, corpus: Path) -> tuple[
     documents.update({d.doc_id: d for d in changed})
     folder = settings.data_dir / "indexes" / f"{corpus.resolve().name}+updates"
     shutil.rmtree(folder, ignore_errors=True)
-    shutil.copytree(runtime.index_dir, folder)
+    with index_lock(runtime.index_dir):  # a document PUT meanwhile swaps the index whole, never mid-copy
+        shutil.copytree(runtime.index_dir, folder)
     runtime.load_generation()  # load once so both runtimes share it
     t0 = time.perf_counter()
     report = build_index(

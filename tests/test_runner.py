@@ -148,3 +148,43 @@ def test_training_seeds_train_and_answer_each_adapter_k_times(ragft, full_corpus
     assert "lora@seed1" not in results["families"]["knowledge"]["arms"]
     assert set(results["data"]["adapters"]["lora"]["groups"]) == {"questions", "behaviour", "questions@seed1",
                                                                   "behaviour@seed1"}  # fmt: skip
+
+
+def test_freshness_copies_the_index_under_the_index_lock(settings, full_corpus, monkeypatch):
+    """A document PUT swaps the index under its lock; the freshness phase's copy must take the same lock, or the
+    swap can land mid-copy. The flock is per open file, so a second open of the lock file sees it held."""
+    import fcntl
+    import os
+
+    import pytest
+
+    from eval import runner
+
+    class Copied(Exception):
+        pass
+
+    index_dir = settings.index_dir(full_corpus)
+    index_dir.mkdir(parents=True)
+    (index_dir / "manifest.json").write_text("{}")
+    held: list[bool] = []
+
+    def copytree(src, dst, **kwargs):
+        fd = os.open(index_dir.with_name(f"{index_dir.name}.lock"), os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held.append(False)
+        except BlockingIOError:
+            held.append(True)
+        finally:
+            os.close(fd)
+        raise Copied  # the copy is all this test looks at
+
+    class FakeRuntime:
+        pass
+
+    fake = FakeRuntime()
+    fake.index_dir = index_dir
+    monkeypatch.setattr(runner.shutil, "copytree", copytree)
+    with pytest.raises(Copied):
+        runner._apply_updates(settings, fake, full_corpus)
+    assert held == [True]
