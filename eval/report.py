@@ -14,6 +14,7 @@ from pathlib import Path
 import jinja2
 
 from eval.metrics import METRICS
+from service import folders
 
 RULE_MARK = {"agrees": "agrees", "contradicts": "CONTRADICTS", "inconclusive": "inconclusive", "n/a": "-"}
 
@@ -343,9 +344,7 @@ def write_report(results: dict, reports_dir: Path) -> Path:
         "report.html": render_html(results),
     }
     for name, text in files.items():
-        tmp = folder / f".{name}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(folder / name)
+        folders.replace_file(folder / name, text.encode("utf-8"))  # fsynced; a temp name per writer
     return folder
 
 

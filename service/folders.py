@@ -29,6 +29,23 @@ def sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def replace_file(path: Path, data: bytes) -> None:
+    """Write `path` whole or not at all: a temp file of a name unique to this writer (two processes writing the
+    same report never share one), fsynced, renamed over `path`, and the rename fsynced."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    sync_folder(path.parent)
+
+
 def new_build(folder: Path) -> Path:
     """An empty temp folder beside `folder`, unique to this build."""
     folder = Path(folder)

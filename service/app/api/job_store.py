@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.store import connect, now
+from eval.store import connect, now, transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -49,6 +49,10 @@ class JobRecord:
     run_id: str | None = None  # eval: the run it answers, a content hash of its inputs (as `ragft eval` names it)
 
 
+class QueueFull(RuntimeError):
+    """Too many jobs wait already; the API answers 429 with Retry-After."""
+
+
 class JobNotFound(KeyError):
     def __str__(self) -> str:
         return f"no job '{self.args[0]}'; GET /v1/runs and GET /v1/adapters list the known ones"
@@ -67,14 +71,26 @@ class JobStore:
     def close(self) -> None:
         self._conn.close()
 
-    def add_job(self, job_id: str, kind: str, request: dict) -> JobRecord:
-        with self._lock:
+    def add_job(self, job_id: str, kind: str, request: dict, max_queued: int | None = None) -> tuple[JobRecord, bool]:
+        """Queue a job and return (it, True), or (the job with the same request still waiting or running, False);
+        QueueFull when `max_queued` jobs wait already. The checks and the insert are one write transaction, so
+        concurrent submissions (threads, or another process on the same database) cannot pass `max_queued`."""
+        with transaction(self._conn, self._lock):
+            same = self.same_request(kind, request)
+            if same is not None:
+                return same, False
+            waiting = self._conn.execute("SELECT COUNT(*) FROM jobs WHERE status='queued'").fetchone()[0]
+            if max_queued is not None and waiting >= max_queued:
+                raise QueueFull(
+                    f"{waiting} jobs are already queued (api.max_queued_jobs={max_queued}); retry when one has "
+                    "finished, or cancel one with DELETE /v1/runs/<id>"
+                )
             stamp = now()
             self._conn.execute(
                 "INSERT INTO jobs (id, kind, request, status, created_at, updated_at) VALUES (?,?,?,?,?,?)",
                 (job_id, kind, json.dumps(request, sort_keys=True, default=str), "queued", stamp, stamp),
             )
-        return self.job(job_id)
+        return self.job(job_id), True
 
     def job(self, job_id: str) -> JobRecord:
         row = self._conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()

@@ -32,10 +32,6 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 
-class QueueFull(RuntimeError):
-    """Too many jobs wait already; the API answers 429 with Retry-After."""
-
-
 class JobWorker:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -66,18 +62,10 @@ class JobWorker:
     def submit(self, kind: str, request: dict) -> JobRecord:
         """Queue a job, or return the queued, running or finished job with the same request (deduplicated);
         QueueFull past `api.max_queued_jobs` waiting jobs."""
-        same = self.store.same_request(kind, request)
-        if same is not None:
-            return same
-        waiting = sum(n for (_, status), n in self.store.job_counts().items() if status == "queued")
-        if waiting >= self.settings.api.max_queued_jobs:
-            raise QueueFull(
-                f"{waiting} jobs are already queued (api.max_queued_jobs={self.settings.api.max_queued_jobs}); "
-                "retry when one has finished, or cancel one with DELETE /v1/runs/<id>"
-            )
         job_id = f"{'run' if kind == 'eval' else 'train'}-{uuid.uuid4().hex[:12]}"
-        job = self.store.add_job(job_id, kind, request)
-        self._queue.put(job_id)
+        job, new = self.store.add_job(job_id, kind, request, self.settings.api.max_queued_jobs)  # one transaction
+        if new:
+            self._queue.put(job_id)
         return job
 
     def cancel(self, job_id: str) -> JobRecord:

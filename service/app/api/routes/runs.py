@@ -14,8 +14,7 @@ from pydantic import BaseModel, Field
 from eval.families import FamilyNames
 from eval.spec import RunSpec
 from service.app.api.deps import CORPUS_NAME, CorpusName, RuntimeDep, SettingsDep, errors
-from service.app.api.job_store import JobNotFound, JobRecord
-from service.app.api.jobs import QueueFull
+from service.app.api.job_store import JobNotFound, JobRecord, QueueFull
 from service.arms import ARMS, ArmNames, TrainableArmNames, trainable
 from service.settings import Settings
 
