@@ -29,7 +29,6 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from service.arms import Answer, Arm, Query, answer
@@ -137,8 +136,18 @@ class Coalescer:
 
         Raises DeadlineExceeded when some of them are still waiting at the deadline; those are withdrawn,
         while a batch already generating runs to its end (bounded by max_new_tokens)."""
-        if not self.runtime.runs_locally(arm):
-            return await run_in_threadpool(answer, arm, self.runtime, queries, top_k, max_new_tokens)
+        if not self.runtime.runs_locally(arm):  # the server batches; the deadline still holds
+            try:
+                # asyncio's executor, not anyio's: a request past its deadline returns at once, the thread runs on
+                # until the backend answers or its own timeout (models.backend_timeout_s) ends it
+                return await asyncio.wait_for(
+                    asyncio.to_thread(answer, arm, self.runtime, queries, top_k, max_new_tokens), self.timeout_s
+                )
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    f"the generator backend did not answer arm '{arm.name}' within {self.timeout_s:g} s "
+                    "(api.query_timeout_s); retry later"
+                ) from None
         futures = self.submit(arm, queries, top_k, max_new_tokens)
         waiting = [asyncio.wrap_future(f) for f in futures]
         for w in waiting:  # one batch error reaches every future: mark each seen, so none is logged as lost

@@ -85,3 +85,28 @@ def test_a_query_that_fails_its_batch_fails_alone(settings, corpus):
     assert isinstance(errors[1], QueryFailed) and errors[1].status_code == 422
     alone = [Coalescer(runtime, max_batch=4).answer(ARMS["base"], q) for q in (QUESTIONS[0], QUESTIONS[1])]
     assert [r.text for r in (results[0], results[2])] == [a.text for a in alone]
+
+
+def test_a_remote_backend_answer_past_the_deadline_is_a_503_at_the_deadline(settings, corpus, monkeypatch):
+    """Arms on a remote backend skip the queue but not the deadline: a backend that hangs gives DeadlineExceeded
+    at api.query_timeout_s, not after its own (longer) request timeout."""
+    import threading
+
+    from service import coalesce
+
+    runtime = Runtime(settings, corpus)
+    monkeypatch.setattr(runtime, "runs_locally", lambda arm: False)
+    release = threading.Event()
+    monkeypatch.setattr(coalesce, "answer", lambda *args: release.wait(30))  # a backend that does not answer
+    coalescer = Coalescer(runtime, max_batch=4, timeout_s=0.3)
+
+    async def ask() -> float:
+        t0 = time.perf_counter()
+        try:
+            with pytest.raises(DeadlineExceeded, match="api.query_timeout_s"):
+                await coalescer.answers(ARMS["base"], [QUESTIONS[0]])
+            return time.perf_counter() - t0
+        finally:
+            release.set()  # asyncio.run waits for the executor's threads at its end
+
+    assert asyncio.run(ask()) < 5
