@@ -7,6 +7,7 @@ run faster in smaller batches on CPU); answers are returned in the caller's orde
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from service.settings import GenerationSettings
 
 Messages = list[dict[str, str]]
 
+STREAM_TOKEN_TIMEOUT_S = 120  # a streamed token waited for at most this long; CPU prefill of 1536 tokens takes ~5 s
 FALLBACK_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}assistant:{% endif %}"
@@ -112,29 +114,46 @@ class Generator:
             max_length=self.settings.max_prompt_tokens,
             add_special_tokens=False,
         ).to(self.model.device)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        # a timeout, so a reader never waits for ever on a generate() that died or hangs (it holds the model lock)
+        streamer = TextIteratorStreamer(
+            self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=STREAM_TOKEN_TIMEOUT_S
+        )
         output: dict = {}
 
         def run() -> None:
-            with torch.inference_mode():
-                output["ids"] = self.model.generate(
-                    **enc,
-                    max_new_tokens=max_new_tokens or self.settings.max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                    eos_token_id=self.tokenizer.eos_token_id,
-                    streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([Stopped()]),
-                )
+            try:
+                with torch.inference_mode():
+                    output["ids"] = self.model.generate(
+                        **enc,
+                        max_new_tokens=max_new_tokens or self.settings.max_new_tokens,
+                        do_sample=False,
+                        pad_token_id=self.tokenizer.pad_token_id,
+                        eos_token_id=self.tokenizer.eos_token_id,
+                        streamer=streamer,
+                        stopping_criteria=StoppingCriteriaList([Stopped()]),
+                    )
+            except BaseException as exc:  # the reader re-raises it; without end() it would wait for the timeout
+                output["error"] = exc
+                streamer.end()
 
         t0 = time.perf_counter()
         worker = Thread(target=run, daemon=True)
         worker.start()
         pieces = []
-        for piece in streamer:
-            pieces.append(piece)
-            yield piece
+        try:
+            for piece in streamer:
+                pieces.append(piece)
+                yield piece
+        except queue.Empty:
+            raise TimeoutError(
+                f"no token came for {STREAM_TOKEN_TIMEOUT_S} s while streaming; generation was stopped"
+            ) from None
+        finally:
+            if stop is not None:
+                stop.set()  # ends a generate() still running once the reader is gone or timed out
         worker.join()
+        if "error" in output:
+            raise output["error"]
         if on_done is not None:
             n = self._answer_length(output["ids"][0, enc["input_ids"].shape[1] :])
             on_done(Generation("".join(pieces).strip(), int(enc["attention_mask"].sum()), n,

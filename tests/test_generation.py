@@ -64,3 +64,32 @@ def test_tokenizer_calls_take_turns_across_threads(settings):
         assert not counted.wait(0.2)  # this one waits for its turn
     worker.join(timeout=10)
     assert counted.is_set()
+
+
+def test_a_failing_generate_ends_the_stream_instead_of_blocking(settings):
+    """If generate() raises in its thread, the streamer never gets its end: the reader must not wait for ever
+    holding the model lock."""
+    import threading
+
+    from service import models
+    from service.generation import Generator
+
+    model, tokenizer, model_id = models.load_generator(settings.models, settings.artifact_dir)
+    gen = Generator(model, tokenizer, model_id, settings.generation)
+
+    def broken(**kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    gen.model.generate = broken
+    outcome: list = []
+
+    def read() -> None:
+        try:
+            list(gen.stream([{"role": "user", "content": "yes"}], 3))
+        except RuntimeError as exc:
+            outcome.append(str(exc))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(20)
+    assert not reader.is_alive() and outcome == ["CUDA out of memory"]

@@ -141,8 +141,9 @@ async def chat_completions(
     if body.stream:
         release = coalescer.reserve(1)  # 429 now if the queue is full; given back when the stream ends
         hide = functools.partial(hide_paths, request=request)
-        events = _stream(arm, runtime, question, max_tokens, completion_id, created, release, hide)
-        weakref.finalize(events, release)  # also when the client left before the stream started
+        started = threading.Event()  # set once the worker thread runs: from then on it gives the place back
+        events = _stream(arm, runtime, question, max_tokens, completion_id, created, release, hide, started)
+        weakref.finalize(events, lambda: started.is_set() or release())  # the client left before the stream began
         return StreamingResponse(events, media_type="text/event-stream")
     with coalescer.admitted(1):
         [result] = await coalescer.answers(arm, [Query(question)], None, max_tokens)
@@ -170,11 +171,15 @@ async def chat_completions(
 _END = object()
 
 
-async def _stream(arm, runtime, question: str, max_tokens: int, completion_id: str, created: int, release, hide):
+async def _stream(
+    arm, runtime, question: str, max_tokens: int, completion_id: str, created: int, release, hide, started
+):
     """Server-sent events from a worker thread that holds the model for the whole answer.
 
     A client that goes away cancels this generator; `stop` then ends generation at its next token, so a
-    dropped stream stops holding the model. An error ends the stream with an error event (no finish_reason)."""
+    dropped stream stops holding the model. The stream's place in the queue is given back when the worker
+    thread ends, not when the client leaves: connect-and-drop loops cannot pile up generations past
+    api.max_queued_answers. An error ends the stream with an error event (no finish_reason)."""
     loop = asyncio.get_running_loop()
     pieces: asyncio.Queue = asyncio.Queue()
     stop = threading.Event()
@@ -190,20 +195,23 @@ async def _stream(arm, runtime, question: str, max_tokens: int, completion_id: s
             if stop.is_set():
                 return
             with runtime.generator_for(arm) as generator:
+                if stop.is_set():  # the client left while this waited for the model
+                    return
                 for piece in generator.stream(prompts[0], max_tokens, on_done=lambda g: done.update(g=g), stop=stop):
                     put(piece)
         except Exception as exc:  # reported to the client as an error event
             put(exc)
         finally:
+            release()  # the answer's place in the queue, held until no work is left for it
             put(_END)
 
+    started.set()
     threading.Thread(target=work, name="ragft-stream", daemon=True).start()
     try:
         async for event in _events(pieces, arm, max_tokens, completion_id, created, done, hide):
             yield event
-    finally:  # finished, failed, or cancelled by a disconnect
+    finally:  # finished, failed, or cancelled by a disconnect: the worker stops at its next token
         stop.set()
-        release()
 
 
 async def _events(pieces: asyncio.Queue, arm, max_tokens: int, completion_id: str, created: int, done: dict, hide):

@@ -121,3 +121,83 @@ def test_content_parts_are_typed_and_only_text_parts_are_read(client):
     untyped = [{"type": "text", "text": 7}]  # a text part is checked as one, never passed as another kind of part
     r = client.post("/v1/chat/completions", json={"model": "base", "messages": [{"role": "user", "content": untyped}]})
     assert r.status_code == 422
+
+
+class _HeldModel:
+    """A runtime whose generator streams one piece, then waits for `go` (a long answer still generating)."""
+
+    def __init__(self, enter_after=None):
+        import threading
+
+        self.go, self.streams, self.enter_after = threading.Event(), [], enter_after
+
+    def generator_for(self, arm):
+        from contextlib import contextmanager
+
+        runtime = self
+
+        @contextmanager
+        def held():
+            if runtime.enter_after is not None:
+                runtime.enter_after.wait(10)  # another request holds the runtime lock until then
+
+            class Gen:
+                def stream(self, messages, max_tokens, on_done=None, stop=None):
+                    runtime.streams.append(stop)
+                    yield "first"
+                    runtime.go.wait(10)
+                    yield "rest"
+
+            yield Gen()
+
+        return held()
+
+
+def _run_dropped_stream(runtime, monkeypatch, pieces_read: int):
+    """Start the route's stream, read `pieces_read` events, then drop it as a disconnect does; returns what the
+    release function saw: (calls at the drop, the started flag)."""
+    import asyncio
+    import threading
+
+    from service.app.api.routes import openai as route
+    from service.arms import ARMS
+
+    monkeypatch.setattr(route, "prompts_for", lambda arm, rt, queries: ([[{"role": "user", "content": "q"}]], 0, 0))
+    released, started = [], threading.Event()
+
+    async def drop() -> int:
+        events = route._stream(ARMS["base"], runtime, "q", 4, "id", 0, lambda: released.append(1), str, started)
+        for _ in range(pieces_read):
+            await events.__anext__()
+        await events.aclose()
+        return len(released)
+
+    return asyncio.run(drop()), released, started
+
+
+def test_a_dropped_stream_keeps_its_queue_place_until_its_worker_ends(monkeypatch):
+    import time
+
+    runtime = _HeldModel()
+    at_drop, released, _ = _run_dropped_stream(runtime, monkeypatch, pieces_read=2)  # the role chunk and "first"
+    assert at_drop == 0  # the worker still generates: the place is not given back yet
+    assert runtime.streams[0].is_set()  # ...but it was told to stop at its next token
+    runtime.go.set()
+    deadline = time.monotonic() + 10
+    while not released and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert released == [1]
+
+
+def test_a_stream_dropped_while_waiting_for_the_model_never_generates(monkeypatch):
+    import threading
+    import time
+
+    lock_free = threading.Event()
+    runtime = _HeldModel(enter_after=lock_free)
+    at_drop, released, _ = _run_dropped_stream(runtime, monkeypatch, pieces_read=1)  # only the role chunk
+    lock_free.set()  # the client is gone by the time the worker gets the model
+    deadline = time.monotonic() + 10
+    while not released and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert released == [1] and runtime.streams == []
