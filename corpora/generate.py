@@ -9,10 +9,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from corpora import ostwick, quillmark
+from corpora import entityq, ostwick, quillmark
 from corpora.common import write_files
 
-GENERATORS = {quillmark.NAME: quillmark.build, ostwick.NAME: ostwick.build}
+GENERATORS = {quillmark.NAME: quillmark.build, ostwick.NAME: ostwick.build, entityq.NAME: entityq.build}
 
 
 def generate(out_dir: Path) -> list[Path]:

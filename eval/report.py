@@ -14,9 +14,14 @@ from pathlib import Path
 import jinja2
 
 from eval.metrics import METRICS
+from eval.strata import strata_lines
 from service import folders
 
 RULE_MARK = {"agrees": "agrees", "contradicts": "CONTRADICTS", "inconclusive": "inconclusive", "n/a": "-"}
+
+
+STRATA_NOTE = ("Each family again within every value of the row field eval.strata_field (eval/strata.py): the best "
+               "arm's paired tests there are Holm-adjusted over all stratum tests; no chance baseline per stratum.")
 
 
 def _fmt(cell: dict | None) -> str:
@@ -152,6 +157,8 @@ def render_markdown(results: dict) -> str:
         if block.get("forgetting_vs_base"):
             lines += ["", "Forgetting (arm minus base on the general probes, base prompt, arms whose weights changed): "
                       + "; ".join(_comparison(results, c) for c in block["forgetting_vs_base"].values()) + "."]  # fmt: skip
+    if strata_lines(results):
+        lines += ["", "## By stratum", "", STRATA_NOTE, ""] + [f"- {line}" for line in strata_lines(results)]
     if training_lines(results):
         lines += ["", "## Training", ""] + [f"- {line}" for line in training_lines(results)]
     lines += ["", "## Cost", "", "| arm | training s | index s | refresh | p50 ms/answer | p95 ms/answer | prompt tokens "
@@ -292,6 +299,7 @@ th{background:#f1f3f5}.CONTRADICTS{color:#c92a2a;font-weight:bold}.agrees{color:
 {% if "freshness_panel" in charts %}<h2>Freshness panel</h2><img alt="freshness" src="{{ charts.freshness_panel }}">
 <p class="small">Refresh: re-index {{ r.data.refresh.reindex_s if r.data.refresh else "-" }} s for {{ r.data.refresh.documents_changed if r.data.refresh else "-" }} changed documents; adapters would need retraining (see cost table).</p>{% endif %}
 {% if "forgetting_panel" in charts %}<h2>Forgetting panel</h2><img alt="forgetting" src="{{ charts.forgetting_panel }}">{% endif %}
+{% if strata %}<h2>By stratum</h2><p class="small">{{ strata_note }}</p><ul>{% for line in strata %}<li>{{ line }}</li>{% endfor %}</ul>{% endif %}
 {% if training %}<h2>Training</h2><ul>{% for line in training %}<li>{{ line }}</li>{% endfor %}</ul>{% endif %}
 <h2>Cost</h2>
 {% if "cost_quality" in charts %}<img alt="cost versus quality" src="{{ charts.cost_quality }}">{% endif %}
@@ -328,6 +336,8 @@ def render_html(results: dict) -> str:
         | {a: _label(results, a) for b in results["families"].values() for a in b["arms"]},
         how_to_read=_how_to_read(results),
         training=[line.replace("**", "") for line in training_lines(results)],
+        strata=[line.replace("**", "") for line in strata_lines(results)],
+        strata_note=STRATA_NOTE,
         comparison=lambda c: _comparison(results, c),
         fmt=_fmt,
         num=_num,

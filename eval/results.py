@@ -28,6 +28,7 @@ from eval.metrics.knowledge import answer_sentences, corpus_answers
 from eval.report import write_report
 from eval.spec import RunSpec, replicated_arm
 from eval.store import Prediction, RunRecord, Store
+from eval.strata import stratum_blocks
 from eval.tasks import TaskRow, load_tasks, reference_output
 from eval.verdict import break_even_queries, decide, outcome
 from service.arms import ARMS, by_cost
@@ -420,6 +421,9 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None, jud
         "families": families,
         "costs": costs(run, predictions, settings),
         "failures": failures(values, predictions, rows, settings),
+        "strata": stratum_blocks(families, values, rows, settings.eval.strata_field, seed, margin)
+        if settings.eval.strata_field
+        else {},
     }
 
 

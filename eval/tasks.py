@@ -62,6 +62,14 @@ class TaskRow(BaseModel):
         default_factory=list,
         description="Train rows: other wordings of the same question (fine-tuning learns the fact from each).",
     )
+    popularity: int | None = Field(
+        None, ge=0, description="How popular the row's subject is (e.g. its Wikipedia pageviews), for strata."
+    )
+    stratum: str | None = Field(None, description="A label the report breaks verdicts down by (eval.strata_field).")
+    tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="Any other labels a team gives a row (document type, region...); eval.strata_field may name one.",
+    )
 
     @property
     def text(self) -> str:

@@ -337,6 +337,12 @@ class EvalSettings(BaseModel):
         "cheaper arm may be and still be recommended: it must be shown non-inferior within this margin, else the "
         "verdict is 'insufficient evidence'. Printed in every report.",
     )
+    strata_field: str | None = Field(
+        "stratum",
+        description="Row field (or key of a row's tags) the report breaks each family's verdict down by "
+        "(eval/strata.py), e.g. 'stratum', 'kind' or a team's own tag; None: pooled verdicts only. Rows without "
+        "the field are left out of the breakdown.",
+    )
     rows_per_batch: int = Field(32, ge=1, description="Rows answered and committed together (resume granularity).")
     price_per_hour: float = Field(
         0.10, ge=0, description="Hardware price per hour (USD) for the cost-per-1,000-queries estimate."
