@@ -406,6 +406,12 @@ class ApiSettings(BaseModel):
         description='Bearer tokens accepted on /v1 (comma-free JSON list in env: \'["k1","k2"]\'), each at least '
         "16 characters; empty = no auth, and `ragft serve` then binds only to a loopback address.",
     )
+    read_only_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Bearer tokens that may only ask and read: queries (/v1/query, /v1/query/batch, chat "
+        "completions, /v1/models) and reports (a run's report files, /v1/results); documents, training, runs and "
+        "reviews need a key from api_keys (403 otherwise). Each at least 16 characters.",
+    )
     protect_metrics_and_docs: bool | None = Field(
         None,
         description="Require an API key on /metrics, /docs, /redoc and /openapi.json too; None = yes when api_keys "
@@ -427,14 +433,14 @@ class ApiSettings(BaseModel):
         "INFO", description="`ragft serve` log level; INFO logs one line per request and per job state change."
     )
 
-    @field_validator("api_keys")
+    @field_validator("api_keys", "read_only_keys")
     @classmethod
-    def _keys_long_enough(cls, keys: list[SecretStr]) -> list[SecretStr]:
+    def _keys_long_enough(cls, keys: list[SecretStr], info) -> list[SecretStr]:
         # an empty key would let a request with an empty bearer token in; a short one can be guessed
         for i, key in enumerate(keys):
             if len(key.get_secret_value().strip()) < MIN_API_KEY_CHARS:
                 raise ValueError(
-                    f"api.api_keys[{i}] has {len(key.get_secret_value().strip())} characters besides spaces; each "
+                    f"api.{info.field_name}[{i}] has {len(key.get_secret_value().strip())} characters besides spaces; each "
                     "key needs at least "
                     f"{MIN_API_KEY_CHARS}. Set RAGFT_API__API_KEYS='[\"<key>\"]' with a random key, e.g. from "
                     "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
@@ -442,16 +448,21 @@ class ApiSettings(BaseModel):
         return keys
 
     @property
+    def keyed(self) -> bool:
+        """Whether /v1 needs a key: some admin or read-only key is configured."""
+        return bool(self.api_keys or self.read_only_keys)
+
+    @property
     def trusted_hosts(self) -> list[str]:
         """The Host header names accepted: allowed_hosts, else any with API keys and loopback names without."""
         if self.allowed_hosts is not None:
             return self.allowed_hosts
-        return ["*"] if self.api_keys else list(LOOPBACK_HOSTS)
+        return ["*"] if self.keyed else list(LOOPBACK_HOSTS)
 
     @property
     def guards_operations(self) -> bool:
         """Whether /metrics and the API docs need a key (protect_metrics_and_docs, defaulting to 'keys are set')."""
-        return bool(self.api_keys) if self.protect_metrics_and_docs is None else self.protect_metrics_and_docs
+        return self.keyed if self.protect_metrics_and_docs is None else self.protect_metrics_and_docs
 
 
 class Settings(BaseSettings):
@@ -489,7 +500,7 @@ class Settings(BaseSettings):
 
 
 # Fields that hold credentials: never written to run configs, results, reports or logs.
-SECRET_FIELDS = {"api": {"api_keys"}, "models": {"backend_api_key"}, "eval": {"judge_api_key"}}
+SECRET_FIELDS = {"api": {"api_keys", "read_only_keys"}, "models": {"backend_api_key"}, "eval": {"judge_api_key"}}
 
 
 @lru_cache

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from service.app.api.monitoring import Telemetry
 from service.coalesce import Coalescer
 from service.runtime import Runtime
-from service.settings import Settings
+from service.settings import ApiSettings, Settings
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -33,31 +33,66 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 _bearer = HTTPBearer(auto_error=False, description="An API key from api.api_keys, when any are configured.")
 
 
+def key_role(api: ApiSettings, authorization: str | None) -> str | None:
+    """'admin' or 'reader' for the bearer key in an Authorization header value, None for a missing or wrong one."""
+    scheme, _, token = (authorization or "").partition(" ")
+    given = token.strip().encode() if scheme.lower() == "bearer" else b""
+    # compare with every key (no early exit), so timing does not tell which key a guess came close to
+    admin = [k for k in api.api_keys if secrets.compare_digest(given, k.get_secret_value().encode())]
+    reader = [k for k in api.read_only_keys if secrets.compare_digest(given, k.get_secret_value().encode())]
+    return "admin" if admin else "reader" if reader else None
+
+
+def reader_may(method: str, route: str) -> bool:
+    """Whether a read-only key may call `route` (its path template): queries and reports, nothing that changes
+    documents, trains, starts or cancels runs, or reviews answers."""
+    if method == "POST":
+        return route in ("/v1/query", "/v1/query/batch", "/v1/chat/completions")
+    return method in ("GET", "HEAD") and route.startswith(("/v1/models", "/v1/results", "/v1/runs/{run_id}/report"))
+
+
+def unauthorized() -> HTTPException:
+    """The 401 of a missing or wrong key."""
+    return HTTPException(
+        401,
+        "missing or wrong API key: send 'Authorization: Bearer <key>' with a key from RAGFT_API__API_KEYS",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
 async def require_api_key(
-    settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    """401 unless the request carries one of the configured keys (no keys configured: open).
+    """401 unless the request carries one of the configured keys (no keys configured: open); 403 when a read-only
+    key (api.read_only_keys) calls a route that changes something. `RequestGuard` checks the key first, before
+    the body is read; this names the scheme in the OpenAPI schema and checks the key's role on the route.
 
     Async, like everything on the path of /metrics: it must never wait for a worker thread."""
-    keys = settings.api.api_keys
-    if not keys:
+    if not settings.api.keyed:
         return
-    given = credentials.credentials.encode() if credentials else b""
-    # compare with every key (no early exit), so timing does not tell which key a guess came close to
-    if not [k for k in keys if secrets.compare_digest(given, k.get_secret_value().encode())]:
+    role = key_role(settings.api, f"Bearer {credentials.credentials}" if credentials else None)
+    if role is None:
+        raise unauthorized()
+    route = getattr(request.scope.get("route"), "path", request.url.path)
+    if role == "reader" and not reader_may(request.method, route):
         raise HTTPException(
-            401,
-            "missing or wrong API key: send 'Authorization: Bearer <key>' with a key from RAGFT_API__API_KEYS",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+            403, f"this key is read-only (api.read_only_keys): it may ask questions and read reports; "
+            f"{request.method} {route} needs a key from api.api_keys",
+        )  # fmt: skip
 
 
 async def require_key_for_operations(
-    settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    """The API key check on /metrics and the docs, when api.protect_metrics_and_docs (default: keys are set)."""
-    if settings.api.guards_operations:
-        await require_api_key(settings, credentials)
+    """The API key check on /metrics and the docs, when api.protect_metrics_and_docs (default: keys are set);
+    either kind of key will do."""
+    given = f"Bearer {credentials.credentials}" if credentials else None
+    if settings.api.guards_operations and settings.api.keyed and key_role(settings.api, given) is None:
+        raise unauthorized()
 
 
 def hide_paths(message: str, request: Request) -> str:
@@ -69,6 +104,8 @@ def hide_paths(message: str, request: Request) -> str:
         (settings.artifact_dir, "<artifact_dir>"),
         (settings.data_dir, "<data_dir>"),
         (settings.eval.reports_dir, "<reports_dir>"),
+        *((Path(m), f"<models.{name}>") for name, m in (("generator", settings.models.generator),
+          ("embedder", settings.models.embedder)) if Path(m).is_absolute()),  # fmt: skip
         (Path(sys.prefix), "<python>"),
         (Path.cwd(), "."),
         (Path.home(), "~"),
@@ -101,7 +138,8 @@ class Problem(BaseModel):
 
 
 _REASONS = {
-    401: "missing or wrong API key (when api.api_keys is set)",
+    401: "missing or wrong API key (when api.api_keys or api.read_only_keys is set)",
+    403: "a read-only key (api.read_only_keys) on a route that changes something",
     404: "no such model, run, job or corpus",
     409: "not ready: index missing, adapter untrained or for another model, backend lacks the LoRA module",
     413: "body, question or batch over its limit (the message names the setting)",
@@ -114,7 +152,7 @@ _REASONS = {
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for the error codes a router can answer, all with the Problem body."""
-    return {code: {"model": Problem, "description": _REASONS[code]} for code in (401, 413, 422, *codes)}
+    return {code: {"model": Problem, "description": _REASONS[code]} for code in (401, 403, 413, 422, *codes)}
 
 
 CORPUS_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"

@@ -41,6 +41,7 @@ class JobWorker:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.current: str | None = None
+        self.corpus_folder = Path  # a request's corpus (a name, as the API stores it) -> its folder; set by the app
 
     def start(self) -> None:
         """Queue again whatever an earlier process left unfinished, then start the worker thread."""
@@ -114,7 +115,7 @@ class JobWorker:
                 self.store.update_job(job.id, progress={"stage": f"train {p.kind}", "done": p.step,
                                                         "total": p.max_steps, "loss": p.loss, "eta_s": round(p.eta_s)})  # fmt: skip
 
-            runtime = pipeline.open_runtime(self.settings, Path(request["corpus"]))
+            runtime = pipeline.open_runtime(self.settings, self.corpus_folder(request["corpus"]))
             kinds = [parse_kind(k) for k in request["kinds"]]
             pipeline.train_artifacts(self.settings, runtime, kinds, force=request.get("force", False), progress=report,
                                      should_stop=self._should_stop(job.id))  # fmt: skip
@@ -128,6 +129,7 @@ class JobWorker:
                                                             "eta_s": round(eta) if eta is not None else None})  # fmt: skip
 
         spec = RunSpec.model_validate(job.request)
+        spec = spec.model_copy(update={"corpus": self.corpus_folder(str(spec.corpus))})
         run_id = run_eval(self.settings, spec, progress=progress, should_stop=self._should_stop(job.id),
                           named=lambda run_id: self.store.set_run_id(job.id, run_id))  # fmt: skip
         publish_run(self.settings, run_id)

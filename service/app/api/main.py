@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
@@ -21,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from eval.pipeline import open_runtime
 from service.adapters import AdapterMismatch, ArtifactMissing
-from service.app.api.deps import hide_paths, require_api_key, require_key_for_operations
+from service.app.api.deps import hide_paths, key_role, require_api_key, require_key_for_operations, unauthorized
 from service.app.api.jobs import JobWorker
 from service.app.api.monitoring import RequestGuard, Telemetry
 from service.app.api.routes import corpora, health, openai, query, runs
@@ -91,7 +92,7 @@ def is_loopback(host: str) -> bool:
 def check_binding(host: str, settings: Settings, insecure: bool) -> str | None:
     """Refuse to serve a network interface without API keys; with `insecure`, allow it and return the warning
     to log. Closed by default: an open API on the network lets anyone edit the corpus and start training."""
-    if settings.api.api_keys or is_loopback(host):
+    if settings.api.keyed or is_loopback(host):
         return None
     if not insecure:
         raise ValueError(
@@ -115,6 +116,23 @@ def recover_storage(runtime: Runtime) -> None:
             touched = recover_document_changes(folder, manifest.documents if manifest else None)
             if touched:
                 log.warning("start-up recovery: finished or undid interrupted changes to documents %s", touched)
+
+
+def key_check(settings: Settings):
+    """The check RequestGuard runs before reading a /v1 body: None (go on) or the 401 to send. The route's
+    dependency then checks what a read-only key may do."""
+    if not settings.api.keyed:
+        return None
+
+    def refusal(scope, headers: dict) -> Response | None:
+        if not scope["path"].startswith("/v1/") or scope["method"] == "OPTIONS":
+            return None
+        if key_role(settings.api, headers.get(b"authorization", b"").decode("latin-1")) is not None:
+            return None
+        exc = unauthorized()
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    return refusal
 
 
 def serve_docs(app: FastAPI) -> None:
@@ -193,6 +211,7 @@ def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
     )
     app.state.document_changes = threading.BoundedSemaphore(settings.api.max_document_changes)
     app.state.jobs = JobWorker(settings)
+    app.state.jobs.corpus_folder = functools.partial(runs.corpus_folder, corpus)
     app.state.telemetry.watch_jobs(app.state.jobs.store)
     guarded = [Depends(require_api_key)]
     app.include_router(health.router)
@@ -211,7 +230,8 @@ def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
     document_limits(app, settings.api)
     # Host names checked inside RequestGuard, so a refused host (a DNS-rebinding page) is logged and counted
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.api.trusted_hosts, www_redirect=False)
-    app.add_middleware(RequestGuard, telemetry=app.state.telemetry, max_body_bytes=settings.api.max_body_bytes)
+    app.add_middleware(RequestGuard, telemetry=app.state.telemetry, max_body_bytes=settings.api.max_body_bytes,
+                       authorized=key_check(settings))  # fmt: skip
     if settings.api.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.api.cors_origins, allow_methods=["*"], allow_headers=["*"]

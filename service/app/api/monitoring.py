@@ -74,8 +74,10 @@ class RequestGuard:
     """ASGI middleware: refuses bodies over the limit (413, before reading them), records request metrics,
     tags each request with an X-Request-ID and logs one access line per request."""
 
-    def __init__(self, app: ASGIApp, telemetry: Telemetry, max_body_bytes: int):
-        self.app, self.telemetry, self.max_body = app, telemetry, max_body_bytes
+    def __init__(self, app: ASGIApp, telemetry: Telemetry, max_body_bytes: int, authorized=None):
+        """`authorized(scope, headers) -> None | Response`: the answer to send instead (a 401) when the request
+        lacks a key, checked before any of the body is read."""
+        self.app, self.telemetry, self.max_body, self.authorized = app, telemetry, max_body_bytes, authorized
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -111,6 +113,10 @@ class RequestGuard:
         """Read the whole body here (at most max_body bytes), refuse it or JSON the standard does not allow,
         then hand it on. Reading it here, not in the route, makes a chunked body over the limit a 413 too
         (an error raised inside FastAPI's body reader turns into a 400)."""
+        refusal = self.authorized(scope, headers) if self.authorized is not None else None
+        if refusal is not None:  # no key: not a byte of the body is read or parsed
+            await refusal(scope, receive, send)
+            return
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
             detail = f"request body is {int(length)} bytes; the limit is {self.max_body} (api.max_body_bytes)"

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from eval.families import FamilyNames
 from eval.spec import RunSpec
-from service.app.api.deps import CORPUS_NAME, CorpusName, RuntimeDep, SettingsDep, errors
+from service.app.api.deps import CORPUS_NAME, CorpusName, RuntimeDep, SettingsDep, errors, hide_paths
 from service.app.api.job_store import JobNotFound, JobRecord, QueueFull
 from service.arms import ARMS, ArmNames, TrainableArmNames, trainable
 from service.settings import Settings
@@ -22,6 +22,14 @@ router = APIRouter(prefix="/v1", tags=["runs"], responses=errors(404, 409, 429))
 JobId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$", description="A job or run id.")]
 REPORT_FILES = {"": ("report.html", "text/html"), ".json": ("results.json", "application/json"),
                 ".md": ("report.md", "text/markdown")}  # fmt: skip
+
+
+def corpus_folder(served: Path, name: str) -> Path:
+    """The folder of a corpus a job request names: the served one or a sibling (a path stored by an older
+    version is used as it is)."""
+    if "/" in name or "\\" in name:
+        return Path(name)
+    return served if name == served.resolve().name else served.resolve().parent / name
 
 
 def resolve_corpus(served: Path, name: str | None) -> Path:
@@ -58,9 +66,12 @@ class AdapterRequest(BaseModel):
     force: bool = Field(False, description="Train again even if an identical artifact is stored.")
 
 
-def _out(job: JobRecord) -> dict:
-    return {"id": job.id, "kind": job.kind, "status": job.status, "progress": job.progress, "request": job.request,
-            "created_at": job.created_at, "updated_at": job.updated_at, "error": job.error,
+def _out(job: JobRecord, request: Request) -> dict:
+    """A job as the API shows it: its corpus by name and its error without this server's folders."""
+    shown = job.request | ({"corpus": Path(job.request["corpus"]).name} if job.request.get("corpus") else {})
+    error = hide_paths(job.error, request) if job.error else job.error
+    return {"id": job.id, "kind": job.kind, "status": job.status, "progress": job.progress, "request": shown,
+            "created_at": job.created_at, "updated_at": job.updated_at, "error": error,
             "run_id": job.run_id}  # fmt: skip
 
 
@@ -70,7 +81,7 @@ def _worker(request: Request):
 
 def _submit(request: Request, kind: str, payload: dict) -> dict:
     try:
-        return _out(_worker(request).submit(kind, payload))
+        return _out(_worker(request).submit(kind, payload), request)
     except QueueFull as exc:
         raise HTTPException(429, str(exc), headers={"Retry-After": "60"}) from exc
 
@@ -80,7 +91,7 @@ def _page(response: Response, request: Request, kind: str, limit: int | None, of
     size = min(limit or settings.api.max_page_size, settings.api.max_page_size)
     jobs, total = _worker(request).store.jobs_page(kind, size, offset)
     response.headers["X-Total-Count"] = str(total)
-    return [_out(j) for j in jobs]
+    return [_out(j, request) for j in jobs]
 
 
 PageLimit = Annotated[int | None, Query(ge=1, description="Jobs per page (at most api.max_page_size).")]
@@ -94,9 +105,9 @@ def start_run(body: RunRequest, request: Request, settings: SettingsDep, runtime
     its stored answers. The same request while an identical one waits or runs returns that job."""
     corpus = resolve_corpus(runtime.corpus, body.corpus)
     run_id = f"{corpus.resolve().name}-fresh-{uuid.uuid4().hex[:10]}" if body.fresh else None
-    spec = RunSpec.resolve(settings, corpus, arms=body.arms, families=body.families, limit=body.limit, seed=body.seed,
-                           run_id=run_id)  # fmt: skip
-    return _submit(request, "eval", spec.model_dump(mode="json"))
+    spec = RunSpec.resolve(settings, Path(corpus.resolve().name), arms=body.arms, families=body.families,
+                           limit=body.limit, seed=body.seed, run_id=run_id)  # fmt: skip
+    return _submit(request, "eval", spec.model_dump(mode="json"))  # the corpus by name: the worker finds its folder
 
 
 @router.get("/runs")
@@ -114,13 +125,13 @@ def _job(request: Request, job_id: str) -> JobRecord:
 
 @router.get("/runs/{run_id}")
 def get_run(run_id: JobId, request: Request) -> dict:
-    return _out(_job(request, run_id))
+    return _out(_job(request, run_id), request)
 
 
 @router.delete("/runs/{run_id}")
 def cancel_run(run_id: JobId, request: Request) -> dict:
     """Cancel a queued or running job; what it stored is kept."""
-    return _out(_worker(request).cancel(_job(request, run_id).id))
+    return _out(_worker(request).cancel(_job(request, run_id).id), request)
 
 
 def _file(media: str) -> dict:
@@ -157,7 +168,7 @@ def train_adapters(body: AdapterRequest, request: Request, runtime: RuntimeDep) 
     """Queue training of the artifacts the given arms need (reused when unchanged)."""
     corpus = resolve_corpus(runtime.corpus, body.corpus)
     kinds = list(dict.fromkeys(ARMS[name].adapter for name in body.arms or trainable()))
-    return _submit(request, "train", {"corpus": str(corpus), "kinds": kinds, "force": body.force})
+    return _submit(request, "train", {"corpus": corpus.resolve().name, "kinds": kinds, "force": body.force})
 
 
 @router.get("/adapters")
@@ -170,4 +181,4 @@ def list_adapter_jobs(
 
 @router.get("/adapters/{job_id}")
 def get_adapter_job(job_id: JobId, request: Request) -> dict:
-    return _out(_job(request, job_id))
+    return _out(_job(request, job_id), request)

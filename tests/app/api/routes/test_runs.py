@@ -185,11 +185,12 @@ def test_routes_resolve_the_served_corpus_not_the_configured_one(settings, corpu
     other = settings.model_copy(update={"corpus": corpus.parent / "elsewhere"})  # not the served folder
     client = TestClient(create_app(other, corpus))  # no lifespan: jobs stay queued, their requests show the corpus
     default = client.post("/v1/runs", json=RUN | {"limit": 1})
-    assert default.status_code == 202 and default.json()["request"]["corpus"] == str(corpus)
+    assert default.status_code == 202 and default.json()["request"]["corpus"] == corpus.name
     named = client.post("/v1/runs", json=RUN | {"corpus": corpus.name})
-    assert named.status_code == 202 and named.json()["request"]["corpus"] == str(corpus)
+    assert named.status_code == 202 and named.json()["request"]["corpus"] == corpus.name
     trained = client.post("/v1/adapters", json={})
-    assert trained.status_code == 202 and trained.json()["request"]["corpus"] == str(corpus)
+    assert trained.status_code == 202 and trained.json()["request"]["corpus"] == corpus.name
+    assert client.app.state.jobs.corpus_folder(corpus.name) == corpus  # the worker runs the served folder
     missing = client.post("/v1/runs", json={"corpus": "elsewhere"})
     assert missing.status_code == 404 and "next to the served corpus" in missing.json()["detail"]
     assert client.get("/v1/corpora").status_code == 200
