@@ -15,6 +15,7 @@ import jinja2
 
 from eval.metrics import METRICS
 from eval.strata import strata_lines
+from eval.verdict import INSUFFICIENT
 from service import folders
 
 RULE_MARK = {"agrees": "agrees", "contradicts": "CONTRADICTS", "inconclusive": "inconclusive", "n/a": "-"}
@@ -51,19 +52,49 @@ def verdict_rows(results: dict) -> list[dict]:
             "metric": block["headline_metric"],
             "best": _label(results, v["best"]),
             "score": _fmt(block["arms"][v["best"]][block["headline_metric"]]),
-            "chance": _num(block.get("chance_baseline"), 2),
+            "chance": _chance(block.get("chance_baseline")),
             "mdd": f"{_num(power.get('mdd'), 2)} (n={power.get('rows', '-')})",
             "worse": _labels(results, v.get("worse", [])),
             "non_inferior": _labels(results, v.get("non_inferior", [])),
             "undecided": _labels(results, v.get("undecided", v.get("tied_with", []))),
-            "tied": _labels(results, v.get("tied_with", [])),
-            "recommended": _label(results, v["recommended"]) if v.get("recommended") else "insufficient evidence",
+            "recommended": _label(results, v["recommended"]) if v.get("recommended") else v.get("status", INSUFFICIENT),
             "status": v.get("status", "decided"),
             "rule": RULE_MARK[v["rule"]],
-            "reason": v["reason"],
+            "reason": v["reason"] + _never_abstains(results, v.get("never_abstains", [])),
             "rule_statement": v["rule_statement"],
+            "baseline": _baseline_line(results, block),
         })  # fmt: skip
     return rows
+
+
+def _chance(cell) -> str:
+    """The chance baseline's cell: its score with interval, or 'n/a' when too few train rows made no guess (and
+    the old schema's bare number as it was)."""
+    if cell is None or isinstance(cell, int | float):
+        return _num(cell, 2)
+    return "n/a" if cell.get("value") is None else f"{cell['value']:.2f} [{cell['ci_low']:.2f}, {cell['ci_high']:.2f}]"
+
+
+def _never_abstains(results: dict, arms: list[str]) -> str:
+    if not arms:
+        return ""
+    return (f"; {_labels(results, arms)} never abstained on an unanswerable row (coverage 1.00), so "
+            f"{'its' if len(arms) == 1 else 'their'} score is answerable rows alone, at most half the headline")  # fmt: skip
+
+
+def _baseline_line(results: dict, block: dict) -> str:
+    """What the family's chance baseline guessed and which arms beat it (paired, Holm-adjusted)."""
+    cell = block.get("chance_baseline")
+    if not isinstance(cell, dict):
+        return ""
+    if cell.get("value") is None:
+        head = f"no chance baseline ({cell.get('reason')}); arms were tested against the metric's floor instead"
+    else:
+        head = f"chance baseline {_chance(cell)}: {cell.get('guess')}"
+    tested = [c for c in block.get("baseline_comparisons", []) if c.get("tested", True)]
+    above = [c["a"] for c in tested if c.get("beats")]
+    return (f"{head}; of the arms a verdict could name ({_labels(results, [c['a'] for c in tested])}), "
+            f"significantly above it: {_labels(results, above)}")  # fmt: skip
 
 
 HOW_TO_READ = (
@@ -73,8 +104,14 @@ HOW_TO_READ = (
     "*worse* when that adjusted test says so, *non-inferior* when a one-sided test shows it within the margin of "
     "{margin:g} of the best, and *undecided* otherwise. The recommendation is the cheapest of the best and the "
     "non-inferior arms, unless a cheaper arm is undecided: then the verdict is *insufficient evidence*. *chance* is "
-    "the best constant guess's score; *MDD* is the smallest difference this many rows detect with 80% power: "
-    "differences below it can neither be seen nor ruled out."
+    "a constant guess chosen on the train rows alone (per answer type read from the question, per behaviour format; "
+    "for abstention the better of always abstaining and never abstaining) and scored on the test rows like an arm, "
+    "with its interval; only an arm significantly above it (paired, Holm-adjusted over the tests of the arms a "
+    "verdict could name: the best and the non-inferior) "
+    "can be recommended, else the "
+    "verdict is *no arm beats the baseline*. *undecided* means this run could not tell, never that the arms are "
+    "equal. *MDD* is the smallest difference this many rows detect with 80% power: differences below it can "
+    "neither be seen nor ruled out."
 )
 
 
@@ -121,10 +158,21 @@ def training_lines(results: dict) -> list[str]:
     return lines
 
 
+def review_line(review: dict) -> str:
+    """What a reviewed report (`eval.review`) says first: how many answers reviewers overrode, and who."""
+    by = ", ".join(f"{name} ({n})" for name, n in review["by"].items())
+    return (f"Reviewed: {review['answers_overridden']} answer(s) on {review['rows_overridden']} row(s) overridden "
+            f"({review['right']} marked right, {review['wrong']} wrong) by {by or 'nobody'}; the headline scores of "
+            "those answers are the reviewers' marks, every other figure is measured. The measured report is "
+            "unchanged.")  # fmt: skip
+
+
 def render_markdown(results: dict) -> str:
     lines = [f"# ragft report: {results['run_id']}", ""]
     lines.append(f"Corpus `{results['corpus']}`, generator `{results['models']['generator']}`, "
                  f"status {results['status']}; judge: {'used' if results['judge']['used'] else 'none (judge-free metrics)'}.")  # fmt: skip
+    if results.get("review"):
+        lines += ["", f"**{review_line(results['review'])}**"]
     lines += ["", "## Verdict", "", "| family | headline | best | score [95% CI] | chance | MDD | worse | non-inferior "
               "| undecided | recommended | folk rule |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in verdict_rows(results):
@@ -135,7 +183,8 @@ def render_markdown(results: dict) -> str:
                   f"{a['agreement']:.0%} of {a['pairs']} answers, Cohen's kappa {_num(a['cohens_kappa'], 2)}."]  # fmt: skip
     lines += ["", _how_to_read(results), ""]
     for r in verdict_rows(results):
-        lines.append(f"- **{r['family']}**: {r['reason']}. {r['rule_statement']}")
+        lines.append(f"- **{r['family']}**: {r['reason']}. {r['rule_statement']}"
+                     + (f" ({r['baseline']}.)" if r["baseline"] else ""))  # fmt: skip
     for family, block in results["families"].items():
         arms = list(block["arms"])
         metrics = [m for m in METRICS.values() if m.family == family and any(m.name in block["arms"][a] for a in arms)]
@@ -278,13 +327,14 @@ th{background:#f1f3f5}.CONTRADICTS{color:#c92a2a;font-weight:bold}.agrees{color:
 <p class="small">Corpus <b>{{ r.corpus }}</b> &middot; generator {{ r.models.generator }} &middot; embedder {{ r.models.embedder }}
 &middot; status {{ r.status }} &middot; judge: {{ "used" if r.judge.used else "none (judge-free metrics)" }}
 &middot; rows per family: {% for f, n in r.data.rows.items() %}{{ f }} {{ n }}{% if not loop.last %}, {% endif %}{% endfor %}</p>
+{% if r.get("review") %}<p><b>{{ review_line(r.review) }}</b></p>{% endif %}
 <h2>Verdict</h2>
 <table><tr><th>family</th><th>headline</th><th>best</th><th>score [95% CI]</th><th>chance</th><th>MDD</th><th>worse</th><th>non-inferior</th><th>undecided</th><th>recommended</th><th>folk rule</th></tr>
 {% for v in verdicts %}<tr><td>{{ v.family }}</td><td>{{ v.metric }}</td><td>{{ v.best }}</td><td>{{ v.score }}</td><td>{{ v.chance }}</td><td>{{ v.mdd }}</td>
 <td>{{ v.worse }}</td><td>{{ v.non_inferior }}</td><td>{{ v.undecided }}</td><td><b>{{ v.recommended }}</b></td><td class="{{ v.rule }}">{{ v.rule }}</td></tr>{% endfor %}</table>
 <p class="small">{{ how_to_read }}</p>
 {% for family, a in r.judge.get("agreement", {}).items() %}<p class="small">Judge check ({{ family }}): {{ a.headline }} and {{ a.judge_metric }} agree on {{ a.agreement }} of {{ a.pairs }} answers, Cohen's kappa {{ num(a.cohens_kappa, 2) }}.</p>{% endfor %}
-<ul>{% for v in verdicts %}<li><b>{{ v.family }}</b>: {{ v.reason }}. {{ v.rule_statement }}</li>{% endfor %}</ul>
+<ul>{% for v in verdicts %}<li><b>{{ v.family }}</b>: {{ v.reason }}. {{ v.rule_statement }}{% if v.baseline %} ({{ v.baseline }}.){% endif %}</li>{% endfor %}</ul>
 {% for family, block in r.families.items() %}
 <h2>{{ family }}</h2>
 {% if family in charts %}<img alt="{{ family }} chart" src="{{ charts[family] }}">{% endif %}
@@ -339,6 +389,7 @@ def render_html(results: dict) -> str:
         strata=[line.replace("**", "") for line in strata_lines(results)],
         strata_note=STRATA_NOTE,
         comparison=lambda c: _comparison(results, c),
+        review_line=review_line,
         fmt=_fmt,
         num=_num,
     )

@@ -20,23 +20,25 @@ from pathlib import Path
 import numpy as np
 
 from eval import stats
-from eval.audit import chance_baselines
+from eval.baseline import ARM as CHANCE
+from eval.baseline import chance_baseline
 from eval.external import register_external_arms
 from eval.families import FAMILIES
-from eval.metrics import METRICS, ScoringContext, family_metrics, headline, report_families
+from eval.metrics import METRICS, ScoringContext, balanced, family_metrics, headline, report_families
 from eval.metrics.knowledge import answer_sentences, corpus_answers
 from eval.report import write_report
 from eval.spec import RunSpec, replicated_arm
 from eval.store import Prediction, RunRecord, Store
 from eval.strata import stratum_blocks
 from eval.tasks import TaskRow, load_tasks, reference_output
-from eval.verdict import break_even_queries, decide, outcome
+from eval.verdict import beats, break_even_queries, decide, outcome
 from service.arms import ARMS, by_cost
 from service.documents import load_documents
 from service.models import library_versions
 from service.settings import Settings
 
-SCHEMA_VERSION = 2  # 2: verdicts with worse / non_inferior / undecided and status, power, chance, arms
+SCHEMA_VERSION = 3  # 3: chance_baseline an object scored like an arm, baseline_comparisons, balanced abstention,
+# cost per answer its share of the wall clock; 2: verdicts with worse / non_inferior / undecided and status
 
 
 def _clean(x: float) -> float | None:
@@ -81,6 +83,23 @@ def fold_replicates(values: dict) -> tuple[dict, dict]:
     return folded, replicates
 
 
+def balance_values(values: dict, replicates: dict, rows: dict[str, TaskRow]) -> dict:
+    """Row values of metrics whose row groups weigh equally (abstention's answerable and unanswerable halves)
+    reweighted (`eval.metrics.balanced`), their per-seed replicates alike (in place); other metrics as they are."""
+    out = dict(values)
+    for (arm, name), per_row in values.items():
+        metric = METRICS[name]
+        if metric.balance is None or not all(isinstance(v, int | float) for v in per_row.values()):
+            continue
+        weight = balanced(metric, dict.fromkeys(per_row, 1.0), rows)
+        out[(arm, name)] = {i: float(v) * weight[i] for i, v in per_row.items()}
+        if (arm, name) in replicates:
+            ids = sorted(per_row)  # the order fold_replicates keeps the seeds' values in
+            replicates[(arm, name)] = [[v * weight[i] for v, i in zip(r, ids, strict=True)]
+                                       for r in replicates[(arm, name)]]  # fmt: skip
+    return out
+
+
 def score_predictions(
     predictions: list[Prediction], rows: dict[str, TaskRow], ctx: ScoringContext
 ) -> dict[tuple[str, str], dict[str, object]]:
@@ -107,7 +126,11 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 def costs(run: RunRecord, predictions: list[Prediction], settings: Settings) -> dict[str, dict]:
-    """Per arm: one-off training and index time, per-answer latency and tokens, and money per 1,000 queries."""
+    """Per arm: one-off training and index time, per-answer cost and tokens, and money per 1,000 queries.
+
+    An answer's cost is its share of the machine (`Prediction.cost_ms`), not its batch's latency: batches that ran
+    side by side each took longer than the machine time they used. Beside it, the arm's summed machine time and
+    the wall clock the runner measured while it answered (`machine_over_wall` near 1: the costs add up)."""
     meta = run.meta
     adapters = meta.get("adapters", {})
     index = meta.get("index", {})
@@ -146,6 +169,13 @@ def costs(run: RunRecord, predictions: list[Prediction], settings: Settings) -> 
             if per_query_s is not None
             else None,
         }
+    walls = meta.get("answer_wall_s", {})
+    for arm_name, figures in out.items():
+        if figures["measured"] and arm_name in walls:  # main and fresh answers: the wall clock covers both phases
+            machine_s = sum(p.cost_ms for p in predictions if p.arm == arm_name) / 1000
+            figures["machine_s"] = _clean(round(machine_s, 3))
+            figures["answer_wall_s"] = walls[arm_name]
+            figures["machine_over_wall"] = _clean(round(machine_s / walls[arm_name], 3)) if walls[arm_name] else None
     rag = out.get("rag")
     for arm_name, figures in out.items():
         if (
@@ -265,9 +295,44 @@ def _power(values, top, best: str, scored: list[str], margin: float, comparisons
             "rows_for_margin": stats.rows_needed(margin, sd=sd) if sd else None}  # fmt: skip
 
 
+def _against_baseline(block: dict, baseline, values, rows: dict[str, TaskRow], seed: int) -> None:
+    """The chance baseline's figure with its interval, and every scored arm's paired test against it. Without a
+    baseline (too few train rows) the arms are tested against the metric's floor (every row failed), so an arm
+    at the floor is still not recommended."""
+    top = block["headline_metric"]
+    if baseline.values:
+        ids = sorted(baseline.values)
+        ci = stats.interval([baseline.values[i] for i in ids], seed, clusters=_clusters(rows, ids))
+        block["chance_baseline"] = {**_cell(ci), "guess": baseline.guess, "reason": None}
+        reference = baseline.values
+    else:
+        block["chance_baseline"] = {"value": None, "ci_low": None, "ci_high": None, "n": 0, "method": None,
+                                    "guess": None, "reason": baseline.reason}  # fmt: skip
+        floor = 0.0 if block["higher_is_better"] else 1.0
+        reference = {i: floor for a in block["arms"] for i in values.get((a, top), {})}
+    block["baseline_reference"] = "chance" if baseline.values else "floor"
+    block["baseline_comparisons"] = []
+    with_chance = {**values, (CHANCE, top): reference}
+    for arm in [a for a in block["arms"] if top in block["arms"][a]]:
+        c = _paired(with_chance, top, arm, CHANCE, seed, rows)
+        sign = 1 if block["higher_is_better"] else -1
+        gap = sign * (c["difference"] or 0.0)
+        xa, xb, _ = _common(with_chance, top, arm, CHANCE)
+        if gap <= 0 or len(xa) < 2:
+            c["_rows_to_show"] = lambda alpha: None
+        elif stats.is_binary(xa) and stats.is_binary(xb):
+            d = max(c["discordance"] or 0.0, gap)
+            c["_rows_to_show"] = lambda alpha, gap=gap, d=d: stats.rows_needed(gap, discordance=d, alpha=alpha)
+        else:
+            sd = _difference_sd(with_chance, top, arm, CHANCE)
+            c["_rows_to_show"] = lambda alpha, gap=gap, sd=sd: stats.rows_needed(gap, sd=sd, alpha=alpha)
+        block["baseline_comparisons"].append(c)
+
+
 def _decide_all(families: dict[str, dict], margin: float, alpha: float = 0.05) -> None:
-    """Holm over every paired test the report makes (and, separately, over every non-inferiority test), then
-    each family's verdict (`eval.verdict`) from the adjusted p-values."""
+    """Holm over every paired test between arms the report makes (and, separately, over every non-inferiority
+    test, and over every test against a baseline), then each family's verdict (`eval.verdict`) from the adjusted
+    p-values."""
     tests = [c for b in families.values() for c in b["comparisons"]]
     tests += [c for b in families.values() for c in b.get("forgetting_vs_base", {}).values()]
     for c, adjusted in zip(tests, stats.holm([c["p_value"] for c in tests]), strict=True):
@@ -276,6 +341,25 @@ def _decide_all(families: dict[str, dict], margin: float, alpha: float = 0.05) -
     ni = [c for b in families.values() for c in b["comparisons"]]
     for c, adjusted in zip(ni, stats.holm([c["non_inferiority_p"] for c in ni]), strict=True):
         c["non_inferiority_p_holm"] = _clean(adjusted)
+    # "is the recommendation above chance" is a question of its own, asked only of the arms that could be
+    # recommended (the best and those shown non-inferior to it): Holm over those tests alone, so the gate leaves the
+    # arm-against-arm p-values as they were and does not spend its power on arms no verdict could name
+    gate = []
+    for block in families.values():
+        leading = {block.get("best")} | {c["b"] for c in block["comparisons"]
+                                          if outcome(c, higher_is_better=block["higher_is_better"], alpha=alpha)
+                                          == "non_inferior"}  # fmt: skip
+        for c in block.get("baseline_comparisons", []):
+            c["tested"] = c["a"] in leading
+            gate += [c] if c["tested"] else []
+    for c, adjusted in zip(gate, stats.holm([c["p_value"] for c in gate]), strict=True):
+        c["p_holm"] = _clean(adjusted)
+        c["significant"] = adjusted < alpha
+    for block in families.values():  # rows that would show an arm above it, at the gate's Bonferroni alpha
+        for c in block.get("baseline_comparisons", []):
+            c["rows_to_show"] = c.pop("_rows_to_show")(alpha / max(1, len(gate)))
+            if not c["tested"]:
+                c["p_holm"], c["significant"] = None, None
     for family, block in families.items():
         if not block["comparisons"] and "best" not in block:
             continue
@@ -283,12 +367,22 @@ def _decide_all(families: dict[str, dict], margin: float, alpha: float = 0.05) -
                     for c in block["comparisons"]}  # fmt: skip
         scores = {a: figures[block["headline_metric"]]["value"] for a, figures in block["arms"].items()
                   if block["headline_metric"] in figures}  # fmt: skip
+        for c in block.get("baseline_comparisons", []):
+            c["beats"] = beats(c, higher_is_better=block["higher_is_better"], alpha=alpha) if c["tested"] else None
+        above = {c["a"]: bool(c["beats"]) for c in block.get("baseline_comparisons", [])}
+        chance = block.get("chance_baseline") or {}
+        best_vs = {c["a"]: c for c in block.get("baseline_comparisons", [])}.get(block.get("best"), {})
         v = decide(family, scores, outcomes, margin=margin, higher_is_better=block["higher_is_better"],
-                   rows_to_settle=block["power"].get("rows_for_margin"))  # fmt: skip
+                   rows_to_settle=block["power"].get("rows_for_margin"), beats_baseline=above if above else None,
+                   baseline=chance.get("value"), baseline_reason=chance.get("reason"),
+                   rows_to_beat_baseline=best_vs.get("rows_to_show"))  # fmt: skip
         block["verdict"] = {"best": v.best, "worse": v.worse, "non_inferior": v.non_inferior, "undecided": v.undecided,
                             "tied_with": v.tied_with, "recommended": v.recommended, "status": v.status,
                             "reason": v.reason, "rule": v.rule, "rule_statement": v.rule_statement,
-                            "margin": v.margin, "rows_to_settle": v.rows_to_settle}  # fmt: skip
+                            "margin": v.margin, "rows_to_settle": v.rows_to_settle,
+                            "beats_baseline": v.beats_baseline, "rows_to_beat_baseline": v.rows_to_beat_baseline,
+                            "never_abstains": [a for a, f in block["arms"].items()
+                                               if (f.get("coverage_unanswerable") or {}).get("value") == 1.0]}  # fmt: skip
         block.pop("best", None)
 
 
@@ -348,8 +442,9 @@ def failures(values, predictions: list[Prediction], rows: dict[str, TaskRow], se
     }
 
 
-def build_results(store: Store, run_id: str, settings: Settings, embed=None, judge=None) -> dict:
-    """Every figure of a run, recomputed from the database."""
+def build_results(store: Store, run_id: str, settings: Settings, embed=None, judge=None, adjust=None) -> dict:
+    """Every figure of a run, recomputed from the database; `adjust(values, rows)` may change the measured row
+    values before anything is computed from them (reviewers' marks: `eval.review`)."""
     run = store.run(run_id)
     register_external_arms(run.config)
     spec = RunSpec.model_validate(run.config["spec"])
@@ -359,13 +454,18 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None, jud
     rows = {r.id: r for r in all_rows if r.id in wanted}
     predictions = store.predictions(run_id)
     ctx = scoring_context(settings, corpus, list(rows.values()), embed, judge, all_rows)
-    values, replicates = fold_replicates(score_predictions(predictions, rows, ctx))
+    measured = score_predictions(predictions, rows, ctx)
+    raw, replicates = fold_replicates(adjust(measured, rows) if adjust else measured)
+    values = balance_values(raw, replicates, rows)
+    train = [r for r in all_rows if r.split == "train"]
     arms = [a for a in ARMS if a in spec.arms]
     seed = spec.seed
     margin = settings.eval.non_inferiority_margin
     families = {}
     for family in [f for f in report_families() if f in spec.families]:
         families[family] = _family_block(family, values, arms, rows, seed, margin, replicates)
+        _against_baseline(families[family], chance_baseline(family, list(rows.values()), train, ctx), values,
+                          rows, seed)  # fmt: skip
     for family, block in families.items():
         # e.g. forgetting: only arms whose weights changed answer the probes, each compared with base
         reference, top = FAMILIES[family].reference_arm, block["headline_metric"]
@@ -376,10 +476,6 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None, jud
                 if arm != reference and (arm, top) in values
             }
     _decide_all(families, margin)
-    chance = chance_baselines(all_rows)
-    for family, block in families.items():
-        reads = FAMILIES[family].row_families
-        block["chance_baseline"] = _clean(chance.get(family, chance.get(reads[0]) if len(reads) == 1 else None))
     judged = any(METRICS[name].judge for _, name in values)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -420,7 +516,7 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None, jud
         },  # fmt: skip
         "families": families,
         "costs": costs(run, predictions, settings),
-        "failures": failures(values, predictions, rows, settings),
+        "failures": failures(raw, predictions, rows, settings),
         "strata": stratum_blocks(families, values, rows, settings.eval.strata_field, seed, margin)
         if settings.eval.strata_field
         else {},

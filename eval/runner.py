@@ -75,7 +75,7 @@ def _to_prediction(arm: str, row: TaskRow, phase: str, a) -> Prediction:
     passages = tuple(StoredPassage(p.chunk_id, p.doc_id, p.text) for p in a.passages)
     return Prediction(
         arm, row.id, phase, a.text, passages, a.prompt_tokens, a.generated_tokens, a.latency_ms, a.retrieval_ms,
-        a.batch_size,
+        a.batch_size, a.machine_ms,
     )  # fmt: skip
 
 
@@ -169,6 +169,8 @@ def run_eval(
         done = [store.count(run_id)]
         # the artifact fingerprints whose weights answered, per stored arm (a retrain mid-run shows as two)
         answered_by: dict[str, set[str]] = {a: set(f) for a, f in store.run(run_id).meta.get("answered_by", {}).items()}
+        # wall-clock seconds each stored arm spent answering (summed over resumes): what its costs must add up to
+        answer_wall_s: dict[str, float] = dict(store.run(run_id).meta.get("answer_wall_s", {}))
 
         def answer_all(base_rt: Runtime, phase: str, todo_rows: list[TaskRow]) -> None:
             by_id = {r.id: r for r in todo_rows}
@@ -182,6 +184,7 @@ def run_eval(
                     if should_stop is not None and should_stop():
                         raise RunCancelled(f"run {run_id} stopped after {done[0]} of {total} answers; resume it")
                     batch = [by_id[i] for i in missing[start : start + step]]
+                    t0 = time.perf_counter()
                     groups: dict[tuple[Arm, int | None], list[TaskRow]] = {}
                     for r in batch:  # rows asked with another prompt or answer length go in their own batch
                         cap = FAMILIES[r.family].max_new_tokens or settings.generation.max_new_tokens
@@ -195,8 +198,10 @@ def run_eval(
                         answered_by.setdefault(stored_as, set()).update(a.fingerprint for a in answers if a.fingerprint)
                         predictions += [_to_prediction(stored_as, r, phase, a)
                                         for r, a in zip(members, answers, strict=True)]  # fmt: skip
+                    answer_wall_s[stored_as] = round(answer_wall_s.get(stored_as, 0.0) + time.perf_counter() - t0, 3)
                     store.add_predictions(run_id, predictions)
-                    store.update_meta(run_id, answered_by={a: sorted(f) for a, f in answered_by.items()})
+                    store.update_meta(run_id, answered_by={a: sorted(f) for a, f in answered_by.items()},
+                                      answer_wall_s=answer_wall_s)  # fmt: skip
                     done[0] += len(batch)
                     say(f"answer {stored_as} ({phase})", done[0], total)
 

@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     latency_ms REAL NOT NULL,
     retrieval_ms REAL NOT NULL,
     batch_size INTEGER NOT NULL,
+    machine_ms REAL,
     PRIMARY KEY (run_id, arm, row_id, phase)
 );
 """
@@ -73,11 +74,14 @@ class Prediction:
     latency_ms: float  # wall time of the generation batch
     retrieval_ms: float
     batch_size: int
+    machine_ms: float | None = None  # the batch's share of the machine's wall clock; None in older runs
 
     @property
     def cost_ms(self) -> float:
-        """This answer's share of the compute: its batch's time split evenly, plus its retrieval."""
-        return self.latency_ms / max(1, self.batch_size) + self.retrieval_ms
+        """This answer's share of the machine: its batch's machine time (its share of the wall clock where batches
+        ran side by side, else its latency) split evenly over its answers, plus its retrieval."""
+        batch = self.latency_ms if self.machine_ms is None else self.machine_ms
+        return batch / max(1, self.batch_size) + self.retrieval_ms
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,10 @@ class Store:
         self.path = Path(path)
         self._conn = connect(self.path, SCHEMA)
         self._lock = threading.RLock()  # re-entrant: a write reads the row it updates
+        with transaction(self._conn, self._lock) as conn:  # checked inside: another process may migrate too
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(predictions)")}
+            if "machine_ms" not in columns:  # a database from before machine time: its answers keep their latencies
+                conn.execute("ALTER TABLE predictions ADD COLUMN machine_ms REAL")
 
     def close(self) -> None:
         self._conn.close()
@@ -201,25 +209,34 @@ class Store:
                 p.latency_ms,
                 p.retrieval_ms,
                 p.batch_size,
+                p.machine_ms,
             )
             for p in predictions
         ]
         with transaction(self._conn, self._lock) as conn:
-            conn.executemany("INSERT OR IGNORE INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+            conn.executemany(
+                "INSERT OR IGNORE INTO predictions (run_id, arm, row_id, phase, prediction, passages, prompt_tokens, "
+                "generated_tokens, latency_ms, retrieval_ms, batch_size, machine_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
             conn.execute("UPDATE runs SET updated_at=? WHERE id=?", (now(), run_id))
 
     def predictions(self, run_id: str) -> list[Prediction]:
         cursor = self._conn.execute(
             "SELECT arm, row_id, phase, prediction, passages, prompt_tokens, generated_tokens, latency_ms, "
-            "retrieval_ms, batch_size FROM predictions WHERE run_id=? ORDER BY arm, phase, row_id",
+            "retrieval_ms, batch_size, machine_ms FROM predictions WHERE run_id=? ORDER BY arm, phase, row_id",
             (run_id,),
         )
-        return [
-            Prediction(
-                r[0], r[1], r[2], r[3], tuple(StoredPassage(*p) for p in json.loads(r[4])), r[5], r[6], r[7], r[8], r[9]
-            )
-            for r in cursor
-        ]
+        return [Prediction(*r[:4], tuple(StoredPassage(*p) for p in json.loads(r[4])), *r[5:]) for r in cursor]
+
+    def arm_costs(self, run_id: str) -> dict[str, tuple[int, float]]:
+        """Per stored arm: answers so far and their summed cost in ms (`Prediction.cost_ms`), without loading them."""
+        rows = self._conn.execute(
+            "SELECT arm, COUNT(*), SUM(COALESCE(machine_ms, latency_ms) / MAX(1, batch_size) + retrieval_ms) FROM predictions "
+            "WHERE run_id=? GROUP BY arm",
+            (run_id,),
+        )
+        return {arm: (n, float(total or 0.0)) for arm, n, total in rows}
 
     def count(self, run_id: str) -> int:
         return self._conn.execute("SELECT COUNT(*) FROM predictions WHERE run_id=?", (run_id,)).fetchone()[0]

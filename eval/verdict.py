@@ -12,6 +12,12 @@ arm's `cost_rank` fact: no training and short prompts first), but only if no che
 undecided; otherwise the verdict is "insufficient evidence" and says how many rows would
 settle it. An underpowered run therefore never recommends the base model by default.
 
+Only an arm that beats the family's baseline (`eval.baseline`: the constant guess chosen on
+train rows, or the metric's floor where there is no guess; a paired test, Holm-adjusted over
+the tests of every family's best and non-inferior arms, the only arms a verdict could name) can
+be recommended. When none does the verdict is "no arm beats the baseline":
+an arm that fails every row is never "use Base" because every other arm failed too.
+
 The folk rule "RAG for knowledge, fine-tuning for behaviour" is a hypothesis: each family's
 entry in `eval/families.py` says which arms it favours (by their facts). The data agrees with
 it only if a favoured arm is best and every other arm is significantly worse, contradicts it
@@ -34,7 +40,8 @@ from eval.families import FAMILIES, is_floor
 from service.arms import ARMS, by_cost
 
 OUTCOMES = ("worse", "non_inferior", "undecided")
-DECIDED, INSUFFICIENT = "decided", "insufficient evidence"
+DECIDED, INSUFFICIENT, BELOW_BASELINE = "decided", "insufficient evidence", "no arm beats the baseline"
+STATUSES = (DECIDED, INSUFFICIENT, BELOW_BASELINE)
 
 
 @dataclass(frozen=True)
@@ -45,13 +52,15 @@ class Verdict:
     non_inferior: list[str]  # within the margin of the best (shown, not assumed)
     undecided: list[str]  # neither worse nor shown within the margin
     recommended: str | None  # None when the evidence does not settle it
-    status: str  # "decided" or "insufficient evidence"
+    status: str  # one of STATUSES
     reason: str
     rule: str  # "agrees", "contradicts", "inconclusive" or "n/a"
     rule_statement: str
     margin: float
     rows_to_settle: int | None = None  # rows per family that would decide the undecided comparisons
     leading: list[str] = field(default_factory=list)  # best and non-inferior arms, cheapest first
+    beats_baseline: list[str] = field(default_factory=list)  # arms significantly above the baseline
+    rows_to_beat_baseline: int | None = None  # rows that would show the best arm above it, if its lead holds
 
     @property
     def tied_with(self) -> list[str]:
@@ -71,6 +80,13 @@ def outcome(comparison: dict, *, higher_is_better: bool, alpha: float = 0.05) ->
     return "undecided"
 
 
+def beats(comparison: dict, *, higher_is_better: bool, alpha: float = 0.05) -> bool:
+    """Whether an arm's Holm-adjusted paired test against the baseline (arm `a`, baseline `b`) shows it better."""
+    sign = 1 if higher_is_better else -1
+    return bool(comparison.get("p_holm") is not None and comparison["p_holm"] < alpha
+                and sign * (comparison["difference"] or 0.0) > 0)  # fmt: skip
+
+
 def _labels(names) -> str:
     return ", ".join(ARMS[a].label for a in names)
 
@@ -83,16 +99,38 @@ def decide(
     margin: float,
     higher_is_better: bool = True,
     rows_to_settle: int | None = None,
+    beats_baseline: dict[str, bool] | None = None,
+    baseline: float | None = None,
+    baseline_reason: str | None = None,
+    rows_to_beat_baseline: int | None = None,
 ) -> Verdict:
     """`scores`: headline per arm; `outcomes[arm]`: "worse", "non_inferior" or "undecided" against the best
-    (every scored arm but the best)."""
+    (every scored arm but the best); `beats_baseline[arm]`: whether its test against the baseline showed it
+    better (None: no baseline test, every arm eligible); `baseline`: the chance figure, or None with
+    `baseline_reason` when the comparison was with the metric's floor."""
     order = by_cost(scores)
     best = sorted(order, key=lambda a: (-scores[a] if higher_is_better else scores[a], order.index(a)))[0]
     group = {o: [a for a in order if a != best and outcomes.get(a, "undecided") == o] for o in OUTCOMES}
+    above = [a for a in order if beats_baseline is None or beats_baseline.get(a, False)]
     leading = by_cost([best, *group["non_inferior"]])
-    pick = leading[0]
-    cheaper_unknown = [a for a in group["undecided"] if order.index(a) < order.index(pick)]
+    eligible = [a for a in leading if a in above]
     label = ARMS[best].label
+    rule, statement = _rule_check(family, best, group, order)
+    if not eligible:
+        against = (
+            f"the chance baseline ({baseline:.3f})"
+            if baseline is not None
+            else f"the metric's floor (every row failed; no chance baseline: {baseline_reason or 'none'})"
+        )
+        shown = f"; {_labels(above)} beat it but not the leading arms" if above else ""
+        need = (f"; about {rows_to_beat_baseline} rows would show {label} above it if its lead holds"
+                if rows_to_beat_baseline else "")  # fmt: skip
+        reason = (f"no leading arm is significantly above {against}: {label} leads with {scores[best]:.3f}"
+                  f"{shown}{need}. Nothing is recommended")  # fmt: skip
+        return Verdict(family, best, group["worse"], group["non_inferior"], group["undecided"], None, BELOW_BASELINE,
+                       reason, rule, statement, margin, rows_to_settle, leading, above, rows_to_beat_baseline)  # fmt: skip
+    pick = eligible[0]
+    cheaper_unknown = [a for a in group["undecided"] if order.index(a) < order.index(pick)]
     if cheaper_unknown:
         recommended, status = None, INSUFFICIENT
         settle = f"; about {rows_to_settle} rows per family would settle it" if rows_to_settle else ""
@@ -115,9 +153,11 @@ def decide(
                 f"{label} scores highest ({scores[best]:.3f}) but {ARMS[pick].label} ({scores[pick]:.3f}) is shown "
                 f"within {margin:g} of it and costs less"
             )
-    rule, statement = _rule_check(family, best, group, order)
+        if beats_baseline is not None:
+            reason += (f", and is significantly above the chance baseline ({baseline:.3f})" if baseline is not None
+                       else ", and is significantly above the metric's floor")  # fmt: skip
     return Verdict(family, best, group["worse"], group["non_inferior"], group["undecided"], recommended, status,
-                   reason, rule, statement, margin, rows_to_settle, leading)  # fmt: skip
+                   reason, rule, statement, margin, rows_to_settle, leading, above, rows_to_beat_baseline)  # fmt: skip
 
 
 def _rule_check(family: str, best: str, group: dict[str, list[str]], scored: list[str]) -> tuple[str, str]:

@@ -163,6 +163,7 @@ class Answer:
     retrieval_ms: float
     batch_size: int
     fingerprint: str | None = None  # manifest fingerprint of the trained artifact that answered; None: base weights
+    machine_ms: float | None = None  # the batch's share of the machine's wall clock (`Generation.machine_ms`)
 
 
 def prompts_for(arm: Arm, runtime, queries: list[Query], top_k: int | None = None):
@@ -205,7 +206,7 @@ def answer(
             fingerprint = generator.fingerprint
         for i, g, p in zip(members, outputs, passages, strict=True):
             out[i] = Answer(arm.name, g.text, tuple(p or ()), g.prompt_tokens, g.generated_tokens, g.latency_ms,
-                            retrieval_ms, g.batch_size, fingerprint)  # fmt: skip
+                            retrieval_ms, g.batch_size, fingerprint, g.machine_ms)  # fmt: skip
     return out
 
 

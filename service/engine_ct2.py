@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from service import adapters, models
-from service.generation import Generation, Generator, Messages, plan_batches
+from service.generation import Generation, Generator, Messages, machine_shares, plan_batches
 from service.settings import ModelSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -152,12 +152,15 @@ class CT2Generator(Generator):
         # Batches run side by side on the model's replicas (one thread each), leaving one replica to other callers
         # (a live query beside an eval run); each batch is the same whichever replica runs it.
         window = min(len(batches), max(1, self.replicas - 1))
+        t0 = time.perf_counter()
         if window > 1:
             with ThreadPoolExecutor(max_workers=window, thread_name_prefix="ragft-ct2") as pool:
                 done = list(pool.map(run, batches))
         else:
             done = [run(b) for b in batches]
-        for batch, (out, latency_ms) in zip(batches, done, strict=True):
+        # side-by-side batches each took longer than their share of the machine: cost is the call's wall clock
+        shares = machine_shares((time.perf_counter() - t0) * 1000, [latency for _, latency in done])
+        for batch, (out, latency_ms), machine_ms in zip(batches, done, shares, strict=True):
             for result, i in zip(out, batch, strict=True):
                 answer = result.sequences_ids[0]
                 results[i] = Generation(
@@ -166,6 +169,7 @@ class CT2Generator(Generator):
                     generated_tokens=len(answer),
                     latency_ms=latency_ms,
                     batch_size=len(batch),
+                    machine_ms=machine_ms,
                 )
         return results
 

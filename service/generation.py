@@ -32,6 +32,24 @@ class Generation:
     generated_tokens: int
     latency_ms: float  # wall time of the batch that produced this answer
     batch_size: int
+    # the batch's share of the machine's wall clock: its latency, or, where batches ran side by side, the call's
+    # wall time split over its batches by latency (`machine_shares`); None where nothing was timed here
+    machine_ms: float | None = None
+
+
+def machine_shares(call_ms: float, latencies: list[float]) -> list[float]:
+    """Each batch's share of a call's wall time, in proportion to its latency: batches that ran side by side on
+    replicas each took longer than their share of the machine, so their latencies sum to more than the call.
+    Sequential batches (latencies summing to the call's time) keep their latencies, up to the call's overhead.
+
+    Example: two batches of 100 ms each, side by side in a 110 ms call, cost 55 ms of machine time each.
+        >>> machine_shares(110.0, [100.0, 100.0])
+        [55.0, 55.0]
+    """
+    total = sum(latencies)
+    if total <= 0:
+        return [0.0 for _ in latencies]
+    return [call_ms * x / total for x in latencies]
 
 
 def plan_batches(lengths: list[int], settings: GenerationSettings, max_spread: int | None = None) -> list[list[int]]:
@@ -199,5 +217,6 @@ class Generator:
                     generated_tokens=n,
                     latency_ms=latency_ms,
                     batch_size=len(batch),
+                    machine_ms=latency_ms,  # one batch at a time, on every thread
                 )
         return results

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from eval.audit import (
+    answer_space_shares,
     audit_corpus,
     audit_rows,
     chance_baselines,
@@ -146,18 +147,25 @@ def test_surface_probe_is_skipped_without_both_classes_in_both_splits():
     assert check.passed and check.summary.startswith("not run")
 
 
-def test_chance_baselines_are_the_best_constant_guess_per_family():
+def test_answer_space_shares_bound_a_constant_guess_per_family():
     rows = [
         knowledge(f"k{i}", "test", f"Warranty of model {i}?", f"{m} months") for i, m in enumerate([24, 24, 36, 48])
     ]
     rows += [label_row("b1", "test", "refund me", "refund"), label_row("b2", "test", "broken", "bug")]
     rows += [abstain("a1", "test", "What does the Kestrel K9 cost?")]
+    shares = answer_space_shares(rows)
+    assert shares["knowledge"] == pytest.approx(0.5)  # '24 months' is right on 2 of 4
+    assert shares["behaviour"] == pytest.approx(0.5)
+
+
+def test_the_audits_chance_baselines_are_chosen_on_train_rows_and_say_why_when_there_are_too_few():
+    rows = [knowledge(f"t{i}", "train", f"Warranty of model {i}?", "24 months") for i in range(6)]
+    rows += [knowledge(f"k{i}", "test", f"Warranty of model {10 + i}?", f"{m} months")
+             for i, m in enumerate([24, 24, 36, 48])]  # fmt: skip
+    rows += [label_row("b1", "test", "refund me", "refund"), label_row("b2", "test", "broken", "bug")]
     chance = chance_baselines(rows)
-    assert chance["knowledge"] == pytest.approx(0.5)  # '24 months' is right on 2 of 4
-    assert chance["behaviour"] == pytest.approx(0.5)
-    # best constant policy: never abstain and guess the common answer (0.5 x 4 answerable of 5) beats always
-    # abstaining (1 unanswerable of 5)
-    assert chance["abstention"] == pytest.approx(0.5 * 4 / 5)
+    assert chance["knowledge"] == pytest.approx(0.5)  # the train guess '24 months', right on 2 of 4 test rows
+    assert "too few train rows" in chance["behaviour"]  # no train labels: no guess, and the reason
 
 
 @pytest.mark.parametrize(("months", "passed"), [([24, 36, 48, 24, 36, 48, 24, 24], False), (range(6, 54, 6), True)])

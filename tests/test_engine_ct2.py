@@ -192,6 +192,24 @@ def test_batches_run_side_by_side_on_replicas_with_the_answers_of_one_at_a_time(
     assert engine_ct2.replicas(default) == len(os.sched_getaffinity(0)) + 1  # one kept for queries
 
 
+def test_side_by_side_batches_cost_their_share_of_the_wall_clock_not_their_latency(settings):
+    """Batches on replicas each take longer than the machine time they use: their answers' costs must add up to
+    the call's wall clock (the recorded cost once made the faster engine look slower)."""
+    import time
+
+    s = _ct2_settings(settings, batch_size=1)
+    s = s.model_copy(update={"models": s.models.model_copy(update={"inter_threads": 3})})
+    gen = engine_ct2.generator(s, _base(s), None)
+    prompts = PROMPTS * 4
+    t0 = time.perf_counter()
+    out = gen.generate(prompts)
+    wall_ms = (time.perf_counter() - t0) * 1000
+    machine = sum(g.machine_ms / g.batch_size for g in out)
+    latency = sum(g.latency_ms / g.batch_size for g in out)
+    assert machine <= wall_ms and machine >= 0.5 * wall_ms  # the call's own time, less its encoding
+    assert all(g.machine_ms <= g.latency_ms * 1.05 for g in out) and latency >= machine
+
+
 def test_engine_selection_and_fallback_without_ctranslate2(settings, monkeypatch, caplog):
     assert engine_ct2.selected(ModelSettings()) == "ctranslate2"  # the default
     assert engine_ct2.selected(ModelSettings(engine="transformers")) == "transformers"

@@ -140,3 +140,79 @@ def test_predictions_file_errors_name_the_line_and_field(ragft, priced_corpus, t
         assert expected in out.output, out.output
     again = run("score", "--corpus", priced_corpus, "--predictions", tmp_path / "missing.jsonl")
     assert again.exit_code == 2 and "no such file" in again.output
+
+
+@pytest.fixture
+def taught_corpus(priced_corpus):
+    """The priced corpus with train rows, so each family has a chance baseline chosen on them: ten more
+    products' prices (all distinct: a constant price guess scores 0) and six unanswerable weight questions."""
+    rows = []
+    for i in range(10, 20):
+        (priced_corpus / "documents" / f"p{i}.md").write_text(f"# Product P{i}\n\nThe P{i} costs ${2000 + i:,}.\n")
+        rows.append({"id": f"k{i}", "family": "knowledge", "split": "train", "question": f"What does the P{i} cost?",
+                     "answers": [f"${2000 + i:,}"], "source_docs": [f"p{i}"]})  # fmt: skip
+    rows += [{"id": f"a{i}", "family": "abstention", "split": "train", "question": f"What does the P{i} weigh?"}
+             for i in range(10, 16)]  # fmt: skip
+    with (priced_corpus / "tasks" / "tasks.jsonl").open("a") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
+    return priced_corpus
+
+
+def test_every_arm_at_the_floor_recommends_nothing(ragft, taught_corpus, tmp_path):
+    """Two arms that answer "42." to every knowledge row: the old verdict was "decided, use base"."""
+    settings, run = ragft
+    records = predictions("base", lambda i, p: "42.") + predictions("rag", lambda i, p: "42.")
+    out = run(
+        "score", "--corpus", taught_corpus, "--predictions", write(tmp_path / "zero.jsonl", records), "--name", "zero"
+    )
+    assert out.exit_code == 0, out.output
+    results = json.loads((settings.eval.reports_dir / "zero" / "results.json").read_text())
+    block = results["families"]["knowledge"]
+    assert block["chance_baseline"]["value"] == 0.0 and "money" in block["chance_baseline"]["guess"]
+    v = block["verdict"]
+    assert v["recommended"] is None and v["status"] == "no arm beats the baseline" and v["beats_baseline"] == []
+    assert "no arm beats the baseline" in out.output and "not worse" not in out.output
+    for name in ("report.md", "report.html"):
+        text = (settings.eval.reports_dir / "zero" / name).read_text()
+        assert "no arm beats the baseline" in text and "undecided" in text and "use Base" not in text
+
+
+def test_arms_below_always_abstaining_are_not_recommended_for_abstention(ragft, taught_corpus, tmp_path):
+    settings, run = ragft
+    records = (  # half the unanswerable rows abstained, every answer wrong: 0.25; never abstains, 3 right: 0.15
+        predictions("base", lambda i, p: "It costs $1.", abstention=None)
+        + [{"row_id": f"a{i}", "arm": "base", "text": PHRASE if i < 5 else "It weighs 3 kg."} for i in range(10)]
+        + predictions(
+            "rag", lambda i, p: f"It costs ${p:,}." if i < 3 else "It costs $1.", abstention="It weighs 3 kg."
+        )
+    )
+    results = score(run, settings, taught_corpus, write(tmp_path / "below.jsonl", records), "below")
+    block = results["families"]["abstention"]
+    assert (
+        block["chance_baseline"]["value"] == pytest.approx(0.5)
+        and "always abstain" in block["chance_baseline"]["guess"]
+    )
+    assert block["arms"]["base"]["abstention_accuracy"]["value"] == pytest.approx(0.25)
+    assert block["verdict"]["recommended"] is None and block["verdict"]["status"] == "no arm beats the baseline"
+    assert block["verdict"]["never_abstains"] == ["rag"]
+
+
+def test_an_arm_that_abstains_where_it_should_beats_one_that_answers_more_but_never_abstains(
+    ragft, taught_corpus, tmp_path
+):
+    settings, run = ragft
+    right = lambda i, p: f"It costs ${p:,}."  # noqa: E731
+    records = (
+        predictions("oracle", right, abstention="It weighs 3 kg.")  # every answerable row right, never abstains
+        + predictions("careful", lambda i, p: right(i, p) if i < 6 else PHRASE, abstention=PHRASE)
+    )
+    results = score(run, settings, taught_corpus, write(tmp_path / "abst.jsonl", records), "abst")
+    block = results["families"]["abstention"]
+    figures = {a: block["arms"][a]["abstention_accuracy"]["value"] for a in block["arms"]}
+    # row-weighted the oracle scored 0.5 and careful 0.8 here, but with 76 answerable rows against 20 the oracle
+    # won (0.604); balanced, never abstaining is worth at most 0.5 whatever the mix
+    assert figures == {"oracle": pytest.approx(0.5), "careful": pytest.approx(0.8)}
+    assert block["verdict"]["best"] == "careful" and block["verdict"]["never_abstains"] == ["oracle"]
+    assert block["verdict"]["recommended"] != "oracle"
+    md = (settings.eval.reports_dir / "abst" / "report.md").read_text()
+    assert "never abstained" in md

@@ -352,3 +352,20 @@ def test_judge_metrics_are_wired_to_ragas(verdict):
     assert 0.0 <= METRICS["judge_answer_correctness"].score(r, p, ctx) <= 1.0
     assert type(judge).calls > 0
     assert METRICS["judge_faithfulness"].score(r, p, CTX) is None  # no judge configured: metric absent
+
+
+def test_abstention_halves_weigh_the_same_however_many_rows_each_has():
+    """76 answerable rows answered right and 20 unanswerable ones answered anyway: row-weighted 0.79, balanced 0.5,
+    what always abstaining scores; the balanced values' mean is the mean of the two halves' means."""
+    from eval.metrics import balanced
+
+    metric = METRICS["abstention_accuracy"]
+    rows = {f"k{i}": row(id=f"k{i}") for i in range(76)}
+    rows |= {f"a{i}": row(id=f"a{i}", family="abstention", answers=[]) for i in range(20)}
+    never = {i: 1.0 if i.startswith("k") else 0.0 for i in rows}
+    always = {i: 0.0 if i.startswith("k") else 1.0 for i in rows}
+    assert sum(never.values()) / len(never) == pytest.approx(76 / 96)
+    for values in (never, always):
+        weighted = balanced(metric, values, rows)
+        assert sum(weighted.values()) / len(weighted) == pytest.approx(0.5)
+    assert balanced(METRICS["answer_contained"], never, rows) == never  # a metric without groups is unchanged

@@ -54,7 +54,8 @@ def test_eval_end_to_end_writes_three_report_files(settings, full_corpus, monkey
     run_id = out.stdout.split("Verdict for run ")[1].split()[0]
     folder = tmp_path / "reports" / run_id
     results = json.loads((folder / "results.json").read_text())
-    assert results["schema_version"] == 2 and set(results["families"]) == set(FAMILIES)
+    assert results["schema_version"] == 3 and set(results["families"]) == set(FAMILIES)
+    assert "undecided:" in out.stdout and "not worse" not in out.stdout
     for family, block in results["families"].items():
         asked = {a for a in ALL_ARMS if FAMILY_FACTS[family].scores(ARMS[a])}
         assert set(block["arms"]) == asked, family
@@ -77,6 +78,8 @@ def test_eval_end_to_end_writes_three_report_files(settings, full_corpus, monkey
             assert block["verdict"]["recommended"] is None
     assert set(results["costs"]) == set(ALL_ARMS)
     assert results["costs"]["lora"]["training_wall_s"] > 0 and results["costs"]["rag"]["index_build_s"] > 0
+    for arm, c in results["costs"].items():  # each arm's answers cost at most the wall clock it spent answering
+        assert 0 < c["machine_s"] <= c["answer_wall_s"] * 1.01 and c["machine_over_wall"] > 0.2, (arm, c)
     assert results["data"]["refresh"]["documents_changed"] == 1
     assert "recall_at_k" in results["families"]["knowledge"]["arms"]["rag"]
     assert "recall_at_k" not in results["families"]["knowledge"]["arms"]["base"]  # retrieval metrics: retrieving arms

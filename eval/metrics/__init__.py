@@ -18,6 +18,7 @@ from eval.metrics.registry import (
     METRICS,
     Metric,
     ScoringContext,
+    balanced,
     family_metrics,
     headline,
     ragas_metric,
@@ -26,5 +27,5 @@ from eval.metrics.registry import (
     report_families,
 )
 
-__all__ = ["METRICS", "Metric", "ScoringContext", "family_metrics", "headline", "ragas_metric", "ragas_value",
+__all__ = ["METRICS", "Metric", "ScoringContext", "balanced", "family_metrics", "headline", "ragas_metric", "ragas_value",
            "register", "report_families"]  # fmt: skip

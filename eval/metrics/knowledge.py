@@ -21,8 +21,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from eval.audit import answer_shape
-from eval.metrics.values import canonical, short_answer, single_value, values
+from eval.metrics.values import answer_shape, canonical, short_answer, single_value, values
 
 
 def exact_match(prediction: str, answers: list[str]) -> float:
@@ -53,7 +52,7 @@ def answer_contained(prediction: str, answers: Sequence[str], space: Sequence[st
 
     A value answer ("$463", "24 months", "08:30") needs every value of its type in the short answer
     to equal it (a bare number counts as a candidate for a price or a duration); a phrase answer must
-    appear as whole words, and no other answer of its shape (`eval.audit.answer_shape`: names with names,
+    appear as whole words, and no other answer of its shape (`eval.metrics.values.answer_shape`: names with names,
     plain phrases with phrases) from `space`, the family's answers, beside it.
     """
     short = short_answer(prediction)

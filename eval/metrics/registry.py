@@ -4,6 +4,7 @@ register into it (so they import this module, never the package that imports the
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -39,6 +40,7 @@ class Metric:
     phase: str = "main"  # freshness metrics read the answers given after the corpus update
     judge: bool = False  # needs the LLM judge: absent without one, and checked against the headline when present
     aggregate: Callable[[Sequence], float] | None = None
+    balance: Callable[[TaskRow], str] | None = None  # row groups that weigh equally in the figure (see `balanced`)
 
 
 os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")  # ragas sends usage analytics unless told not to
@@ -65,6 +67,21 @@ def register(metric: Metric) -> Metric:
         raise ValueError(f"metric '{metric.name}' is registered twice")
     METRICS[metric.name] = metric
     return metric
+
+
+def balanced(metric: Metric, per_row: dict[str, float], rows: dict[str, TaskRow]) -> dict[str, float]:
+    """Row values reweighted so each of the metric's `balance` groups counts equally: a row of group g, n_g of
+    the n rows in k groups, is scaled by n / (k * n_g), so the mean of the values is the mean of the group means
+    and paired tests on them test that. Unchanged for a metric without groups.
+
+    Example: abstention's halves (unanswerable, answerable) weigh the same however many rows each has, so an arm
+    that never abstains scores at most 0.5 however many answerable rows it gets right."""
+    if metric.balance is None or not per_row:
+        return per_row
+    group = {i: metric.balance(rows[i]) for i in per_row}
+    sizes = Counter(group.values())
+    scale = {g: len(per_row) / (len(sizes) * n) for g, n in sizes.items()}
+    return {i: float(v) * scale[group[i]] for i, v in per_row.items()}
 
 
 def family_metrics(family: str) -> list[Metric]:

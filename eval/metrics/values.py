@@ -250,3 +250,10 @@ def short_answer(text: str) -> str:
     if first.endswith(":") and len(sentences) > 1:
         first = f"{first} {sentences[1]}"
     return first
+
+
+def answer_shape(answer: str) -> str:
+    """The answer's type as a guesser sees it: digits -> '#', names -> 'Name', and plain text -> 'text'."""
+    shape = re.sub(r"\d+", "#", answer)
+    shape = re.sub(r"\b[A-Z][\w'’-]*", "Name", shape)
+    return shape if "#" in shape or "Name" in shape else "text"

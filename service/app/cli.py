@@ -260,7 +260,8 @@ def _finish_run(settings: Settings, run_id: str) -> Path:
     for v in verdict_rows(results):
         typer.echo(
             f"  {v['family']:20s} best {v['best']:10s} {v['score']:24s} chance {v['chance']:5s} MDD {v['mdd']:11s} "
-            f"not worse: {v['tied']:28s} -> {v['recommended']:21s} (folk rule: {v['rule']})"
+            f"non-inferior: {v['non_inferior']:20s} undecided: {v['undecided']:28s} -> {v['recommended']:25s} "
+            f"(folk rule: {v['rule']})"
         )
     typer.echo(f"\nreport: {folder / 'report.html'}  (also report.md, results.json)")
     return folder
