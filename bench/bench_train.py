@@ -1,7 +1,10 @@
 """Training cost on this machine: LoRA versus full fine-tuning, the demo artifacts, and tokens/s against the
 float32 compute limit (about 125 trained tokens/s for SmolLM2-135M on these 2 cores).
 
-Usage: python bench/bench_train.py [--steps 4] [--corpus corpora/quillmark] [--skip-demo] [--logits]
+Usage: python bench/bench_train.py [--steps 4] [--corpus corpora/quillmark] [--skip-demo] [--logits] [--memory]
+--memory trains the questions adapter on quillmark plus 240 constructed short documents (a few of 732 words) for
+`--steps` optimizer steps under several `lora` settings, each in its own process, and prints peak RSS (this run's,
+VmHWM), RSS after the first and the last step, and tokens/s; compare them as ratios within one bench run.
 --logits times one rag_lora training step on real retrieved-passage examples with the LM head on every position
 (the model's own loss) and on reply positions only (`ReplyLogitsTrainer`), and checks the two losses agree.
 Each mode of the LoRA/full comparison runs in its own process so its peak memory is its own.
@@ -11,6 +14,7 @@ Prints figures and ratios only; asserts nothing (this machine is shared and nois
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -166,6 +170,75 @@ def reply_logits(corpus: Path, steps: int) -> None:
           f"{abs(losses['full logits'] - losses['reply logits']):.2e}")  # fmt: skip
 
 
+MEMORY_CONFIGS = {  # name -> lora settings: the token budget, checkpointing, and the cheaper-step levers
+    "budget 512 (default)": {},
+    "budget 1024": {"max_batch_tokens": 1024},
+    "budget 512, checkpointing": {"gradient_checkpointing": True},
+    "budget 512, dropout 0": {"dropout": 0.0},
+    "budget 512, top 15 of 30 layers": {"top_layers": 15},
+}
+
+
+def short_document_corpus(folder: Path, documents: int = 240) -> Path:
+    """quillmark with `documents` constructed notes of about 130 words (every 50th: 732) added."""
+    import random
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    for part in ("documents", "tasks"):
+        shutil.copytree(Path("corpora/quillmark") / part, folder / part)
+    rng = random.Random(0)
+    words = ["the", "router", "ships", "with", "a", "dock", "and", "its", "battery", "lasts", "nine", "hours"]
+    for i in range(documents):
+        n = 732 if i % 50 == 0 else max(20, int(rng.gauss(130, 50)))
+        (folder / "documents" / f"note-{i:04d}.txt").write_text(" ".join(rng.choices(words, k=n)) + ".\n")
+    return folder
+
+
+def memory_run(corpus: Path, steps: int, lora: dict) -> dict:
+    """Train the questions adapter (70 knowledge rows, the documents) for `steps` steps; memory and speed."""
+    import tempfile
+
+    from eval import pipeline
+    from service.finetune import TrainingCancelled, rss_mib
+    from service.kinds import KINDS
+
+    base = Settings()
+    data = Path(tempfile.mkdtemp(prefix="ragft-bench-memory-"))
+    settings = base.model_copy(update={"data_dir": data, "artifact_dir": base.artifact_dir.resolve(),
+                                       "lora": base.lora.model_copy(update={"max_rows_per_family": 70, **lora})})  # fmt: skip
+    runtime = pipeline.open_runtime(settings, corpus)
+    seen = []
+
+    def progress(p):
+        seen.append((p.step, rss_mib(), p.tokens_seen, p.elapsed_s))
+
+    with contextlib.suppress(TrainingCancelled):  # stopped after `steps` steps
+        pipeline.train_artifacts(settings, runtime, [KINDS["lora"]], progress=progress, groups={"questions"},
+                                 should_stop=lambda: len(seen) >= steps, force=True)  # fmt: skip
+    (_, rss_first, tok_first, t_first), (_, rss_last, tok_last, t_last) = seen[0], seen[-1]
+    return {"steps": len(seen), "peak_rss_mib": round(rss_mib("VmHWM")), "rss_first_step_mib": round(rss_first),
+            "rss_last_step_mib": round(rss_last),
+            "tokens_per_s": round((tok_last - tok_first) / (t_last - t_first), 1)}  # fmt: skip
+
+
+def memory(steps: int) -> None:
+    corpus = short_document_corpus(Path("/tmp/ragft-bench-short-documents"))
+    figures = {}
+    for name, lora in MEMORY_CONFIGS.items():
+        cmd = [sys.executable, __file__, "--memory-run", json.dumps(lora), "--steps", str(steps),
+               "--corpus", str(corpus)]  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        figures[name] = json.loads(out.strip().splitlines()[-1])
+        f = figures[name]
+        print(f"{name}: peak RSS {f['peak_rss_mib']:,} MiB, RSS after step 1 / {f['steps']}: "
+              f"{f['rss_first_step_mib']:,} / {f['rss_last_step_mib']:,} MiB, {f['tokens_per_s']} tok/s", flush=True)  # fmt: skip
+    first = next(iter(figures.values()))
+    for name, f in figures.items():
+        print(f"{name}: {f['peak_rss_mib'] / first['peak_rss_mib']:.2f}x the peak RSS, "
+              f"{f['tokens_per_s'] / first['tokens_per_s']:.2f}x the tokens/s of the default")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--corpus", type=Path, default=Path("corpora/quillmark"))
@@ -173,7 +246,15 @@ def main() -> None:
     parser.add_argument("--mode", choices=["lora", "full"], help=argparse.SUPPRESS)
     parser.add_argument("--skip-demo", action="store_true")
     parser.add_argument("--logits", action="store_true", help="only the reply-logits comparison")
+    parser.add_argument("--memory", action="store_true", help="only peak RSS and tokens/s per lora setting")
+    parser.add_argument("--memory-run", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_run:
+        print(json.dumps(memory_run(args.corpus, args.steps, json.loads(args.memory_run))))
+        return
+    if args.memory:
+        memory(args.steps)
+        return
     if args.logits:
         reply_logits(args.corpus, args.steps)
         return

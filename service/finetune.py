@@ -17,9 +17,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import ctypes
 import hashlib
-import inspect
 import json
 import logging
 import math
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from transformers import Trainer, TrainerCallback
 
 from service import adapters, folders, models
@@ -50,7 +52,9 @@ log = logging.getLogger(__name__)
 # instead of reused. 2: warm-up rounded down (a 1-step run trained nothing; short runs lost their first step).
 # 3: epoch budgets, adapter groups, corpus rewordings, document text in the knowledge adapter, RAFT as published.
 # 4: small training sets take smaller batches (lora.min_steps updates at least).
-RECIPE_VERSION = 4
+# 5: steps split under a token budget (exactly the big batch's update), so long examples no longer shrink a
+# step's batch; LoRA on the top `lora.top_layers` layers when set.
+RECIPE_VERSION = 5
 MAX_TRUNCATED_SHARE = 0.05  # examples that may lose their system message before a run refuses to train
 
 
@@ -183,6 +187,7 @@ class ProgressCallback(TrainerCallback):
         self.show_bar, self.bar, self.start = show_bar, None, 0.0
         self.loss = self.val_loss = None
         self.losses: list[float] = []
+        self.rss_mib: list[float] = []  # resident memory after each step, freed memory handed back: flat or not
         self.cancelled = False
 
     def on_train_begin(self, args, state, control, **kw):
@@ -201,6 +206,8 @@ class ProgressCallback(TrainerCallback):
             self.val_loss = float(logs["eval_loss"])
 
     def on_step_end(self, args, state, control, **kw):
+        release_freed_memory()
+        self.rss_mib.append(round(rss_mib(), 1))
         elapsed = time.perf_counter() - self.start
         tokens = int(state.num_input_tokens_seen or 0)
         rate = tokens / elapsed if elapsed else 0.0
@@ -226,8 +233,52 @@ class ProgressCallback(TrainerCallback):
             self.bar.close()
 
 
-def _peak_rss_mib() -> float:
+def rss_mib(field: str = "VmRSS") -> float:
+    """Resident memory of this process now (VmRSS), or its peak since the last `reset_peak_rss` (VmHWM), in MiB;
+    where /proc is missing, the process's lifetime peak (getrusage)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak (VmHWM) so a training run's peak is its own, not that of what the process did before."""
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as refs:  # not Linux: the process's
+        refs.write("5")
+
+
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+
+
+@contextlib.contextmanager
+def tensors_returned_on_free(threshold_bytes: int = 256 * 1024):
+    """During training, glibc serves every allocation above `threshold_bytes` from its own mapping, handed back
+    the moment it is freed. By default it raises that threshold up to 32 MiB as large blocks are freed, so a
+    step's activations (a few MB each) come from the heap, which fragments: a 1,024-token pass then peaked at
+    +2.4 GiB instead of +1.5, and a checkpointed one at +1.6 instead of +0.4 (bench/bench_train.py). Afterwards
+    the threshold is 32 MiB, where glibc's own would have settled."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, threshold_bytes)
+    except (OSError, AttributeError):  # not glibc
+        yield
+        return
+    try:
+        yield
+    finally:
+        libc.mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the last step back to the system (glibc keeps freed heap pages otherwise, so the
+    resident size between steps showed the largest step so far: 3.7 GB at rest, 1.0 GB after a trim)."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _dir_bytes(folder: Path) -> int:
@@ -297,9 +348,11 @@ def trainable_model(kind: Kind, base_model, settings: Settings):
     from peft import LoraConfig, get_peft_model
 
     lora = settings.lora
+    depth = base_model.config.num_hidden_layers
+    top = list(range(depth - lora.top_layers, depth)) if lora.top_layers and lora.top_layers < depth else None
     config = LoraConfig(
         r=lora.rank, lora_alpha=lora.lora_alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
-        task_type="CAUSAL_LM",
+        layers_to_transform=top, task_type="CAUSAL_LM",
     )  # fmt: skip
     with models.LOADING:
         return get_peft_model(base_model, config), lora.learning_rate
@@ -444,7 +497,7 @@ def train_artifact(
                 "by_variant": variants,
                 "rows": len(rows),
             },  # fmt: skip
-            training=figures,
+            training=figures | {"memory": outcome["memory"]},
             tokens_planned=sum(len(t.input_ids) for t in stream),
             trainable_params=sum(p.numel() for p in train_model.parameters() if p.requires_grad),
             total_params=sum(p.numel() for p in train_model.parameters()),
@@ -461,53 +514,125 @@ def train_artifact(
 
 
 class ReplyLogitsTrainer(Trainer):
-    """A `Trainer` that computes the vocabulary projection only where a reply token is predicted.
+    """A `Trainer` whose steps hold at most `lora.max_batch_tokens` tokens and never the full logits matrix.
 
-    The loss is the model's own (summed cross-entropy over reply tokens, divided by the batch's reply-token
-    count), but prompt positions never reach the 49k-way LM head: a rag_lora example is mostly retrieved
-    passages, and their logits and its gradient were a third of each step (bench/bench_train.py --logits).
-    Models whose forward has no `logits_to_keep` train the standard way.
+    Each step's examples are split into sub-batches of at most `max_batch_tokens` padded tokens, each
+    backpropagated alone, and every sub-batch's summed cross-entropy is divided by the whole step's loss-token
+    count (transformers' `num_items_in_batch`), so the loss and gradients are one big batch's. The LM head runs
+    only where a loss token is predicted, `LOSS_CHUNK_TOKENS` positions at a time, each chunk recomputed in the
+    backward pass (torch.utils.checkpoint) so its logits are freed at once: a document window's 1,664 x 49k
+    float32 logits (327 MB, three times that with their softmax and gradient) never exist. A sub-batch over the
+    budget (one example longer than it) runs with activation checkpointing. Models that cannot be split into a
+    decoder and an LM head (a head with logit scaling or soft-capping) train the standard way.
     """
 
     loss_is_scaled_for_ga = True  # normalised by the accumulated batch's reply tokens, like the model's loss
 
+    def __init__(self, *args, max_batch_tokens: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_batch_tokens = max_batch_tokens
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        labels = inputs.get("labels")
+        if num_items_in_batch is None and labels is not None:  # counted here so every sub-batch divides by it
+            num_items_in_batch = (labels[:, 1:] != -100).sum() * self.current_gradient_accumulation_steps
+        loss = None
+        for part, over_budget in split_batch(inputs, self.max_batch_tokens):
+            with activation_checkpointing(model, over_budget):
+                part_loss = super().training_step(model, part, num_items_in_batch)
+            loss = part_loss if loss is None else loss + part_loss
+        return loss
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.get("labels")
-        if labels is None or not accepts_logits_to_keep(model):
+        parts = decoder_and_head(model)
+        if labels is None or parts is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        # Position p predicts token p + 1: keep every position whose next token is a reply token in some row.
-        keep = (labels[:, 1:] != -100).any(dim=0).nonzero().squeeze(1)
-        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, logits_to_keep=keep)
-        targets = labels[:, keep + 1]
-        loss = F.cross_entropy(
-            outputs.logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="sum"
-        )
+        decoder, head = parts
+        hidden = decoder(
+            input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"), use_cache=False
+        ).last_hidden_state
+        targets = labels[:, 1:]  # position p predicts token p + 1
+        where = targets != -100
+        loss = chunked_cross_entropy(head, hidden[:, :-1][where], targets[where])
         if num_items_in_batch is not None:  # training: the accumulated batch's reply tokens, as the model divides
             loss = loss / torch.as_tensor(num_items_in_batch, device=loss.device).clamp(min=1)
-        else:  # validation, or a batch the Trainer did not count: this batch's mean
-            loss = loss / (targets != -100).sum().clamp(min=1)
-            if model.training:
-                loss = loss / getattr(
-                    self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps
-                )
-        return (loss, outputs) if return_outputs else loss
+        else:  # validation: this batch's mean
+            loss = loss / where.sum().clamp(min=1)
+        return (loss, {"loss": loss}) if return_outputs else loss
 
 
-def accepts_logits_to_keep(model) -> bool:
-    """Whether the causal LM under any peft wrapper takes `logits_to_keep` (transformers' decoder models do)."""
+LOSS_CHUNK_TOKENS = 512  # positions per LM-head chunk: 512 x 49,152 float32 logits = 100 MB, freed before the next
+
+
+def chunked_cross_entropy(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy of `head(hidden)` against `targets` ([N, H] and [N]), `LOSS_CHUNK_TOKENS` rows at a
+    time; with more than one chunk each is recomputed in the backward pass, so one chunk's logits exist at once."""
+
+    def chunk_loss(h, t):
+        return F.cross_entropy(head(h).float(), t, reduction="sum")
+
+    n = hidden.shape[0]
+    if n <= LOSS_CHUNK_TOKENS or not torch.is_grad_enabled():
+        return sum((chunk_loss(hidden[s : s + LOSS_CHUNK_TOKENS], targets[s : s + LOSS_CHUNK_TOKENS])
+                    for s in range(0, n, LOSS_CHUNK_TOKENS)), hidden.new_zeros(()))  # fmt: skip
+    return sum((checkpoint(chunk_loss, hidden[s : s + LOSS_CHUNK_TOKENS], targets[s : s + LOSS_CHUNK_TOKENS],
+                           use_reentrant=False) for s in range(0, n, LOSS_CHUNK_TOKENS)), hidden.new_zeros(()))  # fmt: skip
+
+
+def decoder_and_head(model):
+    """(decoder, LM head) of the causal LM under any peft wrapper, when its logits are the head's output as is."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+    config = inner.config
+    if any(getattr(config, a, None) for a in ("final_logit_softcapping", "logit_scale", "logits_scaling")):
+        return None
+    decoder, head = inner.get_decoder(), inner.get_output_embeddings()
+    return (decoder, head) if decoder is not None and decoder is not inner and head is not None else None
 
 
-def step_shape(
-    stream: list[Tokenized], batch_size: int, grad_accum: int, max_batch_tokens: int, min_steps: int = 1
-) -> tuple[int, int]:
-    """(examples per device step, accumulation steps): at most `max_batch_tokens` per step; the effective batch
-    (`batch_size` x `grad_accum`) shrinks where the stream would otherwise give fewer than `min_steps` updates."""
-    effective = max(1, min(batch_size * grad_accum, len(stream) // min_steps))
-    lengths = sorted(len(t.input_ids) for t in stream)
-    typical = lengths[int(0.9 * (len(lengths) - 1))]
-    per_device = max(1, min(effective, max_batch_tokens // max(1, typical)))
+def split_batch(inputs: dict, max_tokens: int | None) -> list[tuple[dict, bool]]:
+    """A right-padded batch as sub-batches of at most `max_tokens` padded tokens (rows grouped by length, each
+    trimmed to its longest row), each with whether it is over the budget (a row longer than it, alone)."""
+    mask = inputs.get("attention_mask")
+    if max_tokens is None or mask is None or mask.numel() <= max_tokens:
+        return [(inputs, False)]
+    lengths = mask.sum(dim=1).tolist()
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    for i in order:  # longest first: a group's first row sets its width
+        if groups and (len(groups[-1]) + 1) * lengths[groups[-1][0]] <= max_tokens:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    parts = []
+    for group in groups:
+        rows, width = torch.tensor(group), int(lengths[group[0]])
+        part = {k: v[rows, :width] if torch.is_tensor(v) and v.dim() == 2 else v for k, v in inputs.items()}
+        parts.append((part, width > max_tokens))
+    return parts
+
+
+@contextlib.contextmanager
+def activation_checkpointing(model, enabled: bool):
+    """Activation checkpointing on the model's decoder layers for the duration, unless already on."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not enabled or not getattr(inner, "supports_gradient_checkpointing", False) or inner.is_activation_checkpointing:
+        yield
+        return
+    inner.activation_checkpointing_enable({"use_reentrant": False})
+    inner.disable_input_require_grads()  # non-reentrant checkpointing needs no input grads; backward stops lower
+    try:
+        yield
+    finally:
+        inner.activation_checkpointing_disable()
+
+
+def step_shape(stream_len: int, batch_size: int, grad_accum: int, min_steps: int = 1) -> tuple[int, int]:
+    """(examples per device step, accumulation steps): `batch_size` x `grad_accum` examples per update, shrunk
+    where the stream would otherwise give fewer than `min_steps` updates. Tokens are bounded inside each step
+    (`ReplyLogitsTrainer`), so long examples no longer change the shape."""
+    effective = max(1, min(batch_size * grad_accum, stream_len // min_steps))
+    per_device = min(batch_size, effective)
     return per_device, math.ceil(effective / per_device)
 
 
@@ -517,14 +642,16 @@ def _run_trainer(settings, kind, model, tokenizer, stream, val, learning_rate, w
     lora = settings.lora
     if not stream:
         raise TrainingDataError(f"the {kind} training stream is empty (token budget 0 or no examples)")
-    per_device, accum = step_shape(stream, lora.batch_size, lora.grad_accum, lora.max_batch_tokens, lora.min_steps)
+    per_device, accum = step_shape(len(stream), lora.batch_size, lora.grad_accum, lora.min_steps)
     steps = math.ceil(len(stream) / (per_device * accum))
+    longest_val = max((len(t.input_ids) for t in val), default=1)  # validation batches fit the token budget too
+    eval_batch = max(1, min(per_device, lora.max_batch_tokens // longest_val))
     eval_steps = max(1, math.ceil(steps / lora.evals_per_run))
     validate = bool(val) and steps > 1
     args = TrainingArguments(
         output_dir=str(work / "checkpoints"),
         per_device_train_batch_size=per_device,
-        per_device_eval_batch_size=per_device,
+        per_device_eval_batch_size=eval_batch,
         gradient_accumulation_steps=accum,
         learning_rate=learning_rate,
         num_train_epochs=1,  # the stream already holds the planned epochs
@@ -553,6 +680,8 @@ def _run_trainer(settings, kind, model, tokenizer, stream, val, learning_rate, w
         data_seed=settings.generation.seed,
         dataloader_num_workers=0,
         prediction_loss_only=True,  # validation needs its loss only, not every position's logits kept in memory
+        activation_checkpointing=lora.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},
     )
     tokenizer.padding_side = "right"  # training: positions must start at 0 for every example
     callback = ProgressCallback(kind, progress, should_stop, show_bar)
@@ -564,15 +693,20 @@ def _run_trainer(settings, kind, model, tokenizer, stream, val, learning_rate, w
         eval_dataset=[t.as_features() for t in val] if val else None,
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
         callbacks=callbacks,
+        max_batch_tokens=lora.max_batch_tokens,
     )
     trainer.remove_callback(PrinterCallback)  # our callback reports progress; raw log dicts would flood stdout
+    release_freed_memory()
+    reset_peak_rss()  # the peak recorded is this run's, not what the process held before (index, other runs)
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    result = trainer.train()
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    if validate:
-        val_loss = trainer.state.best_metric  # the best checkpoint was loaded back
-    else:
-        val_loss = float(trainer.evaluate()["eval_loss"]) if val and not callback.cancelled else None
+    with tensors_returned_on_free():
+        result = trainer.train()
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        if validate:
+            val_loss = trainer.state.best_metric  # the best checkpoint was loaded back
+        else:
+            val_loss = float(trainer.evaluate()["eval_loss"]) if val and not callback.cancelled else None
+    release_freed_memory()
     model.eval()
     last = callback.losses[-10:]
     tokens = int(trainer.state.num_input_tokens_seen or 0)
@@ -595,8 +729,13 @@ def _run_trainer(settings, kind, model, tokenizer, stream, val, learning_rate, w
             "cpu_s": round(cpu, 2),
             "tokens_processed": tokens,
             "tokens_per_s": round(tokens / wall, 1) if wall else None,
-            "peak_rss_mib": round(_peak_rss_mib(), 1),
+            "peak_rss_mib": round(rss_mib("VmHWM"), 1),
         },
+        "memory": {
+            "max_batch_tokens": lora.max_batch_tokens,
+            "gradient_checkpointing": lora.gradient_checkpointing,
+            "rss_mib_per_step": callback.rss_mib,
+        },  # fmt: skip
     }
 
 
@@ -613,6 +752,6 @@ def describe(result: TrainResult) -> str:
     loss = f"{m.train_loss_final:.3f}" if m.train_loss_final is not None else "-"
     return (
         f"{verb} {label}: {m.tokens_processed or 0:,} tokens in {m.wall_s or 0:.0f} s (epochs: {epochs}){flag} "
-        f"({m.tokens_per_s} tok/s), train loss {loss}{val}, "
+        f"({m.tokens_per_s} tok/s, peak RSS {(m.peak_rss_mib or 0) / 1024:.1f} GiB), train loss {loss}{val}, "
         f"{m.trainable_params:,} trainable params, {m.size_bytes / 1e6:.1f} MB -> {result.folder}"
     )

@@ -237,55 +237,91 @@ def test_document_text_training_lowers_loss_on_a_document_sentence(settings, tra
     assert loss(adapted) < before
 
 
-def test_reply_only_logits_give_the_models_own_loss_and_gradients(generator, tmp_path):
-    """Skipping the LM head on prompt positions must not change what is learnt: same loss, same LoRA gradients."""
+def lora_batch(generator, rows=3, width=20, seed=0):
+    """A LoRA-wrapped tiny model with a non-zero adapter path, and a right-padded batch with reply labels."""
     from peft import LoraConfig, get_peft_model
-    from transformers import TrainingArguments
-
-    from service.finetune import ReplyLogitsTrainer, accepts_logits_to_keep
 
     model = get_peft_model(generator.model, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     for name, p in model.named_parameters():
         if "lora_B" in name:  # peft starts B at zero; give the adapter a non-zero path so its gradients are real
             torch.nn.init.normal_(p, std=0.05)
-    ids = torch.randint(3, model.config.vocab_size, (3, 20))
+    ids = torch.randint(3, model.config.vocab_size, (rows, width))
     mask = torch.ones_like(ids)
-    mask[2, 15:] = 0  # a right-padded row
     labels = torch.full_like(ids, -100)
-    labels[0, 17:20], labels[1, 9:12], labels[2, 12:15] = ids[0, 17:20], ids[1, 9:12], ids[2, 12:15]
-    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
-    count = int((labels[:, 1:] != -100).sum())
+    for r in range(rows):  # rows of different lengths, right-padded, each with a few reply tokens at its end
+        length = width - (r * 5) % (width // 2)
+        mask[r, length:] = 0
+        labels[r, length - 3 : length] = ids[r, length - 3 : length]
+    return model, {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
-    def loss_and_grads(compute):
-        model.zero_grad()
-        loss = compute()
+
+def loss_and_grads(model, compute):
+    model.zero_grad()
+    loss = compute()
+    if loss.requires_grad:
         loss.backward()
-        return loss.item(), [p.grad.clone() for n, p in model.named_parameters() if p.requires_grad]
+    return float(loss.detach()), [p.grad.clone() for p in model.parameters() if p.requires_grad]
 
-    trainer = ReplyLogitsTrainer(
-        model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
-    )
-    assert accepts_logits_to_keep(model)
-    ours, our_grads = loss_and_grads(lambda: trainer.compute_loss(model, dict(batch), num_items_in_batch=count))
-    theirs, their_grads = loss_and_grads(lambda: model(**batch, num_items_in_batch=count).loss)
-    assert ours == pytest.approx(theirs, rel=1e-5)
-    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(our_grads, their_grads, strict=True))
+
+def budget_trainer(model, tmp_path, max_batch_tokens=None):
+    from transformers import TrainingArguments
+
+    from service.finetune import ReplyLogitsTrainer
+
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    return ReplyLogitsTrainer(model=model, args=args, max_batch_tokens=max_batch_tokens)
+
+
+def test_reply_only_chunked_loss_gives_the_models_own_loss_and_gradients(generator, tmp_path, monkeypatch):
+    """The LM head on reply positions only, in checkpointed chunks, must not change what is learnt."""
+    from service import finetune
+
+    model, batch = lora_batch(generator)
+    count = int((batch["labels"][:, 1:] != -100).sum())
+    trainer = budget_trainer(model, tmp_path)
+    theirs, their_grads = loss_and_grads(model, lambda: model(**batch, num_items_in_batch=count).loss)
+    for chunk in (512, 2):  # one chunk, and several recomputed in the backward pass
+        monkeypatch.setattr(finetune, "LOSS_CHUNK_TOKENS", chunk)
+        ours, our_grads = loss_and_grads(
+            model, lambda: trainer.compute_loss(model, dict(batch), num_items_in_batch=count)
+        )
+        assert ours == pytest.approx(theirs, rel=1e-5)
+        assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(our_grads, their_grads, strict=True))
     assert any(g.abs().sum() > 0 for g in our_grads)
     mean = trainer.compute_loss(model, dict(batch))  # no count given (validation): this batch's mean
     assert mean.item() == pytest.approx(model(**batch).loss.item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("max_batch_tokens", [None, 64, 40, 20, 8])
+def test_token_budget_batching_gives_one_big_batchs_loss_and_gradients(generator, tmp_path, max_batch_tokens):
+    """A step split into sub-batches under lora.max_batch_tokens (down to one row each, and rows longer than the
+    budget) backpropagates exactly the loss and gradients of the whole batch at once."""
+    from service.finetune import split_batch
+
+    model, batch = lora_batch(generator, rows=6, width=20)
+    model.train()
+    count = int((batch["labels"][:, 1:] != -100).sum())
+    theirs, their_grads = loss_and_grads(model, lambda: model(**batch, num_items_in_batch=count).loss)
+    trainer = budget_trainer(model, tmp_path, max_batch_tokens)
+    trainer.create_optimizer()  # training_step reads the optimizer's mode
+    ours, our_grads = loss_and_grads(model, lambda: trainer.training_step(model, dict(batch), count))
+    assert ours == pytest.approx(theirs, rel=1e-5)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(our_grads, their_grads, strict=True))
+    parts = split_batch(batch, max_batch_tokens)
+    assert sum(len(p["input_ids"]) for p, _ in parts) == 6
+    if max_batch_tokens:
+        assert all(p["input_ids"].numel() <= max_batch_tokens or over for p, over in parts)
+        assert all(over == (p["input_ids"].shape[1] > max_batch_tokens) for p, over in parts)
+
+
 def test_a_small_training_set_takes_smaller_batches_for_enough_updates():
     from service.finetune import step_shape
 
-    def stream(n, length=40):
-        return [Tokenized([1] * length, [-100] * length, "r") for _ in range(n)]
-
-    assert step_shape(stream(44), 8, 1, 2048, min_steps=20) == (2, 1)  # 24 rows, 2 epochs: 22 updates, not 6
-    assert step_shape(stream(400), 8, 1, 2048, min_steps=20) == (8, 1)  # enough rows: the configured batch
-    assert step_shape(stream(10), 8, 1, 2048, min_steps=20) == (1, 1)  # never below one example
-    assert step_shape(stream(400, length=600), 8, 1, 2048, min_steps=20) == (3, 3)  # long rows: accumulate instead
+    assert step_shape(44, 8, 1, min_steps=20) == (2, 1)  # 24 rows, 2 epochs: 22 updates, not 6
+    assert step_shape(400, 8, 1, min_steps=20) == (8, 1)  # enough rows: the configured batch
+    assert step_shape(10, 8, 1, min_steps=20) == (1, 1)  # never below one example
+    assert step_shape(400, 8, 2, min_steps=20) == (8, 2)  # grad_accum multiplies the batch
 
 
 # (kind, a settings change that makes the retrain a different artifact, what tells the loaded one apart)
@@ -317,3 +353,25 @@ def test_a_retrained_artifact_is_what_answers_next(settings, train_corpus, kind,
     assert (before.fingerprint, after.fingerprint) == (first.fingerprint, second.fingerprint)
     assert runtime.loaded_fingerprints() == {kind if kind == "scratch" else f"{kind}-questions": second.fingerprint}
     assert answer(ARMS["base"], runtime, query)[0].fingerprint is None
+
+
+def test_memory_stays_flat_over_many_steps_on_a_few_hundred_short_documents(settings, train_corpus):
+    """60+ optimizer steps over 300 short documents (a few long): every step's tokens are bounded by
+    lora.max_batch_tokens, nothing is kept per step, and the manifest records this run's peak and each step's RSS."""
+    import random
+
+    from tests import tiny
+
+    rng = random.Random(0)
+    words = [w for w in tiny.WORDS if w.isalpha()]
+    for i in range(300):
+        n = 140 if i % 50 == 0 else rng.randint(5, 40)  # a few windows over the budget run alone, checkpointed
+        (train_corpus / "documents" / f"note-{i:03d}.txt").write_text(" ".join(rng.choices(words, k=n)) + " .")
+    lora = settings.lora.model_copy(update={"document_epochs": 2, "batch_size": 8, "max_batch_tokens": 96})
+    m = train(settings.model_copy(update={"lora": lora}), train_corpus, "lora").manifest
+    per_step = m.training["memory"]["rss_mib_per_step"]
+    assert m.steps >= 60 and len(per_step) == m.steps, m.steps
+    assert m.peak_rss_mib <= 3 * 1024 and m.peak_rss_mib >= max(per_step)
+    first, last = per_step[5:25], per_step[-20:]  # after warm-up: the allocator and the optimizer state settle
+    assert max(last) <= max(first) + 32, per_step  # MiB; growth per step would add up over 60 steps
+    assert m.training["families"]["documents"]["epochs_reached"] == 2
