@@ -9,7 +9,10 @@ no index is built, so the passages are not the retriever's but their length is),
 exactly 216 tokens (llama.cpp answered 3.5/s on these with the Q4_1 GGUF on a 2-core machine of this kind).
 The lora arm uses the trained questions adapter of the corpus where one is stored (e.g. the demo's), else a
 rank-16 adapter with random weights (speed and the conversion check, not quality).
-Agreement is the share of answers identical to transformers float32's. Prompt tokens/s is set against the
+Agreement is the share of answers identical to transformers float32's. Per answer: the wall clock, the old
+recorded cost (its batch's latency split over the batch) and the recorded machine time (`Generation.machine_ms`,
+the batch's share of the call's wall clock): batches run side by side on replicas made the split latency read
+higher than the wall clock, so the faster engine looked slower. Prompt tokens/s is set against the
 float32 compute limit of these cores: ~100 GFLOP/s / 0.27 GFLOP per token (2 x 135M parameters) = ~370 tok/s.
 The machine is shared, so only ratios within one run mean anything. Prints figures; asserts nothing.
 --headlines compares two runs of the same rows answered in two compute types (`ragft demo` and
@@ -142,7 +145,9 @@ def main() -> None:
           f"batch_size {settings.generation.batch_size}, max_batch_tokens {settings.generation.max_batch_tokens}")  # fmt: skip
     model, tokenizer, model_id = models.load_generator(settings.models, settings.artifact_dir)
     base = Generator(model, tokenizer, model_id, settings.generation)
-    sets = prompt_sets(settings, base, args.corpus, args.short, args.rag, args.fixed)
+    sets = {
+        k: v for k, v in prompt_sets(settings, base, args.corpus, args.short, args.rag, args.fixed).items() if v
+    }  # --fixed 0 and the like: no empty set
 
     engines: dict[str, dict] = {"transformers-float32": {"base": base}}
     tmp = tempfile.TemporaryDirectory()
@@ -198,7 +203,8 @@ def main() -> None:
                       f"identical to {a['reference']}")  # fmt: skip
 
     print(f"\n{'prompts':10s} {'arm':5s} {'engine':22s} {'n':>3s} {'prompt tok':>10s} {'gen tok':>7s} {'answers/s':>9s} "
-          f"{'x tf32':>7s} {'prompt tok/s':>12s} {'% fp32 limit':>12s} {'agree':>6s}")  # fmt: skip
+          f"{'x tf32':>7s} {'prompt tok/s':>12s} {'% fp32 limit':>12s} {'agree':>6s} {'wall ms/ans':>11s} "
+          f"{'latency split':>13s} {'machine ms':>10s}")  # fmt: skip
     limit = FP32_GFLOPS / GFLOP_PER_TOKEN
     for set_name, prompts in sets.items():
         arms = ["base", "lora"] if lora is not None and set_name == "short" else ["base"]
@@ -214,7 +220,9 @@ def main() -> None:
                 print(f"{set_name:10s} {arm:5s} {name:22s} {len(out):3d} {tokens / len(out):10.0f} "
                       f"{sum(g.generated_tokens for g in out) / len(out):7.1f} "
                       f"{len(out) / seconds:9.2f} {reference[1] / seconds:7.2f} {tokens / seconds:12.0f} "
-                      f"{100 * tokens / seconds / limit:11.0f}% {agree:3d}/{len(out)}")  # fmt: skip
+                      f"{100 * tokens / seconds / limit:11.0f}% {agree:3d}/{len(out)} {1000 * seconds / len(out):11.0f} "
+                      f"{sum(g.latency_ms / g.batch_size for g in out) / len(out):13.0f} "
+                      f"{sum(g.machine_ms / g.batch_size for g in out) / len(out):10.0f}")  # fmt: skip
                 if set_name == "short" and arm == "base" and name == "ctranslate2-int8":
                     alone, seconds = timed(gens[arm], prompts, one_at_a_time=True)
                     same = sum(a.text == b for a, b in zip(alone, texts, strict=True))

@@ -102,13 +102,6 @@ class ModelSettings(BaseModel):
     )
     backend_concurrency: int = Field(16, ge=1, le=256, description="Requests in flight per batch sent to the backend.")
     backend_timeout_s: float = Field(120.0, gt=0, description="Timeout of one backend request.")
-    ct2_keep_conversions: int = Field(
-        1,
-        ge=1,
-        description="CTranslate2 conversions kept on disk per artifact (and compute type): each retrain plus a query "
-        "converts again (514 MB float32), so older ones are deleted past this many, newest kept; in memory only "
-        "the newest conversion of each artifact stays loaded.",
-    )
 
     @model_validator(mode="after")
     def _float16_needs_cuda(self) -> ModelSettings:
