@@ -301,6 +301,36 @@ def _run_and_report(settings: Settings, spec) -> None:
         _finish_run(settings, done)
 
 
+ALL_SIZES = "10,25,50,100,all"
+
+
+@app.command()
+def curve(
+    corpus: Annotated[Path, typer.Option(help="Corpus folder with documents/ and tasks/.")],
+    arms: Annotated[str | None, typer.Option(help="Comma-separated arms (default: base,fewshot,rag,lora).")] = None,
+    families: Annotated[str | None, typer.Option(help="Comma-separated families (default: eval.families).")] = None,
+    rows: Annotated[str, typer.Option(help="Train rows per family at each point ('all': every row).")] = ALL_SIZES,
+    noise: Annotated[str, typer.Option(help="Shares of train rows given a wrong target, e.g. 0,0.1,0.3.")] = "0",
+    limit: Annotated[int | None, typer.Option(help="Test rows per family (seeded sample).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for subsets, noise, sampling and statistics.")] = None,
+    set_: SetOption = None,
+) -> None:
+    """Train the adapter arms on nested subsets of the train rows (optionally with label noise), answer the same
+    test rows at every size, and report where fine-tuning overtakes prompting and RAG."""
+    settings = build_settings(set_)
+    with reported_errors():
+        corpus_folder(corpus, tasks=True)
+        from eval.curve import CurveSpec, parse_noise, parse_sizes, run_curve, summary_lines
+
+        spec = CurveSpec.resolve(settings, corpus, arms=_split(arms), families=_split(families),
+                                 rows=parse_sizes(rows), noise=parse_noise(noise), limit=limit, seed=seed)  # fmt: skip
+        results, folder = run_curve(settings, spec, progress=_progress_printer(), show_bars=True)
+    typer.secho(f"\nCurve {results['curve_id']}", bold=True)
+    for line in summary_lines(results):
+        typer.echo("  " + line.replace("**", ""))
+    typer.echo(f"\nreport: {folder / 'report.html'}  (also report.md, results.json)")
+
+
 @app.command()
 def score(
     corpus: Annotated[Path, typer.Option(help="Corpus whose test rows the predictions answer.")],

@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 from eval import pipeline
+from eval.curve import CurveSpec, run_curve
 from eval.results import publish_run
 from eval.runner import run_eval
 from eval.spec import RunCancelled, RunSpec
@@ -30,6 +31,9 @@ from service.kinds import parse_kind
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+JOB_PREFIX = {"eval": "run", "train": "train", "curve": "curve"}  # job ids: run-..., train-..., curve-...
 
 
 class JobWorker:
@@ -63,7 +67,7 @@ class JobWorker:
     def submit(self, kind: str, request: dict) -> JobRecord:
         """Queue a job, or return the queued, running or finished job with the same request (deduplicated);
         QueueFull past `api.max_queued_jobs` waiting jobs."""
-        job_id = f"{'run' if kind == 'eval' else 'train'}-{uuid.uuid4().hex[:12]}"
+        job_id = f"{JOB_PREFIX.get(kind, kind)}-{uuid.uuid4().hex[:12]}"
         job, new = self.store.add_job(job_id, kind, request, self.settings.api.max_queued_jobs)  # one transaction
         if new:
             self._queue.put(job_id)
@@ -128,8 +132,25 @@ class JobWorker:
             self.store.update_job(job.id, status, progress={"stage": stage, "done": done, "total": total,
                                                             "eta_s": round(eta) if eta is not None else None})  # fmt: skip
 
+        if job.kind == "curve":
+            self._run_curve(job)
+            return
+
         spec = RunSpec.model_validate(job.request)
         spec = spec.model_copy(update={"corpus": self.corpus_folder(str(spec.corpus))})
         run_id = run_eval(self.settings, spec, progress=progress, should_stop=self._should_stop(job.id),
                           named=lambda run_id: self.store.set_run_id(job.id, run_id))  # fmt: skip
         publish_run(self.settings, run_id)
+
+    def _run_curve(self, job: JobRecord) -> None:
+        """A crossover curve (`eval.curve`): its points are ordinary runs, so a resumed job reuses what they stored;
+        the job's run_id is the curve id, whose report folder the report routes serve."""
+        spec = CurveSpec.model_validate(job.request)
+        spec = spec.model_copy(update={"corpus": self.corpus_folder(str(spec.corpus))})
+
+        def progress(stage: str, done: int, total: int) -> None:
+            status = "training" if stage.startswith(("train", "index")) else "evaluating"
+            self.store.update_job(job.id, status, progress={"stage": stage, "done": done, "total": total})
+
+        results, _ = run_curve(self.settings, spec, progress=progress, should_stop=self._should_stop(job.id))
+        self.store.set_run_id(job.id, results["curve_id"])

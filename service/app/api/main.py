@@ -25,7 +25,7 @@ from service.adapters import AdapterMismatch, ArtifactMissing
 from service.app.api.deps import hide_paths, key_role, require_api_key, require_key_for_operations, unauthorized
 from service.app.api.jobs import JobWorker
 from service.app.api.monitoring import RequestGuard, Telemetry
-from service.app.api.routes import corpora, health, openai, query, runs
+from service.app.api.routes import corpora, curves, health, openai, query, runs
 from service.backend import BackendError, BackendUnavailable
 from service.coalesce import Busy, Coalescer, DeadlineExceeded
 from service.documents import recover_document_changes
@@ -218,6 +218,7 @@ def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
     app.include_router(query.router, dependencies=guarded)
     app.include_router(openai.router, dependencies=guarded)
     app.include_router(runs.router, dependencies=guarded)
+    app.include_router(curves.router, dependencies=guarded)
     app.include_router(corpora.router, dependencies=guarded)
     for error in NOT_READY:
         app.add_exception_handler(error, not_ready)

@@ -1,0 +1,192 @@
+import json
+
+import pytest
+
+from eval import curve
+from eval.curve import CurveSpec, RunValues, adjust, clean_rows_matching, crossover, paired
+from eval.store import Store
+from eval.tasks import load_tasks
+
+LABELS = ["yes", "no"]
+SCHEMA = {"type": "object", "properties": {"product": {"type": "string"}, "priority": {"enum": ["low", "high"]}},
+          "required": ["product", "priority"]}  # fmt: skip
+EXTRA = [
+    *({"id": f"bl{i}", "family": "behaviour", "split": "train", "input": f"the k{i} router is {w}", "kind": "label",
+       "instruction": "Answer yes or no.", "labels": LABELS, "label": LABELS[i % 2]}
+      for i, w in enumerate(["broken", "fine", "slow", "dead", "ok", "hot"])),
+    *({"id": f"bj{i}", "family": "behaviour", "split": "train", "input": f"{p} {q} price", "kind": "json",
+       "instruction": "Reply with JSON.", "schema": SCHEMA, "expected": {"product": p, "priority": q}}
+      for i, (p, q) in enumerate([("k2", "low"), ("k4", "high"), ("camera", "low")])),
+    {"id": "kx1", "family": "knowledge", "split": "train", "question": "How much does the dock cost?",
+     "answers": ["$249"], "source_docs": ["kestrel-k2"]},
+    {"id": "kx2", "family": "knowledge", "split": "train", "question": "How much does the camera cost?",
+     "answers": ["$199"], "source_docs": ["kestrel-k4"]},
+]  # fmt: skip
+
+
+@pytest.fixture
+def curve_corpus(full_corpus):
+    with (full_corpus / "tasks" / "tasks.jsonl").open("a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in EXTRA)
+    return full_corpus
+
+
+def test_sizes_and_noise_parse_and_check():
+    assert curve.parse_sizes("50, 10,all,10") == [10, 50, "all"]
+    assert curve.parse_noise("0.3,0") == [0.0, 0.3]
+    for bad in ("0", "ten", ""):
+        with pytest.raises(ValueError):
+            curve.parse_sizes(bad)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        curve.parse_noise("1")
+
+
+def test_a_curve_needs_an_arm_that_learns_from_train_rows(settings, curve_corpus):
+    with pytest.raises(ValueError, match="learn nothing"):
+        CurveSpec.resolve(settings, curve_corpus, arms=["base", "rag"], families=["behaviour"])
+
+
+def test_subsets_are_nested_per_family(settings, curve_corpus):
+    rows = load_tasks(curve_corpus)
+    order = curve.subset_order(rows, settings, seed=0)
+    assert set(order) == {"knowledge", "behaviour", "abstention"}
+    assert order["knowledge"][0] == "k3"  # a train row a test paraphrase restates comes first
+    small, large, full = (curve.subset(order, s) for s in (2, 5, "all"))
+    for family in order:
+        assert set(small[family]) <= set(large[family]) <= set(full[family])
+        assert len(small[family]) == min(2, len(order[family]))
+    assert sorted(full["behaviour"]) == sorted(r.id for r in rows if r.split == "train" and r.family == "behaviour")
+    assert curve.subset_order(rows, settings, seed=1)["behaviour"] != order["behaviour"]  # seeded
+    sizes, notes = curve.plan_sizes([2, 5, 100, "all"], order, ["behaviour"])
+    assert sizes == [2, 5, "all"] and "100 rows: the same subset as all" in notes[0]
+
+
+def test_noise_gives_train_rows_a_wrong_target_of_their_type_and_never_touches_test_rows(settings, curve_corpus):
+    rows = load_tasks(curve_corpus)
+    order = curve.subset_order(rows, settings, seed=0)
+    folder, counts, corrupted = curve.write_view(settings, curve_corpus, rows, order, "all", 0.5, seed=0)
+    view = {r.id: r for r in load_tasks(folder)}  # the view is a valid corpus
+    original = {r.id: r for r in rows}
+    assert {r.id for r in view.values() if r.split == "test"} == {r.id for r in rows if r.split == "test"}
+    for row in rows:
+        if row.split == "test":
+            assert view[row.id].model_dump(exclude={"paraphrase_of"}) == row.model_dump(exclude={"paraphrase_of"})
+    by_family = {f: [c for c in corrupted if c.family == f] for f in counts}
+    assert len(by_family["behaviour"]) == round(0.5 * counts["behaviour"])  # 10 rows: 5
+    assert not by_family["abstention"]  # the abstention phrase is the only target an abstention row has
+    for c in corrupted:
+        before, after = original[c.row_id], view[c.row_id]
+        assert before.split == "train"
+        if c.field == "label":
+            assert after.label in before.labels and after.label != before.label
+        elif c.field.startswith("expected."):
+            changed = [k for k in before.expected if before.expected[k] != after.expected[k]]
+            assert len(changed) == 1  # one JSON field, to a value the schema allows (load_tasks checked it)
+        else:
+            assert after.answers != before.answers and c.same_type
+    manifest = json.loads((folder / "curve.json").read_text())
+    assert [c["row_id"] for c in manifest["corrupted"]] == [c.row_id for c in corrupted]
+    again = curve.write_view(settings, curve_corpus, rows, order, "all", 0.5, seed=0)
+    assert again[2] == corrupted  # seeded: the same rows, the same wrong targets
+    small = curve.write_view(settings, curve_corpus, rows, order, 2, 0.0, seed=0)[0]
+    kept = {r.id for r in load_tasks(small) if r.split == "train" and r.family == "knowledge"}
+    assert kept == set(order["knowledge"][:2])
+
+
+def _run(scores: dict[str, list[int]]) -> RunValues:
+    ids = [f"r{i:03d}" for i in range(len(next(iter(scores.values()))))]
+    values = {(arm, "m"): dict(zip(ids, s, strict=True)) for arm, s in scores.items()}
+    return RunValues({}, values, {}, {})
+
+
+def _points(gaps: list[tuple[int, int]], n: int = 60, reference: int = 20) -> list[dict]:
+    """Per point (rows, lora's correct rows): lora against a reference arm correct on the first `reference` rows."""
+    ref = [1] * reference + [0] * (n - reference)
+    points = []
+    for rows, correct in gaps:
+        lora = [1] * correct + [0] * (n - correct)
+        run = _run({"lora": lora, "rag": ref})
+        points.append({"rows": rows, "against": "rag", "comparison": paired("lora", run, "rag", run, "m", 0)})
+    adjust([p["comparison"] for p in points])
+    return points
+
+
+def test_crossover_rule_on_constructed_scores():
+    reached = crossover(_points([(10, 18), (25, 24), (50, 45), (100, 55)]), higher_is_better=True, label="LoRA")
+    assert reached["status"] == "reached" and reached["rows"] == 50 and "beats rag" in reached["statement"]
+    behind = crossover(_points([(10, 0), (25, 1), (50, 2)]), higher_is_better=True)
+    assert behind["status"] == "worse" and behind["rows"] is None
+    assert behind["statement"].startswith("not reached within the 50 train rows available")
+    assert behind["trend"]["per_doubling"] > 0  # lora's gap closes as rows grow
+    undecided = crossover(_points([(10, 18), (25, 21), (50, 23)]), higher_is_better=True)
+    assert undecided["status"] == "undecided" and "undecided against rag" in undecided["statement"]
+
+
+def test_clean_rows_matching_a_noisy_plateau():
+    clean = [(10, 0.1), (100, 0.5), (1000, 0.9)]
+    assert clean_rows_matching(clean, 0.3, True) == {"rows": 32, "bound": "about"}  # halfway in log(rows)
+    assert clean_rows_matching(clean, 0.05, True) == {"rows": 10, "bound": "at most"}
+    assert clean_rows_matching(clean, 0.95, True) == {"rows": 1000, "bound": "more than"}
+
+
+def test_curve_end_to_end_reuses_points_and_resumes(settings, curve_corpus, ragft):
+    settings, run = ragft
+    args = ["curve", "--corpus", curve_corpus, "--arms", "base,fewshot,lora", "--families", "behaviour",
+            "--rows", "3,all", "--noise", "0,0.5"]  # fmt: skip
+    out = run(*args)
+    assert out.exit_code == 0, out.output
+    curve_id = out.stdout.split("Curve ")[1].split()[0]
+    folder = settings.eval.reports_dir / curve_id
+    results = json.loads((folder / "results.json").read_text())
+    block = results["families"]["behaviour"]
+    assert set(block["reference"]) == {"base"}  # base reads no train rows: one run, a reference line
+    assert {(ln["arm"], ln["noise"]) for ln in block["lines"]} == {(a, x) for a in ("fewshot", "lora")
+                                                                   for x in (0.0, 0.5)}  # fmt: skip
+    lora = next(ln for ln in block["lines"] if ln["arm"] == "lora" and ln["noise"] == 0)
+    assert [p["rows"] for p in lora["points"]] == [3, 10]
+    for p in lora["points"]:
+        assert p["n"] == 3 and p["ci_low"] <= p["value"] <= p["ci_high"] and p["training"]["tokens"] > 0
+        assert p["against"] in ("base", "fewshot") and p["comparison"]["p_holm"] is not None
+    assert {x["status"] for x in block["crossover"]} <= {"reached", "worse", "undecided"}
+    assert block["noise_matching"][0]["noise"] == 0.5
+    noisy = [p for p in results["points"] if p["noise"] == 0.5]
+    assert all(p["corrupted"] for p in noisy) and all(c["row_id"].startswith("b") for p in noisy
+                                                        for c in p["corrupted"] if c["family"] == "behaviour")  # fmt: skip
+    full = next(p for p in results["points"] if p["size"] == "all" and p["noise"] == 0)
+    assert full["corpus"] == curve_corpus.name  # the full clean point is the corpus itself, shared with ragft eval
+    html = (folder / "report.html").read_text()
+    assert "data:image/png;base64," in html and "http" not in html.split("<body>")[1].split("Library")[0]
+    assert "crossover" in (folder / "report.md").read_text().lower() or block["crossover"]
+
+    store = Store(settings.database)
+    answers = {p["run_id"]: store.count(p["run_id"]) for p in results["points"]}
+    store.close()
+    again = run(*args)  # every point reused: the same runs, no adapter trained, no answer added
+    assert again.exit_code == 0 and f"Curve {curve_id}" in again.stdout
+    results2 = json.loads((folder / "results.json").read_text())
+    assert all(p["training"]["reused"] for ln in results2["families"]["behaviour"]["lines"] if ln["arm"] == "lora"
+               for p in ln["points"])  # fmt: skip
+    store = Store(settings.database)
+    assert {r: store.count(r) for r in answers} == answers
+    store.close()
+
+
+def test_an_interrupted_curve_resumes(settings, curve_corpus):
+    from eval.spec import RunCancelled
+    from service.finetune import TrainingCancelled
+
+    settings = settings.model_copy(update={"eval": settings.eval.model_copy(update={"reports_dir": settings.data_dir
+                                                                                    / "reports"})})  # fmt: skip
+    spec = CurveSpec.resolve(settings, curve_corpus, arms=["base", "lora"], families=["behaviour"], rows=[3, "all"])
+    stages = []
+    with pytest.raises((RunCancelled, TrainingCancelled)):  # stopped once the second point starts training
+        curve.run_curve(settings, spec, progress=lambda s, d, t: stages.append(s),
+                        should_stop=lambda: any("rows all" in s for s in stages))  # fmt: skip
+    first = curve.view_name(curve_corpus, 3, 0.0, 0)
+    manifest = settings.artifact_dir / "adapters" / first / "lora" / "behaviour" / "manifest.json"
+    made = json.loads(manifest.read_text())["created_at"]
+    stages.clear()
+    results, folder = curve.run_curve(settings, spec, progress=lambda s, d, t: stages.append(s))
+    assert json.loads(manifest.read_text())["created_at"] == made  # the first point's adapter was reused
+    assert not any(s.startswith("answer") and "rows 3" in s for s in stages)  # and its answers
+    assert len(results["points"]) == 2 and (folder / "report.html").is_file()
