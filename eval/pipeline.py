@@ -50,11 +50,11 @@ def kinds_for(arm_names: list[str]) -> list[Kind]:
 
 def training_rows(settings: Settings, rows: list[TaskRow]) -> list[SupervisedRow]:
     """The train rows adapters learn from: every trainable family's, or a seeded subset of
-    `lora.max_rows_per_family` per family that keeps first the rows test paraphrases restate (so a subset still
-    teaches the facts the paraphrase rows ask about). Test rows never enter."""
+    `lora.max_rows_per_family` per family (one count for all, or one per family) that keeps first the rows test
+    paraphrases restate (so a subset still teaches the facts the paraphrase rows ask about). Test rows never enter."""
     sft = supervised_rows(rows, settings.generation.abstention_phrase)
-    cap = settings.lora.max_rows_per_family
-    if cap is None:
+    caps = settings.lora.max_rows_per_family
+    if caps is None:
         return sft
     restated = {r.paraphrase_of for r in rows if r.split == "test" and r.paraphrase_of}
     kept = []
@@ -62,7 +62,8 @@ def training_rows(settings: Settings, rows: list[TaskRow]) -> list[SupervisedRow
         members = [r for r in sft if r.family == family]
         random.Random(f"{settings.generation.seed}:subset:{family}").shuffle(members)
         members.sort(key=lambda r: r.row_id not in restated)  # stable: restated rows first, seeded order within
-        kept += members[:cap]
+        cap = caps.get(family) if isinstance(caps, dict) else caps
+        kept += members[:cap]  # cap None: a family the allocation does not name keeps every row
     return kept
 
 

@@ -349,9 +349,15 @@ def trainable_model(kind: Kind, base_model, settings: Settings):
 
     lora = settings.lora
     depth = base_model.config.num_hidden_layers
-    top = list(range(depth - lora.top_layers, depth)) if lora.top_layers and lora.top_layers < depth else None
+    top, targets = None, lora.target_modules
+    if lora.top_layers and lora.top_layers < depth:
+        top = list(range(depth - lora.top_layers, depth))
+        if targets == "all-linear":  # peft takes a layer range only with module names: every linear but the head
+            head = base_model.get_output_embeddings()
+            targets = sorted({name.rsplit(".", 1)[-1] for name, m in base_model.named_modules()
+                              if isinstance(m, torch.nn.Linear) and m is not head})  # fmt: skip
     config = LoraConfig(
-        r=lora.rank, lora_alpha=lora.lora_alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+        r=lora.rank, lora_alpha=lora.lora_alpha, lora_dropout=lora.dropout, target_modules=targets,
         layers_to_transform=top, task_type="CAUSAL_LM",
     )  # fmt: skip
     with models.LOADING:
@@ -522,23 +528,26 @@ class ReplyLogitsTrainer(Trainer):
     only where a loss token is predicted, `LOSS_CHUNK_TOKENS` positions at a time, each chunk recomputed in the
     backward pass (torch.utils.checkpoint) so its logits are freed at once: a document window's 1,664 x 49k
     float32 logits (327 MB, three times that with their softmax and gradient) never exist. A sub-batch over the
-    budget (one example longer than it) runs with activation checkpointing. Models that cannot be split into a
+    budget (one example longer than it) runs with activation checkpointing, as every sub-batch does with
+    `checkpoint_every_step` (lora.gradient_checkpointing); inputs never require gradients, so with LoRA on the
+    top layers only the backward pass stops at the lowest adapted layer. Models that cannot be split into a
     decoder and an LM head (a head with logit scaling or soft-capping) train the standard way.
     """
 
     loss_is_scaled_for_ga = True  # normalised by the accumulated batch's reply tokens, like the model's loss
 
-    def __init__(self, *args, max_batch_tokens: int | None = None, **kwargs):
+    def __init__(self, *args, max_batch_tokens: int | None = None, checkpoint_every_step: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_tokens, self.checkpoint_every_step = max_batch_tokens, checkpoint_every_step
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         labels = inputs.get("labels")
         if num_items_in_batch is None and labels is not None:  # counted here so every sub-batch divides by it
             num_items_in_batch = (labels[:, 1:] != -100).sum() * self.current_gradient_accumulation_steps
         loss = None
-        for part, over_budget in split_batch(inputs, self.max_batch_tokens):
-            with activation_checkpointing(model, over_budget):
+        for part in split_batch(inputs, self.max_batch_tokens):
+            every = 1 if self.checkpoint_every_step else checkpoint_interval(part, self.max_batch_tokens)
+            with activation_checkpointing(model, every):
                 part_loss = super().training_step(model, part, num_items_in_batch)
             loss = part_loss if loss is None else loss + part_loss
         return loss
@@ -590,12 +599,12 @@ def decoder_and_head(model):
     return (decoder, head) if decoder is not None and decoder is not inner and head is not None else None
 
 
-def split_batch(inputs: dict, max_tokens: int | None) -> list[tuple[dict, bool]]:
+def split_batch(inputs: dict, max_tokens: int | None) -> list[dict]:
     """A right-padded batch as sub-batches of at most `max_tokens` padded tokens (rows grouped by length, each
-    trimmed to its longest row), each with whether it is over the budget (a row longer than it, alone)."""
+    trimmed to its longest row); a row longer than the budget is a sub-batch of its own."""
     mask = inputs.get("attention_mask")
     if max_tokens is None or mask is None or mask.numel() <= max_tokens:
-        return [(inputs, False)]
+        return [inputs]
     lengths = mask.sum(dim=1).tolist()
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     groups: list[list[int]] = []
@@ -607,19 +616,29 @@ def split_batch(inputs: dict, max_tokens: int | None) -> list[tuple[dict, bool]]
     parts = []
     for group in groups:
         rows, width = torch.tensor(group), int(lengths[group[0]])
-        part = {k: v[rows, :width] if torch.is_tensor(v) and v.dim() == 2 else v for k, v in inputs.items()}
-        parts.append((part, width > max_tokens))
+        parts.append({k: v[rows, :width] if torch.is_tensor(v) and v.dim() == 2 else v for k, v in inputs.items()})
     return parts
 
 
+def checkpoint_interval(part: dict, max_tokens: int | None) -> int | None:
+    """Checkpoint every n-th layer of a sub-batch over the token budget, so the layers that keep their
+    activations hold about the budget's worth: a 700-token example under a 512 budget recomputes a third of the
+    layers (n = 3, about a tenth more compute), one of 1,024 or more every layer. None: within the budget."""
+    tokens = part["input_ids"].numel()
+    if max_tokens is None or tokens <= max_tokens:
+        return None
+    return max(1, int(1 / (1 - max_tokens / tokens)))
+
+
 @contextlib.contextmanager
-def activation_checkpointing(model, enabled: bool):
-    """Activation checkpointing on the model's decoder layers for the duration, unless already on."""
+def activation_checkpointing(model, every_n_layers: int | None):
+    """Activation checkpointing on every n-th decoder layer for the duration (None: off), unless already on."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if not enabled or not getattr(inner, "supports_gradient_checkpointing", False) or inner.is_activation_checkpointing:
+    supported = getattr(inner, "supports_gradient_checkpointing", False)
+    if every_n_layers is None or not supported or inner.is_activation_checkpointing:
         yield
         return
-    inner.activation_checkpointing_enable({"use_reentrant": False})
+    inner.activation_checkpointing_enable({"use_reentrant": False}, every_n_layers=every_n_layers)
     inner.disable_input_require_grads()  # non-reentrant checkpointing needs no input grads; backward stops lower
     try:
         yield
@@ -680,8 +699,6 @@ def _run_trainer(settings, kind, model, tokenizer, stream, val, learning_rate, w
         data_seed=settings.generation.seed,
         dataloader_num_workers=0,
         prediction_loss_only=True,  # validation needs its loss only, not every position's logits kept in memory
-        activation_checkpointing=lora.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False},
     )
     tokenizer.padding_side = "right"  # training: positions must start at 0 for every example
     callback = ProgressCallback(kind, progress, should_stop, show_bar)
@@ -694,6 +711,7 @@ def _run_trainer(settings, kind, model, tokenizer, stream, val, learning_rate, w
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
         callbacks=callbacks,
         max_batch_tokens=lora.max_batch_tokens,
+        checkpoint_every_step=lora.gradient_checkpointing,
     )
     trainer.remove_callback(PrinterCallback)  # our callback reports progress; raw log dicts would flood stdout
     release_freed_memory()

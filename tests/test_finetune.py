@@ -309,10 +309,20 @@ def test_token_budget_batching_gives_one_big_batchs_loss_and_gradients(generator
     assert ours == pytest.approx(theirs, rel=1e-5)
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(our_grads, their_grads, strict=True))
     parts = split_batch(batch, max_batch_tokens)
-    assert sum(len(p["input_ids"]) for p, _ in parts) == 6
-    if max_batch_tokens:
-        assert all(p["input_ids"].numel() <= max_batch_tokens or over for p, over in parts)
-        assert all(over == (p["input_ids"].shape[1] > max_batch_tokens) for p, over in parts)
+    assert sum(len(p["input_ids"]) for p in parts) == 6
+    assert all(p["input_ids"].numel() <= (max_batch_tokens or 120) or len(p["input_ids"]) == 1 for p in parts)
+    assert all(p["attention_mask"][:, -1].any() for p in parts)  # each trimmed to its longest row
+
+
+def test_a_sub_batch_over_the_budget_recomputes_enough_layers_to_fit_it():
+    from service.finetune import checkpoint_interval
+
+    def part(tokens):
+        return {"input_ids": torch.zeros(1, tokens)}
+
+    assert checkpoint_interval(part(512), 512) is None and checkpoint_interval(part(4096), None) is None
+    assert checkpoint_interval(part(700), 512) == 3  # a third of the layers recomputed; 27% would do
+    assert checkpoint_interval(part(1024), 512) == 2 and checkpoint_interval(part(1664), 512) == 1
 
 
 def test_a_small_training_set_takes_smaller_batches_for_enough_updates():
@@ -375,3 +385,25 @@ def test_memory_stays_flat_over_many_steps_on_a_few_hundred_short_documents(sett
     first, last = per_step[5:25], per_step[-20:]  # after warm-up: the allocator and the optimizer state settle
     assert max(last) <= max(first) + 32, per_step  # MiB; growth per step would add up over 60 steps
     assert m.training["families"]["documents"]["epochs_reached"] == 2
+
+
+def test_lora_on_the_top_layers_adapts_only_those_and_stops_the_backward_pass_there(settings):
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from service.finetune import trainable_model
+
+    config = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+                         num_attention_heads=2, num_key_value_heads=2)  # fmt: skip
+    top = settings.model_copy(update={"lora": settings.lora.model_copy(update={"top_layers": 1})})
+    model, _ = trainable_model(KINDS["lora"], AutoModelForCausalLM.from_config(config), top)
+    adapted = {n.split(".layers.")[1].split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert adapted == {"2"}
+    linear = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, p in model.named_parameters() if "lora_A" in n}
+    assert linear == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    model.train()
+    loss = model(input_ids=torch.randint(0, 32, (1, 8)), labels=torch.randint(0, 32, (1, 8))).loss
+    lower = model.get_base_model().model.layers[1].mlp.down_proj  # not adapted: a plain Linear
+    seen = []
+    lower.register_full_backward_hook(lambda *a: seen.append(1))
+    loss.backward()
+    assert not seen  # nothing below the lowest adapted layer takes part in the backward pass

@@ -1,3 +1,5 @@
+from collections import Counter
+
 import pytest
 
 from service.training_data import (
@@ -14,8 +16,9 @@ PHRASE = "I don't know based on the provided documents."
 
 def rows(n=6):
     return [
-        SupervisedRow(f"k{i}", "knowledge", f"What does the K{i} cost?", None, f"${i}", (f"doc{i}",), (f"${i}",),
-                      grounded=True)
+        SupervisedRow(
+            f"k{i}", "knowledge", f"What does the K{i} cost?", None, f"${i}", (f"doc{i}",), (f"${i}",), grounded=True
+        )
         for i in range(n)
     ]
 
@@ -75,8 +78,9 @@ def retriever(settings, corpus):
 
 @pytest.mark.parametrize(("gold_fraction", "recipe"), [(1.0, "raft"), (0.0, "raft"), (0.0, "abstain_without_gold")])
 def test_raft_keeps_the_gold_passage_at_its_rate_and_trains_the_answer_either_way(retriever, gold_fraction, recipe):
-    row = SupervisedRow("k1", "knowledge", "What does the Kestrel K2 cost?", None, "$249", ("kestrel-k2",), ("$249",),
-                        grounded=True)
+    row = SupervisedRow(
+        "k1", "knowledge", "What does the Kestrel K2 cost?", None, "$249", ("kestrel-k2",), ("$249",), grounded=True
+    )
     abstain = SupervisedRow("a1", "abstention", "What does the Kestrel K9 cost?", None, PHRASE)
     gold, none = retrieval_examples(
         [row, abstain], retriever, top_k=2, gold_fraction=gold_fraction, recipe=recipe, seed=0,
@@ -101,3 +105,21 @@ def test_raft_gold_rate_over_many_rows(retriever):
                               abstention_phrase=PHRASE)  # fmt: skip
     share = sum(e.variant == "gold" for e in made) / len(made)
     assert 0.72 <= share <= 0.88 and all(e.target == "$249" for e in made)
+
+
+def test_the_training_subset_takes_a_count_for_every_family_or_one_per_family(settings, full_corpus):
+    """lora.max_rows_per_family: one count caps every family; a dict caps the families it names (the demo gives
+    behaviour more rows than closed-book knowledge) and leaves the others whole."""
+    from eval.pipeline import training_rows
+    from eval.tasks import load_tasks
+
+    rows = load_tasks(full_corpus)
+
+    def counts(cap):
+        lora = settings.lora.model_copy(update={"max_rows_per_family": cap})
+        return Counter(r.family for r in training_rows(settings.model_copy(update={"lora": lora}), rows))
+
+    every = counts(None)
+    assert every["knowledge"] == 2 and every["behaviour"] >= 1
+    assert counts(1) == {family: 1 for family in every}
+    assert counts({"knowledge": 1}) == every | {"knowledge": 1}
