@@ -249,6 +249,8 @@ def _wrap(folder: Path, base: Generator, settings: Settings, cache: bool = True)
     with _MODELS_LOCK:
         model = _MODELS.get(key) or _load_model(folder, m, n)
         if cache:
+            for other in [k for k in _MODELS if k[0] != key[0] and same_artifact(Path(k[0]), folder)]:
+                del _MODELS[other]  # superseded (a retrain): freed once the calls still using it end
             _MODELS[key] = model
     return CT2Generator(model, base.tokenizer, base.model_id, settings.generation, m.compute_type, folder, n)
 
@@ -280,6 +282,35 @@ def _device(m: ModelSettings) -> tuple[str, int]:
     raise EngineUnavailable(
         f"CTranslate2 runs on 'cpu' or 'cuda', not models.device='{m.device}'. Set RAGFT_MODELS__ENGINE=transformers."
     )
+
+
+def same_artifact(a: Path, b: Path) -> bool:
+    """Whether two conversion folders convert the same artifact folder (or the base model) in the same compute
+    type, as their manifests say: a newer one supersedes the older."""
+    if a.parent != b.parent or a.name.rsplit("-", 1)[0] != b.name.rsplit("-", 1)[0]:
+        return False
+    return _identity(a) is not None and _identity(a) == _identity(b)
+
+
+def _identity(folder: Path) -> tuple | None:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest.get("adapter"), manifest.get("compute_type")
+
+
+def evict_conversions(target: Path, keep: int) -> list[Path]:
+    """Delete the conversions `target` supersedes past the newest `keep` (target counted, newest first by
+    modification time); returns the deleted folders. Temp folders and other artifacts' conversions stay."""
+    siblings = [p for p in target.parent.glob(f"{target.name.rsplit('-', 1)[0]}-*") if p.is_dir()
+                and same_artifact(p, target) and (p / MANIFEST).is_file()]  # fmt: skip
+    older = sorted((p for p in siblings if p != target), key=lambda p: p.stat().st_mtime, reverse=True)
+    evicted = older[max(0, keep - 1) :]
+    for path in evicted:
+        shutil.rmtree(path, ignore_errors=True)
+        log.info("evicted the superseded CTranslate2 conversion %s", path.name)
+    return evicted
 
 
 def _files_hash(folder: Path) -> str:
@@ -386,6 +417,7 @@ def _convert(
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(target, ignore_errors=True)
         (tmp / "model").rename(target)
+        evict_conversions(target, m.ct2_keep_conversions)
         log.info("converted %s to CTranslate2 %s in %.1f s: %d/%d sample answers identical to transformers float32",
                  adapter_folder or source, m.compute_type, manifest["convert_s"], agree, len(SAMPLE_PROMPTS))  # fmt: skip
     finally:

@@ -6,6 +6,10 @@ temp folder), fsynced, and swapped in with two renames: `<folder>` -> `<folder>.
 then the temp folder -> `<folder>`. A kill between the two renames leaves no `<folder>`;
 `recover` finishes the swap (or undoes it) the next time the folder is opened.
 
+A build holds an flock on its temp folder from `new_build` until `swap_in` (or until the folder is gone, or
+its process dies), so `recover` run by another process (`ragft train` beside `ragft serve`) never deletes a
+live build; the renames of a swap and a recovery take turns on `<folder>.swap.lock`.
+
 Example:
     >>> # tmp = new_build(folder); write files into tmp; swap_in(tmp, folder)
     >>> # recover(folder, complete=lambda f: (f / "manifest.json").is_file())
@@ -13,10 +17,13 @@ Example:
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -46,11 +53,62 @@ def replace_file(path: Path, data: bytes) -> None:
     sync_folder(path.parent)
 
 
-def new_build(folder: Path) -> Path:
-    """An empty temp folder beside `folder`, unique to this build."""
+_BUILDS: dict[str, int] = {}  # temp folder -> the fd holding its flock while this process builds it
+_SWAPS: dict[str, threading.Lock] = {}  # folder -> the lock this process's swaps and recoveries of it take
+_GUARD = threading.Lock()  # guards both tables
+
+
+@contextmanager
+def swap_lock(folder: Path) -> Iterator[None]:
+    """One swap or recovery of `folder` at a time: a lock per folder in this process, and an flock on
+    `<folder>.swap.lock` against another process."""
     folder = Path(folder)
+    with _GUARD:
+        lock = _SWAPS.setdefault(str(folder.absolute()), threading.Lock())
+    with lock:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder.with_name(f"{folder.name}.swap.lock"), os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+
+def _release_builds(gone_only: bool, tmp: Path | None = None) -> None:
+    """Close the flock of build `tmp`, or of every build whose temp folder no longer exists (a failed build's
+    caller removed it)."""
+    with _GUARD:
+        for path in [str(tmp)] if tmp is not None else list(_BUILDS):
+            if path in _BUILDS and (not gone_only or not os.path.isdir(path)):
+                os.close(_BUILDS.pop(path))
+
+
+def is_live_build(path: Path) -> bool:
+    """Whether some process (this one included) still builds in the temp folder `path`: its flock is held."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def new_build(folder: Path) -> Path:
+    """An empty temp folder beside `folder`, unique to this build, held (flock) until `swap_in`."""
+    folder = Path(folder)
+    _release_builds(gone_only=True)
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir(parents=True)
+    fd = os.open(tmp, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    with _GUARD:
+        _BUILDS[str(tmp)] = fd
     return tmp
 
 
@@ -63,10 +121,12 @@ def swap_in(tmp: Path, folder: Path) -> None:
                 os.fsync(f.fileno())
     sync_folder(tmp)
     old = folder.with_name(f"{folder.name}.old-{tmp.name.rsplit('.tmp-', 1)[-1]}")
-    if folder.exists():
-        os.rename(folder, old)
-    os.rename(tmp, folder)
-    sync_folder(folder.parent)
+    with swap_lock(folder):  # a recovery never runs between the two renames
+        if folder.exists():
+            os.rename(folder, old)
+        os.rename(tmp, folder)
+        sync_folder(folder.parent)
+        _release_builds(gone_only=False, tmp=tmp)
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -74,12 +134,17 @@ def recover(folder: Path, complete: Callable[[Path], bool], what: str = "folder"
     """Finish or undo a swap a crash interrupted, and remove the leftovers of dead builds.
 
     With no `folder`, the newest complete temp folder is promoted (the build that was being swapped in), else
-    the newest complete old one is put back. Callers hold the lock that serialises builds of `folder`. Returns
-    what was done, for the log, or None when there was nothing to do."""
+    the newest complete old one is put back. A temp folder a live build holds is neither promoted nor removed.
+    Returns what was done, for the log, or None when there was nothing to do."""
     folder = Path(folder)
+    with swap_lock(folder):
+        return _recover(folder, complete, what)
+
+
+def _recover(folder: Path, complete: Callable[[Path], bool], what: str) -> str | None:
     leftovers = sorted(
         (p for p in folder.parent.glob(f"{folder.name}.*-*") if p.is_dir() and p.name.split(".")[-1][:4] in
-         ("tmp-", "old-")), key=lambda p: p.stat().st_mtime, reverse=True,
+         ("tmp-", "old-") and not is_live_build(p)), key=lambda p: p.stat().st_mtime, reverse=True,
     )  # fmt: skip
     done = None
     if not folder.exists():

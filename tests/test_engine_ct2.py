@@ -279,3 +279,51 @@ def test_a_retrained_adapter_gets_its_own_conversion(settings, full_corpus):
     assert answer(ARMS["lora"], runtime, query)[0].fingerprint == second != first
     with runtime.generator_for(ARMS["lora"]) as gen:
         assert gen.folder != old and gen.conversion["adapter_manifest"]["fingerprint"] == second
+
+
+def _conversion(root, name: str, adapter: str | None, age_s: float):
+    import json
+    import os
+    import time
+
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"adapter": adapter, "compute_type": "float32"}))
+    os.utime(folder, (time.time() - age_s, time.time() - age_s))
+    return folder
+
+
+def test_a_retrain_evicts_the_superseded_conversions_from_disk_and_memory(tmp_path, monkeypatch):
+    """Each retrain plus a query converts again (~514 MB): past models.ct2_keep_conversions the older conversions
+    of the same artifact go, on disk and in memory; other artifacts' conversions, and another corpus's adapter
+    of the same name, stay."""
+    import types
+    from pathlib import Path
+
+    from service.settings import Settings
+
+    ct2 = tmp_path / "ct2"
+    a = "/data/adapters/quillmark/lora/questions"
+    old = _conversion(ct2, "lora-questions-float32-000000000001", a, 300)
+    older = _conversion(ct2, "lora-questions-float32-000000000000", a, 600)
+    other_corpus = _conversion(ct2, "lora-questions-float32-00000000000f", "/data/adapters/ostwick/lora/questions", 900)
+    base = _conversion(ct2, "base-float32-000000000002", None, 900)
+    new = _conversion(ct2, "lora-questions-float32-000000000003", a, 0)
+    assert engine_ct2.evict_conversions(new, keep=2) == [older]
+    assert old.is_dir() and new.is_dir() and base.is_dir() and other_corpus.is_dir()
+    assert engine_ct2.evict_conversions(new, keep=1) == [old]
+
+    loaded = {}
+    monkeypatch.setattr(engine_ct2, "_MODELS", loaded)
+    monkeypatch.setattr(engine_ct2, "_load_model", lambda folder, m, n: f"model of {folder.name}")
+    monkeypatch.setattr(engine_ct2, "replicas", lambda m: 1)
+
+    class Base:
+        tokenizer = types.SimpleNamespace(pad_token="<pad>", chat_template="{{ x }}")
+        model_id = "tiny"
+
+    settings = Settings(models=ModelSettings(device="cpu"))
+    newest = _conversion(ct2, "lora-questions-float32-000000000004", a, -10)
+    for folder in (new, base, other_corpus, newest):
+        engine_ct2._wrap(folder, Base(), settings)
+    assert sorted(Path(k[0]).name for k in loaded) == sorted([newest.name, base.name, other_corpus.name])

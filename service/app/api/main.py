@@ -21,7 +21,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from eval.pipeline import open_runtime
-from service.adapters import AdapterMismatch, ArtifactMissing
+from service import folders
+from service.adapters import MANIFEST, AdapterMismatch, ArtifactMissing
 from service.app.api.deps import hide_paths, key_role, require_api_key, require_key_for_operations, unauthorized
 from service.app.api.jobs import JobWorker
 from service.app.api.monitoring import RequestGuard, Telemetry
@@ -116,6 +117,20 @@ def recover_storage(runtime: Runtime) -> None:
             touched = recover_document_changes(folder, manifest.documents if manifest else None)
             if touched:
                 log.warning("start-up recovery: finished or undid interrupted changes to documents %s", touched)
+    for note in recover_artifacts(runtime.settings, runtime.corpus):
+        log.warning("start-up recovery: %s", note)
+
+
+def recover_artifacts(settings: Settings, corpus: Path) -> list[str]:
+    """Finish or undo the artifact swaps of `corpus` a kill interrupted (a retrain's two renames), so its arms
+    do not answer 409 until someone retrains; a build another process still runs is left alone."""
+    root = settings.artifact_dir / "adapters" / Path(corpus).resolve().name
+    if not root.is_dir():
+        return []
+    named = {p.parent / p.name.split(".tmp-")[0].split(".old-")[0] for p in [*root.glob("*"), *root.glob("*/*")]
+             if p.is_dir()}  # fmt: skip
+    notes = [folders.recover(f, lambda f: (f / MANIFEST).is_file(), f"{f.name} artifact") for f in sorted(named)]
+    return [n for n in notes if n]
 
 
 def key_check(settings: Settings):

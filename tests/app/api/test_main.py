@@ -104,3 +104,19 @@ def test_a_keyless_server_answers_loopback_host_names_only(with_api, corpus, hos
     listed = TestClient(create_app(with_api(allowed_hosts=["ragft.internal"]), corpus))
     assert listed.get("/v1/models", headers={"host": "ragft.internal:80"}).status_code == 200
     assert listed.get("/v1/models", headers={"host": "localhost"}).status_code == 400  # a set list replaces the default
+
+
+def test_an_artifact_swap_killed_between_its_renames_is_finished_at_start_up(settings, corpus):
+    """kill -9 after `lora` was renamed aside and before the new build took its place: the next start puts the
+    new build in place, so the arm answers instead of 409 until someone retrains."""
+    root = settings.artifact_dir / "adapters" / corpus.resolve().name
+    for name, created in (("lora.old-1-aa", "old"), ("lora.tmp-1-aa", "new")):
+        (root / name).mkdir(parents=True)
+        (root / name / "manifest.json").write_text(created)
+    (root / "rag_lora" / "questions.tmp-2-bb").mkdir(parents=True)  # a dead build that never finished
+    create_app(settings, corpus)
+    assert (root / "lora" / "manifest.json").read_text() == "new"
+    assert sorted(p.name for p in root.iterdir() if not p.name.endswith(".lock")) == ["lora", "rag_lora"]
+    assert list((root / "rag_lora").iterdir()) == [] or all(
+        p.name.endswith(".lock") for p in (root / "rag_lora").iterdir()
+    )
