@@ -79,7 +79,7 @@ def test_eval_end_to_end_writes_three_report_files(settings, full_corpus, monkey
     assert set(results["costs"]) == set(ALL_ARMS)
     assert results["costs"]["lora"]["training_wall_s"] > 0 and results["costs"]["rag"]["index_build_s"] > 0
     for arm, c in results["costs"].items():  # each arm's answers cost at most the wall clock it spent answering
-        assert 0 < c["machine_s"] <= c["answer_wall_s"] * 1.01 and c["machine_over_wall"] > 0.2, (arm, c)
+        assert 0 < c["machine_s"] <= c["answer_wall_s"] * 1.01 and c["machine_over_wall"] > 0.05, (arm, c)
     assert results["data"]["refresh"]["documents_changed"] == 1
     assert "recall_at_k" in results["families"]["knowledge"]["arms"]["rag"]
     assert "recall_at_k" not in results["families"]["knowledge"]["arms"]["base"]  # retrieval metrics: retrieving arms
