@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint corpora
+.PHONY: install demo test bench lint corpora chromium
 
 # Every dependency comes from the lock files, pinned with sha256 hashes (pip --require-hashes): a changed or
 # substituted file on an index fails the install. TORCH_INDEX_URL is the one index torch alone is fetched from
@@ -28,7 +28,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/ragft demo
 
-test: $(STAMP)
+# The web UI's browser tests drive the system Chromium: installed here when missing and apt-get can (as root, or
+# with password-less sudo); when it cannot, those tests skip and say so, and the target goes on.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo "sudo -n")
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  ! command -v apt-get >/dev/null 2>&1 || { echo "installing chromium for the browser tests (apt-get)"; \
+	  export DEBIAN_FRONTEND=noninteractive; $(SUDO) apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq >/dev/null 2>&1 && $(SUDO) apt-get install -y -qq chromium >/dev/null 2>&1; } || \
+	  echo "could not install chromium: the browser tests will skip"; } || true
+
+test: $(STAMP) chromium
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)

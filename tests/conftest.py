@@ -16,6 +16,7 @@ from service.settings import (
     Settings,
 )
 from tests import tiny
+from tests.stored_runs import stored_runs  # noqa: F401  (two stored runs of constructed answers)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -353,20 +353,47 @@ def score(
 @app.command()
 def report(
     run_id: Annotated[str, typer.Argument(help="Run id (see `ragft runs`).")],
+    with_overrides: Annotated[
+        bool,
+        typer.Option(
+            "--with-overrides",
+            help="Also render a reviewed report (reviewers' marks from the web UI in place of the measured headline "
+            "scores) under <reports_dir>/reviewed/<run-id>/; the measured report is re-rendered as it was.",
+        ),
+    ] = False,
     set_: SetOption = None,
 ) -> None:
     """Re-render a stored run's report from the database, generating nothing."""
+    settings = build_settings(set_)
     with reported_errors():
-        _finish_run(build_settings(set_), run_id)
+        _finish_run(settings, run_id)
+        if with_overrides:
+            from eval.report import review_line
+            from eval.review import publish_reviewed
+
+            results, folder = publish_reviewed(settings, run_id)
+            typer.echo(review_line(results["review"]))
+            typer.echo(f"reviewed report: {folder / 'report.html'}  (also report.md, results.json)")
 
 
 @app.command()
 def compare(
     run_a: Annotated[str, typer.Argument(help="Earlier run id.")],
     run_b: Annotated[str, typer.Argument(help="Later run id.")],
+    fail_on_regression: Annotated[
+        bool,
+        typer.Option(
+            "--fail-on-regression",
+            help="Exit 1 when a headline drops significantly from A to B (paired test on the common rows, "
+            "Holm-adjusted over every family and arm), printing which; for CI.",
+        ),
+    ] = False,
     set_: SetOption = None,
 ) -> None:
-    """Show what changed between two runs: headline scores per family and arm, and recommendations."""
+    """Show what changed between two runs: headline scores per family and arm, their paired changes, and
+    recommendations."""
+    from eval.answers import score_run
+    from eval.comparison import describe_regression, headline_changes
     from eval.report import compare_runs
     from eval.results import build_results
     from eval.store import Store
@@ -376,8 +403,21 @@ def compare(
     try:
         with reported_errors():
             typer.echo(compare_runs(build_results(store, run_a, settings), build_results(store, run_b, settings)))
+            changes = headline_changes(score_run(store, run_a, settings), score_run(store, run_b, settings))
     finally:
         store.close()
+    typer.echo("\npaired change on the rows both runs scored (B minus A, 95% CI, Holm-adjusted p):")
+    for c in changes:
+        interval = f"[{c.ci_low:+.3f}, {c.ci_high:+.3f}]" if c.ci_low is not None else "-"
+        change = f"{c.difference:+.3f}" if c.difference is not None else "n/a"
+        p = f"{c.p_holm:.3g}" if c.p_holm is not None else "-"
+        mark = "  REGRESSION" if c.regression else ""
+        typer.echo(f"  {c.family:20s} {c.arm:10s} {change:>7s} {interval:18s} p={p:6s} n={c.n}{mark}")
+    regressions = [c for c in changes if c.regression]
+    if fail_on_regression and regressions:
+        for c in regressions:
+            typer.secho(describe_regression(c, run_a, run_b), fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1)
 
 
 @app.command()

@@ -22,15 +22,49 @@ from pathlib import Path
 
 from eval import pipeline
 from eval.curve import CurveSpec, run_curve
+from eval.families import FAMILIES
 from eval.results import publish_run
 from eval.runner import run_eval
-from eval.spec import RunCancelled, RunSpec
+from eval.spec import RunCancelled, RunSpec, replicate_name, replicated_arm
+from eval.store import Store
 from service.app.api.job_store import JOB_ACTIVE, JobRecord, JobStore
+from service.arms import ARMS
 from service.finetune import TrainingCancelled
 from service.kinds import parse_kind
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def planned_answers(rows: dict[str, list[str]], arms: list[str], training_seeds: int) -> dict[str, int]:
+    """Answers a run gives per stored arm: the chosen rows (`rows`: row family -> ids, as the run's meta records
+    them) of every family that scores the arm, and again for each extra training seed of an adapter arm."""
+    stored = [*arms, *(replicate_name(a, i) for i in range(1, training_seeds) for a in arms if ARMS[a].adapter)]
+    return {name: sum(len(ids) for family, ids in rows.items()
+                      if family in FAMILIES and FAMILIES[family].scores(ARMS[replicated_arm(name)]))
+            for name in stored}  # fmt: skip
+
+
+def eta_s(planned: dict[str, int], answered: dict[str, tuple[int, float]]) -> float | None:
+    """Seconds left in a run's answering: each arm's remaining answers times its own measured cost per answer
+    (`answered[arm]` = (answers, summed ms), from the stored predictions), not one flat rate: a rag answer reads a
+    long prompt and can cost several base answers. An arm not started yet is priced like the started arms that
+    retrieve as it does, else like the dearest started arm (rather late than early). None before any answer."""
+    per_answer = {arm: total / n for arm, (n, total) in answered.items() if n}
+    if not per_answer:
+        return None
+    left_ms = 0.0
+    for arm, want in planned.items():
+        remaining = want - answered.get(arm, (0, 0.0))[0]
+        if remaining <= 0:
+            continue
+        cost = per_answer.get(arm)
+        if cost is None:
+            retrieves = ARMS[replicated_arm(arm)].retrieve
+            alike = [c for a, c in per_answer.items() if ARMS[replicated_arm(a)].retrieve == retrieves]
+            cost = sum(alike) / len(alike) if alike else max(per_answer.values())
+        left_ms += remaining * cost
+    return left_ms / 1000
 
 
 JOB_PREFIX = {"eval": "run", "train": "train", "curve": "curve"}  # job ids: run-..., train-..., curve-...
@@ -110,7 +144,6 @@ class JobWorker:
                                                          "duration_s": round(time.perf_counter() - started, 1)})  # fmt: skip
 
     def _run(self, job: JobRecord) -> None:
-        started = time.perf_counter()
         if job.kind == "train":
             request = job.request
             self.store.update_job(job.id, "training")
@@ -125,21 +158,34 @@ class JobWorker:
                                      should_stop=self._should_stop(job.id))  # fmt: skip
             return
 
-        def progress(stage: str, done: int, total: int) -> None:
-            status = "training" if stage.startswith(("train", "index")) else "evaluating"
-            elapsed = time.perf_counter() - started
-            eta = elapsed / done * (total - done) if status == "evaluating" and done else None
-            self.store.update_job(job.id, status, progress={"stage": stage, "done": done, "total": total,
-                                                            "eta_s": round(eta) if eta is not None else None})  # fmt: skip
-
         if job.kind == "curve":
             self._run_curve(job)
             return
 
         spec = RunSpec.model_validate(job.request)
         spec = spec.model_copy(update={"corpus": self.corpus_folder(str(spec.corpus))})
-        run_id = run_eval(self.settings, spec, progress=progress, should_stop=self._should_stop(job.id),
-                          named=lambda run_id: self.store.set_run_id(job.id, run_id))  # fmt: skip
+        named: dict[str, str] = {}
+        results = Store(self.settings.database)
+
+        def progress(stage: str, done: int, total: int) -> None:
+            status = "training" if stage.startswith(("train", "index")) else "evaluating"
+            eta = None
+            if status == "evaluating" and "run_id" in named:  # weighted by each arm's measured cost per answer
+                rows = results.run(named["run_id"]).meta.get("rows", {})
+                planned = planned_answers(rows, spec.arms, self.settings.eval.training_seeds)
+                eta = eta_s(planned, results.arm_costs(named["run_id"]))
+            self.store.update_job(job.id, status, progress={"stage": stage, "done": done, "total": total,
+                                                            "eta_s": round(eta) if eta is not None else None})  # fmt: skip
+
+        def name(run_id: str) -> None:
+            named["run_id"] = run_id
+            self.store.set_run_id(job.id, run_id)
+
+        try:
+            run_id = run_eval(self.settings, spec, progress=progress, should_stop=self._should_stop(job.id),
+                              named=name)  # fmt: skip
+        finally:
+            results.close()
         publish_run(self.settings, run_id)
 
     def _run_curve(self, job: JobRecord) -> None:

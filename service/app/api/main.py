@@ -23,10 +23,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from eval.pipeline import open_runtime
 from service import folders
 from service.adapters import MANIFEST, AdapterMismatch, ArtifactMissing
+from service.app import ui
 from service.app.api.deps import hide_paths, key_role, require_api_key, require_key_for_operations, unauthorized
 from service.app.api.jobs import JobWorker
 from service.app.api.monitoring import RequestGuard, Telemetry
-from service.app.api.routes import corpora, curves, health, openai, query, runs
+from service.app.api.routes import corpora, curves, health, openai, query, results, runs
 from service.backend import BackendError, BackendUnavailable
 from service.coalesce import Busy, Coalescer, DeadlineExceeded
 from service.documents import recover_document_changes
@@ -235,6 +236,8 @@ def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
     app.include_router(runs.router, dependencies=guarded)
     app.include_router(curves.router, dependencies=guarded)
     app.include_router(corpora.router, dependencies=guarded)
+    app.include_router(results.router, dependencies=guarded)
+    app.include_router(ui.router)  # the page shell only: its data comes from the guarded routes above
     for error in NOT_READY:
         app.add_exception_handler(error, not_ready)
     app.add_exception_handler(BackendUnavailable, backend_down)

@@ -1,0 +1,329 @@
+"""Stored runs read back for people: the runs with live progress, a run's verdicts and charts, its rows with every
+arm's answer, two runs compared row by row, and reviewers' marks. The web UI (`service/app/ui`) reads only these
+routes and /v1/query.
+
+A run is scored once per change (its answers, status and reviews) and kept in a small cache, so paging through
+rows costs no rescoring: scoring a demo run (1,306 answers) takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+
+from eval.answers import (
+    ArmAnswer,
+    OutcomeChange,
+    RowFilter,
+    RowView,
+    ScoredRun,
+    filter_rows,
+    highlight,
+    outcome_changes,
+    row_views,
+    score_run,
+)
+from eval.comparison import headline_changes
+from eval.report import charts, review_line, verdict_rows
+from eval.review import MAX_REVIEWER_CHARS, Review, Reviews, publish_reviewed, review_summary, reviewed_dir
+from eval.store import RunNotFound, RunRecord, Store
+from service.app.api.deps import SettingsDep, errors
+from service.app.api.job_store import JOB_ACTIVE, JobRecord
+from service.app.api.jobs import planned_answers
+from service.arms import ARMS
+from service.settings import Settings
+
+router = APIRouter(prefix="/v1", tags=["results"], responses=errors(404, 409))
+RunId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$", description="A stored run's id.")]
+Name = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_@.-]{0,127}$")]
+REPORT_FILES = {"report.html": "text/html", "report.md": "text/markdown", "results.json": "application/json"}
+
+
+class ScoredRuns:
+    """The last few runs scored, keyed by what changes their scores (answers stored, status), so a running run is
+    rescored when it has new answers and a finished one never again."""
+
+    def __init__(self, size: int = 4):
+        self._cache: OrderedDict[str, tuple[tuple, ScoredRun, list[RowView]]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.size = size
+
+    def get(self, settings: Settings, run_id: str) -> tuple[ScoredRun, list[RowView]]:
+        store = Store(settings.database)
+        try:
+            run = store.run(run_id)
+            key = (run.status, store.count(run_id))
+            with self._lock:
+                hit = self._cache.get(run_id)
+                if hit and hit[0] == key:
+                    self._cache.move_to_end(run_id)
+                    return hit[1], hit[2]
+            scored = score_run(store, run_id, settings)
+        finally:
+            store.close()
+        views = row_views(scored)
+        with self._lock:
+            self._cache[run_id] = (key, scored, views)
+            while len(self._cache) > self.size:
+                self._cache.popitem(last=False)
+        return scored, views
+
+
+def _scored(request: Request, run_id: str) -> tuple[ScoredRun, list[RowView]]:
+    state = request.app.state
+    if not hasattr(state, "scored_runs"):
+        state.scored_runs = ScoredRuns()
+    try:
+        return state.scored_runs.get(state.settings, run_id)
+    except RunNotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+
+
+def _reviews(settings: Settings, run_id: str) -> dict[tuple[str, str], Review]:
+    db = Reviews(settings.database)
+    try:
+        return db.for_run(run_id)
+    finally:
+        db.close()
+
+
+def _report_files(settings: Settings, run_id: str) -> dict[str, bool]:
+    folder = Path(settings.eval.reports_dir) / run_id
+    reviewed = reviewed_dir(settings) / run_id
+    return {name: (folder / name).is_file() for name in REPORT_FILES} | {
+        f"reviewed/{name}": (reviewed / name).is_file() for name in REPORT_FILES
+    }
+
+
+def _run_out(run: RunRecord, answers: int, job: JobRecord | None, settings: Settings) -> dict:
+    spec = run.config.get("spec", {})
+    arms = [a for a in spec.get("arms", []) if a in ARMS]
+    planned = planned_answers(run.meta.get("rows", {}), arms, settings.eval.training_seeds) if arms else {}
+    return {"id": run.id, "corpus": run.corpus, "status": job.status if job and job.status in JOB_ACTIVE else run.status,
+            "created_at": run.created_at, "updated_at": run.updated_at, "arms": spec.get("arms", []),
+            "families": spec.get("families", []), "answers": answers, "planned_answers": sum(planned.values()),
+            "error": run.error, "job": _job_out(job) if job else None,
+            "reports": _report_files(settings, run.id)}  # fmt: skip
+
+
+def _job_out(job: JobRecord) -> dict:
+    return {"id": job.id, "status": job.status, "progress": job.progress, "error": job.error}
+
+
+@router.get("/results")
+def list_results(request: Request, settings: SettingsDep) -> list[dict]:
+    """Every stored run, newest first, with its eval job's live progress (stage, done/total, eta_s weighted by each
+    arm's measured cost per answer); jobs still indexing or training, with no run yet, come first."""
+    jobs = request.app.state.jobs.store.jobs("eval")
+    by_run = {j.run_id: j for j in jobs if j.run_id}  # the latest job per run (rowid order)
+    store = Store(settings.database)
+    try:
+        runs = [_run_out(r, store.count(r.id), by_run.get(r.id), settings) for r in reversed(store.runs())]
+    finally:
+        store.close()
+    waiting = [{"id": j.id, "corpus": Path(j.request.get("corpus", "")).name, "status": j.status,
+                "created_at": j.created_at, "updated_at": j.updated_at, "arms": j.request.get("arms", []),
+                "families": j.request.get("families", []), "answers": 0, "planned_answers": None, "error": j.error,
+                "job": _job_out(j), "reports": {}}
+               for j in reversed(jobs) if not j.run_id and j.status in JOB_ACTIVE]  # fmt: skip
+    return waiting + runs[: settings.api.max_page_size]
+
+
+def _results_json(settings: Settings, run_id: str) -> dict | None:
+    path = Path(settings.eval.reports_dir) / run_id / "results.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+_charts_cache: dict[tuple[str, float], dict[str, str]] = {}
+
+
+@router.get("/results/{run_id}")
+def get_result(run_id: RunId, request: Request, settings: SettingsDep) -> dict:
+    """A stored run: its verdict table and charts (from its published results.json; none until the run is done),
+    the families, arms and row counts the row browser filters on, and its reviews."""
+    scored, views = _scored(request, run_id)
+    results = _results_json(settings, run_id)
+    out = {"run": _run_out(scored.run, len(scored.predictions), None, settings), "verdicts": [], "charts": {},
+           "how_to_read": None, "families": sorted({f for v in views for f in v.families}, key=_family_order),
+           "arms": [{"name": a, "label": _label(a)} for a in scored.arms], "rows": len(views)}  # fmt: skip
+    if results is not None:
+        out["verdicts"] = verdict_rows(results)
+        stamp = (Path(settings.eval.reports_dir) / run_id / "results.json").stat().st_mtime
+        if (run_id, stamp) not in _charts_cache:
+            _charts_cache.clear()  # one run's charts at a time: a few hundred KB of PNG
+            _charts_cache[(run_id, stamp)] = charts(results)
+        out["charts"] = _charts_cache[(run_id, stamp)]
+    reviews = _reviews(settings, run_id)
+    out["review"] = review_summary(reviews) | {"line": review_line(review_summary(reviews))} if reviews else None
+    return out
+
+
+def _family_order(name: str) -> int:
+    from eval.metrics import report_families
+
+    order = report_families()
+    return order.index(name) if name in order else len(order)
+
+
+def _label(arm: str) -> str:
+    from eval.spec import replicated_arm
+
+    base = ARMS.get(replicated_arm(arm))
+    return (base.label + arm[len(replicated_arm(arm)) :]) if base else arm
+
+
+def _answer_out(a: ArmAnswer, review: Review | None, accepted: tuple[str, ...] | None) -> dict:
+    out = {"arm": a.arm, "label": _label(a.arm), "text": a.text, "outcome": a.outcome, "headline": a.headline,
+           "abstained": a.abstained, "retrieve": a.retrieve, "cost_ms": a.cost_ms,
+           "review": None if review is None else {"correct": review.correct, "reviewer": review.reviewer,
+                                                  "created_at": review.created_at}}  # fmt: skip
+    if accepted is not None:  # the full row: scores and passages, accepted answers marked
+        out["scores"] = a.scores
+        out["passages"] = [{"doc_id": p.doc_id, "chunk_id": p.chunk_id, "pieces": highlight(p.text, accepted)}
+                           for p in a.passages]  # fmt: skip
+    return out
+
+
+def _row_out(v: RowView, reviews: dict, full: bool = False) -> dict:
+    return {"id": v.id, "family": v.family, "kind": v.kind, "families": list(v.families), "input": v.input,
+            "expected": v.expected, "accepted": list(v.accepted), "disagree": v.disagree, "all_wrong": v.all_wrong,
+            "answers": [_answer_out(a, reviews.get((a.arm, v.id)), v.accepted if full else None)
+                        for a in v.answers.values()]}  # fmt: skip
+
+
+@router.get("/results/{run_id}/rows")
+def list_rows(
+    run_id: RunId,
+    request: Request,
+    response: Response,
+    settings: SettingsDep,
+    family: Annotated[str | None, Query(max_length=64, description="A report family that scores the row.")] = None,
+    arm: Annotated[str | None, Query(max_length=128, description="Show this arm's answers only.")] = None,
+    disagree: Annotated[bool, Query(description="Rows whose arms' marks differ.")] = False,
+    wrong: Annotated[str | None, Query(max_length=128, description="Rows this arm got wrong.")] = None,
+    all_wrong: Annotated[bool, Query(description="Rows every arm got wrong.")] = False,
+    abstained: Annotated[bool, Query(description="Rows where a shown arm abstained.")] = False,
+    q: Annotated[str | None, Query(max_length=200, description="Text in the row id, input or answers.")] = None,
+    limit: Annotated[int | None, Query(ge=1, description="Rows per page (at most api.max_page_size).")] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[dict]:
+    """One page of the run's test rows with every (or one) arm's answer and mark, filtered; X-Total-Count gives
+    how many rows the filters select. Passages and per-metric scores come with one row (`/rows/{row_id}`)."""
+    _, views = _scored(request, run_id)
+    shown = filter_rows(views, RowFilter(family, arm, disagree, wrong, all_wrong, abstained, q))
+    size = min(limit or settings.api.max_page_size, settings.api.max_page_size)
+    response.headers["X-Total-Count"] = str(len(shown))
+    reviews = _reviews(settings, run_id)
+    return [_row_out(v, reviews) for v in shown[offset : offset + size]]
+
+
+@router.get("/results/{run_id}/rows/{row_id}")
+def get_row(run_id: RunId, row_id: Name, request: Request, settings: SettingsDep) -> dict:
+    """One test row: input, expected answer or schema, every arm's answer with its per-metric scores and mark,
+    and the retrieving arms' passages cut into pieces where an accepted answer occurs (`[text, is_match]`)."""
+    _, views = _scored(request, run_id)
+    for v in views:
+        if v.id == row_id:
+            return _row_out(v, _reviews(settings, run_id), full=True)
+    raise HTTPException(404, f"run {run_id} has no scored row '{row_id}'")
+
+
+@router.get("/results/{run_id}/files/{name:path}", response_class=FileResponse)
+def result_file(run_id: RunId, name: str, settings: SettingsDep) -> FileResponse:
+    """One of the run's report files (report.html, report.md, results.json), or the reviewed report's
+    (reviewed/report.html, ...)."""
+    reviewed, _, file = name.rpartition("/")
+    if file not in REPORT_FILES or reviewed not in ("", "reviewed"):
+        raise HTTPException(404, f"no report file '{name}': report.html, report.md, results.json, or reviewed/...")
+    folder = reviewed_dir(settings) if reviewed else Path(settings.eval.reports_dir)
+    path = folder / run_id / file
+    if not path.is_file():
+        raise HTTPException(409, f"run {run_id} has no {name} yet (`ragft report {run_id}` writes it)")
+    return FileResponse(path, media_type=REPORT_FILES[file])
+
+
+class ReviewRequest(BaseModel):
+    correct: bool = Field(description="The reviewer's mark: the answer is right (true) or wrong (false).")
+    reviewer: str = Field(min_length=1, max_length=MAX_REVIEWER_CHARS, description="Who marks it, as shown.")
+
+
+@router.put("/results/{run_id}/reviews/{arm}/{row_id}")
+def put_review(run_id: RunId, arm: Name, row_id: Name, body: ReviewRequest, request: Request,
+               settings: SettingsDep) -> dict:  # fmt: skip
+    """Mark one arm's answer right or wrong (again: the new mark replaces the old). Stored apart from the measured
+    scores: the run's results and report stay as measured; `POST .../reviewed-report` renders one with the marks."""
+    _, views = _scored(request, run_id)
+    if not any(v.id == row_id and arm in v.answers for v in views):
+        raise HTTPException(404, f"run {run_id} has no scored answer of arm '{arm}' to row '{row_id}'")
+    db = Reviews(settings.database)
+    try:
+        review = db.mark(run_id, arm, row_id, correct=body.correct, reviewer=body.reviewer)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    finally:
+        db.close()
+    return {"arm": review.arm, "row_id": review.row_id, "correct": review.correct, "reviewer": review.reviewer,
+            "created_at": review.created_at}  # fmt: skip
+
+
+@router.delete("/results/{run_id}/reviews/{arm}/{row_id}", status_code=204)
+def delete_review(run_id: RunId, arm: Name, row_id: Name, settings: SettingsDep) -> Response:
+    """Take a mark back."""
+    db = Reviews(settings.database)
+    try:
+        db.clear(run_id, arm, row_id)
+    finally:
+        db.close()
+    return Response(status_code=204)
+
+
+@router.post("/results/{run_id}/reviewed-report")
+def render_reviewed(run_id: RunId, request: Request, settings: SettingsDep) -> dict:
+    """Render the run's report with the reviewers' marks in place of the measured headline scores (under
+    <reports_dir>/reviewed/<run-id>/); the measured report and results are untouched."""
+    _scored(request, run_id)  # 404 for an unknown run
+    if not _reviews(settings, run_id):
+        raise HTTPException(409, f"run {run_id} has no reviews yet: mark an answer first")
+    runtime = request.app.state.runtime
+    results, _ = publish_reviewed(settings, run_id, embed=lambda texts: runtime.embedder().encode(texts).tolist())
+    return {"review": results["review"] | {"line": review_line(results["review"])},
+            "files": {n: f"/v1/results/{run_id}/files/reviewed/{n}" for n in REPORT_FILES}}  # fmt: skip
+
+
+@router.get("/compare/{run_a}/{run_b}")
+def compare_results(run_a: RunId, run_b: RunId, request: Request, settings: SettingsDep) -> dict:
+    """Run B against run A: per family and arm the headline change on the rows both scored, with its paired 95%
+    interval and Holm-adjusted p-value (the report's tests), and per arm the rows that changed outcome (fixed:
+    wrong in A, correct in B; broke: the other way) with both answers."""
+    earlier, before = _scored(request, run_a)
+    later, after = _scored(request, run_b)
+    changes = headline_changes(earlier, later)
+    rows = outcome_changes(before, after)
+    return {
+        "a": run_a,
+        "b": run_b,
+        "headline_changes": [
+            asdict(c) | {"significant": c.significant, "regression": c.regression, "label": _label(c.arm)}
+            for c in changes
+        ],
+        "regressions": sum(c.regression for c in changes),
+        "changed_rows": {arm: _changed_out(arm, items, settings.api.max_page_size) for arm, items in rows.items()},
+    }
+
+
+def _changed_out(arm: str, items: list[OutcomeChange], size: int) -> dict:
+    """One arm's rows that changed outcome (the first `size`, broken first), with both runs' answers."""
+    shown = [{"id": c.row.id, "family": c.row.family, "change": c.change, "input": c.row.input,
+              "expected": c.row.expected, "before": c.before.text, "after": c.after.text}
+             for c in items[:size]]  # fmt: skip
+    return {"label": _label(arm), "fixed": sum(c.change == "fixed" for c in items),
+            "broke": sum(c.change == "broke" for c in items), "rows": shown}  # fmt: skip

@@ -1,0 +1,27 @@
+"""The eval job's time left: each arm's remaining answers at that arm's own measured cost per answer."""
+
+import pytest
+
+from service.app.api.jobs import eta_s, planned_answers
+
+
+def test_planned_answers_count_each_arms_rows_and_extra_training_seeds():
+    rows = {"knowledge": ["k1", "k2", "k3"], "abstention": ["a1"], "general": ["g1", "g2"]}
+    planned = planned_answers(rows, ["base", "rag", "lora"], training_seeds=2)
+    # general probes go to the base model and arms whose weights changed (forgetting), not to rag
+    assert planned == {"base": 6, "rag": 4, "lora": 6, "lora@seed1": 6}
+
+
+def test_eta_weights_arms_by_their_measured_cost_not_one_flat_rate():
+    # the issue's run: 396 answers; base finished at 0.1 s an answer, rag has 10 of 132 at 2 s each (long prompts)
+    planned = {"base": 132, "rag": 132, "lora": 132}
+    answered = {"base": (132, 132 * 100.0), "rag": (10, 10 * 2000.0)}
+    left = eta_s(planned, answered)
+    # rag: 122 x 2 s; lora not started, priced like the started arm that does not retrieve (base): 132 x 0.1 s
+    assert left == pytest.approx(122 * 2.0 + 132 * 0.1)
+    flat = (132 * 0.1 + 10 * 2.0) / 142 * (396 - 142)  # what one rate over all answers so far said
+    assert flat < 60 < left  # "under a minute" against over four minutes of rag answers left
+    assert eta_s(planned, {}) is None  # nothing measured yet
+    assert eta_s({"rag": 5}, {"rag": (5, 500.0)}) == 0.0
+    # no retrieving arm started yet: rag is priced like the dearest started arm
+    assert eta_s({"base": 1, "rag": 2}, {"base": (1, 100.0)}) == pytest.approx(2 * 0.1)
