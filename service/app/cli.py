@@ -232,21 +232,37 @@ def serve(
     uvicorn.run(create_app(settings, corpus), host=host, port=port, log_config=None, access_log=False)
 
 
-def _progress_printer():
-    """Progress lines on stderr: one per stage change, and every batch of answers with a rate and time left."""
+def _progress_printer(settings: Settings | None = None, spec=None):
+    """Progress lines on stderr: one per stage change, and every batch of answers with a rate and time left. Given
+    the run's settings and spec, and told its id (`report.named`), the time left weighs each arm's remaining answers
+    by that arm's measured cost per answer (`answering_eta_s`), not one rate over all answers so far."""
     import time
 
-    state = {"stage": None, "start": time.perf_counter(), "t0": time.perf_counter(), "first": 0}
+    state = {"stage": None, "start": time.perf_counter(), "t0": time.perf_counter(), "first": 0, "run_id": None}
+
+    def left_s(done: int, total: int, now: float) -> float | None:
+        if settings is not None and spec is not None and state["run_id"]:
+            from eval.store import Store
+            from service.app.api.jobs import answering_eta_s
+
+            store = Store(settings.database)
+            try:
+                return answering_eta_s(store, state["run_id"], spec.arms, settings.eval.training_seeds)
+            finally:
+                store.close()
+        rate = (done - state["first"]) / (now - state["t0"]) if now > state["t0"] else 0
+        return (total - done) / rate if rate else None
 
     def report(stage: str, done: int, total: int) -> None:
         now = time.perf_counter()
         key = stage.split(" ")[0]
         if key != state["stage"]:
             state.update(stage=key, t0=now, first=done)
-        rate = (done - state["first"]) / (now - state["t0"]) if now > state["t0"] else 0
-        eta = f", ~{(total - done) / rate / 60:.1f} min left" if rate and key == "answer" else ""
+        left = left_s(done, total, now) if key == "answer" else None
+        eta = f", ~{left / 60:.1f} min left" if left is not None else ""
         typer.echo(f"[{now - state['start']:6.0f}s] {stage}: {done}/{total}{eta}", err=True)
 
+    report.named = lambda run_id: state.update(run_id=run_id)
     return report
 
 
@@ -297,7 +313,8 @@ def _run_and_report(settings: Settings, spec) -> None:
     from eval.runner import run_eval
 
     with reported_errors():
-        done = run_eval(settings, spec, progress=_progress_printer(), show_bars=True)
+        printer = _progress_printer(settings, spec)
+        done = run_eval(settings, spec, progress=printer, show_bars=True, named=printer.named)
         _finish_run(settings, done)
 
 

@@ -67,6 +67,12 @@ def eta_s(planned: dict[str, int], answered: dict[str, tuple[int, float]]) -> fl
     return left_ms / 1000
 
 
+def answering_eta_s(store: Store, run_id: str, arms: list[str], training_seeds: int) -> float | None:
+    """Seconds left in run `run_id`'s answering, from what it has stored so far (`eta_s` of `planned_answers`)."""
+    planned = planned_answers(store.run(run_id).meta.get("rows", {}), arms, training_seeds)
+    return eta_s(planned, store.arm_costs(run_id))
+
+
 JOB_PREFIX = {"eval": "run", "train": "train", "curve": "curve"}  # job ids: run-..., train-..., curve-...
 
 
@@ -171,9 +177,7 @@ class JobWorker:
             status = "training" if stage.startswith(("train", "index")) else "evaluating"
             eta = None
             if status == "evaluating" and "run_id" in named:  # weighted by each arm's measured cost per answer
-                rows = results.run(named["run_id"]).meta.get("rows", {})
-                planned = planned_answers(rows, spec.arms, self.settings.eval.training_seeds)
-                eta = eta_s(planned, results.arm_costs(named["run_id"]))
+                eta = answering_eta_s(results, named["run_id"], spec.arms, self.settings.eval.training_seeds)
             self.store.update_job(job.id, status, progress={"stage": stage, "done": done, "total": total,
                                                             "eta_s": round(eta) if eta is not None else None})  # fmt: skip
 

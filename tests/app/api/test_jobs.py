@@ -25,3 +25,25 @@ def test_eta_weights_arms_by_their_measured_cost_not_one_flat_rate():
     assert eta_s({"rag": 5}, {"rag": (5, 500.0)}) == 0.0
     # no retrieving arm started yet: rag is priced like the dearest started arm
     assert eta_s({"base": 1, "rag": 2}, {"base": (1, 100.0)}) == pytest.approx(2 * 0.1)
+
+
+def test_a_runs_time_left_is_read_from_its_stored_answers_by_the_worker_and_the_cli(settings, tmp_path, capsys):
+    from eval.spec import RunSpec
+    from eval.store import Store
+    from service.app import cli
+    from service.app.api.jobs import answering_eta_s
+    from tests.stored_runs import store_run
+
+    corpus = tmp_path / "priced"
+    answers = {("base", f"k{i}"): "It costs $1." for i in range(10)} | {("rag", "k0"): "$463", ("rag", "k1"): "$118"}
+    store_run(settings, corpus, "half", answers)  # meta: 10 knowledge and 10 abstention rows, arms base and rag
+    store = Store(settings.database)
+    try:
+        # base: 10 of 20 left at 0.1 s; rag: 18 of 20 left at its own 0.405 s (400 ms batch of 1 plus 5 ms retrieval)
+        assert answering_eta_s(store, "half", ["base", "rag"], 1) == pytest.approx(10 * 0.1 + 18 * 0.405)
+    finally:
+        store.close()
+    printer = cli._progress_printer(settings, RunSpec(corpus=corpus, arms=["base", "rag"], families=["knowledge"]))
+    printer.named("half")
+    printer("answer rag", 12, 40)
+    assert "answer rag: 12/40, ~0.1 min left" in capsys.readouterr().err  # 8.29 s
