@@ -192,3 +192,17 @@ def test_with_api_keys_the_key_is_asked_once_kept_in_the_session_and_sent_as_bea
         bearer = f"Bearer {KEY}"
         assert sent[0] is None and bearer in sent and set(sent[sent.index(bearer) :]) == {bearer}  # then always
         context.close()
+
+
+def test_a_reviewer_marks_an_answer_and_renders_the_reviewed_report(page, url):
+    page.on("dialog", lambda dialog: dialog.accept("Ada"))  # the reviewer's name, asked once per tab
+    page.goto(f"{url}/ui/runs/priced-b?row=k1")
+    base = page.locator("#row-detail .answer[data-arm='base']")
+    base.locator(".review-right").click()
+    page.wait_for_selector("#row-detail .answer[data-arm='base'] .mark.reviewed")
+    assert base.locator(".mark.wrong").count() == 1  # the measured mark stays beside the review
+    assert "review: right" in base.locator(".mark.reviewed").text_content()
+    page.wait_for_selector("#review-line:text('Reviewed: 1 answer(s)')")
+    page.click("#render-reviewed")
+    page.wait_for_selector("#review button.file:text('reviewed/report.html')", timeout=60_000)
+    assert page.errors == []

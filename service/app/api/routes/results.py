@@ -162,9 +162,22 @@ def get_result(run_id: RunId, request: Request, settings: SettingsDep) -> dict:
             _charts_cache.clear()  # one run's charts at a time: a few hundred KB of PNG
             _charts_cache[(run_id, stamp)] = charts(results)
         out["charts"] = _charts_cache[(run_id, stamp)]
-    reviews = _reviews(settings, run_id)
-    out["review"] = review_summary(reviews) | {"line": review_line(review_summary(reviews))} if reviews else None
+    out["review"] = _review_out(_reviews(settings, run_id))
     return out
+
+
+def _review_out(reviews: dict[tuple[str, str], Review]) -> dict | None:
+    summary = review_summary(reviews)
+    return summary | {"line": review_line(summary)} if reviews else None
+
+
+@router.get("/results/{run_id}/reviews")
+def get_reviews(run_id: RunId, settings: SettingsDep) -> dict:
+    """The run's reviews: how many answers on how many rows were marked, by whom (null: none), and each mark."""
+    reviews = _reviews(settings, run_id)
+    marks = [{"arm": r.arm, "row_id": r.row_id, "correct": r.correct, "reviewer": r.reviewer,
+              "created_at": r.created_at} for r in reviews.values()]  # fmt: skip
+    return {"summary": _review_out(reviews), "marks": marks}
 
 
 def _family_order(name: str) -> int:

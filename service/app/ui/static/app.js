@@ -350,7 +350,7 @@ async function runPage(runId) {
   async function loadReview() {
     let summary;
     try {
-      summary = (await api(`/v1/results/${encodeURIComponent(runId)}`)).body.review;
+      summary = (await api(`/v1/results/${encodeURIComponent(runId)}/reviews`)).body.summary;
     } catch (error) {
       return fill(reviewBox, failure(error));
     }

@@ -61,6 +61,8 @@ def test_reviews_are_stored_apart_and_render_a_reviewed_report(client, stored_ru
     assert out["review"]["answers_overridden"] == 1 and out["review"]["by"] == {"Ada": 1}
     assert client.get(out["files"]["report.html"]).status_code == 200
     assert client.get("/v1/results/priced-b").json()["review"]["line"].startswith("Reviewed: 1 answer(s)")
+    marks = client.get("/v1/results/priced-b/reviews").json()
+    assert marks["summary"]["by"] == {"Ada": 1} and [m["row_id"] for m in marks["marks"]] == ["k1"]
     measured = client.get("/v1/results/priced-b/files/results.json").json()
     assert measured["families"]["knowledge"]["arms"]["base"]["answer_contained"]["value"] == 0.0
     assert client.delete(path).status_code == 204 and client.get("/v1/results/priced-b").json()["review"] is None
