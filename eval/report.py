@@ -21,8 +21,10 @@ from service import folders
 RULE_MARK = {"agrees": "agrees", "contradicts": "CONTRADICTS", "inconclusive": "inconclusive", "n/a": "-"}
 
 
-STRATA_NOTE = ("Each family again within every value of the row field eval.strata_field (eval/strata.py): the best "
-               "arm's paired tests there are Holm-adjusted over all stratum tests; no chance baseline per stratum.")
+STRATA_NOTE = (
+    "Each family again within every value of the row field eval.strata_field (eval/strata.py): the best "
+    "arm's paired tests there are Holm-adjusted over all stratum tests; no chance baseline per stratum."
+)
 
 
 def _fmt(cell: dict | None) -> str:
