@@ -94,10 +94,7 @@ def demo_adapters(corpus: Path) -> None:
     from service.finetune import describe
     from service.kinds import KINDS
 
-    base = Settings()
-    settings = base.model_copy(
-        update={"lora": base.lora.model_copy(update={"max_rows_per_family": base.eval.demo_train_rows})}
-    )
+    settings = pipeline.demo_settings(Settings())
     runtime = pipeline.open_runtime(settings, corpus)
     t0 = time.perf_counter()
     results = pipeline.train_artifacts(settings, runtime, list(KINDS.values()), force=True)
@@ -110,7 +107,7 @@ def demo_adapters(corpus: Path) -> None:
                 ratio = m.tokens_per_s / limit_tokens_per_s(m.total_params)
                 print(f"  {m.tokens_per_s} tok/s = {ratio:.2f}x the float32 compute limit "
                       f"({limit_tokens_per_s(m.total_params):.0f} tok/s at {COMPUTE_LIMIT_GFLOPS:.0f} GFLOP/s)")  # fmt: skip
-    print(f"demo artifacts ({settings.lora.max_rows_per_family} train rows per family, {settings.lora.epochs:g} "
+    print(f"demo artifacts (train rows per family {settings.lora.max_rows_per_family}, {settings.lora.epochs:g} "
           f"epochs): {total:.0f}s")  # fmt: skip
 
 
@@ -123,10 +120,7 @@ def reply_logits(corpus: Path, steps: int) -> None:
     from service.finetune import ReplyLogitsTrainer, build_training_set, tokenize_example
     from service.kinds import KINDS
 
-    base = Settings()
-    settings = base.model_copy(
-        update={"lora": base.lora.model_copy(update={"max_rows_per_family": base.eval.demo_train_rows})}
-    )
+    settings = pipeline.demo_settings(Settings())
     runtime = pipeline.open_runtime(settings, corpus)
     if not runtime.index_ready:
         runtime.index()

@@ -48,10 +48,20 @@ def kinds_for(arm_names: list[str]) -> list[Kind]:
     return list(dict.fromkeys(KINDS[a.adapter] for a in parse_arms(arm_names) if a.adapter))
 
 
-def training_rows(settings: Settings, rows: list[TaskRow]) -> list[SupervisedRow]:
+def demo_settings(settings: Settings) -> Settings:
+    """The settings `ragft demo` trains with: `eval.demo_train_rows` per family (unless lora.max_rows_per_family
+    is set) for `eval.demo_epochs`; the report declares both."""
+    lora = settings.lora
+    rows = lora.max_rows_per_family if lora.max_rows_per_family is not None else settings.eval.demo_train_rows
+    lora = lora.model_copy(update={"max_rows_per_family": rows, "epochs": settings.eval.demo_epochs})
+    return settings.model_copy(update={"lora": lora})
+
+
+def training_rows(settings: Settings, rows: list[TaskRow], kind: str | None = None) -> list[SupervisedRow]:
     """The train rows adapters learn from: every trainable family's, or a seeded subset of
-    `lora.max_rows_per_family` per family (one count for all, or one per family) that keeps first the rows test
-    paraphrases restate (so a subset still teaches the facts the paraphrase rows ask about). Test rows never enter."""
+    `lora.max_rows_per_family` per family (one count for all, or one per family, where a "<kind>/<family>" entry
+    overrides the family's for that kind) that keeps first the rows test paraphrases restate (so a subset still
+    teaches the facts the paraphrase rows ask about). Test rows never enter."""
     sft = supervised_rows(rows, settings.generation.abstention_phrase)
     caps = settings.lora.max_rows_per_family
     if caps is None:
@@ -62,7 +72,7 @@ def training_rows(settings: Settings, rows: list[TaskRow]) -> list[SupervisedRow
         members = [r for r in sft if r.family == family]
         random.Random(f"{settings.generation.seed}:subset:{family}").shuffle(members)
         members.sort(key=lambda r: r.row_id not in restated)  # stable: restated rows first, seeded order within
-        cap = caps.get(family) if isinstance(caps, dict) else caps
+        cap = caps.get(f"{kind}/{family}", caps.get(family)) if isinstance(caps, dict) else caps
         kept += members[:cap]  # cap None: a family the allocation does not name keeps every row
     return kept
 
@@ -86,11 +96,11 @@ def train_artifacts(
         return {}
     corpus = runtime.corpus
     rows = load_tasks(corpus)
-    sft = training_rows(settings, rows)
     forbidden = held_out_inputs(rows)
     per_group = settings.lora.scope == "per_family"
     plan = []
     for kind in kinds:
+        sft = training_rows(settings, rows, kind.name)
         if kind.scoped and per_group:
             for group, families in adapter_groups().items():
                 if groups is not None and group not in groups:

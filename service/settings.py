@@ -198,7 +198,14 @@ class LoraSettings(BaseModel):
 
     rank: int = Field(16, ge=1, le=1024, description="LoRA rank r.")
     alpha: float | None = Field(None, gt=0, description="LoRA alpha; None means 2 x rank.")
-    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
+    dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Dropout on the LoRA path. 0.05 drew a random mask for every adapted layer's input (a tenth of "
+        "a step's CPU time) for no measured gain: at 0 the demo's adapters reached the same validation loss (0.870 "
+        "against 0.872 behaviour, 0.858 against 0.862 questions) at 1.07-1.20x the tokens/s and 0.8x the peak RSS.",
+    )
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="Module names to adapt, or 'all-linear' (every linear layer but the LM head)."
     )
@@ -225,8 +232,9 @@ class LoraSettings(BaseModel):
     max_rows_per_family: RowCount | dict[str, RowCount] | None = Field(
         None,
         description="Train on a seeded subset of this many train rows per family (rows that test paraphrases "
-        "restate first), or a count per family ({'behaviour': 80}; a family not named keeps every row); None: "
-        "every row. The demo uses a subset; the manifest and report say so.",
+        "restate first), or a count per family ({'behaviour': 80}; a family not named keeps every row; a "
+        "'<kind>/<family>' entry, such as 'rag_lora/behaviour', overrides it for that kind); None: every row. The "
+        "demo uses a subset; the manifest and report say so.",
     )
     batch_size: int = Field(8, ge=1, description="Examples per device step.")
     grad_accum: int = Field(1, ge=1, description="Steps accumulated per optimizer update.")
@@ -339,11 +347,18 @@ class EvalSettings(BaseModel):
         "(10 rows: 0.67, where no verdict but 'insufficient evidence' was possible).",
     )
     demo_train_rows: RowCount | dict[str, RowCount] = Field(
-        {"knowledge": 20, "abstention": 20, "behaviour": 80},
+        {"knowledge": 20, "abstention": 20, "behaviour": 20, "lora/behaviour": 210},
         description="Train rows per family the demo's adapters learn from (lora.max_rows_per_family for `ragft "
-        "demo`; rows that test paraphrases restate first), for 2 full epochs. Behaviour formats need more rows than "
-        "closed-book knowledge: on 20 rows the demo's lora passed 0.10 [0.04, 0.23] of behaviour against base's "
-        "0.00 [0.00, 0.09], which shows nothing. The report declares the subset.",
+        "demo`; rows that test paraphrases restate first): behaviour formats need more rows than closed-book "
+        "knowledge, so the lora arm's behaviour adapter gets every quillmark behaviour row and the rest 20. On 20 "
+        "rows for 2 epochs lora passed 0.10 [0.04, 0.23] of behaviour, on 80 for 2 epochs 0.125, on all 210 for "
+        "one epoch 0.300 [0.180, 0.456] against base's 0.000 [0.000, 0.088]. The report declares the subset.",
+    )
+    demo_epochs: float = Field(
+        1.0,
+        gt=0,
+        description="lora.epochs for `ragft demo`: one pass over more rows taught behaviour better than two over "
+        "fewer for the same tokens, and halves the other adapters' training.",
     )
     training_seeds: int = Field(
         1,

@@ -115,11 +115,23 @@ def test_the_training_subset_takes_a_count_for_every_family_or_one_per_family(se
 
     rows = load_tasks(full_corpus)
 
-    def counts(cap):
+    def counts(cap, kind=None):
         lora = settings.lora.model_copy(update={"max_rows_per_family": cap})
-        return Counter(r.family for r in training_rows(settings.model_copy(update={"lora": lora}), rows))
+        return Counter(r.family for r in training_rows(settings.model_copy(update={"lora": lora}), rows, kind))
 
     every = counts(None)
     assert every["knowledge"] == 2 and every["behaviour"] >= 1
     assert counts(1) == {family: 1 for family in every}
     assert counts({"knowledge": 1}) == every | {"knowledge": 1}
+    per_kind = {"knowledge": 2, "rag_lora/knowledge": 1}  # rag_lora's long prompts: fewer rows for the same cost
+    assert counts(per_kind, "rag_lora")["knowledge"] == 1 and counts(per_kind, "lora")["knowledge"] == 2
+
+
+def test_the_demo_trains_its_declared_allocation_for_its_epochs(settings):
+    from eval.pipeline import demo_settings
+
+    demo = demo_settings(settings).lora
+    assert demo.max_rows_per_family == settings.eval.demo_train_rows and demo.epochs == settings.eval.demo_epochs
+    assert demo.max_rows_per_family["lora/behaviour"] > demo.max_rows_per_family["behaviour"]
+    mine = settings.model_copy(update={"lora": settings.lora.model_copy(update={"max_rows_per_family": 3})})
+    assert demo_settings(mine).lora.max_rows_per_family == 3  # a subset the user set stays

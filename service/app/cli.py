@@ -458,12 +458,10 @@ def demo(
     set_: SetOption = None,
 ) -> None:
     """The whole pipeline on the shipped corpus: index, train, answer with every arm, report the verdict."""
+    from eval.pipeline import demo_settings
     from eval.spec import RunSpec
 
-    settings = build_settings(set_)
-    if settings.lora.max_rows_per_family is None:  # the demo trains on a subset, declared in the report
-        lora = settings.lora.model_copy(update={"max_rows_per_family": settings.eval.demo_train_rows})
-        settings = settings.model_copy(update={"lora": lora})
+    settings = demo_settings(build_settings(set_))  # the demo trains on a subset, declared in the report
     _run_and_report(settings, RunSpec.resolve(settings, corpus, limit=limit or settings.eval.demo_limit,
                                               extra={"demo": True}))  # fmt: skip
 
