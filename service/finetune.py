@@ -528,10 +528,11 @@ class ReplyLogitsTrainer(Trainer):
     only where a loss token is predicted, `LOSS_CHUNK_TOKENS` positions at a time, each chunk recomputed in the
     backward pass (torch.utils.checkpoint) so its logits are freed at once: a document window's 1,664 x 49k
     float32 logits (327 MB, three times that with their softmax and gradient) never exist. A sub-batch over the
-    budget (one example longer than it) runs with activation checkpointing, as every sub-batch does with
-    `checkpoint_every_step` (lora.gradient_checkpointing); inputs never require gradients, so with LoRA on the
-    top layers only the backward pass stops at the lowest adapted layer. Models that cannot be split into a
-    decoder and an LM head (a head with logit scaling or soft-capping) train the standard way.
+    budget (one example longer than it) recomputes every n-th layer in the backward pass (`checkpoint_interval`),
+    and every sub-batch every layer with `checkpoint_every_step` (lora.gradient_checkpointing); inputs never
+    require gradients, so with LoRA on the top layers only the backward pass stops at the lowest adapted layer.
+    Models that cannot be split into a decoder and an LM head (a head with logit scaling or soft-capping) train
+    the standard way.
     """
 
     loss_is_scaled_for_ga = True  # normalised by the accumulated batch's reply tokens, like the model's loss
@@ -581,12 +582,12 @@ def chunked_cross_entropy(head, hidden: torch.Tensor, targets: torch.Tensor) -> 
     def chunk_loss(h, t):
         return F.cross_entropy(head(h).float(), t, reduction="sum")
 
-    n = hidden.shape[0]
+    n, zero = hidden.shape[0], hidden[:0].sum()  # zero in the graph: a 1-token document tail predicts nothing
     if n <= LOSS_CHUNK_TOKENS or not torch.is_grad_enabled():
         return sum((chunk_loss(hidden[s : s + LOSS_CHUNK_TOKENS], targets[s : s + LOSS_CHUNK_TOKENS])
-                    for s in range(0, n, LOSS_CHUNK_TOKENS)), hidden.new_zeros(()))  # fmt: skip
+                    for s in range(0, n, LOSS_CHUNK_TOKENS)), zero)  # fmt: skip
     return sum((checkpoint(chunk_loss, hidden[s : s + LOSS_CHUNK_TOKENS], targets[s : s + LOSS_CHUNK_TOKENS],
-                           use_reentrant=False) for s in range(0, n, LOSS_CHUNK_TOKENS)), hidden.new_zeros(()))  # fmt: skip
+                           use_reentrant=False) for s in range(0, n, LOSS_CHUNK_TOKENS)), zero)  # fmt: skip
 
 
 def decoder_and_head(model):
@@ -623,7 +624,8 @@ def split_batch(inputs: dict, max_tokens: int | None) -> list[dict]:
 def checkpoint_interval(part: dict, max_tokens: int | None) -> int | None:
     """Checkpoint every n-th layer of a sub-batch over the token budget, so the layers that keep their
     activations hold about the budget's worth: a 700-token example under a 512 budget recomputes a third of the
-    layers (n = 3, about a tenth more compute), one of 1,024 or more every layer. None: within the budget."""
+    layers (n = 3, about a tenth more compute), one of 1,024 every other layer, a longer one every layer. None:
+    within the budget."""
     tokens = part["input_ids"].numel()
     if max_tokens is None or tokens <= max_tokens:
         return None

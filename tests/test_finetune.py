@@ -407,3 +407,17 @@ def test_lora_on_the_top_layers_adapts_only_those_and_stops_the_backward_pass_th
     lower.register_full_backward_hook(lambda *a: seen.append(1))
     loss.backward()
     assert not seen  # nothing below the lowest adapted layer takes part in the backward pass
+
+
+def test_a_sub_batch_that_predicts_nothing_still_backpropagates(generator, tmp_path):
+    """A one-token document tail has no next token to learn; alone in a sub-batch it must add zero, not fail."""
+    model, batch = lora_batch(generator, rows=2, width=20)
+    batch["attention_mask"][1, 1:] = 0
+    batch["labels"][1] = -100
+    batch["labels"][1, 0] = batch["input_ids"][1, 0]  # a 1-token window: its one label is never a target
+    count = int((batch["labels"][:, 1:] != -100).sum())
+    trainer = budget_trainer(model, tmp_path, max_batch_tokens=20)
+    trainer.create_optimizer()
+    ours, _ = loss_and_grads(model, lambda: trainer.training_step(model, dict(batch), count))
+    theirs, _ = loss_and_grads(model, lambda: model(**batch, num_items_in_batch=count).loss)
+    assert ours == pytest.approx(theirs, rel=1e-5)
