@@ -68,6 +68,7 @@ class Baseline:
     values: dict[str, float] = field(default_factory=dict)  # test row id -> headline value
     guess: str = ""  # the replies, for the report: "money: '$249'; date: 'July 2020'; other: 'Licensing'"
     reason: str | None = None  # why there is no number
+    raw: dict[str, float] = field(default_factory=dict)  # the same values before `balanced` (strata re-balance them)
 
     @property
     def value(self) -> float | None:
@@ -131,7 +132,7 @@ def behaviour_guesser(train: list[TaskRow], test: list[TaskRow]) -> tuple[Callab
 
 
 def _score(family: str, rows: list[TaskRow], reply: Callable[[TaskRow], str], ctx: ScoringContext) -> dict:
-    """The headline value of `reply` on every row the family's headline reads, balanced as the arms' are."""
+    """The headline value of `reply` on every row the family's headline reads (before balancing)."""
     metric = headline(family)
     values = {}
     for row in rows:
@@ -141,7 +142,15 @@ def _score(family: str, rows: list[TaskRow], reply: Callable[[TaskRow], str], ct
         value = metric.score(row, pred, ctx)
         if value is not None:
             values[row.id] = float(value)
-    return balanced(metric, values, {r.id: r for r in rows})
+    return values
+
+
+def _made(family: str, test: list[TaskRow], reply: Callable[[TaskRow], str], description: str, ctx) -> Baseline:
+    """The baseline of `reply` on the test rows, balanced as the arms' values are."""
+    raw = _score(family, test, reply, ctx)
+    if not raw:
+        return Baseline(family, reason="no test rows the headline scores")
+    return Baseline(family, balanced(headline(family), raw, {r.id: r for r in test}), description, raw=raw)
 
 
 def chance_baseline(family: str, test: list[TaskRow], train: list[TaskRow], ctx: ScoringContext) -> Baseline:
@@ -157,10 +166,7 @@ def chance_baseline(family: str, test: list[TaskRow], train: list[TaskRow], ctx:
     if isinstance(made, str):
         return Baseline(family, reason=made)
     reply, description = made
-    values = _score(family, test, reply, ctx)
-    if not values:
-        return Baseline(family, reason="no test rows the headline scores")
-    return Baseline(family, values, description)
+    return _made(family, test, reply, description, ctx)
 
 
 def _abstention_baseline(family: str, test: list[TaskRow], train: list[TaskRow], ctx: ScoringContext) -> Baseline:
@@ -173,12 +179,9 @@ def _abstention_baseline(family: str, test: list[TaskRow], train: list[TaskRow],
         policies.append((made[0], f"never abstain: {made[1]}"))
 
     def on_train(policy) -> float:
-        values = _score(family, train, policy[0], ctx)
+        values = balanced(headline(family), _score(family, train, policy[0], ctx), {r.id: r for r in train})
         return sum(values.values()) / len(values) if values else 0.0
 
     both = {"abstention", "knowledge"} <= {r.family for r in train}  # a one-sided train set cannot choose
     reply, description = max(policies, key=on_train) if both else always  # the first (always) on a tie
-    values = _score(family, test, reply, ctx)
-    if not values:
-        return Baseline(family, reason="no test rows the headline scores")
-    return Baseline(family, values, description)
+    return _made(family, test, reply, description, ctx)

@@ -23,7 +23,8 @@ RULE_MARK = {"agrees": "agrees", "contradicts": "CONTRADICTS", "inconclusive": "
 
 STRATA_NOTE = (
     "Each family again within every value of the row field eval.strata_field (eval/strata.py): the best "
-    "arm's paired tests there are Holm-adjusted over all stratum tests; no chance baseline per stratum."
+    "arm's paired tests there are Holm-adjusted over all stratum tests; the arms a verdict could name are tested against the "
+    "family's chance baseline on the stratum's rows (Holm over those tests), and only one above it is recommended."
 )
 
 

@@ -295,10 +295,10 @@ def _power(values, top, best: str, scored: list[str], margin: float, comparisons
             "rows_for_margin": stats.rows_needed(margin, sd=sd) if sd else None}  # fmt: skip
 
 
-def _against_baseline(block: dict, baseline, values, rows: dict[str, TaskRow], seed: int) -> None:
+def _against_baseline(block: dict, baseline, values, rows: dict[str, TaskRow], seed: int) -> dict[str, float]:
     """The chance baseline's figure with its interval, and every scored arm's paired test against it. Without a
     baseline (too few train rows) the arms are tested against the metric's floor (every row failed), so an arm
-    at the floor is still not recommended."""
+    at the floor is still not recommended. Returns the reference's row values before balancing (for strata)."""
     top = block["headline_metric"]
     if baseline.values:
         ids = sorted(baseline.values)
@@ -327,6 +327,7 @@ def _against_baseline(block: dict, baseline, values, rows: dict[str, TaskRow], s
             sd = _difference_sd(with_chance, top, arm, CHANCE)
             c["_rows_to_show"] = lambda alpha, gap=gap, sd=sd: stats.rows_needed(gap, sd=sd, alpha=alpha)
         block["baseline_comparisons"].append(c)
+    return baseline.raw if baseline.values else reference
 
 
 def _decide_all(families: dict[str, dict], margin: float, alpha: float = 0.05) -> None:
@@ -461,11 +462,11 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None, jud
     arms = [a for a in ARMS if a in spec.arms]
     seed = spec.seed
     margin = settings.eval.non_inferiority_margin
-    families = {}
+    families, references = {}, {}
     for family in [f for f in report_families() if f in spec.families]:
         families[family] = _family_block(family, values, arms, rows, seed, margin, replicates)
-        _against_baseline(families[family], chance_baseline(family, list(rows.values()), train, ctx), values,
-                          rows, seed)  # fmt: skip
+        baseline = chance_baseline(family, list(rows.values()), train, ctx)
+        references[family] = _against_baseline(families[family], baseline, values, rows, seed)
     for family, block in families.items():
         # e.g. forgetting: only arms whose weights changed answer the probes, each compared with base
         reference, top = FAMILIES[family].reference_arm, block["headline_metric"]
@@ -517,7 +518,7 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None, jud
         "families": families,
         "costs": costs(run, predictions, settings),
         "failures": failures(raw, predictions, rows, settings),
-        "strata": stratum_blocks(families, values, rows, settings.eval.strata_field, seed, margin)
+        "strata": stratum_blocks(families, raw, rows, settings.eval.strata_field, seed, margin, references)
         if settings.eval.strata_field
         else {},
     }

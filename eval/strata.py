@@ -6,7 +6,10 @@ team names (`eval.strata_field`: a row field such as `stratum`, `kind` or `popul
 row's `tags`); per family and per value this module gives every arm's headline with its interval, the
 best arm's paired test and non-inferiority test against each other arm, Holm-adjusted over all the stratum
 tests of the report (a family of tests of its own, beside the pooled report's), and the verdict those
-outcomes give (`eval.verdict.decide`, without the chance baseline, which is chosen for the pooled rows).
+outcomes give (`eval.verdict.decide`). The verdict respects the family's chance baseline (or the metric's
+floor) on the stratum's rows as the pooled one does: the arms a verdict could name are tested against it,
+Holm-adjusted over every stratum's such tests, and a stratum where none beats it recommends nothing. Row values
+are re-balanced within the stratum (abstention's two halves weigh the same in each stratum too).
 
 Example:
     >>> from eval.tasks import TaskRow
@@ -21,8 +24,9 @@ from __future__ import annotations
 from collections import defaultdict
 
 from eval import stats
+from eval.metrics import METRICS, balanced
 from eval.tasks import TaskRow
-from eval.verdict import decide, outcome
+from eval.verdict import beats, decide, outcome
 from service.arms import by_cost
 
 MIN_ROWS = 2  # rows a stratum needs before it gets figures
@@ -45,9 +49,11 @@ def _round(x) -> float | None:
 
 
 def stratum_blocks(families: dict, values, rows: dict[str, TaskRow], field: str, seed: int, margin: float,
-                   alpha: float = 0.05) -> dict:  # fmt: skip
-    """Per family, per value of `field`: {arms: {arm: figure}, comparisons: [...], verdict: {...}}; families whose
-    scored rows carry fewer than two values of the field are left out (there is nothing to break down)."""
+                   references: dict[str, dict[str, float]] | None = None, alpha: float = 0.05) -> dict:  # fmt: skip
+    """Per family, per value of `field`: {arms: {arm: figure}, comparisons: [...], baseline, verdict: {...}};
+    families whose scored rows carry fewer than two values of the field are left out (there is nothing to break
+    down). `values`: row values before balancing; `references[family]`: the baseline's (or floor's) row values."""
+    references = references or {}
     out: dict[str, dict] = {}
     tests: list[dict] = []
     for family, block in families.items():
@@ -64,7 +70,10 @@ def stratum_blocks(families: dict, values, rows: dict[str, TaskRow], field: str,
         strata = {}
         for label in sorted(groups):
             ids = sorted(groups[label])
-            per_arm = {a: [float(values[(a, top)][i]) for i in ids if i in values[(a, top)]] for a in arms}
+            metric = METRICS[top]
+            mine = {a: balanced(metric, {i: float(values[(a, top)][i]) for i in ids if i in values[(a, top)]}, rows)
+                    for a in arms}  # fmt: skip
+            per_arm = {a: [v[i] for i in ids if i in v] for a, v in mine.items()}
             per_arm = {a: v for a, v in per_arm.items() if len(v) >= MIN_ROWS}
             if not per_arm:
                 continue
@@ -74,9 +83,9 @@ def stratum_blocks(families: dict, values, rows: dict[str, TaskRow], field: str,
             best = max(figures, key=lambda a: (sign * figures[a]["value"], -cheap.index(a)))
             comparisons = []
             for arm in [a for a in cheap if a != best]:
-                common = [i for i in ids if i in values[(arm, top)] and i in values[(best, top)]]
-                xb = [float(values[(best, top)][i]) for i in common]
-                xa = [float(values[(arm, top)][i]) for i in common]
+                common = [i for i in ids if i in mine[arm] and i in mine[best]]
+                xb = [mine[best][i] for i in common]
+                xa = [mine[arm][i] for i in common]
                 c = stats.compare(best, arm, xb, xa, seed)
                 ni = stats.non_inferiority(arm, best, xa, xb, margin, seed, higher_is_better=higher)
                 comparisons.append({"a": best, "b": arm, "n": c.n, "difference": _round(c.difference),
@@ -84,16 +93,47 @@ def stratum_blocks(families: dict, values, rows: dict[str, TaskRow], field: str,
                                     "p_value": _round(c.p_value), "test": c.test,
                                     "non_inferiority_p": _round(ni.p_value)})  # fmt: skip
             tests += comparisons
-            strata[label] = {"rows": len(ids), "arms": figures, "best": best, "comparisons": comparisons}
+            reference = balanced(metric, {i: v for i, v in references.get(family, {}).items() if i in groups[label]},
+                                 rows)  # fmt: skip
+            against = []  # each arm against the baseline on the stratum's rows; only the leading ones are tested
+            for arm in cheap:
+                common = [i for i in ids if i in mine[arm] and i in reference]
+                if len(common) >= MIN_ROWS:
+                    c = stats.compare(arm, "chance", [mine[arm][i] for i in common], [reference[i] for i in common],
+                                      seed)  # fmt: skip
+                    against.append({"a": arm, "b": "chance", "n": c.n, "difference": _round(c.difference),
+                                    "p_value": _round(c.p_value), "test": c.test})  # fmt: skip
+            strata[label] = {"rows": len(ids), "arms": figures, "best": best, "comparisons": comparisons,
+                             "baseline": _figure([reference[i] for i in ids if i in reference], seed)
+                             if reference else None, "baseline_comparisons": against}  # fmt: skip
         if strata:
-            out[family] = {"field": field, "headline_metric": top, "higher_is_better": higher, "strata": strata}
+            out[family] = {"field": field, "headline_metric": top, "higher_is_better": higher, "strata": strata,
+                           "baseline_reference": block.get("baseline_reference", "chance")}  # fmt: skip
     _adjust(tests, alpha)
-    for family, block in out.items():
+    gate = []  # the arms a stratum's verdict could name, against the baseline: Holm over all of them
+    for block in out.values():
         for s in block["strata"].values():
             outcomes = {c["b"]: outcome(c, higher_is_better=block["higher_is_better"], alpha=alpha)
                         for c in s["comparisons"]}  # fmt: skip
+            leading = {s["best"]} | {a for a, o in outcomes.items() if o == "non_inferior"}
+            s["outcomes"] = outcomes
+            for c in s["baseline_comparisons"]:
+                c["tested"] = c["a"] in leading
+                gate += [c] if c["tested"] else []
+    for c, p in zip(gate, stats.holm([c["p_value"] for c in gate]), strict=True):
+        c["p_holm"] = _round(p)
+    for family, block in out.items():
+        for s in block["strata"].values():
+            outcomes = s.pop("outcomes")
+            for c in s["baseline_comparisons"]:
+                c["beats"] = beats(c, higher_is_better=block["higher_is_better"], alpha=alpha) if c["tested"] else None
+            above = {c["a"]: bool(c["beats"]) for c in s["baseline_comparisons"]}
             scores = {a: f["value"] for a, f in s["arms"].items()}
-            v = decide(family, scores, outcomes, margin=margin, higher_is_better=block["higher_is_better"])
+            chance = s["baseline"] and block["baseline_reference"] == "chance"
+            v = decide(family, scores, outcomes, margin=margin, higher_is_better=block["higher_is_better"],
+                       beats_baseline=above if s["baseline"] else None,
+                       baseline=s["baseline"]["value"] if chance else None,
+                       baseline_reason="too few train rows to choose a guess")  # fmt: skip
             s["verdict"] = {"best": v.best, "worse": v.worse, "non_inferior": v.non_inferior,
                             "undecided": v.undecided, "recommended": v.recommended, "status": v.status,
                             "reason": v.reason}  # fmt: skip
@@ -124,6 +164,9 @@ def strata_lines(results: dict) -> list[str]:
                               f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], Holm p={c['p_holm']:.3g}"
                               for c in s["comparisons"])  # fmt: skip
             verdict = s["verdict"]
+            b = s.get("baseline")
+            if b and block.get("baseline_reference", "chance") == "chance":
+                arms += f"; chance {b['value']:.3f} [{b['ci_low']:.3f}, {b['ci_high']:.3f}]"
             lines.append(f"**{family}**, {block['field']} = {label} ({s['rows']} rows, {block['headline_metric']}): "
                          f"{arms}. {tests + '. ' if tests else ''}Verdict: {verdict['status']}"
                          f"{', use ' + labels.get(verdict['recommended'], verdict['recommended']) if verdict['recommended'] else ''}"

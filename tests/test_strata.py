@@ -58,3 +58,21 @@ def test_the_real_data_corpus_labels_every_knowledge_row_with_its_popularity():
     assert sum(r.split == "test" for r in rows) >= 150
     assert all(r.popularity is not None and r.stratum in {"low", "mid", "high"} for r in rows)
     assert {r.stratum for r in rows if r.split == "test"} == {"low", "mid", "high"}
+
+
+def test_a_stratum_where_no_arm_beats_the_baseline_recommends_nothing():
+    """The pooled verdict's rule holds in every stratum: a stratum where the leader is not significantly above the
+    chance baseline on that stratum's rows says so, however much better than the other arms it is."""
+    rows = _rows()
+    rag = {i: 1.0 if rows[i].tags["doc_type"] == "manual" else 0.0 for i in rows}
+    values = {("rag", "answer_contained"): rag, ("lora", "answer_contained"): dict.fromkeys(rows, 0.0)}
+    chance = {i: 1.0 if rows[i].tags["doc_type"] == "faq" else 0.0 for i in rows}  # a guess right on every faq row
+    families = {"knowledge": {"headline_metric": "answer_contained", "higher_is_better": True,
+                              "arms": {"rag": {}, "lora": {}}, "baseline_reference": "chance"}}  # fmt: skip
+    out = stratum_blocks(families, values, rows, "doc_type", seed=0, margin=0.1, references={"knowledge": chance})
+    manual, faq = out["knowledge"]["strata"]["manual"], out["knowledge"]["strata"]["faq"]
+    assert manual["verdict"]["recommended"] == "rag" and manual["baseline"]["value"] == 0.0
+    # on faq rows both arms fail and the guess is always right: "use LoRA" (the tie's cheapest) would be forced
+    assert faq["baseline"]["value"] == 1.0 and faq["verdict"]["recommended"] is None
+    assert faq["verdict"]["status"] == "no arm beats the baseline"
+    assert any("chance 1.000" in line for line in strata_lines({"arms": {}, "strata": out}))
