@@ -104,8 +104,11 @@ def hide_paths(message: str, request: Request) -> str:
         (settings.artifact_dir, "<artifact_dir>"),
         (settings.data_dir, "<data_dir>"),
         (settings.eval.reports_dir, "<reports_dir>"),
-        *((Path(m), f"<models.{name}>") for name, m in (("generator", settings.models.generator),
-          ("embedder", settings.models.embedder)) if Path(m).is_absolute()),  # fmt: skip
+        *(
+            (Path(m), f"<models.{name}>")
+            for name, m in (("generator", settings.models.generator), ("embedder", settings.models.embedder))
+            if Path(m).is_absolute()
+        ),  # fmt: skip
         (Path(sys.prefix), "<python>"),
         (Path.cwd(), "."),
         (Path.home(), "~"),
