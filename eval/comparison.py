@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from eval import stats
 from eval.answers import ScoredRun
 from eval.metrics import headline, report_families
-from eval.results import _clusters, balance_values, fold_replicates
+from eval.results import balance_values, document_clusters, fold_replicates
 
 ALPHA = stats.ALPHA
 
@@ -74,7 +74,7 @@ def headline_changes(earlier: ScoredRun, later: ScoredRun) -> list[HeadlineChang
             common = sorted(set(a_rows) & set(b_rows))
             xa = [float(a_rows[i]) for i in common]
             xb = [float(b_rows[i]) for i in common]
-            c = stats.compare("after", "before", xb, xa, seed, clusters=_clusters(later.rows, common))
+            c = stats.compare("after", "before", xb, xa, seed, clusters=document_clusters(later.rows, common))
             raw.append((family, arm, top, xa, xb, c))
     tested = [c.p_value for *_, c in raw if c.n]  # a (family, arm) with no common rows is no test
     adjusted = iter(stats.holm(tested))

@@ -49,8 +49,8 @@ from eval.baseline import question_type
 from eval.families import FAMILIES, FamilyNames
 from eval.metrics import METRICS, headline, report_families
 from eval.pipeline import training_rows
-from eval.report import _png
-from eval.results import _clusters, balance_values, fold_replicates, score_predictions, scoring_context
+from eval.report import png_data_uri
+from eval.results import balance_values, document_clusters, fold_replicates, score_predictions, scoring_context
 from eval.runner import run_eval
 from eval.spec import Progress, RunSpec
 from eval.store import Store
@@ -481,7 +481,7 @@ def headline_cell(run: RunValues, arm: str, metric: str, seed: int) -> dict | No
         ci = stats.replicated_interval(by_seed, seed)
     else:
         ci = stats.interval(
-            [per_row[i] for i in ids], seed, METRICS[metric].aggregate, clusters=_clusters(run.rows, ids)
+            [per_row[i] for i in ids], seed, METRICS[metric].aggregate, clusters=document_clusters(run.rows, ids)
         )
     seeds = [_num(np.mean(s)) for s in by_seed] if by_seed else [_num(ci.value)]
     return {"value": _num(ci.value), "ci_low": _num(ci.ci_low), "ci_high": _num(ci.ci_high), "n": ci.n,
@@ -492,7 +492,9 @@ def paired(a: str, run_a: RunValues, b: str, run_b: RunValues, metric: str, seed
     """Arm `a` (of run_a) minus arm `b` (of run_b) on the test rows both answered: the report's paired test."""
     va, vb = run_a.values.get((a, metric), {}), run_b.values.get((b, metric), {})
     ids = sorted(set(va) & set(vb))
-    c = stats.compare(a, b, [va[i] for i in ids], [vb[i] for i in ids], seed, clusters=_clusters(run_a.rows, ids))
+    c = stats.compare(
+        a, b, [va[i] for i in ids], [vb[i] for i in ids], seed, clusters=document_clusters(run_a.rows, ids)
+    )
     return {"a": a, "b": b, "n": c.n, "difference": _num(c.difference), "ci_low": _num(c.ci_low),
             "ci_high": _num(c.ci_high), "p_value": _num(c.p_value), "test": c.test}  # fmt: skip
 
@@ -810,7 +812,7 @@ def curve_charts(results: dict) -> dict[str, str]:
         ax.set_ylabel(block["headline_metric"])
         ax.set_title(f"{family}: when does fine-tuning win?")
         ax.legend(fontsize=7, loc="best")
-        out[family] = _png(fig)
+        out[family] = png_data_uri(fig)
     return out
 
 

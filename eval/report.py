@@ -237,7 +237,8 @@ def _num(x, digits: int = 1) -> str:
     return "-" if x is None else f"{x:,.{digits}f}"
 
 
-def _png(fig) -> str:
+def png_data_uri(fig) -> str:
+    """A matplotlib figure as an inline PNG data URI (the reports open offline), the figure closed."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -270,7 +271,7 @@ def charts(results: dict) -> dict[str, str]:
         ax.set_ylim(0, 1.05)
         ax.set_ylabel(metric)
         ax.set_title(f"{family}: {metric} (95% CI; green = recommended)", fontsize=9)
-        out[family] = _png(fig)
+        out[family] = png_data_uri(fig)
     costs = results["costs"]
     points = [(a, costs[a]["latency_ms_p50"], b["arms"][a][b["headline_metric"]]["value"], f)
               for f, b in results["families"].items() for a in b["arms"]
@@ -287,7 +288,7 @@ def charts(results: dict) -> dict[str, str]:
         ax.set_ylabel("headline score")
         ax.set_title("cost versus quality", fontsize=9)
         ax.legend(fontsize=7)
-        out["cost_quality"] = _png(fig)
+        out["cost_quality"] = png_data_uri(fig)
     fresh = results["families"].get("freshness")
     if fresh and fresh["arms"]:
         arms = list(fresh["arms"])
@@ -301,7 +302,7 @@ def charts(results: dict) -> dict[str, str]:
         ax.set_ylim(0, 1.05)
         ax.legend(fontsize=7)
         ax.set_title("freshness after the corpus update", fontsize=9)
-        out["freshness_panel"] = _png(fig)
+        out["freshness_panel"] = png_data_uri(fig)
     general = results["families"].get("general")
     if general and general.get("forgetting_vs_base"):
         items = general["forgetting_vs_base"]
@@ -314,7 +315,7 @@ def charts(results: dict) -> dict[str, str]:
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_ylabel("accuracy minus base")
         ax.set_title("forgetting: general probes versus base (95% CI)", fontsize=9)
-        out["forgetting_panel"] = _png(fig)
+        out["forgetting_panel"] = png_data_uri(fig)
     return out
 
 

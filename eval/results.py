@@ -194,7 +194,7 @@ def costs(run: RunRecord, predictions: list[Prediction], settings: Settings) -> 
     return out
 
 
-def _clusters(rows: dict[str, TaskRow], row_ids: list[str]) -> list[str] | None:
+def document_clusters(rows: dict[str, TaskRow], row_ids: list[str]) -> list[str] | None:
     """The cluster of each row: its first source document (questions about one document are not independent).
     None when no two rows share one, so independent-row methods apply."""
     keys = [rows[i].source_docs[0] if i in rows and rows[i].source_docs else f"row:{i}" for i in row_ids]
@@ -224,7 +224,9 @@ def _family_block(
             if (arm, metric.name) in (replicates or {}) and metric.aggregate is None:
                 ci = stats.replicated_interval(replicates[(arm, metric.name)], seed)  # seed-to-seed variance too
             else:
-                ci = stats.interval([per_row[k] for k in ids], seed, metric.aggregate, clusters=_clusters(rows, ids))
+                ci = stats.interval(
+                    [per_row[k] for k in ids], seed, metric.aggregate, clusters=document_clusters(rows, ids)
+                )
             figures[metric.name] = _cell(ci)
         if figures:
             block["arms"][arm] = figures
@@ -254,7 +256,7 @@ def _common(values, metric: str, a: str, b: str) -> tuple[list[float], list[floa
 
 def _paired(values, metric: str, a: str, b: str, seed: int, rows: dict[str, TaskRow]) -> dict:
     xa, xb, ids = _common(values, metric, a, b)
-    c = stats.compare(a, b, xa, xb, seed, clusters=_clusters(rows, ids))
+    c = stats.compare(a, b, xa, xb, seed, clusters=document_clusters(rows, ids))
     discordant = sum(x != y for x, y in zip(xa, xb, strict=True)) / len(ids) if ids else None
     return {"a": a, "b": b, "n": c.n, "difference": _clean(c.difference), "ci_low": _clean(c.ci_low),
             "ci_high": _clean(c.ci_high), "p_value": _clean(c.p_value), "test": c.test,
@@ -264,7 +266,7 @@ def _paired(values, metric: str, a: str, b: str, seed: int, rows: dict[str, Task
 def _non_inferior(values, top, arm: str, best: str, seed: int, rows, margin: float) -> dict:
     xa, xb, ids = _common(values, top.name, arm, best)
     ni = stats.non_inferiority(arm, best, xa, xb, margin, seed, higher_is_better=top.higher_is_better,
-                               clusters=_clusters(rows, ids))  # fmt: skip
+                               clusters=document_clusters(rows, ids))  # fmt: skip
     return {"non_inferiority_p": _clean(ni.p_value)}
 
 
@@ -302,7 +304,7 @@ def _against_baseline(block: dict, baseline, values, rows: dict[str, TaskRow], s
     top = block["headline_metric"]
     if baseline.values:
         ids = sorted(baseline.values)
-        ci = stats.interval([baseline.values[i] for i in ids], seed, clusters=_clusters(rows, ids))
+        ci = stats.interval([baseline.values[i] for i in ids], seed, clusters=document_clusters(rows, ids))
         block["chance_baseline"] = {**_cell(ci), "guess": baseline.guess, "reason": None}
         reference = baseline.values
     else:
