@@ -31,7 +31,7 @@ from eval.spec import RunSpec, replicated_arm
 from eval.store import Prediction, RunRecord, Store
 from eval.strata import stratum_blocks
 from eval.tasks import TaskRow, load_tasks, reference_output
-from eval.verdict import beats, break_even_queries, decide, outcome
+from eval.verdict import break_even_queries, decide, gate, leading, outcome
 from service.arms import ARMS, by_cost
 from service.documents import load_documents
 from service.models import library_versions
@@ -344,34 +344,22 @@ def _decide_all(families: dict[str, dict], margin: float, alpha: float = 0.05) -
     ni = [c for b in families.values() for c in b["comparisons"]]
     for c, adjusted in zip(ni, stats.holm([c["non_inferiority_p"] for c in ni]), strict=True):
         c["non_inferiority_p_holm"] = _clean(adjusted)
-    # "is the recommendation above chance" is a question of its own, asked only of the arms that could be
-    # recommended (the best and those shown non-inferior to it): Holm over those tests alone, so the gate leaves the
-    # arm-against-arm p-values as they were and does not spend its power on arms no verdict could name
-    gate = []
-    for block in families.values():
-        leading = {block.get("best")} | {c["b"] for c in block["comparisons"]
-                                          if outcome(c, higher_is_better=block["higher_is_better"], alpha=alpha)
-                                          == "non_inferior"}  # fmt: skip
-        for c in block.get("baseline_comparisons", []):
-            c["tested"] = c["a"] in leading
-            gate += [c] if c["tested"] else []
-    for c, adjusted in zip(gate, stats.holm([c["p_value"] for c in gate]), strict=True):
-        c["p_holm"] = _clean(adjusted)
-        c["significant"] = adjusted < alpha
+    outcomes_of = {family: {c["b"]: outcome(c, higher_is_better=block["higher_is_better"], alpha=alpha)
+                            for c in block["comparisons"]} for family, block in families.items()}  # fmt: skip
+    # "is the recommendation above chance" is a question of its own, asked only of the arms a verdict could name:
+    # Holm over those tests alone, so the gate leaves the arm-against-arm p-values as they were and does not spend
+    # its power on arms no verdict could name
+    tested = gate([(leading(b.get("best"), outcomes_of[f]), b.get("baseline_comparisons", []), b["higher_is_better"])
+                   for f, b in families.items()], alpha=alpha, clean=_clean)  # fmt: skip
     for block in families.values():  # rows that would show an arm above it, at the gate's Bonferroni alpha
         for c in block.get("baseline_comparisons", []):
-            c["rows_to_show"] = c.pop("_rows_to_show")(alpha / max(1, len(gate)))
-            if not c["tested"]:
-                c["p_holm"], c["significant"] = None, None
+            c["rows_to_show"] = c.pop("_rows_to_show")(alpha / max(1, len(tested)))
     for family, block in families.items():
         if not block["comparisons"] and "best" not in block:
             continue
-        outcomes = {c["b"]: outcome(c, higher_is_better=block["higher_is_better"], alpha=alpha)
-                    for c in block["comparisons"]}  # fmt: skip
+        outcomes = outcomes_of[family]
         scores = {a: figures[block["headline_metric"]]["value"] for a, figures in block["arms"].items()
                   if block["headline_metric"] in figures}  # fmt: skip
-        for c in block.get("baseline_comparisons", []):
-            c["beats"] = beats(c, higher_is_better=block["higher_is_better"], alpha=alpha) if c["tested"] else None
         above = {c["a"]: bool(c["beats"]) for c in block.get("baseline_comparisons", [])}
         chance = block.get("chance_baseline") or {}
         best_vs = {c["a"]: c for c in block.get("baseline_comparisons", [])}.get(block.get("best"), {})

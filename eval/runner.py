@@ -168,9 +168,10 @@ def run_eval(
         total = sum(len(rs) for rs in scored.values())
         done = [store.count(run_id)]
         # the artifact fingerprints whose weights answered, per stored arm (a retrain mid-run shows as two)
-        answered_by: dict[str, set[str]] = {a: set(f) for a, f in store.run(run_id).meta.get("answered_by", {}).items()}
+        stored = store.run(run_id).meta
+        answered_by: dict[str, set[str]] = {a: set(f) for a, f in stored.get("answered_by", {}).items()}
         # wall-clock seconds each stored arm spent answering (summed over resumes): what its costs must add up to
-        answer_wall_s: dict[str, float] = dict(store.run(run_id).meta.get("answer_wall_s", {}))
+        answer_wall_s: dict[str, float] = dict(stored.get("answer_wall_s", {}))
 
         def answer_all(base_rt: Runtime, phase: str, todo_rows: list[TaskRow]) -> None:
             by_id = {r.id: r for r in todo_rows}

@@ -26,7 +26,7 @@ from collections import defaultdict
 from eval import stats
 from eval.metrics import METRICS, balanced
 from eval.tasks import TaskRow
-from eval.verdict import beats, decide, outcome
+from eval.verdict import decide, gate, leading, outcome
 from service.arms import by_cost
 
 MIN_ROWS = 2  # rows a stratum needs before it gets figures
@@ -110,23 +110,15 @@ def stratum_blocks(families: dict, values, rows: dict[str, TaskRow], field: str,
             out[family] = {"field": field, "headline_metric": top, "higher_is_better": higher, "strata": strata,
                            "baseline_reference": block.get("baseline_reference", "chance")}  # fmt: skip
     _adjust(tests, alpha)
-    gate = []  # the arms a stratum's verdict could name, against the baseline: Holm over all of them
-    for block in out.values():
-        for s in block["strata"].values():
-            outcomes = {c["b"]: outcome(c, higher_is_better=block["higher_is_better"], alpha=alpha)
-                        for c in s["comparisons"]}  # fmt: skip
-            leading = {s["best"]} | {a for a, o in outcomes.items() if o == "non_inferior"}
-            s["outcomes"] = outcomes
-            for c in s["baseline_comparisons"]:
-                c["tested"] = c["a"] in leading
-                gate += [c] if c["tested"] else []
-    for c, p in zip(gate, stats.holm([c["p_value"] for c in gate]), strict=True):
-        c["p_holm"] = _round(p)
+    outcomes_of = {(family, label): {c["b"]: outcome(c, higher_is_better=block["higher_is_better"], alpha=alpha)
+                                     for c in s["comparisons"]}
+                   for family, block in out.items() for label, s in block["strata"].items()}  # fmt: skip
+    # the arms a stratum's verdict could name, against the baseline: Holm over all strata, as the pooled gate
+    gate([(leading(s["best"], outcomes_of[(family, label)]), s["baseline_comparisons"], block["higher_is_better"])
+          for family, block in out.items() for label, s in block["strata"].items()], alpha=alpha, clean=_round)  # fmt: skip
     for family, block in out.items():
-        for s in block["strata"].values():
-            outcomes = s.pop("outcomes")
-            for c in s["baseline_comparisons"]:
-                c["beats"] = beats(c, higher_is_better=block["higher_is_better"], alpha=alpha) if c["tested"] else None
+        for label, s in block["strata"].items():
+            outcomes = outcomes_of[(family, label)]
             above = {c["a"]: bool(c["beats"]) for c in s["baseline_comparisons"]}
             scores = {a: f["value"] for a, f in s["arms"].items()}
             chance = s["baseline"] and block["baseline_reference"] == "chance"

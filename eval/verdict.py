@@ -37,6 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from eval.families import FAMILIES, is_floor
+from eval.stats import holm
 from service.arms import ARMS, by_cost
 
 OUTCOMES = ("worse", "non_inferior", "undecided")
@@ -85,6 +86,30 @@ def beats(comparison: dict, *, higher_is_better: bool, alpha: float = 0.05) -> b
     sign = 1 if higher_is_better else -1
     return bool(comparison.get("p_holm") is not None and comparison["p_holm"] < alpha
                 and sign * (comparison["difference"] or 0.0) > 0)  # fmt: skip
+
+
+def leading(best: str, outcomes: dict[str, str]) -> set[str]:
+    """The arms a verdict could name: the best and those shown non-inferior to it."""
+    return {best} | {arm for arm, o in outcomes.items() if o == "non_inferior"}
+
+
+def gate(groups, *, alpha: float = 0.05, clean=float) -> list[dict]:
+    """The baseline gate, one mechanism for the pooled report and its strata. `groups`: (leading arms, the arms'
+    comparisons against the baseline, higher_is_better) per verdict. Only the leading arms' comparisons are tested
+    (`tested`), Holm-adjusted together over every group, and each gets `p_holm` (through `clean`), `significant`
+    and `beats`, None where untested. Returns the tested comparisons."""
+    groups = list(groups)
+    tested = [c for names, comparisons, _ in groups for c in comparisons if c["a"] in names]
+    for c, adjusted in zip(tested, holm([c["p_value"] for c in tested]), strict=True):
+        c["p_holm"], c["significant"] = clean(adjusted), adjusted < alpha
+    for names, comparisons, higher in groups:
+        for c in comparisons:
+            c["tested"] = c["a"] in names
+            if c["tested"]:
+                c["beats"] = beats(c, higher_is_better=higher, alpha=alpha)
+            else:
+                c["p_holm"], c["significant"], c["beats"] = None, None, None
+    return tested
 
 
 def _labels(names) -> str:
