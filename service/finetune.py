@@ -256,12 +256,15 @@ M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 
 
 @contextlib.contextmanager
-def tensors_returned_on_free(threshold_bytes: int = 256 * 1024):
+def tensors_returned_on_free(threshold_bytes: int):
     """During training, glibc serves every allocation above `threshold_bytes` from its own mapping, handed back
-    the moment it is freed. By default it raises that threshold up to 32 MiB as large blocks are freed, so a
-    step's activations (a few MB each) come from the heap, which fragments: a 1,024-token pass then peaked at
-    +2.4 GiB instead of +1.5, and a checkpointed one at +1.6 instead of +0.4 (bench/bench_train.py). Afterwards
-    the threshold is 32 MiB, where glibc's own would have settled."""
+    the moment it is freed, instead of raising its threshold up to 32 MiB as large blocks are freed. The number
+    trades peak memory for kernel time: a mapping is zero-filled page by page each time it is made again, so at
+    256 KiB every activation was (1.3 GB of page faults per step, a third of training's CPU time in the kernel,
+    89 tokens/s), while at 4 MiB a 512-token pass's hidden states and MLP activations (1-3 MiB each for
+    SmolLM2-135M) come from the heap and only attention scores and LM-head chunks are mapped (117 tokens/s, peak
+    +0.6 GiB from the heap's fragmentation; `lora.mmap_threshold_kib`, bench/bench_train.py --memory).
+    Afterwards the threshold is 32 MiB, where glibc's own would have settled."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(M_MMAP_THRESHOLD, threshold_bytes)
@@ -285,9 +288,12 @@ def _dir_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
+MEMORY_ONLY = {"mmap_threshold_kib"}  # lora settings that change where tensors live, never the weights trained
+
+
 def hyperparameters(settings: Settings, kind: Kind) -> dict:
     """The settings a run depends on; part of the reuse key and the manifest."""
-    params = {"lora": settings.lora.model_dump(), "seed": settings.generation.seed}  # the shared training loop
+    params = {"lora": settings.lora.model_dump(exclude=MEMORY_ONLY), "seed": settings.generation.seed}  # the loop
     if kind.needs_index:
         params["retrieval"] = settings.retrieval.model_dump(exclude={"embed_batch_size"})
         params["embedder"] = settings.models.embedder
@@ -719,7 +725,7 @@ def _run_trainer(settings, kind, model, tokenizer, stream, val, learning_rate, w
     release_freed_memory()
     reset_peak_rss()  # the peak recorded is this run's, not what the process held before (index, other runs)
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    with tensors_returned_on_free():
+    with tensors_returned_on_free(lora.mmap_threshold_kib * 1024):
         result = trainer.train()
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         if validate:
