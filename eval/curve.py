@@ -33,6 +33,7 @@ import json
 import math
 import random
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -55,13 +56,14 @@ from eval.runner import run_eval
 from eval.spec import Progress, RunSpec
 from eval.store import Store
 from eval.tasks import TaskRow, load_tasks
-from service import folders
+from service import adapters, engine_ct2, folders
 from service.arms import ARMS, Arm, ArmNames, by_cost
 from service.models import library_versions
 from service.retrieval import index_exists, index_lock
 from service.settings import Settings
 
 ALL = "all"
+REUSED_POINT_S = 5.0  # a point faster than this trained and answered nothing (its run was stored): not a measure
 Size = Annotated[int, Field(ge=1)] | Literal["all"]
 SCHEMA = "curve/1"
 VIEW_MANIFEST = "curve.json"
@@ -389,9 +391,11 @@ def run_curve(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     show_bars: bool = False,
+    on_eta: Callable[[float | None], None] | None = None,
 ) -> tuple[dict, Path]:
     """Run (or resume) every point of the curve and the reference arms once, then write results.json, report.md
-    and report.html under `<reports_dir>/<curve id>/`; returns (results, folder)."""
+    and report.html under `<reports_dir>/<curve id>/`; returns (results, folder). `on_eta` hears, after each point,
+    the seconds the rest should take (`remaining_s`; None until a point has been measured)."""
     say = progress or (lambda stage, done, total: None)
     settings = curve_settings(settings)
     corpus = Path(spec.corpus)
@@ -413,7 +417,8 @@ def run_curve(
     reference = None
     if reference_arms:
         reference = run(corpus, reference_arms, f"curve 1/{steps}: reference {','.join(reference_arms)}", {})
-    points = []
+    points, measured = [], []
+    planned_rows = [sum(len(ids) for f, ids in subset(order, size).items() if f in relevant) for _, size in plan]
     for i, (share, size) in enumerate(plan, start=1 + bool(reference_arms)):
         if size == ALL and share == 0:
             folder, counts, corrupted = corpus, {f: len(ids) for f, ids in order.items()}, []
@@ -421,7 +426,15 @@ def run_curve(
             folder, counts, corrupted = write_view(settings, corpus, rows, order, size, share, spec.seed)
         extra = {"curve": {"size": size, "noise": share, "train_rows": counts,
                            "corrupted": [c.row_id for c in corrupted]}}  # fmt: skip
+        started = time.perf_counter()
         run_id = run(folder, learners, f"curve {i}/{steps}: rows {size}, noise {share:g}", extra)
+        took = time.perf_counter() - started
+        if took >= REUSED_POINT_S:  # a point reused whole says nothing about what the next one costs
+            measured.append((planned_rows[len(points)], took))
+        if on_eta is not None:
+            on_eta(remaining_s(measured, planned_rows[len(points) + 1 :]))
+        if folder != corpus:  # no later point answers with this view's artifacts: free their converted models
+            engine_ct2.release(adapters.corpus_artifacts(settings, folder))
         points.append(CurvePoint(size, share, str(folder), run_id, counts, tuple(corrupted)))
     store = Store(settings.database)
     try:
@@ -429,6 +442,23 @@ def run_curve(
     finally:
         store.close()
     return results, write_curve_report(results, settings.eval.reports_dir)
+
+
+def remaining_s(done: list[tuple[int, float]], remaining_rows: list[int]) -> float | None:
+    """Seconds the points still to run should take, from those measured so far ((train rows, wall seconds) per point
+    that trained or answered anything): a point's time is fitted as a + b x its train rows (training grows with the
+    rows, answering the same test rows does not), by least squares once two sizes are measured, else their mean."""
+    if not remaining_rows:
+        return 0.0
+    if not done:
+        return None
+    xs, ys = np.array([r for r, _ in done], float), np.array([t for _, t in done], float)
+    if len(set(xs)) >= 2:
+        b, a = np.polyfit(xs, ys, 1)
+        b = max(b, 0.0)
+        a = max(float(np.mean(ys - b * xs)), 0.0) if a < 0 else a
+        return float(sum(a + b * r for r in remaining_rows))
+    return float(np.mean(ys)) * len(remaining_rows)
 
 
 def curve_id_for(spec: CurveSpec, reference: str | None, points: list[CurvePoint]) -> str:
@@ -500,9 +530,10 @@ def paired(a: str, run_a: RunValues, b: str, run_b: RunValues, metric: str, seed
 
 
 def adjust(comparisons: list[dict], alpha: float = stats.ALPHA) -> None:
-    """Holm over every comparison of the curve (in place): p_holm and significant."""
+    """Holm over every comparison of the curve (in place): p_holm, significant and holm_tests (how many tests the
+    adjustment spans: the reason an unadjusted interval that excludes 0 can stand beside "undecided")."""
     for c, p in zip(comparisons, stats.holm([c["p_value"] for c in comparisons]), strict=True):
-        c["p_holm"], c["significant"] = _num(p), p < alpha
+        c["p_holm"], c["significant"], c["holm_tests"] = _num(p), p < alpha, len(comparisons)
 
 
 def trend(points: list[dict], higher_is_better: bool) -> dict:
@@ -558,7 +589,8 @@ def _gap(c: dict) -> str:
     low = f"{c['ci_low']:+.3f}" if c.get("ci_low") is not None else "-"
     high = f"{c['ci_high']:+.3f}" if c.get("ci_high") is not None else "-"
     p = f"{c['p_holm']:.3g}" if c.get("p_holm") is not None else "-"
-    return f"{c['difference']:+.3f} [{low}, {high}], Holm p = {p}"
+    over = f" over {c['holm_tests']} tests" if c.get("holm_tests") else ""
+    return f"{c['difference']:+.3f} [{low}, {high}] (unadjusted 95% CI), Holm p = {p}{over}"
 
 
 def clean_rows_matching(clean: list[tuple[int, float]], plateau: float, higher_is_better: bool) -> dict:
@@ -730,7 +762,7 @@ def _table(block: dict) -> list[list[str]]:
 
 
 HEADER = ["train rows", "size", "noise", "arm", "headline [95% CI]", "n", "per seed", "best non-training arm",
-          "difference [95% CI], Holm p", "training s", "training tokens", "artifact", "gain per extra row",
+          "difference [unadjusted 95% CI], Holm p", "training s", "training tokens", "artifact", "gain per extra row",
           "corrupted rows"]  # fmt: skip
 
 HOW_TO_READ = (
@@ -738,7 +770,10 @@ HOW_TO_READ = (
     "holds the smaller) and answers the same test rows. The fine-tuned arm is compared at each point with the best "
     "arm that does not train there (the reference arms, which read no train rows and ran once, and fewshot on the "
     "same subset), paired on the test rows, Holm-adjusted over every test of the curve. The crossover is the "
-    "smallest size where that test shows the fine-tuned arm better. Under noise a share of each point's train rows "
+    "smallest size where that test shows the fine-tuned arm better. A difference's interval is that comparison's "
+    "own 95% interval, unadjusted, while the decision reads its Holm-adjusted p over all of the curve's tests: an "
+    "interval that excludes 0 beside 'undecided' means this comparison alone would pass but the curve's many tests "
+    "do not let it. Under noise a share of each point's train rows "
     "has a wrong target of the same type (results.json lists them); test rows are never touched. Training cost is "
     "the artifact's own training (a reused artifact: what it cost when it was trained)."
 )

@@ -120,6 +120,8 @@ def test_crossover_rule_on_constructed_scores():
     assert behind["trend"]["per_doubling"] > 0  # lora's gap closes as rows grow
     undecided = crossover(_points([(10, 18), (25, 21), (50, 23)]), higher_is_better=True)
     assert undecided["status"] == "undecided" and "undecided against rag" in undecided["statement"]
+    # the interval shown is the comparison's own; the statement says so and names the tests Holm spans
+    assert "(unadjusted 95% CI), Holm p" in undecided["statement"] and "over 3 tests" in undecided["statement"]
 
 
 def test_clean_rows_matching_a_noisy_plateau():
@@ -171,8 +173,9 @@ def test_curve_end_to_end_reuses_points_and_resumes(settings, curve_corpus, ragf
     store.close()
 
 
-def test_an_interrupted_curve_resumes(settings, curve_corpus):
+def test_an_interrupted_curve_resumes(settings, curve_corpus, monkeypatch):
     from eval.spec import RunCancelled
+    from service import engine_ct2
     from service.finetune import TrainingCancelled
 
     settings = settings.model_copy(update={"eval": settings.eval.model_copy(update={"reports_dir": settings.data_dir
@@ -186,7 +189,21 @@ def test_an_interrupted_curve_resumes(settings, curve_corpus):
     manifest = settings.artifact_dir / "adapters" / first / "lora" / "behaviour" / "manifest.json"
     made = json.loads(manifest.read_text())["created_at"]
     stages.clear()
+    released = []
+    monkeypatch.setattr(engine_ct2, "release", lambda folder: released.append(folder) or 0)
     results, folder = curve.run_curve(settings, spec, progress=lambda s, d, t: stages.append(s))
+    # each point's converted models are freed once it is answered; the corpus's own (the full clean point) stay
+    assert released == [settings.artifact_dir / "adapters" / first]
     assert json.loads(manifest.read_text())["created_at"] == made  # the first point's adapter was reused
     assert not any(s.startswith("answer") and "rows 3" in s for s in stages)  # and its answers
     assert len(results["points"]) == 2 and (folder / "report.html").is_file()
+
+
+def test_time_left_is_fitted_on_measured_points_by_their_train_rows():
+    assert curve.remaining_s([], [10, 20]) is None  # nothing measured yet
+    assert curve.remaining_s([(10, 60.0)], []) == 0.0
+    assert curve.remaining_s([(10, 60.0)], [25, 50]) == 120.0  # one size measured: its time per point
+    # 30 s of answering per point plus 2 s per train row: the fit reads both off two sizes
+    assert curve.remaining_s([(10, 50.0), (25, 80.0)], [50, 100]) == pytest.approx((30 + 100) + (30 + 200))
+    # a size that cost less than a smaller one cannot make later points free
+    assert curve.remaining_s([(10, 80.0), (25, 50.0)], [50]) > 0

@@ -198,9 +198,15 @@ class JobWorker:
         spec = CurveSpec.model_validate(job.request)
         spec = spec.model_copy(update={"corpus": self.corpus_folder(str(spec.corpus))})
 
+        left = {"eta_s": None}  # the curve's own estimate, renewed after each point
+
         def progress(stage: str, done: int, total: int) -> None:
             status = "training" if stage.startswith(("train", "index")) else "evaluating"
-            self.store.update_job(job.id, status, progress={"stage": stage, "done": done, "total": total})
+            self.store.update_job(job.id, status, progress={"stage": stage, "done": done, "total": total, **left})
 
-        results, _ = run_curve(self.settings, spec, progress=progress, should_stop=self._should_stop(job.id))
+        def eta(seconds: float | None) -> None:
+            left["eta_s"] = round(seconds) if seconds is not None else None
+
+        results, _ = run_curve(self.settings, spec, progress=progress, should_stop=self._should_stop(job.id),
+                               on_eta=eta)  # fmt: skip
         self.store.set_run_id(job.id, results["curve_id"])

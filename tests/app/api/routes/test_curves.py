@@ -25,6 +25,7 @@ def test_a_curve_job_runs_like_ragft_curve_and_its_report_downloads(settings, fu
         job = wait_for(client, started.json()["id"], {"done", "failed"})
         assert job["status"] == "done", job
         assert job["run_id"].startswith("corpus-curve-")
+        assert "eta_s" in job["progress"]  # the curve's time-left estimate travels with its progress
         results = client.get(f"/v1/curves/{job['id']}/report.json").json()
         assert results["curve_id"] == job["run_id"] and set(results["families"]) == {"behaviour"}
         assert client.get(f"/v1/curves/{job['id']}/report.md").text.startswith("# ragft curve")
