@@ -79,11 +79,24 @@ def _settings_with(overrides: list[str] | None) -> Settings:
             node = node[part]
         if leaf not in node:
             raise typer.BadParameter(f"unknown setting '{key}'; see README 'Configuration'", param_hint="--set")
-        node[leaf] = value
+        node[leaf] = _set_value(item, value)
     try:
         return Settings.model_validate(data)
     except Exception as exc:  # pydantic ValidationError: show it as a usage error
         raise typer.BadParameter(str(exc), param_hint="--set") from exc
+
+
+def _set_value(item: str, value: str):
+    """A --set value: JSON where it is an object or a list (lora.max_rows_per_family={"behaviour": 80}), otherwise
+    the text, which the settings' own types parse (numbers, booleans, paths)."""
+    if not value.lstrip().startswith(("{", "[")):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"'{item}': the value is not valid JSON ({exc.msg} at character {exc.pos}); quote "
+                                 "it for the shell, e.g. --set 'lora.max_rows_per_family={\"behaviour\": 80}'",
+                                 param_hint="--set") from None  # fmt: skip
 
 
 def fail(message: str) -> None:
@@ -341,7 +354,12 @@ def curve(
 
         spec = CurveSpec.resolve(settings, corpus, arms=_split(arms), families=_split(families),
                                  rows=parse_sizes(rows), noise=parse_noise(noise), limit=limit, seed=seed)  # fmt: skip
-        results, folder = run_curve(settings, spec, progress=_progress_printer(), show_bars=True)
+
+        def eta(left_s: float | None) -> None:
+            if left_s is not None:
+                typer.echo(f"curve: ~{left_s / 60:.0f} min left for the remaining points", err=True)
+
+        results, folder = run_curve(settings, spec, progress=_progress_printer(), show_bars=True, on_eta=eta)
     typer.secho(f"\nCurve {results['curve_id']}", bold=True)
     for line in summary_lines(results):
         typer.echo("  " + line.replace("**", ""))
@@ -462,8 +480,9 @@ def demo(
     from eval.spec import RunSpec
 
     settings = demo_settings(build_settings(set_))  # the demo trains on a subset, declared in the report
+    family_limits = None if limit else settings.eval.demo_family_limits  # --limit: the same for every family
     _run_and_report(settings, RunSpec.resolve(settings, corpus, limit=limit or settings.eval.demo_limit,
-                                              extra={"demo": True}))  # fmt: skip
+                                              family_limits=family_limits, extra={"demo": True}))  # fmt: skip
 
 
 @corpus_app.command("validate")

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from service.app import cli
@@ -43,6 +44,15 @@ def test_set_overrides_settings(run, corpus):
     assert out.exit_code == 2 and "chunk_tokens" in out.output
     out = run("index", corpus, "--set", "retrieval.no_such=1")
     assert out.exit_code == 2 and "unknown setting 'retrieval.no_such'" in out.output
+
+
+def test_set_reads_json_for_settings_that_take_an_object_or_a_list():
+    settings = cli._settings_with(['lora.max_rows_per_family={"behaviour": 80, "lora/knowledge": 5}',
+                                   'lora.target_modules=["q_proj", "v_proj"]', "lora.rank=4"])  # fmt: skip
+    assert settings.lora.max_rows_per_family == {"behaviour": 80, "lora/knowledge": 5}
+    assert settings.lora.target_modules == ["q_proj", "v_proj"] and settings.lora.rank == 4
+    with pytest.raises(typer.BadParameter, match="not valid JSON"):
+        cli._settings_with(["lora.max_rows_per_family={behaviour: 80}"])
 
 
 def test_corpus_validate(run, corpus):
