@@ -291,9 +291,12 @@ def _dir_bytes(folder: Path) -> int:
 MEMORY_ONLY = {"mmap_threshold_kib"}  # lora settings that change where tensors live, never the weights trained
 
 
-def hyperparameters(settings: Settings, kind: Kind) -> dict:
-    """The settings a run depends on; part of the reuse key and the manifest."""
-    params = {"lora": settings.lora.model_dump(exclude=MEMORY_ONLY), "seed": settings.generation.seed}  # the loop
+def hyperparameters(settings: Settings, kind: Kind, group: str | None = None) -> dict:
+    """The settings a run depends on; part of the reuse key and the manifest. The learning rate is the one this
+    adapter trains with, so a rate set for another group retrains nothing here."""
+    lora = settings.lora.model_dump(exclude=MEMORY_ONLY | {"learning_rate_by_group"})
+    lora["learning_rate"] = settings.lora.learning_rate_for(kind.name, group)
+    params = {"lora": lora, "seed": settings.generation.seed}  # the shared training loop
     if kind.needs_index:
         params["retrieval"] = settings.retrieval.model_dump(exclude={"embed_batch_size"})
         params["embedder"] = settings.models.embedder
@@ -343,8 +346,9 @@ def fingerprint(kind: Kind, model_id: str, base_hash: str, dhash: str, params: d
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def trainable_model(kind: Kind, base_model, settings: Settings):
-    """What the run updates: a LoRA-wrapped base model, or the shrunk architecture from random weights."""
+def trainable_model(kind: Kind, base_model, settings: Settings, group: str | None = None):
+    """What the run updates, and its peak learning rate: a LoRA-wrapped base model (`group`'s rate), or the shrunk
+    architecture from random weights."""
     if kind.full_model:
         from transformers import AutoModelForCausalLM
 
@@ -367,7 +371,7 @@ def trainable_model(kind: Kind, base_model, settings: Settings):
         layers_to_transform=top, task_type="CAUSAL_LM",
     )  # fmt: skip
     with models.LOADING:
-        return get_peft_model(base_model, config), lora.learning_rate
+        return get_peft_model(base_model, config), lora.learning_rate_for(kind.name, group)
 
 
 def training_stream(kind: Kind, data: TrainingSet, generator: Generator, settings: Settings):
@@ -458,7 +462,7 @@ def train_artifact(
     generator = Generator(model, tokenizer, model_id, settings.generation)
     base_hash = models.weights_hash(model)
     data = build_training_set(settings, corpus, kind, rows, generator, retriever, forbidden_inputs, documents)
-    params = hyperparameters(settings, kind) | {"group": group, "documents": documents}
+    params = hyperparameters(settings, kind, group) | {"group": group, "documents": documents}
     key = fingerprint(kind, model_id, base_hash, data.data_hash, params)
     folder = adapters.artifact_dir(settings, corpus, kind, group, replicate)
     note = folders.recover(folder, lambda f: (f / adapters.MANIFEST).is_file(), f"{kind.name} artifact")
@@ -472,7 +476,7 @@ def train_artifact(
     stream, train_tok, val_tok = training_stream(kind, data, generator, settings)
     figures = stream_figures(stream, train_tok, data.documents, settings)
     set_seed(seed)
-    train_model, learning_rate = trainable_model(kind, model, settings)
+    train_model, learning_rate = trainable_model(kind, model, settings, group)
     label = f"{kind.name}/{group}" if group else kind.name
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = folders.new_build(folder)  # checkpoints in it, the artifact saved into it, then swapped in whole

@@ -421,3 +421,20 @@ def test_a_sub_batch_that_predicts_nothing_still_backpropagates(generator, tmp_p
     ours, _ = loss_and_grads(model, lambda: trainer.training_step(model, dict(batch), count))
     theirs, _ = loss_and_grads(model, lambda: model(**batch, num_items_in_batch=count).loss)
     assert ours == pytest.approx(theirs, rel=1e-5)
+
+
+def test_each_adapter_group_trains_at_its_own_learning_rate_and_only_its_rate_keys_it():
+    from service.finetune import hyperparameters
+    from service.settings import LoraSettings, Settings
+
+    lora = LoraSettings(learning_rate=5e-4, learning_rate_by_group={"behaviour": 1e-3, "rag_lora/behaviour": 2e-3})
+    assert lora.learning_rate_for("lora", "behaviour") == 1e-3
+    assert lora.learning_rate_for("rag_lora", "behaviour") == 2e-3  # '<kind>/<group>' before the group
+    assert lora.learning_rate_for("lora", "questions") == 5e-4 and lora.learning_rate_for("lora", None) == 5e-4
+    settings = Settings(lora=lora)
+    assert hyperparameters(settings, KINDS["lora"], "behaviour")["lora"]["learning_rate"] == 1e-3
+    # another group's rate, or a memory-only setting, leaves this adapter's reuse key (and stored artifact) alone
+    other = Settings(lora=lora.model_copy(update={"learning_rate_by_group": {"behaviour": 3e-3},
+                                                  "mmap_threshold_kib": 256}))  # fmt: skip
+    assert hyperparameters(other, KINDS["lora"], "questions") == hyperparameters(settings, KINDS["lora"], "questions")
+    assert hyperparameters(other, KINDS["lora"], "behaviour") != hyperparameters(settings, KINDS["lora"], "behaviour")
