@@ -38,17 +38,22 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def select_rows(rows: list[TaskRow], families: list[str], limit: int | None, seed: int) -> dict[str, list[TaskRow]]:
-    """Test rows per row family the report families read: all of them, or a seeded sample of `limit`
-    (the same rows for every arm). Abstention also reads the answerable knowledge rows. Where registered
-    families score only one kind of a row family's rows (knowledge: paraphrase, unseen), each such kind, and
-    the rest, gets its own sample of `limit`, whichever families this run reports."""
+def select_rows(
+    rows: list[TaskRow], families: list[str], limit: int | None, seed: int, family_limits: dict | None = None
+) -> dict[str, list[TaskRow]]:
+    """Test rows per row family the report families read: all of them, or a seeded sample of `limit` (or of the
+    family's own entry in `family_limits`, None meaning every row), the same rows for every arm. Abstention also
+    reads the answerable knowledge rows. Where registered families score only one kind of a row family's rows
+    (knowledge: paraphrase, unseen), each such kind, and the rest, gets its own sample, whichever families this
+    run reports."""
     needed = dict.fromkeys(f for name in families for f in FAMILIES[name].row_families)
+    family_limits = family_limits or {}
     chosen = {}
     for family in needed:
         members = sorted((r for r in rows if r.split == "test" and r.family == family), key=lambda r: r.id)
-        if limit is not None:
-            members = sorted(_stratified_sample(members, family, limit, seed), key=lambda r: r.id)
+        limit_here = family_limits.get(family, limit)  # an entry of None: every row
+        if limit_here is not None:
+            members = sorted(_stratified_sample(members, family, limit_here, seed), key=lambda r: r.id)
         chosen[family] = members
     return chosen
 
@@ -85,6 +90,7 @@ def run_id_for(settings: Settings, spec: RunSpec, tasks_hash: str, adapters: dic
         "arms": spec.arms,
         "families": spec.families,
         "limit": spec.limit,
+        **({"family_limits": spec.family_limits} if spec.family_limits else {}),  # absent: older run ids hold
         "seed": spec.seed,
         "models": settings.models.model_dump(mode="json", exclude={"backend_api_key"}),
         "retrieval": settings.retrieval.model_dump(exclude={"embed_batch_size"}),
@@ -118,7 +124,7 @@ def run_eval(
     arms = spec.arms
     corpus = Path(spec.corpus)
     rows = load_tasks(corpus)
-    chosen = select_rows(rows, spec.families, spec.limit, spec.seed)
+    chosen = select_rows(rows, spec.families, spec.limit, spec.seed, spec.family_limits)
     if not any(chosen.values()):
         raise ValueError(
             f'corpus \'{corpus}\' has no test rows for families {spec.families}: add rows with "split": "test"'

@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from eval.families import FAMILIES, FamilyNames
 from service.arms import ArmNames, runnable
-from service.settings import Settings
+from service.settings import RowCount, Settings
 
 Progress = Callable[[str, int, int], None]  # (stage description, done, total)
 
@@ -36,9 +36,22 @@ class RunSpec(BaseModel):
     arms: ArmNames = Field(min_length=1, description="Arm ids ('rag+lora' accepted), duplicates dropped.")
     families: FamilyNames = Field(min_length=1, description="Report families (eval/families.py).")
     limit: int | None = Field(None, ge=1, description="Test rows per family (a seeded sample); None: all.")
+    family_limits: dict[str, RowCount | None] = Field(
+        default_factory=dict,
+        description="Per row family, test rows that replace `limit` for it (None: every row), e.g. "
+        '{"behaviour": null} to answer every behaviour row in a run sampled at 40 elsewhere.',
+    )
     seed: int = 0
     run_id: str | None = None
     extra: dict = Field(default_factory=dict, description='Recorded in the config, e.g. {"demo": true}.')
+
+    @field_validator("family_limits")
+    @classmethod
+    def _known_families(cls, limits: dict) -> dict:
+        unknown = sorted(set(limits) - set(FAMILIES))
+        if unknown:
+            raise ValueError(f"family_limits names no family: {', '.join(unknown)} (known: {', '.join(FAMILIES)})")
+        return limits
 
     @classmethod
     def resolve(
@@ -49,6 +62,7 @@ class RunSpec(BaseModel):
         arms: list[str] | None = None,
         families: list[str] | None = None,
         limit: int | None = None,
+        family_limits: dict[str, int | None] | None = None,
         seed: int | None = None,
         run_id: str | None = None,
         extra: dict | None = None,
@@ -60,6 +74,7 @@ class RunSpec(BaseModel):
             arms=arms or runnable(),
             families=families or settings.eval.families or list(FAMILIES),
             limit=limit if limit is not None else settings.eval.limit,
+            family_limits=family_limits or {},
             seed=seed if seed is not None else settings.generation.seed,
             run_id=run_id,
             extra=extra or {},

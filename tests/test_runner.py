@@ -1,6 +1,8 @@
 import json
 from html.parser import HTMLParser
 
+import pytest
+
 from eval.families import FAMILIES as FAMILY_FACTS
 from eval.runner import select_rows
 from eval.store import Store
@@ -39,6 +41,25 @@ def test_a_sample_gives_each_kind_a_family_reports_its_own_rows(full_corpus):
     chosen = select_rows(rows, ["knowledge"], limit=1, seed=0)["knowledge"]
     assert sorted(r.kind or "" for r in chosen) == sorted(k or "" for k in kinds)  # one row of each, not 1 in all
     assert len(select_rows(rows, ["behaviour"], limit=1, seed=0)["behaviour"]) == 1  # no view splits it
+
+
+def test_a_family_limit_replaces_the_run_limit_for_that_family_only(full_corpus, settings):
+    from eval.runner import run_id_for
+    from eval.spec import RunSpec
+
+    rows = load_tasks(full_corpus)
+    every = [r for r in rows if r.split == "test" and r.family == "behaviour"]
+    chosen = select_rows(rows, ["knowledge", "behaviour"], 1, 0, {"behaviour": None})
+    assert chosen["behaviour"] == sorted(every, key=lambda r: r.id) and len(every) > 1  # every behaviour row
+    assert chosen["knowledge"] == select_rows(rows, ["knowledge"], 1, 0)["knowledge"]  # the rest as sampled
+    assert len(select_rows(rows, ["behaviour"], None, 0, {"behaviour": 1})["behaviour"]) == 1
+    with pytest.raises(ValueError, match="family_limits names no family: behavior"):
+        RunSpec.resolve(settings, full_corpus, family_limits={"behavior": None})
+    # a run without family limits keeps the id it had before they existed; one with them gets its own
+    spec = RunSpec.resolve(settings, full_corpus, limit=1)
+    limited = RunSpec.resolve(settings, full_corpus, limit=1, family_limits={"behaviour": None})
+    assert run_id_for(settings, spec, "t", {}) != run_id_for(settings, limited, "t", {})
+    assert "family_limits" not in spec.model_dump(exclude_defaults=True)
 
 
 def test_eval_end_to_end_writes_three_report_files(settings, full_corpus, monkeypatch, tmp_path):
