@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from eval.families import FAMILIES, FamilyNames
 from service.arms import ArmNames, runnable
@@ -26,6 +27,18 @@ class RunCancelled(RuntimeError):
     """The caller asked the run to stop; what was answered so far is stored and the run can be resumed."""
 
 
+def known_family_limits(limits: dict) -> dict:
+    """`limits` unchanged, or a ValueError naming the keys that are no registered family."""
+    unknown = sorted(set(limits) - set(FAMILIES))
+    if unknown:
+        raise ValueError(f"family_limits names no family: {', '.join(unknown)} (known: {', '.join(FAMILIES)})")
+    return limits
+
+
+# Per row family, test rows that replace a run's `limit` for it (None: every row); validated wherever it arrives.
+FamilyLimits = Annotated[dict[str, RowCount | None], AfterValidator(known_family_limits)]
+
+
 class RunSpec(BaseModel):
     """What a run answers: one model from the HTTP request or CLI options through the jobs table to the run's
     stored config and its results. Build it with `RunSpec.resolve`, which fills the defaults from settings."""
@@ -36,7 +49,7 @@ class RunSpec(BaseModel):
     arms: ArmNames = Field(min_length=1, description="Arm ids ('rag+lora' accepted), duplicates dropped.")
     families: FamilyNames = Field(min_length=1, description="Report families (eval/families.py).")
     limit: int | None = Field(None, ge=1, description="Test rows per family (a seeded sample); None: all.")
-    family_limits: dict[str, RowCount | None] = Field(
+    family_limits: FamilyLimits = Field(
         default_factory=dict,
         description="Per row family, test rows that replace `limit` for it (None: every row), e.g. "
         '{"behaviour": null} to answer every behaviour row in a run sampled at 40 elsewhere.',
@@ -44,14 +57,6 @@ class RunSpec(BaseModel):
     seed: int = 0
     run_id: str | None = None
     extra: dict = Field(default_factory=dict, description='Recorded in the config, e.g. {"demo": true}.')
-
-    @field_validator("family_limits")
-    @classmethod
-    def _known_families(cls, limits: dict) -> dict:
-        unknown = sorted(set(limits) - set(FAMILIES))
-        if unknown:
-            raise ValueError(f"family_limits names no family: {', '.join(unknown)} (known: {', '.join(FAMILIES)})")
-        return limits
 
     @classmethod
     def resolve(

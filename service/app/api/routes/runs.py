@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from eval.families import FamilyNames
-from eval.spec import RunSpec
+from eval.spec import FamilyLimits, RunSpec
 from service.app.api.deps import CORPUS_NAME, CorpusName, RuntimeDep, SettingsDep, errors, hide_paths
 from service.app.api.job_store import JobNotFound, JobRecord, QueueFull
 from service.arms import ARMS, ArmNames, TrainableArmNames, trainable
@@ -50,6 +50,9 @@ class RunRequest(BaseModel):
     arms: ArmNames | None = Field(None, min_length=1, description="Default: every arm.")
     families: FamilyNames | None = Field(None, min_length=1, description="Default: eval.families (else every family).")
     limit: int | None = Field(None, ge=1, le=100_000, description="Test rows per family (default: eval.limit).")
+    family_limits: FamilyLimits | None = Field(
+        None, description='Per row family, test rows in place of limit (null: every row), e.g. {"behaviour": null}.'
+    )
     seed: int | None = Field(None, description="Default: generation.seed.")
     fresh: bool = Field(
         False,
@@ -106,7 +109,7 @@ def start_run(body: RunRequest, request: Request, settings: SettingsDep, runtime
     corpus = resolve_corpus(runtime.corpus, body.corpus)
     run_id = f"{corpus.resolve().name}-fresh-{uuid.uuid4().hex[:10]}" if body.fresh else None
     spec = RunSpec.resolve(settings, Path(corpus.resolve().name), arms=body.arms, families=body.families,
-                           limit=body.limit, seed=body.seed, run_id=run_id)  # fmt: skip
+                           limit=body.limit, family_limits=body.family_limits, seed=body.seed, run_id=run_id)  # fmt: skip
     return _submit(request, "eval", spec.model_dump(mode="json"))  # the corpus by name: the worker finds its folder
 
 

@@ -123,6 +123,8 @@ def test_adapters_train_as_a_job(settings, full_corpus):
         ("post", "/v1/runs", {"arms": ["ragg"]}, 422),
         ("post", "/v1/runs", {"families": ["trivia"]}, 422),
         ("post", "/v1/runs", {"limit": 0}, 422),
+        ("post", "/v1/runs", {"family_limits": {"behavior": None}}, 422),
+        ("post", "/v1/runs", {"family_limits": {"behaviour": 0}}, 422),
         ("post", "/v1/adapters", {"arms": ["base"]}, 422),
     ],
 )
@@ -131,6 +133,12 @@ def test_bad_run_requests(settings, corpus, method, url, body, status):
     r = client.request(method.upper(), url, json=body)
     assert r.status_code in (status if isinstance(status, tuple) else (status,)), r.text
     assert "root:" not in r.text
+
+
+def test_a_run_request_can_give_a_family_its_own_limit_as_the_demo_does(settings, corpus):
+    client = TestClient(create_app(settings, corpus))  # no lifespan: queued, not run; the request is what is checked
+    job = client.post("/v1/runs", json={"limit": 2, "family_limits": {"behaviour": None}}).json()
+    assert job["request"]["limit"] == 2 and job["request"]["family_limits"] == {"behaviour": None}
 
 
 def test_identical_submissions_share_a_job_the_queue_is_capped_and_listing_pages(settings, corpus):
