@@ -133,8 +133,11 @@ def _family_enum(schema: dict) -> None:
     schema["enum"] = list(FAMILIES)  # as registered when the schema is built
 
 
+# A family name as the JSON schema states it (an enum of the registered families); validated by the types below.
+FamilyName = Annotated[str, Field(json_schema_extra=_family_enum)]
+
 # The one validation of family names at every boundary (RunSpec, HTTP request bodies).
-FamilyNames = Annotated[list[Annotated[str, Field(json_schema_extra=_family_enum)]], AfterValidator(parse_families)]
+FamilyNames = Annotated[list[FamilyName], AfterValidator(parse_families)]
 
 
 def is_floor(arm: Arm) -> bool:

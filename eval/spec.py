@@ -16,7 +16,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from eval.families import FAMILIES, FamilyNames
+from eval.families import FAMILIES, FamilyName, FamilyNames
 from service.arms import ArmNames, runnable
 from service.settings import RowCount, Settings
 
@@ -36,7 +36,8 @@ def known_family_limits(limits: dict) -> dict:
 
 
 # Per row family, test rows that replace a run's `limit` for it (None: every row); validated wherever it arrives.
-FamilyLimits = Annotated[dict[str, RowCount | None], AfterValidator(known_family_limits)]
+# The keys' enum reaches the OpenAPI schema as propertyNames, so the schema says what the validator accepts.
+FamilyLimits = Annotated[dict[FamilyName, RowCount | None], AfterValidator(known_family_limits)]
 
 
 class RunSpec(BaseModel):

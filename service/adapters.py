@@ -76,18 +76,13 @@ class AdapterMismatch(RuntimeError):
     """An artifact was trained for another base model, or did not change the model when applied."""
 
 
-def corpus_artifacts(settings: Settings, corpus: Path) -> Path:
-    """The folder holding every artifact trained on `corpus` (artifacts are told apart by the corpus folder's name)."""
-    return settings.artifact_dir / "adapters" / Path(corpus).resolve().name
-
-
 def artifact_dir(
     settings: Settings, corpus: Path, kind: Kind | str, group: str | None = None, replicate: int = 0
 ) -> Path:
     """Where the `kind` artifact trained on `corpus` lives; one folder per adapter group when it has one, and a
     sibling per extra training seed (`<folder>-seed<i>`, eval.training_seeds)."""
     name = kind.name if isinstance(kind, Kind) else parse_kind(kind).name
-    folder = corpus_artifacts(settings, corpus) / name
+    folder = settings.artifact_dir / "adapters" / Path(corpus).resolve().name / name
     folder = folder / group if group else folder
     return folder.with_name(f"{folder.name}-seed{replicate}") if replicate else folder
 

@@ -4,6 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from fastapi.testclient import TestClient
 
+from eval.families import FAMILIES
 from eval.store import Store
 from service.app.api.job_store import JobStore
 from service.app.api.main import create_app
@@ -14,8 +15,6 @@ def full_length_answers(monkeypatch):
     """Questions are cut at 32 new tokens (eval/families.py); these tests need answers slow enough to act on a
     run while it is still going, so they lift the cut and use generation.max_new_tokens."""
     import dataclasses
-
-    from eval.families import FAMILIES
 
     for name, family in list(FAMILIES.items()):
         monkeypatch.setitem(FAMILIES, name, dataclasses.replace(family, max_new_tokens=None))
@@ -139,6 +138,14 @@ def test_a_run_request_can_give_a_family_its_own_limit_as_the_demo_does(settings
     client = TestClient(create_app(settings, corpus))  # no lifespan: queued, not run; the request is what is checked
     job = client.post("/v1/runs", json={"limit": 2, "family_limits": {"behaviour": None}}).json()
     assert job["request"]["limit"] == 2 and job["request"]["family_limits"] == {"behaviour": None}
+
+
+def test_the_schema_names_the_families_family_limits_accepts(settings, corpus):
+    """A schema that allowed any key would call a 422 for an unknown family a rejected valid request."""
+    schema = TestClient(create_app(settings, corpus)).get("/openapi.json").json()
+    request = schema["components"]["schemas"]["RunRequest"]["properties"]["family_limits"]
+    objects = [s for s in request.get("anyOf", [request]) if s.get("type") == "object"]
+    assert objects and all(set(s["propertyNames"]["enum"]) == set(FAMILIES) for s in objects)
 
 
 def test_identical_submissions_share_a_job_the_queue_is_capped_and_listing_pages(settings, corpus):
