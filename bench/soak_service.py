@@ -8,8 +8,10 @@ document PUTs and DELETEs of soak documents, and one small eval run (base and ra
 the beginning. Then it checks, and exits 1 if any check fails:
 - no 5xx but the documented 503s (a query past api.query_timeout_s, a backend that does not answer);
 - the run finished, and every row it chose has exactly one stored answer per arm;
-- resident memory (RSS of this process, which serves) at start and end, printed; the growth is printed, not
-  asserted (allocators keep what they freed).
+- resident memory (RSS of this process, which serves): read after a warm-up that loads every model the traffic
+  uses (a query per arm, a stream, a document PUT), sampled every 15 s through the soak, and at the end before and
+  after handing freed memory back (glibc's malloc_trim), so growth that is a leak is told apart from what the
+  allocator keeps; the first and second halves' growth are printed, not asserted.
 `--tiny` serves the test suite's in-code models (a smoke run in about a minute with `--minutes 1`).
 Prints figures; run it on a quiet machine.
 """
@@ -100,6 +102,36 @@ def document_changes(url: str, corpus: str, end: float, tally: Tally, rng: rando
             time.sleep(1 + rng.random() * 2)
 
 
+def sample_rss(samples: list[tuple[float, float]], stop: threading.Event, every_s: float = 15.0) -> None:
+    """(seconds since the soak began, RSS MiB) every `every_s` seconds until `stop`."""
+    t0 = time.monotonic()
+    while not stop.wait(every_s):
+        samples.append((time.monotonic() - t0, rss_mib()))
+
+
+def warm_up(url: str, corpus: str, question: str) -> None:
+    """Load what the traffic uses before the first reading: each arm's model, a stream, the index after a PUT."""
+    with httpx.Client(base_url=url, timeout=900) as client:
+        for arms in (["base"], ["rag"]):
+            client.post("/v1/query", json={"question": question, "arms": arms}).raise_for_status()
+        body = {"model": "rag", "stream": True, "messages": [{"role": "user", "content": question}]}
+        with client.stream("POST", "/v1/chat/completions", json=body) as r:
+            for _ in r.iter_lines():
+                pass
+        client.put(f"/v1/corpora/{corpus}/documents/soak-0", json={"text": "Warm-up document."}).raise_for_status()
+        client.delete(f"/v1/corpora/{corpus}/documents/soak-0").raise_for_status()
+
+
+def returned_rss_mib() -> float:
+    """RSS once glibc has handed the memory it keeps freed back to the system (what is still live)."""
+    import contextlib
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return rss_mib()
+
+
 def stored_answers(database: Path, run_id: str) -> tuple[dict[str, list[str]], Counter]:
     """The rows a run chose (its meta) and how many answers each (arm, row, phase) has."""
     import json
@@ -140,8 +172,14 @@ def main() -> None:
         with serving(app) as url:
             while httpx.get(f"{url}/readyz").status_code != 200:
                 time.sleep(0.5)
+            rss_ready = rss_mib()
+            warm_up(url, corpus.name, questions[0])
             rss_start = rss_mib()
-            print(f"serving {corpus.name} at {url}; RSS {rss_start:.0f} MiB; {args.minutes:g} min of mixed traffic")
+            print(f"serving {corpus.name} at {url}; RSS {rss_ready:.0f} MiB ready, {rss_start:.0f} MiB after the "
+                  f"warm-up; {args.minutes:g} min of mixed traffic")  # fmt: skip
+            samples: list[tuple[float, float]] = [(0.0, rss_start)]
+            sampling = threading.Event()
+            threading.Thread(target=sample_rss, args=(samples, sampling), daemon=True).start()
             run = httpx.post(f"{url}/v1/runs", json={"arms": ["base", "rag"], "families": ["knowledge"],
                                                      "limit": args.run_rows, "fresh": True}).json()  # fmt: skip
             tally, end = Tally(), time.monotonic() + args.minutes * 60
@@ -163,7 +201,9 @@ def main() -> None:
                                                                                         "evaluating"):  # fmt: skip
                 time.sleep(1)
             time.sleep(2)  # dropped streams' worker threads finish their last token
+            sampling.set()
             rss_end = rss_mib()
+            rss_returned = returned_rss_mib()
             for kind, counts in sorted(tally.seen.items()):
                 print(f"{kind:7s} {sum(counts.values()):>6d} requests  {dict(sorted(counts.items()))}")
                 bad = {s: n for s, n in counts.items() if s >= 500 and s not in DOCUMENTED_5XX}
@@ -185,7 +225,12 @@ def main() -> None:
                     if missing or twice:
                         failures.append(f"arm {arm}: missing {sorted(missing)}, twice {sorted(twice)}")
             waiting = app.state.coalescer._admitted
-            print(f"RSS {rss_start:.0f} MiB at start, {rss_end:.0f} MiB at the end ({rss_end - rss_start:+.0f}); "
+            print("RSS by minute (MiB): " + ", ".join(f"{t / 60:.0f}: {m:.0f}" for t, m in samples
+                                                      if round(t) % 60 < 15))  # fmt: skip
+            half = samples[len(samples) // 2][1]
+            print(f"RSS {rss_start:.0f} MiB after the warm-up, {half:.0f} at half time, {rss_end:.0f} at the end "
+                  f"(first half {half - rss_start:+.0f}, second half {rss_end - half:+.0f}), peak "
+                  f"{max(m for _, m in samples):.0f}; {rss_returned:.0f} MiB once freed memory was handed back; "
                   f"queue places still held {waiting}")  # fmt: skip
             if waiting:
                 failures.append(f"{waiting} queue places still held after the traffic stopped")

@@ -56,7 +56,7 @@ from eval.runner import run_eval
 from eval.spec import Progress, RunSpec
 from eval.store import Store
 from eval.tasks import TaskRow, load_tasks
-from service import adapters, engine_ct2, folders
+from service import engine_ct2, folders
 from service.arms import ARMS, Arm, ArmNames, by_cost
 from service.models import library_versions
 from service.retrieval import index_exists, index_lock
@@ -417,6 +417,7 @@ def run_curve(
     reference = None
     if reference_arms:
         reference = run(corpus, reference_arms, f"curve 1/{steps}: reference {','.join(reference_arms)}", {})
+    kept = engine_ct2.loaded_artifacts()  # what the process served before the curve (a server's adapters) stays
     points, measured = [], []
     planned_rows = [sum(len(ids) for f, ids in subset(order, size).items() if f in relevant) for _, size in plan]
     for i, (share, size) in enumerate(plan, start=1 + bool(reference_arms)):
@@ -433,8 +434,7 @@ def run_curve(
             measured.append((planned_rows[len(points)], took))
         if on_eta is not None:
             on_eta(remaining_s(measured, planned_rows[len(points) + 1 :]))
-        if folder != corpus:  # no later point answers with this view's artifacts: free their converted models
-            engine_ct2.release(adapters.corpus_artifacts(settings, folder))
+        engine_ct2.release(engine_ct2.loaded_artifacts() - kept)  # no later point answers with them
         points.append(CurvePoint(size, share, str(folder), run_id, counts, tuple(corrupted)))
     store = Store(settings.database)
     try:

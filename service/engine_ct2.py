@@ -255,22 +255,22 @@ def _wrap(folder: Path, base: Generator, settings: Settings, cache: bool = True)
     return CT2Generator(model, base.tokenizer, base.model_id, settings.generation, m.compute_type, folder, n)
 
 
-def release(artifacts: Path) -> int:
-    """Unload the converted models of every artifact under `artifacts` (a finished curve point's corpus view, say);
-    returns how many. The process-wide cache keeps a model until its artifact is retrained, and every point of a
-    curve trains other artifacts, so a curve of 7 points held 7 models to its end (peak 10.4 GiB). Calls still
-    using a released model finish with it; a later call loads it again."""
-    root = Path(artifacts).resolve()
+def loaded_artifacts() -> set[tuple]:
+    """The loaded conversions of trained artifacts (adapters merged, scratch models), not of the base model."""
     with _MODELS_LOCK:
-        gone = [key for key in _MODELS if _converts_under(Path(key[0]), root)]
+        return {key for key in _MODELS if (_identity(Path(key[0])) or (None,))[0] is not None}
+
+
+def release(keys) -> int:
+    """Unload these converted models (keys of `loaded_artifacts`); returns how many were loaded. The process-wide
+    cache keeps a model until its artifact is retrained, and every point of a curve trains other artifacts, so a
+    curve of 7 points held 7 models to its end (peak 10.4 GiB). Calls still using a released model finish with it;
+    a later call loads it again."""
+    with _MODELS_LOCK:
+        gone = [key for key in keys if key in _MODELS]
         for key in gone:
             del _MODELS[key]
     return len(gone)
-
-
-def _converts_under(folder: Path, root: Path) -> bool:
-    adapter = (_identity(folder) or (None,))[0]
-    return adapter is not None and Path(adapter).resolve().is_relative_to(root)
 
 
 def replicas(m: ModelSettings) -> int:

@@ -329,20 +329,23 @@ def test_a_retrain_evicts_the_superseded_conversions_from_disk_and_memory(tmp_pa
     assert sorted(Path(k[0]).name for k in loaded) == sorted([newest.name, base.name, other_corpus.name])
 
 
-def test_release_unloads_the_conversions_of_artifacts_under_a_folder_and_keeps_the_rest(tmp_path, monkeypatch):
-    """A curve releases each finished point's converted models (a 7-point curve held all 7 to its end, 10.4 GiB):
-    conversions of artifacts under the point's folder go, the base model and other corpora's artifacts stay."""
+def test_release_unloads_the_trained_artifacts_a_curve_loaded_and_keeps_the_rest(tmp_path, monkeypatch):
+    """A curve releases after each point the converted models of artifacts it loaded (a 7-point curve held all 7
+    to its end, 10.4 GiB): trained artifacts loaded before it (a server's) and the base model stay."""
     from pathlib import Path
 
     ct2 = tmp_path / "ct2"
-    view = tmp_path / "adapters" / "quillmark-curve-25"
-    lora = _conversion(ct2, "questions-float32-000000000001", str(view / "lora" / "behaviour"), 0)
-    scratch = _conversion(ct2, "quillmark-curve-25-scratch-float32-000000000002", str(view / "scratch"), 0)
-    corpus = _conversion(ct2, "behaviour-float32-000000000003", str(tmp_path / "adapters" / "quillmark" / "lora"), 0)
+    served = _conversion(ct2, "behaviour-float32-000000000003", str(tmp_path / "adapters" / "quillmark" / "lora"), 0)
     base = _conversion(ct2, "base-float32-000000000004", None, 0)
-    loaded = {(str(f), "cpu", "float32", 0, 1): f"model of {f.name}" for f in (lora, scratch, corpus, base)}
+    loaded = {(str(f), "cpu", "float32", 0, 1): f"model of {f.name}" for f in (served, base)}
     monkeypatch.setattr(engine_ct2, "_MODELS", loaded)
+    kept = engine_ct2.loaded_artifacts()
+    assert {Path(k[0]).name for k in kept} == {served.name}  # the base model is no trained artifact
 
-    assert engine_ct2.release(view) == 2
-    assert sorted(Path(k[0]).name for k in loaded) == sorted([corpus.name, base.name])
-    assert engine_ct2.release(view) == 0
+    view = tmp_path / "adapters" / "quillmark-curve-25"
+    for f in (_conversion(ct2, "behaviour-float32-000000000001", str(view / "lora" / "behaviour"), 0),
+              _conversion(ct2, "quillmark-curve-25-scratch-float32-000000000002", str(view / "scratch"), 0)):  # fmt: skip
+        loaded[(str(f), "cpu", "float32", 0, 1)] = f"model of {f.name}"
+    assert engine_ct2.release(engine_ct2.loaded_artifacts() - kept) == 2
+    assert sorted(Path(k[0]).name for k in loaded) == sorted([served.name, base.name])
+    assert engine_ct2.release(engine_ct2.loaded_artifacts() - kept) == 0
