@@ -138,6 +138,22 @@ def test_holm_adjusts_in_the_given_order():
     assert holm([]) == []
 
 
+def test_holm_gives_statsmodels_values_without_its_garbage_collection(monkeypatch):
+    """The same adjusted p-values as statsmodels' Holm (ties, ones, a single test) with no gc.collect per call."""
+    import gc
+
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(0)
+    cases = [[0.5], [1.0, 1.0], [0.01, 0.01, 0.2, 0.2, 0.04], *(list(rng.uniform(0, 0.2, n)) for n in (2, 7, 36))]
+    expected = [list(multipletests(case, method="holm")[1]) for case in cases]
+    calls = []
+    monkeypatch.setattr(gc, "collect", lambda *a: calls.append(a) or 0)
+    for case, want in zip(cases, expected, strict=True):
+        assert holm(case) == pytest.approx(want, abs=1e-15)
+    assert calls == []
+
+
 def test_minimum_detectable_difference_for_paired_rates():
     # 10 rows: exact McNemar needs 6 of 6 one-way discordant rows, so nothing under 0.6 is detectable
     mdd_10 = minimum_detectable_difference(10)
