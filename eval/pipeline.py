@@ -50,10 +50,13 @@ def kinds_for(arm_names: list[str]) -> list[Kind]:
 
 def demo_settings(settings: Settings) -> Settings:
     """The settings `ragft demo` trains with: `eval.demo_train_rows` per family (unless lora.max_rows_per_family
-    is set) for `eval.demo_epochs`; the report declares both."""
+    is set) for `eval.demo_epochs` (per group: `eval.demo_epochs_by_group`, under any lora.epochs_by_group); the
+    report declares them."""
     lora = settings.lora
     rows = lora.max_rows_per_family if lora.max_rows_per_family is not None else settings.eval.demo_train_rows
-    lora = lora.model_copy(update={"max_rows_per_family": rows, "epochs": settings.eval.demo_epochs})
+    by_group = settings.eval.demo_epochs_by_group | lora.epochs_by_group
+    lora = lora.model_copy(update={"max_rows_per_family": rows, "epochs": settings.eval.demo_epochs,
+                                   "epochs_by_group": by_group})  # fmt: skip
     return settings.model_copy(update={"lora": lora})
 
 
@@ -61,7 +64,8 @@ def training_rows(settings: Settings, rows: list[TaskRow], kind: str | None = No
     """The train rows adapters learn from: every trainable family's, or a seeded subset of
     `lora.max_rows_per_family` per family (one count for all, or one per family, where a "<kind>/<family>" entry
     overrides the family's for that kind) that keeps first the rows test paraphrases restate (so a subset still
-    teaches the facts the paraphrase rows ask about). Test rows never enter."""
+    teaches the facts the paraphrase rows ask about); a cap at or above a family's rows keeps them in the order
+    uncapped training has, so that adapter is the one `ragft train` makes. Test rows never enter."""
     sft = supervised_rows(rows, settings.generation.abstention_phrase)
     caps = settings.lora.max_rows_per_family
     if caps is None:
@@ -73,7 +77,10 @@ def training_rows(settings: Settings, rows: list[TaskRow], kind: str | None = No
         random.Random(f"{settings.generation.seed}:subset:{family}").shuffle(members)
         members.sort(key=lambda r: r.row_id not in restated)  # stable: restated rows first, seeded order within
         cap = caps.get(f"{kind}/{family}", caps.get(family)) if isinstance(caps, dict) else caps
-        kept += members[:cap]  # cap None: a family the allocation does not name keeps every row
+        if cap is None or cap >= len(members):  # a family the allocation does not name, or names in full
+            kept += [r for r in sft if r.family == family]
+        else:
+            kept += members[:cap]
     return kept
 
 

@@ -289,13 +289,13 @@ def _dir_bytes(folder: Path) -> int:
 
 
 MEMORY_ONLY = {"mmap_threshold_kib"}  # lora settings that change where tensors live, never the weights trained
+BY_GROUP = {"learning_rate_by_group", "epochs_by_group"}  # resolved into learning_rate and epochs per adapter
 
 
 def hyperparameters(settings: Settings, kind: Kind, group: str | None = None) -> dict:
-    """The settings a run depends on; part of the reuse key and the manifest. The learning rate is the one this
-    adapter trains with, so a rate set for another group retrains nothing here."""
-    lora = settings.lora.model_dump(exclude=MEMORY_ONLY | {"learning_rate_by_group"})
-    lora["learning_rate"] = settings.lora.learning_rate_for(kind.name, group)
+    """The settings a run depends on; part of the reuse key and the manifest. The learning rate and epochs are the
+    ones this adapter trains with (`LoraSettings.for_group`), so a value set for another group retrains nothing."""
+    lora = settings.lora.for_group(kind.name, group).model_dump(exclude=MEMORY_ONLY | BY_GROUP)
     params = {"lora": lora, "seed": settings.generation.seed}  # the shared training loop
     if kind.needs_index:
         params["retrieval"] = settings.retrieval.model_dump(exclude={"embed_batch_size"})
@@ -346,9 +346,9 @@ def fingerprint(kind: Kind, model_id: str, base_hash: str, dhash: str, params: d
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def trainable_model(kind: Kind, base_model, settings: Settings, group: str | None = None):
-    """What the run updates, and its peak learning rate: a LoRA-wrapped base model (`group`'s rate), or the shrunk
-    architecture from random weights."""
+def trainable_model(kind: Kind, base_model, settings: Settings):
+    """What the run updates, and its peak learning rate: a LoRA-wrapped base model, or the shrunk architecture
+    from random weights."""
     if kind.full_model:
         from transformers import AutoModelForCausalLM
 
@@ -371,7 +371,7 @@ def trainable_model(kind: Kind, base_model, settings: Settings, group: str | Non
         layers_to_transform=top, task_type="CAUSAL_LM",
     )  # fmt: skip
     with models.LOADING:
-        return get_peft_model(base_model, config), lora.learning_rate_for(kind.name, group)
+        return get_peft_model(base_model, config), lora.learning_rate
 
 
 def training_stream(kind: Kind, data: TrainingSet, generator: Generator, settings: Settings):
@@ -473,10 +473,11 @@ def train_artifact(
         log.info("reusing %s artifact at %s (same base model, data, settings and seed)", kind.name, folder)
         return TrainResult(kind.name, folder, stored, reused=True, group=group, replicate=replicate)
 
+    settings = settings.model_copy(update={"lora": settings.lora.for_group(kind.name, group)})  # this group's
     stream, train_tok, val_tok = training_stream(kind, data, generator, settings)
     figures = stream_figures(stream, train_tok, data.documents, settings)
     set_seed(seed)
-    train_model, learning_rate = trainable_model(kind, model, settings, group)
+    train_model, learning_rate = trainable_model(kind, model, settings)
     label = f"{kind.name}/{group}" if group else kind.name
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = folders.new_build(folder)  # checkpoints in it, the artifact saved into it, then swapped in whole

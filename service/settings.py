@@ -211,12 +211,18 @@ class LoraSettings(BaseModel):
     )
     learning_rate: float = Field(5e-4, gt=0, description="Peak learning rate (linear decay, 5% warm-up).")
     learning_rate_by_group: dict[str, PositiveFloat] = Field(
-        {"behaviour": 1e-3},
+        {},
         description="Peak learning rate per adapter group ('behaviour', 'questions') or '<kind>/<group>' (e.g. "
-        "'rag_lora/behaviour'), in place of learning_rate. Measured on the 65 quillmark behaviour test rows the "
-        "demo does not sample, one epoch over every behaviour row: 1e-3 passed 0.231 and 0.185 (seeds 0 and 1) "
-        "against 0.138 and 0.108 at 5e-4; on the questions adapter 1e-3 raised abstention (0.25 to 0.41) but "
-        "forgot more general skill (0.38 to 0.15 against base's 0.68), so questions keep learning_rate.",
+        "'rag_lora/behaviour'), in place of learning_rate. The rate that is best depends on the epochs: over every "
+        "quillmark behaviour row, one epoch at 1e-3 passed 0.231 and 0.185 of the 65 behaviour test rows the demo "
+        "does not sample (seeds 0 and 1) against 0.138 and 0.108 at 5e-4, but two epochs at 1e-3 passed 0.219 "
+        "[0.148, 0.312] of all 105 against 0.305 [0.225, 0.398] at 5e-4; on the questions adapter 1e-3 for one "
+        "epoch raised abstention (0.25 to 0.41) but forgot more general skill (0.38 to 0.15, base 0.68).",
+    )
+    epochs_by_group: dict[str, PositiveFloat] = Field(
+        {},
+        description="Epochs per adapter group or '<kind>/<group>', in place of epochs (the demo gives the lora "
+        "arm's behaviour adapter 2 and the rest 1: eval.demo_epochs_by_group).",
     )
     epochs: float = Field(2.0, gt=0, description="Passes over each adapter's training rows.")
     max_loss_tokens: int | None = Field(
@@ -321,11 +327,18 @@ class LoraSettings(BaseModel):
     def lora_alpha(self) -> float:
         return self.alpha if self.alpha is not None else 2 * self.rank
 
-    def learning_rate_for(self, kind: str, group: str | None) -> float:
-        """The peak learning rate of `kind`'s adapter for `group`: its '<kind>/<group>' entry, else its group's,
-        else learning_rate."""
-        by = self.learning_rate_by_group
-        return by.get(f"{kind}/{group}", by.get(group or "", self.learning_rate))
+    def for_group(self, kind: str, group: str | None) -> LoraSettings:
+        """The settings `kind`'s adapter for `group` trains with: learning_rate and epochs from their '<kind>/<group>'
+        entry, else the group's, else the plain field; the per-group tables emptied, so another group's entry
+        never reaches this adapter's reuse key."""
+
+        def pick(by: dict[str, float], default: float) -> float:
+            return by.get(f"{kind}/{group}", by.get(group or "", default))
+
+        return self.model_copy(update={
+            "learning_rate": pick(self.learning_rate_by_group, self.learning_rate), "learning_rate_by_group": {},
+            "epochs": pick(self.epochs_by_group, self.epochs), "epochs_by_group": {},
+        })  # fmt: skip
 
 
 class ScratchSettings(BaseModel):
@@ -383,13 +396,21 @@ class EvalSettings(BaseModel):
         "demo`; rows that test paraphrases restate first): behaviour formats need more rows than closed-book "
         "knowledge, so the lora arm's behaviour adapter gets every quillmark behaviour row and the rest 20. On 20 "
         "rows for 2 epochs lora passed 0.10 [0.04, 0.23] of behaviour, on 80 for 2 epochs 0.125, on all 210 for "
-        "one epoch 0.300 [0.180, 0.456] against base's 0.000 [0.000, 0.088]. The report declares the subset.",
+        "one epoch 0.300 [0.180, 0.456] against base's 0.000 [0.000, 0.088]. A count at or above a family's rows "
+        "keeps them as `ragft train` would (same order). The report declares the subset.",
     )
     demo_epochs: float = Field(
         1.0,
         gt=0,
         description="lora.epochs for `ragft demo`: one pass over more rows taught behaviour better than two over "
         "fewer for the same tokens, and halves the other adapters' training.",
+    )
+    demo_epochs_by_group: dict[str, PositiveFloat] = Field(
+        {"lora/behaviour": 2.0},
+        description="lora.epochs_by_group for `ragft demo`. The lora arm's behaviour adapter trains 2 epochs over "
+        "every behaviour row, as `ragft train` does: on all 105 quillmark behaviour test rows it passed 0.305 "
+        "[0.225, 0.398] at 2 epochs (5e-4) against 0.209 [0.142, 0.297] at 1 epoch (1e-3) and few-shot's 0.114, "
+        "for about 200 s more training.",
     )
     training_seeds: int = Field(
         1,

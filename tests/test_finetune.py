@@ -423,18 +423,24 @@ def test_a_sub_batch_that_predicts_nothing_still_backpropagates(generator, tmp_p
     assert ours == pytest.approx(theirs, rel=1e-5)
 
 
-def test_each_adapter_group_trains_at_its_own_learning_rate_and_only_its_rate_keys_it():
+def test_each_adapter_group_trains_at_its_own_rate_and_epochs_and_only_its_own_key_it():
     from service.finetune import hyperparameters
     from service.settings import LoraSettings, Settings
 
-    lora = LoraSettings(learning_rate=5e-4, learning_rate_by_group={"behaviour": 1e-3, "rag_lora/behaviour": 2e-3})
-    assert lora.learning_rate_for("lora", "behaviour") == 1e-3
-    assert lora.learning_rate_for("rag_lora", "behaviour") == 2e-3  # '<kind>/<group>' before the group
-    assert lora.learning_rate_for("lora", "questions") == 5e-4 and lora.learning_rate_for("lora", None) == 5e-4
+    lora = LoraSettings(learning_rate=5e-4, learning_rate_by_group={"behaviour": 1e-3, "rag_lora/behaviour": 2e-3},
+                        epochs=1, epochs_by_group={"lora/behaviour": 2})  # fmt: skip
+    assert lora.for_group("lora", "behaviour").learning_rate == 1e-3
+    assert lora.for_group("rag_lora", "behaviour").learning_rate == 2e-3  # '<kind>/<group>' before the group
+    assert lora.for_group("lora", "questions").learning_rate == 5e-4 == lora.for_group("lora", None).learning_rate
+    assert lora.for_group("lora", "behaviour").epochs == 2 and lora.for_group("rag_lora", "behaviour").epochs == 1
     settings = Settings(lora=lora)
     assert hyperparameters(settings, KINDS["lora"], "behaviour")["lora"]["learning_rate"] == 1e-3
-    # another group's rate, or a memory-only setting, leaves this adapter's reuse key (and stored artifact) alone
+    assert hyperparameters(settings, KINDS["lora"], "behaviour")["lora"]["epochs"] == 2
+    # another group's rate or epochs, or a memory-only setting, leave this adapter's reuse key (and artifact) alone
     other = Settings(lora=lora.model_copy(update={"learning_rate_by_group": {"behaviour": 3e-3},
-                                                  "mmap_threshold_kib": 256}))  # fmt: skip
+                                                  "epochs_by_group": {"behaviour": 3}, "mmap_threshold_kib": 256}))  # fmt: skip
     assert hyperparameters(other, KINDS["lora"], "questions") == hyperparameters(settings, KINDS["lora"], "questions")
     assert hyperparameters(other, KINDS["lora"], "behaviour") != hyperparameters(settings, KINDS["lora"], "behaviour")
+    # no per-group entry: the key is the one the settings made before the tables existed
+    plain = hyperparameters(Settings(lora=LoraSettings()), KINDS["lora"], "questions")["lora"]
+    assert "learning_rate_by_group" not in plain and "epochs_by_group" not in plain

@@ -1,4 +1,5 @@
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -127,11 +128,32 @@ def test_the_training_subset_takes_a_count_for_every_family_or_one_per_family(se
     assert counts(per_kind, "rag_lora")["knowledge"] == 1 and counts(per_kind, "lora")["knowledge"] == 2
 
 
+def test_a_cap_at_or_above_a_familys_rows_trains_them_as_uncapped_training_does(settings):
+    """The demo's lora behaviour adapter names every row: it must be the adapter `ragft train` makes (same rows in
+    the same order; order alone moved a behaviour adapter between 0.20 and 0.30)."""
+    from eval.pipeline import training_rows
+    from eval.tasks import load_tasks
+
+    rows = load_tasks(Path(__file__).parent.parent / "corpora" / "quillmark")
+
+    def ids(cap, kind="lora"):
+        lora = settings.lora.model_copy(update={"max_rows_per_family": cap})
+        trained = training_rows(settings.model_copy(update={"lora": lora}), rows, kind)
+        return [r.row_id for r in trained if r.family == "behaviour"]
+
+    every = ids(None)
+    assert ids({"lora/behaviour": len(every)}) == every == ids({"lora/behaviour": len(every) + 50})
+    assert ids({"behaviour": 20, "lora/behaviour": 10_000}) == every and len(ids({"behaviour": 20})) == 20
+    assert sorted(ids({"behaviour": len(every) - 1})) != sorted(every)  # below: a seeded subset, as before
+
+
 def test_the_demo_trains_its_declared_allocation_for_its_epochs(settings):
     from eval.pipeline import demo_settings
 
     demo = demo_settings(settings).lora
     assert demo.max_rows_per_family == settings.eval.demo_train_rows and demo.epochs == settings.eval.demo_epochs
+    assert demo.for_group("lora", "behaviour").epochs == 2 and demo.for_group("lora", "questions").epochs == 1
+    assert demo.for_group("rag_lora", "behaviour").epochs == settings.eval.demo_epochs
     assert demo.max_rows_per_family["lora/behaviour"] > demo.max_rows_per_family["behaviour"]
     mine = settings.model_copy(update={"lora": settings.lora.model_copy(update={"max_rows_per_family": 3})})
     assert demo_settings(mine).lora.max_rows_per_family == 3  # a subset the user set stays
