@@ -49,7 +49,7 @@ from eval import stats
 from eval.baseline import question_type
 from eval.families import FAMILIES, FamilyNames
 from eval.metrics import METRICS, headline, report_families
-from eval.pipeline import training_rows
+from eval.pipeline import capped_order
 from eval.report import png_data_uri
 from eval.results import balance_values, document_clusters, fold_replicates, score_predictions, scoring_context
 from eval.runner import run_eval
@@ -169,16 +169,12 @@ class CurveSpec(BaseModel):
 
 
 def subset_order(rows: list[TaskRow], settings: Settings, seed: int) -> dict[str, list[str]]:
-    """Per trainable family, its train row ids in the order subsets take them: `eval.pipeline.training_rows`'
+    """Per trainable family, its train row ids in the order subsets take them: `eval.pipeline.capped_order`'s
     seeded order (rows that test paraphrases restate first), so a subset of n is the first n and every larger
     subset holds the smaller."""
-    lora = settings.lora.model_copy(update={"max_rows_per_family": max(1, len(rows))})
     generation = settings.generation.model_copy(update={"seed": seed})
-    ordered = training_rows(settings.model_copy(update={"lora": lora, "generation": generation}), rows)
-    out: dict[str, list[str]] = {}
-    for r in ordered:
-        out.setdefault(r.family, []).append(r.row_id)
-    return out
+    ordered = capped_order(settings.model_copy(update={"generation": generation}), rows)
+    return {family: [r.row_id for r in members] for family, members in ordered.items()}
 
 
 def subset(order: dict[str, list[str]], size: int | str) -> dict[str, list[str]]:

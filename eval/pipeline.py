@@ -60,22 +60,32 @@ def demo_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"lora": lora})
 
 
-def training_rows(settings: Settings, rows: list[TaskRow], kind: str | None = None) -> list[SupervisedRow]:
-    """The train rows adapters learn from: every trainable family's, or a seeded subset of
-    `lora.max_rows_per_family` per family (one count for all, or one per family, where a "<kind>/<family>" entry
-    overrides the family's for that kind) that keeps first the rows test paraphrases restate (so a subset still
-    teaches the facts the paraphrase rows ask about); a cap at or above a family's rows keeps them in the order
-    uncapped training has, so that adapter is the one `ragft train` makes. Test rows never enter."""
+def capped_order(settings: Settings, rows: list[TaskRow]) -> dict[str, list[SupervisedRow]]:
+    """Per trainable family, its supervised train rows in the order a row cap takes them: the rows test paraphrases
+    restate first (so a subset still teaches the facts the paraphrase rows ask about), seeded within
+    (generation.seed), so every larger subset holds the smaller (the curve's nested points read it too)."""
     sft = supervised_rows(rows, settings.generation.abstention_phrase)
-    caps = settings.lora.max_rows_per_family
-    if caps is None:
-        return sft
     restated = {r.paraphrase_of for r in rows if r.split == "test" and r.paraphrase_of}
-    kept = []
+    out = {}
     for family in dict.fromkeys(r.family for r in sft):
         members = [r for r in sft if r.family == family]
         random.Random(f"{settings.generation.seed}:subset:{family}").shuffle(members)
         members.sort(key=lambda r: r.row_id not in restated)  # stable: restated rows first, seeded order within
+        out[family] = members
+    return out
+
+
+def training_rows(settings: Settings, rows: list[TaskRow], kind: str | None = None) -> list[SupervisedRow]:
+    """The train rows adapters learn from: every trainable family's, or the first `lora.max_rows_per_family` of
+    each family's `capped_order` (one count for all, or one per family, where a "<kind>/<family>" entry overrides
+    the family's for that kind); a cap at or above a family's rows keeps them in the order uncapped training has,
+    so that adapter is the one `ragft train` makes. Test rows never enter."""
+    sft = supervised_rows(rows, settings.generation.abstention_phrase)
+    caps = settings.lora.max_rows_per_family
+    if caps is None:
+        return sft
+    kept = []
+    for family, members in capped_order(settings, rows).items():
         cap = caps.get(f"{kind}/{family}", caps.get(family)) if isinstance(caps, dict) else caps
         if cap is None or cap >= len(members):  # a family the allocation does not name, or names in full
             kept += [r for r in sft if r.family == family]
