@@ -2,9 +2,13 @@
 float32 compute limit (about 125 trained tokens/s for SmolLM2-135M on these 2 cores).
 
 Usage: python bench/bench_train.py [--steps 4] [--corpus corpora/quillmark] [--skip-demo] [--logits] [--memory]
+                                   [--full-recipe]
 --memory trains the questions adapter on quillmark plus 240 constructed short documents (a few of 732 words) for
 `--steps` optimizer steps under several `lora` settings, each in its own process, and prints peak RSS (this run's,
 VmHWM), RSS after the first and the last step, and tokens/s; compare them as ratios within one bench run.
+--full-recipe trains each adapter `ragft train --corpus <corpus>` makes (every row, default settings), each in its
+own process, for `--steps` steps with its planned steps reordered heaviest first (the longest examples), and prints
+its peak RSS and the RSS after each step: the memory a whole run reaches, without the hours the whole run takes.
 --logits times one rag_lora training step on real retrieved-passage examples with the LM head on every position
 (the model's own loss) and on reply positions only (`ReplyLogitsTrainer`), and checks the two losses agree.
 Each mode of the LoRA/full comparison runs in its own process so its peak memory is its own.
@@ -236,6 +240,74 @@ def memory(steps: int) -> None:
               f"{f['tokens_per_s'] / first['tokens_per_s']:.2f}x the tokens/s of the default, {same}")  # fmt: skip
 
 
+def heaviest_steps_first(original):
+    """`finetune.training_stream` with its planned steps reordered, the ones holding the longest examples first, so
+    a few steps meet the heaviest passes of a whole run (the examples, their sub-batches and epochs unchanged)."""
+    from service.finetune import step_shape
+
+    def stream(kind, data, generator, settings):
+        planned, train_tok, val_tok = original(kind, data, generator, settings)
+        lora = settings.lora
+        size, accum = step_shape(len(planned), lora.batch_size, lora.grad_accum, lora.min_steps)
+        steps = [planned[i : i + size * accum] for i in range(0, len(planned), size * accum)]
+        steps.sort(key=lambda step: -max(len(t.input_ids) for t in step))
+        return [t for step in steps for t in step], train_tok, val_tok
+
+    return stream
+
+
+def full_recipe_run(corpus: Path, steps: int, kind_name: str, group: str | None) -> dict:
+    """The first `steps` steps, heaviest first, of one adapter `ragft train --corpus <corpus>` trains (every row,
+    default settings); memory and speed."""
+    import tempfile
+
+    from eval import pipeline
+    from service import finetune
+    from service.finetune import TrainingCancelled, rss_mib
+    from service.kinds import KINDS
+
+    base = Settings()
+    data = Path(tempfile.mkdtemp(prefix="ragft-bench-full-recipe-"))
+    settings = base.model_copy(update={"data_dir": data, "artifact_dir": base.artifact_dir.resolve()})
+    runtime = pipeline.open_runtime(settings, corpus)
+    planned, seen = {}, []
+    original = finetune.training_stream
+
+    def recorded(kind, data, generator, settings):
+        stream, train_tok, val_tok = heaviest_steps_first(original)(kind, data, generator, settings)
+        planned.update(examples=len(stream), longest_tokens=max(len(t.input_ids) for t in stream),
+                       tokens=sum(len(t.input_ids) for t in stream),
+                       over_budget=sum(len(t.input_ids) > settings.lora.max_batch_tokens for t in stream))  # fmt: skip
+        return stream, train_tok, val_tok
+
+    def progress(p):
+        seen.append((p.step, rss_mib(), p.tokens_seen, p.elapsed_s))
+
+    finetune.training_stream = recorded
+    with contextlib.suppress(TrainingCancelled):
+        pipeline.train_artifacts(settings, runtime, [KINDS[kind_name]], progress=progress, force=True,
+                                 groups={group} if group else None, should_stop=lambda: len(seen) >= steps)  # fmt: skip
+    (_, _, tok_first, t_first), (_, _, tok_last, t_last) = seen[0], seen[-1]
+    return {"adapter": f"{kind_name}/{group}" if group else kind_name, "steps": len(seen), **planned,
+            "peak_rss_mib": round(rss_mib("VmHWM")), "rss_mib_per_step": [round(s[1]) for s in seen],
+            "tokens_per_s": round((tok_last - tok_first) / (t_last - t_first), 1) if t_last > t_first else None}  # fmt: skip
+
+
+FULL_RECIPE = [("lora", "questions"), ("lora", "behaviour"), ("rag_lora", "questions"), ("rag_lora", "behaviour"),
+               ("scratch", None)]  # fmt: skip
+
+
+def full_recipe(corpus: Path, steps: int) -> None:
+    """Each adapter of `ragft train` on every row, in its own process: its heaviest steps' peak RSS."""
+    for kind_name, group in FULL_RECIPE:
+        cmd = [sys.executable, __file__, "--full-recipe-run", json.dumps([kind_name, group]), "--steps", str(steps),
+               "--corpus", str(corpus)]  # fmt: skip
+        f = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+        print(f"{f['adapter']}: {f['examples']:,} planned examples ({f['tokens']:,} tokens; longest {f['longest_tokens']:,}, "
+              f"{f['over_budget']} over the pass budget); heaviest {f['steps']} steps: peak RSS {f['peak_rss_mib']:,} MiB, "
+              f"RSS after each step {f['rss_mib_per_step']} MiB, {f['tokens_per_s']} tok/s", flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--corpus", type=Path, default=Path("corpora/quillmark"))
@@ -245,12 +317,24 @@ def main() -> None:
     parser.add_argument("--logits", action="store_true", help="only the reply-logits comparison")
     parser.add_argument("--memory", action="store_true", help="only peak RSS and tokens/s per lora setting")
     parser.add_argument("--memory-run", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--full-recipe",
+        action="store_true",
+        help="only the heaviest --steps steps of each adapter `ragft train` trains on every row",
+    )
+    parser.add_argument("--full-recipe-run", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_run:
         print(json.dumps(memory_run(args.corpus, args.steps, json.loads(args.memory_run))))
         return
     if args.memory:
         memory(args.steps)
+        return
+    if args.full_recipe_run:
+        print(json.dumps(full_recipe_run(args.corpus, args.steps, *json.loads(args.full_recipe_run))))
+        return
+    if args.full_recipe:
+        full_recipe(args.corpus, args.steps)
         return
     if args.logits:
         reply_logits(args.corpus, args.steps)

@@ -92,7 +92,8 @@ def run_id_for(settings: Settings, spec: RunSpec, tasks_hash: str, adapters: dic
         "limit": spec.limit,
         **({"family_limits": spec.family_limits} if spec.family_limits else {}),  # absent: older run ids hold
         "seed": spec.seed,
-        "models": settings.models.model_dump(mode="json", exclude={"backend_api_key"}),
+        # how long idle threads spin (omp_spin_count) changes the speed, never the answers
+        "models": settings.models.model_dump(mode="json", exclude={"backend_api_key", "omp_spin_count"}),
         "retrieval": settings.retrieval.model_dump(exclude={"embed_batch_size"}),
         "generation": settings.generation.model_dump(exclude={"batch_size", "max_batch_tokens"}),
         "tasks": tasks_hash,

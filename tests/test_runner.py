@@ -62,6 +62,19 @@ def test_a_family_limit_replaces_the_run_limit_for_that_family_only(full_corpus,
     assert "family_limits" not in spec.model_dump(exclude_defaults=True)
 
 
+def test_how_threads_wait_is_not_part_of_the_run_id(full_corpus, settings):
+    """models.omp_spin_count changes the speed, never an answer: `make demo` (5,000) and `ragft demo` (0) store their
+    answers under one run id, while a setting that decides answers (the compute type) still gives a new one."""
+    from eval.runner import run_id_for
+    from eval.spec import RunSpec
+
+    spec = RunSpec.resolve(settings, full_corpus, limit=1)
+    spinning = settings.model_copy(update={"models": settings.models.model_copy(update={"omp_spin_count": 5000})})
+    other = settings.model_copy(update={"models": settings.models.model_copy(update={"compute_type": "int8"})})
+    assert run_id_for(spinning, spec, "t", {}) == run_id_for(settings, spec, "t", {})
+    assert run_id_for(other, spec, "t", {}) != run_id_for(settings, spec, "t", {})
+
+
 def test_eval_end_to_end_writes_three_report_files(settings, full_corpus, monkeypatch, tmp_path):
     settings = settings.model_copy(
         update={"eval": settings.eval.model_copy(update={"reports_dir": tmp_path / "reports"})}

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import textwrap
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +21,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import typer
 from pydantic import ValidationError
 
+from service import spin_before_sleep
 from service.settings import Settings, get_settings, make_storage_private
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compare RAG, LoRA, both, or neither on your data.")
@@ -39,6 +40,7 @@ def build_settings(overrides: list[str] | None) -> Settings:
     writes private files (0600) and folders (0700)."""
     settings = _settings_with(overrides)
     make_storage_private(settings)
+    spin_before_sleep(settings.models.omp_spin_count)  # before any command loads torch
     return settings
 
 
@@ -476,10 +478,11 @@ def demo(
     set_: SetOption = None,
 ) -> None:
     """The whole pipeline on the shipped corpus: index, train, answer with every arm, report the verdict."""
+    settings = build_settings(set_)  # before the imports below load torch (models.omp_spin_count)
     from eval.pipeline import demo_settings
     from eval.spec import RunSpec
 
-    settings = demo_settings(build_settings(set_))  # the demo trains on a subset, declared in the report
+    settings = demo_settings(settings)  # the demo trains on a subset, declared in the report
     family_limits = None if limit else settings.eval.demo_family_limits  # --limit: the same for every family
     _run_and_report(settings, RunSpec.resolve(settings, corpus, limit=limit or settings.eval.demo_limit,
                                               family_limits=family_limits, extra={"demo": True}))  # fmt: skip
@@ -534,6 +537,8 @@ def backend_vllm_args(
 
 
 def run() -> None:
+    with suppress(ValidationError):  # a bad setting is reported by the command that reads it
+        spin_before_sleep(get_settings().models.omp_spin_count)  # whatever a command imports first
     app(prog_name="ragft")
 
 

@@ -124,6 +124,25 @@ def test_bad_input_is_answered_before_any_model_or_torch_loads(args, says):
     assert says in out.stderr and "torch not imported" in out.stderr, out.stderr
 
 
+def test_omp_spin_count_reaches_libgomp_before_torch_loads():
+    """models.omp_spin_count becomes GOMP_SPINCOUNT before a command imports torch (libgomp reads it once, when
+    torch loads); once torch is loaded the count cannot change, and the process says so instead of pretending."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, sys; from service.app.cli import build_settings; build_settings(sys.argv[1:]); "
+            "print(os.environ.get('GOMP_SPINCOUNT')); import torch; build_settings(['models.omp_spin_count=7'])")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    spun = subprocess.run([sys.executable, "-c", code, "models.omp_spin_count=5000"], capture_output=True,
+                          text=True, timeout=120, env=env)  # fmt: skip
+    assert spun.returncode == 0, spun.stderr
+    assert spun.stdout.split() == ["5000"]
+    assert "models.omp_spin_count=7 is not applied: torch is already loaded" in spun.stderr
+    default = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert default.stdout.split() == ["None"]  # 0: OMP_WAIT_POLICY=PASSIVE alone, threads sleep at once
+
+
 def test_a_validation_error_is_one_line_per_field(ragft, corpus):
     _, run = ragft
     out = run("eval", "--corpus", corpus, "--arms", "ragg")
