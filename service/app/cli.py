@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import textwrap
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from service import spin_before_sleep
 from service.settings import Settings, get_settings, make_storage_private
@@ -101,6 +102,12 @@ def _set_value(item: str, value: str):
                                  param_hint="--set") from None  # fmt: skip
 
 
+def field_errors(exc: ValidationError) -> str:
+    """A pydantic error as one line, `field: problem` per field, without pydantic's URLs."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg'].removeprefix('Value error, ')}"
+                     for e in exc.errors())  # fmt: skip
+
+
 def fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
@@ -115,8 +122,7 @@ def reported_errors():
     except typer.Exit:
         raise
     except ValidationError as exc:  # a ValueError too: one line per field, without pydantic's URLs
-        fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg'].removeprefix('Value error, ')}"
-                       for e in exc.errors()))  # fmt: skip
+        fail(field_errors(exc))
     except (ValueError, RuntimeError, KeyError) as exc:
         fail(str(exc))
 
@@ -537,8 +543,15 @@ def backend_vllm_args(
 
 
 def run() -> None:
-    with suppress(ValidationError):  # a bad setting is reported by the command that reads it
-        spin_before_sleep(get_settings().models.omp_spin_count)  # whatever a command imports first
+    try:  # the environment's settings, checked before any command runs
+        settings = get_settings()
+    except (ValidationError, SettingsError) as exc:
+        problem = field_errors(exc) if isinstance(exc, ValidationError) else str(exc)
+        typer.secho(f"error: a setting from the environment (RAGFT_* variables, .env) is invalid: {problem}; fix or "
+                    "unset it (group.field is RAGFT_GROUP__FIELD; objects and lists are JSON)", fg=typer.colors.RED,
+                    err=True)  # fmt: skip
+        sys.exit(2)
+    spin_before_sleep(settings.models.omp_spin_count)  # before whatever a command imports first loads torch
     app(prog_name="ragft")
 
 

@@ -143,6 +143,26 @@ def test_omp_spin_count_reaches_libgomp_before_torch_loads():
     assert default.stdout.split() == ["None"]  # 0: OMP_WAIT_POLICY=PASSIVE alone, threads sleep at once
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("RAGFT_RETRIEVAL__TOP_K", "0", "retrieval.top_k: Input should be greater than or equal to 1"),
+        ("RAGFT_LORA__LEARNING_RATE_BY_GROUP", "{bad", 'error parsing value for field "lora"'),
+    ],
+)
+def test_a_bad_setting_in_the_environment_is_one_error_line_not_a_traceback(variable, value, says):
+    import os
+    import subprocess
+    import sys
+
+    code = "import sys; from service.app.cli import run; sys.argv[1:] = ['runs']; run()"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, variable: value})  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert "error: a setting from the environment" in out.stderr and says in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and "errors.pydantic.dev" not in out.stderr
+
+
 def test_a_validation_error_is_one_line_per_field(ragft, corpus):
     _, run = ragft
     out = run("eval", "--corpus", corpus, "--arms", "ragg")
