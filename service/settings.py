@@ -78,7 +78,7 @@ class ModelSettings(BaseModel):
         description="Rounds torch's OpenMP threads spin before they sleep (libgomp's GOMP_SPINCOUNT, about 100 a "
         "microsecond; read when torch loads, so a CLI command applies it at start). 0 sleeps at once, which a shared "
         "machine needs: a server answering beside training, another job. On a machine a job has to itself spinning "
-        "saves a wake-up per parallel region: training ran 114 tokens/s at 0 and 147-165 at 5,000-100,000, the "
+        "saves a wake-up per parallel region: training ran 114-115 tokens/s at 0 and 138-166 at 5,000-100,000, the "
         "losses identical; beside a busy process, 5,000 rounds cut training to 75 from 92 tokens/s. `make demo` "
         "sets 5,000.",
     )
