@@ -226,8 +226,8 @@ class LoraSettings(BaseModel):
         description="Peak learning rate per adapter group ('behaviour', 'questions') or '<kind>/<group>' (e.g. "
         "'rag_lora/behaviour'), in place of learning_rate. The rate that is best depends on the epochs: over every "
         "quillmark behaviour row, one epoch at 1e-3 passed 0.231 and 0.185 of the 65 behaviour test rows the demo "
-        "does not sample (seeds 0 and 1) against 0.138 and 0.108 at 5e-4, but two epochs at 1e-3 passed 0.219 "
-        "[0.148, 0.312] of all 105 against 0.305 [0.225, 0.398] at 5e-4; on the questions adapter 1e-3 for one "
+        "does not sample (seeds 0 and 1) against 0.138 and 0.108 at 5e-4, but two epochs at 1e-3 passed 0.219 and "
+        "0.248 of all 105 (seeds 0 and 1) against 0.305 and 0.276 at 5e-4; on the questions adapter 1e-3 for one "
         "epoch raised abstention (0.25 to 0.41) but forgot more general skill (0.38 to 0.15, base 0.68).",
     )
     epochs_by_group: dict[str, PositiveFloat] = Field(
