@@ -194,8 +194,9 @@ def short_document_corpus(folder: Path, documents: int = 240) -> Path:
     return folder
 
 
-def memory_run(corpus: Path, steps: int, lora: dict) -> dict:
-    """Train the questions adapter (70 knowledge rows, the documents) for `steps` steps; memory and speed."""
+def train_steps(corpus: Path, steps: int, kind_name: str, group: str | None, lora: dict | None = None) -> list[dict]:
+    """Train one adapter of `corpus` (default settings, `lora` overrides) in a fresh data folder, sharing the artifact
+    folder (the de-quantised generator), until `steps` steps are done; per step its RSS, tokens seen, time, loss."""
     import tempfile
 
     from eval import pipeline
@@ -203,23 +204,36 @@ def memory_run(corpus: Path, steps: int, lora: dict) -> dict:
     from service.kinds import KINDS
 
     base = Settings()
-    data = Path(tempfile.mkdtemp(prefix="ragft-bench-memory-"))
-    settings = base.model_copy(update={"data_dir": data, "artifact_dir": base.artifact_dir.resolve(),
-                                       "lora": base.lora.model_copy(update={"max_rows_per_family": 70, **lora})})  # fmt: skip
+    folder = Path(tempfile.mkdtemp(prefix="ragft-bench-train-"))
+    settings = base.model_copy(update={"data_dir": folder, "artifact_dir": base.artifact_dir.resolve(),
+                                       "lora": base.lora.model_copy(update=lora or {})})  # fmt: skip
     runtime = pipeline.open_runtime(settings, corpus)
     seen = []
 
     def progress(p):
-        seen.append((p.step, rss_mib(), p.tokens_seen, p.elapsed_s, p.loss))
+        seen.append({"rss_mib": rss_mib(), "tokens": p.tokens_seen, "elapsed_s": p.elapsed_s, "loss": p.loss})
 
     with contextlib.suppress(TrainingCancelled):  # stopped after `steps` steps
-        pipeline.train_artifacts(settings, runtime, [KINDS["lora"]], progress=progress, groups={"questions"},
-                                 should_stop=lambda: len(seen) >= steps, force=True)  # fmt: skip
-    (_, rss_first, tok_first, t_first, _), (_, rss_last, tok_last, t_last, _) = seen[0], seen[-1]
-    return {"steps": len(seen), "peak_rss_mib": round(rss_mib("VmHWM")), "rss_first_step_mib": round(rss_first),
-            "rss_last_step_mib": round(rss_last),
-            "tokens_per_s": round((tok_last - tok_first) / (t_last - t_first), 1),
-            "losses": [s[-1] for s in seen]}  # fmt: skip
+        pipeline.train_artifacts(settings, runtime, [KINDS[kind_name]], progress=progress, force=True,
+                                 groups={group} if group else None, should_stop=lambda: len(seen) >= steps)  # fmt: skip
+    return seen
+
+
+def tokens_per_s(seen: list[dict]) -> float | None:
+    """Tokens a second from the first recorded step to the last (the first step's start-up left out)."""
+    first, last = seen[0], seen[-1]
+    seconds = last["elapsed_s"] - first["elapsed_s"]
+    return round((last["tokens"] - first["tokens"]) / seconds, 1) if seconds > 0 else None
+
+
+def memory_run(corpus: Path, steps: int, lora: dict) -> dict:
+    """Train the questions adapter (70 knowledge rows, the documents) for `steps` steps; memory and speed."""
+    from service.finetune import rss_mib
+
+    seen = train_steps(corpus, steps, "lora", "questions", {"max_rows_per_family": 70, **lora})
+    return {"steps": len(seen), "peak_rss_mib": round(rss_mib("VmHWM")), "rss_first_step_mib": round(seen[0]["rss_mib"]),
+            "rss_last_step_mib": round(seen[-1]["rss_mib"]), "tokens_per_s": tokens_per_s(seen),
+            "losses": [s["loss"] for s in seen]}  # fmt: skip
 
 
 def memory(steps: int) -> None:
@@ -259,38 +273,24 @@ def heaviest_steps_first(original):
 def full_recipe_run(corpus: Path, steps: int, kind_name: str, group: str | None) -> dict:
     """The first `steps` steps, heaviest first, of one adapter `ragft train --corpus <corpus>` trains (every row,
     default settings); memory and speed."""
-    import tempfile
-
-    from eval import pipeline
     from service import finetune
-    from service.finetune import TrainingCancelled, rss_mib
-    from service.kinds import KINDS
+    from service.finetune import rss_mib
 
-    base = Settings()
-    data = Path(tempfile.mkdtemp(prefix="ragft-bench-full-recipe-"))
-    settings = base.model_copy(update={"data_dir": data, "artifact_dir": base.artifact_dir.resolve()})
-    runtime = pipeline.open_runtime(settings, corpus)
-    planned, seen = {}, []
-    original = finetune.training_stream
+    planned = {}
+    reordered = heaviest_steps_first(finetune.training_stream)
 
     def recorded(kind, data, generator, settings):
-        stream, train_tok, val_tok = heaviest_steps_first(original)(kind, data, generator, settings)
-        planned.update(examples=len(stream), longest_tokens=max(len(t.input_ids) for t in stream),
-                       tokens=sum(len(t.input_ids) for t in stream),
-                       over_budget=sum(len(t.input_ids) > settings.lora.max_batch_tokens for t in stream))  # fmt: skip
+        stream, train_tok, val_tok = reordered(kind, data, generator, settings)
+        lengths = [len(t.input_ids) for t in stream]
+        planned.update(examples=len(stream), longest_tokens=max(lengths), tokens=sum(lengths),
+                       over_budget=sum(n > settings.lora.max_batch_tokens for n in lengths))  # fmt: skip
         return stream, train_tok, val_tok
 
-    def progress(p):
-        seen.append((p.step, rss_mib(), p.tokens_seen, p.elapsed_s))
-
-    finetune.training_stream = recorded
-    with contextlib.suppress(TrainingCancelled):
-        pipeline.train_artifacts(settings, runtime, [KINDS[kind_name]], progress=progress, force=True,
-                                 groups={group} if group else None, should_stop=lambda: len(seen) >= steps)  # fmt: skip
-    (_, _, tok_first, t_first), (_, _, tok_last, t_last) = seen[0], seen[-1]
+    finetune.training_stream = recorded  # this process trains this one adapter only
+    seen = train_steps(corpus, steps, kind_name, group)
     return {"adapter": f"{kind_name}/{group}" if group else kind_name, "steps": len(seen), **planned,
-            "peak_rss_mib": round(rss_mib("VmHWM")), "rss_mib_per_step": [round(s[1]) for s in seen],
-            "tokens_per_s": round((tok_last - tok_first) / (t_last - t_first), 1) if t_last > t_first else None}  # fmt: skip
+            "peak_rss_mib": round(rss_mib("VmHWM")), "rss_mib_per_step": [round(s["rss_mib"]) for s in seen],
+            "tokens_per_s": tokens_per_s(seen)}  # fmt: skip
 
 
 FULL_RECIPE = [("lora", "questions"), ("lora", "behaviour"), ("rag_lora", "questions"), ("rag_lora", "behaviour"),
