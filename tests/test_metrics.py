@@ -86,6 +86,76 @@ def test_guessing_and_buried_answers_score_zero(reply, answer):
     assert answer_contained(reply, [answer], space) == 0.0
 
 
+@pytest.mark.parametrize(
+    ("reply", "answer"),
+    [
+        ("It is not $463.", "$463"), ("The price isn't $463.", "$463"), ("It doesn't cost 463 dollars.", "$463"),
+        ("Never $463.", "$463"), ("There is no 24-month warranty.", "24 months"), ("It is not Paris.", "Paris"),
+        ("It is not the Heron H18.", "Heron H18"),
+    ],
+)  # fmt: skip
+def test_a_negated_answer_scores_zero(reply, answer):
+    """Issue 33: "It is not $463." scored 1 on knowledge."""
+    assert answer_contained(reply, [answer]) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("reply", "answer"),
+    [
+        ("Paris or Marseille", "Paris"), ("Either Paris or maybe Lyon.", "Paris"), ("Paris, Lyon or Marseille.", "Paris"),
+        ("It was built at Swindon Works or Crewe Works.", "Swindon Works"), ("Blue or green.", "blue"),
+        ("It means the battery cell is out of balance or the fuse has blown.", "the battery cell is out of balance"),
+        ("Marseille or Paris.", "Paris"), ("The Heron H18/Heron H12.", "Heron H18"),
+    ],
+)  # fmt: skip
+def test_offering_alternatives_no_document_names_scores_zero(reply, answer):
+    """Issue 33: "Paris or Marseille" scored 1 when Marseille is in no document (so not among the rival answers)."""
+    assert answer_contained(reply, [answer], ("Paris", "Heron H18", "blue")) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("reply", "answer"),
+    [
+        ("No, it costs $463.", "$463"), ("It cannot exceed 40 mph.", "40"), ("It does not open before 08:30.", "08:30"),
+        ("The temperature sensor is not responding.", "the temperature sensor is not responding"),
+        ("Paris, or so I think.", "Paris"), ("The sky is blue, or so they say.", "blue"), ("It is $463 or so.", "$463"),
+        ("Cash or card.", "cash or card"),  # the answer's own "or"
+        ("Masterman Ready, or the Wreck of the Pacific, is a novel by Frederick Marryat.", "Frederick Marryat"),
+        ("P. D. Ouspensky wrote it.", "P. D. Ouspensky"),  # initials end no sentence
+    ],
+)  # fmt: skip
+def test_bounds_fillers_and_other_ors_still_name_the_answer(reply, answer):
+    assert answer_contained(reply, [answer]) == 1.0
+
+
+def test_no_answer_bearing_document_sentence_reads_as_negated_or_hedged():
+    """A reply that quotes its document names the answer: no answer-bearing sentence of the shipped corpora (1,169,
+    titles with "or" in them included) reads as negating its answer or offering an alternative to it."""
+    from eval.metrics.knowledge import _asserted, _offers_alternative
+    from eval.metrics.values import canonical, single_value
+    from eval.tasks import load_tasks
+    from service.documents import load_documents
+
+    checked = 0
+    for corpus in ("quillmark", "ostwick", "entityq"):
+        folder = Path(__file__).parents[1] / "corpora" / corpus
+        rows = load_tasks(folder)
+        docs = {d.doc_id: d.text for d in load_documents(folder / "documents")}
+        for r in (r for r in rows if r.family == "knowledge"):
+            for sentence in (s for d in r.source_docs for s in answer_sentences(docs.get(d, ""), r.answers)):
+                for answer in r.answers:
+                    gold = single_value(answer)
+                    if gold is not None:
+                        assert _asserted(
+                            sentence, lambda v, gold=gold: v.same(gold), None
+                        ) or gold.token not in canonical(sentence)
+                    elif f" {canonical(answer)} " in f" {canonical(sentence)} ":
+                        assert _asserted(sentence, None, canonical(answer)), (sentence, answer)
+                        assert not _offers_alternative(sentence, answer), (sentence, answer)
+                checked += 1
+    assert checked > 1000
+
+
 def test_short_answer_is_the_first_sentence():
     assert short_answer("The K2 costs $249. It weighs 1 kg.") == "The K2 costs $249."
     assert short_answer("Answer:\nIt opens at 8 a.m. on weekdays.") == "Answer: It opens at 8 am on weekdays."

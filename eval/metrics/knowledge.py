@@ -2,15 +2,27 @@
 
 Every string metric reads replies through `eval.metrics.values` (the one normaliser), so
 "$463.00", "463 dollars" and "USD 463" are one answer. `answer_contained` scores the short
-answer (the first sentence), and a reply that names several candidates of the answer's type
-("$100, $200, $463 or $500") scores 0, as does a phrase answer beside another answer from the
-family's answers.
+answer (the first sentence) and accepts it only when it *asserts* one answer:
+
+- it names an accepted answer (a value of the same type and amount, or the phrase as whole words);
+- it names no rival candidate: no other value of the answer's type ("$100, $200, $463 or $500"),
+  no other answer of the same shape from the family's answers ("Heron H10 or Heron H18"), and no
+  alternative of the answer's kind offered beside it ("Paris or Marseille", "either Paris or maybe
+  Lyon"), even one no document names: an answer that offers two candidates when one is accepted
+  has not chosen;
+- the answer is not negated: "It is not $463.", "The price isn't $463", "never Paris" say the answer
+  is something else. A negation counts when "not", "n't", "never", "neither"/"nor" (or "no" right
+  before it) stands within three words before the answer in the same clause; a bound between them
+  ("not more than 40 mph", "not before 08:30", "cannot exceed 24 months") states the answer as a
+  limit and still counts as naming it.
 
 Example:
     >>> answer_contained("It costs 463 dollars, I think.", ["$463"])
     1.0
     >>> answer_contained("$100, $200, $300, $400, $463 or $500", ["$463"])
     0.0
+    >>> answer_contained("It is not $463.", ["$463"]), answer_contained("Paris or Marseille", ["Paris"])
+    (0.0, 0.0)
     >>> round(token_f1("the price is 463 dollars", ["463 dollars"]), 2)
     0.5
 """
@@ -48,7 +60,8 @@ def _has(haystack: str, needle: str) -> bool:
 
 
 def answer_contained(prediction: str, answers: Sequence[str], space: Sequence[str] = ()) -> float:
-    """1.0 when the short answer names an accepted answer and no rival candidate.
+    """1.0 when the short answer asserts an accepted answer: names it, names no rival, offers no alternative of
+    its kind, and does not negate it (the rules in the module docstring).
 
     A value answer ("$463", "24 months", "08:30") needs every value of its type in the short answer
     to equal it (a bare number counts as a candidate for a price or a duration); a phrase answer must
@@ -57,20 +70,116 @@ def answer_contained(prediction: str, answers: Sequence[str], space: Sequence[st
     """
     short = short_answer(prediction)
     said, found = canonical(short), values(short)
-    return float(any(_names(said, found, answer, space) for answer in answers))
+    return float(any(_names(short, said, found, answer, space) for answer in answers))
 
 
-def _names(said: str, found, answer: str, space: Sequence[str]) -> bool:
+def _names(short: str, said: str, found, answer: str, space: Sequence[str]) -> bool:
     gold = single_value(answer)
     if gold is not None:
         rivals = [v for v in found if v.competes(gold)]
-        return bool(rivals) and all(v.same(gold) for v in rivals)
+        return bool(rivals) and all(v.same(gold) for v in rivals) and _asserted(short, lambda v: v.same(gold), None)
     target = canonical(answer)
     if not target or not _has(said, target):
         return False
     shape = answer_shape(answer)
     phrases = (canonical(c) for c in space if answer_shape(c) == shape and single_value(c) is None)
-    return not any(c and _has(said, c) and not _has(target, c) and not _has(c, target) for c in phrases)
+    if any(c and _has(said, c) and not _has(target, c) and not _has(c, target) for c in phrases):
+        return False
+    return _asserted(short, None, target) and not _offers_alternative(short, answer)
+
+
+# Negation: a cue within NEGATION_WINDOW tokens before the answer, in the same clause. Three tokens cover
+# "is not $463", "does not cost $463", "isn't the $463" (canonical text reads "isn't" as "isn t").
+NEGATION_WINDOW = 3
+_CLAUSE = re.compile(r"[;()|\n\u2014]|,\s+(?!\d)|:\s+|\s[-\u2013]\s|\b(?:but|however|rather|instead|whereas|although|though|yet)\b",
+                     re.IGNORECASE)  # fmt: skip
+_NEGATION = {"not", "never", "neither", "nor", "cannot"}
+_BOUND = {"more", "less", "fewer", "over", "under", "above", "below", "exceed", "exceeds", "exceeding", "later",
+          "earlier", "before", "after", "until", "till", "beyond", "than", "longer", "shorter", "sooner", "higher",
+          "lower", "greater", "least", "most", "only", "just", "up", "past"}  # fmt: skip
+
+
+def _negated(tokens: list[str], at: int) -> bool:
+    """A negation cue stands within the window before token `at`, with no bound word after it."""
+    window = tokens[max(0, at - NEGATION_WINDOW) : at]
+    for i in range(len(window) - 1, -1, -1):
+        word = window[i]
+        if word in _BOUND:
+            return False
+        contracted = word == "t" and i > 0 and window[i - 1].endswith("n")  # "isn't" -> "isn t"
+        if word in _NEGATION or contracted or (word == "no" and i == len(window) - 1):
+            return True
+    return False
+
+
+def _asserted(short: str, is_gold, target: str | None) -> bool:
+    """Some occurrence of the answer (a value `is_gold` accepts, or the phrase `target`) is not negated."""
+    for clause in _CLAUSE.split(short):
+        tokens = canonical(clause).split()
+        if is_gold is not None:
+            gold_tokens = {v.token for v in values(clause) if is_gold(v)}
+            hits = [i for i, t in enumerate(tokens) if t in gold_tokens]
+        else:
+            words = target.split()
+            hits = [i for i in range(len(tokens) - len(words) + 1) if tokens[i : i + len(words)] == words]
+        if any(not _negated(tokens, i) for i in hits):
+            return True
+    return False
+
+
+_ALTERNATIVES = re.compile(r"\bor\b|\bnor\b|\s/\s|(?<=\w)/(?=[A-Za-z])", re.IGNORECASE)
+_ITEM_SPLIT = re.compile(r",?\s+(?:or|nor)\s+|,\s+|\s*/\s*", re.IGNORECASE)
+_SENTENCE_PARTS = re.compile(r"[;.!?:]\s|\b(?:but|however|because|although|though)\b", re.IGNORECASE)
+_FILLER = re.compile(r"^(?:(?:or|nor|either|neither|maybe|perhaps|possibly|probably|likely|also|even|just|it is|it's|"
+                     r"it was|its|is|the|a|an|in|at|on|to|by|from|of)\s+)+", re.IGNORECASE)  # fmt: skip
+_NOT_A_CANDIDATE = {"so", "i", "we", "they", "you", "it", "is", "am", "think", "believe", "guess", "say", "says",
+                    "said", "know", "recall", "remember", "sure", "something", "like", "that", "similar", "thereabouts",
+                    "not", "whatever", "else", "other", "etc", "on", "more", "less", "none", "both"}  # fmt: skip
+_PARTICLES = {"de", "da", "del", "della", "di", "du", "van", "von", "der", "den", "la", "le", "ben", "bin", "al",
+              "of", "and", "the", "&"}  # fmt: skip
+
+
+def _kind(text: str) -> str:
+    """'name' for a proper-noun chunk ("Marseille", "Ford Motor Company", "Heron H10"), else 'text'."""
+    words = [w.strip(".,'\"") for w in text.split()]
+    words = [w for w in words if w]
+    if (
+        words
+        and all(w[0].isupper() or w[0].isdigit() or w.lower() in _PARTICLES for w in words)
+        and any(w[0].isupper() for w in words)
+    ):
+        return "name"
+    return "text"
+
+
+def _offers_alternative(short: str, answer: str) -> bool:
+    """The short answer joins `answer` with "or" (or "/", "nor") to another candidate of the answer's kind: a name
+    beside a name answer, a phrase beside a phrase answer. The alternatives are the list items next to the item that
+    names the answer: after it when the answer ends its item ("The capital is Paris or Marseille"), before it when
+    the answer starts its item, both when it is the item. Items longer than the answer plus four words are clauses,
+    not candidates, and filler ("or so I think", "or something similar") is none."""
+    target, kind = canonical(answer), _kind(answer)
+    limit = len(answer.split()) + 4
+    for part in _SENTENCE_PARTS.split(short):
+        if not _ALTERNATIVES.search(part) or not _has(canonical(part), target):
+            continue
+        items = [_FILLER.sub("", i.strip(" \"'*")).strip(" .,!?") for i in _ITEM_SPLIT.split(part)]
+        for k, item in enumerate(items):
+            said = canonical(item)
+            if not _has(said, target):
+                continue
+            before = items[:k] if f"{said} ".startswith(f"{target} ") else []
+            after = items[k + 1 :] if f" {said}".endswith(f" {target}") else []
+            if any(_candidate(other, target, kind, limit) for other in before + after):
+                return True
+    return False
+
+
+def _candidate(item: str, target: str, kind: str, limit: int) -> bool:
+    said = canonical(item)
+    if not said or _has(said, target) or _has(target, said) or len(item.split()) > limit:
+        return False
+    return not set(said.split()) <= _NOT_A_CANDIDATE and _kind(item) == kind
 
 
 def corpus_answers(rows: Iterable) -> dict[str, tuple[str, ...]]:

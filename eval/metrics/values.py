@@ -243,7 +243,8 @@ def short_answer(text: str) -> str:
     """The reply's first sentence (a lead-in ending in ':' takes the next one too): what a metric scores."""
     text = re.sub(r"\b([ap])\.m\.", r"\1m", text.strip())
     text = re.sub(r"\b(jan|feb|mar|apr|jun|jul|aug|sept?|oct|nov|dec|approx|e\.g|i\.e|vs|mr|mrs|ms|dr|st)\.", r"\1", text, flags=re.I)  # fmt: skip
-    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", text) if s.strip(" *#-")]
+    # an initial ("P. D. Ouspensky") ends no sentence
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])(?<!\b[A-Z]\.)\s+|\n+", text) if s.strip(" *#-")]
     if not sentences:
         return ""
     first = sentences[0]
