@@ -175,6 +175,8 @@ def _behaviour_row(row: TaskRow) -> None:
         raise ValueError(f"label '{row.label}' is not in labels {row.labels}")
     if row.json_schema is None and row.labels is None and row.style is None:
         raise ValueError("a behaviour row needs 'schema'+'expected', 'labels'+'label', or 'style'")
+    if row.style is not None and not row.style.model_dump(exclude_defaults=True):
+        raise ValueError("a behaviour row's 'style' needs a rule (max_words, first_word_in or cite_source: true)")
     if row.split == "train" and row.json_schema is None and row.labels is None and not row.answers:
         raise ValueError("a train style row needs 'answers': the reply fine-tuning and fewshot examples show")
 

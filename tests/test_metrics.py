@@ -7,7 +7,15 @@ import pytest
 
 from eval.metrics import METRICS, ScoringContext, headline, report_families
 from eval.metrics.abstention import Outcome, abstained, outcome
-from eval.metrics.behaviour import field_accuracy, macro_f1, parse_json, predicted_label, schema_valid, style_ok
+from eval.metrics.behaviour import (
+    field_accuracy,
+    macro_f1,
+    parse_json,
+    predicted_label,
+    schema_valid,
+    style_ok,
+    template_cluster,
+)
 from eval.metrics.knowledge import answer_contained, answer_sentences, corpus_answers, exact_match, token_f1
 from eval.metrics.values import short_answer
 from eval.store import Prediction, StoredPassage
@@ -228,13 +236,87 @@ def test_json_schema_and_fields():
     r = row(
         family="behaviour", answers=[], input="x", question=None, schema=schema, expected={"a": 1, "b": "x", "c": 2}
     )
-    assert parse_json('Sure! ```json\n{"a": 1, "b": "y"}\n```') == {"a": 1, "b": "y"}
+    assert parse_json('```json\n{"a": 1, "b": "y"}\n```') == {"a": 1, "b": "y"}
     assert parse_json("no json {here") is None
     assert schema_valid(r, pred('{"a": 1}'), CTX) == 1.0
     assert schema_valid(r, pred('{"a": "one"}'), CTX) == 0.0
     assert field_accuracy(r, pred('{"a": 1, "b": "x", "c": 3}'), CTX) == pytest.approx(2 / 3)
     assert METRICS["behaviour_pass"].score(r, pred('{"a": 1, "b": "x", "c": 2}'), CTX) == 1.0
     assert METRICS["behaviour_pass"].score(r, pred('{"a": 1, "b": "x"}'), CTX) == 0.0
+
+
+TICKET_SCHEMA = {"type": "object", "properties": {"category": {"type": "string"}}, "required": ["category"]}
+
+
+@pytest.mark.parametrize(
+    ("reply", "passes"),
+    [
+        ('{"category": "billing"}', True), ('  {"category": "billing"}\n', True),
+        ('```json\n{"category": "billing"}\n```', True), ('```\n{"category": "billing"}\n```', True),
+        ('Sure! Here is the JSON: {"category": "billing"}', False),  # the first object anywhere passed before
+        ('```json\n{"category": "billing"}\n```\nLet me know if you need more.', False),
+        ('{"category": "billing"} {"category": "returns"}', False), ('[{"category": "billing"}]', False),
+        ('The ticket is about billing, so {"category": "billing"}.', False),
+    ],
+)  # fmt: skip
+def test_the_json_object_must_be_the_reply(reply, passes):
+    """Issue 33: behaviour passed the first JSON object anywhere in a chatty reply."""
+    r = row(
+        family="behaviour", answers=[], input="x", question=None, schema=TICKET_SCHEMA, expected={"category": "billing"}
+    )
+    assert METRICS["behaviour_pass"].score(r, pred(reply), CTX) == float(passes)
+    assert METRICS["json_valid"].score(r, pred(reply), CTX) == float(passes)
+
+
+@pytest.mark.parametrize(
+    ("reply", "label"),
+    [
+        ("billing", "billing"), ("Billing.", "billing"), ("**billing**", "billing"), ("Label: billing", "billing"),
+        ("The category is billing.", "billing"), ("billing - the customer was charged twice", "billing"),
+        ("`refund request`", "refund_request"),
+        ("My billing statement shows the wrong amount for my order.", None),  # the input repeated
+        ("Input: My billing statement shows the wrong amount for my order.\nbilling", None),
+        ("billing\nshipping", None), ("billing, shipping or refund_request", None),  # listing is not choosing
+        ("I think this is billing", None), ("This ticket is about billing.", None),
+    ],
+)  # fmt: skip
+def test_the_label_must_be_the_reply_not_an_echo(reply, label):
+    """Issue 33: a label echoed from the input passed (the one label word the reply mentioned counted)."""
+    labels = ["billing", "shipping", "refund_request"]
+    ticket = "My billing statement shows the wrong amount for my order."
+    assert predicted_label(reply, labels, ticket) == label
+    r = row(family="behaviour", answers=[], input=ticket, question=None, labels=labels, label="billing")
+    assert METRICS["behaviour_pass"].score(r, pred(reply), CTX) == float(label == "billing")
+
+
+def test_a_style_without_rules_is_refused_and_never_passes():
+    """Issue 33: a style row without rules always passed."""
+    from pydantic import ValidationError
+
+    for empty in ({}, {"cite_source": False}):
+        with pytest.raises(ValidationError, match="'style' needs a rule"):
+            row(family="behaviour", answers=["Yes."], style=empty)
+    assert style_ok("anything at all", {}, []) == 0.0
+    assert style_ok("Yes.", {"first_word_in": ["Yes"]}, []) == 1.0
+
+
+def test_rows_from_one_template_share_a_cluster_key():
+    """Issue 33: ticket_json rows from ~10 templates counted as 40 independent rows."""
+    from eval.tasks import load_tasks
+
+    rows = load_tasks(Path(__file__).parents[1] / "corpora" / "quillmark")
+    test = [r for r in rows if r.family == "behaviour" and r.split == "test"]
+    keys = {kind: {template_cluster(r.kind, r.text) for r in test if r.kind == kind} for kind in {r.kind for r in test}}
+    assert {k: len(v) for k, v in keys.items()} == {"ticket_json": 10, "intent_label": 15, "house_style": 5}
+    # the same template with another product and another priority cue: one key
+    a = template_cluster(
+        "ticket_json", "Take your time with this one. Out of the box, my Heron H4 smells of burning plastic."
+    )
+    b = template_cluster(
+        "ticket_json",
+        "Drop everything: we need help immediately! Out of the box, my Sparrow S12 smells of burning plastic.",
+    )
+    assert a == b != template_cluster("intent_label", "Out of the box, my Heron H4 smells of burning plastic.")
 
 
 def test_labels_and_macro_f1():
