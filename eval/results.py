@@ -6,7 +6,8 @@ version (see README "results.json"):
 
     schema_version, run_id, corpus, status, config, models, data, versions, judge,
     families.<family>.headline_metric / higher_is_better / arms.<arm>.<metric> = {value, ci_low, ci_high, n}
-    families.<family>.comparisons[] and .verdict = {best, tied_with, recommended, reason, rule, rule_statement}
+    families.<family>.pairs[] (every pair of arms), .comparisons[] (the best against each other arm) and
+    .verdict = {best, tied_with, recommended, status, reason, rule, rule_statement, candidates, relative, ...}
     costs.<arm> = {training_wall_s, ..., latency_ms_p50, latency_ms_p95, cost_per_1k_queries_usd, ...}
     failures.<arm>[] = {row_id, family, input, expected, prediction, passages}
 """
@@ -20,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from eval import stats
-from eval.baseline import ARM as CHANCE
 from eval.baseline import chance_baseline
 from eval.external import register_external_arms
 from eval.families import FAMILIES
@@ -31,13 +31,14 @@ from eval.spec import RunSpec, replicated_arm
 from eval.store import Prediction, RunRecord, Store
 from eval.strata import stratum_blocks
 from eval.tasks import TaskRow, load_tasks, reference_output
-from eval.verdict import break_even_queries, decide, gate, leading, outcome
-from service.arms import ARMS, by_cost
+from eval.verdict import break_even_queries, judge_family, verdict_dict
+from service.arms import ARMS
 from service.documents import load_documents
 from service.models import library_versions
 from service.settings import Settings
 
-SCHEMA_VERSION = 3  # 3: chance_baseline an object scored like an arm, baseline_comparisons, balanced abstention,
+SCHEMA_VERSION = 4  # 4: verdicts from every pair of arms (pairs[], candidates, relative, above_chance), p-values
+# adjusted within each family, Tango non-inferiority, cluster sign-flip tests, one-sided baseline gate; 3: chance_baseline an object scored like an arm, baseline_comparisons, balanced abstention,
 # cost per answer its share of the wall clock; 2: verdicts with worse / non_inferior / undecided and status
 
 
@@ -206,11 +207,11 @@ def _cell(ci: stats.Interval) -> dict:
             "method": ci.method}  # fmt: skip
 
 
-def _family_block(
-    family: str, values, arms: list[str], rows: dict[str, TaskRow], seed: int, margin: float, replicates=None
-) -> dict:
-    """Every metric per arm with its interval, and the best arm's paired tests against each other arm (p-values
-    raw here; `_decide_all` adjusts them over the whole report and writes the verdict)."""
+def _family_block(family: str, values, arms: list[str], rows: dict[str, TaskRow], seed: int, margin: float,
+                  replicates: dict, baseline) -> tuple[dict, dict[str, float]]:  # fmt: skip
+    """Every metric per arm with its interval, the chance baseline, and every test the verdict reads with the
+    verdict (`eval.verdict.judge_family`: p-values adjusted within this family only). Returns the block and the
+    baseline's (or the floor's) row values before balancing, for the strata."""
     top = headline(family)
     block: dict = {"label": FAMILIES[family].label, "headline_metric": top.name,
                    "higher_is_better": top.higher_is_better, "arms": {}}  # fmt: skip
@@ -221,7 +222,7 @@ def _family_block(
             if not per_row:
                 continue
             ids = sorted(per_row)
-            if (arm, metric.name) in (replicates or {}) and metric.aggregate is None:
+            if (arm, metric.name) in replicates and metric.aggregate is None:
                 ci = stats.replicated_interval(replicates[(arm, metric.name)], seed)  # seed-to-seed variance too
             else:
                 ci = stats.interval(
@@ -231,77 +232,6 @@ def _family_block(
         if figures:
             block["arms"][arm] = figures
     scored = [a for a in arms if top.name in block["arms"].get(a, {})]
-    block["comparisons"], block["verdict"] = [], None
-    if not scored:
-        return block
-    means = {a: block["arms"][a][top.name]["value"] for a in scored}
-    sign = 1 if top.higher_is_better else -1
-    cheap_first = by_cost(scored)
-    best = max(scored, key=lambda a: (sign * means[a], -cheap_first.index(a)))
-    for arm in scored:
-        if arm != best:
-            c = _paired(values, top.name, best, arm, seed, rows)
-            c.update(_non_inferior(values, top, arm, best, seed, rows, margin))
-            block["comparisons"].append(c)
-    block["power"] = _power(values, top, best, scored, margin, block["comparisons"])
-    block["best"] = best
-    return block
-
-
-def _common(values, metric: str, a: str, b: str) -> tuple[list[float], list[float], list[str]]:
-    va, vb = values.get((a, metric), {}), values.get((b, metric), {})
-    common = sorted(set(va) & set(vb))
-    return [va[k] for k in common], [vb[k] for k in common], common
-
-
-def _paired(values, metric: str, a: str, b: str, seed: int, rows: dict[str, TaskRow]) -> dict:
-    xa, xb, ids = _common(values, metric, a, b)
-    c = stats.compare(a, b, xa, xb, seed, clusters=document_clusters(rows, ids))
-    discordant = sum(x != y for x, y in zip(xa, xb, strict=True)) / len(ids) if ids else None
-    return {"a": a, "b": b, "n": c.n, "difference": _clean(c.difference), "ci_low": _clean(c.ci_low),
-            "ci_high": _clean(c.ci_high), "p_value": _clean(c.p_value), "test": c.test,
-            "discordance": _clean(discordant)}  # fmt: skip
-
-
-def _non_inferior(values, top, arm: str, best: str, seed: int, rows, margin: float) -> dict:
-    xa, xb, ids = _common(values, top.name, arm, best)
-    ni = stats.non_inferiority(arm, best, xa, xb, margin, seed, higher_is_better=top.higher_is_better,
-                               clusters=document_clusters(rows, ids))  # fmt: skip
-    return {"non_inferiority_p": _clean(ni.p_value)}
-
-
-def _difference_sd(values, metric: str, a: str, b: str) -> float | None:
-    xa, xb, _ = _common(values, metric, a, b)
-    return float(np.std(np.subtract(xa, xb), ddof=1)) if len(xa) > 1 else None
-
-
-def _power(values, top, best: str, scored: list[str], margin: float, comparisons: list[dict]) -> dict:
-    """What this many rows can see: the minimum detectable difference at 80% power (two-sided, alpha 0.05,
-    before the Holm adjustment), at the discordance the best arm's `comparisons` found, or the spread observed."""
-    n = len(values.get((best, top.name), {}))
-    others = [a for a in scored if a != best]
-    binary = all(stats.is_binary(list(values.get((a, top.name), {}).values())) for a in scored)
-    if binary:
-        shares = [c["discordance"] for c in comparisons if c["discordance"]]
-        discordance = float(np.median(shares)) if shares else None
-        mdd = stats.minimum_detectable_difference(n, discordance=discordance)
-        needed = stats.rows_needed(margin, discordance=max(discordance or 0.0, margin))
-        best_case = stats.minimum_detectable_difference(n)
-        return {"rows": n, "mdd": _clean(mdd if math.isfinite(mdd) else None), "mdd_best_case":
-                _clean(best_case if math.isfinite(best_case) else None), "discordance": _clean(discordance),
-                "rows_for_margin": needed}  # fmt: skip
-    sds = [sd for sd in (_difference_sd(values, top.name, best, a) for a in others) if sd]
-    sd = float(np.median(sds)) if sds else None
-    mdd = stats.minimum_detectable_difference(n, sd=sd) if sd else None
-    return {"rows": n, "mdd": _clean(mdd), "sd": _clean(sd),
-            "rows_for_margin": stats.rows_needed(margin, sd=sd) if sd else None}  # fmt: skip
-
-
-def _against_baseline(block: dict, baseline, values, rows: dict[str, TaskRow], seed: int) -> dict[str, float]:
-    """The chance baseline's figure with its interval, and every scored arm's paired test against it. Without a
-    baseline (too few train rows) the arms are tested against the metric's floor (every row failed), so an arm
-    at the floor is still not recommended. Returns the reference's row values before balancing (for strata)."""
-    top = block["headline_metric"]
     if baseline.values:
         ids = sorted(baseline.values)
         ci = stats.interval([baseline.values[i] for i in ids], seed, clusters=document_clusters(rows, ids))
@@ -310,71 +240,29 @@ def _against_baseline(block: dict, baseline, values, rows: dict[str, TaskRow], s
     else:
         block["chance_baseline"] = {"value": None, "ci_low": None, "ci_high": None, "n": 0, "method": None,
                                     "guess": None, "reason": baseline.reason}  # fmt: skip
-        floor = 0.0 if block["higher_is_better"] else 1.0
-        reference = {i: floor for a in block["arms"] for i in values.get((a, top), {})}
+        floor = 0.0 if top.higher_is_better else 1.0  # every row failed: an arm at the floor is never recommended
+        reference = {i: floor for a in scored for i in values.get((a, top.name), {})}
     block["baseline_reference"] = "chance" if baseline.values else "floor"
-    block["baseline_comparisons"] = []
-    with_chance = {**values, (CHANCE, top): reference}
-    for arm in [a for a in block["arms"] if top in block["arms"][a]]:
-        c = _paired(with_chance, top, arm, CHANCE, seed, rows)
-        sign = 1 if block["higher_is_better"] else -1
-        gap = sign * (c["difference"] or 0.0)
-        xa, xb, _ = _common(with_chance, top, arm, CHANCE)
-        if gap <= 0 or len(xa) < 2:
-            c["_rows_to_show"] = lambda alpha: None
-        elif stats.is_binary(xa) and stats.is_binary(xb):
-            d = max(c["discordance"] or 0.0, gap)
-            c["_rows_to_show"] = lambda alpha, gap=gap, d=d: stats.rows_needed(gap, discordance=d, alpha=alpha)
-        else:
-            sd = _difference_sd(with_chance, top, arm, CHANCE)
-            c["_rows_to_show"] = lambda alpha, gap=gap, sd=sd: stats.rows_needed(gap, sd=sd, alpha=alpha)
-        block["baseline_comparisons"].append(c)
-    return baseline.raw if baseline.values else reference
-
-
-def _decide_all(families: dict[str, dict], margin: float, alpha: float = 0.05) -> None:
-    """Holm over every paired test between arms the report makes (and, separately, over every non-inferiority
-    test, and over every test against a baseline), then each family's verdict (`eval.verdict`) from the adjusted
-    p-values."""
-    tests = [c for b in families.values() for c in b["comparisons"]]
-    tests += [c for b in families.values() for c in b.get("forgetting_vs_base", {}).values()]
-    for c, adjusted in zip(tests, stats.holm([c["p_value"] for c in tests]), strict=True):
-        c["p_holm"] = _clean(adjusted)
-        c["significant"] = adjusted < alpha
-    ni = [c for b in families.values() for c in b["comparisons"]]
-    for c, adjusted in zip(ni, stats.holm([c["non_inferiority_p"] for c in ni]), strict=True):
-        c["non_inferiority_p_holm"] = _clean(adjusted)
-    outcomes_of = {family: {c["b"]: outcome(c, higher_is_better=block["higher_is_better"], alpha=alpha)
-                            for c in block["comparisons"]} for family, block in families.items()}  # fmt: skip
-    # "is the recommendation above chance" is a question of its own, asked only of the arms a verdict could name:
-    # Holm over those tests alone, so the gate leaves the arm-against-arm p-values as they were and does not spend
-    # its power on arms no verdict could name
-    tested = gate([(leading(b.get("best"), outcomes_of[f]), b.get("baseline_comparisons", []), b["higher_is_better"])
-                   for f, b in families.items()], alpha=alpha, clean=_clean)  # fmt: skip
-    for block in families.values():  # rows that would show an arm above it, at the gate's Bonferroni alpha
-        for c in block.get("baseline_comparisons", []):
-            c["rows_to_show"] = c.pop("_rows_to_show")(alpha / max(1, len(tested)))
-    for family, block in families.items():
-        if not block["comparisons"] and "best" not in block:
-            continue
-        outcomes = outcomes_of[family]
-        scores = {a: figures[block["headline_metric"]]["value"] for a, figures in block["arms"].items()
-                  if block["headline_metric"] in figures}  # fmt: skip
-        above = {c["a"]: bool(c["beats"]) for c in block.get("baseline_comparisons", [])}
-        chance = block.get("chance_baseline") or {}
-        best_vs = {c["a"]: c for c in block.get("baseline_comparisons", [])}.get(block.get("best"), {})
-        v = decide(family, scores, outcomes, margin=margin, higher_is_better=block["higher_is_better"],
-                   rows_to_settle=block["power"].get("rows_for_margin"), beats_baseline=above if above else None,
-                   baseline=chance.get("value"), baseline_reason=chance.get("reason"),
-                   rows_to_beat_baseline=best_vs.get("rows_to_show"))  # fmt: skip
-        block["verdict"] = {"best": v.best, "worse": v.worse, "non_inferior": v.non_inferior, "undecided": v.undecided,
-                            "tied_with": v.tied_with, "recommended": v.recommended, "status": v.status,
-                            "reason": v.reason, "rule": v.rule, "rule_statement": v.rule_statement,
-                            "margin": v.margin, "rows_to_settle": v.rows_to_settle,
-                            "beats_baseline": v.beats_baseline, "rows_to_beat_baseline": v.rows_to_beat_baseline,
-                            "never_abstains": [a for a, f in block["arms"].items()
-                                               if (f.get("coverage_unanswerable") or {}).get("value") == 1.0]}  # fmt: skip
-        block.pop("best", None)
+    per_arm = {a: values[(a, top.name)] for a in scored}
+    judged = judge_family(
+        family, per_arm, higher_is_better=top.higher_is_better, margin=margin, seed=seed,
+        clusters_of=lambda ids: document_clusters(rows, ids),
+        replicates={a: (sorted(per_arm[a]), replicates[(a, top.name)]) for a in scored if (a, top.name) in replicates},
+        reference=reference, reference_kind=block["baseline_reference"],
+        baseline_value=block["chance_baseline"]["value"], baseline_reason=baseline.reason,
+        scores={a: block["arms"][a][top.name]["value"] for a in scored})  # fmt: skip
+    block["pairs"], block["comparisons"] = judged["pairs"], judged["comparisons"]
+    block["baseline_comparisons"], block["power"] = judged["baseline_comparisons"], judged["power"]
+    if judged["forgetting_vs_base"]:
+        block["forgetting_vs_base"] = judged[
+            "forgetting_vs_base"
+        ]  # the schema's name, from when base was the only reference
+    block["single_seed"] = judged["single_seed"]
+    v = judged["verdict"]
+    block["verdict"] = None if v is None else verdict_dict(v) | {
+        "never_abstains": [a for a, f in block["arms"].items()
+                           if (f.get("coverage_unanswerable") or {}).get("value") == 1.0]}  # fmt: skip
+    return block, (baseline.raw if baseline.values else reference)
 
 
 def judge_agreement(values, threshold: float = 0.5) -> dict[str, dict]:
@@ -454,19 +342,9 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None, jud
     margin = settings.eval.non_inferiority_margin
     families, references = {}, {}
     for family in [f for f in report_families() if f in spec.families]:
-        families[family] = _family_block(family, values, arms, rows, seed, margin, replicates)
         baseline = chance_baseline(family, list(rows.values()), train, ctx)
-        references[family] = _against_baseline(families[family], baseline, values, rows, seed)
-    for family, block in families.items():
-        # e.g. forgetting: only arms whose weights changed answer the probes, each compared with base
-        reference, top = FAMILIES[family].reference_arm, block["headline_metric"]
-        if reference in arms:
-            block["forgetting_vs_base"] = {  # the schema's name, from when base was the only reference
-                arm: _paired(values, top, arm, reference, seed, rows)
-                for arm in arms
-                if arm != reference and (arm, top) in values
-            }
-    _decide_all(families, margin)
+        families[family], references[family] = _family_block(family, values, arms, rows, seed, margin, replicates,
+                                                             baseline)  # fmt: skip
     judged = any(METRICS[name].judge for _, name in values)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -508,7 +386,16 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None, jud
         "families": families,
         "costs": costs(run, predictions, settings),
         "failures": failures(raw, predictions, rows, settings),
-        "strata": stratum_blocks(families, raw, rows, settings.eval.strata_field, seed, margin, references)
+        "strata": stratum_blocks(
+            families,
+            raw,
+            rows,
+            settings.eval.strata_field,
+            seed,
+            margin,
+            references,
+            clusters_of=lambda ids: document_clusters(rows, ids),
+        )
         if settings.eval.strata_field
         else {},
     }

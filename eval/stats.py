@@ -7,7 +7,13 @@ Why each method (Miller 2024, "Adding Error Bars to Evals", argues for most of t
 - Rows that share a cluster (knowledge questions about one source document, or one row
   answered by k training seeds) are not independent. Pass `clusters=` and rates use Wilson on
   the effective sample size (n over the design effect), means a cluster bootstrap, and paired
-  differences a cluster-robust t test.
+  differences the cluster sign-flip test (`sign_flip`): under "the arms are exchangeable" each
+  document's summed difference is as likely negated, so flipping signs cluster by cluster gives
+  the exact null distribution (Fisher's randomization test on matched clusters; the exact
+  counterpart of the clustered McNemar of Obuchowski 1998 and Durkalski et al. 2003). With every
+  row its own cluster it *is* exact McNemar: 4 wins and 0 losses give p = 0.125 whether or not the
+  rows share documents (the cluster-robust t test it replaces gave 0.044). Its interval inverts
+  the same test over shifts of the difference.
 - A paired difference's interval agrees with its test. 0/1 metrics use exact McNemar (a
   binomial test on the discordant rows); its interval is the Clopper-Pearson interval of the
   discordant split, scaled by the Clopper-Pearson interval of the discordance rate. It
@@ -16,8 +22,15 @@ Why each method (Miller 2024, "Adding Error Bars to Evals", argues for most of t
   resamples.
 - A report makes many comparisons after choosing the best arm: `holm` adjusts them.
 - "Not significantly worse" is not evidence of a tie. `non_inferiority` tests an arm against
-  the best within a declared margin; `minimum_detectable_difference` and `rows_needed` say
-  what the run could have seen at 80% power, and how many rows would settle it.
+  another within a declared margin: for 0/1 scores Tango's (1998) score test for a difference of
+  paired proportions (its variance from the restricted maximum-likelihood estimate under the
+  margin), divided by the square root of the design effect where rows share documents
+  (Obuchowski 1998's variance inflation for clustered pairs); a paired bootstrap for means.
+  `tango_power` and `rows_for_margin` give the power and the rows of that same test (exact, by
+  enumerating the discordant split); `minimum_detectable_difference` and `rows_needed` do the
+  same for the paired difference test.
+- With k training seeds (`replicated_compare`) the paired test resamples seeds of each arm and
+  document clusters together, so seed-to-seed variance of an adapter reaches the p-value.
 
 Example:
     >>> ci = interval([1, 0, 1, 1], seed=0)
@@ -29,6 +42,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -64,7 +78,7 @@ class Comparison:
     ci_low: float
     ci_high: float
     p_value: float
-    test: str  # "mcnemar-exact", "paired-bootstrap", "paired-cluster-t" or "none"
+    test: str  # "mcnemar-exact", "cluster-sign-flip", "paired-bootstrap", "seed-and-...-bootstrap (k=...)" or "none"
 
     @property
     def significant(self) -> bool:
@@ -87,7 +101,7 @@ class NonInferiority:
 
     @property
     def non_inferior(self) -> bool:
-        """The two-sided 95% interval stays inside the margin (a one-sided test at 2.5%, as CONSORT asks)."""
+        """Shown within the margin by the one-sided test at 2.5% (as CONSORT asks), before any adjustment."""
         return self.p_value < ALPHA / 2
 
 
@@ -239,11 +253,198 @@ def _mcnemar_p(wins: int, losses: int) -> float:
     return float(stats.binomtest(wins, wins + losses, 0.5).pvalue) if wins + losses else 1.0
 
 
-def _paired_cluster_t(diff: np.ndarray, clusters, shift: float = 0.0) -> tuple[float, float, float, int]:
-    """Cluster-robust t on the paired differences: (se, t statistic against `shift`, critical t, df)."""
-    se = clustered_se(diff, clusters)
-    df = len(np.unique([str(c) for c in clusters])) - 1
-    return se, (diff.mean() - shift) / se, float(stats.t.ppf(1 - ALPHA / 2, df)), df
+FLIP_DRAWS = 4000  # Monte Carlo sign vectors where the flip distribution is not enumerated (p's MC error <= 0.008)
+ENUMERATE = 12  # clusters up to which every sign vector is enumerated (4,096)
+
+
+def _cluster_sums(diff: np.ndarray, clusters) -> tuple[np.ndarray, np.ndarray]:
+    """Per cluster: the summed paired difference and the number of rows (every row its own cluster if None)."""
+    if clusters is None:
+        return diff.astype(float), np.ones(len(diff))
+    _, g = np.unique(np.asarray([str(c) for c in clusters]), return_inverse=True)
+    return np.bincount(g, weights=diff), np.bincount(g).astype(float)
+
+
+def _flip_exact(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The exact null distribution of sum(sign_j * sums_j) (values, probabilities) when the sums are integers
+    (0/1 scores: wins minus losses per cluster), by convolving one cluster at a time; None otherwise."""
+    if not np.allclose(sums, np.round(sums)):
+        return None
+    c = np.abs(np.round(sums).astype(int))
+    c = c[c > 0]
+    total = int(c.sum())
+    dist = np.zeros(2 * total + 1)
+    dist[total] = 1.0
+    for v in c:
+        dist = 0.5 * (np.roll(dist, v) + np.roll(dist, -v))  # no wrap-around: |partial sum| <= total
+    return np.arange(-total, total + 1, dtype=float), dist
+
+
+def _sign_matrix(groups: int, seed: int) -> np.ndarray:
+    """Sign vectors for the flip test: all 2^G when G <= ENUMERATE, else FLIP_DRAWS seeded draws plus the identity."""
+    if groups <= ENUMERATE:
+        return 1.0 - 2.0 * ((np.arange(2**groups)[:, None] >> np.arange(groups)) & 1)
+    draws = np.random.default_rng(seed).choice([-1.0, 1.0], size=(FLIP_DRAWS, groups))
+    return np.vstack([np.ones(groups), draws])
+
+
+def sign_flip(diff: Sequence[float], clusters=None, *, seed: int = 0, alternative: str = "two-sided",
+              shift: float = 0.0) -> float:  # fmt: skip
+    """p-value of the cluster sign-flip test of "mean paired difference = `shift`": each cluster's summed
+    difference (minus shift x its rows) keeps or flips its sign with probability 1/2. Exact for 0/1 scores (and
+    for up to ENUMERATE clusters), else Monte Carlo. `alternative`: "two-sided", "greater" or "less".
+    Without clusters and for 0/1 scores this is exact McNemar (the sign test on the discordant rows).
+
+    Example:
+        >>> sign_flip([1, 1, 1, 1] + [0] * 76)  # 4 wins, 0 losses: exact McNemar's 2 / 2**4
+        0.125
+        >>> sign_flip([1, 1, 1, 1] + [0] * 76, ["d1", "d1", "d2", "d3"] + [f"r{i}" for i in range(76)])
+        0.25
+    """
+    d = np.asarray(diff, dtype=float)
+    if d.size == 0:
+        return 1.0
+    sums, sizes = _cluster_sums(d, clusters)
+    resid = sums - shift * sizes
+    observed = float(resid.sum())
+    tol = 1e-9 * max(1.0, float(np.abs(resid).sum()))
+    exact = _flip_exact(resid) if shift == 0 else None
+    if exact is not None:
+        values, probs = exact
+    else:
+        signs = _sign_matrix(len(resid), seed)
+        values, probs = signs @ resid, np.full(len(signs), 1 / len(signs))
+    if alternative == "greater":
+        p = probs[values >= observed - tol].sum()
+    elif alternative == "less":
+        p = probs[values <= observed + tol].sum()
+    else:
+        p = probs[np.abs(values) >= abs(observed) - tol].sum()
+    return float(min(1.0, p))
+
+
+def sign_flip_interval(diff: Sequence[float], clusters, *, seed: int = 0, confidence: float = CONFIDENCE,
+                       p_at_zero: float | None = None) -> tuple[float, float]:  # fmt: skip
+    """The interval for the mean paired difference that inverts the cluster sign-flip test over shifts: every
+    shift the test does not reject at 1 - confidence (one fixed set of sign vectors, so the bounds are stable;
+    Ernst 2004, "Permutation methods", Statistical Science 19:676). `p_at_zero`, the exact p-value at 0, makes
+    the interval agree with the test where Monte Carlo error near a bound would not."""
+    d = np.asarray(diff, dtype=float)
+    sums, sizes = _cluster_sums(d, clusters)
+    signs = _sign_matrix(len(sums), seed)
+    alpha = 1 - confidence
+    mean = float(d.mean())
+
+    def accepted(delta: float) -> bool:
+        resid = sums - delta * sizes
+        tol = 1e-9 * max(1.0, float(np.abs(resid).sum()))
+        return bool(np.mean(np.abs(signs @ resid) >= abs(resid.sum()) - tol) >= alpha)
+
+    binary = is_binary(np.abs(d))
+    span = 1.0 if binary else float(d.max() - d.min()) or 1.0
+    lo_end, hi_end = (-1.0, 1.0) if binary else (float(d.min()) - span, float(d.max()) + span)
+
+    def bound(inside: float, outside: float) -> float:
+        if accepted(outside):
+            return outside
+        for _ in range(30):
+            mid = (inside + outside) / 2
+            inside, outside = (mid, outside) if accepted(mid) else (inside, mid)
+        return inside
+
+    low, high = bound(mean, lo_end), bound(mean, hi_end)
+    if p_at_zero is not None:  # the exact test decides at 0
+        if p_at_zero >= alpha:
+            low, high = min(low, 0.0), max(high, 0.0)
+        elif low <= 0 <= high:
+            low, high = (min(mean, 1e-6), high) if mean > 0 else (low, max(mean, -1e-6))
+    return min(low, mean), max(high, mean)
+
+
+def tango_z(wins: float, losses: float, n: float, delta: float) -> float:
+    """Tango's (1998, Stat Med 17:891) score statistic for "p_a - p_b = delta" on n paired 0/1 rows with `wins`
+    rows 1-0 and `losses` rows 0-1: (wins - losses - n delta) over its standard error at the restricted maximum-
+    likelihood estimate of the 0-1 cell's probability under delta."""
+    b, c = float(wins), float(losses)
+    big_b = -b - c + (2 * n - b + c) * delta
+    big_c = -c * delta * (1 - delta)
+    q01 = (math.sqrt(max(big_b**2 - 8 * n * big_c, 0.0)) - big_b) / (4 * n)
+    var = n * (2 * q01 + delta * (1 - delta))
+    gap = b - c - n * delta
+    if var <= 1e-15:
+        return math.copysign(math.inf, gap) if gap else 0.0
+    return gap / math.sqrt(var)
+
+
+def tango_p(wins: float, losses: float, n: float, margin: float, design_effect: float = 1.0) -> float:
+    """One-sided p-value against "a is worse than b by `margin` or more" (Tango's score test at delta = -margin;
+    Z shrunk by the square root of the design effect where rows share clusters)."""
+    if n <= 0:
+        return 1.0
+    return float(stats.norm.sf(tango_z(wins, losses, n, -margin) / math.sqrt(max(1.0, design_effect))))
+
+
+def _split_grid(n: int, discordance: float, difference: float):
+    """Every (wins, losses) split of n rows with its probability, when a wins a share (discordance + difference)/2
+    of rows and loses (discordance - difference)/2; splits more than 7 standard deviations out left out."""
+    psi = min(1.0, max(discordance, abs(difference)))
+    sd = math.sqrt(n * psi * (1 - psi))
+    m = np.arange(max(0, int(n * psi - 7 * sd - 2)), min(n, int(n * psi + 7 * sd + 2)) + 1)
+    theta = 0.5 if psi == 0 else (1 + difference / psi) / 2
+    spread = 7 * np.sqrt(m * theta * (1 - theta)) + 2
+    low = np.maximum(0, np.floor(m * theta - spread)).astype(int)
+    high = np.minimum(m, np.ceil(m * theta + spread)).astype(int)
+    counts = high - low + 1
+    mm = np.repeat(m, counts)
+    ww = np.repeat(low, counts) + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
+    prob = stats.binom.pmf(mm, n, psi) * stats.binom.pmf(ww, mm, theta)
+    return ww, mm - ww, prob
+
+
+def _tango_z_array(wins: np.ndarray, losses: np.ndarray, n: int, delta: float) -> np.ndarray:
+    b, c = wins.astype(float), losses.astype(float)
+    big_b = -b - c + (2 * n - b + c) * delta
+    big_c = -c * delta * (1 - delta)
+    q01 = (np.sqrt(np.maximum(big_b**2 - 8 * n * big_c, 0.0)) - big_b) / (4 * n)
+    var = n * (2 * q01 + delta * (1 - delta))
+    gap = b - c - n * delta
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(var > 1e-15, gap / np.sqrt(np.maximum(var, 1e-300)), np.sign(gap) * np.inf)
+
+
+@functools.lru_cache(maxsize=4096)
+def tango_power(n: int, margin: float, *, discordance: float, difference: float = 0.0,
+                alpha: float = ALPHA / 2) -> float:  # fmt: skip
+    """Exact power of Tango's non-inferiority test (one-sided at `alpha`) on n rows when the true difference is
+    `difference` and the arms disagree on a share `discordance` of rows (every discordant split enumerated)."""
+    if n <= 0:
+        return 0.0
+    wins, losses, prob = _split_grid(n, discordance, difference)
+    z = _tango_z_array(wins, losses, n, -margin)
+    return float(prob[z > stats.norm.isf(alpha)].sum())
+
+
+@functools.lru_cache(maxsize=1024)
+def rows_for_margin(margin: float, *, discordance: float, alpha: float = ALPHA / 2, power: float = POWER,
+                    design_effect: float = 1.0, max_rows: int = 20_000) -> int | None:  # fmt: skip
+    """Rows Tango's non-inferiority test needs to show two equally good arms within `margin` with `power` (one-
+    sided at `alpha`: pass the level the report runs it at), times the design effect where rows share clusters;
+    None if more than `max_rows`. The first n found by bisection at which the exact power reaches `power`."""
+
+    def enough(rows: int) -> bool:
+        return tango_power(rows, margin, discordance=discordance, alpha=alpha) >= power
+
+    high = 8
+    while not enough(high):
+        if high >= max_rows:
+            return None
+        high = min(2 * high, max_rows)
+    low = high // 2
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if enough(mid) else (mid, high)
+    rows = math.ceil(high * max(1.0, design_effect))
+    return rows if rows <= max_rows else None
 
 
 def compare(
@@ -255,17 +456,19 @@ def compare(
     *,
     clusters: Sequence[Hashable] | None = None,
 ) -> Comparison:
-    """Paired comparison of two arms' per-row values (same rows, same order); the interval agrees with the test."""
+    """Paired comparison of two arms' per-row values (same rows, same order); the interval agrees with the test.
+    Rows that share clusters: the cluster sign-flip test and its inverted interval; else exact McNemar for 0/1
+    scores and a paired bootstrap for means."""
     x, y = np.asarray(values_a, dtype=float), np.asarray(values_b, dtype=float)
     n = len(x)
     if n == 0:
         return Comparison(a, b, 0, float("nan"), float("nan"), float("nan"), 1.0, "none")
     diff = x - y
     mean = float(diff.mean())
-    if _groups(clusters, n) is not None and diff.var() > 0:
-        se, t, crit, df = _paired_cluster_t(diff, clusters)
-        p = float(2 * stats.t.sf(abs(t), df))
-        return Comparison(a, b, n, mean, mean - crit * se, mean + crit * se, p, "paired-cluster-t")
+    if _groups(clusters, n) is not None and diff.any():
+        p = sign_flip(diff, clusters, seed=seed)
+        low, high = sign_flip_interval(diff, clusters, seed=seed, p_at_zero=p)
+        return Comparison(a, b, n, mean, low, high, p, "cluster-sign-flip")
     if is_binary(x) and is_binary(y):
         wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
         low, high = mcnemar_interval(wins, losses, n)
@@ -277,6 +480,56 @@ def compare(
     # two-sided bootstrap p-value: how often the resampled mean difference crosses zero
     p = float(min(1.0, 2 * min((boot <= 0).mean(), (boot >= 0).mean())))
     return Comparison(a, b, n, mean, float(low), float(high), p, "paired-bootstrap")
+
+
+def one_sided_p(values_a: Sequence[float], values_b: Sequence[float], seed: int, *, higher_is_better: bool = True,
+                clusters: Sequence[Hashable] | None = None) -> float:  # fmt: skip
+    """p-value of the one-sided paired test "a is no better than b" (the baseline gate): the sign-flip test
+    (exact McNemar, one-sided, for unclustered 0/1 rows), or the paired bootstrap for means."""
+    gain = (1.0 if higher_is_better else -1.0) * (np.asarray(values_a, float) - np.asarray(values_b, float))
+    if gain.size == 0 or not gain.any():
+        return 1.0
+    groups = _groups(clusters, len(gain))
+    if groups is not None or is_binary(np.abs(gain)):
+        return sign_flip(gain, clusters if groups is not None else None, seed=seed, alternative="greater")
+    if np.all(gain == gain[0]):
+        return _sign_p(gain) / 2 if gain[0] > 0 else 1.0
+    return float(max((_paired_bootstrap(gain, seed) <= 0).mean(), 1 / RESAMPLES))
+
+
+def replicated_compare(a: str, b: str, by_seed_a: Sequence[Sequence[float]], by_seed_b: Sequence[Sequence[float]],
+                       seed: int, *, clusters: Sequence[Hashable] | None = None) -> tuple[Comparison, np.ndarray]:  # fmt: skip
+    """Paired comparison when an arm was trained k times: `by_seed_x[j][i]` is row i under seed j (one row for
+    an arm that trains nothing). Each resample draws seeds of each arm with replacement and whole clusters (rows
+    where none are shared) with replacement, so seed-to-seed variance of the adapters reaches the test (a two-
+    stage bootstrap, Davison & Hinkley 1997, section 3.8); the interval is the resamples' percentiles and the
+    two-sided p-value how often they cross 0. Returns the comparison and the resampled differences (a minus b),
+    which the non-inferiority and one-sided tests read."""
+    xa, xb = np.asarray(by_seed_a, dtype=float), np.asarray(by_seed_b, dtype=float)
+    n = xa.shape[1]
+    if n == 0:
+        return Comparison(a, b, 0, float("nan"), float("nan"), float("nan"), 1.0, "none"), np.zeros(0)
+    if clusters is None:
+        g = np.arange(n)
+    else:
+        _, g = np.unique(np.asarray([str(c) for c in clusters]), return_inverse=True)
+    groups = int(g.max()) + 1
+    sums_a = np.stack([np.bincount(g, weights=r, minlength=groups) for r in xa])
+    sums_b = np.stack([np.bincount(g, weights=r, minlength=groups) for r in xb])
+    sizes = np.bincount(g, minlength=groups).astype(float)
+    rng = np.random.default_rng(seed)
+    boot = np.empty(RESAMPLES)
+    for r in range(RESAMPLES):
+        pick = rng.integers(0, groups, groups)
+        ma = sums_a[rng.integers(0, len(xa), len(xa))].mean(axis=0)
+        mb = sums_b[rng.integers(0, len(xb), len(xb))].mean(axis=0)
+        boot[r] = (ma[pick] - mb[pick]).sum() / sizes[pick].sum()
+    mean = float(xa.mean() - xb.mean())
+    low, high = np.percentile(boot, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
+    p = float(min(1.0, 2 * min((boot <= 0).mean(), (boot >= 0).mean())))
+    k = max(len(xa), len(xb))
+    test = f"seed-and-cluster-bootstrap (k={k})" if clusters is not None else f"seed-and-row-bootstrap (k={k})"
+    return Comparison(a, b, n, mean, min(float(low), mean), max(float(high), mean), p, test), boot
 
 
 def _paired_bootstrap(diff: np.ndarray, seed: int) -> np.ndarray:
@@ -306,44 +559,39 @@ def non_inferiority(
 ) -> NonInferiority:
     """One-sided test that `arm` is worse than `best` by less than `margin` (same rows, same order).
 
-    Uses the method `compare` would use, so the interval printed beside a comparison is the one
-    the decision reads: non-inferior when its worse end stays inside the margin.
+    0/1 scores: Tango's score test (`tango_p`), its Z divided by the square root of the design effect of the
+    paired differences where rows share clusters. Means: the paired (cluster) bootstrap's share of resampled
+    differences at or below -margin. The interval reported beside it is `compare`'s two-sided 95% interval.
     """
-    sign = 1.0 if higher_is_better else -1.0
     x, y = np.asarray(values_arm, dtype=float), np.asarray(values_best, dtype=float)
     n = len(x)
     if n == 0:
         return NonInferiority(arm, best, 0, float("nan"), float("nan"), float("nan"), margin, 1.0, "none")
     c = compare(arm, best, x, y, seed, clusters=clusters)
-    gain = sign * (x - y)  # positive: arm better
-    if c.test == "paired-cluster-t":
-        se, t, _, df = _paired_cluster_t(gain, clusters, shift=-margin)
-        p = float(stats.t.sf(t, df))
-    elif c.test == "mcnemar-exact":
+    p, test = non_inferiority_p(x, y, margin, seed, higher_is_better=higher_is_better, clusters=clusters)
+    return NonInferiority(arm, best, n, c.difference, c.ci_low, c.ci_high, margin, p, test)
+
+
+def non_inferiority_p(values_arm: Sequence[float], values_other: Sequence[float], margin: float, seed: int, *,
+                      higher_is_better: bool = True, clusters: Sequence[Hashable] | None = None) -> tuple[float, str]:  # fmt: skip
+    """The one-sided p-value of `non_inferiority` (arm at most `margin` worse than other) and the test's name."""
+    x, y = np.asarray(values_arm, dtype=float), np.asarray(values_other, dtype=float)
+    n = len(x)
+    if n == 0:
+        return 1.0, "none"
+    gain = (1.0 if higher_is_better else -1.0) * (x - y)  # positive: arm better
+    groups = _groups(clusters, n)
+    if is_binary(x) and is_binary(y):
         wins, losses = int((gain > 0).sum()), int((gain < 0).sum())
-        p = _mcnemar_margin_p(wins, losses, n, margin)
-    elif c.test == "paired-bootstrap" and c.ci_low != c.ci_high:
-        p = float((_paired_bootstrap(gain, seed) <= -margin).mean())
-    else:  # every row differs by the same amount
-        p = 0.0 if gain[0] > -margin else 1.0
-    return NonInferiority(arm, best, n, c.difference, c.ci_low, c.ci_high, margin, p, c.test)
-
-
-def _mcnemar_margin_p(wins: int, losses: int, n: int, margin: float) -> float:
-    """The one-sided p-value dual to `mcnemar_interval`: half the level at which its lower bound reaches -margin."""
-
-    def lower(confidence: float) -> float:
-        return mcnemar_interval(wins, losses, n, confidence)[0]
-
-    if lower(1e-9) <= -margin:
-        return 0.5
-    low_conf, high_conf = 1e-9, 1 - 1e-12
-    if lower(high_conf) > -margin:
-        return (1 - high_conf) / 2
-    for _ in range(60):
-        mid = (low_conf + high_conf) / 2
-        low_conf, high_conf = (mid, high_conf) if lower(mid) > -margin else (low_conf, mid)
-    return (1 - low_conf) / 2
+        deff = design_effect(gain, clusters) if groups is not None else 1.0
+        return tango_p(
+            wins, losses, n, margin, deff
+        ), "tango-score" if groups is None else "tango-score (design effect)"
+    if np.all(gain == gain[0]):  # every row differs by the same amount
+        return (0.0 if gain[0] > -margin else 1.0), "paired-bootstrap"
+    if groups is None:
+        return float((_paired_bootstrap(gain, seed) <= -margin).mean()), "paired-bootstrap"
+    return float((_cluster_means(gain, groups, np.random.default_rng(seed)) <= -margin).mean()), "cluster-bootstrap"
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -396,6 +644,7 @@ def _mcnemar_critical(m: np.ndarray, alpha: float) -> np.ndarray:
     return np.where(2 * stats.binom.sf(k - 1, m, 0.5) < alpha, k, m + 1)
 
 
+@functools.lru_cache(maxsize=1024)
 def minimum_detectable_difference(
     n: int,
     *,

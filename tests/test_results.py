@@ -10,3 +10,79 @@ def test_judge_agreement_is_cohens_kappa_on_the_same_answers():
     # kappa = (po - pe) / (1 - pe) with po = 4/6 and pe = 0.5: 1/3
     assert abs(a["cohens_kappa"] - 1 / 3) < 1e-3
     assert judge_agreement({("rag", "answer_contained"): string}) == {}  # no judge, no agreement figure
+
+
+def _knowledge_rows(n: int = 60):
+    from eval.tasks import TaskRow
+
+    return {f"k{i}": TaskRow.model_validate({"id": f"k{i}", "family": "knowledge", "split": "test",
+                                             "question": f"What does the P{i} cost?", "answers": ["$1"],
+                                             "source_docs": [f"d{i // 3}"]}) for i in range(n)}  # fmt: skip
+
+
+def test_a_family_verdict_never_depends_on_another_familys_rows():
+    """Issue #33 item 4: Holm spanned the report, so freshness flipped when another family's p-values moved."""
+    import numpy as np
+
+    from eval.baseline import Baseline
+    from eval.results import _family_block
+
+    rows = _knowledge_rows()
+    rng = np.random.default_rng(0)
+    values = {("base", "answer_contained"): {i: 0.0 for i in rows},
+              ("rag", "answer_contained"): {i: float(rng.random() < 0.5) for i in rows},
+              ("rag", "behaviour_pass"): {f"b{i}": 1.0 for i in range(30)},
+              ("base", "behaviour_pass"): {f"b{i}": 0.0 for i in range(30)}}  # fmt: skip
+    chance = Baseline("knowledge", {i: 0.0 for i in rows}, "'$1'", raw={i: 0.0 for i in rows})
+    block, _ = _family_block("knowledge", values, ["base", "rag"], rows, 0, 0.1, {}, chance)
+    changed = values | {("rag", "behaviour_pass"): {f"b{i}": 0.0 for i in range(30)},
+                        ("base", "behaviour_pass"): {f"b{i}": float(i % 2) for i in range(30)}}  # fmt: skip
+    again, _ = _family_block("knowledge", changed, ["base", "rag"], rows, 0, 0.1, {}, chance)
+    assert block["verdict"] == again["verdict"] and block["pairs"] == again["pairs"]
+    assert block["verdict"]["status"] == "decided" and block["verdict"]["recommended"] == "rag"
+    (pair,) = block["pairs"]
+    assert pair["test"] == "cluster-sign-flip" and pair["p_holm"] == pair["p_value"]  # rows share documents
+    assert block["power"]["tests"] == ["cluster-sign-flip"]
+    assert block["single_seed"] == []  # neither arm trains
+
+
+def test_a_trained_arm_with_one_seed_is_flagged_and_k_seeds_reach_the_test():
+    import numpy as np
+
+    from eval.baseline import Baseline
+    from eval.results import _family_block
+
+    rows = _knowledge_rows(30)
+    rng = np.random.default_rng(1)
+    seeds = [[float(rng.random() < p) for _ in rows] for p in (0.2, 0.5, 0.8)]
+    ids = sorted(rows)
+    values = {("base", "answer_contained"): {i: 0.0 for i in rows},
+              ("lora", "answer_contained"): {i: float(np.mean([s[k] for s in seeds])) for k, i in enumerate(ids)}}  # fmt: skip
+    chance = Baseline("knowledge", {i: 0.0 for i in rows}, "'$1'", raw={i: 0.0 for i in rows})
+    once, _ = _family_block("knowledge", values, ["base", "lora"], rows, 0, 0.1, {}, chance)
+    assert once["single_seed"] == ["lora"]
+    thrice, _ = _family_block("knowledge", values, ["base", "lora"], rows, 0, 0.1,
+                              {("lora", "answer_contained"): seeds}, chance)  # fmt: skip
+    assert thrice["single_seed"] == [] and thrice["pairs"][0]["test"] == "seed-and-cluster-bootstrap (k=3)"
+
+
+def test_results_written_by_schema_3_still_render():
+    from eval.report import render_markdown, verdict_rows
+
+    old = {"run_id": "old", "corpus": "c", "status": "done", "models": {"generator": "g"}, "judge": {"used": False},
+           "arms": {"base": {"label": "Base"}, "rag": {"label": "RAG"}}, "costs": {}, "data": {}, "schema_version": 3,
+           "families": {"knowledge": {
+               "headline_metric": "answer_contained", "higher_is_better": True,
+               "arms": {"base": {"answer_contained": {"value": 0.1, "ci_low": 0.0, "ci_high": 0.3, "n": 10}},
+                        "rag": {"answer_contained": {"value": 0.8, "ci_low": 0.5, "ci_high": 0.9, "n": 10}}},
+               "comparisons": [{"a": "rag", "b": "base", "n": 10, "difference": 0.7, "ci_low": 0.3, "ci_high": 0.9,
+                                "p_value": 0.004, "p_holm": 0.02, "test": "mcnemar-exact",
+                                "non_inferiority_p_holm": 1.0}],
+               "power": {"rows": 10, "mdd": 0.6},
+               "verdict": {"best": "rag", "worse": ["base"], "non_inferior": [], "undecided": [],
+                           "recommended": "rag", "status": "decided", "reason": "RAG scores highest", "rule": "agrees",
+                           "rule_statement": "agrees", "margin": 0.1}}}}  # fmt: skip
+    (row,) = verdict_rows(old)
+    assert row["recommended"] == "RAG"
+    md = render_markdown(old)
+    assert "Holm p=0.020" in md and "non-inferiority p" in md

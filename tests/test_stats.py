@@ -11,8 +11,15 @@ from eval.stats import (
     mcnemar_interval,
     minimum_detectable_difference,
     non_inferiority,
+    one_sided_p,
     paired_power,
+    replicated_compare,
+    rows_for_margin,
     rows_needed,
+    sign_flip,
+    tango_p,
+    tango_power,
+    tango_z,
     wilson,
 )
 
@@ -128,9 +135,9 @@ def test_clustered_comparison_counts_documents_not_rows():
     docs = [d for d in "abcdef" for _ in range(10)]
     assert compare("a", "b", a, b, 0).significant  # 30-10 discordant rows, as if independent
     c = compare("a", "b", a, b, 0, clusters=docs)
-    assert c.test == "paired-cluster-t" and not c.significant and c.ci_low < 0 < c.ci_high
-    t = (1 / 3) / clustered_se(np.array(a) - np.array(b), docs)
-    assert c.p_value == pytest.approx(2 * scipy_stats.t.sf(t, 5))
+    assert c.test == "cluster-sign-flip" and not c.significant and c.ci_low < 0 < c.ci_high
+    # four documents differ (+10, +10, +10, -10): of 16 sign vectors, those summing to |20| or more: 10
+    assert c.p_value == pytest.approx(10 / 16)
 
 
 def test_holm_adjusts_in_the_given_order():
@@ -183,7 +190,9 @@ def test_power_for_mean_metrics_and_rows_needed():
 
 def test_non_inferiority_needs_evidence_not_just_a_tie():
     small = non_inferiority("base", "rag", [1] * 10, [1] * 10, margin=0.1, seed=0)
-    assert not small.non_inferior and small.p_value == pytest.approx(0.9**10, rel=1e-3)  # no discordance in 10 rows
+    # Tango with no discordant row: Z = sqrt(n margin / (1 - margin)) = sqrt(10 / 9)
+    assert not small.non_inferior and small.p_value == pytest.approx(scipy_stats.norm.sf((10 / 9) ** 0.5))
+    assert small.test == "tango-score"
     large = non_inferiority("base", "rag", [1] * 200, [1] * 200, margin=0.1, seed=0)
     assert large.non_inferior and large.ci_low > -0.1
     worse = non_inferiority("base", "rag", [0] * 40 + [1] * 160, [1] * 200, margin=0.1, seed=0)
@@ -208,3 +217,103 @@ def test_an_interval_over_training_seeds_is_wider_when_seeds_disagree():
     assert a.value == d.value == 0.5
     assert (d.ci_high - d.ci_low) > 2 * (a.ci_high - a.ci_low)  # seed-to-seed variance widens the interval
     assert replicated_interval([[1.0, 0.0, 1.0]], seed=0).method == "wilson"  # one seed: the row interval
+
+
+# --- issue #33: exact clustered tests, Tango's non-inferiority test, training seeds in the test --------------------
+
+
+def test_four_wins_and_no_loss_is_not_significant_whether_or_not_rows_share_documents():
+    """Issue #33 item 2: the cluster-robust t test gave p = 0.044 for 4-0 over 80 rows; exact McNemar gives 0.125."""
+    a, b = [1] * 4 + [0] * 76, [0] * 80
+    alone = compare("a", "b", a, b, 0)
+    assert alone.test == "mcnemar-exact" and alone.p_value == pytest.approx(0.125) and not alone.significant
+    docs = [f"d{i // 4}" for i in range(80)]  # 20 documents of 4 rows; the 4 wins in 4 documents
+    spread = compare("a", "b", a, b, 0, clusters=[f"d{i}" for i in range(4)] + docs[4:])
+    assert spread.test == "cluster-sign-flip" and spread.p_value == pytest.approx(0.125) and not spread.significant
+    together = compare("a", "b", a, b, 0, clusters=docs)  # all 4 wins in one document: one cluster moved
+    assert together.p_value == pytest.approx(1.0) and together.ci_low <= 0 <= together.ci_high
+    five = compare("a", "b", [1] * 5 + [0] * 75, [0] * 80, 0, clusters=[f"d{i}" for i in range(5)] + docs[5:])
+    assert five.p_value == pytest.approx(0.0625) and not five.significant  # exact McNemar's 5-0
+
+
+def test_the_sign_flip_test_is_exact_mcnemar_without_clusters_and_keeps_its_level_with_them():
+    for wins, losses in [(4, 0), (6, 1), (10, 3), (0, 7)]:
+        d = [1] * wins + [-1] * losses + [0] * 20
+        assert sign_flip(d) == pytest.approx(scipy_stats.binomtest(wins, wins + losses, 0.5).pvalue)
+    rng = np.random.default_rng(5)  # 30 documents of 4 rows, strongly clustered, no true difference
+    docs = np.repeat(np.arange(30), 4)
+    rejected = 0
+    for r in range(300):
+        skill = rng.random(30)[docs]
+        a, b = (rng.random(120) < skill).astype(float), (rng.random(120) < skill).astype(float)
+        rejected += compare("a", "b", list(a), list(b), r, clusters=list(docs)).significant
+    assert rejected / 300 <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / 300)
+
+
+def test_the_clustered_interval_agrees_with_the_clustered_test():
+    rng = np.random.default_rng(6)
+    docs = [f"d{i // 3}" for i in range(60)]
+    for r in range(12):
+        a = (rng.random(60) < 0.5).astype(float)
+        b = (rng.random(60) < 0.5 - 0.04 * r).astype(float)
+        c = compare("a", "b", list(a), list(b), r, clusters=docs)
+        assert c.significant == (c.ci_low > 0 or c.ci_high < 0), r
+        assert c.ci_low <= c.difference <= c.ci_high
+
+
+def test_tango_uses_the_restricted_maximum_likelihood_estimate():
+    """Tango's closed form against a numerical maximisation of the multinomial likelihood under the margin."""
+    from scipy.optimize import minimize_scalar
+
+    for wins, losses, n, delta in [(12, 7, 105, -0.1), (3, 9, 40, -0.2), (0, 0, 30, -0.1), (20, 5, 80, 0.05)]:
+
+        def nll(q01, wins=wins, losses=losses, n=n, delta=delta):
+            q10 = q01 + delta
+            rest = 1 - q01 - q10
+            return -(wins * np.log(q10) + losses * np.log(q01) + (n - wins - losses) * np.log(rest))
+
+        q01 = minimize_scalar(nll, bounds=(max(0, -delta) + 1e-9, (1 - delta) / 2 - 1e-9), method="bounded").x
+        expected = (wins - losses - n * delta) / np.sqrt(n * (2 * q01 + delta * (1 - delta)))
+        assert tango_z(wins, losses, n, delta) == pytest.approx(expected, rel=1e-4)
+
+
+def test_tango_keeps_its_level_at_the_margin_where_multiplied_intervals_were_far_too_strict():
+    """Issue #33 item 3: the product of Clopper-Pearson intervals rejected 0.1-0.6% of the time at the margin
+    against a nominal 2.5%, and had power 0.30 at n = 105, discordance 0.2; Tango: near 2.5%, and 0.60."""
+    n, margin = 105, 0.1
+    assert tango_power(n, margin, discordance=0.2, difference=-margin) == pytest.approx(0.025, abs=0.012)
+    assert tango_power(n, margin, discordance=0.2) == pytest.approx(0.608, abs=0.01)
+    assert tango_p(20, 1, 105, 0.1) < 0.025 < tango_p(10, 21, 105, 0.1)
+
+
+def test_rows_for_margin_reach_the_promised_power_in_simulation():
+    """The rows the report promises are met, with at least 80% power, by the test the report runs, both at
+    2.5% and at a Bonferroni level over five comparisons with the best."""
+    rng = np.random.default_rng(7)
+    for discordance, alpha in [(0.2, 0.025), (0.3, 0.005)]:
+        n = rows_for_margin(0.1, discordance=discordance, alpha=alpha)
+        assert tango_power(n, 0.1, discordance=discordance, alpha=alpha) >= 0.8
+        cells = rng.multinomial(n, [discordance / 2, discordance / 2, 1 - discordance], size=3000)
+        shown = np.mean([tango_p(w, lo, n, 0.1) < alpha for w, lo, _ in cells])
+        assert shown >= 0.8 - 2 * np.sqrt(0.8 * 0.2 / 3000), (discordance, alpha, n, shown)
+
+
+def test_the_baseline_gate_is_one_sided():
+    arm, chance = [1] * 5 + [0] * 35, [0] * 40  # 5-0: two-sided exact McNemar 0.0625, one-sided 0.03125
+    assert one_sided_p(arm, chance, 0) == pytest.approx(1 / 32)
+    assert one_sided_p(chance, arm, 0) == 1.0
+
+
+def test_with_several_training_seeds_the_test_resamples_seeds():
+    """Same row means, but seeds that disagree: the seed-resampling test sees the extra variance a test on
+    per-row seed means hides."""
+    rows = 60
+    steady = [[1.0 if i % 10 < 6 else 0.0 for i in range(rows)]] * 3
+    shaky = [[1.0 if i % 10 < 9 else 0.0 for i in range(rows)], [1.0 if i % 10 < 6 else 0.0 for i in range(rows)],
+             [1.0 if i % 10 < 3 else 0.0 for i in range(rows)]]  # fmt: skip
+    other = [[1.0 if i % 10 < 4 else 0.0 for i in range(rows)]]
+    calm, _ = replicated_compare("lora", "fewshot", steady, other, 0)
+    wild, _ = replicated_compare("lora", "fewshot", shaky, other, 0)
+    assert calm.difference == pytest.approx(wild.difference) == pytest.approx(0.2)
+    assert calm.significant and not wild.significant and wild.test == "seed-and-row-bootstrap (k=3)"
+    assert (wild.ci_high - wild.ci_low) > 2 * (calm.ci_high - calm.ci_low)
