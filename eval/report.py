@@ -22,9 +22,10 @@ RULE_MARK = {"agrees": "agrees", "contradicts": "CONTRADICTS", "inconclusive": "
 
 
 STRATA_NOTE = (
-    "Each family again within every value of the row field eval.strata_field (eval/strata.py): the best "
-    "arm's paired tests there are Holm-adjusted over all stratum tests; the arms a verdict could name are tested against the "
-    "family's chance baseline on the stratum's rows (Holm over those tests), and only one above it is recommended."
+    "Each family again within every value of the row field eval.strata_field (eval/strata.py), judged as the family "
+    "is: every pair of arms on the stratum's rows, Holm within the stratum, the margin tests, and the one-sided test "
+    "against the family's chance baseline on the stratum's rows; only an arm shown within the margin of every other "
+    "and above the baseline is recommended."
 )
 
 
@@ -66,6 +67,10 @@ def verdict_rows(results: dict) -> list[dict]:
             "reason": v["reason"] + _never_abstains(results, v.get("never_abstains", [])),
             "rule_statement": v["rule_statement"],
             "baseline": _baseline_line(results, block),
+            "relative": v.get("relative", "-"),
+            "above_chance": v.get("above_chance", "-"),
+            "candidates": _labels(results, v.get("candidates", [])),
+            "seeds": seed_warning(results, block),
         })  # fmt: skip
     return rows
 
@@ -96,43 +101,97 @@ def _baseline_line(results: dict, block: dict) -> str:
         head = f"chance baseline {_chance(cell)}: {cell.get('guess')}"
     tested = [c for c in block.get("baseline_comparisons", []) if c.get("tested", True)]
     above = [c["a"] for c in tested if c.get("beats")]
+    sided = " (one-sided at 5%, Holm over the family's tests)" if (results.get("schema_version") or 0) >= 4 else ""
     return (f"{head}; of the arms a verdict could name ({_labels(results, [c['a'] for c in tested])}), "
-            f"significantly above it: {_labels(results, above)}")  # fmt: skip
+            f"significantly above it{sided}: {_labels(results, above)}")  # fmt: skip
 
 
-HOW_TO_READ = (
+HOW_TO_READ_V3 = (
     "How to read this: each score has a 95% interval (Wilson for rates, clustered by source document where rows "
     "share one). The best arm is compared with every other arm on the same rows (exact McNemar for 0/1 scores, "
     "paired bootstrap otherwise); p-values are Holm-adjusted over all {tests} comparisons in this report. An arm is "
     "*worse* when that adjusted test says so, *non-inferior* when a one-sided test shows it within the margin of "
     "{margin:g} of the best, and *undecided* otherwise. The recommendation is the cheapest of the best and the "
-    "non-inferior arms, unless a cheaper arm is undecided: then the verdict is *insufficient evidence*. *chance* is "
-    "a constant guess chosen on the train rows alone (per answer type read from the question, per behaviour format; "
-    "for abstention the better of always abstaining and never abstaining) and scored on the test rows like an arm, "
-    "with its interval; only an arm significantly above it (paired, Holm-adjusted over the tests of the arms a "
-    "verdict could name: the best and the non-inferior) "
-    "can be recommended, else the "
-    "verdict is *no arm beats the baseline*. *undecided* means this run could not tell, never that the arms are "
-    "equal. *MDD* is the smallest difference this many rows detect with 80% power: differences below it can "
-    "neither be seen nor ruled out."
+    "non-inferior arms, unless a cheaper arm is undecided: then the verdict is *insufficient evidence*. (Written by "
+    "results schema {schema}: re-render with `ragft report` for the current rules.)"
+)
+
+TESTS = {  # what each test a report can name is, for "How to read this"
+    "mcnemar-exact": "exact McNemar (a binomial test on the rows where exactly one arm is right) for 0/1 scores on "
+    "independent rows",
+    "cluster-sign-flip": "the cluster sign-flip test where rows share a source document or a behaviour template "
+    "(each cluster's summed difference keeps or flips its sign with probability 1/2; exact, and exact McNemar when "
+    "no rows share one: 4 rows won and none lost is p = 0.125 however the rows are grouped)",
+    "paired-bootstrap": "a paired bootstrap for graded scores",
+    "seed-and": "with several training seeds, a bootstrap that resamples the adapters' seeds and the clusters "
+    "together, so seed-to-seed variance reaches the p-value",
+}
+
+HOW_TO_READ = (
+    "How to read this. Each score has a 95% interval: Wilson for rates (clustered where rows share a source document "
+    "or a behaviour template), a bootstrap otherwise, resampling training seeds too where there are several. Every "
+    "pair of arms is compared on the rows both answered, by the test named beside it ({tests}); each interval "
+    "inverts its test, so it excludes 0 exactly when the test rejects. Within each family the p-values are "
+    "Holm-adjusted over that family's own pairwise tests ({counts}), so a family's verdict never depends on another "
+    "family's rows. An arm is *worse* when that adjusted test shows it below the best; *non-inferior* when Tango's "
+    "score test (for paired rates; a paired bootstrap for graded scores; divided by the square root of the design "
+    "effect where rows cluster) shows it at most {margin:g} below the best, one-sided at 2.5% over the k - 1 "
+    "comparisons with the best (Bonferroni, as Hsu's multiple comparisons with the best asks); *undecided* "
+    "otherwise, which never means equal. **An arm is recommended only when it is shown within the margin of, or "
+    "better than, every other arm** (the cheapest such arm; the *candidates*): a lead alone is never a decision, and "
+    "swapping two arms' scores cannot change the status. A family has two answers: which arm is best relative to the "
+    "others, and whether it is above *chance*, a constant guess chosen on the train rows alone and scored on the test "
+    "rows like an arm: the arms a verdict could name are tested against it **one-sided at 5%** (Holm over the "
+    "family's baseline tests), and only one above it is recommended, else the verdict is *no arm beats the "
+    "baseline*. Where too few train rows made no guess, the metric's floor can stop a recommendation but never make "
+    "one. General (forgetting) compares each arm whose weights changed with base, both ways, and recommends nothing. "
+    "*MDD* is the smallest difference the family's rows detect with 80% power at the strictest Holm step of its "
+    "tests (on the effective rows, n over the design effect, where rows cluster); the rows to settle are where the "
+    "margin test reaches 80% power for two equally good arms at the level it is run at."
 )
 
 
 def _how_to_read(results: dict) -> str:
-    tests = sum(
-        len(b.get("comparisons", [])) + len(b.get("forgetting_vs_base", {})) for b in results["families"].values()
-    )
-    margin = next((b["verdict"]["margin"] for b in results["families"].values() if b.get("verdict")), 0.0)
-    return HOW_TO_READ.format(tests=tests, margin=margin)
+    families = results["families"].values()
+    margin = next((b["verdict"]["margin"] for b in families if b.get("verdict")), 0.0)
+    if (results.get("schema_version") or 0) < 4:
+        tests = sum(len(b.get("comparisons", [])) + len(b.get("forgetting_vs_base", {})) for b in families)
+        return HOW_TO_READ_V3.format(tests=tests, margin=margin, schema=results.get("schema_version", "?"))
+    used = {p["test"] for b in families for p in b.get("pairs", [])}
+    named = [text for key, text in TESTS.items() if any(t.startswith(key) for t in used)]
+    counts = ", ".join(f"{f} {len(b.get('pairs', []))}" for f, b in results["families"].items() if b.get("pairs"))
+    return HOW_TO_READ.format(tests="; ".join(named) or "none ran", counts=counts or "none", margin=margin)
+
+
+def seed_warning(results: dict, block: dict) -> str:
+    """A line when the family's verdict rests on adapters trained once (eval.training_seeds = 1)."""
+    once = [a for a in block.get("single_seed", []) if a in block.get("arms", {})]
+    if not once:
+        return ""
+    return (f"rests on one training seed: {_labels(results, once)} trained once, so its tests treat the adapter as "
+            "fixed; retraining with another seed moved the quillmark behaviour adapter between 0.20 and 0.30. "
+            "Set eval.training_seeds=3 (three times the training) for tests that resample seeds")  # fmt: skip
 
 
 def _comparison(results: dict, c: dict) -> str:
     text = (f"{_label(results, c['a'])} − {_label(results, c['b'])} = {_num(c['difference'], 3)} "
             f"[{_num(c['ci_low'], 3)}, {_num(c['ci_high'], 3)}], p={_num(c['p_value'], 3)}, "
             f"Holm p={_num(c.get('p_holm'), 3)} ({c['test']}, n={c['n']})")  # fmt: skip
-    if c.get("non_inferiority_p_holm") is not None:
+    if c.get("non_inferiority_p_adjusted") is not None:
+        text += f", {_label(results, c['b'])} within the margin: adjusted p={_num(c['non_inferiority_p_adjusted'], 3)}"
+    elif c.get("non_inferiority_p_holm") is not None:
         text += f", non-inferiority p (Holm)={_num(c['non_inferiority_p_holm'], 3)}"
     return text
+
+
+def pair_line(results: dict, p: dict) -> str:
+    """One pair of arms: the paired test, then each arm's margin test against the other (adjusted p)."""
+    a, b = _label(results, p["a"]), _label(results, p["b"])
+    shown = f"; {_label(results, p['worse'])} shown worse" if p.get("worse") else ""
+    return (f"{a} − {b} = {_num(p['difference'], 3)} [{_num(p['ci_low'], 3)}, {_num(p['ci_high'], 3)}], "
+            f"Holm p={_num(p.get('p_holm'), 3)} ({p['test']}, n={p['n']}){shown}; within the margin: {a} of {b} "
+            f"p={_num(p.get('a_within_p_adjusted'), 3)}, {b} of {a} p={_num(p.get('b_within_p_adjusted'), 3)} "
+            f"({p.get('non_inferiority_test', '-')})")  # fmt: skip
 
 
 def training_lines(results: dict) -> list[str]:
@@ -177,17 +236,20 @@ def render_markdown(results: dict) -> str:
     if results.get("review"):
         lines += ["", f"**{review_line(results['review'])}**"]
     lines += ["", "## Verdict", "", "| family | headline | best | score [95% CI] | chance | MDD | worse | non-inferior "
-              "| undecided | recommended | folk rule |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+              "| undecided | relative | above chance | recommended | folk rule |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in verdict_rows(results):
         lines.append(f"| {r['family']} | {r['metric']} | {r['best']} | {r['score']} | {r['chance']} | {r['mdd']} | "
-                     f"{r['worse']} | {r['non_inferior']} | {r['undecided']} | **{r['recommended']}** | {r['rule']} |")  # fmt: skip
+                     f"{r['worse']} | {r['non_inferior']} | {r['undecided']} | {r['relative']} | {r['above_chance']} | "
+                     f"**{r['recommended']}** | {r['rule']} |")  # fmt: skip
     for family, a in results["judge"].get("agreement", {}).items():
         lines += ["", f"Judge check ({family}): the string headline {a['headline']} and {a['judge_metric']} agree on "
                   f"{a['agreement']:.0%} of {a['pairs']} answers, Cohen's kappa {_num(a['cohens_kappa'], 2)}."]  # fmt: skip
     lines += ["", _how_to_read(results), ""]
     for r in verdict_rows(results):
         lines.append(f"- **{r['family']}**: {r['reason']}. {r['rule_statement']}"
-                     + (f" ({r['baseline']}.)" if r["baseline"] else ""))  # fmt: skip
+                     + (f" ({r['baseline']}.)" if r["baseline"] else "")
+                     + (f" **Warning**: the verdict {r['seeds']}." if r["seeds"] else ""))  # fmt: skip
     for family, block in results["families"].items():
         arms = list(block["arms"])
         metrics = [m for m in METRICS.values() if m.family == family and any(m.name in block["arms"][a] for a in arms)]
@@ -199,7 +261,10 @@ def render_markdown(results: dict) -> str:
                 + " | ".join(_fmt(block["arms"][arm].get(m.name)) for m in metrics)
                 + " |"
             )
-        if block.get("comparisons"):
+        if block.get("pairs") and not block.get("forgetting_vs_base"):
+            lines += ["", f"Every pair of arms (Holm over this family's {len(block['pairs'])} tests): "
+                      + "; ".join(pair_line(results, p) for p in block["pairs"]) + "."]  # fmt: skip
+        elif block.get("comparisons"):
             lines += [
                 "",
                 "Paired tests against the best arm: "
@@ -333,19 +398,21 @@ th{background:#f1f3f5}.CONTRADICTS{color:#c92a2a;font-weight:bold}.agrees{color:
 &middot; rows per family: {% for f, n in r.data.rows.items() %}{{ f }} {{ n }}{% if not loop.last %}, {% endif %}{% endfor %}</p>
 {% if r.get("review") %}<p><b>{{ review_line(r.review) }}</b></p>{% endif %}
 <h2>Verdict</h2>
-<table><tr><th>family</th><th>headline</th><th>best</th><th>score [95% CI]</th><th>chance</th><th>MDD</th><th>worse</th><th>non-inferior</th><th>undecided</th><th>recommended</th><th>folk rule</th></tr>
+<table><tr><th>family</th><th>headline</th><th>best</th><th>score [95% CI]</th><th>chance</th><th>MDD</th><th>worse</th><th>non-inferior</th><th>undecided</th><th>relative</th><th>above chance</th><th>recommended</th><th>folk rule</th></tr>
 {% for v in verdicts %}<tr><td>{{ v.family }}</td><td>{{ v.metric }}</td><td>{{ v.best }}</td><td>{{ v.score }}</td><td>{{ v.chance }}</td><td>{{ v.mdd }}</td>
-<td>{{ v.worse }}</td><td>{{ v.non_inferior }}</td><td>{{ v.undecided }}</td><td><b>{{ v.recommended }}</b></td><td class="{{ v.rule }}">{{ v.rule }}</td></tr>{% endfor %}</table>
+<td>{{ v.worse }}</td><td>{{ v.non_inferior }}</td><td>{{ v.undecided }}</td><td>{{ v.relative }}</td><td>{{ v.above_chance }}</td><td><b>{{ v.recommended }}</b></td><td class="{{ v.rule }}">{{ v.rule }}</td></tr>{% endfor %}</table>
 <p class="small">{{ how_to_read }}</p>
 {% for family, a in r.judge.get("agreement", {}).items() %}<p class="small">Judge check ({{ family }}): {{ a.headline }} and {{ a.judge_metric }} agree on {{ a.agreement }} of {{ a.pairs }} answers, Cohen's kappa {{ num(a.cohens_kappa, 2) }}.</p>{% endfor %}
-<ul>{% for v in verdicts %}<li><b>{{ v.family }}</b>: {{ v.reason }}. {{ v.rule_statement }}{% if v.baseline %} ({{ v.baseline }}.){% endif %}</li>{% endfor %}</ul>
+<ul>{% for v in verdicts %}<li><b>{{ v.family }}</b>: {{ v.reason }}. {{ v.rule_statement }}{% if v.baseline %} ({{ v.baseline }}.){% endif %}{% if v.seeds %} <b>Warning</b>: the verdict {{ v.seeds }}.{% endif %}</li>{% endfor %}</ul>
 {% for family, block in r.families.items() %}
 <h2>{{ family }}</h2>
 {% if family in charts %}<img alt="{{ family }} chart" src="{{ charts[family] }}">{% endif %}
 <table><tr><th>arm</th>{% for m in metric_names[family] %}<th>{{ m }}</th>{% endfor %}</tr>
 {% for arm, cells in block.arms.items() %}<tr><td>{{ labels[arm] }}</td>{% for m in metric_names[family] %}<td>{{ fmt(cells.get(m)) }}</td>{% endfor %}</tr>{% endfor %}
 </table>
-{% if block.comparisons %}<p class="small">Paired tests against the best arm:
+{% if block.get("pairs") and not block.get("forgetting_vs_base") %}<p class="small">Every pair of arms (Holm over this family's {{ block.pairs|length }} tests):
+{% for p in block.pairs %}{{ pair(p) }}{% if not loop.last %}; {% endif %}{% endfor %}</p>
+{% elif block.comparisons %}<p class="small">Paired tests against the best arm:
 {% for c in block.comparisons %}{{ comparison(c) }}{% if not loop.last %}; {% endif %}{% endfor %}</p>{% endif %}
 {% if block.get("forgetting_vs_base") %}<p class="small">Forgetting (arm minus base, general probes, base prompt):
 {% for c in block.forgetting_vs_base.values() %}{{ comparison(c) }}{% if not loop.last %}; {% endif %}{% endfor %}</p>{% endif %}
@@ -393,6 +460,7 @@ def render_html(results: dict) -> str:
         strata=[line.replace("**", "") for line in strata_lines(results)],
         strata_note=STRATA_NOTE,
         comparison=lambda c: _comparison(results, c),
+        pair=lambda p: pair_line(results, p),
         review_line=review_line,
         fmt=_fmt,
         num=_num,

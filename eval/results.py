@@ -196,9 +196,21 @@ def costs(run: RunRecord, predictions: list[Prediction], settings: Settings) -> 
 
 
 def document_clusters(rows: dict[str, TaskRow], row_ids: list[str]) -> list[str] | None:
-    """The cluster of each row: its first source document (questions about one document are not independent).
-    None when no two rows share one, so independent-row methods apply."""
-    keys = [rows[i].source_docs[0] if i in rows and rows[i].source_docs else f"row:{i}" for i in row_ids]
+    """The cluster of each row: its first source document (questions about one document are not independent), or
+    for a row of a format family without documents the template it was written from
+    (`eval.metrics.behaviour.template_cluster`: ten ticket templates are ten clusters, not forty rows). None when
+    no two rows share one, so independent-row methods apply."""
+    from eval.metrics.behaviour import template_cluster
+
+    def key(i: str) -> str:
+        row = rows.get(i)
+        if row is None:
+            return f"row:{i}"
+        if row.source_docs:
+            return row.source_docs[0]
+        return f"template:{template_cluster(row.kind, row.text)}" if FAMILIES[row.family].formats else f"row:{i}"
+
+    keys = [key(i) for i in row_ids]
     return keys if len(set(keys)) < len(keys) else None
 
 

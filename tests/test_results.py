@@ -86,3 +86,31 @@ def test_results_written_by_schema_3_still_render():
     assert row["recommended"] == "RAG"
     md = render_markdown(old)
     assert "Holm p=0.020" in md and "non-inferiority p" in md
+
+
+def test_the_report_names_the_tests_it_ran_and_warns_of_one_training_seed():
+    import numpy as np
+
+    from eval.baseline import Baseline
+    from eval.report import render_html, render_markdown
+    from eval.results import SCHEMA_VERSION, _family_block
+
+    rows = _knowledge_rows()
+    rng = np.random.default_rng(3)
+    values = {("base", "answer_contained"): {i: 0.0 for i in rows},
+              ("lora", "answer_contained"): {i: float(rng.random() < 0.3) for i in rows},
+              ("rag", "answer_contained"): {i: float(rng.random() < 0.6) for i in rows}}  # fmt: skip
+    chance = Baseline("knowledge", {i: float(rng.random() < 0.05) for i in rows}, "'$1'", raw={})
+    block, _ = _family_block("knowledge", values, ["base", "rag", "lora"], rows, 0, 0.1, {}, chance)
+    results = {"run_id": "new", "corpus": "c", "status": "done", "models": {"generator": "g", "embedder": "e"},
+               "judge": {"used": False}, "arms": {"base": {"label": "Base"}, "rag": {"label": "RAG"},
+                                                  "lora": {"label": "LoRA"}},
+               "costs": {}, "data": {"rows": {}}, "schema_version": SCHEMA_VERSION, "families": {"knowledge": block},
+               "failures": {}, "versions": {}}  # fmt: skip
+    md = render_markdown(results)
+    assert "cluster sign-flip test" in md and "exact McNemar" not in md.split("How to read this.")[1].split("(")[0]
+    assert "one-sided at 5%" in md and "knowledge 3" in md  # Holm over the family's 3 pairwise tests
+    assert "Every pair of arms (Holm over this family's 3 tests)" in md
+    assert "rests on one training seed: LoRA trained once" in md
+    assert block["verdict"]["recommended"] == "rag" and "| decided | above chance | **RAG** |" in md
+    assert "rests on one training seed" in render_html(results)
