@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from eval.external import register_external_arms
+from eval.families import FAMILIES
 from eval.metrics import METRICS, headline, report_families
 from eval.metrics.abstention import abstained
 from eval.results import score_predictions, scoring_context
@@ -72,7 +73,7 @@ class ArmAnswer:
     text: str
     scores: dict[str, float]  # every numeric metric that applies, by name
     headline: float | None  # the row family's headline value (None: not scored)
-    outcome: str  # "correct", "wrong" or "unscored" (measured; a review is shown beside it)
+    outcome: str  # "correct", "wrong", "abstained" (a refusal, neither) or "unscored" (measured; a review beside it)
     abstained: bool
     passages: tuple[StoredPassage, ...]
     cost_ms: float  # its share of the batch wall time, plus retrieval
@@ -104,11 +105,16 @@ class RowView:
         return bool(self.scored()) and all(a.outcome == "wrong" for a in self.scored())
 
 
-def _outcome(value, higher_is_better: bool = True) -> str:
+def _outcome(
+    value, higher_is_better: bool = True, refusal: float | None = None, declining_expected: bool = False
+) -> str:
     """The mark a headline value gives a row: correct on at least half credit (or, for a metric where lower is
-    better, under half)."""
+    better, under half); a three-way score's refusal value is 'abstained', or 'correct' where declining is the
+    expected reply."""
     if value is None or isinstance(value, bool) or not isinstance(value, int | float):
         return "unscored"
+    if refusal is not None and float(value) == refusal:
+        return "correct" if declining_expected else "abstained"
     return "correct" if (float(value) >= 0.5) == higher_is_better else "wrong"
 
 
@@ -141,7 +147,8 @@ def row_views(scored: ScoredRun) -> list[RowView]:
             arm = ARMS.get(replicated_arm(p.arm))
             answers[p.arm] = ArmAnswer(
                 p.arm, p.text, per_row.get((p.arm, row_id), {}), None if value is None else float(value),
-                _outcome(value, top.higher_is_better if top else True), abstained(p.text, scored.abstention_phrase), p.passages, round(p.cost_ms, 1),
+                _outcome(value, top.higher_is_better if top else True, top and top.refusal, FAMILIES[row.family].abstains),
+                abstained(p.text, scored.abstention_phrase), p.passages, round(p.cost_ms, 1),
                 bool(arm and arm.retrieve),
             )  # fmt: skip
         shown_in = [f for f in report_families() if f in families_of[row_id]]

@@ -9,7 +9,11 @@ could make without seeing the test answers, so it is built like an arm and score
   that type (types with fewer than `MIN_TRAIN_ROWS` train rows fall back to the family's most common
   train answer); behaviour replies with the most common train label, whole JSON object or style reply
   of the row's format; abstention takes the better on train of two constant policies, always abstain
-  or never abstain and guess;
+  or never abstain and guess. Under the three-way headline (`eval.metrics.abstention`: right +1,
+  declining 0, wrong -1, halves weighing the same) always abstaining scores 0, what saying nothing is
+  worth, and never abstaining at most 0 (every answerable row right, -1 on every unanswerable one):
+  the baseline is 0, and an arm beats it only by giving more right answers than wrong ones (the
+  choice on train still matters if `WRONG_ANSWER_COST` drops below 1);
 - the reply is scored on the TEST rows the arms answered, through the family's headline metric, so
   `results.py` gives it an interval and tests every arm against it, paired row by row.
 
@@ -171,7 +175,8 @@ def chance_baseline(family: str, test: list[TaskRow], train: list[TaskRow], ctx:
 
 def _abstention_baseline(family: str, test: list[TaskRow], train: list[TaskRow], ctx: ScoringContext) -> Baseline:
     """Always abstain, or never abstain and guess each answerable row's type: whichever scores higher on the
-    train rows (always abstaining when there is no guess to make)."""
+    train rows (always abstaining when there is no guess to make, and on a tie: a constant that says nothing is
+    the cheaper claim). With the three-way headline always abstaining scores exactly 0 on any rows."""
     always = (lambda row: ctx.abstention_phrase), "always abstain (the abstention phrase for every row)"
     policies = [always]
     made = answer_guesser(train, ("knowledge",))
@@ -183,5 +188,6 @@ def _abstention_baseline(family: str, test: list[TaskRow], train: list[TaskRow],
         return sum(values.values()) / len(values) if values else 0.0
 
     both = {"abstention", "knowledge"} <= {r.family for r in train}  # a one-sided train set cannot choose
-    reply, description = max(policies, key=on_train) if both else always  # the first (always) on a tie
+    # the first (always) on a tie, to float precision: a balanced 0.5 - 0.5 may sum to 1e-16
+    reply, description = max(policies, key=lambda p: round(on_train(p), 9)) if both else always
     return _made(family, test, reply, description, ctx)

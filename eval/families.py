@@ -201,7 +201,7 @@ register_family(Family("knowledge_unseen", "Knowledge: facts only the documents 
 register_family(Family("behaviour", "Behaviour / format", "behaviour_pass", _behaviour_row, trains=True,
                        rule="fine-tuning for behaviour", favoured=fine_tuned, adapter_group="behaviour",
                        formats=True))  # fmt: skip
-register_family(Family("abstention", "Abstention", "abstention_accuracy", _abstention_row,
+register_family(Family("abstention", "Abstention", "effective_reliability", _abstention_row,
                        reads=("abstention", "knowledge"), trains=True, max_new_tokens=QUESTION_TOKENS,
                        abstains=True))  # fmt: skip
 register_family(Family("freshness", "Freshness", "new_answer_rate", _freshness_row, phase="fresh",

@@ -58,4 +58,14 @@ def test_abstention_baseline_is_the_better_constant_policy_on_train_and_halves_w
     # ten answerable test rows and two unanswerable: row-weighted, always abstaining would score 2/12
     test = [knowledge(i, "test", f"${500 + i}") for i in range(10)] + [abstention(i, "test") for i in range(2)]
     b = chance_baseline("abstention", test, train, CTX)
-    assert "always abstain" in b.guess and b.value == pytest.approx(0.5)
+    # three-way headline: declining scores 0 on every row, so always abstaining is 0 (it was 0.5 by construction)
+    assert "always abstain" in b.guess and b.value == pytest.approx(0.0)
+
+
+def test_a_perfect_guess_never_beats_always_abstaining():
+    """Never abstaining with every answerable row right still answers every unanswerable row wrongly: 0.5 - 0.5 = 0,
+    a tie that goes to always abstaining."""
+    train = [knowledge(i, "train", "$100") for i in range(10)] + [abstention(i, "train") for i in range(6)]
+    test = [knowledge(i, "test", "$100") for i in range(10)] + [abstention(i, "test") for i in range(4)]
+    b = chance_baseline("abstention", test, train, CTX)
+    assert "always abstain" in b.guess and b.value == 0.0 and set(b.raw.values()) == {0.0}

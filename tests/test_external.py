@@ -85,9 +85,10 @@ def test_each_audit_defect_is_pinned_through_ragft_score(ragft, priced_corpus, t
     results = score(run, settings, priced_corpus, write(tmp_path / "p.jsonl", records), "defects")
     knowledge = results["families"]["knowledge"]["arms"]
     abstention = results["families"]["abstention"]["arms"]
-    # never- and always-abstaining arms separate on the abstention headline (both scored 0.5 before)
-    assert abstention["never"]["abstention_accuracy"]["value"] == 0.0
-    assert abstention["always"]["abstention_accuracy"]["value"] == 0.5
+    # never- and always-abstaining arms separate on the abstention headline (both scored 0.5 once): every answer
+    # wrong is -1, saying nothing 0
+    assert abstention["never"]["effective_reliability"]["value"] == -1.0
+    assert abstention["always"]["effective_reliability"]["value"] == 0.0
     assert results["families"]["abstention"]["comparisons"]
     # listing values around the answer scores 0; normalised variants of the answer score 1
     assert knowledge["lister"]["answer_contained"]["value"] == 0.0
@@ -179,7 +180,7 @@ def test_every_arm_at_the_floor_recommends_nothing(ragft, taught_corpus, tmp_pat
 
 def test_arms_below_always_abstaining_are_not_recommended_for_abstention(ragft, taught_corpus, tmp_path):
     settings, run = ragft
-    records = (  # half the unanswerable rows abstained, every answer wrong: 0.25; never abstains, 3 right: 0.15
+    records = (  # half the unanswerable rows abstained, every answer wrong: -0.75; never abstains, 3 right: -0.7
         predictions("base", lambda i, p: "It costs $1.", abstention=None)
         + [{"row_id": f"a{i}", "arm": "base", "text": PHRASE if i < 5 else "It weighs 3 kg."} for i in range(10)]
         + predictions(
@@ -189,10 +190,10 @@ def test_arms_below_always_abstaining_are_not_recommended_for_abstention(ragft, 
     results = score(run, settings, taught_corpus, write(tmp_path / "below.jsonl", records), "below")
     block = results["families"]["abstention"]
     assert (
-        block["chance_baseline"]["value"] == pytest.approx(0.5)
+        block["chance_baseline"]["value"] == pytest.approx(0.0)
         and "always abstain" in block["chance_baseline"]["guess"]
     )
-    assert block["arms"]["base"]["abstention_accuracy"]["value"] == pytest.approx(0.25)
+    assert block["arms"]["base"]["effective_reliability"]["value"] == pytest.approx(-0.75)
     assert block["verdict"]["recommended"] is None and block["verdict"]["status"] == "no arm beats the baseline"
     assert block["verdict"]["never_abstains"] == ["rag"]
 
@@ -208,10 +209,10 @@ def test_an_arm_that_abstains_where_it_should_beats_one_that_answers_more_but_ne
     )
     results = score(run, settings, taught_corpus, write(tmp_path / "abst.jsonl", records), "abst")
     block = results["families"]["abstention"]
-    figures = {a: block["arms"][a]["abstention_accuracy"]["value"] for a in block["arms"]}
-    # row-weighted the oracle scored 0.5 and careful 0.8 here, but with 76 answerable rows against 20 the oracle
-    # won (0.604); balanced, never abstaining is worth at most 0.5 whatever the mix
-    assert figures == {"oracle": pytest.approx(0.5), "careful": pytest.approx(0.8)}
+    figures = {a: block["arms"][a]["effective_reliability"]["value"] for a in block["arms"]}
+    # the oracle's ten right answers are cancelled by its ten answers to unanswerable rows (halves weighing the
+    # same, never abstaining is worth at most 0 whatever the mix); careful: 6 right, 4 declined, 10 declined
+    assert figures == {"oracle": pytest.approx(0.0), "careful": pytest.approx(0.3)}
     assert block["verdict"]["best"] == "careful" and block["verdict"]["never_abstains"] == ["oracle"]
     assert block["verdict"]["recommended"] != "oracle"
     md = (settings.eval.reports_dir / "abst" / "report.md").read_text()

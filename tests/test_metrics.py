@@ -424,12 +424,50 @@ def test_never_and_always_abstaining_arms_separate():
     never_right = _family_figures({"u1": "$5", "u2": "$7", "a1": "$249", "a2": "$9"})
     never_wrong = _family_figures({"u1": "$5", "u2": "$7", "a1": "$1", "a2": "$2"})
     ideal = _family_figures({"a1": "$249", "a2": "$9"})
-    assert (always["abstention_accuracy"], never_right["abstention_accuracy"]) == (0.5, 0.5)
-    assert never_wrong["abstention_accuracy"] == 0.0 and ideal["abstention_accuracy"] == 1.0
+    # row means here (two rows per half, so balanced and row-weighted agree): +1 right, 0 declined, -1 wrong
+    assert always["effective_reliability"] == 0.0 and never_right["effective_reliability"] == 0.0
+    assert never_wrong["effective_reliability"] == -1.0 and ideal["effective_reliability"] == 0.5
     assert always["coverage_answerable"] == 0.0 and never_right["coverage_unanswerable"] == 1.0
     assert always["selective_accuracy"] is None and never_wrong["selective_accuracy"] == 0.0
     assert never_wrong["hallucination_rate"] == 1.0 and never_right["hallucination_rate"] == 0.5
     assert always["hallucination_rate"] == 0.0 and never_wrong["hallucination_rate_answerable"] == 1.0
+
+
+def test_declining_an_answerable_row_is_not_scored_like_a_hallucination():
+    """Issue 33: declining an answerable row scored 0, like a wrong answer. Three-way now: right > declined > wrong."""
+    score = METRICS["effective_reliability"].score
+    answerable, unanswerable = row(), row(family="abstention", answers=[])
+    right, declined, wrong = (score(answerable, pred(t), CTX) for t in ("$249", PHRASE, "$9"))
+    assert right > declined > wrong and (right, declined, wrong) == (1.0, 0.0, -1.0)
+    assert score(unanswerable, pred(PHRASE), CTX) == 0.0 and score(unanswerable, pred("$9"), CTX) == -1.0
+    # an arm that declines the answerable rows it would get wrong beats one that answers them wrongly
+    careful = _family_figures({"a1": "$249"})  # a2 declined
+    reckless = _family_figures({"a1": "$249", "a2": "$2"})
+    assert careful["effective_reliability"] > reckless["effective_reliability"]
+
+
+def test_always_abstaining_scores_zero_and_an_arm_beats_it_by_net_right_answers():
+    """Issue 33: always abstaining scored exactly 0.5 by construction, so beating it needed abstention rate plus
+    knowledge accuracy past 1. Now it scores 0 (saying nothing) and an arm with a few more right answers than
+    wrong ones beats it, whatever its accuracy."""
+    from eval.metrics import balanced
+
+    metric = METRICS["effective_reliability"]
+    rows = {f"k{i}": row(id=f"k{i}") for i in range(20)} | {
+        f"a{i}": row(id=f"a{i}", family="abstention", answers=[]) for i in range(20)
+    }
+
+    def figure(replies: dict[str, str]) -> float:
+        values = {i: metric.score(r, pred(replies.get(i, PHRASE)), CTX) for i, r in rows.items()}
+        weighted = balanced(metric, values, rows)
+        return sum(weighted.values()) / len(weighted)
+
+    assert figure({}) == 0.0
+    # 30% right, 10% wrong, the rest declined, every unanswerable row declined: 0.5 * (6 - 2) / 20 = 0.1 above
+    # always abstaining; two hallucinations on unanswerable rows take 0.05 of it back
+    modest = {f"k{i}": "$249" for i in range(6)} | {f"k{i}": "$9" for i in range(6, 8)}
+    assert figure(modest) == pytest.approx(0.5 * (6 - 2) / 20)
+    assert figure(modest | {"a0": "$5", "a1": "$6"}) == pytest.approx(0.5 * (6 - 2) / 20 - 0.5 * 2 / 20)
 
 
 def test_freshness_new_versus_stale():
@@ -507,17 +545,30 @@ def test_judge_metrics_are_wired_to_ragas(verdict):
 
 
 def test_abstention_halves_weigh_the_same_however_many_rows_each_has():
-    """76 answerable rows answered right and 20 unanswerable ones answered anyway: row-weighted 0.79, balanced 0.5,
-    what always abstaining scores; the balanced values' mean is the mean of the two halves' means."""
+    """76 answerable rows answered right and 20 unanswerable ones answered anyway: row-weighted (76 - 20) / 96 = 0.58,
+    balanced 0.5 - 0.5 = 0, what always abstaining scores; the balanced values' mean is the mean of the two halves'
+    means."""
     from eval.metrics import balanced
 
-    metric = METRICS["abstention_accuracy"]
+    metric = METRICS["effective_reliability"]
     rows = {f"k{i}": row(id=f"k{i}") for i in range(76)}
     rows |= {f"a{i}": row(id=f"a{i}", family="abstention", answers=[]) for i in range(20)}
-    never = {i: 1.0 if i.startswith("k") else 0.0 for i in rows}
-    always = {i: 0.0 if i.startswith("k") else 1.0 for i in rows}
-    assert sum(never.values()) / len(never) == pytest.approx(76 / 96)
-    for values in (never, always):
-        weighted = balanced(metric, values, rows)
-        assert sum(weighted.values()) / len(weighted) == pytest.approx(0.5)
+    never = {i: 1.0 if i.startswith("k") else -1.0 for i in rows}
+    careful = {i: 1.0 if i in ("k0", "k1") else 0.0 for i in rows}  # two right answers, everything else declined
+    assert sum(never.values()) / len(never) == pytest.approx(56 / 96)
+    weighted = balanced(metric, never, rows)
+    assert sum(weighted.values()) / len(weighted) == pytest.approx(0.0)
+    weighted = balanced(metric, careful, rows)
+    assert sum(weighted.values()) / len(weighted) == pytest.approx(0.5 * 2 / 76)
     assert balanced(METRICS["answer_contained"], never, rows) == never  # a metric without groups is unchanged
+
+
+def test_the_freshness_headline_says_adapters_were_not_retrained():
+    """Issue 33: "use RAG" on freshness is true by construction when adapters never see the update; the headline's
+    note, which the report prints under the family, says so."""
+    from eval.metrics.freshness import ADAPTERS_RETRAINED
+
+    assert ADAPTERS_RETRAINED is False
+    assert "not retrained" in headline("freshness").note
+    assert "0 is what always abstaining scores" in headline("abstention").note
+    assert headline("abstention").refusal == 0.0 and headline("knowledge").refusal is None

@@ -1,15 +1,25 @@
-"""Abstention: three outcomes per answer (correct, abstained, wrong) on unanswerable and answerable rows.
+"""Abstention: three outcomes per answer (right, declined, wrong) on unanswerable and answerable rows.
 
-An arm that never abstains and one that always does must not tie, and an arm that answers
-every answerable row wrongly must not score like one that answers them right. So the
-headline, `abstention_accuracy`, counts a row as right when the arm abstains on an
-unanswerable row or answers an answerable row correctly; abstaining on an answerable row, and
-any wrong answer, count as wrong. The unanswerable and the answerable halves weigh equally
-(`balance`): with answerable rows in the majority a row-weighted mean would re-score knowledge
-(0.763 x 76/96 = 0.604 for an arm that never abstained), whereas balanced an arm that never
-abstains scores at most 0.5, what always abstaining scores. Beside it: coverage (share
-answered), selective accuracy (correct among answered) and hallucination rate (wrong answers
-over all rows).
+The headline, `effective_reliability`, is the three-way score of Whitehead et al. (2022,
+"Reliable Visual Question Answering: Abstain Rather Than Answer Incorrectly", ECCV; the
+"effective reliability" Feng et al. (2024, "Don't Hallucinate, Abstain", ACL) report for LLMs):
+a right answer scores +1, declining scores 0, a wrong answer scores -c (c = WRONG_ANSWER_COST = 1).
+Every answer to an unanswerable row is wrong. So:
+
+- a calibrated refusal (declining a row the arm would get wrong, answerable or not) scores 0, above the
+  -1 of the hallucination it avoids, and below the +1 of the right answer it forgoes;
+- always abstaining scores 0: the score of saying nothing, not a ceiling. An arm beats it only when its
+  right answers outnumber its wrong ones, which is what a user of the arm gains by asking it;
+- the unanswerable and the answerable halves weigh equally (`balance`), so a corpus with many answerable
+  rows does not turn the family into knowledge: an arm that never abstains loses a full -1 on the
+  unanswerable half and scores at most 0, however many answerable rows it gets right. The figure runs
+  from -1 (every answer wrong) to 0.5 (every answerable row right, every unanswerable one declined).
+
+The former headline (1 for the right action, 0 otherwise) scored a refusal on an answerable row like a
+hallucination and always abstaining exactly 0.5, so beating "always abstain" needed the arm's
+abstention rate and its knowledge accuracy to sum past 1. Beside the headline: coverage (share
+answered), selective accuracy (right among answered: the risk-coverage point of Kamath et al. 2020,
+"Selective Question Answering under Domain Shift", ACL) and hallucination rates.
 
 The detector reads the short answer (the first sentence that is not an apology): a reply that
 answers first and declines a side question ("The K20 costs $249. I do not know its weight.")
@@ -21,6 +31,8 @@ Example:
     True
     >>> abstained("The K20 costs $249. I do not know its weight.", "I don't know based on the provided documents.")
     False
+    >>> [SCORE[o] for o in (Outcome.CORRECT, Outcome.ABSTAINED, Outcome.WRONG)]
+    [1.0, 0.0, -1.0]
 """
 
 from __future__ import annotations
@@ -97,6 +109,10 @@ class Outcome(StrEnum):
     WRONG = "wrong"
 
 
+WRONG_ANSWER_COST = 1.0  # c: a wrong answer costs as much as a right one gains (Feng et al. 2024 report c = 1)
+SCORE = {Outcome.CORRECT: 1.0, Outcome.ABSTAINED: 0.0, Outcome.WRONG: -WRONG_ANSWER_COST}
+
+
 def outcome(row, pred, ctx) -> Outcome:
     """What the reply did: abstained, or answered (correctly only if the row is answerable and the answer right)."""
     if abstained(pred.text, ctx.abstention_phrase):
@@ -110,10 +126,9 @@ def _answerable(row) -> bool:
     return row.family != "abstention"
 
 
-def abstention_accuracy(row, pred, ctx) -> float:
-    """1 for abstaining on an unanswerable row or answering an answerable one correctly, else 0."""
-    result = outcome(row, pred, ctx)
-    return float(result is (Outcome.CORRECT if _answerable(row) else Outcome.ABSTAINED))
+def effective_reliability(row, pred, ctx) -> float:
+    """+1 for a right answer, 0 for declining, -1 for a wrong answer (any answer to an unanswerable row)."""
+    return SCORE[outcome(row, pred, ctx)]
 
 
 def coverage_answerable(row, pred, ctx) -> float | None:
@@ -141,9 +156,14 @@ def hallucination_rate_answerable(row, pred, ctx) -> float | None:
 
 
 reads = ("abstention", "knowledge")
-register(Metric("abstention_accuracy", "abstention", reads, abstention_accuracy,
-                "abstains on unanswerable rows and answers answerable rows correctly, each half weighing the same",
-                balance=lambda row: "answerable" if _answerable(row) else "unanswerable"))  # fmt: skip
+register(Metric("effective_reliability", "abstention", reads, effective_reliability,
+                "+1 a right answer, 0 declining, -1 a wrong answer; unanswerable and answerable halves weigh the same",
+                balance=lambda row: "answerable" if _answerable(row) else "unanswerable",
+                refusal=SCORE[Outcome.ABSTAINED],
+                note=("Effective reliability (Whitehead et al. 2022): a right answer +1, declining 0, a wrong answer -1, "
+                      "unanswerable and answerable rows weighing half each. 0 is what always abstaining scores, 0.5 "
+                      "the best possible (every answerable row right, every unanswerable one declined), -1 every "
+                      "answer wrong; an arm above 0 gives more right answers than wrong ones.")))  # fmt: skip
 register(Metric("coverage_answerable", "abstention", reads, coverage_answerable,
                 "answers (does not abstain on) answerable rows"))  # fmt: skip
 register(Metric("coverage_unanswerable", "abstention", reads, coverage_unanswerable,

@@ -41,6 +41,10 @@ class Metric:
     judge: bool = False  # needs the LLM judge: absent without one, and checked against the headline when present
     aggregate: Callable[[Sequence], float] | None = None
     balance: Callable[[TaskRow], str] | None = None  # row groups that weigh equally in the figure (see `balanced`)
+    refusal: float | None = None  # a three-way score's value for declining to answer, neither right nor wrong (the
+    # review marks such a row 'abstained', or 'correct' where declining is the expected reply); None: no such value
+    note: str | None = None  # what a reader needs beside the figure (its scale, what it cannot show): the report
+    # prints the headline's note under its family
 
 
 os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")  # ragas sends usage analytics unless told not to
@@ -75,7 +79,8 @@ def balanced(metric: Metric, per_row: dict[str, float], rows: dict[str, TaskRow]
     and paired tests on them test that. Unchanged for a metric without groups.
 
     Example: abstention's halves (unanswerable, answerable) weigh the same however many rows each has, so an arm
-    that never abstains scores at most 0.5 however many answerable rows it gets right."""
+    that never abstains (-1 on every unanswerable row) scores at most 0 however many answerable rows it gets
+    right."""
     if metric.balance is None or not per_row:
         return per_row
     group = {i: metric.balance(rows[i]) for i in per_row}
