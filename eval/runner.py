@@ -77,7 +77,7 @@ def prompt_arm(arm: Arm, row: TaskRow) -> Arm:
 
 
 def _to_prediction(arm: str, row: TaskRow, phase: str, a) -> Prediction:
-    passages = tuple(StoredPassage(p.chunk_id, p.doc_id, p.text) for p in a.passages)
+    passages = tuple(StoredPassage(p.chunk_id, p.doc_id, p.text, p.page) for p in a.passages)
     return Prediction(
         arm, row.id, phase, a.text, passages, a.prompt_tokens, a.generated_tokens, a.latency_ms, a.retrieval_ms,
         a.batch_size, a.machine_ms,

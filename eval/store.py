@@ -58,6 +58,7 @@ class StoredPassage:
     chunk_id: str
     doc_id: str
     text: str
+    page: str | None = None  # "p. 4", "slide 3" in a paged document (stored only when set)
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ class Store:
                 p.row_id,
                 p.phase,
                 p.text,
-                json.dumps([[s.chunk_id, s.doc_id, s.text] for s in p.passages]),
+                json.dumps([[s.chunk_id, s.doc_id, s.text, *([s.page] if s.page else [])] for s in p.passages]),
                 p.prompt_tokens,
                 p.generated_tokens,
                 p.latency_ms,

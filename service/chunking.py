@@ -7,7 +7,7 @@ into the document so a passage can be traced back to its source.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from service.documents import Document
 
@@ -19,6 +19,14 @@ class Chunk:
     text: str
     start_char: int
     end_char: int
+    page: str | None = None  # where the chunk starts in a paged document: "p. 4", "slide 3"; None otherwise
+
+    def stored(self) -> dict:
+        """The chunk as a line of chunks.jsonl (no page key for unpaged documents: their lines stay as before)."""
+        row = asdict(self)
+        if self.page is None:
+            del row["page"]
+        return row
 
 
 def chunk_document(doc: Document, tokenizer, chunk_tokens: int, overlap_tokens: int) -> list[Chunk]:
@@ -33,7 +41,7 @@ def chunk_document(doc: Document, tokenizer, chunk_tokens: int, overlap_tokens: 
     for n, start in enumerate(range(0, len(offsets), step)):
         window = offsets[start : start + chunk_tokens]
         begin, end = window[0][0], window[-1][1]
-        chunks.append(Chunk(f"{doc.doc_id}#{n}", doc.doc_id, doc.text[begin:end], begin, end))
+        chunks.append(Chunk(f"{doc.doc_id}#{n}", doc.doc_id, doc.text[begin:end], begin, end, doc.page_label(begin)))
         if start + chunk_tokens >= len(offsets):
             break
     return chunks

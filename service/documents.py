@@ -1,25 +1,34 @@
 """Reading a corpus's documents from disk into plain-text records.
 
-Document ids are the file path relative to the documents folder, without its suffix
-(`products/kestrel-k2`), or the `id` field of a `.jsonl` row; task rows cite them in
-`source_docs`, so they must be stable and unique.
+Document ids are the file path relative to the documents folder, without its suffix for text files
+(`products/kestrel-k2`) and with it for converted ones (`reports/annual-2025.pdf`), or the `id` field of a
+`.jsonl` row; task rows cite them in
+`source_docs`, so they must be stable and unique. Markdown, text, HTML and `.jsonl` are read here;
+PDF, Word, slides, spreadsheets, EPUB and e-mail are converted by `service.conversion`, keeping where
+their pages start. A file that cannot be read is listed with its reason and fix (`DocumentScan.unreadable`)
+and the rest is read; hidden files (a leading dot: editors' and ragft's own staging files) are not documents.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
+import logging
 import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
+from service.conversion import CONVERTED, UnreadableFile, convert_file
 from service.folders import sync_folder
 
-SUFFIXES = (".md", ".txt", ".html", ".htm", ".jsonl")
+TEXT_SUFFIXES = (".md", ".txt", ".html", ".htm", ".jsonl")
+SUFFIXES = TEXT_SUFFIXES + tuple(CONVERTED)
+log = logging.getLogger(__name__)
 
 
 class DocumentError(ValueError):
@@ -31,10 +40,41 @@ class Document:
     doc_id: str
     text: str
     source: str  # file (and line, for jsonl) the text came from
+    pages: tuple[int, ...] = ()  # character offsets where each page (or slide) starts; () for unpaged formats
+    page_unit: str | None = None  # "p." or "slide"
 
     @property
     def content_hash(self) -> str:
-        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+        digest = hashlib.sha256(self.text.encode("utf-8"))
+        if self.pages:  # unpaged documents keep the hash of their text alone, as indexes stored it
+            digest.update(json.dumps([self.page_unit, *self.pages]).encode())
+        return digest.hexdigest()
+
+    def page_label(self, char: int) -> str | None:
+        """Where character `char` sits, for citations: 'p. 4', 'slide 3', or None for unpaged documents."""
+        if not self.pages:
+            return None
+        return f"{self.page_unit} {max(1, bisect.bisect_right(self.pages, char))}"
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A file under documents/ that was not read, why, and what to do about it."""
+
+    file: str
+    reason: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.reason} (fix: {self.fix})"
+
+
+@dataclass(frozen=True)
+class DocumentScan:
+    """What a documents folder yielded: the documents, and every file that could not be read."""
+
+    documents: list[Document]
+    unreadable: list[Unreadable] = field(default_factory=list)
 
 
 class _TextExtractor(HTMLParser):
@@ -78,8 +118,24 @@ def _read_text(path: Path) -> str:
     return path.read_bytes().decode("utf-8", errors="replace")
 
 
+_IMAGES = {".png", ".jpg", ".jpeg", ".gif", ".tif", ".tiff", ".bmp", ".webp", ".heic"}
+_LEGACY = {".doc": "Word 97-2003", ".ppt": "PowerPoint 97-2003", ".xls": "Excel 97-2003"}
+
+
+def _unknown_type(path: Path, rel: str) -> UnreadableFile:
+    suffix = path.suffix.lower()
+    if suffix in _IMAGES:
+        return UnreadableFile(rel, "an image: ragft reads text, not pictures", "run OCR on it and add the text as .txt, or remove it")  # fmt: skip
+    if suffix in _LEGACY:
+        return UnreadableFile(rel, f"a {_LEGACY[suffix]} file", f"save it as {suffix}x (or PDF) and add that instead")
+    return UnreadableFile(
+        rel, f"unknown type '{suffix or '(no suffix)'}'",
+        f"convert it to one of {', '.join(SUFFIXES)}, or move it out of the documents folder",
+    )  # fmt: skip
+
+
 def read_document_file(path: Path, root: Path) -> list[Document]:
-    """All documents in one file (several for .jsonl)."""
+    """All documents in one file (several for .jsonl); UnreadableFile when it cannot be made into text."""
     rel = path.relative_to(root).as_posix()
     stem_id = rel.rsplit(".", 1)[0]
     suffix = path.suffix.lower()
@@ -100,19 +156,46 @@ def read_document_file(path: Path, root: Path) -> list[Document]:
                 raise DocumentError(f'{path}:{lineno}: each line must be an object with string fields "id" and "text".')
             docs.append(Document(row["id"], row["text"], f"{rel}:{lineno}"))
         return docs
-    raise DocumentError(f"{path}: unsupported suffix '{path.suffix}'; use one of {', '.join(SUFFIXES)}.")
+    if suffix in CONVERTED:
+        try:
+            converted = convert_file(path)
+        except UnreadableFile as exc:
+            raise UnreadableFile(rel, exc.reason, exc.fix) from exc
+        # a converted file's id keeps its suffix ("report.pdf"): citations name the file a team knows, and
+        # report.pdf beside report.docx (one document exported twice) are two documents, not a clash
+        return [Document(rel, converted.text, rel, converted.pages, converted.page_unit)]
+    raise _unknown_type(path, rel)
 
 
-def load_documents(folder: Path) -> list[Document]:
-    """Every supported document under `folder`, sorted by id; refuses duplicate ids and empty corpora."""
+def _document_folder(folder: Path) -> Path:
     folder = Path(folder)
     if not folder.is_dir():
         raise DocumentError(f"{folder}: no such folder. Give a corpus folder or its documents/ folder.")
-    if (folder / "documents").is_dir():
-        folder = folder / "documents"
+    return folder / "documents" if (folder / "documents").is_dir() else folder
+
+
+def _candidate_files(folder: Path) -> list[Path]:
+    """Every file under `folder` that is not hidden (nor inside a hidden folder)."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def scan_documents(folder: Path) -> DocumentScan:
+    """Every readable document under `folder` (a corpus or its documents/), sorted by id, and every file that
+    could not be read with its reason and fix; refuses duplicate ids and a folder with nothing readable."""
+    folder = _document_folder(folder)
     docs: dict[str, Document] = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES):
-        for doc in read_document_file(path, folder):
+    unreadable: list[Unreadable] = []
+    for path in _candidate_files(folder):
+        try:
+            found = read_document_file(path, folder)
+        except UnreadableFile as exc:
+            unreadable.append(Unreadable(path.relative_to(folder).as_posix(), exc.reason, exc.fix))
+            continue
+        for doc in found:
             if doc.doc_id in docs:
                 raise DocumentError(
                     f"document id '{doc.doc_id}' appears twice: {docs[doc.doc_id].source} and {doc.source}. "
@@ -120,8 +203,23 @@ def load_documents(folder: Path) -> list[Document]:
                 )
             docs[doc.doc_id] = doc
     if not docs:
-        raise DocumentError(f"{folder}: no documents found (looked for {', '.join(SUFFIXES)} files).")
-    return [docs[k] for k in sorted(docs)]
+        listed = "".join(f"\n  {u}" for u in unreadable)
+        raise DocumentError(f"{folder}: no documents found (looked for {', '.join(SUFFIXES)} files).{listed}")
+    return DocumentScan([docs[k] for k in sorted(docs)], unreadable)
+
+
+def load_documents(folder: Path) -> list[Document]:
+    """Every readable document under `folder`, sorted by id (files that cannot be read are logged and left out:
+    `scan_documents` lists them, and `ragft index` prints them)."""
+    scan = scan_documents(folder)
+    for u in scan.unreadable:
+        if (str(folder), u) not in _warned:  # once per process: validation, audit and a run each read the folder
+            _warned.add((str(folder), u))
+            log.warning("document not read: %s", u)
+    return scan.documents
+
+
+_warned: set[tuple[str, Unreadable]] = set()
 
 
 class SharedDocumentFile(DocumentError):

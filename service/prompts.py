@@ -53,7 +53,7 @@ def user_text(question: str, instruction: str | None) -> str:
 
 
 def format_passages(passages: list[Passage]) -> str:
-    return "\n\n".join(f"[{p.doc_id}]\n{p.text}" for p in passages)
+    return "\n\n".join(f"[{p.citation}]\n{p.text}" for p in passages)
 
 
 def build_messages(

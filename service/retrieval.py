@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import faiss
@@ -46,6 +46,12 @@ class Passage:
     score: float
     start_char: int
     end_char: int
+    page: str | None = None  # "p. 4", "slide 3" in a paged document (PDF, slides); None otherwise
+
+    @property
+    def citation(self) -> str:
+        """How answers and reports name the passage's source: 'report.pdf, p. 4', or the document id."""
+        return f"{self.doc_id}, {self.page}" if self.page else self.doc_id
 
 
 @dataclass
@@ -60,6 +66,7 @@ class IndexReport:
     chunks_total: int = 0
     seconds: float = 0.0
     full_rebuild_reason: str | None = None
+    unreadable: list = field(default_factory=list)  # service.documents.Unreadable: files left out, with the fix
 
     @property
     def changed(self) -> bool:
@@ -67,13 +74,18 @@ class IndexReport:
 
     def summary(self) -> str:
         if not self.changed:
-            return f"index up to date: {self.unchanged} documents unchanged, 0 chunks re-embedded ({self.seconds:.1f}s)"
-        why = f" ({self.full_rebuild_reason})" if self.full_rebuild_reason else ""
-        return (
-            f"indexed{why}: {len(self.added)} added, {len(self.updated)} updated, {len(self.deleted)} deleted, "
-            f"{self.unchanged} unchanged; {self.chunks_embedded} chunks embedded, "
-            f"{self.chunks_total} in index ({self.seconds:.1f}s)"
-        )
+            done = f"index up to date: {self.unchanged} documents unchanged, 0 chunks re-embedded ({self.seconds:.1f}s)"
+        else:
+            why = f" ({self.full_rebuild_reason})" if self.full_rebuild_reason else ""
+            done = (
+                f"indexed{why}: {len(self.added)} added, {len(self.updated)} updated, {len(self.deleted)} deleted, "
+                f"{self.unchanged} unchanged; {self.chunks_embedded} chunks embedded, "
+                f"{self.chunks_total} in index ({self.seconds:.1f}s)"
+            )
+        if not self.unreadable:
+            return done
+        listed = "".join(f"\n  {u}" for u in self.unreadable)
+        return f"{done}\n{len(self.unreadable)} file(s) not read, so not searchable:{listed}"
 
 
 def _faiss_index(vectors: np.ndarray, settings: RetrievalSettings) -> faiss.Index:
@@ -288,7 +300,7 @@ def _write_atomically(folder: Path, chunks: list[Chunk], vectors: np.ndarray, in
     manifest is written last, so a temp folder with one is complete."""
     tmp = folders.new_build(folder)
     try:
-        (tmp / "chunks.jsonl").write_text("".join(json.dumps(asdict(c), ensure_ascii=False) + "\n" for c in chunks))
+        (tmp / "chunks.jsonl").write_text("".join(json.dumps(c.stored(), ensure_ascii=False) + "\n" for c in chunks))
         np.save(tmp / "embeddings.npy", vectors)
         faiss.write_index(index, str(tmp / INDEX_FILE))
         (tmp / INDEX_MANIFEST).write_text(IndexManifest.model_validate(manifest).model_dump_json(indent=2))
@@ -365,4 +377,4 @@ class Retriever:
 
     def _passage(self, i: int, score: float) -> Passage:
         c = self.chunks[i]
-        return Passage(c.chunk_id, c.doc_id, c.text, score, c.start_char, c.end_char)
+        return Passage(c.chunk_id, c.doc_id, c.text, score, c.start_char, c.end_char, c.page)

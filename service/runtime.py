@@ -21,7 +21,7 @@ from service import adapters, engine_ct2, models
 from service.adapters import ArtifactMissing
 from service.arms import Arm
 from service.backend import Backend, RemoteGenerator, module_name
-from service.documents import load_documents
+from service.documents import scan_documents
 from service.generation import Generator
 from service.kinds import KINDS, Kind
 from service.prompts import Example
@@ -131,11 +131,12 @@ class Runtime:
         on while a changed document is embedded, and searches already running keep the index they loaded."""
         embedder = self.embedder()
         with index_lock(self.index_dir):
-            documents = load_documents(self.corpus)  # read inside the lock: the corpus as this build indexes it
+            scan = scan_documents(self.corpus)  # read inside the lock: the corpus as this build indexes it
             report = build_index(
-                documents, embedder, self.settings.models.embedder, self.settings.retrieval, self.index_dir,
+                scan.documents, embedder, self.settings.models.embedder, self.settings.retrieval, self.index_dir,
                 source=self.corpus,
             )  # fmt: skip
+        report.unreadable = scan.unreadable
         self._retriever = None  # no model lock: a search loading the index holds it while waiting for the index lock
         return report
 

@@ -567,6 +567,25 @@ class ApiSettings(BaseModel):
         return self.keyed if self.protect_metrics_and_docs is None else self.protect_metrics_and_docs
 
 
+class DocumentSettings(BaseModel):
+    """How large a file ragft converts to text (PDF, Word, slides...: service/conversion.py); a larger one is listed
+    as unreadable with the fix, and the rest of the folder is read."""
+
+    max_file_mb: float = Field(50.0, gt=0, description="Largest file converted, in MB (10^6 bytes).")
+    max_pages: int = Field(2000, ge=1, description="Most pages (or slides) one converted file may have.")
+    timeout_s: float = Field(120.0, gt=0, description="Longest one file's conversion may take, in seconds.")
+    cache: bool = Field(
+        True,
+        description="Keep converted text under <data_dir>/conversions by content hash, so re-indexing an "
+        "unchanged folder converts nothing.",
+    )
+
+    def limits(self):
+        from service.conversion import DocumentLimits
+
+        return DocumentLimits(self.max_file_mb, self.max_pages, self.timeout_s)
+
+
 class Settings(BaseSettings):
     """Everything ragft reads; see each group for its fields."""
 
@@ -585,11 +604,19 @@ class Settings(BaseSettings):
     scratch: ScratchSettings = Field(default_factory=ScratchSettings, description="The from-scratch baseline.")
     eval: EvalSettings = Field(default_factory=EvalSettings, description="Evaluation runs and reports.")
     api: ApiSettings = Field(default_factory=ApiSettings, description="HTTP request limits.")
+    documents: DocumentSettings = Field(
+        default_factory=DocumentSettings, description="Converting a team's files (PDF, Word, slides) to text."
+    )
 
     @property
     def database(self) -> Path:
         """The SQLite file holding runs and predictions."""
         return self.data_dir / "ragft.sqlite3"
+
+    @property
+    def conversions_dir(self) -> Path:
+        """Converted document text, by content hash (documents.cache)."""
+        return self.data_dir / "conversions"
 
     def index_dir(self, corpus: Path) -> Path:
         """Where the index of `corpus` is stored: one folder per corpus name."""

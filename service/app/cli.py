@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from service import spin_before_sleep
+from service.conversion import configure_from as configure_conversions
 from service.settings import Settings, get_settings, make_storage_private
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compare RAG, LoRA, both, or neither on your data.")
@@ -41,6 +42,7 @@ def build_settings(overrides: list[str] | None) -> Settings:
     writes private files (0600) and folders (0700)."""
     settings = _settings_with(overrides)
     make_storage_private(settings)
+    configure_conversions(settings)
     spin_before_sleep(settings.models.omp_spin_count)  # before any command loads torch
     return settings
 
@@ -494,11 +496,84 @@ def demo(
                                               family_limits=family_limits, extra={"demo": True}))  # fmt: skip
 
 
+@corpus_app.command("init")
+def corpus_init(
+    folder: Annotated[Path, typer.Argument(help="The corpus folder to create (must not exist yet).")],
+    documents: Annotated[Path, typer.Option(help="Folder of the team's files: PDF, Word, slides, sheets, HTML, text.")],
+    questions: Annotated[
+        Path | None, typer.Option(help="Questions with short answers: CSV, TSV, XLSX or JSONL (a header row).")
+    ] = None,
+    examples: Annotated[
+        Path | None, typer.Option(help="Examples, input -> expected output: CSV, TSV, XLSX or JSONL.")
+    ] = None,
+    keep_unlocated: Annotated[
+        bool, typer.Option(help="Keep questions whose answer no document states (the RAG arm can never find them).")
+    ] = False,
+    test_share: Annotated[float, typer.Option(help="Least share of examples per label held out as test rows.")] = 0.3,
+    seed: Annotated[int, typer.Option(help="Seed of the train/test split.")] = 0,
+    sheet: Annotated[str | None, typer.Option(help="Worksheet to read in an XLSX file (default: the first).")] = None,
+    question_column: Annotated[
+        str | None, typer.Option(help="Column of the questions (default: found by name).")
+    ] = None,
+    answer_column: Annotated[
+        str | None, typer.Option(help="Column of the answers; several in one cell: 'a | b'.")
+    ] = None,
+    source_column: Annotated[str | None, typer.Option(help="Column naming the document that holds the answer.")] = None,
+    split_column: Annotated[str | None, typer.Option(help="Column saying train or test.")] = None,
+    kind_column: Annotated[str | None, typer.Option(help="Column marking unanswerable questions.")] = None,
+    input_column: Annotated[str | None, typer.Option(help="Column of the examples' inputs.")] = None,
+    expected_column: Annotated[str | None, typer.Option(help="Column of the examples' expected outputs.")] = None,
+    instruction: Annotated[str | None, typer.Option(help="Instruction shown before every example's input.")] = None,
+    max_words: Annotated[int | None, typer.Option(help="Style rule for free-text examples: at most N words.")] = None,
+    first_word_in: Annotated[str | None, typer.Option(help="Style rule: the first word is one of these (a,b).")] = None,
+    cite_source: Annotated[bool, typer.Option(help="Style rule: end with the source in brackets.")] = False,
+    set_: SetOption = None,
+) -> None:
+    """Make a corpus from a team's own files: documents converted, questions and examples turned into task rows,
+    answers located in the documents, splits assigned; then validate and audit it and print what to fix."""
+    from eval.corpus_import import plan_corpus, summary, write_corpus
+
+    build_settings(set_)
+    if folder.exists():
+        fail(f"{folder} already exists; give a new folder name (nothing was written)")
+    if not documents.is_dir():
+        fail(f"--documents {documents}: no such folder")
+    cols = {"question": question_column, "answer": answer_column, "source": source_column, "split": split_column,
+            "kind": kind_column, "input": input_column, "expected": expected_column}  # fmt: skip
+    style = {"max_words": max_words, "first_word_in": _split(first_word_in), "cite_source": cite_source}
+    with reported_errors():
+        plan = plan_corpus(documents, questions, examples, columns=cols, sheet=sheet, keep_unlocated=keep_unlocated,
+                           test_share=test_share, seed=seed, instruction=instruction, style=style)  # fmt: skip
+        for line in summary(plan):
+            typer.echo(line)
+        write_corpus(plan, folder)
+    typer.echo(f"wrote {folder} (documents/, tasks/, DATA_CARD.md)")
+    _check_new_corpus(folder)
+    typer.echo(f"next: ragft index {folder} && ragft eval --corpus {folder} --arms base,rag")
+
+
+def _check_new_corpus(folder: Path) -> None:
+    """Validate and audit a corpus just made, printing every finding with its fix (findings do not undo it)."""
+    from eval.audit import audit_corpus, render
+    from eval.tasks import check_corpus
+
+    _, problems = check_corpus(folder)
+    if problems:
+        typer.echo(f"validate: {len(problems)} problem(s) to fix in {folder}:")
+        for problem in problems:
+            typer.echo(f"  {problem}")
+        return
+    typer.echo("validate: OK")
+    report = audit_corpus(folder)
+    typer.echo(render(report), nl=False)
+
+
 @corpus_app.command("validate")
 def corpus_validate(corpus: Annotated[Path, typer.Argument(help="Corpus folder to check.")]) -> None:
     """Check documents and task rows; every problem is printed with file and line."""
     from eval.tasks import check_corpus, count_rows
 
+    build_settings(None)  # the conversion cache and limits, as `ragft index` reads the documents
     rows, problems = check_corpus(corpus)
     for problem in problems:
         typer.echo(str(problem), err=True)

@@ -30,6 +30,7 @@ from service.app.api.monitoring import RequestGuard, Telemetry
 from service.app.api.routes import corpora, curves, health, openai, query, results, runs
 from service.backend import BackendError, BackendUnavailable
 from service.coalesce import Busy, Coalescer, DeadlineExceeded
+from service.conversion import configure_from as configure_conversions
 from service.documents import recover_document_changes
 from service.retrieval import IndexMissing, index_lock, read_index_manifest, recover_index
 from service.runtime import Runtime
@@ -200,6 +201,7 @@ def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
     """An app serving `corpus` (default: settings.corpus)."""
     corpus = Path(corpus or settings.corpus)
     make_storage_private(settings)
+    configure_conversions(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -228,7 +230,7 @@ def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
     app.state.document_changes = threading.BoundedSemaphore(settings.api.max_document_changes)
     app.state.jobs = JobWorker(settings)
     app.state.jobs.corpus_folder = functools.partial(runs.corpus_folder, corpus)
-    app.state.telemetry.watch_jobs(app.state.jobs.store)
+    app.state.telemetry.watch_jobs(app.state.jobs)
     guarded = [Depends(require_api_key)]
     app.include_router(health.router)
     app.include_router(query.router, dependencies=guarded)

@@ -1,4 +1,5 @@
-"""Live corpus updates: list corpora, put or delete one document of the served corpus, re-index at once.
+"""Corpora over HTTP: list them, make one from uploaded files (`POST /v1/corpora`, as `ragft corpus init` does), and
+put or delete one document of the served corpus, re-indexed at once.
 
 The index updates incrementally (only that document is embedded) and is swapped in whole, so
 a query running meanwhile searches the old index or the new one, never a half-built one. The
@@ -8,6 +9,10 @@ or indexed is rolled back (on any error), so a failed request loses nothing stor
 
 from __future__ import annotations
 
+import base64
+import binascii
+import shutil
+import uuid
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +22,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from service.app.api.deps import CORPUS_NAME, CORPUS_NAME_PATTERN, RuntimeDep, SettingsDep, errors
-from service.documents import SUFFIXES, SharedDocumentFile, change_document, document_files
+from service.documents import SUFFIXES, DocumentError, SharedDocumentFile, change_document, document_files
 from service.retrieval import index_lock
 
 router = APIRouter(prefix="/v1", tags=["corpora"], responses=errors(404, 409, 429, 507))
@@ -118,3 +123,69 @@ async def delete_document(
     if not files:
         raise HTTPException(404, f"no document '{doc_id}' in corpus '{name}'")
     return await _admitted(request, settings, _apply, runtime, doc_id, None)
+
+
+class UploadedFile(BaseModel):
+    name: str = Field(pattern=r"^[^/\\.][^/\\]{0,199}$", description="The file's name, no folders (e.g. 'report.pdf').")
+    content_base64: str = Field(description="The file's bytes, base64-encoded.")
+
+    def write_to(self, folder: Path) -> Path:
+        try:
+            data = base64.b64decode(self.content_base64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise HTTPException(422, f"file '{self.name}': content_base64 is not valid base64") from exc
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / self.name
+        path.write_bytes(data)
+        return path
+
+
+class CorpusUpload(BaseModel):
+    """What `ragft corpus init` reads, uploaded: the whole request is bounded by api.max_body_bytes."""
+
+    name: str = Field(pattern=CORPUS_NAME_PATTERN, description="The new corpus's folder name, beside the served one.")
+    documents: list[UploadedFile] = Field(min_length=1, max_length=1000, description="The team's files.")
+    questions: UploadedFile | None = Field(None, description="Questions with short answers (CSV, TSV, XLSX, JSONL).")
+    examples: UploadedFile | None = Field(None, description="Examples, input -> expected (CSV, TSV, XLSX, JSONL).")
+    keep_unlocated: bool = Field(False, description="Keep questions whose answer no document states.")
+    test_share: float = Field(0.3, gt=0, lt=1, description="Least share of examples per label held out for test.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the train/test split.")
+
+
+@router.post("/corpora", status_code=201, responses=errors(409, 413, 422))
+async def create_corpus(body: CorpusUpload, runtime: RuntimeDep, settings: SettingsDep) -> dict:
+    """Make a corpus from uploaded files and sheets, as `ragft corpus init` does: documents converted, answers
+    located, rows and splits made. The folder appears whole or not at all; an existing name is a 409."""
+    target = runtime.corpus.resolve().parent / body.name
+    if target.exists():
+        raise HTTPException(409, f"corpus '{body.name}' already exists; choose another name")
+    return await run_in_threadpool(_create_corpus, body, target, settings)
+
+
+def _create_corpus(body: CorpusUpload, target: Path, settings) -> dict:
+    from eval.corpus_import import SheetError, plan_corpus, summary, write_corpus
+
+    names = [f.name for f in body.documents]
+    if len(set(names)) != len(names):
+        raise HTTPException(422, "two uploaded documents share a name; rename one")
+    upload = settings.data_dir / "uploads" / uuid.uuid4().hex
+    try:
+        for f in body.documents:
+            f.write_to(upload / "documents")
+        sheets = {k: getattr(body, k).write_to(upload / k) if getattr(body, k) else None
+                  for k in ("questions", "examples")}  # fmt: skip
+        plan = plan_corpus(upload / "documents", sheets["questions"], sheets["examples"],
+                           keep_unlocated=body.keep_unlocated, test_share=body.test_share, seed=body.seed)  # fmt: skip
+        write_corpus(plan, target)
+    except (SheetError, DocumentError) as exc:
+        raise HTTPException(422, str(exc).replace(str(upload), "<upload>")) from exc
+    finally:
+        shutil.rmtree(upload, ignore_errors=True)
+    return {
+        "name": body.name,
+        "rows": len(plan.rows),
+        "unreadable": [{"file": u.file, "reason": u.reason, "fix": u.fix} for u in plan.scan.unreadable],
+        "unlocated": plan.unlocated,
+        "schema": plan.schema,
+        "summary": [line.replace(str(upload), "<upload>") for line in summary(plan)],
+    }

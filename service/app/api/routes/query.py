@@ -37,6 +37,7 @@ class PassageOut(BaseModel):
     chunk_id: str
     text: str
     score: float
+    page: str | None = Field(None, description="Where the passage starts in a paged document: 'p. 4', 'slide 3'.")
 
 
 class ArmAnswer(BaseModel):
@@ -102,7 +103,8 @@ def response(question: str, answers: list[Answer], telemetry) -> QueryResponse:
                 arm=a.arm,
                 answer=a.text,
                 passages=[
-                    PassageOut(doc_id=p.doc_id, chunk_id=p.chunk_id, text=p.text, score=p.score) for p in a.passages
+                    PassageOut(doc_id=p.doc_id, chunk_id=p.chunk_id, text=p.text, score=p.score, page=p.page)
+                    for p in a.passages
                 ],
                 latency_ms=a.latency_ms,
                 retrieval_ms=a.retrieval_ms,

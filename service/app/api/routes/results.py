@@ -201,7 +201,7 @@ def _answer_out(a: ArmAnswer, review: Review | None, accepted: tuple[str, ...] |
                                                   "created_at": review.created_at}}  # fmt: skip
     if accepted is not None:  # the full row: scores and passages, accepted answers marked
         out["scores"] = a.scores
-        out["passages"] = [{"doc_id": p.doc_id, "chunk_id": p.chunk_id, "pieces": highlight(p.text, accepted)}
+        out["passages"] = [{"doc_id": p.doc_id, "page": p.page, "chunk_id": p.chunk_id, "pieces": highlight(p.text, accepted)}
                            for p in a.passages]  # fmt: skip
     return out
 

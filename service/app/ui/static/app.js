@@ -343,7 +343,7 @@ async function runPage(runId) {
         a.review ? el("button", { type: "button", class: "review-clear", text: "clear", onclick: () => mark(null) }) : null),
       a.retrieve ? el("h3", { text: `Passages (${a.passages.length})` }) : null,
       (a.passages || []).map((p) => el("div", { class: "passage" },
-        el("span", { class: "small", text: `${p.doc_id} · ${p.chunk_id}: ` }),
+        el("span", { class: "small", text: `${p.doc_id}${p.page ? ", " + p.page : ""} · ${p.chunk_id}: ` }),
         p.pieces.map(([text, match]) => (match ? el("mark", { text }) : text)))));
   }
 
@@ -464,7 +464,7 @@ async function askPage() {
       el("pre", { class: "answer-text", text: a.answer }),
       el("p", { class: "small latency", text: `generation ${num(a.latency_ms, 0)} ms (batch of ${a.batch_size}) · retrieval ${num(a.retrieval_ms, 0)} ms · ${a.prompt_tokens} prompt / ${a.generated_tokens} generated tokens` }),
       a.passages.map((p) => el("div", { class: "passage" },
-        el("span", { class: "small", text: `${p.doc_id} · score ${num(p.score)}: ` }), p.text)))));
+        el("span", { class: "small", text: `${p.doc_id}${p.page ? ", " + p.page : ""} · score ${num(p.score)}: ` }), p.text)))));
   } },
     el("p", {}, question),
     el("p", {}, arms.map((name) => el("label", {}, el("input", { type: "checkbox", class: "arm", value: name, checked: ["base", "rag"].includes(name) }), ` ${name} `))),

@@ -129,3 +129,51 @@ def test_document_changes_past_the_limit_get_429_without_taking_a_thread(with_ap
     first.join(30)
     assert results == [200]
     assert not (corpus / "documents" / "b.md").exists()
+
+
+TEAM_FILES = __import__("pathlib").Path(__file__).parents[3] / "data" / "team_files"
+
+
+def _file(name: str, data: bytes) -> dict:
+    import base64
+
+    return {"name": name, "content_base64": base64.b64encode(data).decode()}
+
+
+def test_post_corpora_makes_a_corpus_from_uploaded_files(client, corpus, settings):
+    questions = b"question,answer\nWho patented the typewriter?,Christopher Latham Sholes\nWhat does the K9 cost?,\n"
+    body = {"name": "team", "questions": _file("faq.csv", questions),
+            "documents": [_file("multi_page.pdf", (TEAM_FILES / "multi_page.pdf").read_bytes()),
+                          _file("scan.pdf", (TEAM_FILES / "ocr_test.pdf").read_bytes())]}  # fmt: skip
+    r = client.post("/v1/corpora", json=body)
+    assert r.status_code == 201, r.text
+    made = r.json()
+    assert made["rows"] == 2 and [u["file"] for u in made["unreadable"]] == ["scan.pdf"]
+    assert "answers located in the documents: 1 of 1 (100%)" in made["summary"]
+    team = corpus.parent / "team"
+    assert (team / "tasks" / "questions.jsonl").is_file() and (team / "documents" / "multi_page.pdf").is_file()
+    assert not any((settings.data_dir / "uploads").iterdir())  # the upload is cleaned away
+    assert client.post("/v1/corpora", json=body).status_code == 409  # nothing stored is overwritten
+    listed = {c["name"]: c for c in client.get("/v1/corpora").json()}
+    assert listed["team"]["served"] is False and listed["team"]["document_files"] == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "message"),
+    [
+        ({"name": "../escape"}, 422, "name"),
+        ({"documents": [_file("../x.pdf", b"x")]}, 422, "name"),
+        ({"documents": [_file("a.txt", b"x")], "questions": {"name": "q.csv", "content_base64": "%%%"}}, 422, "base64"),
+        (
+            {"documents": [_file("a.txt", b"text")], "questions": _file("q.csv", b"frage\nWhat?\n")},
+            422,
+            "no question column",
+        ),
+    ],
+)
+def test_post_corpora_refuses_bad_uploads_and_writes_nothing(client, corpus, change, status, message):
+    body = {"name": "bad", "documents": [_file("a.txt", b"The K2 costs $249.")],
+            "questions": _file("q.csv", b"question,answer\nWhat does the K2 cost?,$249\n")} | change  # fmt: skip
+    r = client.post("/v1/corpora", json=body)
+    assert r.status_code == status and message in r.text
+    assert not (corpus.parent / "bad").exists()
