@@ -61,7 +61,8 @@ def _reindex(runtime) -> dict:
     report = runtime.index()
     return {"added": report.added, "updated": report.updated, "deleted": report.deleted,
             "chunks_embedded": report.chunks_embedded, "chunks_total": report.chunks_total,
-            "seconds": round(report.seconds, 3)}  # fmt: skip
+            "seconds": round(report.seconds, 3),
+            "unreadable": [{"file": u.file, "reason": u.reason, "fix": u.fix} for u in report.unreadable]}  # fmt: skip
 
 
 def _apply(runtime, doc_id: str, text: str | None) -> dict:

@@ -23,6 +23,7 @@ def test_put_then_delete_a_document_updates_the_index_at_once(client, corpus):
     r = client.put(f"/v1/corpora/{name}/documents/dock", json={"text": "The dock costs $249 and has a battery."})
     assert r.status_code == 200, r.text
     assert r.json()["added"] == ["dock"] and r.json()["chunks_embedded"] == 1  # only the new document embedded
+    assert r.json()["unreadable"] == []
     assert "dock" in passages(client, "how much does the dock cost ?")
     replaced = client.put(f"/v1/corpora/{name}/documents/dock", json={"text": "The dock is discontinued."})
     assert replaced.json()["updated"] == ["dock"]
@@ -177,3 +178,11 @@ def test_post_corpora_refuses_bad_uploads_and_writes_nothing(client, corpus, cha
     r = client.post("/v1/corpora", json=body)
     assert r.status_code == status and message in r.text
     assert not (corpus.parent / "bad").exists()
+
+
+def test_a_document_change_lists_the_files_the_index_could_not_read(client, corpus):
+    (corpus / "documents" / "scan.pdf").write_bytes((TEAM_FILES / "ocr_test.pdf").read_bytes())
+    r = client.put(f"/v1/corpora/{corpus.name}/documents/dock", json={"text": "The dock costs $249."})
+    assert r.status_code == 200, r.text
+    [unread] = r.json()["unreadable"]
+    assert unread["file"] == "scan.pdf" and "text layer" in unread["reason"] and "OCR" in unread["fix"]
