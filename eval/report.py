@@ -135,7 +135,7 @@ HOW_TO_READ = (
     "Holm-adjusted over that family's own pairwise tests ({counts}), so a family's verdict never depends on another "
     "family's rows. An arm is *worse* when that adjusted test shows it below the best; *non-inferior* when Tango's "
     "score test (for paired rates; a paired bootstrap for graded scores; divided by the square root of the design "
-    "effect where rows cluster) shows it at most {margin:g} below the best, one-sided at 2.5% over the k - 1 "
+    "effect where rows cluster) shows it at most {margin} below the best, one-sided at 2.5% over the k - 1 "
     "comparisons with the best (Bonferroni, as Hsu's multiple comparisons with the best asks); *undecided* "
     "otherwise, which never means equal. **An arm is recommended only when it is shown within the margin of, or "
     "better than, every other arm** (the cheapest such arm; the *candidates*): a lead alone is never a decision, and "
@@ -160,7 +160,13 @@ def _how_to_read(results: dict) -> str:
     used = {p["test"] for b in families for p in b.get("pairs", [])}
     named = [text for key, text in TESTS.items() if any(t.startswith(key) for t in used)]
     counts = ", ".join(f"{f} {len(b.get('pairs', []))}" for f, b in results["families"].items() if b.get("pairs"))
-    return HOW_TO_READ.format(tests="; ".join(named) or "none ran", counts=counts or "none", margin=margin)
+    shared = {(b.get("margin") or {}).get("set_by", "flat") for b in families} <= {"flat"}
+    said = (
+        f"{margin:g}"
+        if shared
+        else "the family's margin (a share of the best arm's lead over chance; see each verdict)"
+    )
+    return HOW_TO_READ.format(tests="; ".join(named) or "none ran", counts=counts or "none", margin=said)
 
 
 def seed_warning(results: dict, block: dict) -> str:

@@ -31,7 +31,7 @@ from eval.spec import RunSpec, replicated_arm
 from eval.store import Prediction, RunRecord, Store
 from eval.strata import stratum_blocks
 from eval.tasks import TaskRow, load_tasks, reference_output
-from eval.verdict import break_even_queries, judge_family, verdict_dict
+from eval.verdict import best_arm, break_even_queries, family_margin, judge_family, verdict_dict
 from service.arms import ARMS
 from service.documents import load_documents
 from service.models import library_versions
@@ -220,7 +220,7 @@ def _cell(ci: stats.Interval) -> dict:
 
 
 def _family_block(family: str, values, arms: list[str], rows: dict[str, TaskRow], seed: int, margin: float,
-                  replicates: dict, baseline) -> tuple[dict, dict[str, float]]:  # fmt: skip
+                  replicates: dict, baseline, margin_share: float | None = None) -> tuple[dict, dict[str, float]]:  # fmt: skip
     """Every metric per arm with its interval, the chance baseline, and every test the verdict reads with the
     verdict (`eval.verdict.judge_family`: p-values adjusted within this family only). Returns the block and the
     baseline's (or the floor's) row values before balancing, for the strata."""
@@ -256,13 +256,17 @@ def _family_block(family: str, values, arms: list[str], rows: dict[str, TaskRow]
         reference = {i: floor for a in scored for i in values.get((a, top.name), {})}
     block["baseline_reference"] = "chance" if baseline.values else "floor"
     per_arm = {a: values[(a, top.name)] for a in scored}
+    heads = {a: block["arms"][a][top.name]["value"] for a in scored}
+    lead = heads[best_arm(heads, top.higher_is_better)] if heads else None
+    margin, how = family_margin(margin, margin_share, lead, block["chance_baseline"]["value"], top.higher_is_better)
+    block["margin"] = {"value": margin, "set_by": how}
     judged = judge_family(
         family, per_arm, higher_is_better=top.higher_is_better, margin=margin, seed=seed,
         clusters_of=lambda ids: document_clusters(rows, ids),
         replicates={a: (sorted(per_arm[a]), replicates[(a, top.name)]) for a in scored if (a, top.name) in replicates},
         reference=reference, reference_kind=block["baseline_reference"],
         baseline_value=block["chance_baseline"]["value"], baseline_reason=baseline.reason,
-        scores={a: block["arms"][a][top.name]["value"] for a in scored})  # fmt: skip
+        scores=heads)  # fmt: skip
     block["pairs"], block["comparisons"] = judged["pairs"], judged["comparisons"]
     block["baseline_comparisons"], block["power"] = judged["baseline_comparisons"], judged["power"]
     if judged["forgetting_vs_base"]:
@@ -356,7 +360,7 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None, jud
     for family in [f for f in report_families() if f in spec.families]:
         baseline = chance_baseline(family, list(rows.values()), train, ctx)
         families[family], references[family] = _family_block(family, values, arms, rows, seed, margin, replicates,
-                                                             baseline)  # fmt: skip
+                                                             baseline, settings.eval.non_inferiority_margin_share)  # fmt: skip
     judged = any(METRICS[name].judge for _, name in values)
     return {
         "schema_version": SCHEMA_VERSION,

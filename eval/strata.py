@@ -80,7 +80,8 @@ def stratum_blocks(families: dict, values, rows: dict[str, TaskRow], field: str,
             reference = balanced(metric, {i: v for i, v in references.get(family, {}).items() if i in groups[label]},
                                  rows)  # fmt: skip
             baseline = _figure([reference[i] for i in ids if i in reference], seed) if reference else None
-            judged = judge_family(family, mine, higher_is_better=higher, margin=margin, seed=seed,
+            judged = judge_family(family, mine, higher_is_better=higher, seed=seed,
+                                  margin=(block.get("margin") or {}).get("value", margin),
                                   clusters_of=clusters_of, reference=reference or None, reference_kind=kind,
                                   baseline_value=baseline["value"] if baseline and kind == "chance" else None,
                                   baseline_reason="too few train rows to choose a guess",

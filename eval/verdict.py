@@ -510,6 +510,20 @@ def judge_family(
     return out
 
 
+def family_margin(flat: float, share: float | None, best: float | None, chance: float | None,
+                  higher_is_better: bool = True) -> tuple[float, str]:  # fmt: skip
+    """The family's non-inferiority margin and how it was set: `share` of the best arm's lead over the chance
+    baseline when that is asked for and the lead is positive (a preserved fraction of the effect, as the FDA's 2016
+    guidance on non-inferiority trials sets M2 from M1), else the flat margin. The lead is the observed one, so the
+    margin is read from the data: say so where it is printed."""
+    if share is None or best is None or chance is None:
+        return flat, "flat"
+    lead = (best - chance) if higher_is_better else (chance - best)
+    if lead <= 0:
+        return flat, "flat (the best arm is not above the chance baseline)"
+    return round(share * lead, 4), f"{share:g} of the best arm's lead over chance ({lead:.3f})"
+
+
 def verdict_dict(v: Verdict) -> dict:
     """A verdict as results.json stores it (schema 4; every schema-3 key kept)."""
     return {"best": v.best, "worse": v.worse, "non_inferior": v.non_inferior, "undecided": v.undecided,

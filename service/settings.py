@@ -439,6 +439,15 @@ class EvalSettings(BaseModel):
         "cheaper arm may be and still be recommended: it must be shown non-inferior within this margin, else the "
         "verdict is 'insufficient evidence'. Printed in every report.",
     )
+    non_inferiority_margin_share: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="When set, each family's margin is this share of the best arm's lead over the chance baseline "
+        "(e.g. 0.5: an arm may give up at most half of what the best gains over a guess, as a preserved fraction of "
+        "the effect sets a non-inferiority margin); a family without a chance baseline, or whose best arm is not "
+        "above it, keeps non_inferiority_margin. None: the flat margin everywhere.",
+    )
     strata_field: str | None = Field(
         "stratum",
         description="Row field (or key of a row's tags) the report breaks each family's verdict down by "

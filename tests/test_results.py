@@ -114,3 +114,17 @@ def test_the_report_names_the_tests_it_ran_and_warns_of_one_training_seed():
     assert "rests on one training seed: LoRA trained once" in md
     assert block["verdict"]["recommended"] == "rag" and "| decided | above chance | **RAG** |" in md
     assert "rests on one training seed" in render_html(results)
+
+
+def test_a_margin_set_as_a_share_of_the_lead_over_chance_reaches_the_verdict():
+    from eval.baseline import Baseline
+    from eval.results import _family_block
+
+    rows = _knowledge_rows(40)
+    ids = sorted(rows)
+    values = {("base", "answer_contained"): {i: 0.0 for i in rows},
+              ("rag", "answer_contained"): {i: float(k % 2) for k, i in enumerate(ids)}}  # fmt: skip
+    chance = Baseline("knowledge", {i: 0.0 for i in rows}, "'$1'", raw={})
+    block, _ = _family_block("knowledge", values, ["base", "rag"], rows, 0, 0.1, {}, chance, margin_share=0.4)
+    assert block["margin"] == {"value": 0.2, "set_by": "0.4 of the best arm's lead over chance (0.500)"}
+    assert block["verdict"]["margin"] == 0.2

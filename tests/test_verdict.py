@@ -161,3 +161,14 @@ def test_picking_the_best_after_the_fact_keeps_the_family_wise_error():
 def test_break_even():
     assert break_even_queries(600.0, rag_cost_ms=3000, arm_cost_ms=1000) == pytest.approx(300)
     assert break_even_queries(600.0, rag_cost_ms=1000, arm_cost_ms=3000) is None
+
+
+def test_the_margin_may_be_a_share_of_the_best_arms_lead_over_chance():
+    from eval.verdict import family_margin
+
+    assert family_margin(0.1, None, 0.305, 0.076) == (0.1, "flat")
+    margin, how = family_margin(0.1, 0.5, 0.305, 0.076)
+    assert margin == pytest.approx(0.1145) and "0.5 of the best arm's lead over chance (0.229)" in how
+    assert family_margin(0.1, 0.5, 0.05, 0.076)[0] == 0.1  # best not above chance: the flat margin
+    assert family_margin(0.1, 0.5, 0.10, 0.30, higher_is_better=False)[0] == pytest.approx(0.1)  # lead 0.2, half
+    assert family_margin(0.1, 0.5, 0.3, None) == (0.1, "flat")  # no chance baseline
