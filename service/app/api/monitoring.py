@@ -13,7 +13,7 @@ import time
 import uuid
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -44,24 +44,37 @@ class Telemetry:
         self.arm_answers.labels(arm).inc()
         self.arm_latency.labels(arm).observe(seconds)
 
-    def watch_jobs(self, store) -> None:
-        self.registry.register(JobStates(store))
+    def watch_jobs(self, worker) -> None:
+        self.registry.register(JobStates(worker))
 
 
 class JobStates(Collector):
-    """`ragft_jobs{kind,status}` read from the results database at scrape time, so it survives restarts."""
+    """`ragft_jobs{kind,status}` from the job worker's snapshot of the results database (refreshed by its heartbeat,
+    so a scrape neither waits for a lock nor queries SQLite inside the event loop), and the worker's health:
+    `ragft_job_worker_up` (its thread runs: jobs will run here or on the server holding the lock),
+    `ragft_job_worker_lock_held`, `ragft_job_worker_errors_total` (failed writes it survived) and
+    `ragft_job_worker_heartbeat_age_seconds`."""
 
-    def __init__(self, store):
-        self.store = store
+    def __init__(self, worker):
+        self.worker = worker
 
     def collect(self):
-        gauge = GaugeMetricFamily("ragft_jobs", "Jobs (eval runs, adapter training) by kind and status",
+        gauge = GaugeMetricFamily("ragft_jobs", "Jobs (eval runs, adapter training, curves) by kind and status",
                                   labels=["kind", "status"])  # fmt: skip
-        counts = self.store.job_counts()
+        counts = self.worker.counts
         for kind in JOB_KINDS:
             for status in JOB_STATUSES:
                 gauge.add_metric([kind, status], counts.get((kind, status), 0))
         yield gauge
+        state = self.worker.state
+        yield GaugeMetricFamily("ragft_job_worker_up", "1 while the job worker thread runs (or stands by for the "
+                                "data folder's lock), 0 when it has stopped", value=int(state in ("running", "standby")))  # fmt: skip
+        yield GaugeMetricFamily("ragft_job_worker_lock_held", "1 when this server runs its data folder's jobs",
+                                value=int(self.worker.lock.held))  # fmt: skip
+        yield CounterMetricFamily("ragft_job_worker_errors", "Errors the job worker logged and went on after "
+                                  "(failed status writes)", value=self.worker.errors)  # fmt: skip
+        yield GaugeMetricFamily("ragft_job_worker_heartbeat_age_seconds", "Seconds since the job worker last went "
+                                "round its loop or renewed its job's claim", value=time.time() - self.worker.beat_at)  # fmt: skip
 
 
 def request_id(headers: dict[bytes, bytes]) -> str:

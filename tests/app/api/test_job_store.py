@@ -48,3 +48,61 @@ def test_a_repeated_request_returns_the_waiting_job(settings):
     with pytest.raises(QueueFull, match="api.max_queued_jobs=1"):
         store.add_job("train-3", "train", {"kinds": ["rag_lora"]}, max_queued=1)
     store.close()
+
+
+def test_two_workers_claiming_at_once_each_get_different_jobs(settings):
+    """Two servers on one database (two stores, two connections) claim in a loop: each job is claimed once."""
+    stores = [JobStore(settings.database) for _ in range(2)]
+    for i in range(20):
+        stores[0].add_job(f"train-{i}", "train", {"kinds": [f"k{i}"]})
+    claimed: dict[str, list[str]] = {"a": [], "b": []}
+    start = threading.Barrier(2)
+
+    def claim(name: str, store: JobStore) -> None:
+        start.wait()
+        while (job := store.claim_next(name, lease_s=60)) is not None:
+            claimed[name].append(job.id)
+
+    threads = [threading.Thread(target=claim, args=(n, s)) for n, s in zip("ab", stores, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    everything = claimed["a"] + claimed["b"]
+    assert sorted(everything) == sorted(f"train-{i}" for i in range(20))  # all claimed, none twice
+    assert {stores[0].job(j).owner for j in claimed["a"]} <= {"a"} and stores[0].job(everything[0]).attempts == 1
+    for s in stores:
+        s.close()
+
+
+def test_a_claim_is_taken_back_only_when_its_lease_lapsed_and_a_cancel_survives_the_crash(settings):
+    store = JobStore(settings.database)
+    for i in range(3):
+        store.add_job(f"train-{i}", "train", {"kinds": [f"k{i}"]})
+    running = [store.claim_next("dead-worker", lease_s=60) for _ in range(3)]
+    store.request_cancel("train-2")  # a DELETE, then the server died before the job read it
+    assert store.recover("next-worker", time.time(), max_attempts=3) == []  # claims still live: left alone
+    assert store.renew("train-0", "next-worker", 60) is False  # no one renews another worker's claim
+    taken = dict(store.recover("next-worker", time.time() + 120, max_attempts=3))
+    assert taken == {"train-0": "queued", "train-1": "queued", "train-2": "cancelled"}
+    assert [store.job(j.id).owner for j in running] == [None] * 3
+    assert store.job("train-0").progress == {"resumed": True}
+    store.close()
+
+
+def test_a_jobs_table_from_before_claims_gains_their_columns(settings):
+    import sqlite3
+
+    settings.database.parent.mkdir(parents=True, exist_ok=True)
+    old = sqlite3.connect(settings.database)
+    old.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, request TEXT NOT NULL, status TEXT NOT "
+                "NULL, progress TEXT NOT NULL DEFAULT '{}', created_at TEXT NOT NULL, updated_at TEXT NOT NULL, "
+                "error TEXT)")  # fmt: skip
+    old.execute("INSERT INTO jobs VALUES ('train-old', 'train', '{}', 'training', '{}', 't', 't', NULL)")
+    old.commit()
+    old.close()
+    store = JobStore(settings.database)
+    job = store.job("train-old")
+    assert (job.attempts, job.cancel_requested, job.owner, job.run_id) == (0, False, None, None)
+    assert dict(store.recover("w", time.time(), 3)) == {"train-old": "queued"}  # left running by an old server
+    store.close()

@@ -21,15 +21,22 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "Not ready: the body says what is missing."}})
 async def readyz(request: Request, response: Response) -> dict:
-    """Ready when the generator is loaded and the corpus index exists; 503 (with what is missing) otherwise."""
-    runtime = request.app.state.runtime
+    """Ready when the generator is loaded, the corpus index exists and the job worker runs (`jobs`: 'running', or
+    'standby' while another server on the same data folder runs the jobs); 503 (with what is missing) otherwise."""
+    runtime, worker = request.app.state.runtime, request.app.state.jobs
+    jobs = worker.state
     checks = {
         "generator_loaded": runtime.generator_loaded,
         "index_present": runtime.index_ready,
+        "job_worker_alive": jobs in ("running", "standby"),
     }
     ready = all(checks.values())
     response.status_code = 200 if ready else 503
-    body = {"ready": ready, **checks}
+    body = {"ready": ready, **checks, "jobs": jobs}
+    if worker.last_error:
+        body["job_worker_error"] = hide_paths(worker.last_error, request)
+    if jobs == "standby":
+        body["jobs_run_by"] = worker.lock.holder()
     if getattr(runtime, "warm_up_error", None):
         body["error"] = hide_paths(runtime.warm_up_error, request)
     if not checks["index_present"]:

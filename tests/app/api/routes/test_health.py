@@ -16,7 +16,13 @@ def test_readyz_turns_ready_after_warm_up_and_index(settings, corpus):
         body = client.get("/readyz")
         assert body.status_code == 503 and body.json()["generator_loaded"] and "ragft index" in body.json()["fix"]
         client.app.state.runtime.index()
-        assert client.get("/readyz").json() == {"ready": True, "generator_loaded": True, "index_present": True}
+        assert client.get("/readyz").json() == {
+            "ready": True,
+            "generator_loaded": True,
+            "index_present": True,
+            "job_worker_alive": True,
+            "jobs": "running",
+        }
 
 
 def test_metrics_count_requests_and_answers_per_arm(settings, corpus):
