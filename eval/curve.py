@@ -53,7 +53,7 @@ from eval.pipeline import capped_order
 from eval.report import png_data_uri
 from eval.results import balance_values, document_clusters, fold_replicates, score_predictions, scoring_context
 from eval.runner import run_eval
-from eval.spec import Progress, RunSpec
+from eval.spec import Progress, RunSpec, check_seed
 from eval.store import Store
 from eval.tasks import TaskRow, load_tasks
 from service import engine_ct2, folders
@@ -161,7 +161,7 @@ class CurveSpec(BaseModel):
             rows=rows or [10, 25, 50, 100, ALL],
             noise=noise or [0.0],
             limit=limit if limit is not None else settings.eval.limit,
-            seed=seed if seed is not None else settings.generation.seed,
+            seed=check_seed(seed if seed is not None else settings.generation.seed),
         )
 
 
@@ -367,10 +367,26 @@ def write_view(
                 "corrupted": [asdict(c) for c in corrupted]}  # fmt: skip
     folders.replace_file(folder / VIEW_MANIFEST, json.dumps(manifest, indent=2).encode("utf-8"))
     source, copy = settings.index_dir(corpus), settings.index_dir(folder)
-    if index_exists(source) and not index_exists(copy):
+    if index_exists(source) and not same_index(copy, source):
         with index_lock(source):  # the documents are the corpus's, so its index serves the view as it is
-            shutil.copytree(source, copy, dirs_exist_ok=True)
+            folders.recover(copy, index_exists, "index")  # a copy a kill cut short is removed, never used
+            tmp = folders.new_build(copy)  # copied aside and swapped in whole: a kill leaves no half index at `copy`
+            try:
+                shutil.copytree(source, tmp, dirs_exist_ok=True)
+                folders.swap_in(tmp, copy)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
     return folder, counts, corrupted
+
+
+def same_index(copy: Path, source: Path) -> bool:
+    """Whether `copy` holds every file of the index at `source`, each of the same size: a copy cut short by a kill
+    (before copies were swapped in whole) or made before the corpus's index was rebuilt is copied again."""
+    return index_exists(copy) and all(
+        (copy / f.name).is_file() and (copy / f.name).stat().st_size == f.stat().st_size
+        for f in Path(source).iterdir() if f.is_file()
+    )  # fmt: skip
 
 
 # --- running a curve ----------------------------------------------------------------------------------------

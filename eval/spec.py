@@ -40,6 +40,19 @@ def known_family_limits(limits: dict) -> dict:
 FamilyLimits = Annotated[dict[FamilyName, RowCount | None], AfterValidator(known_family_limits)]
 
 
+# numpy's seeded generators take 0 .. 2**32 - 1; half of that leaves room for the seeds derived from one
+# (training seeds seed+1, seed+2, ...). A seed of -1 used to answer every row and then fail when the report was built.
+SEED_MAX = 2**31 - 1
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX, description=f"A seed from 0 to {SEED_MAX}.")]
+
+
+def check_seed(seed: int) -> int:
+    """`seed`, or a ValueError naming the range: checked before a run starts, not after hours of answers."""
+    if not 0 <= seed <= SEED_MAX:
+        raise ValueError(f"seed {seed} is out of range: choose one from 0 to {SEED_MAX}")
+    return seed
+
+
 class RunSpec(BaseModel):
     """What a run answers: one model from the HTTP request or CLI options through the jobs table to the run's
     stored config and its results. Build it with `RunSpec.resolve`, which fills the defaults from settings."""
@@ -81,7 +94,7 @@ class RunSpec(BaseModel):
             families=families or settings.eval.families or list(FAMILIES),
             limit=limit if limit is not None else settings.eval.limit,
             family_limits=family_limits or {},
-            seed=seed if seed is not None else settings.generation.seed,
+            seed=check_seed(seed if seed is not None else settings.generation.seed),
             run_id=run_id,
             extra=extra or {},
         )

@@ -206,3 +206,41 @@ def test_time_left_is_fitted_on_measured_points_by_their_train_rows():
     assert curve.remaining_s([(10, 50.0), (25, 80.0)], [50, 100]) == pytest.approx((30 + 100) + (30 + 200))
     # a size that cost less than a smaller one cannot make later points free
     assert curve.remaining_s([(10, 80.0), (25, 50.0)], [50]) > 0
+
+
+def test_a_kill_while_a_view_copies_the_index_leaves_no_half_index_and_the_next_copy_is_whole(
+    settings, curve_corpus, monkeypatch
+):
+    """The view's index was copied in place: a kill after the manifest and the FAISS file left an index that looked
+    complete, was never copied again and failed when a point loaded it. It is copied aside and swapped in now."""
+    import shutil
+
+    from service.runtime import Runtime
+
+    Runtime(settings, curve_corpus).index()
+    source = settings.index_dir(curve_corpus)
+    rows = load_tasks(curve_corpus)
+    order = curve.subset_order(rows, settings, seed=0)
+
+    class Killed(BaseException):
+        pass
+
+    def killed_midway(src, dst, **kwargs):
+        dst.mkdir(parents=True, exist_ok=True)
+        for name in ("manifest.json", "index.faiss"):  # the files that make an index look complete
+            shutil.copy2(src / name, dst / name)
+        raise Killed
+
+    real_copytree = shutil.copytree
+    monkeypatch.setattr(shutil, "copytree", killed_midway)
+    with pytest.raises(Killed):
+        curve.write_view(settings, curve_corpus, rows, order, 2, 0.0, seed=0)
+    monkeypatch.setattr(shutil, "copytree", real_copytree)
+    folder = curve.write_view(settings, curve_corpus, rows, order, 2, 0.0, seed=0)[0]
+    copy = settings.index_dir(folder)
+    files = {f.name: f.stat().st_size for f in source.iterdir() if f.is_file()}
+    assert {f.name: f.stat().st_size for f in copy.iterdir() if f.is_file()} == files
+    assert [p.name for p in copy.parent.iterdir() if p.name.startswith(copy.name + ".")] in (
+        [],
+        [f"{copy.name}.swap.lock"],
+    )

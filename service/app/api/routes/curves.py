@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from eval.curve import CurveSpec, learns
 from eval.families import FamilyNames
+from eval.spec import Seed
 from service.app.api.deps import CorpusName, RuntimeDep, SettingsDep, errors
 from service.app.api.routes.runs import (
     JobId,
@@ -50,7 +51,7 @@ class CurveRequest(BaseModel):
         None, min_length=1, max_length=10, description="Shares of train rows given a wrong target, each in [0, 1)."
     )
     limit: int | None = Field(None, ge=1, le=100_000, description="Test rows per family (default: eval.limit).")
-    seed: int | None = Field(None, description="Default: generation.seed.")
+    seed: Seed | None = Field(None, description="Default: generation.seed.")
 
 
 @router.post("/curves", status_code=202)

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from eval.families import FamilyNames
-from eval.spec import FamilyLimits, RunSpec
+from eval.spec import FamilyLimits, RunSpec, Seed
 from service.app.api.deps import CORPUS_NAME, CorpusName, RuntimeDep, SettingsDep, errors, hide_paths
 from service.app.api.job_store import JobNotFound, JobRecord, QueueFull
 from service.arms import ARMS, ArmNames, TrainableArmNames, trainable
@@ -53,7 +53,7 @@ class RunRequest(BaseModel):
     family_limits: FamilyLimits | None = Field(
         None, description='Per row family, test rows in place of limit (null: every row), e.g. {"behaviour": null}.'
     )
-    seed: int | None = Field(None, description="Default: generation.seed.")
+    seed: Seed | None = Field(None, description="Default: generation.seed.")
     fresh: bool = Field(
         False,
         description="Answer every row again under a new run id. By default a run is named by its inputs, as "
@@ -98,7 +98,10 @@ def _page(response: Response, request: Request, kind: str, limit: int | None, of
 
 
 PageLimit = Annotated[int | None, Query(ge=1, description="Jobs per page (at most api.max_page_size).")]
-PageOffset = Annotated[int, Query(ge=0, description="Jobs to skip, oldest first; X-Total-Count gives the total.")]
+# SQLite's integers stop at 2**63 - 1 (an offset past it was a 500); no job table comes near a billion rows
+PageOffset = Annotated[
+    int, Query(ge=0, le=10**9, description="Jobs to skip, oldest first; X-Total-Count gives the total.")
+]
 
 
 @router.post("/runs", status_code=202)

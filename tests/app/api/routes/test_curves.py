@@ -1,5 +1,6 @@
 import time
 
+import pytest
 from fastapi.testclient import TestClient
 
 from service.app.api.main import create_app
@@ -33,3 +34,20 @@ def test_a_curve_job_runs_like_ragft_curve_and_its_report_downloads(settings, fu
         assert [j["id"] for j in client.get("/v1/curves").json()] == [job["id"]]
         assert client.post("/v1/curves", json={"arms": ["base", "rag"]}).status_code == 422  # nothing learns
         assert client.post("/v1/curves", json={"arms": ["lora"], "noise": [1.0]}).status_code == 422
+
+
+@pytest.mark.parametrize("seed", [-1, 2**31, 2**63])
+def test_a_curve_seed_out_of_range_is_refused_before_it_runs(settings, corpus, seed):
+    client = TestClient(create_app(settings, corpus))  # no lifespan: a refused request queues nothing either way
+    r = client.post("/v1/curves", json={"arms": ["lora"], "seed": seed})
+    assert r.status_code == 422 and "seed" in r.text
+    assert client.get("/v1/curves").json() == []
+
+
+def test_ragft_curve_and_eval_check_the_seed_before_answering(settings, corpus):
+    from eval.curve import CurveSpec
+    from eval.spec import SEED_MAX, RunSpec
+
+    for resolve in (RunSpec.resolve, CurveSpec.resolve):
+        with pytest.raises(ValueError, match=f"from 0 to {SEED_MAX}"):
+            resolve(settings, corpus, arms=["lora"], seed=-1)
