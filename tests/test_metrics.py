@@ -273,7 +273,7 @@ def test_the_json_object_must_be_the_reply(reply, passes):
     [
         ("billing", "billing"), ("Billing.", "billing"), ("**billing**", "billing"), ("Label: billing", "billing"),
         ("The category is billing.", "billing"), ("billing - the customer was charged twice", "billing"),
-        ("`refund request`", "refund_request"),
+        ("`refund request`", "refund_request"), ("Billing department.", "billing"), ("Classification: billing", "billing"),
         ("My billing statement shows the wrong amount for my order.", None),  # the input repeated
         ("Input: My billing statement shows the wrong amount for my order.\nbilling", None),
         ("billing\nshipping", None), ("billing, shipping or refund_request", None),  # listing is not choosing

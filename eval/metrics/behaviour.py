@@ -78,11 +78,14 @@ def field_accuracy(row, pred, ctx) -> float | None:
 
 
 _LEAD_IN = re.compile(
-    r"^(?:the\s+)?(?:label|category|class|classification|intent|answer|department|route|routing|routed to|route to)"
+    r"^(?:the\s+)?(?:label|category|classification|class|intent|answer|department|routed to|route to|routing|route)\b"
     r"(?:\s+is)?\s*[:=-]?\s*",
     re.IGNORECASE,
 )
 _HEAD_END = re.compile(r"[.,;:!?()]|\s[-\u2013\u2014]\s")
+_HEAD_NOUN = re.compile(
+    r"\s+(?:department|dept|team|category|label|intent|class)$", re.IGNORECASE
+)  # "Planning department"
 ECHO_WORDS = 6  # a run this long of the input's words in the reply is a copy, not a label (5 is a short phrase)
 
 
@@ -106,7 +109,7 @@ def predicted_label(text: str, labels: list[str], source: str = "") -> str | Non
     is one label, no other label is named anywhere in the reply, and the reply does not echo `source` (the input)."""
     lines = [line.strip(" \t*_`\"'#>-") for line in text.strip().splitlines()]
     first = next((line for line in lines if line), "")
-    head = _HEAD_END.split(_LEAD_IN.sub("", first), maxsplit=1)[0].strip(" *_`\"'")
+    head = _HEAD_NOUN.sub("", _HEAD_END.split(_LEAD_IN.sub("", first), maxsplit=1)[0].strip(" *_`\"'"))
     chosen = next((label for label in labels if _label_key(label) == _label_key(head)), None)
     if chosen is None or (source and _echoes(text, source)):
         return None
