@@ -572,3 +572,4 @@ def test_the_freshness_headline_says_adapters_were_not_retrained():
     assert "not retrained" in headline("freshness").note
     assert "0 is what always abstaining scores" in headline("abstention").note
     assert headline("abstention").refusal == 0.0 and headline("knowledge").refusal is None
+    assert headline("abstention").figure_range == (-1.0, 0.5) and headline("knowledge").figure_range == (0.0, 1.0)

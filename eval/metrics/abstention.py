@@ -159,7 +159,7 @@ reads = ("abstention", "knowledge")
 register(Metric("effective_reliability", "abstention", reads, effective_reliability,
                 "+1 a right answer, 0 declining, -1 a wrong answer; unanswerable and answerable halves weigh the same",
                 balance=lambda row: "answerable" if _answerable(row) else "unanswerable",
-                refusal=SCORE[Outcome.ABSTAINED],
+                refusal=SCORE[Outcome.ABSTAINED], figure_range=(-WRONG_ANSWER_COST, 0.5),
                 note=("Effective reliability (Whitehead et al. 2022): a right answer +1, declining 0, a wrong answer -1, "
                       "unanswerable and answerable rows weighing half each. 0 is what always abstaining scores, 0.5 "
                       "the best possible (every answerable row right, every unanswerable one declined), -1 every "

@@ -45,6 +45,8 @@ class Metric:
     # review marks such a row 'abstained', or 'correct' where declining is the expected reply); None: no such value
     note: str | None = None  # what a reader needs beside the figure (its scale, what it cannot show): the report
     # prints the headline's note under its family
+    figure_range: tuple[float, float] = (0.0, 1.0)  # the lowest and highest value the figure can take: a chart's
+    # axis, and the scale a margin is a share of (abstention's three-way score runs from -1 to 0.5)
 
 
 os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")  # ragas sends usage analytics unless told not to
