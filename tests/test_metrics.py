@@ -476,6 +476,9 @@ def test_freshness_new_versus_stale():
     assert METRICS["stale_answer_rate"].score(r, pred("still $199"), CTX) == 1.0
     assert METRICS["stale_answer_rate"].score(r, pred("$179, was $199"), CTX) == 0.0
     assert METRICS["new_answer_rate"].score(r, pred("$179 or $199"), CTX) == 0.0  # naming both is not knowing
+    # denying the old value is not believing it (both scored 1 as stale before)
+    assert METRICS["stale_answer_rate"].score(r, pred("It no longer costs $199."), CTX) == 0.0
+    assert METRICS["stale_answer_rate"].score(r, pred("It isn't $199 any more."), CTX) == 0.0
 
 
 def test_every_family_names_a_headline_of_its_own():

@@ -104,6 +104,8 @@ def _negated(tokens: list[str], at: int) -> bool:
     window = tokens[max(0, at - NEGATION_WINDOW) : at]
     for i in range(len(window) - 1, -1, -1):
         word = window[i]
+        if word == "longer" and i > 0 and window[i - 1] == "no":  # "no longer $199": the old value, denied
+            return True
         if word in _BOUND:
             return False
         contracted = word == "t" and i > 0 and window[i - 1].endswith("n")  # "isn't" -> "isn t"
