@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint corpora chromium
+.PHONY: install demo test bench lint corpora chromium docs
 
 # Every dependency comes from the lock files, pinned with sha256 hashes (pip --require-hashes): a changed or
 # substituted file on an index fails the install. TORCH_INDEX_URL is the one index torch alone is fetched from
@@ -53,3 +53,8 @@ lint: $(STAMP)
 
 corpora: $(STAMP)
 	$(BIN)/python -m corpora.generate
+
+# The reference pages generated from the code (settings descriptions, OpenAPI): tests/test_reference.py fails when
+# a committed page differs from what this writes.
+docs: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m service.app.reference

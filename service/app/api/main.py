@@ -190,7 +190,7 @@ def document_limits(app: FastAPI, limits) -> None:
                     for variant in [prop, *prop.get("anyOf", [])]:
                         if variant.get("type") in ("integer", "string", "array") and name in bounds:
                             variant.update(bounds[name])
-                    if name == "questions":
+                    if name == "questions" and prop.get("type") == "array":  # a batch's questions, not a sheet
                         prop["items"]["maxLength"] = limits.max_question_chars
         return app.openapi_schema
 
