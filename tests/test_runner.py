@@ -4,6 +4,7 @@ from html.parser import HTMLParser
 import pytest
 
 from eval.families import FAMILIES as FAMILY_FACTS
+from eval.results import SCHEMA_VERSION
 from eval.runner import select_rows
 from eval.store import Store
 from eval.tasks import load_tasks
@@ -88,7 +89,7 @@ def test_eval_end_to_end_writes_three_report_files(settings, full_corpus, monkey
     run_id = out.stdout.split("Verdict for run ")[1].split()[0]
     folder = tmp_path / "reports" / run_id
     results = json.loads((folder / "results.json").read_text())
-    assert results["schema_version"] == 3 and set(results["families"]) == set(FAMILIES)
+    assert results["schema_version"] == SCHEMA_VERSION and set(results["families"]) == set(FAMILIES)
     assert "undecided:" in out.stdout and "not worse" not in out.stdout
     for family, block in results["families"].items():
         asked = {a for a in ALL_ARMS if FAMILY_FACTS[family].scores(ARMS[a])}
