@@ -44,7 +44,7 @@ CONVERTED: dict[str, tuple[str, str | None]] = {
 }
 
 # Bump when the text a file converts to changes for the same bytes: cached conversions are then made again.
-CONVERSION_VERSION = 1
+CONVERSION_VERSION = 2  # 2: a one-page PDF or one-slide deck cites its page too
 
 
 class UnreadableFile(ValueError):
@@ -189,7 +189,7 @@ def _convert(path: Path, name: str, limits: DocumentLimits) -> Converted:
 def _page_starts(text: str, metadata: dict) -> tuple[int, ...]:
     """Character offsets where each page starts, from kreuzberg's byte boundaries (UTF-8 offsets into `text`)."""
     bounds = ((metadata.get("pages") or {}).get("boundaries")) or []
-    if len(bounds) < 2:
+    if not bounds:
         return ()
     raw = text.encode("utf-8")
     starts = []

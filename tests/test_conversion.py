@@ -101,3 +101,8 @@ def test_an_unchanged_folder_is_converted_once_even_across_processes(team_folder
     convert_file(team_folder / "word_sample.docx")  # changed bytes (a trailing byte a zip reader ignores)
     assert calls == ["word_sample.docx"]  # ... are converted again, the rest is not
     conversion.configure(DocumentLimits(), None)
+
+
+def test_a_one_page_pdf_cites_its_page():
+    [doc] = [d for d in load_documents(FILES) if d.doc_id == "2305.03393v1-pg9.pdf"]
+    assert doc.page_label(100) == "p. 1"
