@@ -171,7 +171,7 @@ def test_short_answer_is_the_first_sentence():
     assert answer_contained(long, ["$249"]) == 0.0
 
 
-@pytest.mark.parametrize("corpus", ["quillmark", "ostwick"])
+@pytest.mark.parametrize("corpus", ["quillmark", "ostwick", "entityq"])
 def test_every_reference_answer_scores_one_against_its_corpus(corpus):
     from eval.tasks import load_tasks
 
