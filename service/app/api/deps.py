@@ -43,12 +43,25 @@ def key_role(api: ApiSettings, authorization: str | None) -> str | None:
     return "admin" if admin else "reader" if reader else None
 
 
+# What a read-only key (api.read_only_keys) may call, route by route (path templates): questions, stored results and
+# reports, reviews read back. Everything else (documents, training, starting, listing or cancelling jobs, reviewing)
+# needs a key from api.api_keys. tests/app/api/test_deps.py holds every route of the app with what a reader gets.
+READER_ROUTES: dict[str, frozenset[str]] = {
+    "POST": frozenset({"/v1/query", "/v1/query/batch", "/v1/chat/completions"}),
+    "GET": frozenset({
+        "/v1/models",
+        "/v1/results", "/v1/results/{run_id}", "/v1/results/{run_id}/rows", "/v1/results/{run_id}/rows/{row_id}",
+        "/v1/results/{run_id}/reviews", "/v1/results/{run_id}/files/{name:path}",
+        "/v1/compare/{run_a}/{run_b}",
+        "/v1/runs/{run_id}/report", "/v1/runs/{run_id}/report.json", "/v1/runs/{run_id}/report.md",
+        "/v1/curves/{curve_id}/report", "/v1/curves/{curve_id}/report.json", "/v1/curves/{curve_id}/report.md",
+    }),
+}  # fmt: skip
+
+
 def reader_may(method: str, route: str) -> bool:
-    """Whether a read-only key may call `route` (its path template): queries and reports, nothing that changes
-    documents, trains, starts or cancels runs, or reviews answers."""
-    if method == "POST":
-        return route in ("/v1/query", "/v1/query/batch", "/v1/chat/completions")
-    return method in ("GET", "HEAD") and route.startswith(("/v1/models", "/v1/results", "/v1/runs/{run_id}/report"))
+    """Whether a read-only key may call `route` (its path template) with `method` (HEAD as GET): `READER_ROUTES`."""
+    return route in READER_ROUTES.get("GET" if method == "HEAD" else method, frozenset())
 
 
 def unauthorized() -> HTTPException:
