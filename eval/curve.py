@@ -4,7 +4,7 @@ noise it survives (`ragft curve`, `POST /v1/curves`).
 A curve trains the adapter arms on nested, seeded subsets of the train rows (`--rows 10,25,50,100,all`, per
 trainable family; every larger subset holds the smaller) and answers the same test rows at every point. Each
 point is a *corpus view*: a folder under `<data_dir>/curves/` whose tasks hold every test row, the subset's train
-rows (a seeded share of them with a wrong target under `--noise`) and every other row, its documents/ and
+rows (each with a wrong target by its own seeded draw under `--noise`) and every other row, its documents/ and
 updates/ linked to the corpus's own. A point is then an ordinary run (`eval.runner.run_eval`) with ordinary
 adapters: the same inputs give the same run id and adapter fingerprint, so a point trained before is reused and
 an interrupted curve resumes where it stopped. The full clean point is the corpus itself, so it shares its
@@ -13,10 +13,12 @@ examples) draw from the same subset; arms that read no train rows (base, rag) ru
 drawn as reference lines.
 
 At each point a fine-tuned arm is compared, on the same test rows, with the best arm that does not train
-(base, rag, or fewshot at that point), paired, Holm-adjusted over every such test of the curve. The crossover
-is the smallest training size where that test shows the fine-tuned arm better; otherwise "not reached within
-the rows available", worse (the last point shows it behind) or undecided, with the trend of the gap per doubling
-of rows.
+(base, rag, or fewshot at that point), paired. The crossover is tested sequentially from the largest size down
+(`crossover`: each size at 5% while every larger one passed), and estimated (`crossover_estimate`: where the gap
+fitted against log(train rows) crosses 0, with a bootstrap interval over the test rows); otherwise "not reached
+within the rows available", worse (the largest size shows it behind) or undecided, with the trend of the gap per
+doubling of rows. Subsets are a seeded random order of the train rows; noise is decided per row, so noisy
+subsets are nested as clean ones are.
 
 Example:
     >>> parse_sizes("10,25,all"), parse_noise("0,0.3")
@@ -169,12 +171,17 @@ class CurveSpec(BaseModel):
 
 
 def subset_order(rows: list[TaskRow], settings: Settings, seed: int) -> dict[str, list[str]]:
-    """Per trainable family, its train row ids in the order subsets take them: `eval.pipeline.capped_order`'s
-    seeded order (rows that test paraphrases restate first), so a subset of n is the first n and every larger
-    subset holds the smaller."""
+    """Per trainable family, its train row ids (those `eval.pipeline.capped_order` trains on) in a seeded random
+    order: a subset of n is the first n, so every larger subset holds the smaller. Random, not the training
+    order: that order puts the rows test paraphrases restate first, which flattered small knowledge subsets."""
     generation = settings.generation.model_copy(update={"seed": seed})
     ordered = capped_order(settings.model_copy(update={"generation": generation}), rows)
-    return {family: [r.row_id for r in members] for family, members in ordered.items()}
+    out = {}
+    for family, members in ordered.items():
+        ids = sorted(r.row_id for r in members)
+        random.Random(f"{seed}:subset:{family}").shuffle(ids)
+        out[family] = ids
+    return out
 
 
 def subset(order: dict[str, list[str]], size: int | str) -> dict[str, list[str]]:
@@ -273,29 +280,25 @@ def wrong_target(row: TaskRow, train: list[TaskRow], seed: int) -> tuple[dict, C
     return {"answers": [now]}, Corruption(row.id, row.family, "answers", row.answers[0], now, same_type)
 
 
+def noisy(row_id: str, share: float, seed: int) -> bool:
+    """Whether a train row gets a wrong target under noise `share`: its own seeded draw, so the decision is the
+    row's at every size and noisy subsets are nested (a row noisy at 25 rows is noisy at 50)."""
+    return share > 0 and random.Random(f"{seed}:noisy:{row_id}").random() < share
+
+
 def noisy_rows(chosen: list[TaskRow], train: list[TaskRow], share: float, seed: int):
-    """`chosen` with round(share x n) of each family's n rows given a wrong target: the first rows of a seeded order
-    of the family's whole train split that have one. Returns (rows, corruptions)."""
+    """`chosen` with each row whose draw falls under `share` (`noisy`) given a wrong target where it has one: the
+    share holds in expectation, and the view lists every corrupted row. Returns (rows, corruptions)."""
     if share <= 0:
         return list(chosen), []
-    by_id = {r.id: r for r in chosen}
-    corruptions = []
-    for family in dict.fromkeys(r.family for r in chosen):
-        ranked = sorted(r.id for r in train if r.family == family)
-        random.Random(f"{seed}:noise:{family}").shuffle(ranked)
-        want = math.floor(share * sum(r.family == family for r in chosen) + 0.5)
-        done = 0
-        for row_id in ranked:
-            if done >= want:
-                break
-            if row_id not in by_id:
-                continue
-            wrong = wrong_target(by_id[row_id], train, seed)
-            if wrong is not None:
-                by_id[row_id] = by_id[row_id].model_copy(update=wrong[0])
-                corruptions.append(wrong[1])
-                done += 1
-    return [by_id[r.id] for r in chosen], corruptions
+    out, corruptions = [], []
+    for row in chosen:
+        wrong = wrong_target(row, train, seed) if noisy(row.id, share, seed) else None
+        if wrong is not None:
+            row = row.model_copy(update=wrong[0])
+            corruptions.append(wrong[1])
+        out.append(row)
+    return out, corruptions
 
 
 # --- corpus views (one per point) ---------------------------------------------------------------------------
@@ -542,53 +545,121 @@ def paired(a: str, run_a: RunValues, b: str, run_b: RunValues, metric: str, seed
 
 
 def adjust(comparisons: list[dict], alpha: float = stats.ALPHA) -> None:
-    """Holm over every comparison of the curve (in place): p_holm, significant and holm_tests (how many tests the
-    adjustment spans: the reason an unadjusted interval that excludes 0 can stand beside "undecided")."""
+    """Holm over every comparison of the curve (in place): p_holm, significant and holm_tests, kept in results.json
+    beside the sequential rule `crossover` decides by (which needs no adjustment over the points)."""
     for c, p in zip(comparisons, stats.holm([c["p_value"] for c in comparisons]), strict=True):
         c["p_holm"], c["significant"], c["holm_tests"] = _num(p), p < alpha, len(comparisons)
 
 
+def _fit(log_rows: np.ndarray, gaps: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    """Weighted least squares of gap on log(rows): (intercept, slope)."""
+    w = weights / weights.sum()
+    mx, my = (w * log_rows).sum(), (w * gaps).sum()
+    sxx = (w * (log_rows - mx) ** 2).sum()
+    slope = (w * (log_rows - mx) * (gaps - my)).sum() / sxx if sxx > 0 else 0.0
+    return my - slope * mx, slope
+
+
+REACH = math.log(1000)  # a crossover past 1,000 times the largest size measured is reported as out of reach
+
+
+def _root(intercept: float, slope: float, last_log_rows: float) -> float:
+    """Rows where the fitted gap crosses 0 (winning direction positive): inf when it never does ahead (or only past
+    REACH, 1,000 times the largest size), 0 when the arm is ahead throughout and the gap shrinks."""
+    if slope > 0:
+        root = -intercept / slope
+        return math.exp(root) if root < last_log_rows + REACH else math.inf
+    return 0.0 if intercept + slope * last_log_rows > 0 else math.inf
+
+
+def crossover_estimate(rows: list[int], gaps: np.ndarray, clusters: list | None = None, *, seed: int = 0,
+                       resamples: int = 1000) -> dict:  # fmt: skip
+    """Where the gap (fine-tuned arm minus its rival, winning direction positive) crosses 0, from a weighted fit of
+    the gap against log(train rows) (weights: 1 / the variance of each point's mean gap), with a 95% percentile
+    interval from resampling the test rows (whole clusters where they share documents) jointly at every point:
+    the same rows answer every point (Efron & Tibshirani 1993, ch. 13, for a ratio of fitted coefficients).
+    `gaps[p][i]`: the signed difference on test row i at point p. An interval end at 'inf' means the gap did not
+    turn positive within 1,000 times the largest size in that share of resamples: the data cannot bound the
+    crossover from above."""
+    x = np.log(np.asarray(rows, dtype=float))
+    d = np.asarray(gaps, dtype=float)
+    if len(rows) < 2 or len(set(rows)) < 2 or d.shape[1] < 2:
+        return {"rows": None, "ci_low": None, "ci_high": None, "per_doubling": None, "method": "too few points"}
+    var = d.var(axis=1, ddof=1) / d.shape[1]
+    weights = 1 / np.maximum(var, max(1e-6, float(var[var > 0].min()) if (var > 0).any() else 1e-6))
+    intercept, slope = _fit(x, d.mean(axis=1), weights)
+    estimate = _root(intercept, slope, x[-1])
+    _, g = np.unique(np.asarray([str(c) for c in (clusters or range(d.shape[1]))]), return_inverse=True)
+    sums = np.stack([np.bincount(g, weights=row) for row in d])  # per point, per cluster: summed gap
+    sizes = np.bincount(g).astype(float)
+    rng = np.random.default_rng(seed)
+    roots = np.empty(resamples)
+    for r in range(resamples):
+        pick = np.bincount(rng.integers(0, len(sizes), len(sizes)), minlength=len(sizes))  # times each is drawn
+        roots[r] = _root(*_fit(x, sums @ pick / (sizes @ pick), weights), x[-1])
+    low, high = np.percentile(roots, 2.5, method="lower"), np.percentile(roots, 97.5, method="higher")
+
+    def shown(v: float) -> float | str | None:
+        return "inf" if math.isinf(v) else round(float(v))
+
+    return {"rows": shown(estimate), "ci_low": shown(low), "ci_high": shown(high),
+            "per_doubling": _num(float(slope) * math.log(2)),
+            "method": "weighted fit of the gap on log(train rows), cluster bootstrap of the test rows"}  # fmt: skip
+
+
 def trend(points: list[dict], higher_is_better: bool) -> dict:
     """How the gap (fine-tuned arm minus the best non-training arm, in the winning direction) moves per doubling of
-    training rows (least squares over the points), and where, extrapolated, it would close."""
-    xs = [(math.log2(p["rows"]), p["comparison"]["difference"]) for p in points
-          if p.get("comparison") and p["comparison"]["difference"] is not None and p["rows"]]  # fmt: skip
+    training rows, and where it would close: the weighted fit of `crossover_estimate` on the points' differences
+    (weights from their intervals), without the resampled interval that needs the row values."""
     sign = 1 if higher_is_better else -1
-    if len(xs) < 2 or len({x for x, _ in xs}) < 2:
+    kept = [p for p in points if p.get("comparison") and p["comparison"]["difference"] is not None and p["rows"]]
+    if len(kept) < 2 or len({p["rows"] for p in kept}) < 2:
         return {"per_doubling": None, "rows_to_close": None}
-    slope, _ = np.polyfit([x for x, _ in xs], [sign * d for _, d in xs], 1)
-    last_x, last_gap = xs[-1][0], sign * xs[-1][1]
+    x = np.log([float(p["rows"]) for p in kept])
+    gaps = np.array([sign * p["comparison"]["difference"] for p in kept])
+    widths = np.array([max((p["comparison"]["ci_high"] or 0) - (p["comparison"]["ci_low"] or 0), 1e-3) for p in kept])
+    intercept, slope = _fit(x, gaps, 1 / widths**2)
     closes = None
-    if last_gap < 0 < slope:
-        closes = round(2 ** (last_x - last_gap / slope))
-    return {"per_doubling": _num(float(slope)), "rows_to_close": closes}
+    if gaps[-1] < 0 < slope:
+        closes = round(math.exp(-intercept / slope))
+    return {"per_doubling": _num(float(slope) * math.log(2)), "rows_to_close": closes}
 
 
-def crossover(points: list[dict], *, higher_is_better: bool, label: str = "the fine-tuned arm") -> dict:
-    """The crossover rule: the smallest training size whose Holm-adjusted paired test shows `label` better than the
-    best non-training arm at that size ("reached"); else "not reached within the rows available", as "worse"
-    when the largest size shows it significantly behind, "undecided" when that test cannot tell; with the trend.
-
-    `points`: ascending by `rows`, each {"rows", "against", "comparison": {difference, ci_low, ci_high, p_holm,
-    significant}} (comparison None where nothing was compared)."""
+def crossover(points: list[dict], *, higher_is_better: bool, label: str = "the fine-tuned arm",
+              alpha: float = stats.ALPHA) -> dict:  # fmt: skip
+    """The crossover by the sequential test from the largest size down (fixed-sequence testing, Maurer, Hothorn &
+    Lehmacher 1995: each test at `alpha` while every larger size passed, so the family-wise error stays at alpha
+    however many points the curve has): "reached" at the smallest size of the unbroken run of sizes, from the
+    largest, where the paired test shows `label` better than the best non-training arm; else "not reached within
+    the rows available", "worse" when the largest size shows it significantly behind, "undecided" when that test
+    cannot tell; with the trend. `points`: ascending by `rows`, each {"rows", "against", "comparison":
+    {difference, ci_low, ci_high, p_value}} (comparison None where nothing was compared)."""
     sign = 1 if higher_is_better else -1
     compared = [p for p in points if p.get("comparison")]
-    found = {"trend": trend(compared, higher_is_better)}
-    for p in compared:
-        c = p["comparison"]
-        if c["significant"] and sign * c["difference"] > 0:
-            return found | {"status": "reached", "rows": p["rows"], "against": p["against"], "statement":
-                            f"reached at {p['rows']} train rows: {label} beats {p['against']} by "
-                            f"{_gap(c)}"}  # fmt: skip
+    found = {"trend": trend(compared, higher_is_better), "rule": "sequential from the largest size, each at 5%"}
     if not compared:
         return found | {"status": "undecided", "rows": None, "against": None, "statement": "nothing was compared"}
+    held = []
+    for p in reversed(compared):
+        c = p["comparison"]
+        if (c["p_value"] if c["p_value"] is not None else 1.0) < alpha and sign * c["difference"] > 0:
+            held.append(p)
+        else:
+            break
+    if held:
+        first, top = held[-1], compared[-1]
+        also = (f", and holds at every larger size tested up to {top['rows']} ({len(held)} tests in sequence)"
+                if len(held) > 1 else "")  # fmt: skip
+        return found | {"status": "reached", "rows": first["rows"], "against": first["against"], "statement":
+                        f"reached at {first['rows']} train rows: {label} beats {first['against']} by "
+                        f"{_gap(first['comparison'])}{also}"}  # fmt: skip
     last = compared[-1]
     c = last["comparison"]
     move = found["trend"]["per_doubling"]
     said = f"; the gap moves {move:+.3f} per doubling of rows" if move is not None else ""
     if found["trend"]["rows_to_close"]:
         said += f" (extrapolated, it would close near {found['trend']['rows_to_close']:,} rows)"
-    if c["significant"]:
+    if (c["p_value"] if c["p_value"] is not None else 1.0) < alpha:
         status, how = "worse", f"significantly behind {last['against']}"
     else:
         status, how = "undecided", f"undecided against {last['against']}"
@@ -600,9 +671,8 @@ def crossover(points: list[dict], *, higher_is_better: bool, label: str = "the f
 def _gap(c: dict) -> str:
     low = f"{c['ci_low']:+.3f}" if c.get("ci_low") is not None else "-"
     high = f"{c['ci_high']:+.3f}" if c.get("ci_high") is not None else "-"
-    p = f"{c['p_holm']:.3g}" if c.get("p_holm") is not None else "-"
-    over = f" over {c['holm_tests']} tests" if c.get("holm_tests") else ""
-    return f"{c['difference']:+.3f} [{low}, {high}] (unadjusted 95% CI), Holm p = {p}{over}"
+    p = f"{c['p_value']:.3g}" if c.get("p_value") is not None else "-"
+    return f"{c['difference']:+.3f} [{low}, {high}] (95% CI), p = {p}"
 
 
 def clean_rows_matching(clean: list[tuple[int, float]], plateau: float, higher_is_better: bool) -> dict:
@@ -632,6 +702,19 @@ def _training_cost(meta: dict, arm: str, group: str) -> dict:
     return {"wall_s": _num(sum(g.get("wall_s") or 0 for g in mine)),
             "tokens": int(sum(g.get("tokens_processed") or 0 for g in mine)),
             "reused": all(g.get("reused") for g in mine) if mine else None}  # fmt: skip
+
+
+def _estimate(points: list[dict], at: dict, seed: int) -> dict | None:
+    """`crossover_estimate` on the test rows every compared point of a line shares."""
+    kept = [p for p in points if p.get("_gaps") and p["rows"]]
+    if len(kept) < 2:
+        return None
+    common = sorted(set.intersection(*(set(p["_gaps"]) for p in kept)))
+    if len(common) < 2:
+        return None
+    gaps = np.array([[p["_gaps"][i] for i in common] for p in kept])
+    clusters = document_clusters(at[kept[0]["run_id"]].rows, common)
+    return crossover_estimate([p["rows"] for p in kept], gaps, clusters, seed=seed)
 
 
 def build_curve(
@@ -684,6 +767,9 @@ def build_curve(
                             entry["against_value"] = rivals[best][1]["value"]
                             entry["comparison"] = paired(arm, run, best, rivals[best][0], top.name, seed)
                             tests.append(entry["comparison"])
+                            va = run.values.get((arm, top.name), {})
+                            vb = rivals[best][0].values.get((best, top.name), {})
+                            entry["_gaps"] = {i: sign * (float(va[i]) - float(vb[i])) for i in set(va) & set(vb)}
                     line["points"].append(entry)
                     previous = entry
                 block["lines"].append(line)
@@ -693,7 +779,11 @@ def build_curve(
         hib = block["higher_is_better"]
         for line in [ln for ln in block["lines"] if ln["trains"] and ln["points"]]:
             found = crossover(line["points"], higher_is_better=hib, label=line["label"])
+            found["estimate"] = _estimate(line["points"], at, seed)
             block["crossover"].append({"arm": line["arm"], "noise": line["noise"]} | found)
+        for line in block["lines"]:
+            for p in line["points"]:
+                p.pop("_gaps", None)
         clean = {ln["arm"]: [(p["rows"], p["value"]) for p in ln["points"] if p["rows"]]
                  for ln in block["lines"] if ln["noise"] == 0}  # fmt: skip
         for line in [ln for ln in block["lines"] if ln["noise"] > 0 and ln["points"]]:
@@ -740,6 +830,20 @@ def _cell_text(c: dict | None) -> str:
     return f"{c['value']:.3f} [{c['ci_low']:.3f}, {c['ci_high']:.3f}]"
 
 
+def estimate_text(e: dict | None) -> str:
+    """The crossover estimate in words: where the fitted gap crosses 0, with its bootstrap interval."""
+    if not e or e.get("rows") is None:
+        return ""
+
+    def rows(v) -> str:
+        return "never within reach" if v == "inf" else f"{v:,}"
+
+    return (
+        f". Estimated crossover (gap fitted on log train rows): {rows(e['rows'])} rows, 95% interval "
+        f"[{rows(e['ci_low'])}, {rows(e['ci_high'])}]; the gap moves {e['per_doubling']:+.3f} per doubling"
+    )
+
+
 def summary_lines(results: dict) -> list[str]:
     """Per family: the reference lines, each crossover and each noise match, in words (markdown bold)."""
     lines = []
@@ -747,7 +851,8 @@ def summary_lines(results: dict) -> list[str]:
         refs = ", ".join(f"{a} {_cell_text(c)} (n={c['n']})" for a, c in block["reference"].items())
         lines.append(f"**{family}** ({block['headline_metric']})" + (f"; reference lines: {refs}" if refs else ""))
         for x in block["crossover"]:
-            lines.append(f"- {x['arm']}, noise {x['noise']:g}: **{x['status']}**: {x['statement']}")
+            lines.append(f"- {x['arm']}, noise {x['noise']:g}: **{x['status']}**: {x['statement']}"
+                         + estimate_text(x.get("estimate")))  # fmt: skip
         for m in block["noise_matching"]:
             if m["bound"] is None:
                 lines.append(f"- {m['arm']} at noise {m['noise']:g} plateaus at {m['plateau']:.3f} ({m['plateau_rows']} "
@@ -774,19 +879,21 @@ def _table(block: dict) -> list[list[str]]:
 
 
 HEADER = ["train rows", "size", "noise", "arm", "headline [95% CI]", "n", "per seed", "best non-training arm",
-          "difference [unadjusted 95% CI], Holm p", "training s", "training tokens", "artifact", "gain per extra row",
+          "difference [95% CI], p", "training s", "training tokens", "artifact", "gain per extra row",
           "corrupted rows"]  # fmt: skip
 
 HOW_TO_READ = (
-    "Each point trains the adapter arms on the first n train rows of a seeded order per family (every larger subset "
-    "holds the smaller) and answers the same test rows. The fine-tuned arm is compared at each point with the best "
-    "arm that does not train there (the reference arms, which read no train rows and ran once, and fewshot on the "
-    "same subset), paired on the test rows, Holm-adjusted over every test of the curve. The crossover is the "
-    "smallest size where that test shows the fine-tuned arm better. A difference's interval is that comparison's "
-    "own 95% interval, unadjusted, while the decision reads its Holm-adjusted p over all of the curve's tests: an "
-    "interval that excludes 0 beside 'undecided' means this comparison alone would pass but the curve's many tests "
-    "do not let it. Under noise a share of each point's train rows "
-    "has a wrong target of the same type (results.json lists them); test rows are never touched. Training cost is "
+    "Each point trains the adapter arms on the first n train rows of a seeded random order per family (every larger "
+    "subset holds the smaller) and answers the same test rows. The fine-tuned arm is compared at each point with the "
+    "best arm that does not train there (the reference arms, which read no train rows and ran once, and fewshot on "
+    "the same subset), paired on the test rows (exact McNemar, or the cluster sign-flip test where rows share a "
+    "document). The crossover is decided by a sequential test from the largest size down: each size is tested at 5% "
+    "only while every larger size showed the fine-tuned arm better, so the verdict neither depends on how many "
+    "points the curve has nor names a size whose lead larger sizes lose; 'reached at n' is the smallest size of "
+    "that unbroken run. Beside it, an estimate: the gap fitted against log(train rows) (weighted by each point's "
+    "precision) crosses 0 at the estimated row count, with a 95% interval from resampling the test rows. Under "
+    "noise each train row is given a wrong target of the same type by its own seeded draw, so a row noisy at one "
+    "size is noisy at every larger size (results.json lists them); test rows are never touched. Training cost is "
     "the artifact's own training (a reused artifact: what it cost when it was trained)."
 )
 
