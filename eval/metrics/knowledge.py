@@ -11,8 +11,8 @@ answer (the first sentence) and accepts it only when it *asserts* one answer:
   Lyon"), even one no document names: an answer that offers two candidates when one is accepted
   has not chosen;
 - the answer is not negated: "It is not $463.", "The price isn't $463", "never Paris" say the answer
-  is something else. A negation counts when "not", "n't", "never", "neither"/"nor" (or "no" right
-  before it) stands within three words before the answer in the same clause; a bound between them
+  is something else. A negation counts when "not", "n't", "never", "neither"/"nor", "no longer" (or
+  "no" right before it) stands within three words before the answer in the same clause; a bound between them
   ("not more than 40 mph", "not before 08:30", "cannot exceed 24 months") states the answer as a
   limit and still counts as naming it.
 
