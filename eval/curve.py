@@ -533,13 +533,28 @@ def headline_cell(run: RunValues, arm: str, metric: str, seed: int) -> dict | No
             "method": ci.method, "seeds": seeds}  # fmt: skip
 
 
+def _per_seed(values: dict, by_seed: list | None, ids: list[str]) -> list[list[float]]:
+    """Row values on `ids` per training seed (`by_seed` in the sorted-row order fold_replicates keeps), or the one
+    row of folded values when the arm was trained once (or trains nothing)."""
+    if not by_seed:
+        return [[float(values[i]) for i in ids]]
+    at = {row: k for k, row in enumerate(sorted(values))}
+    return [[float(run[at[i]]) for i in ids] for run in by_seed]
+
+
 def paired(a: str, run_a: RunValues, b: str, run_b: RunValues, metric: str, seed: int) -> dict:
-    """Arm `a` (of run_a) minus arm `b` (of run_b) on the test rows both answered: the report's paired test."""
+    """Arm `a` (of run_a) minus arm `b` (of run_b) on the test rows both answered: the report's paired test, and
+    with several training seeds the test that resamples seeds and clusters (`stats.replicated_compare`)."""
     va, vb = run_a.values.get((a, metric), {}), run_b.values.get((b, metric), {})
     ids = sorted(set(va) & set(vb))
-    c = stats.compare(
-        a, b, [va[i] for i in ids], [vb[i] for i in ids], seed, clusters=document_clusters(run_a.rows, ids)
-    )
+    clusters = document_clusters(run_a.rows, ids)
+    seeds_a, seeds_b = run_a.replicates.get((a, metric)), run_b.replicates.get((b, metric))
+    if ids and (seeds_a or seeds_b) and METRICS[metric].aggregate is None:
+        c, _ = stats.replicated_compare(
+            a, b, _per_seed(va, seeds_a, ids), _per_seed(vb, seeds_b, ids), seed, clusters=clusters
+        )
+    else:
+        c = stats.compare(a, b, [va[i] for i in ids], [vb[i] for i in ids], seed, clusters=clusters)
     return {"a": a, "b": b, "n": c.n, "difference": _num(c.difference), "ci_low": _num(c.ci_low),
             "ci_high": _num(c.ci_high), "p_value": _num(c.p_value), "test": c.test}  # fmt: skip
 

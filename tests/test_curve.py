@@ -299,3 +299,17 @@ def test_a_kill_while_a_view_copies_the_index_leaves_no_half_index_and_the_next_
         [],
         [f"{copy.name}.swap.lock"],
     )
+
+
+def test_with_several_training_seeds_a_curve_point_resamples_seeds():
+    """Issue #33 item 5: the curve's tests ran on per-row seed means, so seed-to-seed variance never reached them."""
+    ids = [f"r{i:03d}" for i in range(60)]
+    seeds = [[1.0 if i % 10 < c else 0.0 for i in range(60)] for c in (9, 6, 3)]  # the adapter moves a lot
+    mean = {i: float(np.mean([s[k] for s in seeds])) for k, i in enumerate(ids)}
+    few = {i: 1.0 if k % 10 < 4 else 0.0 for k, i in enumerate(ids)}
+    values = {("lora", "behaviour_pass"): mean, ("fewshot", "behaviour_pass"): few}
+    once = paired("lora", RunValues({}, values, {}, {}), "fewshot", RunValues({}, values, {}, {}), "behaviour_pass", 0)
+    run = RunValues({}, values, {("lora", "behaviour_pass"): seeds}, {})
+    thrice = paired("lora", run, "fewshot", run, "behaviour_pass", 0)
+    assert once["difference"] == thrice["difference"] == 0.2
+    assert thrice["test"] == "seed-and-row-bootstrap (k=3)" and thrice["p_value"] > once["p_value"]
