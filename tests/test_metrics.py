@@ -136,6 +136,13 @@ def test_bounds_fillers_and_other_ors_still_name_the_answer(reply, answer):
     assert answer_contained(reply, [answer]) == 1.0
 
 
+def test_two_accepted_answers_side_by_side_are_no_hedge():
+    """The rule fails a reply that offers candidates when one is accepted; where both are, naming both is right."""
+    assert answer_contained("Paris or Marseille", ["Paris", "Marseille"]) == 1.0
+    assert answer_contained("Heron H10 or Heron H18", ["Heron H18", "Heron H10"], ("Heron H10", "Heron H18")) == 1.0
+    assert answer_contained("Heron H10 or Heron H18", ["Heron H18"], ("Heron H10", "Heron H18")) == 0.0
+
+
 def test_no_answer_bearing_document_sentence_reads_as_negated_or_hedged():
     """A reply that quotes its document names the answer: no answer-bearing sentence of the shipped corpora (1,169,
     titles with "or" in them included) reads as negating its answer or offering an alternative to it."""

@@ -70,10 +70,11 @@ def answer_contained(prediction: str, answers: Sequence[str], space: Sequence[st
     """
     short = short_answer(prediction)
     said, found = canonical(short), values(short)
-    return float(any(_names(short, said, found, answer, space) for answer in answers))
+    accepted = {canonical(a) for a in answers}  # another accepted answer beside one is no rival
+    return float(any(_names(short, said, found, answer, space, accepted) for answer in answers))
 
 
-def _names(short: str, said: str, found, answer: str, space: Sequence[str]) -> bool:
+def _names(short: str, said: str, found, answer: str, space: Sequence[str], accepted: set[str]) -> bool:
     gold = single_value(answer)
     if gold is not None:
         rivals = [v for v in found if v.competes(gold)]
@@ -83,9 +84,10 @@ def _names(short: str, said: str, found, answer: str, space: Sequence[str]) -> b
         return False
     shape = answer_shape(answer)
     phrases = (canonical(c) for c in space if answer_shape(c) == shape and single_value(c) is None)
+    phrases = (c for c in phrases if c not in accepted)
     if any(c and _has(said, c) and not _has(target, c) and not _has(c, target) for c in phrases):
         return False
-    return _asserted(short, None, target) and not _offers_alternative(short, answer)
+    return _asserted(short, None, target) and not _offers_alternative(short, answer, accepted)
 
 
 # Negation: a cue within NEGATION_WINDOW tokens before the answer, in the same clause. Three tokens cover
@@ -154,12 +156,13 @@ def _kind(text: str) -> str:
     return "text"
 
 
-def _offers_alternative(short: str, answer: str) -> bool:
+def _offers_alternative(short: str, answer: str, accepted: set[str] = frozenset()) -> bool:
     """The short answer joins `answer` with "or" (or "/", "nor") to another candidate of the answer's kind: a name
     beside a name answer, a phrase beside a phrase answer. The alternatives are the list items next to the item that
     names the answer: after it when the answer ends its item ("The capital is Paris or Marseille"), before it when
     the answer starts its item, both when it is the item. Items longer than the answer plus four words are clauses,
-    not candidates, and filler ("or so I think", "or something similar") is none."""
+    not candidates, filler ("or so I think", "or something similar") is none, and neither is another of the row's
+    `accepted` answers (canonical)."""
     target, kind = canonical(answer), _kind(answer)
     limit = len(answer.split()) + 4
     for part in _SENTENCE_PARTS.split(short):
@@ -172,7 +175,9 @@ def _offers_alternative(short: str, answer: str) -> bool:
                 continue
             before = items[:k] if f"{said} ".startswith(f"{target} ") else []
             after = items[k + 1 :] if f" {said}".endswith(f" {target}") else []
-            if any(_candidate(other, target, kind, limit) for other in before + after):
+            if any(
+                _candidate(other, target, kind, limit) and canonical(other) not in accepted for other in before + after
+            ):
                 return True
     return False
 
