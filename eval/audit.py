@@ -29,7 +29,7 @@ from eval.baseline import chance_baseline
 from eval.families import FAMILIES, QUESTIONS, factual_families, pool_key
 from eval.metrics import ScoringContext, report_families
 from eval.metrics.knowledge import corpus_answers
-from eval.metrics.values import answer_shape
+from eval.metrics.values import answer_shape, canonical
 from eval.tasks import TaskRow
 from service.settings import GenerationSettings
 
@@ -113,9 +113,11 @@ def _bigrams(tokens: list[str]) -> frozenset[tuple[str, str]]:
     return frozenset(zip(padded, padded[1:], strict=False))
 
 
-def similarity(a: str, b: str) -> float:
-    """Jaccard similarity of the token bigrams of two texts after masking names and numbers."""
-    x, y = _bigrams(mask_entities(a)), _bigrams(mask_entities(b))
+def similarity(a: str, b: str, mask: bool = True) -> float:
+    """Jaccard similarity of the token bigrams of two texts after masking names and numbers (`mask`: a template
+    with other names is the same input), or of their lower-cased tokens (the same question)."""
+    words = mask_entities if mask else (lambda t: [w.lower() for w, _ in _tokens(t)])
+    x, y = _bigrams(words(a)), _bigrams(words(b))
     return len(x & y) / len(x | y) if x | y else 1.0
 
 
@@ -432,6 +434,48 @@ def check_answers_in_sources(
     )
 
 
+def _facts(row: TaskRow) -> set[tuple[str, str, str]]:
+    """What a factual row asks: (document, canonical answer, quoted span or '') for each of its documents."""
+    span = row.generated.span.lower() if row.generated and row.generated.span else ""
+    return {(doc, canonical(a), span) for doc in row.source_docs for a in row.answers if canonical(a)}
+
+
+def _same_fact(test: TaskRow, train: TaskRow) -> bool:
+    for doc, answer, span in _facts(test):
+        for doc2, answer2, span2 in _facts(train):
+            if doc == doc2 and answer == answer2 and (not span or not span2 or span == span2):
+                return True
+    return False
+
+
+def check_generated_leaks(rows: list[TaskRow]) -> Check:
+    """Generated test rows that a train row already asks: the same fact (document and answer, and the quoted span
+    when both have one), or the same question (unmasked token-bigram Jaccard >= NEAR_DUPLICATE_SIMILARITY), except
+    the train row a paraphrase test row restates, which the paraphrase view intends."""
+    train = [r for r in rows if r.split == "train"]
+    generated = [r for r in rows if r.split == "test" and r.generated is not None]
+    leaks = []
+    for r in generated:
+        for t in train:
+            if t.id == r.paraphrase_of or t.family != r.family:
+                continue
+            if FAMILIES[r.family].factual and _same_fact(r, t):
+                leaks.append(f"{r.id}: asks the fact train row {t.id} teaches ({r.answers[0]!r} in {t.source_docs[0]})")
+                break
+            if similarity(r.text, t.text, mask=False) >= NEAR_DUPLICATE_SIMILARITY:
+                leaks.append(f"{r.id}: repeats train row {t.id} ({t.text!r})")
+                break
+    return Check(
+        "generated_leaks",
+        not leaks,
+        f"{len(leaks)}/{len(generated)} generated test rows ask what a train row asks, other than the row a "
+        "paraphrase restates (must be 0)",
+        "reject the leaking test row (ragft corpus review), or its train twin: a fine-tune that learnt the train "
+        "row answers the test row from memory, which the unseen view must not measure",
+        tuple(leaks[:15]),
+    )
+
+
 # ---------------------------------------------------------------------------------------------- surface probe
 
 
@@ -569,16 +613,19 @@ def audit_rows(
         check_label_balance(rows),
         check_answers_in_sources(rows, documents, updates),
     )
+    if any(r.generated is not None for r in rows):  # corpora without generated rows keep their audit as it was
+        checks += (check_generated_leaks(rows),)
     return AuditReport(corpus, len(rows), chance_baselines(rows), checks)
 
 
-def audit_corpus(corpus: Path) -> AuditReport:
-    """Audit a corpus folder; raises CorpusError if it does not validate (run `ragft corpus validate` first)."""
+def audit_corpus(corpus: Path, include_unreviewed: bool = False) -> AuditReport:
+    """Audit the rows of a corpus folder a run would use (generated rows still pending too, with
+    `include_unreviewed`); raises CorpusError if it does not validate (run `ragft corpus validate` first)."""
     from eval.tasks import load_tasks
     from service.documents import load_documents
 
     corpus = Path(corpus)
-    rows = load_tasks(corpus)
+    rows = load_tasks(corpus, include_unreviewed)
     documents = {d.doc_id: d.text for d in load_documents(corpus / "documents")}
     updates = {d.doc_id: d.text for d in load_documents(corpus / "updates")} if (corpus / "updates").is_dir() else None
     return audit_rows(rows, documents, updates, corpus.as_posix())

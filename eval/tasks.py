@@ -37,6 +37,28 @@ class StyleRules(BaseModel):
     cite_source: bool = Field(False, description="End with the source document id in brackets: '[doc-id]'.")
 
 
+class Generated(BaseModel):
+    """Where a generated row came from (`ragft corpus generate`): the model, the prompt's version, the document and
+    the span of it the row rests on. Rows made from one model answer (a question and its paraphrase) share `item`,
+    and a review decides for the item."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    model: str = Field(description="The generator: the endpoint's model name, or 'none' for rows made without one.")
+    prompt_version: str = Field(description="Version of the prompt (eval/generation_rows.py), e.g. 'knowledge-1'.")
+    item: str = Field(description="The generated item the row belongs to; its rows are reviewed together.")
+    source_doc: str | None = Field(None, description="The document the row was generated from.")
+    span: str | None = Field(None, description="The quoted span of that document the row rests on.")
+
+
+class RowReview(BaseModel):
+    """A person's decision on a generated row: pending until reviewed; runs use accepted and edited rows only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    status: Literal["pending", "accepted", "edited", "rejected"]
+    reviewer: str | None = Field(None, description="Who decided, as they entered their name.")
+    at: str | None = Field(None, description="When (UTC, ISO 8601).")
+
+
 class TaskRow(BaseModel):
     """One task row: an input, and what scoring it needs."""
 
@@ -70,6 +92,8 @@ class TaskRow(BaseModel):
         default_factory=dict,
         description="Any other labels a team gives a row (document type, region...); eval.strata_field may name one.",
     )
+    generated: Generated | None = Field(None, description="Provenance of a generated row (ragft corpus generate).")
+    review: RowReview | None = Field(None, description="A generated row's review; none: written by people.")
 
     @property
     def text(self) -> str:
@@ -195,12 +219,29 @@ def check_corpus(corpus: Path) -> tuple[list[TaskRow], list[Problem]]:
     return [row for row, _, _ in located], problems
 
 
-def load_tasks(corpus: Path) -> list[TaskRow]:
-    """The corpus's task rows, or CorpusError listing every problem."""
+def load_tasks(corpus: Path, include_unreviewed: bool = False) -> list[TaskRow]:
+    """The corpus's task rows a run uses (`counted_rows`), or CorpusError listing every problem."""
     rows, problems = check_corpus(corpus)
     if problems:
         raise CorpusError(problems)
-    return rows
+    return counted_rows(rows, include_unreviewed)
+
+
+def counted_rows(rows: list[TaskRow], include_unreviewed: bool = False) -> list[TaskRow]:
+    """Rows written by people, and generated rows a reviewer accepted or edited; pending ones too with
+    `include_unreviewed`; never rejected ones. A test row restating a train row that is left out goes too."""
+    allowed = {"accepted", "edited"} | ({"pending"} if include_unreviewed else set())
+    kept = [r for r in rows if r.review is None or r.review.status in allowed]
+    ids = {r.id for r in kept}
+    return [r for r in kept if r.paraphrase_of is None or r.paraphrase_of in ids]
+
+
+def row_origin(row: TaskRow) -> str:
+    """Where a row came from, for reports: 'generated, accepted' / 'generated, edited' / 'generated, pending',
+    'imported' (ragft corpus init) or 'written'."""
+    if row.generated is not None:
+        return f"generated, {row.review.status if row.review else 'accepted'}"
+    return "imported" if row.tags.get("origin") == "imported" else "written"
 
 
 def count_rows(rows: list[TaskRow]) -> dict[str, dict[str, int]]:

@@ -552,7 +552,7 @@ def corpus_init(
     typer.echo(f"next: ragft index {folder} && ragft eval --corpus {folder} --arms base,rag")
 
 
-def _check_new_corpus(folder: Path) -> None:
+def _check_new_corpus(folder: Path, include_unreviewed: bool = False) -> None:
     """Validate and audit a corpus just made, printing every finding with its fix (findings do not undo it)."""
     from eval.audit import audit_corpus, render
     from eval.tasks import check_corpus
@@ -564,8 +564,97 @@ def _check_new_corpus(folder: Path) -> None:
             typer.echo(f"  {problem}")
         return
     typer.echo("validate: OK")
-    report = audit_corpus(folder)
+    report = audit_corpus(folder, include_unreviewed)
     typer.echo(render(report), nl=False)
+
+
+@corpus_app.command("generate")
+def corpus_generate(
+    corpus: Annotated[Path, typer.Argument(help="Corpus folder (documents/ and tasks/) to add generated rows to.")],
+    generator_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8001/v1 (vLLM, ragft serve).")
+    ] = None,
+    generator_model: Annotated[str | None, typer.Option(help="Model name the endpoint serves.")] = None,
+    generator_key: Annotated[
+        str | None,
+        typer.Option(envvar="RAGFT_GENERATOR_KEY", help="API key for the endpoint (or RAGFT_GENERATOR_KEY)."),
+    ] = None,
+    families: Annotated[
+        str, typer.Option(help="Families to make: knowledge, abstention, behaviour.")
+    ] = "knowledge,abstention,behaviour",  # fmt: skip
+    count: Annotated[
+        int, typer.Option(min=1, help="Items to keep per family (a knowledge item is a question and its paraphrase).")
+    ] = 20,  # fmt: skip
+    max_rows: Annotated[int | None, typer.Option(min=1, help="Budget: stop after this many rows.")] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(min=1, help="Budget: stop after the endpoint reports this many tokens.")
+    ] = None,  # fmt: skip
+    max_seconds: Annotated[float | None, typer.Option(min=1, help="Budget: stop after this many seconds.")] = None,
+    retries: Annotated[int, typer.Option(min=0, max=5, help="Asks again when a reply does not parse.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the passage order and near misses.")] = 0,
+) -> None:
+    """Make the rows a team lacks from its documents, each checked (span in the document, answer in the span,
+    detail absent, label in the set), deduplicated and marked pending: a run uses them once reviewed."""
+    from eval.generation_rows import Budget, OpenAIGenerator, generate_rows, write_generated
+
+    build_settings(None)
+    with reported_errors():
+        corpus_folder(corpus, tasks=True)
+        if bool(generator_url) != bool(generator_model):
+            raise ValueError("give --generator-url and --generator-model together (or neither: near misses only)")
+        counts = {f: count for f in _split(families) or []}
+        generator = OpenAIGenerator(generator_url, generator_model, generator_key, retries=retries) if generator_url else None  # fmt: skip
+
+        def progress(family: str, done: int, wanted: int, rejected: int, elapsed: float, left: float | None) -> None:
+            eta = f", ~{left:.0f} s left" if left is not None else ""
+            typer.echo(f"[{elapsed:6.0f}s] {family}: {done}/{wanted} items kept, {rejected} rejected{eta}", err=True)
+
+        report = generate_rows(corpus, counts, generator, Budget(max_rows, max_tokens, max_seconds), seed, progress)
+        path = write_generated(corpus, report.rows)
+    for line in report.summary():
+        typer.echo(line)
+    typer.echo(f"wrote {len(report.rows)} pending rows to {path}")
+    _check_new_corpus(corpus, include_unreviewed=True)
+    typer.echo(f"review them: ragft corpus review {corpus} (or the web page, /ui/review); a run counts accepted rows")
+
+
+@corpus_app.command("review")
+def corpus_review(
+    corpus: Annotated[Path, typer.Argument(help="Corpus folder whose generated rows to review.")],
+    reviewer: Annotated[str | None, typer.Option(help="Your name, stored with each decision.")] = None,
+    family: Annotated[str | None, typer.Option(help="Review only this family's rows.")] = None,
+) -> None:
+    """Accept, edit or reject pending generated rows one by one in the terminal; each decision is stored at once."""
+    from eval.generation_rows import EDITABLE, GENERATED_FILE, decide, read_generated, review_items
+
+    items = review_items(read_generated(corpus / "tasks" / GENERATED_FILE), "pending", family)
+    if not items:
+        typer.echo(f"no pending generated rows in {corpus}")
+        return
+    name = reviewer or typer.prompt("Your name (stored with each decision)")
+    counts: dict[str, int] = {}
+    for n, item in enumerate(items, start=1):
+        fields = item.fields
+        typer.secho(f"\n[{n}/{len(items)}] {item.family} ({fields['kind'] or 'no kind'}) from {fields['source_doc'] or '-'}", bold=True)  # fmt: skip
+        if fields["span"]:
+            typer.echo(f"  span: {fields['span']}")
+        for key in EDITABLE[item.family]:
+            if fields.get(key) is not None:
+                typer.echo(f"  {key}: {fields[key]}")
+        choice = typer.prompt("  [a]ccept, [e]dit, [r]eject, [s]kip, [q]uit", default="a").strip().lower()[:1]
+        if choice == "q":
+            break
+        if choice not in ("a", "e", "r"):
+            continue
+        edits = {}
+        if choice == "e":
+            for key in EDITABLE[item.family]:
+                if fields.get(key) is not None and not isinstance(fields[key], dict):
+                    edits[key] = typer.prompt(f"  {key}", default=str(fields[key]))
+        with reported_errors():
+            done = decide(corpus, item.item, {"a": "accept", "e": "edit", "r": "reject"}[choice], name, edits)
+        counts[done.status] = counts.get(done.status, 0) + 1
+    typer.echo(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "nothing decided")
 
 
 @corpus_app.command("validate")

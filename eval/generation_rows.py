@@ -1,0 +1,830 @@
+"""The rows a team does not have, made from its documents for people to review: `ragft corpus generate`.
+
+Three families, each checked before a row is kept:
+
+- knowledge: a question and a short answer resting on a span quoted from one document (the span must occur in the
+  document's text and the answer in the span), plus a paraphrase of the question: the question becomes a train
+  row, the paraphrase a test row of the `paraphrase` view restating it;
+- abstention: questions about a detail the documents never give for an entity they name (`missing_detail`: the
+  entity must be in the document, and BM25 over the documents' sentences must not find a sentence naming both the
+  entity and the detail), and near-miss entities no document names (`near_miss`: a real name with its number
+  shifted, or two real names crossed, checked absent from every document and question). Near misses need no
+  language model, so they are made without an endpoint too;
+- behaviour: new inputs for a corpus's label set or JSON Schema, seeded from its own examples, the labels asked for
+  in turn so the test split stays balanced.
+
+Any OpenAI-compatible endpoint generates (vLLM, a hosted API, `ragft serve`): a JSON Schema response format where
+the endpoint takes one; where it refuses it, the reply is parsed leniently (code fences and prose around the JSON
+object are dropped) and a reply that still does not parse is asked again a bounded number of times. Every
+rejection is counted by reason; exact duplicates and the audit's near-duplicates (`eval.audit.similarity`) of any
+row already in the corpus are dropped. A budget (rows, tokens, seconds) stops the run, and progress reports the
+time left. Every row carries its provenance (`generated`) and `review: pending`: a run uses it only once a person
+accepts it (`ragft corpus review`, or the web page), or with `--include-unreviewed`.
+
+Example:
+    >>> generator = OpenAIGenerator("http://127.0.0.1:8001/v1", "qwen2.5-7b-instruct")  # doctest: +SKIP
+    >>> report = generate_rows(Path("corpora/mine"), {"knowledge": 20, "abstention": 10}, generator)  # doctest: +SKIP
+    >>> write_generated(Path("corpora/mine"), report.rows)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import random
+import re
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jsonschema
+
+from eval.audit import _STOPWORDS, _in_documents, invented_mentions, name_spans, similarity
+from eval.corpus_import import assign_splits
+from eval.metrics.values import canonical
+from eval.tasks import TaskRow, check_corpus
+from service.documents import Document, load_documents
+from service.folders import sync_folder
+from service.training_data import normalise_text
+
+GENERATED_FILE = "generated.jsonl"  # under tasks/: every generated row, whatever its review says
+PROMPT_VERSIONS = {"knowledge": "knowledge-1", "abstention": "abstention-1", "behaviour": "behaviour-1",
+                   "near_miss": "near-miss-1"}  # fmt: skip
+FAMILIES = ("knowledge", "abstention", "behaviour")
+NEAR_DUPLICATE = 0.9  # the audit's threshold (eval.audit.NEAR_DUPLICATE_SIMILARITY), unmasked for questions
+MAX_ANSWER_WORDS = 8  # a short answer: the knowledge metric looks for it in the reply's first sentence
+PASSAGE_CHARS = 1500  # what one call reads: a few paragraphs, so the span and the question stay local
+ITEMS_PER_CALL = 3  # questions asked of one passage: more repeat each other, fewer waste the passage's tokens
+MAX_CALLS_PER_ITEM = 4  # a family stops after this many calls per wanted item (a generator that keeps failing)
+
+
+class GenerationError(RuntimeError):
+    """The endpoint cannot be used at all (unreachable, unknown model); the message says what to check."""
+
+
+# ---------------------------------------------------------------------------------------------- the endpoint
+
+
+@dataclass(frozen=True)
+class Reply:
+    data: dict | None  # the parsed JSON object, or None when no attempt parsed
+    tokens: int
+    attempts: int
+    error: str | None = None  # "invalid_json" or "endpoint_error: ..."
+
+
+class OpenAIGenerator:
+    """Any OpenAI-compatible chat endpoint. Asks for a JSON Schema response format first; an endpoint that refuses
+    it (HTTP 400/422) is asked without from then on, its replies parsed leniently."""
+
+    def __init__(self, url: str, model: str, api_key: str | None = None, timeout_s: float = 120.0, retries: int = 2):
+        from openai import OpenAI
+
+        self.url, self.model, self.retries = url, model, retries
+        self.structured = True
+        self._client = OpenAI(base_url=url, api_key=api_key or "none", timeout=timeout_s, max_retries=1)
+
+    def ask(self, system: str, user: str, schema: dict, temperature: float = 0.7) -> Reply:
+        """A JSON object with a list of `items` (`schema` is what the endpoint is asked to follow), asked up to
+        1 + retries times."""
+        import openai
+
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        tokens, error = 0, "invalid_json"
+        for attempt in range(1, self.retries + 2):
+            extra = {"response_format": {"type": "json_schema", "json_schema": {"name": "rows", "schema": schema,
+                                                                                "strict": True}}} if self.structured else {}  # fmt: skip
+            try:
+                out = self._client.chat.completions.create(
+                    model=self.model, messages=messages, temperature=temperature, max_tokens=1024, **extra
+                )
+            except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
+                if self.structured:  # no JSON Schema response format here: parse leniently from now on
+                    self.structured = False
+                    continue
+                return Reply(None, tokens, attempt, f"endpoint_error: {exc}")
+            except openai.NotFoundError as exc:
+                raise GenerationError(f"{self.url}: model '{self.model}' not found ({exc}); check --generator-model") from exc  # fmt: skip
+            except openai.APIConnectionError as exc:
+                raise GenerationError(f"{self.url}: cannot connect ({exc}); is the endpoint running?") from exc
+            except openai.APIError as exc:
+                error = f"endpoint_error: {type(exc).__name__}"
+                continue
+            text = out.choices[0].message.content or "" if out.choices else ""
+            usage = getattr(out, "usage", None)
+            tokens += usage.total_tokens if usage and usage.total_tokens else (len(system) + len(user) + len(text)) // 4
+            data = parse_json_object(text)
+            if data is not None and isinstance(data.get("items"), list):
+                return Reply(data, tokens, attempt)  # each item is checked on its own, its rejection counted
+            error = "invalid_json"
+        return Reply(None, tokens, self.retries + 1, error)
+
+
+def parse_json_object(text: str) -> dict | None:
+    """The first JSON object in a reply, leniently: code fences and prose before or after it are ignored."""
+    text = re.sub(r"```(?:json)?", "", text)
+    decoder = json.JSONDecoder()
+    for start in (m.start() for m in re.finditer(r"\{", text)):
+        try:
+            value, _ = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+
+SYSTEM = "You write evaluation data from a team's documents. Reply with one JSON object and nothing else."
+
+KNOWLEDGE_PROMPT = """Document: {doc}
+Passage:
+<<<
+{passage}
+>>>
+Write {n} questions a reader could answer from this passage alone, each about a different fact. For each give:
+- "question": the question, naming what it is about (never "the passage" or "the document");
+- "answer": the short answer (at most {max_words} words), copied from the passage;
+- "span": the sentence of the passage that states the answer, copied character for character;
+- "paraphrase": the same question in other words and another sentence structure."""
+
+ABSTENTION_PROMPT = """Document: {doc}
+Passage:
+<<<
+{passage}
+>>>
+Write {n} questions about a thing, person or product this passage names, each asking for a detail (a price, a
+date, a size, a count, a person) that the passage does NOT state, so the honest answer is that the documents do not
+say. For each give:
+- "question": the question, naming the entity;
+- "entity": the entity's name, copied from the passage;
+- "detail": the detail asked for, in two or three words (e.g. "launch price")."""
+
+BEHAVIOUR_PROMPT = """Task instruction: {instruction}
+Examples:
+{examples}
+Write {n} new inputs for this task, unlike the examples in wording and topic{wanted}. For each give "input" and
+{target}."""
+
+ITEM = {"type": "object", "additionalProperties": False}
+
+
+def _items_schema(properties: dict) -> dict:
+    item = ITEM | {"properties": properties, "required": sorted(properties)}
+    return {"type": "object", "additionalProperties": False, "required": ["items"],
+            "properties": {"items": {"type": "array", "items": item}}}  # fmt: skip
+
+
+STRING = {"type": "string"}
+KNOWLEDGE_SCHEMA = _items_schema({"question": STRING, "answer": STRING, "span": STRING, "paraphrase": STRING})
+ABSTENTION_SCHEMA = _items_schema({"question": STRING, "entity": STRING, "detail": STRING})
+
+
+# ---------------------------------------------------------------------------------------------- budget, report
+
+
+@dataclass(frozen=True)
+class Budget:
+    """When a run stops: rows written, tokens the endpoint reports, seconds; None is no limit."""
+
+    rows: int | None = None
+    tokens: int | None = None
+    seconds: float | None = None
+
+
+@dataclass
+class GenerationReport:
+    rows: list[TaskRow] = field(default_factory=list)
+    accepted: Counter = field(default_factory=Counter)  # family -> items kept
+    rejected: Counter = field(default_factory=Counter)  # (family, reason) -> items dropped
+    tokens: int = 0
+    calls: int = 0
+    seconds: float = 0.0
+    stopped: str | None = None  # which budget ended the run
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> list[str]:
+        """What the CLI prints: rows per family, rejections by reason, tokens, time."""
+        out = [f"{family}: {n} item(s) kept" for family, n in sorted(self.accepted.items())]
+        by_reason = sorted(self.rejected.items(), key=lambda kv: (kv[0][0], -kv[1]))
+        out += [f"  rejected {family} {reason}: {n}" for (family, reason), n in by_reason]
+        per_100 = f", {self.seconds / len(self.rows) * 100:.1f} s per 100 rows" if self.rows else ""
+        out.append(f"{len(self.rows)} rows, {self.calls} calls, {self.tokens} tokens, {self.seconds:.1f} s{per_100}")
+        if self.stopped:
+            out.append(f"stopped early: {self.stopped}")
+        return out + self.notes
+
+
+class _Clock:
+    """The budget and progress: time left from the rate items are kept at, capped by the seconds budget."""
+
+    def __init__(self, budget: Budget, wanted: int, report: GenerationReport, progress: Callable | None):
+        self.budget, self.wanted, self.report, self.progress = budget, wanted, report, progress
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def exhausted(self) -> str | None:
+        b, r = self.budget, self.report
+        if b.rows is not None and len(r.rows) >= b.rows:
+            return f"row budget of {b.rows} reached"
+        if b.tokens is not None and r.tokens >= b.tokens:
+            return f"token budget of {b.tokens} reached ({r.tokens} used)"
+        if b.seconds is not None and self.elapsed() >= b.seconds:
+            return f"time budget of {b.seconds:.0f} s reached"
+        return None
+
+    def tick(self, family: str) -> None:
+        if self.progress is None:
+            return
+        done = sum(self.report.accepted.values())
+        elapsed = self.elapsed()
+        left = (self.wanted - done) * elapsed / done if done else None
+        if left is not None and self.budget.seconds is not None:
+            left = min(left, max(0.0, self.budget.seconds - elapsed))
+        self.progress(family, done, self.wanted, sum(self.report.rejected.values()), elapsed, left)
+
+
+# ---------------------------------------------------------------------------------------------- what is known
+
+
+def _squash(text: str) -> str:
+    """Text compared for quoting: whitespace collapsed, curly quotes and dashes straightened, lower-case."""
+    text = text.translate(str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "–": "-", "—": "-", "\u00ad": ""}))
+    return " ".join(text.split()).lower()
+
+
+class _Known:
+    """Everything generated rows are compared with: the documents, the corpus's rows, and the rows made so far."""
+
+    def __init__(self, documents: list[Document], rows: list[TaskRow]):
+        self.documents = {d.doc_id: d for d in documents}
+        self.squashed = {d.doc_id: _squash(d.text) for d in documents}
+        self.rows: list[TaskRow] = list(rows)
+        self.texts = {normalise_text(t) for r in rows for t in (r.text, *r.rephrasings)}
+        self.ids = {r.id for r in rows}
+        self._bm25 = None
+
+    def add(self, rows: list[TaskRow]) -> None:
+        self.rows += rows
+        self.texts |= {normalise_text(r.text) for r in rows}
+        self.ids |= {r.id for r in rows}
+
+    def known_text(self) -> str:
+        questions = [r.text for r in self.rows if r.family == "knowledge"]
+        return "\n".join([*(d.text for d in self.documents.values()), *questions]).lower()
+
+    def duplicate(self, text: str, family: str | None, masked: bool) -> str | None:
+        """'duplicate' or 'near_duplicate' when a row (of `family`, or any) already asks this, else None."""
+        if normalise_text(text) in self.texts:
+            return "duplicate"
+        for r in self.rows:
+            if (family is None or r.family == family) and similarity(text, r.text, mask=masked) >= NEAR_DUPLICATE:
+                return "near_duplicate"
+        return None
+
+    def same_fact(self, doc_id: str, answer: str) -> bool:
+        said = canonical(answer)
+        return any(doc_id in r.source_docs and said in {canonical(a) for a in r.answers} for r in self.rows)
+
+    def sentences(self) -> list[tuple[str, str]]:
+        out = []
+        for doc_id, d in self.documents.items():
+            out += [(doc_id, s) for s in re.split(r"(?<=[.!?])\s+|\n{2,}", d.text) if len(s.split()) >= 3]
+        return out
+
+    def retrievable(self, question: str, entity: str, detail: str) -> bool:
+        """Whether BM25 over the documents' sentences finds, among its top 5, one naming the entity and a content
+        word of the detail: then the 'missing' detail is probably stated."""
+        import bm25s
+
+        if self._bm25 is None:
+            self._sentences = self.sentences()
+            self._bm25 = bm25s.BM25()
+            corpus = bm25s.tokenize([s for _, s in self._sentences], stopwords="en", show_progress=False)
+            self._bm25.index(corpus, show_progress=False)
+        query = bm25s.tokenize([f"{question} {detail}"], stopwords="en", show_progress=False)
+        k = min(5, len(self._sentences))
+        ids, _ = self._bm25.retrieve(query, k=k, show_progress=False)
+        words = [w for w in re.findall(r"[a-z0-9]+", detail.lower()) if w not in _STOPWORDS and len(w) > 2]
+        for i in ids[0]:
+            sentence = _squash(self._sentences[int(i)][1])
+            if _squash(entity) in sentence and any(re.search(rf"\b{re.escape(w[:5])}", sentence) for w in words):
+                return True
+        return False
+
+
+def _passages(documents: list[Document], rng: random.Random) -> Iterator[tuple[Document, str]]:
+    """Windows of about PASSAGE_CHARS of each document on line boundaries, documents taken in turn (seeded)."""
+    windows: list[list[tuple[Document, str]]] = []
+    for d in documents:
+        chunks, current = [], ""
+        for line in d.text.splitlines(keepends=True):
+            if len(current) + len(line) > PASSAGE_CHARS and current.strip():
+                chunks.append(current)
+                current = ""
+            current += line
+        if len(current.split()) >= 8:
+            chunks.append(current)
+        rng.shuffle(chunks)
+        windows.append([(d, c) for c in chunks if len(c.split()) >= 8])
+    rng.shuffle(windows)
+    while any(windows):
+        for w in windows:
+            if w:
+                yield w.pop()
+
+
+def _item_id(prefix: str, *parts: str) -> str:
+    return f"gen-{prefix}-" + hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:10]
+
+
+def _provenance(model: str, family: str, item: str, doc: str | None = None, span: str | None = None) -> dict:
+    return {"generated": {"model": model, "prompt_version": PROMPT_VERSIONS[family], "item": item,
+                          **({"source_doc": doc} if doc else {}), **({"span": span} if span else {})},
+            "review": {"status": "pending"}}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- knowledge
+
+
+def knowledge_rows(item: dict, doc: Document, known: _Known, model: str) -> tuple[list[TaskRow], str | None]:
+    """A train question and its paraphrase test row from one generated item, or the reason it is rejected."""
+    question, answer, span, paraphrase = (" ".join(str(item.get(k) or "").split())
+                                          for k in ("question", "answer", "span", "paraphrase"))  # fmt: skip
+    if not (question and answer and span and paraphrase):
+        return [], "empty_field"
+    if _squash(span) not in known.squashed[doc.doc_id]:
+        return [], "span_not_in_document"
+    said = canonical(answer)
+    if not (_squash(answer) in _squash(span) or (said and f" {said} " in f" {canonical(span)} ")):
+        return [], "answer_not_in_span"
+    if answer.lower() not in doc.text.lower():
+        return [], "answer_not_in_document"  # e.g. broken across lines: the audit looks for it as written
+    if len(answer.split()) > MAX_ANSWER_WORDS:
+        return [], "answer_too_long"
+    if any(said and f" {said} " in f" {canonical(q)} " for q in (question, paraphrase)):
+        return [], "answer_in_question"
+    if normalise_text(paraphrase) == normalise_text(question):
+        return [], "paraphrase_repeats_question"
+    for text in (question, paraphrase):
+        if reason := known.duplicate(text, "knowledge", masked=False):
+            return [], reason
+    if known.same_fact(doc.doc_id, answer):
+        return [], "duplicate_fact"
+    train_id = _item_id("k", doc.doc_id, answer.lower(), question)
+    meta = _provenance(model, "knowledge", train_id, doc.doc_id, span)
+    train = {"id": train_id, "family": "knowledge", "split": "train", "question": question, "answers": [answer],
+             "source_docs": [doc.doc_id], **meta}  # fmt: skip
+    test = {"id": f"{train_id}-p", "family": "knowledge", "split": "test", "kind": "paraphrase",
+            "question": paraphrase, "answers": [answer], "source_docs": [doc.doc_id], "paraphrase_of": train_id,
+            **meta}  # fmt: skip
+    return [TaskRow.model_validate(train), TaskRow.model_validate(test)], None
+
+
+def _from_passages(generator, documents, known, family: str, count: int, report, clock, rng) -> None:
+    """Items of a family asked of one passage at a time (documents in turn) until `count` are kept, the passages
+    run out, MAX_CALLS_PER_ITEM calls per wanted item are spent, or the budget ends."""
+    prompt, schema, make = PASSAGE_TASKS[family]
+    for calls, (doc, passage) in enumerate(_passages(documents, rng)):
+        if report.accepted[family] >= count or calls >= count * MAX_CALLS_PER_ITEM or _stop(report, clock):
+            break
+        n = min(ITEMS_PER_CALL, count - report.accepted[family])
+        asked = prompt.format(doc=doc.doc_id, passage=passage.strip(), n=n, max_words=MAX_ANSWER_WORDS)
+        for item in _items(generator, asked, schema, family, report):
+            if report.accepted[family] >= count:
+                break
+            rows, reason = make(item, doc, known, generator.model)
+            _keep(report, known, family, rows, reason)
+        clock.tick(family)
+
+
+# ---------------------------------------------------------------------------------------------- abstention
+
+
+def missing_detail_row(item: dict, doc: Document, known: _Known, model: str) -> tuple[list[TaskRow], str | None]:
+    """An abstention row asking a real entity for a detail the documents do not give, or the reason it is
+    rejected."""
+    question, entity, detail = (" ".join(str(item.get(k) or "").split()) for k in ("question", "entity", "detail"))
+    if not (question and entity and detail):
+        return [], "empty_field"
+    if _squash(entity) not in known.squashed[doc.doc_id]:
+        return [], "entity_not_in_document"
+    if _squash(entity) not in _squash(question):
+        return [], "entity_not_in_question"
+    if reason := known.duplicate(question, None, masked=False):  # a knowledge question asked as unanswerable too
+        return [], reason
+    if known.retrievable(question, entity, detail):
+        return [], "answer_retrievable"
+    row_id = _item_id("a", doc.doc_id, question)
+    data = {"id": row_id, "family": "abstention", "split": "test", "kind": "missing_detail", "question": question,
+            "source_docs": [doc.doc_id], **_provenance(model, "abstention", row_id, doc.doc_id, entity)}  # fmt: skip
+    return [TaskRow.model_validate(data)], None
+
+
+PASSAGE_TASKS = {"knowledge": (KNOWLEDGE_PROMPT, KNOWLEDGE_SCHEMA, knowledge_rows),
+                 "abstention": (ABSTENTION_PROMPT, ABSTENTION_SCHEMA, missing_detail_row)}  # fmt: skip
+
+
+_NAME_WORDS = re.compile(r"^[A-Z][A-Za-z]")
+FALLBACK_TEMPLATES = ("What is {e}?", "When was {e} introduced?", "Who developed {e}?", "What is {e} used for?")
+
+
+def document_entities(documents: list[Document]) -> list[str]:
+    """Names the documents use, most frequent first: runs of one to four name-like tokens (the audit's
+    `name_spans`) that start with a capitalised word and hold at most one number."""
+    counts: Counter[str] = Counter()
+    for d in documents:
+        for line in d.text.splitlines():
+            for span in name_spans(line):
+                tokens = span.split()
+                numbers = sum(any(c.isdigit() for c in t) for t in tokens)
+                if 1 <= len(tokens) <= 4 and _NAME_WORDS.match(tokens[0]) and numbers <= 1 and len(span) >= 4:
+                    counts[span] += 1
+    ranked = [e for e, _ in counts.most_common()]
+    return sorted(ranked, key=lambda e: not any(c.isdigit() for c in e))  # numbered names make the closest misses
+
+
+def near_misses(entities: list[str], known_text: str, rng: random.Random) -> Iterator[tuple[str, str]]:
+    """(real entity, near miss) pairs: a real name with its number shifted ('Wang 1200' -> 'Wang 1500'), or a
+    multi-word name with its last word taken from another name; each absent from `known_text`."""
+    multi = [e for e in entities if len(e.split()) >= 2]
+    for entity in entities:
+        tokens = entity.split()
+        candidates = []
+        for i, t in enumerate(tokens):
+            m = re.search(r"\d+", t)
+            if m and len(m.group()) <= 6:
+                digits = m.group()
+                for shift in rng.sample(range(1, 9), 3):
+                    new = str((int(digits[0]) + shift) % 9 + 1) + digits[1:]
+                    candidates.append(" ".join([*tokens[:i], t[: m.start()] + new + t[m.end() :], *tokens[i + 1 :]]))
+        if len(tokens) >= 2 and not candidates:
+            others = [o for o in multi if o.split()[-1] != tokens[-1] and o.split()[0] != tokens[0]]
+            for other in rng.sample(others, min(3, len(others))):
+                candidates.append(" ".join([*tokens[:-1], other.split()[-1]]))
+        for miss in candidates:
+            if not _in_documents(miss, known_text):
+                yield entity, miss
+                break
+
+
+def near_miss_rows(documents, known: _Known, count: int, report: GenerationReport, rng, model: str) -> None:
+    """Abstention rows about entities no document names, made without a language model: each real entity's
+    questions in the corpus (else a few fixed templates) asked about its near miss."""
+    text = known.known_text()
+    templates: dict[str, list[str]] = defaultdict(list)
+    entities = document_entities(list(documents))
+    for r in known.rows:
+        if r.family == "knowledge":
+            for e in name_spans(r.text):
+                if e in entities:
+                    templates[e].append(r.text.replace(e, "{e}"))
+    made = 0
+    for entity, miss in near_misses(entities, text, rng):
+        if made >= count:
+            break
+        for template in templates.get(entity) or rng.sample(FALLBACK_TEMPLATES, len(FALLBACK_TEMPLATES)):
+            question = template.format(e=miss)
+            row_id = _item_id("n", miss, question)
+            data = {"id": row_id, "family": "abstention", "split": "test", "kind": "near_miss", "question": question,
+                    **_provenance(model, "near_miss", row_id, None, entity)}  # fmt: skip
+            row = TaskRow.model_validate(data)
+            if miss.lower() not in invented_mentions(row, text):
+                reason = "entity_in_documents"
+            else:
+                reason = known.duplicate(question, None, masked=False)
+            _keep(report, known, "abstention", [] if reason else [row], reason)
+            if not reason:
+                made += 1
+                break
+    if made < count:
+        report.notes.append(f"near misses: {made} of {count} made (the documents name too few entities to vary)")
+
+
+# ---------------------------------------------------------------------------------------------- behaviour
+
+
+def behaviour_seeds(rows: list[TaskRow]) -> dict[str, list[TaskRow]]:
+    """Behaviour rows by format (kind) that generation can extend: a label set or a JSON Schema (style rows have
+    neither, so a checked new input cannot be made for them)."""
+    groups: dict[str, list[TaskRow]] = defaultdict(list)
+    for r in rows:
+        if r.family == "behaviour" and (r.labels or r.json_schema) and r.generated is None:
+            groups[r.kind or "behaviour"].append(r)
+    return dict(sorted(groups.items()))
+
+
+def behaviour_row(item: dict, seed: TaskRow, known: _Known, model: str) -> tuple[list[TaskRow], str | None]:
+    """A new behaviour row in `seed`'s format from one generated item, or the reason it is rejected."""
+    given = " ".join(str(item.get("input", "")).split())
+    if not given:
+        return [], "empty_field"
+    data = {"family": "behaviour", "split": "test", "kind": seed.kind, "instruction": seed.instruction,
+            "input": given}  # fmt: skip
+    if seed.labels:
+        if item.get("label") not in seed.labels:
+            return [], "label_not_in_set"
+        data |= {"labels": seed.labels, "label": item["label"]}
+    else:
+        try:
+            jsonschema.validate(item.get("expected"), seed.json_schema)
+        except jsonschema.ValidationError:
+            return [], "expected_fails_schema"
+        data |= {"schema": seed.json_schema, "expected": item["expected"]}
+    if normalise_text(given) in known.texts:
+        return [], "duplicate"
+    same_format = [r for r in known.rows if r.family == "behaviour" and r.kind == seed.kind]
+    if any(similarity(given, r.text) >= NEAR_DUPLICATE for r in same_format):
+        return [], "near_duplicate"  # the audit's masked measure: a new name in an old template is no new input
+    row_id = _item_id("b", seed.kind or "", given)
+    data |= {"id": row_id, **_provenance(model, "behaviour", row_id)}
+    return [TaskRow.model_validate(data)], None
+
+
+def _behaviour(generator, seeds, known, count, report, clock, rng) -> None:
+    if not seeds:
+        report.notes.append("behaviour: the corpus has no behaviour rows with a label set or JSON Schema to extend")
+        return
+    per_format = {kind: count // len(seeds) + (i < count % len(seeds)) for i, kind in enumerate(seeds)}
+    for kind, members in seeds.items():
+        made, calls = 0, 0
+        wanted = per_format[kind]
+        seed = members[0]
+        labels = list(seed.labels or [])
+        turn = 0
+        while made < wanted and calls < wanted * MAX_CALLS_PER_ITEM and not _stop(report, clock):
+            n = min(ITEMS_PER_CALL, wanted - made)
+            examples = rng.sample(members, min(6, len(members)))
+            shown = "\n".join(json.dumps({"input": r.text, **({"label": r.label} if r.labels else
+                                                              {"expected": r.expected})}) for r in examples)  # fmt: skip
+            if labels:
+                asked = [labels[(turn + i) % len(labels)] for i in range(n)]
+                turn += n
+                wanted_text = f", with these labels in order: {', '.join(asked)}"
+                target, schema = f'"label" (one of {", ".join(labels)})', _items_schema({"input": STRING, "label": {"type": "string", "enum": labels}})  # fmt: skip
+            else:
+                wanted_text, target = "", '"expected": the JSON object the task asks for'
+                schema = _items_schema({"input": STRING, "expected": seed.json_schema})
+            prompt = BEHAVIOUR_PROMPT.format(instruction=seed.instruction or "(none)", examples=shown, n=n,
+                                             wanted=wanted_text, target=target)  # fmt: skip
+            calls += 1
+            for item in _items(generator, prompt, schema, "behaviour", report):
+                if made >= wanted:
+                    break
+                rows, reason = behaviour_row(item, seed, known, generator.model)
+                _keep(report, known, "behaviour", rows, reason)
+                made += bool(rows)
+            clock.tick("behaviour")
+    # splits, stratified by label as `ragft corpus init` splits a team's examples (an even share of each label
+    # in test keeps the audit's label balance)
+    made_rows = [r for r in report.rows if r.family == "behaviour"]
+    splits = assign_splits([f"{r.kind}:{r.label or ''}" for r in made_rows], [None] * len(made_rows), 0.5, 0)
+    by_id = {r.id: r.model_copy(update={"split": s}) for r, s in zip(made_rows, splits, strict=True)}
+    report.rows = [by_id.get(r.id, r) for r in report.rows]
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+
+def _stop(report: GenerationReport, clock: _Clock) -> bool:
+    reason = clock.exhausted()
+    if reason:
+        report.stopped = reason
+    return reason is not None
+
+
+def _items(generator, prompt: str, schema: dict, family: str, report: GenerationReport) -> list[dict]:
+    reply = generator.ask(SYSTEM, prompt, schema)
+    report.calls += 1
+    report.tokens += reply.tokens
+    if reply.data is None:
+        report.rejected[(family, (reply.error or "invalid_json").split(":")[0])] += 1
+        return []
+    items = reply.data.get("items")
+    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+
+
+def _keep(report: GenerationReport, known: _Known, family: str, rows: list[TaskRow], reason: str | None) -> None:
+    if reason:
+        report.rejected[(family, reason)] += 1
+        return
+    report.rows += rows
+    report.accepted[family] += 1
+    known.add(rows)
+
+
+def _split_abstention(report: GenerationReport, test_share: float = 0.5) -> None:
+    """Generated abstention rows split seeded, each kind in both splits, so abstaining is trained and tested on
+    different (invented or real) entities."""
+    made = [r for r in report.rows if r.family == "abstention"]
+    splits = assign_splits([r.kind or "" for r in made], [None] * len(made), test_share, 0)
+    by_id = {r.id: r.model_copy(update={"split": s}) for r, s in zip(made, splits, strict=True)}
+    report.rows = [by_id.get(r.id, r) for r in report.rows]
+
+
+def generate_rows(
+    corpus: Path,
+    counts: dict[str, int],
+    generator: OpenAIGenerator | None = None,
+    budget: Budget | None = None,
+    seed: int = 0,
+    progress: Callable | None = None,
+) -> GenerationReport:
+    """New rows for `corpus` (items per family in `counts`), each checked, deduplicated and marked pending; with no
+    generator, only what needs no language model (abstention near misses)."""
+    corpus = Path(corpus)
+    unknown = sorted(set(counts) - set(FAMILIES))
+    if unknown:
+        raise ValueError(f"unknown famil(ies) {', '.join(unknown)} to generate; choose from {', '.join(FAMILIES)}")
+    rows, problems = check_corpus(corpus)
+    if problems:
+        raise ValueError(f"{corpus} does not validate ({len(problems)} problem(s), first: {problems[0]}); run "
+                         f"`ragft corpus validate {corpus}` and fix it first")  # fmt: skip
+    documents = load_documents(corpus / "documents")
+    known = _Known(documents, rows)
+    report = GenerationReport()
+    clock = _Clock(budget or Budget(), sum(counts.values()), report, progress)
+    rng = random.Random(seed)
+    model = generator.model if generator else "none"
+    if generator is None:
+        if counts.get("abstention"):
+            near_miss_rows(documents, known, counts["abstention"], report, rng, model)
+        report.notes.append(
+            "no --generator-url: made only abstention near misses (no language model needed). An endpoint adds "
+            "knowledge questions on quoted spans with held-out paraphrases, abstention questions on details the "
+            "documents lack, and behaviour inputs for the corpus's labels or schema."
+        )  # fmt: skip
+    else:
+        if counts.get("knowledge"):
+            _from_passages(generator, documents, known, "knowledge", counts["knowledge"], report, clock, rng)
+        if counts.get("abstention"):
+            half = counts["abstention"] // 2
+            _from_passages(generator, documents, known, "abstention", counts["abstention"] - half, report, clock, rng)
+            near_miss_rows(documents, known, half, report, rng, model)
+        if counts.get("behaviour"):
+            _behaviour(generator, behaviour_seeds(rows), known, counts["behaviour"], report, clock, rng)
+    _split_abstention(report)
+    for family, wanted in counts.items():
+        if report.accepted[family] < wanted and not report.stopped and (generator or family == "abstention"):
+            report.notes.append(f"{family}: {report.accepted[family]} of {wanted} items kept; the rest were rejected "
+                                "or the passages ran out (more documents, or another model, give more)")  # fmt: skip
+    report.seconds = clock.elapsed()
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- the file
+
+
+@contextmanager
+def locked(corpus: Path) -> Iterator[Path]:
+    """tasks/generated.jsonl held against other writers (a generate run, the review page, a terminal review)."""
+    path = Path(corpus) / "tasks" / GENERATED_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{GENERATED_FILE}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield path
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def read_generated(path: Path) -> list[TaskRow]:
+    if not path.is_file():
+        return []
+    return [TaskRow.model_validate_json(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def dump_rows(rows: list[TaskRow]) -> str:
+    return "".join(json.dumps(r.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True),
+                              ensure_ascii=False) + "\n" for r in rows)  # fmt: skip
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Write `path` whole: a temporary file fsynced and renamed over it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    sync_folder(path.parent)
+
+
+def write_generated(corpus: Path, rows: list[TaskRow]) -> Path:
+    """Add `rows` to tasks/generated.jsonl (rows already there keep their reviews); returns the file."""
+    with locked(corpus) as path:
+        old = read_generated(path)
+        ids = {r.id for r in old}
+        replace_file(path, dump_rows(old + [r for r in rows if r.id not in ids]))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- review
+
+MAX_REVIEWER_CHARS = 80
+EDITABLE = {"knowledge": ("question", "paraphrase", "answer"), "abstention": ("question",),
+            "behaviour": ("input", "label", "expected")}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """The rows one generated item made (a question and its paraphrase, or one row), reviewed together."""
+
+    item: str
+    family: str
+    status: str
+    rows: tuple[TaskRow, ...]
+
+    @property
+    def fields(self) -> dict:
+        """What a reviewer reads and may edit, with the document and the span beside it."""
+        first = self.rows[0]
+        out: dict = {"source_doc": first.generated.source_doc, "span": first.generated.span, "kind": first.kind,
+                     "splits": [r.split for r in self.rows], "ids": [r.id for r in self.rows]}  # fmt: skip
+        if self.family == "knowledge":
+            test = next((r for r in self.rows if r.paraphrase_of), None)
+            out |= {"question": first.text, "paraphrase": test.text if test else None, "answer": first.answers[0]}
+        elif self.family == "behaviour":
+            out |= {"input": first.text, "instruction": first.instruction, "label": first.label,
+                    "labels": first.labels, "expected": first.expected}  # fmt: skip
+        else:
+            out |= {"question": first.text}
+        review = first.review
+        return out | {"reviewer": review.reviewer if review else None, "at": review.at if review else None}
+
+
+def review_items(rows: list[TaskRow], status: str | None = None, family: str | None = None) -> list[ReviewItem]:
+    """Generated rows grouped by item, in file order; only those with `status` and of `family` when given."""
+    groups: dict[str, list[TaskRow]] = defaultdict(list)
+    for r in rows:
+        if r.generated is not None:
+            groups[r.generated.item].append(r)
+    items = [ReviewItem(item, members[0].family, members[0].review.status if members[0].review else "accepted",
+                        tuple(sorted(members, key=lambda r: r.split != "train"))) for item, members in groups.items()]  # fmt: skip
+    return [i for i in items if (status is None or i.status == status) and (family is None or i.family == family)]
+
+
+def _edited(item: ReviewItem, edits: dict, documents: dict[str, str]) -> list[TaskRow]:
+    unknown = sorted(set(edits) - set(EDITABLE[item.family]))
+    if unknown:
+        raise ValueError(f"cannot edit {', '.join(unknown)} of a {item.family} item; edit {', '.join(EDITABLE[item.family])}")  # fmt: skip
+    out = []
+    for r in item.rows:
+        data = r.model_dump(by_alias=True, exclude_none=True)
+        if item.family == "knowledge":
+            if "answer" in edits:
+                answer = " ".join(str(edits["answer"]).split())
+                doc = r.source_docs[0]
+                if answer.lower() not in documents.get(doc, "").lower():
+                    raise ValueError(f"answer {answer!r} is not in {doc}: a knowledge answer must be stated in its document")  # fmt: skip
+                data["answers"] = [answer]
+            key = "paraphrase" if r.paraphrase_of else "question"
+            if edits.get(key):
+                data["question"] = " ".join(str(edits[key]).split())
+        elif item.family == "behaviour":
+            for key in ("input", "label", "expected"):
+                if key in edits and edits[key] not in (None, ""):
+                    data[key] = edits[key] if key == "expected" else " ".join(str(edits[key]).split())
+        elif edits.get("question"):
+            data["question"] = " ".join(str(edits["question"]).split())
+        out.append(TaskRow.model_validate(data))
+    if len(out) == 2 and normalise_text(out[0].text) == normalise_text(out[1].text):
+        raise ValueError("the paraphrase repeats the question: a test row must not repeat its train row")
+    return out
+
+
+def decide(corpus: Path, item: str, decision: str, reviewer: str, edits: dict | None = None) -> ReviewItem:
+    """Accept, edit or reject a generated item in tasks/generated.jsonl, with the reviewer's name and the time;
+    an edit is checked as generation checks it (the answer stated in the document) and validated as a task row."""
+    from datetime import UTC, datetime
+
+    name = " ".join(reviewer.split())
+    if not name or len(name) > MAX_REVIEWER_CHARS:
+        raise ValueError(f"reviewer: give your name (1 to {MAX_REVIEWER_CHARS} characters), as it should be stored")
+    if decision not in ("accept", "edit", "reject"):
+        raise ValueError(f"decision '{decision}': use accept, edit or reject")
+    with locked(corpus) as path:
+        rows = read_generated(path)
+        found = [i for i in review_items(rows) if i.item == item]
+        if not found:
+            raise KeyError(f"no generated item '{item}' in {path}")
+        target = found[0]
+        changed = list(target.rows)
+        status = {"accept": "accepted", "reject": "rejected", "edit": "edited"}[decision]
+        if decision == "edit":
+            documents = {d.doc_id: d.text for d in load_documents(Path(corpus) / "documents")}
+            changed = _edited(target, edits or {}, documents)
+            if [r.model_dump() for r in changed] == [r.model_dump() for r in target.rows]:
+                status = "accepted"  # nothing changed: an accept
+        stamp = {"status": status, "reviewer": name, "at": datetime.now(UTC).isoformat(timespec="seconds")}
+        new = {r.id: TaskRow.model_validate(r.model_dump(by_alias=True) | {"review": stamp}) for r in changed}
+        replace_file(path, dump_rows([new.get(r.id, r) for r in rows]))
+    return ReviewItem(item, target.family, status, tuple(new.values()))

@@ -1,0 +1,300 @@
+"""`ragft corpus generate` through a scripted OpenAI-compatible server on a team's real files: rows that validate,
+pass the audit's leak check, wait for review, and count in a run only once accepted."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from eval.audit import audit_corpus, check_generated_leaks
+from eval.corpus_import import plan_corpus, write_corpus
+from eval.generation_rows import (
+    GENERATED_FILE,
+    Budget,
+    OpenAIGenerator,
+    generate_rows,
+    parse_json_object,
+    read_generated,
+    write_generated,
+)
+from eval.tasks import TaskRow, check_corpus, load_tasks, row_origin
+from service.app.cli import app
+
+FILES = Path(__file__).parent / "data" / "team_files"
+QUESTIONS = """Question,Answer
+In what year was the typewriter patented?,1868
+When did IBM introduce the electric typewriter?,1935
+Which data set was used for hyper-parameter optimization?,PubTabNet
+What does the Kestrel K9 cost?,
+"""
+EXAMPLES = "input,expected\n" + "".join(
+    f"{text},{label}\n"
+    for text, label in [
+        ("The PDF will not open on my laptop", "bug"), ("Please add a dark mode to the editor", "feature"),
+        ("How do I export my notes to Word?", "question"), ("Saving crashes the app every time", "bug"),
+        ("Could you support LaTeX equations?", "feature"), ("Where are my old drafts kept?", "question"),
+        ("Spell check marks every word as wrong", "bug"), ("I would like templates for invoices", "feature"),
+        ("Can two people edit one file at once?", "question"),
+    ]
+)  # fmt: skip
+
+# What the scripted generator answers, by document: good items and items each check must reject.
+KNOWLEDGE = {
+    "multi_page.pdf": [
+        {
+            "question": "What did the IBM MT/ST combine with IBM's Selectric typewriter?",
+            "answer": "magnetic tape storage",
+            "span": "this machine combined IBM's Selectric typewriter with magnetic tape storage",
+            "paraphrase": "Alongside the Selectric typewriter, which kind of storage did IBM's MT/ST machine use?",
+        },
+        {
+            "question": "For which operating system was WordStar developed?",
+            "answer": "CP/M",
+            "span": "Developed for the CP/M operating system, WordStar was one of the first widely used word processing programs.",
+            "paraphrase": "WordStar was written to run on which operating system?",
+        },
+        {
+            "question": "In which year did Microsoft launch Word for MS-DOS?",
+            "answer": "1983",
+            "span": "Microsoft launched Word for MS-DOS in 1983",  # line break in the PDF: whitespace is squashed
+            "paraphrase": "When did Word for MS-DOS first come out from Microsoft?",
+        },
+        {
+            "question": "Who patented the typewriter in 1868?",
+            "answer": "Christopher Latham Sholes",
+            "span": "Patented in 1868 by Sir Christopher Sholes",
+            "paraphrase": "Which inventor patented the typewriter?",
+        },
+        {
+            "question": "When did IBM bring out the electric typewriter?",
+            "answer": "1935",
+            "span": "the electric typewriter (introduced by IBM in 1935)",
+            "paraphrase": "In what year was the electric typewriter introduced by IBM?",
+        },  # the sheet's fact: a duplicate
+        {
+            "question": "Which company made the Wang 1200?",
+            "answer": "Wang Laboratories",
+            "span": "These devices, like the Wang 1200, featured small screens and floppy",
+            "paraphrase": "Who built the Wang 1200?",
+        },  # the answer is not in the span
+    ],
+    "2305.03393v1-pg9.pdf": [
+        {
+            "question": "On which CPU were the inference timing results obtained?",
+            "answer": "AMD EPYC 7763",
+            "span": "single core with AMD EPYC 7763 CPU @2.45 GHz",
+            "paraphrase": "The inference timings were measured on what processor?",
+        },
+        {
+            "question": "What speed-up in inference runtime does OTSL yield over HTML?",
+            "answer": "2x",
+            "span": "However OTSL yields a 2x speed up in the inference runtime over HTML.",
+            "paraphrase": "How much faster is inference with OTSL than with HTML?",
+        },
+    ],
+    "word_sample.docx": [
+        {
+            "question": "How many calories does a portion of grain have?",
+            "answer": "200",
+            "span": "Grain Corn, Buckwheat, Barley 200",
+            "paraphrase": "A portion of grain holds how many calories?",
+        },
+    ],
+}
+ABSTENTION = {
+    "multi_page.pdf": [
+        {
+            "question": "What did the Wang 1200 cost when it was launched?",
+            "entity": "Wang 1200",
+            "detail": "launch price",
+        },
+        {"question": "In which year was the typewriter patented?", "entity": "typewriter", "detail": "year patented"},
+        {"question": "How much did the Zorblax 9000 weigh?", "entity": "Zorblax 9000", "detail": "weight"},
+    ],
+}
+BEHAVIOUR = [
+    {"input": "The PDF will not open on my laptop", "label": "bug"},  # a seed example again: a duplicate
+    {"input": "Fonts turn blurry after the latest update", "label": "urgent"},  # not in the label set
+    {"input": "The toolbar vanishes when I resize the window", "label": "bug"},
+    {"input": "Please let me pin favourite documents to the sidebar", "label": "feature"},
+    {"input": "Is there a keyboard shortcut for printing?", "label": "question"},
+    {"input": "Add an option to export slides as images", "label": "feature"},
+]
+
+
+class Scripted(BaseHTTPRequestHandler):
+    """A chat-completions endpoint answering from the tables above; `structured` False answers 400 to a JSON Schema
+    response format (as an endpoint without structured output does), and the first reply of each kind is prose."""
+
+    structured = True
+    seen: dict = {}
+    calls: list = []
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).calls.append(body)
+        if "response_format" in body and not type(self).structured:
+            return self._send(400, {"error": {"message": "response_format is not supported", "type": "invalid"}})
+        prompt = body["messages"][-1]["content"]
+        doc = re.search(r"^Document: (.+)$", prompt, re.M)
+        if "questions a reader could answer" in prompt:
+            kind, items = "knowledge", KNOWLEDGE.get(doc.group(1), [])
+        elif "does NOT state" in prompt:
+            kind, items = "abstention", ABSTENTION.get(doc.group(1), [])
+        else:
+            kind, items = "behaviour", BEHAVIOUR
+        first = kind not in type(self).seen
+        type(self).seen[kind] = True
+        text = "Sure! Here are some." if first else f"Here you go:\n```json\n{json.dumps({'items': items})}\n```"
+        if "response_format" in body and not first:
+            text = json.dumps({"items": items})
+        self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                         "choices": [{"index": 0, "finish_reason": "stop",
+                                      "message": {"role": "assistant", "content": text}}],
+                         "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}})  # fmt: skip
+
+    def _send(self, status, payload):
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def endpoint():
+    Scripted.structured, Scripted.seen, Scripted.calls = True, {}, []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/v1"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def team_corpus(tmp_path_factory) -> Path:
+    """A corpus made by `ragft corpus init` from the real files, a question sheet and a labelled example sheet."""
+    root = tmp_path_factory.mktemp("team")
+    docs = root / "docs"
+    docs.mkdir()
+    for name in ("2305.03393v1-pg9.pdf", "multi_page.pdf", "word_sample.docx", "powerpoint_sample.pptx"):
+        (docs / name).write_bytes((FILES / name).read_bytes())
+    (root / "questions.csv").write_text(QUESTIONS)
+    (root / "examples.csv").write_text(EXAMPLES)
+    plan = plan_corpus(docs, questions=root / "questions.csv", examples=root / "examples.csv")
+    return write_corpus(plan, root / "corpus")
+
+
+@pytest.fixture
+def corpus(team_corpus, tmp_path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(team_corpus, tmp_path / "corpus"))
+
+
+def test_generate_through_an_endpoint_without_structured_output_checks_every_item(corpus, endpoint):
+    Scripted.structured = False
+    report = generate_rows(corpus, {"knowledge": 6, "abstention": 4, "behaviour": 3},
+                           OpenAIGenerator(endpoint, "scripted", retries=2))  # fmt: skip
+    rows = {r.id: r for r in report.rows}
+    assert report.accepted["knowledge"] == 6
+    assert report.rejected[("knowledge", "span_not_in_document")] >= 1
+    assert report.rejected[("knowledge", "answer_not_in_span")] >= 1
+    assert report.rejected[("knowledge", "duplicate_fact")] >= 1  # the sheet already asks when IBM made it
+    assert report.rejected[("abstention", "entity_not_in_document")] >= 1
+    assert report.rejected[("abstention", "answer_retrievable")] >= 1  # the patent year is in the document
+    assert report.rejected[("behaviour", "label_not_in_set")] >= 1
+    assert report.rejected[("behaviour", "duplicate")] >= 1
+    # the first reply of each kind was prose: asked again, then parsed out of a code fence
+    assert not [k for k in report.rejected if k[1] == "invalid_json"]
+    assert "response_format" in Scripted.calls[0] and "response_format" not in Scripted.calls[-1]
+    sholes = [r for r in rows.values() if r.answers == ["CP/M"]]
+    train, test = sorted(sholes, key=lambda r: r.split, reverse=True)
+    assert train.split == "train" and test.kind == "paraphrase" and test.paraphrase_of == train.id
+    assert test.source_docs == train.source_docs == ["multi_page.pdf"]
+    assert train.generated.model == "scripted" and "CP/M operating system" in train.generated.span
+    assert train.review.status == "pending" and row_origin(train) == "generated, pending"
+    kinds = {r.kind for r in rows.values() if r.family == "abstention"}
+    assert kinds == {"missing_detail", "near_miss"}
+    assert {r.split for r in rows.values() if r.family == "abstention"} == {"train", "test"}
+    assert {r.label for r in rows.values() if r.family == "behaviour"} == {"bug", "feature", "question"}
+    assert check_generated_leaks(report.rows + load_tasks(corpus)).passed
+    assert report.tokens > 0 and report.calls >= 3
+
+
+def test_generated_rows_validate_pass_the_leak_check_and_count_only_once_accepted(corpus, endpoint):
+    before = load_tasks(corpus)
+    report = generate_rows(corpus, {"knowledge": 4, "abstention": 2}, OpenAIGenerator(endpoint, "scripted"))
+    write_generated(corpus, report.rows)
+    rows, problems = check_corpus(corpus)
+    assert not problems and len(rows) == len(before) + len(report.rows)
+    assert [r.id for r in load_tasks(corpus)] == [r.id for r in before]  # pending rows do not count
+    assert len(load_tasks(corpus, include_unreviewed=True)) == len(rows)
+    audit = audit_corpus(corpus, include_unreviewed=True)
+    leaks = next(c for c in audit.checks if c.name == "generated_leaks")
+    assert leaks.passed, leaks.details
+    assert next(c for c in audit.checks if c.name == "answers_in_sources").passed
+
+
+def test_a_leak_is_the_same_fact_across_the_split_except_the_paraphrase_it_restates():
+    meta = {"generated": {"model": "m", "prompt_version": "knowledge-1", "item": "g1", "source_doc": "d",
+                          "span": "It costs $249."}, "review": {"status": "pending"}}  # fmt: skip
+    train = TaskRow.model_validate({"id": "g1", "family": "knowledge", "split": "train", "question": "What does X cost?",
+                                    "answers": ["$249"], "source_docs": ["d"], **meta})  # fmt: skip
+    para = train.model_copy(update={"id": "g1-p", "split": "test", "kind": "paraphrase", "paraphrase_of": "g1",
+                                    "question": "How much is X?"})  # fmt: skip
+    assert check_generated_leaks([train, para]).passed
+    unseen = para.model_copy(update={"id": "g2", "kind": "unseen", "paraphrase_of": None})
+    check = check_generated_leaks([train, unseen])
+    assert not check.passed and "g2: asks the fact train row g1 teaches" in check.details[0]
+    elsewhere = unseen.model_copy(update={"generated": unseen.generated.model_copy(update={"span": "Y costs $249."})})
+    assert check_generated_leaks([train, elsewhere]).passed  # the same answer in another sentence: another fact
+
+
+def test_without_an_endpoint_near_misses_are_made_and_checked_absent(corpus):
+    report = generate_rows(corpus, {"knowledge": 5, "abstention": 4})
+    assert report.accepted == {"abstention": 4} and not report.accepted["knowledge"]
+    text = "\n".join(p.read_text(errors="replace") for p in (corpus / "documents").iterdir() if p.suffix == ".md")
+    for row in report.rows:
+        assert row.kind == "near_miss" and row.generated.model == "none" and row.review.status == "pending"
+        real = row.generated.span
+        assert real.lower() not in row.text.lower()  # the question names the near miss, not the real entity
+    assert any("An endpoint adds knowledge questions" in n for n in report.notes)
+    del text
+
+
+def test_a_budget_stops_the_run_and_says_which(corpus, endpoint):
+    report = generate_rows(corpus, {"knowledge": 50}, OpenAIGenerator(endpoint, "scripted"), Budget(tokens=200))
+    assert report.stopped == "token budget of 200 reached (300 used)" or report.stopped.startswith("token budget")
+    assert report.calls <= 3
+
+
+def test_lenient_parse_takes_the_object_out_of_prose_and_fences():
+    assert parse_json_object('Sure:\n```json\n{"items": [1]}\n```\nBye') == {"items": [1]}
+    assert parse_json_object("no object {here") is None
+    assert parse_json_object('[1, 2] then {"a": {"b": 1}}') == {"a": {"b": 1}}
+
+
+def test_cli_generate_writes_pending_rows_and_prints_rejections(corpus, endpoint):
+    result = CliRunner().invoke(app, ["corpus", "generate", str(corpus), "--generator-url", endpoint,
+                                      "--generator-model", "scripted", "--families", "knowledge,abstention",
+                                      "--count", "3"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "knowledge: 3 item(s) kept" in result.output and "rejected" in result.output
+    assert "review them: ragft corpus review" in result.output
+    rows = read_generated(corpus / "tasks" / GENERATED_FILE)
+    assert rows and all(r.review.status == "pending" for r in rows)
+    again = CliRunner().invoke(app, ["corpus", "generate", str(corpus), "--families", "abstention", "--count", "2"])
+    assert again.exit_code == 0, again.output
+    assert "no --generator-url" in again.output
+    assert len(read_generated(corpus / "tasks" / GENERATED_FILE)) > len(rows)  # added; the first rows kept
