@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator, MutableMapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -38,7 +40,44 @@ class Arm:
     external: bool = False  # answers made elsewhere and scored by `ragft score`: never run, never a default
 
 
-ARMS: dict[str, Arm] = {
+class ArmTable(MutableMapping[str, Arm]):
+    """The arms ragft ships (an extension adds one with `ARMS[arm.name] = arm`), then the external arms of the
+    runs read in the current context (`external_arm`: a thread, a request, a job). Those stay with the context
+    that registered them: reading a run scored by `ragft score` never adds its arm to what the server answers as
+    (`/v1/models`), nor to another request's table. Iterating takes a snapshot, so it never sees the table change."""
+
+    def __init__(self, arms: dict[str, Arm]):
+        self._shipped = dict(arms)
+
+    def __getitem__(self, name: str) -> Arm:
+        arm = self._shipped.get(name)
+        return arm if arm is not None else _RUN_ARMS.get()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        shipped = list(self._shipped)
+        return iter([*shipped, *(name for name in _RUN_ARMS.get() if name not in self._shipped)])
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+    def __setitem__(self, name: str, arm: Arm) -> None:
+        if arm.external:  # copied, never changed in place: another context may hold the old table
+            _RUN_ARMS.set({**_RUN_ARMS.get(), name: arm})
+        else:
+            self._shipped[name] = arm
+
+    def __delitem__(self, name: str) -> None:
+        if name in self._shipped:
+            del self._shipped[name]
+        else:
+            run_arms = dict(_RUN_ARMS.get())
+            del run_arms[name]
+            _RUN_ARMS.set(run_arms)
+
+
+_RUN_ARMS: ContextVar[dict[str, Arm]] = ContextVar("ragft_run_arms", default={})  # noqa: B039 (never mutated)
+
+ARMS = ArmTable({
     a.name: a
     for a in (
         Arm("base", "Base", False, False, None, "base model, zero-shot", 0),
@@ -48,7 +87,7 @@ ARMS: dict[str, Arm] = {
         Arm("rag_lora", "RAG + LoRA", True, False, "rag_lora", "adapter trained to read retrieved passages", 40),
         Arm("scratch", "Scratch", False, False, "scratch", "same architecture trained from random weights", 50),
     )
-}
+})  # fmt: skip
 
 
 EXTERNAL_COST_RANK = 1000  # a system scored from its predictions: its running cost is unknown to ragft
@@ -56,7 +95,8 @@ EXTERNAL_COST_RANK = 1000  # a system scored from its predictions: its running c
 
 def external_arm(name: str, retrieve: bool) -> Arm:
     """The arm standing for a system ragft did not run (`ragft score`): a ragft arm of that name keeps its facts,
-    any other name is registered with what its predictions show (passages given: it retrieves)."""
+    any other name is registered, in the current context only (`ArmTable`), with what its predictions show
+    (passages given: it retrieves)."""
     key = arm_key(name)
     if key in ARMS:
         return ARMS[key]

@@ -113,3 +113,60 @@ def test_the_ctranslate2_engine_answers_every_arm_as_transformers_does(runtime):
     for arm in ("base", "lora"):
         slow = [a.text for a in answer(ARMS[arm], runtime, queries)]
         assert [a.text for a in answer(ARMS[arm], fast, queries)] == slow, arm
+
+
+def test_an_external_arm_stays_with_the_context_that_read_its_run():
+    """`ragft score` runs registered their arms in the one global table: reading one made the live server list
+    and answer as that arm, and iterating the table while a run was read could raise."""
+    import contextvars
+
+    from eval.external import register_external_arms
+
+    config = {"external_arms": {"vendor_bot": {"label": "vendor_bot", "retrieve": True}}}
+
+    def read_a_scored_run() -> list[str]:
+        register_external_arms(config)
+        return list(ARMS)
+
+    assert contextvars.copy_context().run(read_a_scored_run)[-1] == "vendor_bot"
+    assert "vendor_bot" not in ARMS and list(ARMS) == ["base", "fewshot", "rag", "lora", "rag_lora", "scratch"]
+    with pytest.raises(UnknownArm):
+        parse_arm("vendor_bot")
+
+    def register_while_iterating() -> int:
+        seen = 0
+        for _ in ARMS:  # a dict changed during iteration raised RuntimeError here
+            register_external_arms({"external_arms": {f"system_{seen}": {}}})
+            seen += 1
+        return seen
+
+    assert contextvars.copy_context().run(register_while_iterating) == len(ARMS)
+
+
+def test_reading_a_scored_run_over_http_does_not_add_its_arm_to_the_server(stored_runs, tmp_path):
+    import contextvars
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from eval.external import import_predictions
+    from service.app.api.main import create_app
+
+    settings, corpus = stored_runs.settings, stored_runs.corpus
+    path = tmp_path / "vendor.jsonl"
+    path.write_text("".join(json.dumps({"row_id": f"k{i}", "arm": "vendor_bot", "text": "It costs $1."}) + "\n"
+                            for i in range(10)))  # fmt: skip
+    # scored by `ragft score` in another process: nothing of it is registered in this one
+    run_id = contextvars.copy_context().run(import_predictions, settings, corpus, path, "vendor")
+    ARMS.pop("vendor_bot", None)  # as a fresh process would hold the table (an older ragft registered it globally)
+    client = TestClient(create_app(settings, corpus))
+    for _ in range(2):  # scored, then from the cache
+        rows = client.get(f"/v1/results/{run_id}/rows", params={"arm": "vendor_bot"})
+        assert rows.status_code == 200, rows.text
+        assert {a["label"] for r in rows.json() for a in r["answers"]} == {"vendor_bot"}
+        listed = {r["id"]: r for r in client.get("/v1/results").json()}
+        assert listed[run_id]["planned_answers"] == 10  # its external arm's rows counted
+    assert "vendor_bot" not in [m["id"] for m in client.get("/v1/models").json()["data"]]
+    chat = {"model": "vendor_bot", "messages": [{"role": "user", "content": "what does the p1 cost ?"}]}
+    assert client.post("/v1/chat/completions", json=chat).status_code == 404  # not the base model under its name
+    assert "vendor_bot" not in ARMS

@@ -33,6 +33,7 @@ from eval.answers import (
     score_run,
 )
 from eval.comparison import headline_changes
+from eval.external import register_external_arms
 from eval.report import charts, review_line, verdict_rows
 from eval.review import MAX_REVIEWER_CHARS, Review, Reviews, publish_reviewed, review_summary, reviewed_dir
 from eval.store import RunNotFound, RunRecord, Store
@@ -61,6 +62,7 @@ class ScoredRuns:
         store = Store(settings.database)
         try:
             run = store.run(run_id)
+            register_external_arms(run.config)  # in this request's context only, cached or not (`ArmTable`)
             key = (run.status, store.count(run_id))
             with self._lock:
                 hit = self._cache.get(run_id)
@@ -106,6 +108,7 @@ def _report_files(settings: Settings, run_id: str) -> dict[str, bool]:
 
 def _run_out(run: RunRecord, answers: int, job: JobRecord | None, settings: Settings) -> dict:
     spec = run.config.get("spec", {})
+    register_external_arms(run.config)  # known to this request only
     arms = [a for a in spec.get("arms", []) if a in ARMS]
     planned = planned_answers(run.meta.get("rows", {}), arms, settings.eval.training_seeds) if arms else {}
     return {"id": run.id, "corpus": run.corpus, "status": job.status if job and job.status in JOB_ACTIVE else run.status,
