@@ -18,9 +18,11 @@ from eval.generation_rows import (
     GENERATED_FILE,
     Budget,
     OpenAIGenerator,
+    decide,
     generate_rows,
     parse_json_object,
     read_generated,
+    review_items,
     write_generated,
 )
 from eval.tasks import TaskRow, check_corpus, load_tasks, row_origin
@@ -298,3 +300,70 @@ def test_cli_generate_writes_pending_rows_and_prints_rejections(corpus, endpoint
     assert again.exit_code == 0, again.output
     assert "no --generator-url" in again.output
     assert len(read_generated(corpus / "tasks" / GENERATED_FILE)) > len(rows)  # added; the first rows kept
+
+
+@pytest.fixture
+def generated(corpus, endpoint) -> Path:
+    """The team corpus with generated knowledge and abstention rows written, all pending."""
+    report = generate_rows(corpus, {"knowledge": 3, "abstention": 2}, OpenAIGenerator(endpoint, "scripted"))
+    write_generated(corpus, report.rows)
+    return corpus
+
+
+def _test_rows(corpus: Path, **kwargs) -> set[str]:
+    """The test rows a run answers (the runner's own selection)."""
+    from eval.runner import select_rows
+
+    chosen = select_rows(load_tasks(corpus, **kwargs), ["knowledge", "abstention"], None, 0, {})
+    return {r.id for rows in chosen.values() for r in rows}
+
+
+def test_review_decisions_change_what_a_run_counts(generated):
+    path = generated / "tasks" / GENERATED_FILE
+    knowledge = review_items(read_generated(path), "pending", "knowledge")
+    assert len(knowledge) == 3 and all(len(i.rows) == 2 for i in knowledge)  # a question and its paraphrase
+    base = _test_rows(generated)
+    assert not any(i.startswith("gen-") for i in base)
+    accepted, edited, rejected = knowledge
+    decide(generated, accepted.item, "accept", "Ada")
+    span = accepted.fields["span"]
+    paraphrase = "Put another way: " + edited.fields["paraphrase"]
+    decide(generated, edited.item, "edit", " Grace  Hopper ", {"paraphrase": paraphrase})
+    decide(generated, rejected.item, "reject", "Ada")
+    counted = _test_rows(generated) - base
+    assert counted == {f"{accepted.item}-p", f"{edited.item}-p"}  # the accepted and edited paraphrases, no more
+    assert _test_rows(generated, include_unreviewed=True) - base - counted  # pending abstention rows, when asked
+    rows = {r.id: r for r in read_generated(path)}
+    assert rows[accepted.item].review.status == "accepted" and rows[accepted.item].review.reviewer == "Ada"
+    assert rows[f"{edited.item}-p"].text == paraphrase and rows[edited.item].review.reviewer == "Grace Hopper"
+    assert rows[f"{edited.item}-p"].review.status == "edited" and row_origin(rows[edited.item]) == "generated, edited"
+    assert rows[rejected.item].review.status == "rejected" and rows[accepted.item].generated.span == span
+    assert {r.id for r in load_tasks(generated)} >= {accepted.item, edited.item}
+    assert rejected.item not in {r.id for r in load_tasks(generated, include_unreviewed=True)}
+    audit = {c.name: c for c in audit_corpus(generated).checks}  # a corpus this small fails others: not our rows
+    assert not check_corpus(generated)[1] and audit["generated_leaks"].passed and audit["answers_in_sources"].passed
+
+
+def test_an_edit_is_checked_like_a_generated_row(generated):
+    item = review_items(read_generated(generated / "tasks" / GENERATED_FILE), "pending", "knowledge")[0]
+    with pytest.raises(ValueError, match="is not in multi_page.pdf|is not in"):
+        decide(generated, item.item, "edit", "Ada", {"answer": "a made-up answer"})
+    with pytest.raises(ValueError, match="repeats the question"):
+        decide(generated, item.item, "edit", "Ada", {"paraphrase": item.fields["question"] + "!"})
+    with pytest.raises(ValueError, match="reviewer"):
+        decide(generated, item.item, "accept", "  ")
+    with pytest.raises(KeyError):
+        decide(generated, "gen-k-nothing", "accept", "Ada")
+    assert review_items(read_generated(generated / "tasks" / GENERATED_FILE), "pending", "knowledge")[0] == item
+
+
+def test_cli_review_accepts_edits_and_rejects_in_the_terminal(generated):
+    items = review_items(read_generated(generated / "tasks" / GENERATED_FILE), "pending", "knowledge")
+    keys = "a\ne\nNew question about it?\n\n\nr\nq\n"  # accept; edit the question, keep the rest; reject; quit
+    result = CliRunner().invoke(app, ["corpus", "review", str(generated), "--reviewer", "Ada",
+                                      "--family", "knowledge"], input=keys)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "span: " in result.output and "1 accepted, 1 edited, 1 rejected" in result.output
+    rows = {r.id: r for r in read_generated(generated / "tasks" / GENERATED_FILE)}
+    assert rows[items[1].item].text == "New question about it?" and rows[items[1].item].review.reviewer == "Ada"
+    assert [rows[i.item].review.status for i in items] == ["accepted", "edited", "rejected"]
