@@ -1,6 +1,8 @@
 """Two runs side by side: per family and arm the paired change of the headline on the rows both runs answered,
-with its interval and Holm-adjusted p-value (the report's tests: exact McNemar for 0/1 scores, a paired bootstrap
-or cluster-robust t test otherwise), and which changes are significant drops (regressions, for CI gating).
+with its interval and Holm-adjusted p-value (the report's tests, `eval.stats.compare`: exact McNemar for 0/1 scores
+on independent rows, the cluster sign-flip test where rows share a document or template, a paired bootstrap
+otherwise), and which changes are significant drops (regressions, for CI gating). Holm spans every change of the
+comparison on purpose: the gate is one decision ("did anything drop?") over all families.
 
 Example:
     >>> # changes = headline_changes(score_run(store, a, settings), score_run(store, b, settings))
