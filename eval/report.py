@@ -130,7 +130,7 @@ TESTS = {  # what each test a report can name is, for "How to read this"
 HOW_TO_READ = (
     "How to read this. Each score has a 95% interval: Wilson for rates (clustered where rows share a source document "
     "or a behaviour template), a bootstrap otherwise, resampling training seeds too where there are several. Every "
-    "pair of arms is compared on the rows both answered, by the test named beside it ({tests}); each interval "
+    "pair of arms is compared on the rows both answered, by the test named beside it: {tests}. Each interval "
     "inverts its test, so it excludes 0 exactly when the test rejects. Within each family the p-values are "
     "Holm-adjusted over that family's own pairwise tests ({counts}), so a family's verdict never depends on another "
     "family's rows. An arm is *worse* when that adjusted test shows it below the best; *non-inferior* when Tango's "
@@ -188,6 +188,10 @@ def _comparison(results: dict, c: dict) -> str:
     elif c.get("non_inferiority_p_holm") is not None:
         text += f", non-inferiority p (Holm)={_num(c['non_inferiority_p_holm'], 3)}"
     return text
+
+
+def _tests(n: int) -> str:
+    return f"{n} test" if n == 1 else f"{n} tests"
 
 
 def pair_line(results: dict, p: dict) -> str:
@@ -268,7 +272,7 @@ def render_markdown(results: dict) -> str:
                 + " |"
             )
         if block.get("pairs") and not block.get("forgetting_vs_base"):
-            lines += ["", f"Every pair of arms (Holm over this family's {len(block['pairs'])} tests): "
+            lines += ["", f"Every pair of arms (Holm over this family's {_tests(len(block['pairs']))}): "
                       + "; ".join(pair_line(results, p) for p in block["pairs"]) + "."]  # fmt: skip
         elif block.get("comparisons"):
             lines += [
@@ -416,7 +420,7 @@ th{background:#f1f3f5}.CONTRADICTS{color:#c92a2a;font-weight:bold}.agrees{color:
 <table><tr><th>arm</th>{% for m in metric_names[family] %}<th>{{ m }}</th>{% endfor %}</tr>
 {% for arm, cells in block.arms.items() %}<tr><td>{{ labels[arm] }}</td>{% for m in metric_names[family] %}<td>{{ fmt(cells.get(m)) }}</td>{% endfor %}</tr>{% endfor %}
 </table>
-{% if block.get("pairs") and not block.get("forgetting_vs_base") %}<p class="small">Every pair of arms (Holm over this family's {{ block.pairs|length }} tests):
+{% if block.get("pairs") and not block.get("forgetting_vs_base") %}<p class="small">Every pair of arms (Holm over this family's {{ block.pairs|length }} test{{ "s" if block.pairs|length != 1 else "" }}):
 {% for p in block.pairs %}{{ pair(p) }}{% if not loop.last %}; {% endif %}{% endfor %}</p>
 {% elif block.comparisons %}<p class="small">Paired tests against the best arm:
 {% for c in block.comparisons %}{{ comparison(c) }}{% if not loop.last %}; {% endif %}{% endfor %}</p>{% endif %}

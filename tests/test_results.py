@@ -128,3 +128,21 @@ def test_a_margin_set_as_a_share_of_the_lead_over_chance_reaches_the_verdict():
     block, _ = _family_block("knowledge", values, ["base", "rag"], rows, 0, 0.1, {}, chance, margin_share=0.4)
     assert block["margin"] == {"value": 0.2, "set_by": "0.4 of the best arm's lead over chance (0.500)"}
     assert block["verdict"]["margin"] == 0.2
+
+
+def test_a_stored_run_publishes_results_the_report_reads(stored_runs):
+    """The whole path from stored answers to results.json and both reports (build_results, strata, the report)."""
+    import json
+
+    folder = stored_runs.settings.eval.reports_dir / stored_runs.a
+    results = json.loads((folder / "results.json").read_text())
+    assert results["schema_version"] == 4
+    for family, block in results["families"].items():
+        v = block["verdict"]
+        assert v["status"] in ("decided", "insufficient evidence", "no arm beats the baseline", "compared with base")
+        assert {"relative", "above_chance", "candidates"} <= set(v) and block["pairs"], family
+        assert all(p["p_holm"] >= p["p_value"] for p in block["pairs"])
+        assert block["power"]["tests"] and block["margin"]["set_by"] == "flat"
+    md = (folder / "report.md").read_text()
+    assert "How to read this." in md and "one-sided at 5%" in md and "Every pair of arms" in md
+    assert "How to read this." in (folder / "report.html").read_text()
