@@ -450,7 +450,8 @@ def judge_family(
             if best in (p["a"], p["b"]):
                 other = p["b"] if p["a"] == best else p["a"]
                 flip = p["a"] != best
-                out["comparisons"].append(p | {
+                own = {k: v for k, v in p.items() if not k.startswith(("a_within", "b_within"))}
+                out["comparisons"].append(own | {
                     "a": best, "b": other, "difference": -p["difference"] if flip else p["difference"],
                     "ci_low": -p["ci_high"] if flip else p["ci_low"], "ci_high": -p["ci_low"] if flip else p["ci_high"],
                     "non_inferiority_p": p["a_within_p"] if flip else p["b_within_p"],

@@ -113,6 +113,9 @@ def test_the_report_names_the_tests_it_ran_and_warns_of_one_training_seed():
     assert "Every pair of arms (Holm over this family's 3 tests)" in md
     assert "rests on one training seed: LoRA trained once" in md
     assert block["verdict"]["recommended"] == "rag" and "| decided | above chance | **RAG** |" in md
+    # the best arm against each other arm, oriented best minus other, with the other arm's margin test
+    assert all(c["a"] == "rag" and c["difference"] >= 0 and "non_inferiority_p_adjusted" in c and "a_within" not in c
+               for c in block["comparisons"]) and len(block["comparisons"]) == 2  # fmt: skip
     assert "rests on one training seed" in render_html(results)
 
 
