@@ -191,7 +191,9 @@ def decide(
                        above_chance="not shown above chance" if not floor else "not above the floor", **common)  # fmt: skip
     if not shown:
         settle = (
-            f"; about {rows_to_settle} rows per family would give the margin tests 80% power" if rows_to_settle else ""
+            f"; about {rows_to_settle} rows per family would give each margin test 80% power for two equally good arms"
+            if rows_to_settle
+            else ""
         )
         reason = (f"{label} leads ({scores[best]:.3f}) but no arm is shown within {margin:g} of every arm not shown "
                   f"worse than it: {label} is neither shown better than nor within {margin:g} of "
@@ -244,7 +246,7 @@ def _probe(family, scores, order, by_pair, reference, margin, rule, statement, r
               if parts else f"no arm to compare with {ref}")  # fmt: skip
     reason += ". A side effect is measured here, so nothing is recommended"
     if open_ and rows_to_settle:
-        reason += f"; about {rows_to_settle} rows would give the margin tests 80% power"
+        reason += f"; about {rows_to_settle} rows would give each margin test 80% power for two equally good arms"
     return Verdict(
         family,
         reference,
