@@ -45,7 +45,8 @@ def store_run(settings: Settings, corpus: Path, run_id: str, answers: dict[tuple
         predictions = []
         for (arm, row_id), text in answers.items():
             i = int(row_id[1:])
-            passages = (StoredPassage(f"p{i}-0", f"p{i}", f"# Product P{i}\n\nThe P{i} costs ${PRICES[i]:,}."),)
+            source = f"# Product P{i}\n\nThe P{i} costs ${PRICES[i]:,}."
+            passages = (StoredPassage(f"p{i}-0", f"p{i}", source, "p. 4" if i == 0 else None),)  # p0: a paged document
             rag = arm == "rag"
             predictions.append(Prediction(arm, row_id, "main", text, passages if rag else (), 40, 8,
                                           400.0 if rag else 100.0, 5.0 if rag else 0.0, 1))  # fmt: skip

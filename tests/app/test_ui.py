@@ -111,6 +111,7 @@ def test_runs_list_then_a_run_filtered_to_disagreements_then_one_row(page, url):
     assert rag.locator(".answer-text").text_content() == "It costs $2."
     assert rag.locator(".mark.wrong").count() == 1
     assert rag.locator(".passage mark").text_content() == "$463"  # the accepted answer, highlighted in the passage
+    assert rag.locator(".passage").text_content().startswith("p0, p. 4 · p0-0")  # a paged source cites its page
     assert page.locator("#row-detail .answer[data-arm='base'] .mark.correct").count() == 1
     shot(page, "ui-row-browser.png")
     shared = page.url  # a shared link opens the same rows and the same row
