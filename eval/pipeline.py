@@ -165,6 +165,24 @@ def artifact_summary(artifacts: dict[str, list[TrainResult]]) -> dict[str, dict]
     return out
 
 
+def index_corpus(settings: Settings, corpus: Path, stage: Stage | None = None) -> tuple[Runtime, IndexReport]:
+    """A runtime for `corpus` with its index built or updated (embedding only what changed)."""
+    runtime = open_runtime(settings, corpus)
+    if stage is not None:
+        stage("index", 0, 1)
+    report = runtime.index()
+    if stage is not None:
+        stage("index", 1, 1)
+    return runtime, report
+
+
+def groups_for(families: list[str] | None) -> set[str] | None:
+    """The adapter groups whose rows `families` ask (None: every group)."""
+    if families is None:
+        return None
+    return {FAMILIES[r].adapter_group for f in families for r in FAMILIES[f].row_families}
+
+
 def prepare_corpus(
     settings: Settings,
     corpus: Path,
@@ -178,17 +196,9 @@ def prepare_corpus(
 ) -> Prepared:
     """Index the corpus (embedding only what changed) and train or reuse what the arms need for `families`
     (default: every family)."""
-    runtime = open_runtime(settings, corpus)
-    if stage is not None:
-        stage("index", 0, 1)
-    report = runtime.index()
-    if stage is not None:
-        stage("index", 1, 1)
-    needed = None
-    if families is not None:
-        needed = {FAMILIES[r].adapter_group for f in families for r in FAMILIES[f].row_families}
+    runtime, report = index_corpus(settings, corpus, stage)
     artifacts = train_artifacts(
         settings, runtime, kinds_for(arm_names), force=force, stage=stage, should_stop=should_stop, show_bars=show_bars,
-        groups=needed,
+        groups=groups_for(families),
     )  # fmt: skip
     return Prepared(runtime, report, artifacts)

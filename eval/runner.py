@@ -22,10 +22,14 @@ import random
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
+from eval.early_results import FamilyAnswered, FamilyWatch, family_results
 from eval.families import FAMILIES
-from eval.pipeline import artifact_summary, prepare_corpus
+from eval.pipeline import artifact_summary, groups_for, index_corpus, kinds_for, train_artifacts
+from eval.prediction_cache import AnswerCache, CachingRuntime, answering_settings
 from eval.spec import Progress, RunCancelled, RunSpec, replicate_name
 from eval.store import Prediction, Store, StoredPassage
 from eval.tasks import TaskRow, example_key, load_tasks
@@ -76,11 +80,11 @@ def prompt_arm(arm: Arm, row: TaskRow) -> Arm:
     return arm
 
 
-def _to_prediction(arm: str, row: TaskRow, phase: str, a) -> Prediction:
+def _to_prediction(arm: str, row: TaskRow, phase: str, a, reused: bool = False) -> Prediction:
     passages = tuple(StoredPassage(p.chunk_id, p.doc_id, p.text, p.page) for p in a.passages)
     return Prediction(
         arm, row.id, phase, a.text, passages, a.prompt_tokens, a.generated_tokens, a.latency_ms, a.retrieval_ms,
-        a.batch_size, a.machine_ms,
+        a.batch_size, a.machine_ms, reused,
     )  # fmt: skip
 
 
@@ -92,10 +96,8 @@ def run_id_for(settings: Settings, spec: RunSpec, tasks_hash: str, adapters: dic
         "limit": spec.limit,
         **({"family_limits": spec.family_limits} if spec.family_limits else {}),  # absent: older run ids hold
         "seed": spec.seed,
-        # how long idle threads spin (omp_spin_count) changes the speed, never the answers
-        "models": settings.models.model_dump(mode="json", exclude={"backend_api_key", "omp_spin_count"}),
+        **answering_settings(settings),  # models and generation
         "retrieval": settings.retrieval.model_dump(exclude={"embed_batch_size"}),
-        "generation": settings.generation.model_dump(exclude={"batch_size", "max_batch_tokens"}),
         "tasks": tasks_hash,
         "answer_tokens": {f: FAMILIES[f].max_new_tokens for f in spec.families},
         "adapters": {k: v.get("fingerprint") for k, v in adapters.items()},
@@ -111,6 +113,86 @@ def _tasks_hash(corpus: Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class Batch:
+    """Rows one arm (at one training seed) answers and commits together."""
+
+    phase: str
+    arm: str
+    replicate: int
+    rows: tuple[TaskRow, ...]
+
+    @property
+    def stored_as(self) -> str:
+        return replicate_name(self.arm, self.replicate)
+
+
+def plan_batches(
+    settings: Settings, answerers: list[tuple[str, int]], phase: str, rows: list[TaskRow], missing
+) -> list[Batch]:
+    """Each answerer's rows of `phase` that `missing(stored_as, phase, ids)` leaves, in row order, cut into
+    eval.rows_per_batch, then ordered a row family at a time (every arm answers one family's rows before the next
+    family starts), so a family's figures are ready as early as they can be. The order changes no answer: a
+    batch keeps its rows, and an engine's answers depend on the prompts of one call, never on what ran before."""
+    step = settings.eval.rows_per_batch
+    batches = []
+    for arm, replicate in answerers:
+        mine = [r for r in rows if FAMILIES[r.family].scores(ARMS[arm])]
+        by_id = {r.id: r for r in mine}
+        todo = [by_id[i] for i in missing(replicate_name(arm, replicate), phase, [r.id for r in mine])]
+        batches += [Batch(phase, arm, replicate, tuple(todo[s : s + step])) for s in range(0, len(todo), step)]
+    position = {f: i for i, f in enumerate(dict.fromkeys(r.family for r in rows))}
+    order = {id(b): i for i, b in enumerate(batches)}
+    return sorted(batches, key=lambda b: (min(position[r.family] for r in b.rows), order[id(b)]))
+
+
+class _Answering:
+    """Answers batches through the answer cache and keeps the run's bookkeeping: which artifacts answered each
+    arm, the wall clock each arm spent answering, and the count of answers so far."""
+
+    def __init__(self, settings: Settings, cache: AnswerCache, say: Progress, total: int, stored: dict):
+        self.settings, self.cache, self.say, self.total = settings, cache, say, total
+        self.done = 0
+        # the artifact fingerprints whose weights answered, per stored arm (a retrain mid-run shows as two)
+        self.answered_by: dict[str, set[str]] = {a: set(f) for a, f in stored.get("answered_by", {}).items()}
+        # wall-clock seconds each stored arm spent answering (summed over resumes): what its costs must add up to
+        self.answer_wall_s: dict[str, float] = dict(stored.get("answer_wall_s", {}))
+
+    def meta(self) -> dict:
+        return {"answered_by": {a: sorted(f) for a, f in self.answered_by.items()},
+                "answer_wall_s": self.answer_wall_s}  # fmt: skip
+
+    def answer(self, runtime: Runtime, batch: Batch) -> list[Prediction]:
+        """`batch` answered: rows asked with another prompt, answer length or adapter go in their own call, in the
+        order they always have."""
+        settings = self.settings
+        rt = runtime.for_replicate(batch.replicate) if batch.replicate else runtime
+        cached = CachingRuntime(rt, self.cache)
+        t0 = time.perf_counter()
+        groups: dict[tuple[Arm, int], dict[str, list[TaskRow]]] = {}
+        for r in batch.rows:
+            cap = FAMILIES[r.family].max_new_tokens or settings.generation.max_new_tokens
+            tokens = min(cap, settings.generation.max_new_tokens)  # the setting caps every family
+            by_group = groups.setdefault((prompt_arm(ARMS[batch.arm], r), tokens), {})
+            by_group.setdefault(FAMILIES[r.family].adapter_group, []).append(r)  # as `answer` splits them
+        predictions = []
+        for (asked, max_new_tokens), by_group in groups.items():
+            for members in by_group.values():
+                queries = [Query(r.text, r.instruction, example_key(r), FAMILIES[r.family].adapter_group)
+                           for r in members]  # fmt: skip
+                self.cache.last_reused = []
+                answers = answer(asked, cached, queries, max_new_tokens=max_new_tokens)
+                fingerprints = {a.fingerprint for a in answers if a.fingerprint}
+                self.answered_by.setdefault(batch.stored_as, set()).update(fingerprints)
+                predictions += [_to_prediction(batch.stored_as, r, batch.phase, a, reused)
+                                for r, a, reused in zip(members, answers, self.cache.last_reused, strict=True)]  # fmt: skip
+        spent = self.answer_wall_s.get(batch.stored_as, 0.0) + time.perf_counter() - t0
+        self.answer_wall_s[batch.stored_as] = round(spent, 3)
+        self.done += len(batch.rows)
+        self.say(f"answer {batch.stored_as} ({batch.phase})", self.done, self.total)
+        return predictions
+
+
 def run_eval(
     settings: Settings,
     spec: RunSpec,
@@ -118,11 +200,17 @@ def run_eval(
     should_stop: Callable[[], bool] | None = None,
     show_bars: bool = False,
     named: Callable[[str], None] | None = None,
+    on_family: Callable[[FamilyAnswered], None] | None = None,
+    reuse: bool = True,
 ) -> str:
-    """Run (or resume) an evaluation and return its id; predictions land in the store as they are made. `named`
-    hears the run id as soon as it is known (after indexing and training, whose fingerprints it includes)."""
+    """Run (or resume) an evaluation and return its id; predictions land in the store as they are made.
+
+    Arms that need no training answer first, then the adapters train and their arms answer. `on_family` hears
+    each report family's figures as soon as it is answered: provisional when the untrained arms have answered it
+    (while adapters still have to train), final when every arm has. `named` hears the run id as soon as it is
+    known (after training, whose fingerprints it includes). Answers come from the answer cache where it holds
+    them (`eval.prediction_cache`); `reuse=False` reads nothing from it and names a new run."""
     say = progress or (lambda stage, done, total: None)
-    arms = spec.arms
     corpus = Path(spec.corpus)
     rows = load_tasks(corpus)
     chosen = select_rows(rows, spec.families, spec.limit, spec.seed, spec.family_limits)
@@ -130,20 +218,78 @@ def run_eval(
         raise ValueError(
             f'corpus \'{corpus}\' has no test rows for families {spec.families}: add rows with "split": "test"'
         )
-    prepared = prepare_corpus(settings, corpus, arms, stage=say, should_stop=should_stop, show_bars=show_bars,
-                              families=spec.families)  # fmt: skip
-    runtime, report = prepared.runtime, prepared.index
-    index_manifest = read_index_manifest(runtime.index_dir)
-    adapter_meta = artifact_summary(prepared.artifacts)
+    runtime, report = index_corpus(settings, corpus, stage=say)
+    by_phase: dict[str, list[TaskRow]] = {}
+    for family, members in chosen.items():
+        by_phase.setdefault(FAMILIES[family].phase, []).extend(members)
+    # adapter arms answer once per training seed: "lora" with the first, "lora@seed1" ... with the others
+    answerers = [(a, 0) for a in spec.arms] + [
+        (a, i) for i in range(1, settings.eval.training_seeds) for a in spec.arms if ARMS[a].adapter
+    ]
+    total = sum(1 for a, _ in answerers for rs in by_phase.values() for r in rs if FAMILIES[r.family].scores(ARMS[a]))
+    untrained = [(a, i) for a, i in answerers if not ARMS[a].adapter]
+    early = untrained if len(untrained) < len(answerers) else []  # with adapters to train: the others go first
 
-    tasks_hash = _tasks_hash(corpus)
-    run_id = spec.run_id or run_id_for(settings, spec, tasks_hash, adapter_meta)
-    if named is not None:
-        named(run_id)
+    def tell(watch: FamilyWatch, done: set, answers: list[Prediction], final: bool) -> None:
+        if on_family is None:
+            return
+        for family in watch.completed(done):
+            arms = tuple(dict.fromkeys(a for a, _ in (answerers if final else early)))
+            waiting = tuple(a for a in spec.arms if a not in arms)
+            try:
+                results = family_results(settings, spec, chosen, family, answers)
+            except Exception:  # figures shown early are a courtesy: the report at the end still has them all
+                log.warning("could not score %s early; the report will show it", family, exc_info=True)
+                continue
+            on_family(FamilyAnswered(family, arms, waiting, final, results))
+
+    def stop_here(what: str) -> None:
+        if should_stop is not None and should_stop():
+            raise RunCancelled(what)
+
     store = Store(settings.database)
     try:
+        cache = AnswerCache(store, settings, runtime.engine, read=reuse)
+        fresh_runtime, refresh = None, None
+        answering = _Answering(settings, cache, say, total, {})
+        # 1. the arms that need no training, before any adapter trains: kept in memory (and in the answer cache)
+        # until training names the run
+        before: list[Prediction] = []
+        if early:
+            watch = FamilyWatch(spec.families, chosen, early)
+            done: set = set()
+            for phase in ("main", "fresh"):
+                if not by_phase.get(phase):
+                    continue
+                if phase == "fresh":
+                    fresh_runtime, refresh = _apply_updates(settings, runtime, corpus)
+                rt = fresh_runtime if phase == "fresh" else runtime
+                for batch in plan_batches(settings, early, phase, by_phase[phase], lambda arm, ph, ids: ids):
+                    stop_here(f"stopped after {answering.done} answers, before training (kept in the answer "
+                              "cache); start the run again to resume")  # fmt: skip
+                    made = answering.answer(rt, batch)
+                    before += made
+                    done.update((p.arm, p.phase, p.row_id) for p in made)
+                    tell(watch, done, before, final=False)
+        # 2. train (or reuse) the adapters the arms need
+        artifacts = train_artifacts(
+            settings, runtime, kinds_for(spec.arms), stage=say, should_stop=should_stop, show_bars=show_bars,
+            groups=groups_for(spec.families),
+        )  # fmt: skip
+        adapter_meta = artifact_summary(artifacts)
+        index_manifest = read_index_manifest(runtime.index_dir)
+        tasks_hash = _tasks_hash(corpus)
+        run_id = spec.run_id or run_id_for(settings, spec, tasks_hash, adapter_meta)
+        if not reuse and not spec.run_id:  # a fresh run reuses nothing, its own earlier answers included
+            run_id += "-fresh-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        if named is not None:
+            named(run_id)
         config = {"spec": spec.model_dump(mode="json"), "settings": settings.recorded()}
         store.create_run(run_id, corpus.resolve().name, config)
+    except BaseException:
+        store.close()
+        raise
+    try:
         store.set_status(run_id, "evaluating")
         store.update_meta(
             run_id,
@@ -162,62 +308,39 @@ def run_eval(
                 if runtime.engine == "ctranslate2"
                 else settings.models.dtype,
             },  # fmt: skip
+            **({"refresh": refresh} if refresh else {}),
         )
-        by_phase: dict[str, list[TaskRow]] = {}
-        for family, members in chosen.items():
-            by_phase.setdefault(FAMILIES[family].phase, []).extend(members)
-        # adapter arms answer once per training seed: "lora" with the first, "lora@seed1" ... with the others
-        answerers = [(a, 0) for a in arms] + [
-            (a, i) for i in range(1, settings.eval.training_seeds) for a in arms if ARMS[a].adapter
-        ]
-        scored = {(a, i): [r for rs in by_phase.values() for r in rs if FAMILIES[r.family].scores(ARMS[a])]
-                  for a, i in answerers}  # fmt: skip
-        total = sum(len(rs) for rs in scored.values())
-        done = [store.count(run_id)]
-        # the artifact fingerprints whose weights answered, per stored arm (a retrain mid-run shows as two)
+        # 3. the answers made before training join the run, then every arm answers what the run still lacks
         stored = store.run(run_id).meta
-        answered_by: dict[str, set[str]] = {a: set(f) for a, f in stored.get("answered_by", {}).items()}
-        # wall-clock seconds each stored arm spent answering (summed over resumes): what its costs must add up to
-        answer_wall_s: dict[str, float] = dict(stored.get("answer_wall_s", {}))
-
-        def answer_all(base_rt: Runtime, phase: str, todo_rows: list[TaskRow]) -> None:
-            by_id = {r.id: r for r in todo_rows}
-            for arm, replicate in answerers:
-                rt = base_rt.for_replicate(replicate) if replicate else base_rt
-                stored_as = replicate_name(arm, replicate)
-                mine = [r.id for r in todo_rows if FAMILIES[r.family].scores(ARMS[arm])]
-                missing = store.missing(run_id, stored_as, phase, mine)
-                step = settings.eval.rows_per_batch
-                for start in range(0, len(missing), step):
-                    if should_stop is not None and should_stop():
-                        raise RunCancelled(f"run {run_id} stopped after {done[0]} of {total} answers; resume it")
-                    batch = [by_id[i] for i in missing[start : start + step]]
-                    t0 = time.perf_counter()
-                    groups: dict[tuple[Arm, int | None], list[TaskRow]] = {}
-                    for r in batch:  # rows asked with another prompt or answer length go in their own batch
-                        cap = FAMILIES[r.family].max_new_tokens or settings.generation.max_new_tokens
-                        tokens = min(cap, settings.generation.max_new_tokens)  # the setting caps every family
-                        groups.setdefault((prompt_arm(ARMS[arm], r), tokens), []).append(r)
-                    predictions = []
-                    for (asked, max_new_tokens), members in groups.items():
-                        queries = [Query(r.text, r.instruction, example_key(r), FAMILIES[r.family].adapter_group)
-                                   for r in members]  # fmt: skip
-                        answers = answer(asked, rt, queries, max_new_tokens=max_new_tokens)
-                        answered_by.setdefault(stored_as, set()).update(a.fingerprint for a in answers if a.fingerprint)
-                        predictions += [_to_prediction(stored_as, r, phase, a)
-                                        for r, a in zip(members, answers, strict=True)]  # fmt: skip
-                    answer_wall_s[stored_as] = round(answer_wall_s.get(stored_as, 0.0) + time.perf_counter() - t0, 3)
-                    store.add_predictions(run_id, predictions)
-                    store.update_meta(run_id, answered_by={a: sorted(f) for a, f in answered_by.items()},
-                                      answer_wall_s=answer_wall_s)  # fmt: skip
-                    done[0] += len(batch)
-                    say(f"answer {stored_as} ({phase})", done[0], total)
-
-        answer_all(runtime, "main", by_phase.get("main", []))
-        if by_phase.get("fresh"):
-            fresh_runtime, refresh = _apply_updates(settings, runtime, corpus)
-            store.update_meta(run_id, refresh=refresh)
-            answer_all(fresh_runtime, "fresh", by_phase["fresh"])
+        resumed = _Answering(settings, cache, say, total, stored)
+        for arm, fingerprints in answering.answered_by.items():
+            resumed.answered_by.setdefault(arm, set()).update(fingerprints)
+        for arm, seconds in answering.answer_wall_s.items():
+            resumed.answer_wall_s[arm] = round(resumed.answer_wall_s.get(arm, 0.0) + seconds, 3)
+        answering = resumed
+        store.add_predictions(run_id, before)
+        store.update_meta(run_id, **answering.meta())
+        answers = store.predictions(run_id)
+        answering.done = len(answers)
+        done = {(p.arm, p.phase, p.row_id) for p in answers}
+        watch = FamilyWatch(spec.families, chosen, answerers)
+        tell(watch, done, answers, final=True)  # families no adapter arm answers are final already
+        for phase in ("main", "fresh"):
+            if not by_phase.get(phase):
+                continue
+            if phase == "fresh" and fresh_runtime is None:
+                fresh_runtime, refresh = _apply_updates(settings, runtime, corpus)
+                store.update_meta(run_id, refresh=refresh)
+            rt = fresh_runtime if phase == "fresh" else runtime
+            for batch in plan_batches(settings, answerers, phase, by_phase[phase],
+                                      lambda arm, ph, ids: store.missing(run_id, arm, ph, ids)):  # fmt: skip
+                stop_here(f"run {run_id} stopped after {answering.done} of {total} answers; resume it")
+                made = answering.answer(rt, batch)
+                store.add_predictions(run_id, made)
+                store.update_meta(run_id, **answering.meta())
+                answers += made
+                done.update((p.arm, p.phase, p.row_id) for p in made)
+                tell(watch, done, answers, final=True)
         store.set_status(run_id, "done")
     except RunCancelled:
         store.set_status(run_id, "cancelled")

@@ -1,8 +1,10 @@
-"""Runs and predictions in one embedded SQLite database under the data directory.
+"""Runs, predictions and the answer cache in one embedded SQLite database under the data directory.
 
 One row per (run, arm, task row, phase) with a primary key on exactly that, so a run that
 was killed and started again with the same id skips what is stored and never duplicates a
 row. Each batch of answers is committed at once: a crash loses at most the batch in flight.
+Beside the runs, the answer cache holds every generated answer under the key of what produced it
+(`eval.prediction_cache`), so any run asking the same prompt of the same weights reuses it.
 Every write runs in one transaction that is rolled back when any statement fails, so a failed
 write leaves neither half a batch nor an open transaction behind. The file is created 0600.
 
@@ -48,7 +50,19 @@ CREATE TABLE IF NOT EXISTS predictions (
     retrieval_ms REAL NOT NULL,
     batch_size INTEGER NOT NULL,
     machine_ms REAL,
+    reused INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, arm, row_id, phase)
+);
+CREATE TABLE IF NOT EXISTS answer_cache (
+    key TEXT PRIMARY KEY,
+    weights TEXT NOT NULL,
+    text TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    generated_tokens INTEGER NOT NULL,
+    latency_ms REAL NOT NULL,
+    batch_size INTEGER NOT NULL,
+    machine_ms REAL,
+    created_at TEXT NOT NULL
 );
 """
 
@@ -76,6 +90,7 @@ class Prediction:
     retrieval_ms: float
     batch_size: int
     machine_ms: float | None = None  # the batch's share of the machine's wall clock; None in older runs
+    reused: bool = False  # taken from the answer cache (made by an earlier run): its costs are that run's
 
     @property
     def cost_ms(self) -> float:
@@ -83,6 +98,18 @@ class Prediction:
         ran side by side, else its latency) split evenly over its answers, plus its retrieval."""
         batch = self.latency_ms if self.machine_ms is None else self.machine_ms
         return batch / max(1, self.batch_size) + self.retrieval_ms
+
+
+@dataclass(frozen=True)
+class CachedAnswer:
+    """A generated answer as the answer cache keeps it: the text and what making it cost (`Generation`'s fields)."""
+
+    text: str
+    prompt_tokens: int
+    generated_tokens: int
+    latency_ms: float
+    batch_size: int
+    machine_ms: float | None
 
 
 @dataclass(frozen=True)
@@ -145,6 +172,8 @@ class Store:
             columns = {row[1] for row in conn.execute("PRAGMA table_info(predictions)")}
             if "machine_ms" not in columns:  # a database from before machine time: its answers keep their latencies
                 conn.execute("ALTER TABLE predictions ADD COLUMN machine_ms REAL")
+            if "reused" not in columns:  # a database from before the answer cache: every answer was made by its run
+                conn.execute("ALTER TABLE predictions ADD COLUMN reused INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self._conn.close()
@@ -211,13 +240,15 @@ class Store:
                 p.retrieval_ms,
                 p.batch_size,
                 p.machine_ms,
+                int(p.reused),
             )
             for p in predictions
         ]
         with transaction(self._conn, self._lock) as conn:
             conn.executemany(
                 "INSERT OR IGNORE INTO predictions (run_id, arm, row_id, phase, prediction, passages, prompt_tokens, "
-                "generated_tokens, latency_ms, retrieval_ms, batch_size, machine_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "generated_tokens, latency_ms, retrieval_ms, batch_size, machine_ms, reused) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 rows,
             )
             conn.execute("UPDATE runs SET updated_at=? WHERE id=?", (now(), run_id))
@@ -225,10 +256,11 @@ class Store:
     def predictions(self, run_id: str) -> list[Prediction]:
         cursor = self._conn.execute(
             "SELECT arm, row_id, phase, prediction, passages, prompt_tokens, generated_tokens, latency_ms, "
-            "retrieval_ms, batch_size, machine_ms FROM predictions WHERE run_id=? ORDER BY arm, phase, row_id",
+            "retrieval_ms, batch_size, machine_ms, reused FROM predictions WHERE run_id=? ORDER BY arm, phase, row_id",
             (run_id,),
         )
-        return [Prediction(*r[:4], tuple(StoredPassage(*p) for p in json.loads(r[4])), *r[5:]) for r in cursor]
+        return [Prediction(*r[:4], tuple(StoredPassage(*p) for p in json.loads(r[4])), *r[5:11], bool(r[11]))
+                for r in cursor]  # fmt: skip
 
     def arm_costs(self, run_id: str) -> dict[str, tuple[int, float]]:
         """Per stored arm: answers so far and their summed cost in ms (`Prediction.cost_ms`), without loading them."""
@@ -241,3 +273,33 @@ class Store:
 
     def count(self, run_id: str) -> int:
         return self._conn.execute("SELECT COUNT(*) FROM predictions WHERE run_id=?", (run_id,)).fetchone()[0]
+
+    def reused(self, run_id: str) -> int:
+        """How many of the run's answers came from the answer cache rather than being generated for it."""
+        sql = "SELECT COUNT(*) FROM predictions WHERE run_id=? AND reused=1"
+        return self._conn.execute(sql, (run_id,)).fetchone()[0]
+
+    def cached_answers(self, keys: list[str]) -> dict[str, CachedAnswer]:
+        """The answers the cache holds under any of `keys`."""
+        found = {}
+        for start in range(0, len(keys), 500):  # SQLite binds at most 999 parameters per statement
+            part = keys[start : start + 500]
+            rows = self._conn.execute(
+                "SELECT key, text, prompt_tokens, generated_tokens, latency_ms, batch_size, machine_ms FROM "
+                f"answer_cache WHERE key IN ({','.join('?' * len(part))})",
+                part,
+            )
+            found.update({r[0]: CachedAnswer(*r[1:]) for r in rows})
+        return found
+
+    def cache_answers(self, entries: list[tuple[str, str, CachedAnswer]]) -> None:
+        """Keep each (key, weights, answer) in the cache; a key stored again takes the newer answer."""
+        stamp = now()
+        rows = [(key, weights, a.text, a.prompt_tokens, a.generated_tokens, a.latency_ms, a.batch_size, a.machine_ms,
+                 stamp) for key, weights, a in entries]  # fmt: skip
+        with transaction(self._conn, self._lock) as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO answer_cache (key, weights, text, prompt_tokens, generated_tokens, latency_ms, "
+                "batch_size, machine_ms, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                rows,
+            )

@@ -87,6 +87,11 @@ def test_eval_end_to_end_writes_three_report_files(settings, full_corpus, monkey
     assert out.exit_code == 0, out.output
     assert "Verdict for run" in out.stdout and "report.html" in out.stdout
     run_id = out.stdout.split("Verdict for run ")[1].split()[0]
+    # each family's figures as it is answered: the untrained arms' first, marked provisional, then its verdict
+    provisional, final = out.stdout.index("provisional  knowledge"), out.stdout.index("final  knowledge")
+    assert provisional < final < out.stdout.index("Verdict for run")
+    assert "(no verdict: LoRA, RAG + LoRA, Scratch still to answer)" in out.stdout
+    assert " generated, 0 reused from the answer cache" in out.stdout  # a cold run generates every answer
     folder = tmp_path / "reports" / run_id
     results = json.loads((folder / "results.json").read_text())
     assert results["schema_version"] == SCHEMA_VERSION and set(results["families"]) == set(FAMILIES)

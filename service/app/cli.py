@@ -258,7 +258,8 @@ def serve(
 def _progress_printer(settings: Settings | None = None, spec=None):
     """Progress lines on stderr: one per stage change, and every batch of answers with a rate and time left. Given
     the run's settings and spec, and told its id (`report.named`), the time left weighs each arm's remaining answers
-    by that arm's measured cost per answer (`answering_eta_s`), not one rate over all answers so far."""
+    by that arm's measured cost per answer (`answering_eta_s`), not one rate over all answers so far. `report.family`
+    prints a family's figures on stdout as soon as it is answered (`eval.early_results`), on the same clock."""
     import time
 
     state = {"stage": None, "start": time.perf_counter(), "t0": time.perf_counter(), "first": 0, "run_id": None}
@@ -285,8 +286,43 @@ def _progress_printer(settings: Settings | None = None, spec=None):
         eta = f", ~{left / 60:.1f} min left" if left is not None else ""
         typer.echo(f"[{now - state['start']:6.0f}s] {stage}: {done}/{total}{eta}", err=True)
 
+    def family(event) -> None:
+        from eval.report import verdict_rows
+        from service.arms import ARMS
+
+        clock = f"[{time.perf_counter() - state['start']:6.0f}s]"
+        if event.final:
+            for v in verdict_rows(event.results):
+                typer.secho(f"{clock} final  {_verdict_line(v)}", bold=True)
+            return
+        block = event.results["families"][event.family]
+        labels = event.results["arms"]
+        cells = "  ".join(f"{labels[a]['label']} {_cell(block['arms'][a].get(block['headline_metric']))}"
+                          for a in block["arms"])  # fmt: skip
+        chance = block.get("chance_baseline") or {}
+        waiting = ", ".join(ARMS[a].label for a in event.waiting)
+        typer.echo(f"{clock} provisional  {event.family:20s} {block['headline_metric']}: {cells}  chance "
+                   f"{_cell(chance)}  (no verdict: {waiting} still to answer)")  # fmt: skip
+
     report.named = lambda run_id: state.update(run_id=run_id)
+    report.family = family
     return report
+
+
+def _cell(cell: dict | None) -> str:
+    """A score with its 95% interval, as the verdict table prints it."""
+    if not cell or cell.get("value") is None:
+        return "n/a"
+    return f"{cell['value']:.3f} [{cell['ci_low']:.3f}, {cell['ci_high']:.3f}]"
+
+
+def _verdict_line(v: dict) -> str:
+    """One family's verdict as the CLI prints it (`eval.report.verdict_rows`)."""
+    return (
+        f"{v['family']:20s} best {v['best']:10s} {v['score']:24s} chance {v['chance']:5s} MDD {v['mdd']:11s} "
+        f"non-inferior: {v['non_inferior']:20s} undecided: {v['undecided']:28s} -> {v['recommended']:25s} "
+        f"(folk rule: {v['rule']})"
+    )
 
 
 def _finish_run(settings: Settings, run_id: str) -> Path:
@@ -297,11 +333,7 @@ def _finish_run(settings: Settings, run_id: str) -> Path:
     results, folder = publish_run(settings, run_id)
     typer.secho(f"\nVerdict for run {run_id}", bold=True)
     for v in verdict_rows(results):
-        typer.echo(
-            f"  {v['family']:20s} best {v['best']:10s} {v['score']:24s} chance {v['chance']:5s} MDD {v['mdd']:11s} "
-            f"non-inferior: {v['non_inferior']:20s} undecided: {v['undecided']:28s} -> {v['recommended']:25s} "
-            f"(folk rule: {v['rule']})"
-        )
+        typer.echo("  " + _verdict_line(v))
     typer.echo(f"\nreport: {folder / 'report.html'}  (also report.md, results.json)")
     return folder
 
@@ -318,9 +350,17 @@ def eval_(
     limit: Annotated[int | None, typer.Option(help="Test rows per family (seeded sample).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for sampling and statistics.")] = None,
     run_id: Annotated[str | None, typer.Option(help="Resume or name a run; default: a hash of its inputs.")] = None,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Answer every row again: read nothing from the answer cache, in a new run (<id>-fresh-<time>).",
+        ),
+    ] = False,
     set_: SetOption = None,
 ) -> None:
-    """Run every arm on every test row, store the answers, and write the comparison report."""
+    """Run every arm on every test row, store the answers, and write the comparison report. Answers already made
+    for the same prompt, weights and decoding (by any run, curve or HTTP run) are reused from the answer cache."""
     settings = build_settings(set_)
     with reported_errors():
         corpus_folder(corpus, tasks=True)
@@ -329,15 +369,26 @@ def eval_(
         spec = RunSpec.resolve(
             settings, corpus, arms=_split(arms), families=_split(families), limit=limit, seed=seed, run_id=run_id
         )
-        _run_and_report(settings, spec)
+        _run_and_report(settings, spec, reuse=not fresh)
 
 
-def _run_and_report(settings: Settings, spec) -> None:
+def _run_and_report(settings: Settings, spec, reuse: bool = True) -> None:
+    """Run, printing each family's figures as it is answered (provisional before the adapters have answered,
+    final after), then how many answers the cache gave, then the verdict table and the report's path."""
     from eval.runner import run_eval
+    from eval.store import Store
 
     with reported_errors():
         printer = _progress_printer(settings, spec)
-        done = run_eval(settings, spec, progress=printer, show_bars=True, named=printer.named)
+        done = run_eval(settings, spec, progress=printer, show_bars=True, named=printer.named,
+                        on_family=printer.family, reuse=reuse)  # fmt: skip
+        store = Store(settings.database)
+        try:
+            answers, reused = store.count(done), store.reused(done)
+        finally:
+            store.close()
+        typer.echo(f"\n{answers} answers: {answers - reused} generated, {reused} reused from the answer cache"
+                   + (" (ragft eval --fresh answers every row again)" if reused else ""))  # fmt: skip
         _finish_run(settings, done)
 
 

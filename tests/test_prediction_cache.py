@@ -1,0 +1,113 @@
+"""The answer cache (eval/prediction_cache.py) and the figures a run shows as each family is answered
+(eval/early_results.py), on the tiny models."""
+
+import json
+
+from eval.runner import run_eval
+from eval.spec import RunSpec
+from eval.store import Store
+from service.generation import Generator
+
+ARMS = ["base", "fewshot", "rag", "lora"]
+
+
+def counting_generator(monkeypatch) -> list[int]:
+    """Prompts each real generate() call was given, in call order."""
+    calls: list[int] = []
+    real = Generator.generate
+
+    def generate(self, prompts, max_new_tokens=None):
+        calls.append(len(prompts))
+        return real(self, prompts, max_new_tokens)
+
+    monkeypatch.setattr(Generator, "generate", generate)
+    return calls
+
+
+def edit_row(corpus, row_id: str, question: str) -> None:
+    path = corpus / "tasks" / "tasks.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for row in rows:
+        if row["id"] == row_id:
+            row["question"] = question
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_editing_one_knowledge_row_answers_only_that_row_again(settings, full_corpus, monkeypatch):
+    calls = counting_generator(monkeypatch)
+    spec = RunSpec.resolve(settings, full_corpus, arms=ARMS, families=["knowledge", "abstention"])
+    first = run_eval(settings, spec)
+    store = Store(settings.database)
+    answers = store.count(first)
+    assert sum(calls) == answers and store.reused(first) == 0  # a cold run generates every answer
+
+    calls.clear()
+    edit_row(full_corpus, "k2", "What does a Kestrel K4 router cost?")
+    second = run_eval(settings, spec)
+    assert second != first  # the task file changed, so this is another run...
+    assert sum(calls) == len(ARMS)  # ...that generated only the edited row's answers, one per arm
+    assert store.count(second) == answers and store.reused(second) == answers - len(ARMS)
+    fresh = {p.arm for p in store.predictions(second) if not p.reused}
+    assert fresh == set(ARMS) and {p.row_id for p in store.predictions(second) if not p.reused} == {"k2"}
+    before = {(p.arm, p.row_id): p.text for p in store.predictions(first)}
+    assert all(p.text == before[(p.arm, p.row_id)] for p in store.predictions(second) if p.reused)
+
+    calls.clear()
+    again = run_eval(settings, spec, reuse=False)  # --fresh: nothing read from the cache, in a run of its own
+    assert again.startswith(second + "-fresh-") and sum(calls) == answers and store.reused(again) == 0
+    store.close()
+
+
+def test_a_run_with_other_arms_shares_the_answers_it_has_in_common(settings, full_corpus, monkeypatch):
+    """A curve's reference arms, the demo and a later full eval: another run asking the same prompts of the same
+    weights generates nothing for them."""
+    calls = counting_generator(monkeypatch)
+    run_eval(settings, RunSpec.resolve(settings, full_corpus, arms=["base", "rag"], families=["knowledge"]))
+    calls.clear()
+    wider = run_eval(settings, RunSpec.resolve(settings, full_corpus, arms=["base", "rag", "fewshot"],
+                                               families=["knowledge"]))  # fmt: skip
+    store = Store(settings.database)
+    assert {p.arm for p in store.predictions(wider) if not p.reused} == {"fewshot"}
+    assert sum(calls) == sum(1 for p in store.predictions(wider) if p.arm == "fewshot")
+    store.close()
+
+
+def test_untrained_arms_figures_come_first_and_each_verdict_when_its_family_is_answered(settings, full_corpus):
+    events, stages = [], []
+
+    def progress(stage, done, total):
+        stages.append(stage)
+
+    def heard(event):
+        events.append((event, len(stages)))
+
+    spec = RunSpec.resolve(settings, full_corpus, arms=ARMS, families=["knowledge", "behaviour", "freshness"])
+    run_id = run_eval(settings, spec, progress=progress, on_family=heard)
+    store = Store(settings.database)
+    # a cold run generates every answer in its own batch: fewshot, with no worked example of the JSON and style
+    # formats, asks what base asks, and still answers those rows itself
+    assert store.reused(run_id) == 0
+    first_training = next(i for i, s in enumerate(stages) if s.startswith("train"))
+    provisional = [(e, at) for e, at in events if not e.final]
+    final = [(e, at) for e, at in events if e.final]
+    assert [e.family for e, _ in provisional] == ["knowledge", "behaviour", "freshness"]
+    assert all(at <= first_training for _, at in provisional)  # shown while the adapter had yet to train
+    for e, _ in provisional:
+        block = e.results["families"][e.family]
+        assert e.arms == ("base", "fewshot", "rag") and e.waiting == ("lora",)
+        assert set(block["arms"]) == {"base", "fewshot", "rag"}  # no figure of an arm that has not answered
+        cell = block["arms"]["rag"][block["headline_metric"]]
+        assert cell["ci_low"] <= cell["value"] <= cell["ci_high"]
+    assert sorted(e.family for e, _ in final) == ["behaviour", "freshness", "knowledge"]
+    assert all(at > first_training for _, at in final)
+    for e, _ in final:  # the verdict printed early is the one the report prints at the end
+        assert set(e.results["families"][e.family]["arms"]) == set(ARMS)
+    from eval.results import build_results
+
+    report = build_results(store, run_id, settings)
+    for e, _ in final:
+        early = e.results["families"][e.family]
+        assert early["verdict"] == report["families"][e.family]["verdict"], e.family
+        assert early["arms"] == {a: {k: v for k, v in cells.items() if k in early["arms"][a]}
+                                 for a, cells in report["families"][e.family]["arms"].items()}  # fmt: skip
+    store.close()
