@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import threading
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ CREATE TABLE IF NOT EXISTS reviews (
 );
 """
 MAX_REVIEWER_CHARS = 80
+# control, format (bidi overrides, zero-width marks), surrogate, private-use, line and paragraph separators
+HIDDEN_CATEGORIES = ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,10 @@ class Reviews:
         name = " ".join(reviewer.split())
         if not name or len(name) > MAX_REVIEWER_CHARS:
             raise ValueError(f"reviewer: give your name (1 to {MAX_REVIEWER_CHARS} characters), as it should appear")
+        hidden = [c for c in name if unicodedata.category(c) in HIDDEN_CATEGORIES]
+        if hidden:  # bidi overrides and zero-width marks would reorder or hide text in report.md
+            raise ValueError(f"reviewer: the name holds an invisible or control character (U+{ord(hidden[0]):04X}); "
+                             "type it as plain text")  # fmt: skip
         with transaction(self._conn, self._lock) as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO reviews VALUES (?,?,?,?,?,?)", (run_id, arm, row_id, int(correct), name, now())

@@ -64,6 +64,11 @@ class JobRecord:
     owner: str | None = None  # the worker running it
 
 
+def _record(row: tuple) -> JobRecord:
+    """A row of `COLUMNS` as a JobRecord."""
+    return JobRecord(row[0], row[1], json.loads(row[2]), row[3], json.loads(row[4]), *row[5:10], bool(row[10]), row[11])
+
+
 class QueueFull(RuntimeError):
     """Too many jobs wait already; the API answers 429 with Retry-After."""
 
@@ -118,8 +123,7 @@ class JobStore:
         row = self._conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
         if row is None:
             raise JobNotFound(job_id)
-        return JobRecord(row[0], row[1], json.loads(row[2]), row[3], json.loads(row[4]), *row[5:10], bool(row[10]),
-                         row[11])  # fmt: skip
+        return _record(row)
 
     def job_for(self, key: str) -> JobRecord:
         """The job with id `key`, else the latest job that answered run `key` (a run id links to its job)."""
@@ -136,8 +140,9 @@ class JobStore:
             self._conn.execute("UPDATE jobs SET run_id=?, updated_at=? WHERE id=?", (run_id, now(), job_id))
 
     def jobs(self, kind: str | None = None) -> list[JobRecord]:
-        query = "SELECT id FROM jobs" + (" WHERE kind=?" if kind else "") + " ORDER BY rowid"
-        return [self.job(r[0]) for r in self._conn.execute(query, (kind,) if kind else ()).fetchall()]
+        """Every job (of `kind`), oldest first, in one query."""
+        query = f"SELECT {COLUMNS} FROM jobs" + (" WHERE kind=?" if kind else "") + " ORDER BY rowid"
+        return [_record(row) for row in self._conn.execute(query, (kind,) if kind else ()).fetchall()]
 
     def same_request(self, kind: str, request: dict) -> JobRecord | None:
         """The job of `kind` with exactly this request that is still waiting or running: a repeated submission
@@ -153,10 +158,10 @@ class JobStore:
     def jobs_page(self, kind: str, limit: int, offset: int) -> tuple[list[JobRecord], int]:
         """One page of `kind`'s jobs, oldest first, and how many there are in all."""
         total = self._conn.execute("SELECT COUNT(*) FROM jobs WHERE kind=?", (kind,)).fetchone()[0]
-        ids = self._conn.execute(
-            "SELECT id FROM jobs WHERE kind=? ORDER BY rowid LIMIT ? OFFSET ?", (kind, limit, offset)
+        rows = self._conn.execute(
+            f"SELECT {COLUMNS} FROM jobs WHERE kind=? ORDER BY rowid LIMIT ? OFFSET ?", (kind, limit, offset)
         ).fetchall()
-        return [self.job(r[0]) for r in ids], total
+        return [_record(row) for row in rows], total
 
     def job_counts(self) -> dict[tuple[str, str], int]:
         """Jobs per (kind, status)."""

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
@@ -37,7 +38,7 @@ from eval.external import register_external_arms
 from eval.report import charts, review_line, verdict_rows
 from eval.review import MAX_REVIEWER_CHARS, Review, Reviews, publish_reviewed, review_summary, reviewed_dir
 from eval.store import RunNotFound, RunRecord, Store
-from service.app.api.deps import SettingsDep, errors
+from service.app.api.deps import SettingsDep, errors, hide_paths
 from service.app.api.job_store import JOB_ACTIVE, JobRecord
 from service.app.api.jobs import planned_answers
 from service.arms import ARMS
@@ -106,7 +107,7 @@ def _report_files(settings: Settings, run_id: str) -> dict[str, bool]:
     }
 
 
-def _run_out(run: RunRecord, answers: int, job: JobRecord | None, settings: Settings) -> dict:
+def _run_out(run: RunRecord, answers: int, job: JobRecord | None, settings: Settings, request: Request) -> dict:
     spec = run.config.get("spec", {})
     register_external_arms(run.config)  # known to this request only
     arms = [a for a in spec.get("arms", []) if a in ARMS]
@@ -114,12 +115,17 @@ def _run_out(run: RunRecord, answers: int, job: JobRecord | None, settings: Sett
     return {"id": run.id, "corpus": run.corpus, "status": job.status if job and job.status in JOB_ACTIVE else run.status,
             "created_at": run.created_at, "updated_at": run.updated_at, "arms": spec.get("arms", []),
             "families": spec.get("families", []), "answers": answers, "planned_answers": sum(planned.values()),
-            "error": run.error, "job": _job_out(job) if job else None,
+            "error": _shown(run.error, request), "job": _job_out(job, request) if job else None,
             "reports": _report_files(settings, run.id)}  # fmt: skip
 
 
-def _job_out(job: JobRecord) -> dict:
-    return {"id": job.id, "status": job.status, "progress": job.progress, "error": job.error}
+def _job_out(job: JobRecord, request: Request) -> dict:
+    return {"id": job.id, "status": job.status, "progress": job.progress, "error": _shown(job.error, request)}
+
+
+def _shown(error: str | None, request: Request) -> str | None:
+    """An error as a client sees it: without this server's folders (`hide_paths`)."""
+    return hide_paths(error, request) if error else error
 
 
 @router.get("/results")
@@ -130,13 +136,14 @@ def list_results(request: Request, settings: SettingsDep) -> list[dict]:
     by_run = {j.run_id: j for j in jobs if j.run_id}  # the latest job per run (rowid order)
     store = Store(settings.database)
     try:
-        runs = [_run_out(r, store.count(r.id), by_run.get(r.id), settings) for r in reversed(store.runs())]
+        page = list(reversed(store.runs()))[: settings.api.max_page_size]  # counted and checked: this page only
+        runs = [_run_out(r, store.count(r.id), by_run.get(r.id), settings, request) for r in page]
     finally:
         store.close()
     waiting = [{"id": j.id, "corpus": Path(j.request.get("corpus", "")).name, "status": j.status,
                 "created_at": j.created_at, "updated_at": j.updated_at, "arms": j.request.get("arms", []),
-                "families": j.request.get("families", []), "answers": 0, "planned_answers": None, "error": j.error,
-                "job": _job_out(j), "reports": {}}
+                "families": j.request.get("families", []), "answers": 0, "planned_answers": None,
+                "error": _shown(j.error, request), "job": _job_out(j, request), "reports": {}}
                for j in reversed(jobs) if not j.run_id and j.status in JOB_ACTIVE]  # fmt: skip
     return waiting + runs[: settings.api.max_page_size]
 
@@ -147,6 +154,7 @@ def _results_json(settings: Settings, run_id: str) -> dict | None:
 
 
 _charts_cache: dict[tuple[str, float], dict[str, str]] = {}
+_charts_lock = threading.Lock()  # another request cleared the cache between a store and a read: a KeyError, a 500
 
 
 @router.get("/results/{run_id}")
@@ -155,16 +163,19 @@ def get_result(run_id: RunId, request: Request, settings: SettingsDep) -> dict:
     the families, arms and row counts the row browser filters on, and its reviews."""
     scored, views = _scored(request, run_id)
     results = _results_json(settings, run_id)
-    out = {"run": _run_out(scored.run, len(scored.predictions), None, settings), "verdicts": [], "charts": {},
+    out = {"run": _run_out(scored.run, len(scored.predictions), None, settings, request), "verdicts": [], "charts": {},
            "how_to_read": None, "families": sorted({f for v in views for f in v.families}, key=_family_order),
            "arms": [{"name": a, "label": _label(a)} for a in scored.arms], "rows": len(views)}  # fmt: skip
     if results is not None:
         out["verdicts"] = verdict_rows(results)
-        stamp = (Path(settings.eval.reports_dir) / run_id / "results.json").stat().st_mtime
-        if (run_id, stamp) not in _charts_cache:
-            _charts_cache.clear()  # one run's charts at a time: a few hundred KB of PNG
-            _charts_cache[(run_id, stamp)] = charts(results)
-        out["charts"] = _charts_cache[(run_id, stamp)]
+        key = (run_id, (Path(settings.eval.reports_dir) / run_id / "results.json").stat().st_mtime)
+        with _charts_lock:  # one drawing at a time (pyplot is not thread-safe); read and kept under the lock
+            drawn = _charts_cache.get(key)
+            if drawn is None:
+                drawn = charts(results)
+                _charts_cache.clear()  # one run's charts at a time: a few hundred KB of PNG
+                _charts_cache[key] = drawn
+        out["charts"] = drawn
     out["review"] = _review_out(_reviews(settings, run_id))
     return out
 
@@ -302,15 +313,42 @@ def delete_review(run_id: RunId, arm: Name, row_id: Name, settings: SettingsDep)
     return Response(status_code=204)
 
 
+def from_another_site(request: Request) -> bool:
+    """Whether a browser sent this request from another site's page. A POST without a body is a 'simple' request
+    that any page can make with no CORS preflight; on a server without keys nothing else would stop it."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site not in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    return origin is not None and urlsplit(origin).netloc != request.headers.get("host")
+
+
+_RENDERING = threading.Lock()  # guards the creation of each app's render lock
+
+
 @router.post("/results/{run_id}/reviewed-report")
 def render_reviewed(run_id: RunId, request: Request, settings: SettingsDep) -> dict:
     """Render the run's report with the reviewers' marks in place of the measured headline scores (under
-    <reports_dir>/reviewed/<run-id>/); the measured report and results are untouched."""
+    <reports_dir>/reviewed/<run-id>/); the measured report and results are untouched. One render at a time (409
+    while one runs); refused (403) from another site's page."""
+    if from_another_site(request):
+        raise HTTPException(403, "a reviewed report is rendered from this server's own pages (/ui) or an API client, "
+                                 "not from another site's page")  # fmt: skip
     _scored(request, run_id)  # 404 for an unknown run
     if not _reviews(settings, run_id):
         raise HTTPException(409, f"run {run_id} has no reviews yet: mark an answer first")
-    runtime = request.app.state.runtime
-    results, _ = publish_reviewed(settings, run_id, embed=lambda texts: runtime.embedder().encode(texts).tolist())
+    with _RENDERING:
+        if not hasattr(request.app.state, "rendering_reviewed"):
+            request.app.state.rendering_reviewed = threading.Lock()
+    busy = request.app.state.rendering_reviewed
+    if not busy.acquire(blocking=False):
+        raise HTTPException(409, "a reviewed report is being rendered; retry when it is done",
+                            headers={"Retry-After": "10"})  # fmt: skip
+    try:
+        runtime = request.app.state.runtime
+        results, _ = publish_reviewed(settings, run_id, embed=lambda texts: runtime.embedder().encode(texts).tolist())
+    finally:
+        busy.release()
     return {"review": results["review"] | {"line": review_line(results["review"])},
             "files": {n: f"/v1/results/{run_id}/files/reviewed/{n}" for n in REPORT_FILES}}  # fmt: skip
 

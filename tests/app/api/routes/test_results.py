@@ -34,7 +34,14 @@ def test_runs_list_rows_and_one_row(client, stored_runs):
     assert client.get("/v1/results/nope/rows").status_code == 404
     assert client.get("/v1/results/priced-a/rows/zz").status_code == 404
     assert client.get("/v1/results/priced-a/files/report.md").text.startswith("# ragft report")
-    assert client.get("/v1/results/priced-a/files/../../secret").status_code == 404
+    # traversal, sent as the raw path: httpx would normalise a plain '../..' away before it left the client
+    secret = stored_runs.settings.eval.reports_dir.parent / "secret"
+    secret.write_text("not a report")
+    for raw in ("/v1/results/priced-a/files/%2E%2E/%2E%2E/secret", "/v1/results/priced-a/files/..%2F..%2Fsecret",
+                "/v1/results/priced-a/files/reviewed/..%2F..%2F..%2Fsecret"):  # fmt: skip
+        refused = client.get(raw)
+        assert refused.status_code in (404, 422) and "not a report" not in refused.text, raw
+    assert "no report file" in client.get("/v1/results/priced-a/files/%2E%2E/%2E%2E/secret").json()["detail"]
 
 
 def test_compare_gives_paired_changes_and_changed_rows(client):
@@ -88,10 +95,14 @@ def test_every_route_needs_the_key_and_the_shell_sets_a_content_security_policy(
             assert "set-cookie" not in page.headers
         assert client.get("/ui/static/other.js").status_code == 404
         assert client.get("/ui/runs/..%2F..%2Fetc").status_code in (404, 422)
-        assert "innerHTML" not in client.get("/ui/static/app.js").text  # every stored string goes in as text
+        script = client.get("/ui/static/app.js").text
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "srcdoc",
+                     "createContextualFragment", "DOMParser", "eval(", "new Function"):  # fmt: skip
+            assert sink not in script, sink  # every stored string goes in as text, never parsed as HTML or code
 
 
-def test_the_runs_list_shows_a_running_jobs_progress_and_eta(client):
+def test_the_runs_list_shows_a_running_jobs_progress_and_eta(stored_runs):
+    client = TestClient(create_app(stored_runs.settings, stored_runs.corpus))  # no worker: the test sets the states
     jobs = client.app.state.jobs.store
     jobs.add_job("run-0123456789ab", "eval", {"corpus": "priced", "arms": ["base", "rag"], "families": ["knowledge"]})
     jobs.add_job("run-ba9876543210", "eval", {"corpus": "priced", "arms": ["base"], "families": ["knowledge"]})
@@ -103,3 +114,71 @@ def test_the_runs_list_shows_a_running_jobs_progress_and_eta(client):
     assert list(runs) == ["run-ba9876543210", "priced-b", "priced-a"]  # a job with no run yet comes first
     assert runs["priced-b"]["status"] == "evaluating" and runs["priced-b"]["job"]["progress"]["eta_s"] == 262
     assert runs["run-ba9876543210"]["job"]["progress"]["stage"] == "train lora" and runs["priced-a"]["job"] is None
+
+
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [
+        ("A" * 80, 200),
+        ("A" * 81, 422),
+        ("Ada \u202eevil.exe", 422),  # a right-to-left override reorders what report.md shows
+        ("A\u200bda", 422),  # a zero-width space: two names that look the same
+        ("Ada\u2066x\u2069", 422),
+        ("Ada\nLovelace", 200),  # whitespace is folded to one space
+    ],
+)
+def test_reviewer_names_are_plain_text_of_at_most_80_characters(client, name, status):
+    r = client.put("/v1/results/priced-b/reviews/base/k1", json={"correct": True, "reviewer": name})
+    assert r.status_code == status, r.text
+    if status == 422 and len(name) <= 80:
+        assert "invisible or control character" in r.text
+    if status == 200:
+        assert r.json()["reviewer"] == " ".join(name.split())
+
+
+def test_a_reviewed_report_is_not_rendered_for_another_sites_page_nor_twice_at_once(client, monkeypatch):
+    """A bodiless POST is a request any page can make (no CORS preflight): on a server without keys a visited site
+    could start renders, and nothing stopped two at once."""
+    import threading
+
+    from service.app.api.routes import results
+
+    assert client.put("/v1/results/priced-b/reviews/base/k1", json={"correct": True, "reviewer": "Ada"}).is_success
+    url = "/v1/results/priced-b/reviewed-report"
+    for headers in ({"Origin": "https://elsewhere.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        refused = client.post(url, headers=headers)
+        assert refused.status_code == 403 and "another site" in refused.json()["detail"]
+    assert client.post(url, headers={"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}).is_success
+
+    entered, release = threading.Event(), threading.Event()
+    real = results.publish_reviewed
+
+    def slow(*args, **kwargs):
+        entered.set()
+        assert release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(results, "publish_reviewed", slow)
+    first = threading.Thread(target=lambda: client.post(url))
+    first.start()
+    assert entered.wait(30)
+    second = client.post(url)
+    release.set()
+    first.join(60)
+    assert second.status_code == 409 and second.headers["retry-after"] and "being rendered" in second.text
+
+
+def test_errors_in_the_runs_list_hide_the_servers_folders(stored_runs):
+    client = TestClient(create_app(stored_runs.settings, stored_runs.corpus))  # no worker: the test sets the states
+    jobs = client.app.state.jobs.store
+    jobs.add_job("run-0123456789ab", "eval", {"corpus": "priced", "arms": ["base"], "families": ["knowledge"]})
+    folder = stored_runs.settings.data_dir
+    jobs.update_job("run-0123456789ab", "training", error=f"OSError: {folder}/results.db: disk I/O error")
+    jobs.add_job("run-ba9876543210", "eval", {"corpus": "priced", "arms": ["rag"], "families": ["knowledge"]})
+    jobs.set_run_id("run-ba9876543210", "priced-a")
+    jobs.update_job("run-ba9876543210", "evaluating", error=f"FileNotFoundError: {stored_runs.corpus}/tasks/x.jsonl")
+    text = client.get("/v1/results").text
+    assert str(folder) not in text and str(stored_runs.corpus) not in text and "x.jsonl" in text
+    listed = {r["id"]: r for r in client.get("/v1/results").json()}
+    assert listed["priced-a"]["job"]["error"] == "FileNotFoundError: <corpus priced>/tasks/x.jsonl"
+    assert listed["run-0123456789ab"]["error"] == "OSError: <data_dir>/results.db: disk I/O error"
