@@ -27,7 +27,7 @@ from service.app import ui
 from service.app.api.deps import hide_paths, key_role, require_api_key, require_key_for_operations, unauthorized
 from service.app.api.jobs import JobWorker
 from service.app.api.monitoring import RequestGuard, Telemetry
-from service.app.api.routes import corpora, curves, health, openai, query, results, runs
+from service.app.api.routes import corpora, curves, generated, health, openai, query, results, runs
 from service.backend import BackendError, BackendUnavailable
 from service.coalesce import Busy, Coalescer, DeadlineExceeded
 from service.conversion import configure_from as configure_conversions
@@ -239,6 +239,7 @@ def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
     app.include_router(curves.router, dependencies=guarded)
     app.include_router(corpora.router, dependencies=guarded)
     app.include_router(results.router, dependencies=guarded)
+    app.include_router(generated.router, dependencies=guarded)
     app.include_router(ui.router)  # the page shell only: its data comes from the guarded routes above
     for error in NOT_READY:
         app.add_exception_handler(error, not_ready)

@@ -4,7 +4,7 @@ nothing fetched from elsewhere). The page holds no data: its script reads the gu
 no cookies), and builds every element with textContent, so a stored answer holding HTML shows as text.
 
 Pages: /ui (runs), /ui/runs/<run_id> (verdicts, charts, row browser; filters and the open row in the query string,
-so a link can be shared), /ui/compare/<a>/<b>, /ui/ask.
+so a link can be shared), /ui/compare/<a>/<b>, /ui/ask, /ui/review (generated rows to accept, edit or reject).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def _page() -> FileResponse:
 @router.get("")
 @router.get("/")
 @router.get("/ask")
+@router.get("/review")
 def runs_page() -> FileResponse:
     """The runs list (and the ask page): the same shell, which reads the path."""
     return _page()

@@ -474,12 +474,151 @@ async function askPage() {
        form, status, results);
 }
 
+// ---- generated rows to review: keyboard first (j/k move, a accept, e edit, Enter save, Esc cancel, r reject)
+const EDITABLE = { knowledge: ["question", "paraphrase", "answer"], abstention: ["question"], behaviour: ["input", "label", "expected"] };
+
+async function reviewPage() {
+  document.title = "ragft: review generated rows";
+  let corpus;
+  try {
+    corpus = (await api("/v1/corpora")).body.find((c) => c.served);
+  } catch (error) {
+    return show(el("h1", { text: "Review generated rows" }), failure(error));
+  }
+  const base = `/v1/corpora/${encodeURIComponent(corpus.name)}/generated`;
+  const params = new URLSearchParams(location.search);
+  const state = { family: params.get("family") || "", items: [], current: 0, editing: false };
+  const tabs = el("div", { id: "families", class: "filters" });
+  const list = el("div", { id: "items" });
+  const status = el("p", { id: "review-status", class: "small" });
+  const name = el("input", { id: "reviewer", placeholder: "your name", size: 24, value: sessionStorage.getItem(REVIEWER) || "",
+    onchange: (e) => sessionStorage.setItem(REVIEWER, e.target.value.trim()) });
+
+  async function load() {
+    const query = new URLSearchParams({ status: "pending" });
+    if (state.family) query.set("family", state.family);
+    let out;
+    try {
+      out = (await api(`${base}?${query}`)).body;
+    } catch (error) {
+      return fill(list, failure(error));
+    }
+    const families = Object.keys(out.counts);
+    if (!state.family && families.length) {
+      state.family = families.find((f) => out.counts[f].pending) || families[0];
+      return load();
+    }
+    fill(tabs, families.map((f) => el("button", { type: "button", class: "family" + (f === state.family ? " open" : ""),
+      dataset: { family: f }, text: `${f}: ${out.counts[f].pending} pending`,
+      onclick: () => { state.family = f; history.replaceState(null, "", `/ui/review?family=${f}`); state.current = 0; load(); } })),
+      el("span", { class: "small", text: families.map((f) => `${f} ${out.counts[f].accepted} accepted, ${out.counts[f].edited} edited, ${out.counts[f].rejected} rejected`).join(" · ") }));
+    state.items = out.items;
+    state.current = Math.min(state.current, Math.max(0, state.items.length - 1));
+    render();
+  }
+
+  function field(item, key) {
+    const value = item[key];
+    if (value === null || value === undefined) return null;
+    const text = typeof value === "object" ? JSON.stringify(value) : String(value);
+    return el("label", { class: "field" }, el("span", { class: "small", text: key }),
+      el("textarea", { name: key, rows: key === "answer" || key === "label" ? 1 : 2, readOnly: true, text }));
+  }
+
+  // The span beside the item, its answer marked; a near miss names the real entity it was made from.
+  function sourceOf(item) {
+    if (item.kind === "near_miss") {
+      return el("p", { class: "small", text: `near miss of "${item.span}", which the documents name; no document names the question's entity` });
+    }
+    const span = item.span || "";
+    const at = item.answer ? span.toLowerCase().indexOf(item.answer.toLowerCase()) : -1;
+    const quote = at < 0 ? span : [span.slice(0, at), el("mark", { text: span.slice(at, at + item.answer.length) }), span.slice(at + item.answer.length)];
+    return [el("p", { class: "small", text: item.source_doc ? `from ${item.source_doc}` : "no document (made from the corpus's examples)" }),
+            span ? el("blockquote", { class: "span" }, quote) : null];
+  }
+
+  function render() {
+    if (!state.items.length) return fill(list, el("p", { class: "small", id: "no-items", text: "Nothing pending here." }));
+    fill(list, state.items.map((item, i) => el("div", { class: "item" + (i === state.current ? " current" : ""),
+        dataset: { item: item.item }, onclick: () => { if (!state.editing) { state.current = i; render(); } } },
+      el("div", { class: "fields" },
+        el("p", { class: "small", text: `${item.family}${item.kind ? " (" + item.kind + ")" : ""} · ${item.splits.join(" + ")} · ${item.item}` }),
+        (EDITABLE[item.family] || []).map((key) => field(item, key)),
+        item.labels ? el("p", { class: "small", text: "labels: " + item.labels.join(", ") }) : null,
+        el("div", { class: "actions" },
+          el("button", { type: "button", class: "accept", text: "accept (a)", onclick: () => act(i, "accept") }),
+          el("button", { type: "button", class: "edit", text: "edit (e)", onclick: () => startEdit(i) }),
+          el("button", { type: "button", class: "save", text: "save edit (Enter)", hidden: true, onclick: () => act(i, "edit") }),
+          el("button", { type: "button", class: "reject", text: "reject (r)", onclick: () => act(i, "reject") }))),
+      el("div", { class: "source" }, sourceOf(item)))));
+    const current = list.querySelector(".item.current");
+    if (current) current.scrollIntoView({ block: "nearest" });
+  }
+
+  function startEdit(i) {
+    state.current = i;
+    render();
+    const card = list.querySelector(".item.current");
+    state.editing = true;
+    for (const box of card.querySelectorAll("textarea")) box.readOnly = false;
+    card.querySelector(".save").hidden = false;
+    const first = card.querySelector("textarea");
+    if (first) first.focus();
+  }
+
+  async function act(i, decision) {
+    const item = state.items[i];
+    const reviewer = name.value.trim() || (prompt("Your name, stored with each decision:") || "").trim();
+    if (!reviewer) return (status.textContent = "Enter your name first: it is stored with each decision.");
+    name.value = reviewer;
+    sessionStorage.setItem(REVIEWER, reviewer);
+    const edits = {};
+    try {
+      if (decision === "edit") {
+        for (const box of list.querySelectorAll(".item.current textarea")) {
+          edits[box.name] = box.name === "expected" ? JSON.parse(box.value) : box.value.trim();
+        }
+      }
+      const done = (await api(`${base}/${encodeURIComponent(item.item)}`, { method: "PUT", json: { decision, reviewer, edits } })).body;
+      status.textContent = `${item.item}: ${done.status} by ${done.reviewer}`;
+    } catch (error) {
+      status.textContent = error.message;
+      return;
+    }
+    state.editing = false;
+    await load();
+  }
+
+  document.onkeydown = (event) => {
+    if (!location.pathname.startsWith("/ui/review") || event.target === name) return;
+    if (state.editing) {
+      if (event.key === "Escape") { state.editing = false; render(); }
+      else if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); act(state.current, "edit"); }
+      return;
+    }
+    const moves = { j: 1, ArrowDown: 1, k: -1, ArrowUp: -1 };
+    if (event.key in moves) {
+      event.preventDefault();
+      state.current = Math.max(0, Math.min(state.items.length - 1, state.current + moves[event.key]));
+      render();
+    } else if (state.items.length && event.key === "a") act(state.current, "accept");
+    else if (state.items.length && event.key === "r") act(state.current, "reject");
+    else if (state.items.length && event.key === "e") { event.preventDefault(); startEdit(state.current); }
+  };
+
+  show(el("h1", { text: `Review generated rows: ${corpus.name}` }),
+    el("p", { class: "small", text: "Rows ragft corpus generate made, each beside the span of the document it rests on. A run counts a row once accepted or edited. Keys: j/k or arrows move, a accept, e edit (Enter saves, Esc cancels), r reject." }),
+    el("p", {}, el("label", {}, "reviewer ", name)), tabs, status, list);
+  await load();
+}
+
 // ---- routing: the path names the page
 function route() {
   const parts = location.pathname.replace(/\/+$/, "").split("/").slice(2).map(decodeURIComponent);
   if (parts[0] === "runs" && parts[1]) return runPage(parts[1]);
   if (parts[0] === "compare" && parts[1] && parts[2]) return comparePage(parts[1], parts[2]);
   if (parts[0] === "ask") return askPage();
+  if (parts[0] === "review") return reviewPage();
   return runsPage();
 }
 
