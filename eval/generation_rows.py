@@ -36,6 +36,7 @@ import os
 import random
 import re
 import time
+import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,6 +48,7 @@ import jsonschema
 from eval.audit import _STOPWORDS, _in_documents, invented_mentions, name_spans, similarity
 from eval.corpus_import import assign_splits
 from eval.metrics.values import canonical
+from eval.review import HIDDEN_CATEGORIES, MAX_REVIEWER_CHARS
 from eval.tasks import TaskRow, check_corpus
 from service.documents import Document, load_documents
 from service.folders import sync_folder
@@ -729,7 +731,6 @@ def write_generated(corpus: Path, rows: list[TaskRow]) -> Path:
 
 # ---------------------------------------------------------------------------------------------- review
 
-MAX_REVIEWER_CHARS = 80
 EDITABLE = {"knowledge": ("question", "paraphrase", "answer"), "abstention": ("question",),
             "behaviour": ("input", "label", "expected")}  # fmt: skip
 
@@ -809,6 +810,10 @@ def decide(corpus: Path, item: str, decision: str, reviewer: str, edits: dict | 
     name = " ".join(reviewer.split())
     if not name or len(name) > MAX_REVIEWER_CHARS:
         raise ValueError(f"reviewer: give your name (1 to {MAX_REVIEWER_CHARS} characters), as it should be stored")
+    hidden = [c for c in name if unicodedata.category(c) in HIDDEN_CATEGORIES]  # as answer reviews refuse them
+    if hidden:
+        raise ValueError(f"reviewer: the name holds an invisible or control character (U+{ord(hidden[0]):04X}); "
+                         "type it as plain text")  # fmt: skip
     if decision not in ("accept", "edit", "reject"):
         raise ValueError(f"decision '{decision}': use accept, edit or reject")
     with locked(corpus) as path:

@@ -352,6 +352,8 @@ def test_an_edit_is_checked_like_a_generated_row(generated):
         decide(generated, item.item, "edit", "Ada", {"paraphrase": item.fields["question"] + "!"})
     with pytest.raises(ValueError, match="reviewer"):
         decide(generated, item.item, "accept", "  ")
+    with pytest.raises(ValueError, match="U\+202E"):
+        decide(generated, item.item, "accept", "Ada\u202e")
     with pytest.raises(KeyError):
         decide(generated, "gen-k-nothing", "accept", "Ada")
     assert review_items(read_generated(generated / "tasks" / GENERATED_FILE), "pending", "knowledge")[0] == item
