@@ -163,6 +163,11 @@ def decide(
     rule, statement = _rule_check(family, best, group, order, beats_baseline)
     if reference_arm is not None and reference_arm in scores:
         return _probe(family, scores, order, by_pair, reference_arm, margin, rule, statement, rows_to_settle)
+    if reference_arm is not None:  # a side-effect family without its reference: nothing to measure against
+        reason = (f"{ARMS[reference_arm].label} did not answer this family, so what the other arms lost against it "
+                  "cannot be measured; a side effect is measured here, so nothing is recommended")  # fmt: skip
+        return Verdict(family, best, [], [], [a for a in order if a != best], None, PROBE, reason, rule, statement,
+                       margin, rows_to_settle, [], [], None, INSUFFICIENT, "no chance baseline")  # fmt: skip
     shown = candidates(list(scores), pairs)
     above = [a for a in order if beats_baseline is not None and beats_baseline.get(a, False)]
     floor = baseline is None
@@ -462,7 +467,7 @@ def judge_family(
     out["power"] = _power([p for p in pairs if best in (p["a"], p["b"])] or pairs, n, margin,
                           alpha / max(1, len(pairs)), alpha / 2 / comparisons_with_best)  # fmt: skip
     beats, rows_to_show = None, None
-    if reference is not None and not probe:
+    if reference is not None and ref_arm is None:
         shown = candidates(scored, known)
         tested = list(dict.fromkeys([*shown, best])) if shown else [best]
         against = []
@@ -509,7 +514,7 @@ def judge_family(
         family, scores, margin=margin, pairs=known, higher_is_better=higher_is_better,
         rows_to_settle=out["power"].get("rows_for_margin"), beats_baseline=beats,
         baseline=baseline_value if reference_kind == "chance" else None, baseline_reason=baseline_reason,
-        rows_to_beat_baseline=rows_to_show, reference_arm=ref_arm if probe else None)  # fmt: skip
+        rows_to_beat_baseline=rows_to_show, reference_arm=ref_arm)  # fmt: skip
     return out
 
 

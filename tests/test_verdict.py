@@ -132,6 +132,10 @@ def test_forgetting_is_tested_against_base_and_recommends_nothing():
     assert set(out["forgetting_vs_base"]) == {"lora", "rag_lora"} and out["comparisons"] == []
     assert len(out["pairs"]) == 2  # arm against base only: no duplicate best-against-others tests
     assert "LoRA significantly below Base (forgets)" in v.reason and "Use" not in v.reason
+    alone = judge_family("general", {"lora": lora, "rag_lora": rag_lora}, higher_is_better=True, margin=M, seed=0,
+                         reference={i: 0.0 for i in base}, reference_kind="floor")  # fmt: skip
+    assert alone["verdict"].status == PROBE and alone["verdict"].recommended is None  # no base: never "use X"
+    assert alone["baseline_comparisons"] == [] and "Base did not answer" in alone["verdict"].reason
 
 
 def test_a_family_verdict_reads_only_its_own_rows():
