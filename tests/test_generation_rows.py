@@ -300,6 +300,14 @@ def test_cli_generate_writes_pending_rows_and_prints_rejections(corpus, endpoint
     assert again.exit_code == 0, again.output
     assert "no --generator-url" in again.output
     assert len(read_generated(corpus / "tasks" / GENERATED_FILE)) > len(rows)  # added; the first rows kept
+    validated = CliRunner().invoke(app, ["corpus", "validate", str(corpus)])
+    assert (
+        validated.exit_code == 0
+        and "generated rows: " in validated.output
+        and " pending, 0 accepted" in validated.output
+    )
+    audited = CliRunner().invoke(app, ["corpus", "audit", str(corpus), "--include-unreviewed"])
+    assert "[pass] generated_leaks" in audited.output
 
 
 @pytest.fixture

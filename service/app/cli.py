@@ -711,6 +711,8 @@ def corpus_review(
 @corpus_app.command("validate")
 def corpus_validate(corpus: Annotated[Path, typer.Argument(help="Corpus folder to check.")]) -> None:
     """Check documents and task rows; every problem is printed with file and line."""
+    from collections import Counter
+
     from eval.tasks import check_corpus, count_rows
 
     build_settings(None)  # the conversion cache and limits, as `ragft index` reads the documents
@@ -723,17 +725,26 @@ def corpus_validate(corpus: Annotated[Path, typer.Argument(help="Corpus folder t
     typer.echo(f"{corpus}: OK, {len(rows)} task rows")
     for family, by_split in counts.items():
         typer.echo(f"  {family:11s} train {by_split['train']:4d}  test {by_split['test']:4d}")
+    reviews = Counter(r.review.status for r in rows if r.review is not None)
+    if reviews:
+        typer.echo("  generated rows: " + ", ".join(f"{reviews[s]} {s}" for s in ("pending", "accepted", "edited", "rejected"))
+                   + " (runs count accepted and edited ones; review the rest: ragft corpus review)")  # fmt: skip
 
 
 @corpus_app.command("audit")
-def corpus_audit(corpus: Annotated[Path, typer.Argument(help="Corpus folder to audit.")]) -> None:
+def corpus_audit(
+    corpus: Annotated[Path, typer.Argument(help="Corpus folder to audit.")],
+    include_unreviewed: Annotated[
+        bool, typer.Option(help="Audit generated rows still pending review too (ragft corpus generate).")
+    ] = False,
+) -> None:
     """Look for shortcuts in the task suite: train/test near-duplicates, shared abstention entities, surface
     rules, guessable answers, unbalanced labels, answers missing from their documents."""
     from eval.audit import audit_corpus, render
     from eval.tasks import CorpusError
 
     try:
-        report = audit_corpus(corpus)
+        report = audit_corpus(corpus, include_unreviewed)
     except CorpusError as exc:
         fail(f"{corpus} does not validate; run `ragft corpus validate {corpus}` and fix it first.\n{exc}")
     typer.echo(render(report), nl=False)
