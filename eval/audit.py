@@ -28,7 +28,7 @@ import numpy as np
 from eval.baseline import chance_baseline
 from eval.families import FAMILIES, QUESTIONS, factual_families, pool_key
 from eval.metrics import ScoringContext, report_families
-from eval.metrics.knowledge import corpus_answers
+from eval.metrics.knowledge import corpus_answers, stated_in
 from eval.metrics.values import answer_shape, canonical
 from eval.tasks import TaskRow
 from service.settings import GenerationSettings
@@ -321,9 +321,10 @@ def answer_space_shares(rows: list[TaskRow]) -> dict[str, float]:
 
     Answer families (knowledge, freshness, general): the most common answer of the row's answer type
     (`answer_shape`). Behaviour, as `behaviour_pass` scores: the most common label, the most common whole JSON object
-    (a reply passes only if every field is right), or the most common first word of a style answer. Abstention: the
-    best constant policy over the rows `abstention_accuracy` reads: always abstain (the unanswerable share), or
-    never abstain and guess the most common answer (knowledge chance times the answerable share).
+    (a reply passes only if every field is right), or the most common first word of a style answer. Abstention,
+    scored as effective reliability (+1 right, 0 declined, -1 wrong, its two halves weighing the same): the best
+    constant policy is always abstaining, 0; never abstaining and guessing the commonest answer scores the knowledge
+    share minus 1, below 0 (every answer to an unanswerable row is wrong).
     """
     chance_of = {s.group: s.chance for s in answer_spaces(rows)}
     _, row_groups = _spaces_by_group(rows)
@@ -338,14 +339,9 @@ def answer_space_shares(rows: list[TaskRow]) -> dict[str, float]:
         elif r.split == "test" and row_groups.get(r.id):
             per_family[r.family].append(sum(chance_of[g] for g in row_groups[r.id]) / len(row_groups[r.id]))
     out = {f: sum(v) / len(v) for f, v in per_family.items()}
-    n_abstain = sum(r.family == "abstention" and r.split == "test" for r in rows)
-    n_answerable = sum(r.family == "knowledge" and r.split == "test" for r in rows)
-    if n_abstain:
-        # the headline rewards abstaining on unanswerable rows and answering answerable ones correctly: the best
-        # constant policy either always abstains, or never does and guesses the most common answer
-        always = n_abstain / (n_abstain + n_answerable)
-        never = out.get("knowledge", 0.0) * n_answerable / (n_abstain + n_answerable)
-        out["abstention"] = max(always, never)
+    if any(r.family == "abstention" and r.split == "test" for r in rows):
+        # always abstaining scores 0; guessing scores (-1 + (2 * share - 1)) / 2 = share - 1 over the two halves
+        out["abstention"] = max(0.0, out.get("knowledge", 0.0) - 1.0)
     return dict(sorted(out.items()))
 
 
@@ -420,8 +416,8 @@ def check_answers_in_sources(
             (r.answers, updated if FAMILIES[r.family].phase == "fresh" else documents),
             (r.old_answers, documents),
         ):
-            texts = [docs.get(d, "").lower() for d in r.source_docs]
-            if answers and not any(a.lower() in t for a in answers for t in texts):
+            texts = [docs.get(d, "") for d in r.source_docs]
+            if answers and not any(stated_in(t, a) for a in answers for t in texts):
                 missing.append(f"{r.id}: {answers[0]!r} not in {', '.join(r.source_docs)}")
     return Check(
         "answers_in_sources",

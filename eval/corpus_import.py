@@ -33,7 +33,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eval.metrics.values import canonical
+from eval.metrics.knowledge import stated_in
 from eval.tasks import TaskRow
 from service.documents import Document, DocumentScan, scan_documents
 from service.folders import sync_folder
@@ -183,26 +183,15 @@ class _Locator:
 
     def __init__(self, documents: list[Document]):
         self.documents = documents
-        self._canonical = {d.doc_id: f" {canonical(d.text)} " for d in documents}
-        self._lower = {d.doc_id: " ".join(d.text.lower().split()) for d in documents}
 
     def find(self, answers: list[str], named: str | None) -> list[str]:
-        """Ids of the documents holding one of `answers` (the named source first, when it holds one)."""
-        found = []
-        for doc_id in self._canonical:
-            if any(self._holds(doc_id, a) for a in answers):
-                found.append(doc_id)
+        """Ids of the documents stating one of `answers` (only the named source, when it states one)."""
+        found = [d.doc_id for d in self.documents if any(stated_in(d.text, a) for a in answers)]
         if named:
             wanted = self.resolve(named)
             if wanted in found:
                 return [wanted]
         return found[:3]  # an answer many documents state (a year, "yes") cites its first three
-
-    def _holds(self, doc_id: str, answer: str) -> bool:
-        said = canonical(answer)
-        if said and f" {said} " in self._canonical[doc_id]:
-            return True
-        return " ".join(answer.lower().split()) in self._lower[doc_id]
 
     def resolve(self, named: str) -> str | None:
         """A source cell ("report.pdf", "reports/report", "Report.PDF") as a document id, or None."""

@@ -223,3 +223,17 @@ def test_a_failing_report_renders_every_check_and_what_to_fix():
 def test_shipped_corpora_pass_the_audit(name):
     report = audit_corpus(SHIPPED / name)
     assert report.passed, render(report)
+
+
+def test_answers_in_sources_reads_values_as_the_metric_does():
+    from eval.audit import check_answers_in_sources
+
+    row = knowledge("k1", "test", "What does the K2 cost?", "1250 dollars", doc="k2")
+    assert check_answers_in_sources([row], {"k2": "The K2 costs $1,250."}).passed
+    assert not check_answers_in_sources([row], {"k2": "The K2 costs $1,300."}).passed
+
+
+def test_abstentions_constant_bound_is_always_abstaining_under_effective_reliability():
+    rows = [knowledge(f"k{i}", "test", f"Warranty of model {i}?", "24 months") for i in range(4)]
+    rows += [abstain("a1", "test", "What does the Kestrel K9 cost?")]
+    assert answer_space_shares(rows)["abstention"] == 0.0  # guessing '24 months' everywhere scores 1 - 1 = 0 at best

@@ -59,6 +59,16 @@ def _has(haystack: str, needle: str) -> bool:
     return f" {needle} " in f" {haystack} "
 
 
+def stated_in(text: str, answer: str) -> bool:
+    """Whether a document's `text` states `answer`: as the metric reads values ("$1,250" is "1250 dollars"), or as
+    the same words, lower-cased. Corpus init locates answers with it and the audit checks rows with it, so a row the
+    one accepts the other passes."""
+    said = canonical(answer)
+    if said and _has(canonical(text), said):
+        return True
+    return " ".join(answer.lower().split()) in " ".join(text.lower().split())
+
+
 def answer_contained(prediction: str, answers: Sequence[str], space: Sequence[str] = ()) -> float:
     """1.0 when the short answer asserts an accepted answer: names it, names no rival, offers no alternative of
     its kind, and does not negate it (the rules in the module docstring).
