@@ -364,14 +364,17 @@ def _pair_test(a: str, b: str, values, *, higher: bool, margin: float, seed: int
             "design_effect": _round(stats.design_effect(diff, clusters)) if ids and clusters else 1.0,
             "a_within_p": _round(a_p), "b_within_p": _round(b_p), "non_inferiority_test": ni_test,
             "_sd": float(np.std(diff, ddof=1)) if len(ids) > 1 else None,
+            "_size2": float((np.unique([str(k) for k in clusters], return_counts=True)[1] ** 2).sum() / len(ids))
+            if ids and clusters
+            else 1.0,
             "_binary": bool(ids) and stats.is_binary(xa) and stats.is_binary(xb)}  # fmt: skip
 
 
 def _power(pairs: list[dict], n: int, margin: float, alpha: float, ni_alpha: float) -> dict:
     """What this many rows can see with the tests the family ran, at the level it ran them: the minimum
-    detectable difference at 80% power at the strictest Holm step (alpha / tests; exact McNemar power on the
-    effective rows, n over the design effect, where rows share documents), and the rows at which the margin test
-    (Tango's score test at its Bonferroni level) reaches 80% power for two equally good arms."""
+    detectable difference at 80% power at the strictest Holm step (alpha / tests; exact McNemar power, or where rows
+    share documents the sign-flip test's `stats.clustered_power`), and the rows at which the margin test (Tango's
+    score test at its Bonferroni level, times the design effect) reaches 80% power for two equally good arms."""
     if not pairs:
         return {"rows": n, "mdd": None, "rows_for_margin": None}
     deff = round(float(np.median([p["design_effect"] or 1.0 for p in pairs])), 2)
@@ -382,8 +385,10 @@ def _power(pairs: list[dict], n: int, margin: float, alpha: float, ni_alpha: flo
     if all(p["_binary"] for p in pairs):
         shares = [p["discordance"] for p in pairs if p["discordance"]]
         disc = round(float(np.median(shares)), 2) if shares else None  # planning figures: two decimals suffice
-        mdd = stats.minimum_detectable_difference(n_eff, discordance=disc, alpha=alpha)
-        best_case = stats.minimum_detectable_difference(n_eff, alpha=alpha)
+        size2 = round(float(np.median([p["_size2"] for p in pairs])), 2)
+        clustered = {"design_effect": deff, "cluster_size": size2} if deff > 1 or size2 > 1 else {}
+        mdd = stats.minimum_detectable_difference(n, discordance=disc, alpha=alpha, **clustered)
+        best_case = stats.minimum_detectable_difference(n, alpha=alpha, **clustered)
         needed = stats.rows_for_margin(margin, discordance=max(disc or 0.0, margin), alpha=ni_alpha, design_effect=deff)
         return common | {"mdd": _round(mdd if math.isfinite(mdd) else None), "discordance": _round(disc),
                          "mdd_best_case": _round(best_case if math.isfinite(best_case) else None),
