@@ -67,6 +67,7 @@ class IndexReport:
     seconds: float = 0.0
     full_rebuild_reason: str | None = None
     unreadable: list = field(default_factory=list)  # service.documents.Unreadable: files left out, with the fix
+    kept: list[str] = field(default_factory=list)  # unreadable documents whose last readable version stays indexed
 
     @property
     def changed(self) -> bool:
@@ -84,8 +85,11 @@ class IndexReport:
             )
         if not self.unreadable:
             return done
-        listed = "".join(f"\n  {u}" for u in self.unreadable)
-        return f"{done}\n{len(self.unreadable)} file(s) not read, so not searchable:{listed}"
+        listed = "".join(
+            f"\n  {u}" + (" [its last readable version stays indexed]" if u.file in self.kept else "")
+            for u in self.unreadable
+        )
+        return f"{done}\n{len(self.unreadable)} file(s) not read this time:{listed}"
 
 
 def _faiss_index(vectors: np.ndarray, settings: RetrievalSettings) -> faiss.Index:
@@ -209,20 +213,29 @@ def build_index(
     settings: RetrievalSettings,
     folder: Path,
     source: Path | None = None,
+    keep: frozenset[str] = frozenset(),
 ) -> IndexReport:
     """Create or update the index in `folder`, embedding only new or changed documents.
 
     The new index is written beside the old one and swapped in at the end, so a crash or a
     bad document never destroys the index already stored; builds of one folder take turns (`index_lock`),
-    so two of them never mix their files, and the second embeds only what the first did not.
+    so two of them never mix their files, and the second embeds only what the first did not. Documents in
+    `keep` that the index holds stay as they were (a file that could not be read this time keeps its last
+    readable version instead of vanishing from search).
     """
     with index_lock(folder):
         recover_index(folder)
-        return _build_index(documents, embedder, embedder_id, settings, Path(folder), source)
+        return _build_index(documents, embedder, embedder_id, settings, Path(folder), source, keep)
 
 
 def _build_index(
-    documents: list[Document], embedder, embedder_id: str, settings: RetrievalSettings, folder: Path, source
+    documents: list[Document],
+    embedder,
+    embedder_id: str,
+    settings: RetrievalSettings,
+    folder: Path,
+    source,
+    keep: frozenset[str] = frozenset(),
 ) -> IndexReport:
     started = time.perf_counter()
     folder = Path(folder)
@@ -260,6 +273,8 @@ def _build_index(
             continue
         (report.updated if doc.doc_id in old_hashes else report.added).append(doc.doc_id)
         to_embed.extend(chunk_document(doc, embedder.tokenizer, settings.chunk_tokens, settings.chunk_overlap))
+    report.kept = sorted((set(keep) & set(old_hashes)) - set(new_hashes))  # unreadable now: last version stays
+    new_hashes.update({doc_id: old_hashes[doc_id] for doc_id in report.kept})
     report.deleted = sorted(set(old_hashes) - set(new_hashes))
 
     fresh = _embed(embedder, [c.text for c in to_embed], settings.embed_batch_size) if to_embed else None
@@ -270,8 +285,8 @@ def _build_index(
 
     changed = set(report.added) | set(report.updated)
     rows: list[tuple[Chunk, np.ndarray]] = []
-    for doc in documents:  # document order, so the same corpus always gives the same index
-        rows.extend(fresh_by_doc.get(doc.doc_id, []) if doc.doc_id in changed else kept_chunks.get(doc.doc_id, []))
+    for doc_id in [d.doc_id for d in documents] + report.kept:  # a fixed order: the same corpus, the same index
+        rows.extend(fresh_by_doc.get(doc_id, []) if doc_id in changed else kept_chunks.get(doc_id, []))
     if not rows:
         raise ValueError("The documents hold no text to index (all empty or whitespace). Add text and index again.")
     report.chunks_total = len(rows)

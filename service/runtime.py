@@ -134,7 +134,7 @@ class Runtime:
             scan = scan_documents(self.corpus)  # read inside the lock: the corpus as this build indexes it
             report = build_index(
                 scan.documents, embedder, self.settings.models.embedder, self.settings.retrieval, self.index_dir,
-                source=self.corpus,
+                source=self.corpus, keep=frozenset(u.file for u in scan.unreadable),
             )  # fmt: skip
         report.unreadable = scan.unreadable
         self._retriever = None  # no model lock: a search loading the index holds it while waiting for the index lock

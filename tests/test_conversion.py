@@ -106,3 +106,19 @@ def test_an_unchanged_folder_is_converted_once_even_across_processes(team_folder
 def test_a_one_page_pdf_cites_its_page():
     [doc] = [d for d in load_documents(FILES) if d.doc_id == "2305.03393v1-pg9.pdf"]
     assert doc.page_label(100) == "p. 1"
+
+
+def test_a_file_that_turns_unreadable_keeps_its_last_indexed_version(settings, team_folder):
+    from service.runtime import Runtime
+
+    corpus = team_folder.parent
+    (corpus / "docs").rename(corpus / "documents")
+    runtime = Runtime(settings, corpus)
+    first = runtime.index()
+    assert "multi_page.pdf" in first.added and not first.unreadable
+    (corpus / "documents" / "multi_page.pdf").write_bytes(b"%PDF-1.4\ntruncated by a bad sync")
+    again = runtime.index()
+    assert [u.file for u in again.unreadable] == ["multi_page.pdf"] and again.kept == ["multi_page.pdf"]
+    assert again.deleted == [] and "its last readable version stays indexed" in again.summary()
+    [found] = runtime.retriever().search(["Who patented the typewriter in 1868?"], 5)
+    assert "multi_page.pdf" in {p.doc_id for p in found}
