@@ -146,7 +146,7 @@ HOW_TO_READ = (
     "baseline*. Where too few train rows made no guess, the metric's floor can stop a recommendation but never make "
     "one. General (forgetting) compares each arm whose weights changed with base, both ways, and recommends nothing. "
     "*MDD* is the smallest difference the family's rows detect with 80% power at the strictest Holm step of its "
-    "tests (on the effective rows, n over the design effect, where rows cluster); the rows to settle are where the "
+    "tests (the sign-flip test's own power where rows cluster); the rows to settle are where the "
     "margin test reaches 80% power for two equally good arms at the level it is run at."
 )
 
