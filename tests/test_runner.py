@@ -231,3 +231,28 @@ def test_freshness_copies_the_index_under_the_index_lock(settings, full_corpus, 
     with pytest.raises(Copied):
         runner._apply_updates(settings, fake, full_corpus)
     assert held == [True]
+
+
+def test_batches_are_each_arms_rows_in_order_answered_a_family_at_a_time(full_corpus, settings):
+    """A batch's answers depend on the prompts in it, so the runner cuts each arm's rows into the batches arm-by-arm
+    order always gave (rows_per_batch, in row order) and only reorders whole batches: every arm answers one row
+    family before the next family starts, so its figures are ready early."""
+    from eval.runner import plan_batches
+
+    settings = settings.model_copy(update={"eval": settings.eval.model_copy(update={"rows_per_batch": 2})})
+    chosen = select_rows(load_tasks(full_corpus), ["knowledge", "behaviour", "general"], None, 0)
+    rows = [r for rs in chosen.values() for r in rs]
+    answerers = [("base", 0), ("rag", 0), ("lora", 0), ("lora", 1)]
+    batches = plan_batches(settings, answerers, "main", rows, lambda arm, phase, ids: ids)
+    for arm, replicate in answerers:
+        mine = [r.id for r in rows if FAMILY_FACTS[r.family].scores(ARMS[arm])]
+        cut = [tuple(mine[i : i + 2]) for i in range(0, len(mine), 2)]
+        assert [tuple(r.id for r in b.rows) for b in batches if (b.arm, b.replicate) == (arm, replicate)] == cut
+    order = list(dict.fromkeys(r.family for r in rows))
+    first = [order.index(min((r.family for r in b.rows), key=order.index)) for b in batches]
+    assert first == sorted(first) and [b.arm for b in batches[:2]] == ["base", "base"]
+    assert {b.arm for b in batches if b.rows[0].family == "knowledge" and b.rows[-1].family == "knowledge"} == {
+        "base", "rag", "lora"}  # fmt: skip
+    # a resumed run cuts what is missing
+    resumed = plan_batches(settings, [("base", 0)], "main", rows, lambda arm, phase, ids: ids[3:])
+    assert [r.id for b in resumed for r in b.rows] == [r.id for r in rows][3:]
