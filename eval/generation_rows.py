@@ -45,7 +45,7 @@ from pathlib import Path
 
 import jsonschema
 
-from eval.audit import _STOPWORDS, _in_documents, invented_mentions, name_spans, similarity
+from eval.audit import _STOPWORDS, _bigrams, _in_documents, _tokens, invented_mentions, mask_entities, name_spans
 from eval.corpus_import import assign_splits
 from eval.metrics.values import canonical
 from eval.review import HIDDEN_CATEGORIES, MAX_REVIEWER_CHARS
@@ -273,6 +273,21 @@ class _Known:
         self.texts = {normalise_text(t) for r in rows for t in (r.text, *r.rephrasings)}
         self.ids = {r.id for r in rows}
         self._bm25 = None
+        self._grams: dict[tuple[str, bool], frozenset] = {}
+
+    def grams(self, text: str, masked: bool) -> frozenset:
+        """The audit's similarity measure (`eval.audit.similarity`): token bigrams, names and numbers masked or not;
+        kept per text, as every candidate is compared with every row."""
+        key = (text, masked)
+        if key not in self._grams:
+            words = mask_entities(text) if masked else [w.lower() for w, _ in _tokens(text)]
+            self._grams[key] = _bigrams(words)
+        return self._grams[key]
+
+    def similar(self, text: str, rows: list[TaskRow], masked: bool) -> bool:
+        """Whether `text` is a near-duplicate (Jaccard >= NEAR_DUPLICATE) of one of `rows`."""
+        x = self.grams(text, masked)
+        return any(len(x & (y := self.grams(r.text, masked))) >= NEAR_DUPLICATE * len(x | y) for r in rows)
 
     def add(self, rows: list[TaskRow]) -> None:
         self.rows += rows
@@ -287,10 +302,8 @@ class _Known:
         """'duplicate' or 'near_duplicate' when a row (of `family`, or any) already asks this, else None."""
         if normalise_text(text) in self.texts:
             return "duplicate"
-        for r in self.rows:
-            if (family is None or r.family == family) and similarity(text, r.text, mask=masked) >= NEAR_DUPLICATE:
-                return "near_duplicate"
-        return None
+        same = [r for r in self.rows if family is None or r.family == family]
+        return "near_duplicate" if self.similar(text, same, masked) else None
 
     def same_fact(self, doc_id: str, answer: str) -> bool:
         said = canonical(answer)
@@ -544,7 +557,7 @@ def behaviour_row(item: dict, seed: TaskRow, known: _Known, model: str) -> tuple
     if normalise_text(given) in known.texts:
         return [], "duplicate"
     same_format = [r for r in known.rows if r.family == "behaviour" and r.kind == seed.kind]
-    if any(similarity(given, r.text) >= NEAR_DUPLICATE for r in same_format):
+    if known.similar(given, same_format, masked=True):
         return [], "near_duplicate"  # the audit's masked measure: a new name in an old template is no new input
     row_id = _item_id("b", seed.kind or "", given)
     data |= {"id": row_id, **_provenance(model, "behaviour", row_id)}

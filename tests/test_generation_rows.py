@@ -135,6 +135,7 @@ class Scripted(BaseHTTPRequestHandler):
     response format (as an endpoint without structured output does), and the first reply of each kind is prose."""
 
     structured = True
+    disable_nagle_algorithm = True
     seen: dict = {}
     calls: list = []
 
