@@ -370,8 +370,11 @@ def _provenance(model: str, family: str, item: str, doc: str | None = None, span
 # ---------------------------------------------------------------------------------------------- knowledge
 
 
-def knowledge_rows(item: dict, doc: Document, known: _Known, model: str) -> tuple[list[TaskRow], str | None]:
-    """A train question and its paraphrase test row from one generated item, or the reason it is rejected."""
+def knowledge_rows(
+    item: dict, doc: Document, known: _Known, model: str, unseen: bool = False
+) -> tuple[list[TaskRow], str | None]:
+    """A train question and its paraphrase test row from one generated item (with `unseen`, the question alone as a
+    test row of the unseen view: a fact only the documents teach), or the reason it is rejected."""
     question, answer, span, paraphrase = (" ".join(str(item.get(k) or "").split())
                                           for k in ("question", "answer", "span", "paraphrase"))  # fmt: skip
     if not (question and answer and span and paraphrase):
@@ -396,6 +399,10 @@ def knowledge_rows(item: dict, doc: Document, known: _Known, model: str) -> tupl
         return [], "duplicate_fact"
     train_id = _item_id("k", doc.doc_id, answer.lower(), question)
     meta = _provenance(model, "knowledge", train_id, doc.doc_id, span)
+    if unseen:
+        return [TaskRow.model_validate({"id": train_id, "family": "knowledge", "split": "test", "kind": "unseen",
+                                        "question": question, "answers": [answer], "source_docs": [doc.doc_id],
+                                        **meta})], None  # fmt: skip
     train = {"id": train_id, "family": "knowledge", "split": "train", "question": question, "answers": [answer],
              "source_docs": [doc.doc_id], **meta}  # fmt: skip
     test = {"id": f"{train_id}-p", "family": "knowledge", "split": "test", "kind": "paraphrase",
@@ -404,9 +411,10 @@ def knowledge_rows(item: dict, doc: Document, known: _Known, model: str) -> tupl
     return [TaskRow.model_validate(train), TaskRow.model_validate(test)], None
 
 
-def _from_passages(generator, documents, known, family: str, count: int, report, clock, rng) -> None:
+def _from_passages(generator, documents, known, family: str, count: int, report, clock, rng, unseen_share=0.0) -> None:
     """Items of a family asked of one passage at a time (documents in turn) until `count` are kept, the passages
-    run out, MAX_CALLS_PER_ITEM calls per wanted item are spent, or the budget ends."""
+    run out, MAX_CALLS_PER_ITEM calls per wanted item are spent, or the budget ends. A seeded `unseen_share` of
+    knowledge items become unseen test rows instead of a trained question and its paraphrase."""
     prompt, schema, make = PASSAGE_TASKS[family]
     for calls, (doc, passage) in enumerate(_passages(documents, rng)):
         if report.accepted[family] >= count or calls >= count * MAX_CALLS_PER_ITEM or _stop(report, clock):
@@ -416,7 +424,8 @@ def _from_passages(generator, documents, known, family: str, count: int, report,
         for item in _items(generator, asked, schema, family, report):
             if report.accepted[family] >= count:
                 break
-            rows, reason = make(item, doc, known, generator.model)
+            extra = {"unseen": rng.random() < unseen_share} if family == "knowledge" else {}
+            rows, reason = make(item, doc, known, generator.model, **extra)
             _keep(report, known, family, rows, reason)
         clock.tick(family)
 
@@ -652,9 +661,11 @@ def generate_rows(
     budget: Budget | None = None,
     seed: int = 0,
     progress: Callable | None = None,
+    unseen_share: float = 0.25,
 ) -> GenerationReport:
     """New rows for `corpus` (items per family in `counts`), each checked, deduplicated and marked pending; with no
-    generator, only what needs no language model (abstention near misses)."""
+    generator, only what needs no language model (abstention near misses). `unseen_share` of the knowledge items
+    are asked as unseen test rows (no train row), the rest as a train question and its paraphrase test row."""
     corpus = Path(corpus)
     unknown = sorted(set(counts) - set(FAMILIES))
     if unknown:
@@ -679,7 +690,8 @@ def generate_rows(
         )  # fmt: skip
     else:
         if counts.get("knowledge"):
-            _from_passages(generator, documents, known, "knowledge", counts["knowledge"], report, clock, rng)
+            _from_passages(generator, documents, known, "knowledge", counts["knowledge"], report, clock, rng,
+                           unseen_share)  # fmt: skip
         if counts.get("abstention"):
             half = counts["abstention"] // 2
             _from_passages(generator, documents, known, "abstention", counts["abstention"] - half, report, clock, rng)

@@ -208,7 +208,7 @@ def corpus(team_corpus, tmp_path) -> Path:
 def test_generate_through_an_endpoint_without_structured_output_checks_every_item(corpus, endpoint):
     Scripted.structured = False
     report = generate_rows(corpus, {"knowledge": 6, "abstention": 4, "behaviour": 3},
-                           OpenAIGenerator(endpoint, "scripted", retries=2))  # fmt: skip
+                           OpenAIGenerator(endpoint, "scripted", retries=2), unseen_share=0)  # fmt: skip
     rows = {r.id: r for r in report.rows}
     assert report.accepted["knowledge"] == 6
     assert report.rejected[("knowledge", "span_not_in_document")] >= 1
@@ -314,9 +314,19 @@ def test_cli_generate_writes_pending_rows_and_prints_rejections(corpus, endpoint
 @pytest.fixture
 def generated(corpus, endpoint) -> Path:
     """The team corpus with generated knowledge and abstention rows written, all pending."""
-    report = generate_rows(corpus, {"knowledge": 3, "abstention": 2}, OpenAIGenerator(endpoint, "scripted"))
+    report = generate_rows(corpus, {"knowledge": 3, "abstention": 2}, OpenAIGenerator(endpoint, "scripted"),
+                           unseen_share=0)  # fmt: skip
     write_generated(corpus, report.rows)
     return corpus
+
+
+def test_an_unseen_share_of_knowledge_items_are_test_rows_no_train_row_teaches(corpus, endpoint):
+    report = generate_rows(corpus, {"knowledge": 6}, OpenAIGenerator(endpoint, "scripted"), unseen_share=0.5)
+    unseen = [r for r in report.rows if r.kind == "unseen"]
+    pairs = [r for r in report.rows if r.kind != "unseen"]
+    assert unseen and pairs and len(unseen) + len(pairs) // 2 == 6
+    assert all(r.split == "test" and r.generated.item == r.id and r.paraphrase_of is None for r in unseen)
+    assert check_generated_leaks(report.rows + load_tasks(corpus)).passed
 
 
 def _test_rows(corpus: Path, **kwargs) -> set[str]:

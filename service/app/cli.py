@@ -643,6 +643,9 @@ def corpus_generate(
     max_seconds: Annotated[float | None, typer.Option(min=1, help="Budget: stop after this many seconds.")] = None,
     retries: Annotated[int, typer.Option(min=0, max=5, help="Asks again when a reply does not parse.")] = 2,
     seed: Annotated[int, typer.Option(help="Seed of the passage order and near misses.")] = 0,
+    unseen_share: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of knowledge items asked as unseen test rows (no train row).")
+    ] = 0.25,
 ) -> None:
     """Make the rows a team lacks from its documents, each checked (span in the document, answer in the span,
     detail absent, label in the set), deduplicated and marked pending: a run uses them once reviewed."""
@@ -660,7 +663,8 @@ def corpus_generate(
             eta = f", ~{left:.0f} s left" if left is not None else ""
             typer.echo(f"[{elapsed:6.0f}s] {family}: {done}/{wanted} items kept, {rejected} rejected{eta}", err=True)
 
-        report = generate_rows(corpus, counts, generator, Budget(max_rows, max_tokens, max_seconds), seed, progress)
+        budget = Budget(max_rows, max_tokens, max_seconds)
+        report = generate_rows(corpus, counts, generator, budget, seed, progress, unseen_share)
         path = write_generated(corpus, report.rows)
     for line in report.summary():
         typer.echo(line)
