@@ -82,12 +82,14 @@ class Reply:
 
 class OpenAIGenerator:
     """Any OpenAI-compatible chat endpoint. Asks for a JSON Schema response format first; an endpoint that refuses
-    it (HTTP 400/422) is asked without from then on, its replies parsed leniently."""
+    it (HTTP 400/422) is asked without from then on, its replies parsed leniently. The instructions go in the one
+    user message, as an endpoint that answers only the last user message (`ragft serve`) needs."""
 
-    def __init__(self, url: str, model: str, api_key: str | None = None, timeout_s: float = 120.0, retries: int = 2):
+    def __init__(self, url: str, model: str, api_key: str | None = None, retries: int = 2, max_tokens: int = 512,
+                 timeout_s: float = 120.0):  # fmt: skip
         from openai import OpenAI
 
-        self.url, self.model, self.retries = url, model, retries
+        self.url, self.model, self.retries, self.max_tokens = url, model, retries, max_tokens
         self.structured = True
         self._client = OpenAI(base_url=url, api_key=api_key or "none", timeout=timeout_s, max_retries=1)
 
@@ -96,35 +98,41 @@ class OpenAIGenerator:
         1 + retries times."""
         import openai
 
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        tokens, error = 0, "invalid_json"
-        for attempt in range(1, self.retries + 2):
-            extra = {"response_format": {"type": "json_schema", "json_schema": {"name": "rows", "schema": schema,
-                                                                                "strict": True}}} if self.structured else {}  # fmt: skip
+        messages = [{"role": "user", "content": f"{system}\n\n{user}"}]
+        tokens, error, attempt = 0, "invalid_json", 0
+        while attempt <= self.retries:
+            rules = {"type": "json_schema", "json_schema": {"name": "rows", "schema": schema, "strict": True}}
+            extra = {"response_format": rules} if self.structured else {}
             try:
                 out = self._client.chat.completions.create(
-                    model=self.model, messages=messages, temperature=temperature, max_tokens=1024, **extra
+                    model=self.model, messages=messages, temperature=temperature, max_tokens=self.max_tokens, **extra
                 )
             except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
                 if self.structured:  # no JSON Schema response format here: parse leniently from now on
                     self.structured = False
                     continue
-                return Reply(None, tokens, attempt, f"endpoint_error: {exc}")
+                raise GenerationError(f"{self.url} refused the request ({exc.status_code}: {exc.message}); check "
+                                      f"--generator-model and the endpoint's limits (asked for {self.max_tokens} "
+                                      "tokens: --max-reply-tokens)") from exc  # fmt: skip
             except openai.NotFoundError as exc:
-                raise GenerationError(f"{self.url}: model '{self.model}' not found ({exc}); check --generator-model") from exc  # fmt: skip
+                raise GenerationError(f"{self.url}: model '{self.model}' not found ({exc.message}); check --generator-model") from exc  # fmt: skip
+            except openai.AuthenticationError as exc:
+                raise GenerationError(f"{self.url}: the key was refused ({exc.message}); set --generator-key") from exc
             except openai.APIConnectionError as exc:
                 raise GenerationError(f"{self.url}: cannot connect ({exc}); is the endpoint running?") from exc
-            except openai.APIError as exc:
+            except openai.APIError as exc:  # a 5xx or a timeout: asked again, within the same bound
+                attempt += 1
                 error = f"endpoint_error: {type(exc).__name__}"
                 continue
-            text = out.choices[0].message.content or "" if out.choices else ""
+            attempt += 1
+            text = (out.choices[0].message.content or "") if out.choices else ""
             usage = getattr(out, "usage", None)
             tokens += usage.total_tokens if usage and usage.total_tokens else (len(system) + len(user) + len(text)) // 4
             data = parse_json_object(text)
             if data is not None and isinstance(data.get("items"), list):
                 return Reply(data, tokens, attempt)  # each item is checked on its own, its rejection counted
             error = "invalid_json"
-        return Reply(None, tokens, self.retries + 1, error)
+        return Reply(None, tokens, attempt, error)
 
 
 def parse_json_object(text: str) -> dict | None:

@@ -17,6 +17,7 @@ from eval.corpus_import import plan_corpus, write_corpus
 from eval.generation_rows import (
     GENERATED_FILE,
     Budget,
+    GenerationError,
     OpenAIGenerator,
     decide,
     generate_rows,
@@ -388,3 +389,23 @@ def test_cli_review_accepts_edits_and_rejects_in_the_terminal(generated):
     rows = {r.id: r for r in read_generated(generated / "tasks" / GENERATED_FILE)}
     assert rows[items[1].item].text == "New question about it?" and rows[items[1].item].review.reviewer == "Ada"
     assert [rows[i.item].review.status for i in items] == ["accepted", "edited", "rejected"]
+
+
+def test_smoke_through_ragft_serve_with_the_tiny_model(settings, team_corpus, tmp_path):
+    """`ragft serve`'s own arm as the endpoint: it ignores the response format and answers the one user message; a
+    tiny untrained model writes no JSON, so every call is asked again within the bound and counted, nothing hangs."""
+    import shutil
+
+    from service.app.api.main import create_app
+    from tests.app.test_ui import serve
+
+    corpus = Path(shutil.copytree(team_corpus, tmp_path / "served"))
+    for url in serve(create_app(settings, corpus)):
+        generator = OpenAIGenerator(f"{url}/v1", "base", retries=1, max_tokens=64)
+        report = generate_rows(corpus, {"knowledge": 1}, generator, Budget(seconds=120))
+        assert report.rows == [] and report.rejected[("knowledge", "invalid_json")] == report.calls == 4  # 4 per item
+        assert generator.structured  # ragft serve accepts the field (and ignores it): no 400 to fall back on
+        with pytest.raises(GenerationError, match="not found|refused"):
+            OpenAIGenerator(f"{url}/v1", "no-such-arm").ask("s", "u", {})
+        with pytest.raises(GenerationError, match="max-reply-tokens"):
+            OpenAIGenerator(f"{url}/v1", "base", max_tokens=100_000).ask("s", "u", {})

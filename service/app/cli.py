@@ -642,6 +642,7 @@ def corpus_generate(
     ] = None,  # fmt: skip
     max_seconds: Annotated[float | None, typer.Option(min=1, help="Budget: stop after this many seconds.")] = None,
     retries: Annotated[int, typer.Option(min=0, max=5, help="Asks again when a reply does not parse.")] = 2,
+    max_reply_tokens: Annotated[int, typer.Option(min=64, help="Longest reply asked of the endpoint.")] = 512,
     seed: Annotated[int, typer.Option(help="Seed of the passage order and near misses.")] = 0,
     unseen_share: Annotated[
         float, typer.Option(min=0, max=1, help="Share of knowledge items asked as unseen test rows (no train row).")
@@ -657,7 +658,9 @@ def corpus_generate(
         if bool(generator_url) != bool(generator_model):
             raise ValueError("give --generator-url and --generator-model together (or neither: near misses only)")
         counts = {f: count for f in _split(families) or []}
-        generator = OpenAIGenerator(generator_url, generator_model, generator_key, retries=retries) if generator_url else None  # fmt: skip
+        generator = None
+        if generator_url:
+            generator = OpenAIGenerator(generator_url, generator_model, generator_key, retries, max_reply_tokens)
 
         def progress(family: str, done: int, wanted: int, rejected: int, elapsed: float, left: float | None) -> None:
             eta = f", ~{left:.0f} s left" if left is not None else ""
