@@ -122,6 +122,8 @@ TESTS = {  # what each test a report can name is, for "How to read this"
     "cluster-sign-flip": "the cluster sign-flip test where rows share a source document or a behaviour template "
     "(each cluster's summed difference keeps or flips its sign with probability 1/2; exact, and exact McNemar when "
     "no rows share one: 4 rows won and none lost is p = 0.125 however the rows are grouped)",
+    "sign-flip": "for graded scores the same sign-flip test with every row its own cluster (a paired permutation "
+    "test, exact where few rows differ)",
     "paired-bootstrap": "a paired bootstrap for graded scores",
     "seed-and": "with several training seeds, a bootstrap that resamples the adapters' seeds and the clusters "
     "together, so seed-to-seed variance reaches the p-value",

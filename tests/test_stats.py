@@ -119,11 +119,11 @@ def test_binary_interval_covers_the_true_difference():
         assert np.mean(covered) >= 0.95, (n, p10, p01)
 
 
-def test_paired_bootstrap_on_continuous_scores():
+def test_graded_scores_get_the_sign_flip_test():
     rng = np.random.default_rng(1)
     base = rng.uniform(0, 1, 200)
     better = compare("x", "y", list(base + 0.05), list(base), 0)
-    assert better.test == "paired-bootstrap" and better.significant and better.ci_low == pytest.approx(0.05)
+    assert better.test == "sign-flip" and better.significant and better.ci_low == pytest.approx(0.05, abs=1e-5)
     noise = compare("x", "y", list(base + rng.normal(0, 0.1, 200)), list(base), 0)
     assert not noise.significant and noise.ci_low < 0 < noise.ci_high
 
@@ -337,3 +337,12 @@ def test_the_clustered_mdd_is_met_by_the_sign_flip_test_in_simulation():
     mdd = minimum_detectable_difference(n, discordance=psi, design_effect=deff, cluster_size=size)
     hit = np.mean([sign_flip(draw(mdd), docs) < 0.05 for _ in range(300)])
     assert hit >= 0.8 - 2 * np.sqrt(0.8 * 0.2 / 300), (mdd, hit)
+
+
+def test_few_graded_rows_moving_one_way_are_not_significant():
+    """5 of 20 rows moved the same way (three-way abstention scores): a percentile bootstrap called it p = 0.006;
+    the exact sign-flip test gives 2 / 2**5, as exact McNemar would for 5 wins and no loss."""
+    a, b = [1.0] * 5 + [0.5] * 15, [-1.0] * 5 + [0.5] * 15
+    c = compare("a", "b", a, b, 0)
+    assert c.test == "sign-flip" and c.p_value == pytest.approx(0.0625) and c.ci_low <= 0 <= c.ci_high
+    assert one_sided_p(a, b, 0) == pytest.approx(1 / 32)
