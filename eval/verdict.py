@@ -186,8 +186,7 @@ def decide(
     chance_answer = ("not tested" if beats_baseline is None else
                      ("above chance" if eligible or (not shown and best in above) else "not shown above chance")
                      if not floor else "no chance baseline")  # fmt: skip
-    tested_lead = [a for a in (shown or [best])]
-    if beats_baseline is not None and not any(a in above for a in [*tested_lead, best]):
+    if beats_baseline is not None and not any(a in above for a in [*shown, best]):
         need = (f"; about {rows_to_beat_baseline} rows would show {label} above it if its lead holds"
                 if rows_to_beat_baseline else "")  # fmt: skip
         reason = (f"{label} leads with {scores[best]:.3f} but is not shown above {against} (one-sided paired test at "
