@@ -1,11 +1,15 @@
-"""An evaluation run: index, train what the arms need, answer every test row with every arm, store it.
+"""An evaluation run: index, answer with the arms that need no training, train, answer with the rest, store it.
 
-Stages: prepare the corpus (`eval.pipeline`: index it, train or reuse the adapters the arms
-need); answer each family's test rows with each arm its entry scores, in batches, committing
-each batch; apply `updates/` to a copy of the index (timed: the refresh cost of retrieval) and
-answer the rows of families in the 'fresh' phase. A run's id is a hash of everything that
-determines its answers, so running the same configuration again reuses every stored
-prediction, and a run killed halfway continues where it stopped.
+Stages: index the corpus (`eval.pipeline`); answer every test row the untrained arms (base, fewshot, rag) score,
+the 'fresh' phase after `updates/` is applied to a copy of the index (timed: the refresh cost of retrieval); train
+or reuse the adapters the other arms need; then those arms answer. Each arm's rows are cut into the batches they
+always were (`plan_batches`), answered a row family at a time, so each family's figures are shown as soon as it is
+answered (`eval.early_results`): provisional once the untrained arms have answered it, final once every arm has.
+A run's id is a hash of everything that determines its answers, adapter fingerprints included, so it is known
+after training: the answers made before are kept in memory (and in the answer cache) until then. Running the same
+configuration again reuses every stored prediction, a run killed halfway continues where it stopped, and any
+answer another run already made for the same prompt and weights comes from the answer cache
+(`eval.prediction_cache`).
 
 Example:
     >>> # spec = RunSpec.resolve(settings, Path("corpora/quillmark"), arms=["base", "rag"], families=["knowledge"])
@@ -150,13 +154,20 @@ class _Answering:
     """Answers batches through the answer cache and keeps the run's bookkeeping: which artifacts answered each
     arm, the wall clock each arm spent answering, and the count of answers so far."""
 
-    def __init__(self, settings: Settings, cache: AnswerCache, say: Progress, total: int, stored: dict):
+    def __init__(self, settings: Settings, cache: AnswerCache, say: Progress, total: int):
         self.settings, self.cache, self.say, self.total = settings, cache, say, total
         self.done = 0
         # the artifact fingerprints whose weights answered, per stored arm (a retrain mid-run shows as two)
-        self.answered_by: dict[str, set[str]] = {a: set(f) for a, f in stored.get("answered_by", {}).items()}
+        self.answered_by: dict[str, set[str]] = {}
         # wall-clock seconds each stored arm spent answering (summed over resumes): what its costs must add up to
-        self.answer_wall_s: dict[str, float] = dict(stored.get("answer_wall_s", {}))
+        self.answer_wall_s: dict[str, float] = {}
+
+    def resume(self, stored: dict) -> None:
+        """Add what a run stored before (it is being resumed) to what was answered here."""
+        for arm, fingerprints in stored.get("answered_by", {}).items():
+            self.answered_by.setdefault(arm, set()).update(fingerprints)
+        for arm, seconds in stored.get("answer_wall_s", {}).items():
+            self.answer_wall_s[arm] = round(self.answer_wall_s.get(arm, 0.0) + seconds, 3)
 
     def meta(self) -> dict:
         return {"answered_by": {a: sorted(f) for a, f in self.answered_by.items()},
@@ -243,34 +254,45 @@ def run_eval(
                 continue
             on_family(FamilyAnswered(family, arms, waiting, final, results))
 
-    def stop_here(what: str) -> None:
-        if should_stop is not None and should_stop():
-            raise RunCancelled(what)
-
     store = Store(settings.database)
+    answering = _Answering(settings, AnswerCache(store, settings, runtime.engine, read=reuse), say, total)
+    run_id: str | None = None  # known after training
+    runtimes: dict[str, Runtime] = {"main": runtime}
+    refresh: dict = {}
+
+    def answer_stage(who: list[tuple[str, int]], missing, keep, answers: list[Prediction], final: bool) -> None:
+        """`who` answer what `missing` leaves of each phase's rows, batch by batch into `keep`; `on_family` hears
+        each family as the answers it needs are all in `answers`."""
+        watch = FamilyWatch(spec.families, chosen, who)
+        done = {(p.arm, p.phase, p.row_id) for p in answers}
+        tell(watch, done, answers, final)  # (resumed) families with nothing left to answer
+        for phase in ("main", "fresh"):
+            if not by_phase.get(phase):
+                continue
+            if phase not in runtimes:  # the fresh phase searches a copy of the index with updates/ applied
+                runtimes[phase], figures = _apply_updates(settings, runtime, corpus)
+                refresh.update(figures)
+                if run_id is not None:
+                    store.update_meta(run_id, refresh=refresh)
+            for batch in plan_batches(settings, who, phase, by_phase[phase], missing):
+                if should_stop is not None and should_stop():
+                    raise RunCancelled(
+                        f"run {run_id} stopped after {answering.done} of {total} answers; resume it" if run_id else
+                        f"stopped after {answering.done} answers, before training (kept in the answer cache); start "
+                        "the run again to resume"
+                    )  # fmt: skip
+                made = answering.answer(runtimes[phase], batch)
+                keep(made)
+                answers += made
+                done.update((p.arm, p.phase, p.row_id) for p in made)
+                tell(watch, done, answers, final)
+
     try:
-        cache = AnswerCache(store, settings, runtime.engine, read=reuse)
-        fresh_runtime, refresh = None, None
-        answering = _Answering(settings, cache, say, total, {})
         # 1. the arms that need no training, before any adapter trains: kept in memory (and in the answer cache)
         # until training names the run
         before: list[Prediction] = []
         if early:
-            watch = FamilyWatch(spec.families, chosen, early)
-            done: set = set()
-            for phase in ("main", "fresh"):
-                if not by_phase.get(phase):
-                    continue
-                if phase == "fresh":
-                    fresh_runtime, refresh = _apply_updates(settings, runtime, corpus)
-                rt = fresh_runtime if phase == "fresh" else runtime
-                for batch in plan_batches(settings, early, phase, by_phase[phase], lambda arm, ph, ids: ids):
-                    stop_here(f"stopped after {answering.done} answers, before training (kept in the answer "
-                              "cache); start the run again to resume")  # fmt: skip
-                    made = answering.answer(rt, batch)
-                    before += made
-                    done.update((p.arm, p.phase, p.row_id) for p in made)
-                    tell(watch, done, before, final=False)
+            answer_stage(early, lambda arm, phase, ids: ids, lambda made: None, before, final=False)
         # 2. train (or reuse) the adapters the arms need
         artifacts = train_artifacts(
             settings, runtime, kinds_for(spec.arms), stage=say, should_stop=should_stop, show_bars=show_bars,
@@ -279,13 +301,14 @@ def run_eval(
         adapter_meta = artifact_summary(artifacts)
         index_manifest = read_index_manifest(runtime.index_dir)
         tasks_hash = _tasks_hash(corpus)
-        run_id = spec.run_id or run_id_for(settings, spec, tasks_hash, adapter_meta)
+        named_id = spec.run_id or run_id_for(settings, spec, tasks_hash, adapter_meta)
         if not reuse and not spec.run_id:  # a fresh run reuses nothing, its own earlier answers included
-            run_id += "-fresh-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+            named_id += "-fresh-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         if named is not None:
-            named(run_id)
+            named(named_id)
         config = {"spec": spec.model_dump(mode="json"), "settings": settings.recorded()}
-        store.create_run(run_id, corpus.resolve().name, config)
+        store.create_run(named_id, corpus.resolve().name, config)
+        run_id = named_id
     except BaseException:
         store.close()
         raise
@@ -311,36 +334,17 @@ def run_eval(
             **({"refresh": refresh} if refresh else {}),
         )
         # 3. the answers made before training join the run, then every arm answers what the run still lacks
-        stored = store.run(run_id).meta
-        resumed = _Answering(settings, cache, say, total, stored)
-        for arm, fingerprints in answering.answered_by.items():
-            resumed.answered_by.setdefault(arm, set()).update(fingerprints)
-        for arm, seconds in answering.answer_wall_s.items():
-            resumed.answer_wall_s[arm] = round(resumed.answer_wall_s.get(arm, 0.0) + seconds, 3)
-        answering = resumed
+        answering.resume(store.run(run_id).meta)
         store.add_predictions(run_id, before)
         store.update_meta(run_id, **answering.meta())
         answers = store.predictions(run_id)
         answering.done = len(answers)
-        done = {(p.arm, p.phase, p.row_id) for p in answers}
-        watch = FamilyWatch(spec.families, chosen, answerers)
-        tell(watch, done, answers, final=True)  # families no adapter arm answers are final already
-        for phase in ("main", "fresh"):
-            if not by_phase.get(phase):
-                continue
-            if phase == "fresh" and fresh_runtime is None:
-                fresh_runtime, refresh = _apply_updates(settings, runtime, corpus)
-                store.update_meta(run_id, refresh=refresh)
-            rt = fresh_runtime if phase == "fresh" else runtime
-            for batch in plan_batches(settings, answerers, phase, by_phase[phase],
-                                      lambda arm, ph, ids: store.missing(run_id, arm, ph, ids)):  # fmt: skip
-                stop_here(f"run {run_id} stopped after {answering.done} of {total} answers; resume it")
-                made = answering.answer(rt, batch)
-                store.add_predictions(run_id, made)
-                store.update_meta(run_id, **answering.meta())
-                answers += made
-                done.update((p.arm, p.phase, p.row_id) for p in made)
-                tell(watch, done, answers, final=True)
+
+        def keep(made: list[Prediction]) -> None:
+            store.add_predictions(run_id, made)
+            store.update_meta(run_id, **answering.meta())
+
+        answer_stage(answerers, lambda arm, phase, ids: store.missing(run_id, arm, phase, ids), keep, answers, True)
         store.set_status(run_id, "done")
     except RunCancelled:
         store.set_status(run_id, "cancelled")
