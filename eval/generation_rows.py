@@ -466,6 +466,7 @@ PASSAGE_TASKS = {"knowledge": (KNOWLEDGE_PROMPT, KNOWLEDGE_SCHEMA, knowledge_row
 
 
 _NAME_WORDS = re.compile(r"^[A-Z][A-Za-z]")
+_CALENDAR = re.compile(r"^(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|mon|tue|wed|thu|fri|sat|sun)", re.I)
 FALLBACK_TEMPLATES = ("What is {e}?", "When was {e} introduced?", "Who developed {e}?", "What is {e} used for?")
 
 
@@ -478,7 +479,8 @@ def document_entities(documents: list[Document]) -> list[str]:
             for span in name_spans(line):
                 tokens = span.split()
                 numbers = sum(any(c.isdigit() for c in t) for t in tokens)
-                if 1 <= len(tokens) <= 4 and _NAME_WORDS.match(tokens[0]) and numbers <= 1 and len(span) >= 4:
+                if (1 <= len(tokens) <= 4 and _NAME_WORDS.match(tokens[0]) and numbers <= 1 and len(span) >= 4
+                        and not _CALENDAR.match(tokens[0])):  # fmt: skip
                     counts[span] += 1
     ranked = [e for e, _ in counts.most_common()]
     return sorted(ranked, key=lambda e: not any(c.isdigit() for c in e))  # numbered names make the closest misses
@@ -486,14 +488,15 @@ def document_entities(documents: list[Document]) -> list[str]:
 
 def near_misses(entities: list[str], known_text: str, rng: random.Random) -> Iterator[tuple[str, str]]:
     """(real entity, near miss) pairs: a real name with its number shifted ('Wang 1200' -> 'Wang 1500'), or a
-    multi-word name with its last word taken from another name; each absent from `known_text`."""
-    multi = [e for e in entities if len(e.split()) >= 2]
+    multi-word name with its last word taken from another name; each absent from `known_text` and made once."""
+    multi = [e for e in entities if len(e.split()) >= 2 and not any(c.isdigit() for c in e)]  # word names cross
+    used: set[str] = set()
     for entity in entities:
         tokens = entity.split()
         candidates = []
         for i, t in enumerate(tokens):
             m = re.search(r"\d+", t)
-            if m and len(m.group()) <= 6:
+            if m and len(m.group()) <= 6 and not (len(m.group()) == 4 and 1000 <= int(m.group()) <= 2100):  # no years
                 digits = m.group()
                 for shift in rng.sample(range(1, 9), 3):
                     new = str((int(digits[0]) + shift) % 9 + 1) + digits[1:]
@@ -503,7 +506,8 @@ def near_misses(entities: list[str], known_text: str, rng: random.Random) -> Ite
             for other in rng.sample(others, min(3, len(others))):
                 candidates.append(" ".join([*tokens[:-1], other.split()[-1]]))
         for miss in candidates:
-            if not _in_documents(miss, known_text):
+            if miss.lower() not in used and not _in_documents(miss, known_text):
+                used.add(miss.lower())
                 yield entity, miss
                 break
 
@@ -520,7 +524,8 @@ def near_miss_rows(documents, known: _Known, count: int, report: GenerationRepor
                 if e in entities:
                     templates[e].append(r.text.replace(e, "{e}"))
     made = 0
-    for entity, miss in near_misses(entities, text, rng):
+    asked = "\n".join([text, *(r.text.lower() for r in known.rows)])  # no invented name another row already asks
+    for entity, miss in near_misses(entities, asked, rng):
         if made >= count:
             break
         for template in templates.get(entity) or rng.sample(FALLBACK_TEMPLATES, len(FALLBACK_TEMPLATES)):

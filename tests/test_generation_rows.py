@@ -4,6 +4,7 @@ pass the audit's leak check, wait for review, and count in a run only once accep
 from __future__ import annotations
 
 import json
+import random
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -275,6 +276,21 @@ def test_without_an_endpoint_near_misses_are_made_and_checked_absent(corpus):
         assert real.lower() not in row.text.lower()  # the question names the near miss, not the real entity
     assert any("An endpoint adds knowledge questions" in n for n in report.notes)
     del text
+
+
+def test_near_misses_vary_a_real_name_once_each_and_never_a_date():
+    from eval.generation_rows import document_entities, near_misses
+    from service.documents import Document
+
+    docs = [Document("a", "The Heron H4 costs $90. The Heron H5 shipped in January 2022. See Larkspur Freight.", "a"),
+            Document("b", "Ask Osprey Labs about the Heron H4 today.", "b")]  # fmt: skip
+    entities = document_entities(docs)
+    assert "January 2022" not in entities and entities[:2] == ["Heron H4", "Heron H5"]
+    text = " ".join(d.text for d in docs).lower()
+    pairs = list(near_misses(entities, text, random.Random(0)))
+    misses = [m for _, m in pairs]
+    assert len(set(misses)) == len(misses) and all(m.lower() not in text for m in misses)
+    assert ("Larkspur Freight", "Larkspur Labs") in pairs  # two real names crossed
 
 
 def test_a_budget_stops_the_run_and_says_which(corpus, endpoint):
