@@ -871,3 +871,21 @@ def decide(corpus: Path, item: str, decision: str, reviewer: str, edits: dict | 
         new = {r.id: TaskRow.model_validate(r.model_dump(by_alias=True) | {"review": stamp}) for r in changed}
         replace_file(path, dump_rows([new.get(r.id, r) for r in rows]))
     return ReviewItem(item, target.family, status, tuple(new.values()))
+
+
+def note_in_data_card(corpus: Path, report: GenerationReport, model: str) -> Path | None:
+    """Append what a generate run made to the corpus's DATA_CARD.md (when it has one): when, with which model and
+    prompts, how many rows, and every rejection by reason."""
+    from datetime import UTC, datetime
+
+    card = Path(corpus) / "DATA_CARD.md"
+    if not card.is_file():
+        return None
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = ["", f"## Generated rows ({when})", "",
+             f"`ragft corpus generate` with model `{model}`, prompts {', '.join(sorted(PROMPT_VERSIONS.values()))}; "
+             f"written to `tasks/{GENERATED_FILE}` as pending: a run counts them once reviewed.", ""]  # fmt: skip
+    lines += [f"- {line.strip()}" for line in report.summary()]
+    with open(card, "a", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return card

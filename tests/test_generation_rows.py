@@ -312,6 +312,8 @@ def test_cli_generate_writes_pending_rows_and_prints_rejections(corpus, endpoint
     assert result.exit_code == 0, result.output
     assert "knowledge: 3 item(s) kept" in result.output and "rejected" in result.output
     assert "review them: ragft corpus review" in result.output
+    card = (corpus / "DATA_CARD.md").read_text()
+    assert "## Generated rows" in card and "model `scripted`" in card and "- knowledge: 3 item(s) kept" in card
     rows = read_generated(corpus / "tasks" / GENERATED_FILE)
     assert rows and all(r.review.status == "pending" for r in rows)
     again = CliRunner().invoke(app, ["corpus", "generate", str(corpus), "--families", "abstention", "--count", "2"])

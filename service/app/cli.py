@@ -650,7 +650,7 @@ def corpus_generate(
 ) -> None:
     """Make the rows a team lacks from its documents, each checked (span in the document, answer in the span,
     detail absent, label in the set), deduplicated and marked pending: a run uses them once reviewed."""
-    from eval.generation_rows import Budget, OpenAIGenerator, generate_rows, write_generated
+    from eval.generation_rows import Budget, OpenAIGenerator, generate_rows, note_in_data_card, write_generated
 
     build_settings(None)
     with reported_errors():
@@ -669,6 +669,7 @@ def corpus_generate(
         budget = Budget(max_rows, max_tokens, max_seconds)
         report = generate_rows(corpus, counts, generator, budget, seed, progress, unseen_share)
         path = write_generated(corpus, report.rows)
+        note_in_data_card(corpus, report, generator_model or "none")
     for line in report.summary():
         typer.echo(line)
     typer.echo(f"wrote {len(report.rows)} pending rows to {path}")
