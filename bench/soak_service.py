@@ -13,6 +13,15 @@ the beginning. Then it checks, and exits 1 if any check fails:
   after handing freed memory back (glibc's malloc_trim), so growth that is a leak is told apart from what the
   allocator keeps; the first and second halves' growth are printed, not asserted.
 `--tiny` serves the test suite's in-code models (a smoke run in about a minute with `--minutes 1`).
+
+`--two-servers` (#36) adds a second server on the same data folder serving a sibling copy of the corpus, as a
+team serving two corpora runs two `ragft serve` on the default data/. The queries, streams and document changes
+go to the second one; beside them, small eval runs are submitted to either server (some cancelled through the
+other), one status write of the server running the jobs fails (disk full, forced), a reader cycles through the
+stored runs (rows and comparisons), and at half time the first server is stopped and started again while a run
+is under way. Checked besides: every job ends (done, or cancelled when a DELETE reached it first), every row of
+every finished run is answered exactly once per arm, the worker survived the failed write, and the restarted
+server stood by while the other ran the jobs.
 Prints figures; run it on a quiet machine.
 """
 
@@ -146,6 +155,177 @@ def stored_answers(database: Path, run_id: str) -> tuple[dict[str, list[str]], C
     return meta.get("rows", {}), counts
 
 
+class FailOnce:
+    """A jobs connection whose next status write fails as SQLite fails on a full disk (`--two-servers`)."""
+
+    def __init__(self, conn):
+        self.conn, self.armed = conn, True
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+    def execute(self, sql, *args):
+        if self.armed and sql.lstrip().upper().startswith("UPDATE JOBS SET STATUS"):
+            self.armed = False
+            raise sqlite3.OperationalError("database or disk is full (forced by the soak)")
+        return self.conn.execute(sql, *args)
+
+
+def job_traffic(urls: dict, end: float, tally: Tally, rng: random.Random, jobs: list[dict]) -> None:
+    """Small eval runs submitted to either server every few seconds; a third cancelled through the other server."""
+    with httpx.Client(timeout=60) as client:
+        while time.monotonic() < end - 20:  # the last ones have time to finish
+            where, other = rng.sample(["a", "b"], 2)
+            try:
+                r = client.post(f"{urls[where]}/v1/runs", json={"arms": ["base"], "families": ["knowledge"],
+                                                                 "limit": rng.randint(1, 3), "fresh": True})  # fmt: skip
+                tally.add("submit", r.status_code)
+                if r.status_code == 202:
+                    job = {"id": r.json()["id"], "cancel": None}
+                    jobs.append(job)
+                    if rng.random() < 0.33:
+                        time.sleep(rng.random() * 2)
+                        d = client.delete(f"{urls[other]}/v1/runs/{job['id']}")
+                        tally.add("cancel", d.status_code)
+                        job["cancel"] = d.json().get("status") if d.status_code == 200 else None
+            except httpx.TransportError:  # the server being restarted
+                tally.add("submit", 0)
+            time.sleep(2 + rng.random() * 4)
+
+
+def reader(urls: dict, end: float, tally: Tally, rng: random.Random) -> None:
+    """A read-only client cycling through the stored runs: the list, a page of rows, two runs compared."""
+    with httpx.Client(timeout=120) as client:
+        while time.monotonic() < end:
+            url = urls[rng.choice(["a", "b"])]
+            try:
+                listed = client.get(f"{url}/v1/results")
+                tally.add("reader", listed.status_code)
+                done = [r["id"] for r in listed.json() if r.get("status") == "done"] if listed.is_success else []
+                if done:
+                    run = rng.choice(done)
+                    tally.add("reader", client.get(f"{url}/v1/results/{run}/rows", params={"limit": 5}).status_code)
+                if len(done) > 1:
+                    a, b = rng.sample(done, 2)
+                    tally.add("reader", client.get(f"{url}/v1/compare/{a}/{b}").status_code)
+            except httpx.TransportError:
+                tally.add("reader", 0)
+            time.sleep(rng.random())
+
+
+def started_jobs() -> Counter:
+    """How many times each job started, from the worker's log lines (a job resumed after a restart starts twice)."""
+    import logging
+
+    starts: Counter = Counter()
+
+    class Starts(logging.Handler):
+        def emit(self, record):
+            if getattr(record, "status", None) == "started":
+                starts[record.job_id] += 1
+
+    logger = logging.getLogger("service.app.api.jobs")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(Starts())
+    return starts
+
+
+def soak_two_servers(args, settings: Settings, corpus: Path, questions: list[str], failures: list[str]) -> None:
+    """`--two-servers`: see the module's docstring."""
+    import contextlib
+
+    sibling = corpus.with_name(corpus.name + "-b")
+    shutil.copytree(corpus, sibling)
+    starts = started_jobs()
+    first, second = create_app(settings, corpus), create_app(settings, sibling)
+    first.state.runtime.index()
+    second.state.runtime.index()
+    a_side = contextlib.ExitStack()  # server A, which is stopped and started again
+    with contextlib.ExitStack() as both:
+        both.callback(a_side.close)  # last: after B
+        urls = {"a": a_side.enter_context(serving(first))}  # A starts first: it holds the data folder's worker lock
+        urls["b"] = url_b = both.enter_context(serving(second))
+        for url in urls.values():
+            while httpx.get(f"{url}/readyz").status_code != 200:
+                time.sleep(0.5)
+        holder = first
+        print(f"two servers on {settings.data_dir}: A {urls['a']} ({first.state.jobs.state}), B {url_b} "
+              f"({second.state.jobs.state}); {args.minutes:g} min")  # fmt: skip
+        warm_up(url_b, sibling.name, questions[0])
+        rss_start = rss_mib()
+        tally, end, jobs = Tally(), time.monotonic() + args.minutes * 60, []
+        rng = random.Random(args.seed)
+        workers = (
+            [threading.Thread(target=queries, args=(url_b, questions, end, tally, random.Random(rng.random())))
+             for _ in range(args.query_clients)]
+            + [threading.Thread(target=dropped_streams, args=(url_b, questions, end, tally,
+                                                              random.Random(rng.random())))
+               for _ in range(args.stream_clients)]
+            + [threading.Thread(target=document_changes, args=(url_b, sibling.name, end, tally,
+                                                               random.Random(rng.random()))),
+               threading.Thread(target=job_traffic, args=(urls, end, tally, random.Random(rng.random()), jobs)),
+               threading.Thread(target=reader, args=(urls, end, tally, random.Random(rng.random())))]
+        )  # fmt: skip
+        for w in workers:
+            w.start()
+        time.sleep(args.minutes * 60 / 4)
+        real = holder.state.jobs.store._conn
+        holder.state.jobs.store._conn = FailOnce(real)  # the next status write of the job worker fails
+        time.sleep(args.minutes * 60 / 4)
+        holder.state.jobs.store._conn = real
+        errors = holder.state.jobs.errors
+        print(f"forced status-write failure: the worker logged {errors} error(s) and is {holder.state.jobs.state}")
+        if holder.state.jobs.state != "running" or errors < 1:
+            failures.append(f"the job worker after a failed status write: {holder.state.jobs.state}, {errors} errors")
+        a_side.close()  # server A stops (its running job, if any, is interrupted) ...
+        restarted = create_app(settings, corpus)
+        urls["a"] = a_side.enter_context(serving(restarted))  # ... and starts again
+        time.sleep(jobs_poll_s())
+        print(f"A restarted: A {restarted.state.jobs.state}, B {second.state.jobs.state}")
+        if {restarted.state.jobs.state, second.state.jobs.state} != {"running", "standby"}:
+            failures.append(f"after the restart: A {restarted.state.jobs.state}, B {second.state.jobs.state}")
+        for w in workers:
+            w.join()
+        deadline = time.monotonic() + 300
+        final = {}
+        with httpx.Client(base_url=url_b, timeout=60) as client:
+            for job in jobs:
+                while (state := client.get(f"/v1/runs/{job['id']}").json())["status"] in (
+                    "queued", "training", "evaluating", "interrupted") and time.monotonic() < deadline:  # fmt: skip
+                    time.sleep(1)
+                final[job["id"]] = state
+        rss_end = rss_mib()
+    for kind, counts in sorted(tally.seen.items()):
+        print(f"{kind:7s} {sum(counts.values()):>6d} requests  {dict(sorted(counts.items()))}")
+        bad = {s: n for s, n in counts.items() if s >= 500 and s not in DOCUMENTED_5XX}
+        if bad:
+            failures.append(f"{kind}: undocumented 5xx {bad}")
+    outcomes = Counter(state["status"] for state in final.values())
+    print(f"jobs: {len(jobs)} submitted, {sum(j['cancel'] is not None for j in jobs)} cancelled through the other "
+          f"server; ended {dict(outcomes)}; started once {sum(n == 1 for n in starts.values())}, twice or more "
+          f"{sum(n > 1 for n in starts.values())} (resumed after the restart)")  # fmt: skip
+    for job in jobs:
+        state = final[job["id"]]
+        wanted = {"done"} if job["cancel"] in (None, "done") else {"cancelled"}
+        if state["status"] not in wanted:
+            failures.append(f"job {job['id']} (DELETE answered {job['cancel']}) ended {state['status']}: "
+                            f"{state.get('error')}")  # fmt: skip
+        if state["status"] == "done":
+            rows, counts = stored_answers(settings.database, state["run_id"])
+            chosen = {row for family, ids in rows.items() if family.startswith("knowledge") for row in ids}
+            answered = Counter(row for (a, row, _), n in counts.items() if a == "base" for _ in range(n))
+            if set(answered) != chosen or any(n > 1 for n in answered.values()):
+                failures.append(f"job {job['id']}: rows {sorted(chosen)}, answers {dict(answered)}")
+    print(f"RSS {rss_start:.0f} MiB after the warm-up (both servers), {rss_end:.0f} at the end "
+          f"({rss_end - rss_start:+.0f}, a third server's models loaded by the restart included)")  # fmt: skip
+
+
+def jobs_poll_s() -> float:
+    from service.app.api.jobs import POLL_S
+
+    return POLL_S * 2
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--corpus", type=Path, default=Path("corpora/quillmark"))
@@ -155,6 +335,7 @@ def main() -> None:
     parser.add_argument("--run-rows", type=int, default=2, help="Knowledge rows of the small eval run.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tiny", action="store_true", help="The test suite's tiny models: a smoke run.")
+    parser.add_argument("--two-servers", action="store_true", help="Two servers on one data folder (#36).")
     args = parser.parse_args()
 
     questions = [r.text for r in load_tasks(args.corpus) if r.split == "test" and r.family == "knowledge"]
@@ -167,6 +348,10 @@ def main() -> None:
         settings = (tiny_settings(tmp, base) if args.tiny else
                     Settings(data_dir=tmp / "data", artifact_dir=base.artifact_dir))  # fmt: skip
         settings = settings.model_copy(update={"eval": settings.eval.model_copy(update={"reports_dir": tmp / "r"})})
+        if args.two_servers:
+            soak_two_servers(args, settings, corpus, questions, failures)
+            print("soak: " + ("FAILED\n  " + "\n  ".join(failures) if failures else "every check passed"))
+            raise SystemExit(1 if failures else 0)
         app = create_app(settings, corpus)
         app.state.runtime.index()
         with serving(app) as url:

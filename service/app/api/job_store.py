@@ -186,6 +186,8 @@ class JobStore:
         """Claim the oldest queued job for `owner` (its status becomes `status_of(kind)`, its attempts go up by
         one), or None when none waits. The check and the claim are one write transaction: of two workers, one
         gets the job and the other the next one."""
+        if self._conn.execute("SELECT 1 FROM jobs WHERE status='queued' LIMIT 1").fetchone() is None:
+            return None  # an idle worker asks every few seconds: no write lock for a look
         with transaction(self._conn, self._lock) as conn:
             row = conn.execute("SELECT id, kind FROM jobs WHERE status='queued' ORDER BY rowid LIMIT 1").fetchone()
             if row is None:
@@ -250,12 +252,14 @@ class JobStore:
         reached it, or failed once `max_attempts` claims of it ended with its process (a crash loop: out of
         memory, a kill). Returns (job id, new status) for each."""
         running = ",".join("?" * len(JOB_RUNNING))
+        orphans = (
+            f"SELECT id, attempts, cancel_requested, progress FROM jobs WHERE status='interrupted' OR "
+            f"(status IN ({running}) AND (owner IS NULL OR owner!=?) AND COALESCE(lease_until, 0) < ?)"
+        )
+        if not self._conn.execute(orphans, (*JOB_RUNNING, owner, lapsed_before)).fetchall():
+            return []  # the usual answer, without taking the write lock
         with transaction(self._conn, self._lock) as conn:
-            rows = conn.execute(
-                f"SELECT id, attempts, cancel_requested, progress FROM jobs WHERE status='interrupted' OR "
-                f"(status IN ({running}) AND (owner IS NULL OR owner!=?) AND COALESCE(lease_until, 0) < ?)",
-                (*JOB_RUNNING, owner, lapsed_before),
-            ).fetchall()
+            rows = conn.execute(orphans, (*JOB_RUNNING, owner, lapsed_before)).fetchall()
             changed = []
             for job_id, attempts, cancel, progress in rows:
                 error = None

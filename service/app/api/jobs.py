@@ -202,7 +202,7 @@ class JobWorker:
         return lambda: self._stopping.is_set() or self.store.cancel_requested(job_id)
 
     def _holder(self) -> str:
-        return f"pid {os.getpid()} on {socket.gethostname()}, serving {Path(self.settings.corpus).name}"
+        return f"pid {os.getpid()} on {socket.gethostname()}"
 
     def _recover(self, lapsed_before: float) -> None:
         for job_id, status in self.store.recover(self.owner, lapsed_before, MAX_ATTEMPTS):
