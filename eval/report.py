@@ -181,6 +181,17 @@ def seed_warning(results: dict, block: dict) -> str:
             "Set eval.training_seeds=3 (three times the training) for tests that resample seeds")  # fmt: skip
 
 
+def _figure_range(metric: str) -> tuple[float, float]:
+    m = METRICS.get(metric)
+    return getattr(m, "figure_range", (0.0, 1.0)) if m else (0.0, 1.0)
+
+
+def headline_note(block: dict) -> str:
+    """What a reader needs beside the family's headline (its scale, what it cannot show), from the metric."""
+    m = METRICS.get(block.get("headline_metric", ""))
+    return (getattr(m, "note", None) or "") if m else ""
+
+
 def _comparison(results: dict, c: dict) -> str:
     text = (f"{_label(results, c['a'])} − {_label(results, c['b'])} = {_num(c['difference'], 3)} "
             f"[{_num(c['ci_low'], 3)}, {_num(c['ci_high'], 3)}], p={_num(c['p_value'], 3)}, "
@@ -265,8 +276,8 @@ def render_markdown(results: dict) -> str:
     for family, block in results["families"].items():
         arms = list(block["arms"])
         metrics = [m for m in METRICS.values() if m.family == family and any(m.name in block["arms"][a] for a in arms)]
-        lines += ["", f"## {family}", "", "| arm | " + " | ".join(m.name for m in metrics) + " |",
-                  "|---|" + "---|" * len(metrics)]  # fmt: skip
+        lines += ["", f"## {family}", ""] + ([headline_note(block), ""] if headline_note(block) else [])
+        lines += ["| arm | " + " | ".join(m.name for m in metrics) + " |", "|---|" + "---|" * len(metrics)]
         for arm in arms:
             lines.append(
                 f"| {_label(results, arm)} | "
@@ -345,7 +356,10 @@ def charts(results: dict) -> dict[str, str]:
         recommended = (block.get("verdict") or {}).get("recommended")
         colours = ["#2b8a3e" if a == recommended else "#4c6ef5" for a in arms]
         ax.bar([_label(results, a) for a in arms], values, yerr=errors, capsize=4, color=colours)
-        ax.set_ylim(0, 1.05)
+        low, high = _figure_range(metric)
+        ax.set_ylim(min(0.0, low - 0.05 * (high - low)), high + 0.05 * (high - low))
+        if low < 0:
+            ax.axhline(0, color="black", linewidth=0.8)
         ax.set_ylabel(metric)
         ax.set_title(f"{family}: {metric} (95% CI; green = recommended)", fontsize=9)
         out[family] = png_data_uri(fig)
@@ -418,6 +432,7 @@ th{background:#f1f3f5}.CONTRADICTS{color:#c92a2a;font-weight:bold}.agrees{color:
 <ul>{% for v in verdicts %}<li><b>{{ v.family }}</b>: {{ v.reason }}. {{ v.rule_statement }}{% if v.baseline %} ({{ v.baseline }}.){% endif %}{% if v.seeds %} <b>Warning</b>: the verdict {{ v.seeds }}.{% endif %}</li>{% endfor %}</ul>
 {% for family, block in r.families.items() %}
 <h2>{{ family }}</h2>
+{% if note(block) %}<p class="small">{{ note(block) }}</p>{% endif %}
 {% if family in charts %}<img alt="{{ family }} chart" src="{{ charts[family] }}">{% endif %}
 <table><tr><th>arm</th>{% for m in metric_names[family] %}<th>{{ m }}</th>{% endfor %}</tr>
 {% for arm, cells in block.arms.items() %}<tr><td>{{ labels[arm] }}</td>{% for m in metric_names[family] %}<td>{{ fmt(cells.get(m)) }}</td>{% endfor %}</tr>{% endfor %}
@@ -473,6 +488,7 @@ def render_html(results: dict) -> str:
         strata_note=STRATA_NOTE,
         comparison=lambda c: _comparison(results, c),
         pair=lambda p: pair_line(results, p),
+        note=headline_note,
         review_line=review_line,
         fmt=_fmt,
         num=_num,

@@ -258,7 +258,9 @@ def _family_block(family: str, values, arms: list[str], rows: dict[str, TaskRow]
     per_arm = {a: values[(a, top.name)] for a in scored}
     heads = {a: block["arms"][a][top.name]["value"] for a in scored}
     lead = heads[best_arm(heads, top.higher_is_better)] if heads else None
-    margin, how = family_margin(margin, margin_share, lead, block["chance_baseline"]["value"], top.higher_is_better)
+    low, high = getattr(top, "figure_range", (0.0, 1.0))
+    margin, how = family_margin(margin, margin_share, lead, block["chance_baseline"]["value"], top.higher_is_better,
+                                scale=high - low)  # fmt: skip
     block["margin"] = {"value": margin, "set_by": how}
     judged = judge_family(
         family, per_arm, higher_is_better=top.higher_is_better, margin=margin, seed=seed,

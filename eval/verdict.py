@@ -523,16 +523,19 @@ def judge_family(
 
 
 def family_margin(flat: float, share: float | None, best: float | None, chance: float | None,
-                  higher_is_better: bool = True) -> tuple[float, str]:  # fmt: skip
+                  higher_is_better: bool = True, scale: float = 1.0) -> tuple[float, str]:  # fmt: skip
     """The family's non-inferiority margin and how it was set: `share` of the best arm's lead over the chance
     baseline when that is asked for and the lead is positive (a preserved fraction of the effect, as the FDA's 2016
-    guidance on non-inferiority trials sets M2 from M1), else the flat margin. The lead is the observed one, so the
-    margin is read from the data: say so where it is printed."""
+    guidance on non-inferiority trials sets M2 from M1), else the flat margin, a share of the headline's scale
+    (`scale`: the width of `Metric.figure_range`, 1 for rates; 1.5 for abstention's three-way score, so 0.10 of
+    the scale is 0.15 there). The lead is the observed one, so a share margin is read from the data."""
+    fixed = round(flat * scale, 4)
+    said = "flat" if scale == 1 else f"flat ({flat:g} of the headline's scale, {scale:g})"
     if share is None or best is None or chance is None:
-        return flat, "flat"
+        return fixed, said
     lead = (best - chance) if higher_is_better else (chance - best)
     if lead <= 0:
-        return flat, "flat (the best arm is not above the chance baseline)"
+        return fixed, f"{said}: the best arm is not above the chance baseline"
     return round(share * lead, 4), f"{share:g} of the best arm's lead over chance ({lead:.3f})"
 
 

@@ -145,7 +145,16 @@ def test_a_stored_run_publishes_results_the_report_reads(stored_runs):
         assert v["status"] in ("decided", "insufficient evidence", "no arm beats the baseline", "compared with base")
         assert {"relative", "above_chance", "candidates"} <= set(v) and block["pairs"], family
         assert all(p["p_holm"] >= p["p_value"] for p in block["pairs"])
-        assert block["power"]["tests"] and block["margin"]["set_by"] == "flat"
+        assert block["power"]["tests"] and block["margin"]["set_by"].startswith("flat")
     md = (folder / "report.md").read_text()
     assert "How to read this." in md and "one-sided at 5%" in md and "Every pair of arms" in md
-    assert "How to read this." in (folder / "report.html").read_text()
+    html = (folder / "report.html").read_text()
+    assert "How to read this." in html
+    abstention = results["families"]["abstention"]
+    from eval.metrics import METRICS
+
+    top = METRICS[abstention["headline_metric"]]
+    low, high = top.figure_range
+    assert abstention["margin"]["value"] == round(0.1 * (high - low), 4)  # the margin is a share of the scale
+    if top.note:
+        assert top.note in md and top.note in html.replace("&#39;", "'")  # the headline's note under its family

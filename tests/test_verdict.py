@@ -176,3 +176,5 @@ def test_the_margin_may_be_a_share_of_the_best_arms_lead_over_chance():
     assert family_margin(0.1, 0.5, 0.05, 0.076)[0] == 0.1  # best not above chance: the flat margin
     assert family_margin(0.1, 0.5, 0.10, 0.30, higher_is_better=False)[0] == pytest.approx(0.1)  # lead 0.2, half
     assert family_margin(0.1, 0.5, 0.3, None) == (0.1, "flat")  # no chance baseline
+    # abstention's three-way score runs from -1 to 0.5: a flat 0.10 is 0.10 of that scale
+    assert family_margin(0.1, None, 0.2, 0.0, scale=1.5) == (0.15, "flat (0.1 of the headline's scale, 1.5)")
