@@ -45,7 +45,16 @@ from pathlib import Path
 
 import jsonschema
 
-from eval.audit import _STOPWORDS, _bigrams, _in_documents, _tokens, invented_mentions, mask_entities, name_spans
+from eval.audit import (
+    _STOPWORDS,
+    NEAR_DUPLICATE_SIMILARITY,
+    _bigrams,
+    _in_documents,
+    _tokens,
+    invented_mentions,
+    mask_entities,
+    name_spans,
+)
 from eval.corpus_import import assign_splits
 from eval.metrics.values import canonical
 from eval.review import HIDDEN_CATEGORIES, MAX_REVIEWER_CHARS
@@ -58,7 +67,6 @@ GENERATED_FILE = "generated.jsonl"  # under tasks/: every generated row, whateve
 PROMPT_VERSIONS = {"knowledge": "knowledge-1", "abstention": "abstention-1", "behaviour": "behaviour-1",
                    "near_miss": "near-miss-1"}  # fmt: skip
 FAMILIES = ("knowledge", "abstention", "behaviour")
-NEAR_DUPLICATE = 0.9  # the audit's threshold (eval.audit.NEAR_DUPLICATE_SIMILARITY), unmasked for questions
 MAX_ANSWER_WORDS = 8  # a short answer: the knowledge metric looks for it in the reply's first sentence
 PASSAGE_CHARS = 1500  # what one call reads: a few paragraphs, so the span and the question stay local
 ITEMS_PER_CALL = 3  # questions asked of one passage: more repeat each other, fewer waste the passage's tokens
@@ -279,7 +287,6 @@ class _Known:
         self.squashed = {d.doc_id: _squash(d.text) for d in documents}
         self.rows: list[TaskRow] = list(rows)
         self.texts = {normalise_text(t) for r in rows for t in (r.text, *r.rephrasings)}
-        self.ids = {r.id for r in rows}
         self._bm25 = None
         self._grams: dict[tuple[str, bool], frozenset] = {}
 
@@ -293,14 +300,13 @@ class _Known:
         return self._grams[key]
 
     def similar(self, text: str, rows: list[TaskRow], masked: bool) -> bool:
-        """Whether `text` is a near-duplicate (Jaccard >= NEAR_DUPLICATE) of one of `rows`."""
+        """Whether `text` is a near-duplicate of one of `rows` (Jaccard at the audit's NEAR_DUPLICATE_SIMILARITY)."""
         x = self.grams(text, masked)
-        return any(len(x & (y := self.grams(r.text, masked))) >= NEAR_DUPLICATE * len(x | y) for r in rows)
+        return any(len(x & (y := self.grams(r.text, masked))) >= NEAR_DUPLICATE_SIMILARITY * len(x | y) for r in rows)
 
     def add(self, rows: list[TaskRow]) -> None:
         self.rows += rows
         self.texts |= {normalise_text(r.text) for r in rows}
-        self.ids |= {r.id for r in rows}
 
     def known_text(self) -> str:
         questions = [r.text for r in self.rows if r.family == "knowledge"]
