@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import random
 import resource
 import shutil
@@ -56,6 +57,17 @@ log = logging.getLogger(__name__)
 # step's batch; LoRA on the top `lora.top_layers` layers when set.
 RECIPE_VERSION = 5
 MAX_TRUNCATED_SHARE = 0.05  # examples that may lose their system message before a run refuses to train
+
+
+def distributed(settings: Settings):
+    """accelerate's process state when this process is one of several launched by `torchrun` or `accelerate
+    launch` (WORLD_SIZE > 1; gloo on CPUs, NCCL on GPUs), else None. Every process trains the same stream, each on
+    its share of every step's examples (`step_shape`); the first one writes the artifact."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState(cpu=settings.models.device == "cpu")
 
 
 class TrainingDataError(ValueError):
@@ -288,7 +300,10 @@ def _dir_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-MEMORY_ONLY = {"mmap_threshold_kib"}  # lora settings that change where tensors live, never the weights trained
+MEMORY_ONLY = {
+    "mmap_threshold_kib",
+    "size_batches_to_memory",
+}  # lora settings that change where tensors live, never the weights trained
 BY_GROUP = {"learning_rate_by_group", "epochs_by_group"}  # resolved into learning_rate and epochs per adapter
 
 
@@ -297,6 +312,8 @@ def hyperparameters(settings: Settings, kind: Kind, group: str | None = None) ->
     ones this adapter trains with (`LoraSettings.for_group`), so a value set for another group retrains nothing."""
     lora = settings.lora.for_group(kind.name, group).model_dump(exclude=MEMORY_ONLY | BY_GROUP)
     params = {"lora": lora, "seed": settings.generation.seed}  # the shared training loop
+    if mixed_precision(settings):  # bf16 autocast learns other weights than float32 (absent: float32, as before)
+        params["precision"] = mixed_precision(settings)
     if kind.needs_index:
         params["retrieval"] = settings.retrieval.model_dump(exclude={"embed_batch_size"})
         params["embedder"] = settings.models.embedder
@@ -480,7 +497,13 @@ def train_artifact(
     train_model, learning_rate = trainable_model(kind, model, settings)
     label = f"{kind.name}/{group}" if group else kind.name
     folder.parent.mkdir(parents=True, exist_ok=True)
-    work = folders.new_build(folder)  # checkpoints in it, the artifact saved into it, then swapped in whole
+    state = distributed(settings)
+    main = state is None or state.is_main_process
+    work = folders.new_build(folder) if main else None  # checkpoints, then the artifact, then swapped in whole
+    if state is not None:  # one build folder for all: the checkpoint the best model is loaded back from is shared
+        from accelerate.utils import broadcast_object_list
+
+        work = Path(broadcast_object_list([str(work)])[0])
     try:
         outcome = _run_trainer(
             settings, label, train_model, tokenizer, stream, val_tok, learning_rate, work, progress, should_stop,
@@ -488,6 +511,9 @@ def train_artifact(
         )  # fmt: skip
         if outcome["cancelled"]:
             raise TrainingCancelled(f"training {label} was cancelled; the stored artifact (if any) is unchanged")
+        if not main:  # the first process writes and swaps in the artifact; the others return what it stored
+            state.wait_for_everyone()
+            return TrainResult(kind.name, folder, adapters.stored_manifest(folder), False, group, replicate)
         out = work
         shutil.rmtree(work / "checkpoints", ignore_errors=True)  # the best one is loaded back; not part of the artifact
         train_model.save_pretrained(out, safe_serialization=True)
@@ -525,8 +551,11 @@ def train_artifact(
         manifest.write(out)  # last: a temp folder with a manifest is a complete artifact
         folders.swap_in(out, folder)
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        if main:
+            shutil.rmtree(work, ignore_errors=True)
         raise
+    if state is not None:
+        state.wait_for_everyone()
     return TrainResult(kind.name, folder, manifest, reused=False, group=group, replicate=replicate)
 
 
@@ -557,16 +586,22 @@ class ReplyLogitsTrainer(Trainer):
         if num_items_in_batch is None and labels is not None:  # counted here so every sub-batch divides by it
             num_items_in_batch = (labels[:, 1:] != -100).sum() * self.current_gradient_accumulation_steps
         loss = None
-        for part in split_batch(inputs, self.max_batch_tokens):
+        parts = split_batch(inputs, self.max_batch_tokens)
+        for i, part in enumerate(parts):
             every = 1 if self.checkpoint_every_step else checkpoint_interval(part, self.max_batch_tokens)
-            with activation_checkpointing(model, every):
+            # Under DDP the gradients are averaged once per step, after its last sub-batch: processes split
+            # their examples into different numbers of sub-batches, and every all-reduce must meet its peers.
+            last = i == len(parts) - 1
+            with activation_checkpointing(model, every), contextlib.nullcontext() if last else no_sync(model):
                 part_loss = super().training_step(model, part, num_items_in_batch)
             loss = part_loss if loss is None else loss + part_loss
         return loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.get("labels")
-        parts = decoder_and_head(model)
+        # A DistributedDataParallel wrapper only syncs gradients of a forward it ran itself, so under DDP the
+        # model runs whole (the LM head over every position, the model's own loss, scaled as the Trainer scales).
+        parts = None if isinstance(model, torch.nn.parallel.DistributedDataParallel) else decoder_and_head(model)
         if labels is None or parts is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         decoder, head = parts
@@ -581,6 +616,11 @@ class ReplyLogitsTrainer(Trainer):
         else:  # validation: this batch's mean
             loss = loss / where.sum().clamp(min=1)
         return (loss, {"loss": loss}) if return_outputs else loss
+
+
+def no_sync(model):
+    """DDP's `no_sync` (gradients kept local until a pass outside it), or nothing for a model trained alone."""
+    return model.no_sync() if isinstance(model, torch.nn.parallel.DistributedDataParallel) else contextlib.nullcontext()
 
 
 LOSS_CHUNK_TOKENS = 512  # positions per LM-head chunk: 512 x 49,152 float32 logits = 100 MB, freed before the next
@@ -646,6 +686,7 @@ def checkpoint_interval(part: dict, max_tokens: int | None) -> int | None:
 @contextlib.contextmanager
 def activation_checkpointing(model, every_n_layers: int | None):
     """Activation checkpointing on every n-th decoder layer for the duration (None: off), unless already on."""
+    model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     supported = getattr(inner, "supports_gradient_checkpointing", False)
     if every_n_layers is None or not supported or inner.is_activation_checkpointing:
@@ -668,6 +709,72 @@ def step_shape(stream_len: int, batch_size: int, grad_accum: int, min_steps: int
     return per_device, math.ceil(effective / per_device)
 
 
+def process_share(per_device: int, accum: int, processes: int) -> tuple[int, int]:
+    """(examples per process per device step, accumulation steps) so that `processes` data-parallel processes
+    make the update one process makes with `per_device` x `accum` examples: each takes its share of every step's
+    examples, or of its accumulation steps. Where neither divides, each process takes a rounded-up share and an
+    update holds a few more examples (the loss is still the mean over every reply token of the update)."""
+    if processes <= 1:
+        return per_device, accum
+    if per_device % processes == 0:
+        return per_device // processes, accum
+    if accum % processes == 0:
+        return per_device, accum // processes
+    log.warning("%d processes cannot share a step of %d x %d examples evenly: each takes %d", processes,
+                per_device, accum, math.ceil(per_device / processes))  # fmt: skip
+    return math.ceil(per_device / processes), accum
+
+
+def padded_for_processes(stream: list[Tokenized], multiple: int, token: int) -> list[Tokenized]:
+    """The stream filled up to a multiple of a step's examples across processes with one-token examples that
+    learn nothing (label -100): a short last step would otherwise be filled with the stream's first examples
+    (accelerate's even batches), and the update would no longer be the one process's."""
+    filler = Tokenized([token], [-100], "pad:processes")
+    return stream + [filler] * (-len(stream) % multiple)
+
+
+def mixed_precision(settings: Settings) -> str | None:
+    """'bf16' on a CUDA device that computes in bfloat16 (autocast; the weights and the optimizer stay float32),
+    else None: CPUs without AVX512-BF16 ran bf16 matmuls ~300x slower, so CPU training stays float32."""
+    device = settings.models.device
+    if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return None
+
+
+ACTIVATION_FLOATS = 30  # per token, layer and hidden unit kept for the backward pass: SmolLM2-135M (30 layers x
+# 576) held 1.5-2 MiB per token in float32 (22.8-30.3 floats), so the upper end leaves room for the allocator
+OPTIMIZER_BYTES = 16  # per trainable parameter: float32 weight, gradient and AdamW's two moments
+
+
+def batch_tokens_for_memory(free_bytes: int, config, total_params: int, trainable_params: int,
+                            activation_bytes: int = 4, headroom: float = 0.8, most: int = 65536) -> int:  # fmt: skip
+    """The largest `lora.max_batch_tokens` (a multiple of 64) whose pass fits `headroom` of a device's free
+    memory: what is left after the weights (float32) and the trainable parameters' gradients and optimizer state,
+    at `ACTIVATION_FLOATS` x layers x hidden size activations per token (2 bytes each under bf16 autocast).
+
+    Example:
+        >>> # bf16, LoRA r16 on every linear layer: SmolLM2-135M with 80 GiB free: 65536 (the cap); SmolLM2-1.7B
+        >>> # with 24 GiB free: 4544; Llama-3.1-8B with 80 GiB free: 4544
+    """
+    fixed = 4 * total_params + OPTIMIZER_BYTES * trainable_params
+    per_token = ACTIVATION_FLOATS * config.num_hidden_layers * config.hidden_size * activation_bytes
+    tokens = int((headroom * free_bytes - fixed) // per_token) // 64 * 64
+    if tokens < 64:
+        raise TrainingDataError(
+            f"the device has {free_bytes / 2**30:.1f} GiB free, too little for this model's weights and optimizer "
+            f"state ({fixed / 2**30:.1f} GiB) plus a 64-token pass: free memory, or turn off lora.size_batches_to_memory"
+        )
+    return min(tokens, most)
+
+
+def device_free_bytes(device: str) -> int | None:
+    """Free memory of a CUDA device now (torch.cuda.mem_get_info), or None for a CPU or another device."""
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return None
+    return int(torch.cuda.mem_get_info(torch.device(device))[0])
+
+
 def _run_trainer(settings, kind, model, tokenizer, stream, val, learning_rate, work, progress, should_stop, show_bar):
     from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, PrinterCallback, TrainingArguments
 
@@ -676,13 +783,26 @@ def _run_trainer(settings, kind, model, tokenizer, stream, val, learning_rate, w
         raise TrainingDataError(f"the {kind} training stream is empty (token budget 0 or no examples)")
     per_device, accum = step_shape(len(stream), lora.batch_size, lora.grad_accum, lora.min_steps)
     steps = math.ceil(len(stream) / (per_device * accum))
+    state = distributed(settings)
+    per_process, accum = process_share(per_device, accum, state.num_processes if state else 1)
+    if state is not None and len(stream) % (per_process * state.num_processes):  # see `padded_for_processes`
+        stream = padded_for_processes(stream, per_process * state.num_processes, tokenizer.eos_token_id)
+    precision = mixed_precision(settings)
+    max_batch_tokens = lora.max_batch_tokens
+    free = device_free_bytes(settings.models.device) if lora.size_batches_to_memory else None
+    if free is not None:
+        params = list(model.parameters())
+        max_batch_tokens = batch_tokens_for_memory(
+            free, model.config, sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad),
+            activation_bytes=2 if precision else 4,
+        )  # fmt: skip
     longest_val = max((len(t.input_ids) for t in val), default=1)  # validation batches fit the token budget too
-    eval_batch = max(1, min(per_device, lora.max_batch_tokens // longest_val))
+    eval_batch = max(1, min(per_process, max_batch_tokens // longest_val))
     eval_steps = max(1, math.ceil(steps / lora.evals_per_run))
     validate = bool(val) and steps > 1
     args = TrainingArguments(
         output_dir=str(work / "checkpoints"),
-        per_device_train_batch_size=per_device,
+        per_device_train_batch_size=per_process,
         per_device_eval_batch_size=eval_batch,
         gradient_accumulation_steps=accum,
         learning_rate=learning_rate,
@@ -708,6 +828,7 @@ def _run_trainer(settings, kind, model, tokenizer, stream, val, learning_rate, w
         report_to="none",
         disable_tqdm=True,
         use_cpu=settings.models.device == "cpu",
+        bf16=precision == "bf16",
         seed=settings.generation.seed,
         data_seed=settings.generation.seed,
         dataloader_num_workers=0,
@@ -723,7 +844,7 @@ def _run_trainer(settings, kind, model, tokenizer, stream, val, learning_rate, w
         eval_dataset=[t.as_features() for t in val] if val else None,
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
         callbacks=callbacks,
-        max_batch_tokens=lora.max_batch_tokens,
+        max_batch_tokens=max_batch_tokens,
         checkpoint_every_step=lora.gradient_checkpointing,
     )
     trainer.remove_callback(PrinterCallback)  # our callback reports progress; raw log dicts would flood stdout
@@ -763,7 +884,10 @@ def _run_trainer(settings, kind, model, tokenizer, stream, val, learning_rate, w
             "peak_rss_mib": round(rss_mib("VmHWM"), 1),
         },
         "memory": {
-            "max_batch_tokens": lora.max_batch_tokens,
+            "max_batch_tokens": max_batch_tokens,
+            "device_free_bytes": free,
+            "processes": state.num_processes if state else 1,
+            "precision": precision or "float32",
             "gradient_checkpointing": lora.gradient_checkpointing,
             "rss_mib_per_step": callback.rss_mib,
         },  # fmt: skip

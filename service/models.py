@@ -118,6 +118,14 @@ def set_torch_threads(models: ModelSettings) -> None:
         )
 
 
+def torch_device(models: ModelSettings) -> str:
+    """The device this process loads models on: `models.device`, where 'cuda' means this process's own GPU
+    (LOCAL_RANK) when `torchrun` or `accelerate launch` started one process per GPU."""
+    if models.device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return models.device
+
+
 def load_generator(models: ModelSettings, artifact_dir: Path):
     """Load (model, tokenizer, model_id) for generation, converting a GGUF once."""
 
@@ -144,7 +152,7 @@ def _load_generator(source: GeneratorSource, models: ModelSettings, artifact_dir
             "A hub id needs network access or a filled Hugging Face cache; otherwise point "
             "RAGFT_MODELS__GENERATOR at a local folder."
         ) from exc
-    model.to(models.device).eval()
+    model.to(torch_device(models)).eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer, source.model_id
@@ -219,7 +227,7 @@ def load_embedder(models: ModelSettings):
     path = resolve_embedder(models)
     try:
         with LOADING:
-            return SentenceTransformer(path, device=models.device)
+            return SentenceTransformer(path, device=torch_device(models))
     except OSError as exc:
         raise ModelNotFound(
             f"Could not load embedder '{models.embedder}' from '{path}': {exc}. "

@@ -45,7 +45,12 @@ class ModelSettings(BaseModel):
         EMBEDDED_EMBEDDER,
         description="Sentence-transformers embedder: 'embedded:all-minilm-l6-v2', a folder or a hub id.",
     )
-    device: str = Field("cpu", description="torch device for both models: 'cpu', 'cuda', 'cuda:1', 'mps'.")
+    device: str = Field(
+        "cpu",
+        description="torch device for both models: 'cpu', 'cuda', 'cuda:1', 'mps', or 'auto' (CUDA where torch "
+        "sees a GPU, else the CPU; resolved when the settings are read). On CUDA, training computes in bf16 where "
+        "the GPU supports it.",
+    )
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
         "float32",
         description="Compute dtype of the generator. float32 on CPUs: bf16 matmuls run ~300x slower without AVX512-BF16.",
@@ -120,6 +125,15 @@ class ModelSettings(BaseModel):
         "converts again (514 MB float32), so older ones are deleted past this many, newest kept; in memory only "
         "the newest conversion of each artifact stays loaded.",
     )
+
+    @field_validator("device")
+    @classmethod
+    def _resolve_auto_device(cls, device: str) -> str:
+        if device != "auto":
+            return device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
     @model_validator(mode="after")
     def _float16_needs_cuda(self) -> ModelSettings:
@@ -294,6 +308,12 @@ class LoraSettings(BaseModel):
         "costs kernel time, since every mapping is zero-filled again: on 300 short documents 256 KiB peaked at 2.1 "
         "GB at 89 tokens/s (a third of the CPU time in page faults), 4096 at 2.7 GB at 117 tokens/s; the weights "
         "and the loss are the same either way.",
+    )
+    size_batches_to_memory: bool = Field(
+        False,
+        description="On a CUDA device, replace max_batch_tokens by the largest pass that fits 80% of the device's "
+        "free memory after the weights and optimizer state (service/finetune.py batch_tokens_for_memory); the "
+        "update is the same either way, so not part of the reuse key. Ignored on a CPU.",
     )
     gradient_checkpointing: bool = Field(
         False,
