@@ -147,3 +147,22 @@ def test_a_chunked_body_over_the_limit_is_413_too(keyed):
     r = keyed.post("/v1/query", content=chunks(), headers={"Authorization": f"Bearer {KEY}",
                                                            "content-type": "application/json"})  # fmt: skip
     assert r.status_code == 413 and "api.max_body_bytes" in r.text
+
+
+def test_metrics_count_curve_jobs_and_never_wait_for_the_database(settings, corpus, monkeypatch):
+    """ragft_jobs had no curve kind, and a scrape counted jobs in SQLite under the store's lock inside the event
+    loop: a busy database stalled every request. It reads the worker's snapshot now."""
+    from service.app.api.job_store import JobStore
+
+    client = TestClient(create_app(settings, corpus))  # no lifespan: the curve stays queued
+    assert client.post("/v1/curves", json={"arms": ["lora"], "limit": 1}).status_code == 202
+    assert 'ragft_jobs{kind="curve",status="queued"} 1.0' in client.get("/metrics").text
+
+    def stuck(self):
+        time.sleep(5)  # a database held by a long write
+        return {}
+
+    monkeypatch.setattr(JobStore, "job_counts", stuck)
+    started = time.perf_counter()
+    text = client.get("/metrics").text
+    assert time.perf_counter() - started < 2 and 'ragft_jobs{kind="curve",status="queued"} 1.0' in text
