@@ -350,12 +350,21 @@ class _Known:
         return False
 
 
+def _lines(text: str) -> Iterator[str]:
+    """The text's lines, a line longer than a passage cut after its sentences (a document with no line breaks)."""
+    for line in text.splitlines(keepends=True):
+        if len(line) <= PASSAGE_CHARS:
+            yield line
+        else:
+            yield from (s + " " for s in re.split(r"(?<=[.!?])\s+", line))
+
+
 def _passages(documents: list[Document], rng: random.Random) -> Iterator[tuple[Document, str]]:
     """Windows of about PASSAGE_CHARS of each document on line boundaries, documents taken in turn (seeded)."""
     windows: list[list[tuple[Document, str]]] = []
     for d in documents:
         chunks, current = [], ""
-        for line in d.text.splitlines(keepends=True):
+        for line in _lines(d.text):
             if len(current) + len(line) > PASSAGE_CHARS and current.strip():
                 chunks.append(current)
                 current = ""
@@ -396,7 +405,8 @@ def knowledge_rows(
     if _squash(span) not in known.squashed[doc.doc_id]:
         return [], "span_not_in_document"
     said = canonical(answer)
-    if not (_squash(answer) in _squash(span) or (said and f" {said} " in f" {canonical(span)} ")):
+    quoted = re.search(rf"(?<!\w){re.escape(_squash(answer))}(?!\w)", _squash(span))  # "2" is not in "2024"
+    if not (quoted or (said and f" {said} " in f" {canonical(span)} ")):
         return [], "answer_not_in_span"
     if answer.lower() not in doc.text.lower():
         return [], "answer_not_in_document"  # e.g. broken across lines: the audit looks for it as written

@@ -293,6 +293,15 @@ def test_near_misses_vary_a_real_name_once_each_and_never_a_date():
     assert ("Larkspur Freight", "Larkspur Labs") in pairs  # two real names crossed
 
 
+def test_passages_cut_a_document_without_line_breaks():
+    from eval.generation_rows import PASSAGE_CHARS, _passages
+    from service.documents import Document
+
+    text = " ".join(f"Sentence {i} says the unit weighs {i} grams." for i in range(400))  # one line, 16,000 chars
+    windows = [w for _, w in _passages([Document("d", text, "d")], random.Random(0))]
+    assert len(windows) > 5 and max(len(w) for w in windows) <= PASSAGE_CHARS + 60
+
+
 def test_a_budget_stops_the_run_and_says_which(corpus, endpoint):
     report = generate_rows(corpus, {"knowledge": 50}, OpenAIGenerator(endpoint, "scripted"), Budget(tokens=200))
     assert report.stopped == "token budget of 200 reached (300 used)" or report.stopped.startswith("token budget")
