@@ -590,7 +590,8 @@ async function reviewPage() {
   }
 
   document.onkeydown = (event) => {
-    if (!location.pathname.startsWith("/ui/review") || event.target === name) return;
+    if (!location.pathname.startsWith("/ui/review") || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (!state.editing && event.target.matches("input, select, textarea:not([readonly])")) return; // typing a name or key
     if (state.editing) {
       if (event.key === "Escape") { state.editing = false; render(); }
       else if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); act(state.current, "edit"); }
