@@ -293,6 +293,25 @@ def test_near_misses_vary_a_real_name_once_each_and_never_a_date():
     assert ("Larkspur Freight", "Larkspur Labs") in pairs  # two real names crossed
 
 
+def test_behaviour_items_for_a_json_schema_must_satisfy_it_and_be_new():
+    from eval.generation_rows import _Known, behaviour_row
+
+    schema = {"type": "object", "properties": {"priority": {"enum": ["low", "high"]}}, "required": ["priority"],
+              "additionalProperties": False}  # fmt: skip
+    seed = TaskRow.model_validate({"id": "b1", "family": "behaviour", "split": "train", "kind": "ticket_json",
+                                   "instruction": "Triage.", "input": "The printer in room 4 is on fire",
+                                   "schema": schema, "expected": {"priority": "high"}})  # fmt: skip
+    known = _Known([], [seed])
+    rows, reason = behaviour_row(
+        {"input": "Toner is low on floor 2", "expected": {"priority": "low"}}, seed, known, "m"
+    )
+    assert reason is None and rows[0].expected == {"priority": "low"} and rows[0].kind == "ticket_json"
+    assert behaviour_row({"input": "Paper jam", "expected": {"priority": "urgent"}}, seed, known, "m")[1] == (
+        "expected_fails_schema")  # fmt: skip
+    assert behaviour_row({"input": "The printer in room 9 is on fire", "expected": {"priority": "high"}}, seed,
+                         known, "m")[1] == "near_duplicate"  # another number in the same template  # fmt: skip
+
+
 def test_passages_cut_a_document_without_line_breaks():
     from eval.generation_rows import PASSAGE_CHARS, _passages
     from service.documents import Document
