@@ -9,7 +9,7 @@ the one the report prints at the end.
 
 Example:
     >>> # watch = FamilyWatch(spec.families, chosen, [("base", 0), ("rag", 0)])
-    >>> # for family in watch.completed(done): results = family_results(settings, spec, chosen, family, answers)
+    >>> # ready = watch.completed(done); results = family_results(settings, spec, chosen, ready, answers)
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ Answered = tuple[str, str, str]  # (stored arm, phase, row id)
 @dataclass(frozen=True)
 class FamilyAnswered:
     """A report family every arm of a stage has answered: `final` when that is every arm of the run, else the
-    untrained arms only (provisional figures). `results` is results.json's shape with this family alone."""
+    untrained arms only (provisional figures). `results` is results.json's shape with this family (and any that
+    completed with it)."""
 
     family: str
     arms: tuple[str, ...]  # the arms whose answers the figures read
@@ -68,27 +69,28 @@ class FamilyWatch:
 
 
 def family_results(
-    settings: Settings, spec: RunSpec, chosen: dict[str, list[TaskRow]], family: str, answers: list[Prediction]
+    settings: Settings, spec: RunSpec, chosen: dict[str, list[TaskRow]], families: list[str], answers: list[Prediction]
 ) -> dict:
-    """results.json for `family` alone from `answers` (any arms), scored as `build_results` scores a stored run:
+    """results.json for `families` alone from `answers` (any arms), scored as `build_results` scores a stored run:
     intervals, pairwise tests, the chance baseline and the verdict among the arms that answered. Judge-free and
-    without the embedder (no headline reads either)."""
-    rows = family_rows(family, chosen)
+    without the embedder (no headline reads either). Families that complete together are scored in one call."""
+    rows = [r for f in families for r in family_rows(f, chosen)]
     ids = {r.id for r in rows}
     mine = [p for p in answers if p.row_id in ids]
     answered = {replicated_arm(p.arm) for p in mine}
     arms = [a for a in spec.arms if a in answered]
-    sub = spec.model_copy(update={"arms": arms, "families": [family], "run_id": None})
+    sub = spec.model_copy(update={"arms": arms, "families": families, "run_id": None})
     # no judge (a request per answer) and no strata breakdown: what the printed verdict reads is the same
     quiet = settings.model_copy(update={"eval": settings.eval.model_copy(update={"judge_base_url": None,
                                                                                  "strata_field": None})})  # fmt: skip
+    row_families = dict.fromkeys(rf for f in families for rf in FAMILIES[f].row_families)
     with tempfile.TemporaryDirectory(prefix="ragft-family-") as tmp:
         store = Store(Path(tmp) / "family.sqlite3")
         try:
             store.create_run("family", Path(spec.corpus).resolve().name, {"spec": sub.model_dump(mode="json"),
                                                                           "settings": {}})  # fmt: skip
             store.update_meta("family", rows={rf: [r.id for r in chosen.get(rf, []) if r.id in ids]
-                                              for rf in FAMILIES[family].row_families})  # fmt: skip
+                                              for rf in row_families})  # fmt: skip
             store.add_predictions("family", mine)
             return build_results(store, "family", quiet)
         finally:

@@ -244,14 +244,17 @@ def run_eval(
     def tell(watch: FamilyWatch, done: set, answers: list[Prediction], final: bool) -> None:
         if on_family is None:
             return
-        for family in watch.completed(done):
-            arms = tuple(dict.fromkeys(a for a, _ in (answerers if final else early)))
-            waiting = tuple(a for a in spec.arms if a not in arms)
-            try:
-                results = family_results(settings, spec, chosen, family, answers)
-            except Exception:  # figures shown early are a courtesy: the report at the end still has them all
-                log.warning("could not score %s early; the report will show it", family, exc_info=True)
-                continue
+        ready = watch.completed(done)
+        if not ready:
+            return
+        arms = tuple(dict.fromkeys(a for a, _ in (answerers if final else early)))
+        waiting = tuple(a for a in spec.arms if a not in arms)
+        try:
+            results = family_results(settings, spec, chosen, ready, answers)
+        except Exception:  # figures shown early are a courtesy: the report at the end still has them all
+            log.warning("could not score %s early; the report will show it", ", ".join(ready), exc_info=True)
+            return
+        for family in ready:
             on_family(FamilyAnswered(family, arms, waiting, final, results))
 
     store = Store(settings.database)

@@ -293,7 +293,8 @@ def _progress_printer(settings: Settings | None = None, spec=None):
         clock = f"[{time.perf_counter() - state['start']:6.0f}s]"
         if event.final:
             for v in verdict_rows(event.results):
-                typer.secho(f"{clock} final  {_verdict_line(v)}", bold=True)
+                if v["family"] == event.family:
+                    typer.secho(f"{clock} final  {_verdict_line(v)}", bold=True)
             return
         block = event.results["families"][event.family]
         labels = event.results["arms"]
