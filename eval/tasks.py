@@ -236,6 +236,16 @@ def counted_rows(rows: list[TaskRow], include_unreviewed: bool = False) -> list[
     return [r for r in kept if r.paraphrase_of is None or r.paraphrase_of in ids]
 
 
+def unreviewed_note(rows: list[TaskRow]) -> str | None:
+    """The line a report puts first when the rows it scored include generated rows no person has reviewed
+    (`--include-unreviewed`), else None."""
+    pending = sum(r.review is not None and r.review.status == "pending" for r in rows)
+    if not pending:
+        return None
+    return (f"Unreviewed rows: {pending} of the {len(rows)} rows counted were generated and not yet reviewed "
+            "(--include-unreviewed); review them (ragft corpus review) before trusting a verdict.")  # fmt: skip
+
+
 def row_origin(row: TaskRow) -> str:
     """Where a row came from, for reports: 'generated, accepted' / 'generated, edited' / 'generated, pending',
     'imported' (ragft corpus init) or 'written'."""

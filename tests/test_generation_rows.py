@@ -7,6 +7,7 @@ import json
 import random
 import re
 import threading
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from eval.generation_rows import (
     review_items,
     write_generated,
 )
-from eval.tasks import TaskRow, check_corpus, load_tasks, row_origin
+from eval.tasks import TaskRow, check_corpus, load_tasks, row_origin, unreviewed_note
 from service.app.cli import app
 
 FILES = Path(__file__).parent / "data" / "team_files"
@@ -406,6 +407,11 @@ def test_review_decisions_change_what_a_run_counts(generated):
     assert rows[rejected.item].review.status == "rejected" and rows[accepted.item].generated.span == span
     assert {r.id for r in load_tasks(generated)} >= {accepted.item, edited.item}
     assert rejected.item not in {r.id for r in load_tasks(generated, include_unreviewed=True)}
+    assert unreviewed_note(load_tasks(generated)) is None
+    note = unreviewed_note(load_tasks(generated, include_unreviewed=True))
+    assert note.startswith("Unreviewed rows: 2 of the ") and "--include-unreviewed" in note
+    origins = Counter(row_origin(r) for r in load_tasks(generated, include_unreviewed=True))
+    assert origins["generated, accepted"] == 2 and origins["generated, edited"] == 2 and origins["imported"] > 0
     audit = {c.name: c for c in audit_corpus(generated).checks}  # a corpus this small fails others: not our rows
     assert not check_corpus(generated)[1] and audit["generated_leaks"].passed and audit["answers_in_sources"].passed
 
