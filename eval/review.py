@@ -149,6 +149,6 @@ def publish_reviewed(settings: Settings, run_id: str, embed=None) -> tuple[dict,
     finally:
         store.close()
     results["review"] = review_summary(reviews) | {
-        "measured_report": str(Path(settings.eval.reports_dir) / run_id / "report.html")
+        "measured_report": f"../../{run_id}/report.html"  # from the reviewed report's folder: no server path in it
     }
     return results, write_report(results, reviewed_dir(settings))

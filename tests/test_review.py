@@ -41,6 +41,9 @@ def test_the_reviewed_report_uses_marks_and_the_measured_one_stays(stored_runs):
     )
     assert "Ada (3), Grace (1)" in (folder / "report.html").read_text()
     assert measured_path.read_text() == measured  # measured results untouched
+    measured_report = (folder / results["review"]["measured_report"]).resolve()  # relative: no server path in it
+    assert measured_report == (settings.eval.reports_dir / "priced-b" / "report.html").resolve()
+    assert str(settings.eval.reports_dir) not in json.dumps(json.loads((folder / "results.json").read_text())["review"])
     assert json.loads(measured)["families"]["knowledge"]["arms"]["base"]["answer_contained"]["value"] == 0.0
 
 
