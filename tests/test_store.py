@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -93,3 +94,26 @@ def test_the_database_is_private_to_its_user(tmp_path):
     assert {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "data").iterdir()} == {
         "db.sqlite3": 0o600, "db.sqlite3-wal": 0o600, "db.sqlite3-shm": 0o600
     }  # fmt: skip
+
+
+def test_the_answer_cache_keeps_answers_by_key_and_older_databases_gain_the_reused_column(tmp_path):
+    from eval.store import CachedAnswer
+
+    path = tmp_path / "db.sqlite3"
+    with sqlite3.connect(path) as conn:  # a database from before the answer cache
+        conn.executescript(
+            "CREATE TABLE predictions (run_id TEXT, arm TEXT, row_id TEXT, phase TEXT, prediction TEXT, passages TEXT,"
+            " prompt_tokens INTEGER, generated_tokens INTEGER, latency_ms REAL, retrieval_ms REAL, batch_size INTEGER,"
+            " machine_ms REAL, PRIMARY KEY (run_id, arm, row_id, phase));"
+            "INSERT INTO predictions VALUES ('r0', 'base', 'k1', 'main', 'old', '[]', 3, 2, 10.0, 0.0, 1, 10.0);"
+        )
+    store = Store(path)
+    assert store.predictions("r0")[0].reused is False and store.reused("r0") == 0
+    store.create_run("r1", "c", {})
+    store.add_predictions("r1", [prediction("k1"), dataclasses.replace(prediction("k2"), reused=True)])
+    assert store.reused("r1") == 1 and [p.reused for p in store.predictions("r1")] == [False, True]
+    answers = {f"key{i}": CachedAnswer(f"answer {i}", 10, 3, 120.0, 4, 30.0) for i in range(1200)}
+    store.cache_answers([(k, "base:abc", a) for k, a in answers.items()])
+    assert store.cached_answers([*answers, "unknown"]) == answers  # more keys than one statement binds
+    store.cache_answers([("key0", "base:abc", CachedAnswer("newer", 10, 1, 50.0, 1, 50.0))])
+    assert store.cached_answers(["key0"])["key0"].text == "newer"
