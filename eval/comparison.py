@@ -1,12 +1,18 @@
 """Two runs side by side: per family and arm the paired change of the headline on the rows both runs answered,
 with its interval and Holm-adjusted p-value (the report's tests, `eval.stats.compare`: exact McNemar for 0/1 scores
-on independent rows, the cluster sign-flip test where rows share a document or template, a paired bootstrap
-otherwise), and which changes are significant drops (regressions, for CI gating). Holm spans every change of the
-comparison on purpose: the gate is one decision ("did anything drop?") over all families.
+on independent rows, the cluster sign-flip test where rows share a document or template, the sign-flip test for
+graded scores), and the CI gate.
+
+The gate asks "did any headline drop by more than the margin?" and passes only when every headline of the later
+run is *shown* within the family's margin of the earlier run's (`stats.non_inferiority_p`, Tango's score test for
+0/1 scores, one-sided at 5%). Passing needs every one of those tests, so it is an intersection-union test (Berger
+1982) and needs no multiplicity adjustment. A gate on a significant drop passed whenever the rows were too few to
+show one (4 rows worse of 40 never fail Holm over ~40 tests); this one fails then, and says how many rows would
+settle it. Significant drops (Holm over every change) are still printed, as information.
 
 Example:
     >>> # changes = headline_changes(score_run(store, a, settings), score_run(store, b, settings))
-    >>> # [f"{c.family} {c.arm}" for c in changes if c.regression]
+    >>> # [f"{c.family} {c.arm}" for c in changes if not c.held]
 """
 
 from __future__ import annotations
@@ -39,10 +45,18 @@ class HeadlineChange:
     p_value: float | None
     p_holm: float | None
     test: str
+    margin: float | None = None  # how far the headline may drop and still pass the gate
+    within_p: float | None = None  # one-sided p that the later run is at most `margin` worse
+    rows_to_hold: int | None = None  # rows the margin test needs for 80% power at this discordance (0/1 scores)
 
     @property
     def significant(self) -> bool:
         return self.p_holm is not None and self.p_holm < ALPHA
+
+    @property
+    def held(self) -> bool:
+        """The gate's test: the later run is shown at most the margin worse (one-sided, 5%)."""
+        return self.within_p is not None and self.within_p < ALPHA
 
     @property
     def regression(self) -> bool:
@@ -62,8 +76,9 @@ def _num(x: float) -> float | None:
     return None if x is None or math.isnan(x) else round(float(x), 4)
 
 
-def headline_changes(earlier: ScoredRun, later: ScoredRun) -> list[HeadlineChange]:
-    """Every (family, arm) both runs scored, in report order, with Holm-adjusted p-values over all of them."""
+def headline_changes(earlier: ScoredRun, later: ScoredRun, margin: float = 0.10) -> list[HeadlineChange]:
+    """Every (family, arm) both runs scored, in report order, with Holm-adjusted p-values over all of them and the
+    gate's margin test (`margin`: a share of each headline's scale, as the report's flat margin)."""
     va, vb = _headline_values(earlier), _headline_values(later)
     seed = later.spec.seed
     families = [f for f in report_families() if f in earlier.spec.families and f in later.spec.families]
@@ -76,19 +91,45 @@ def headline_changes(earlier: ScoredRun, later: ScoredRun) -> list[HeadlineChang
             common = sorted(set(a_rows) & set(b_rows))
             xa = [float(a_rows[i]) for i in common]
             xb = [float(b_rows[i]) for i in common]
-            c = stats.compare("after", "before", xb, xa, seed, clusters=document_clusters(later.rows, common))
-            raw.append((family, arm, top, xa, xb, c))
-    tested = [c.p_value for *_, c in raw if c.n]  # a (family, arm) with no common rows is no test
+            clusters = document_clusters(later.rows, common)
+            c = stats.compare("after", "before", xb, xa, seed, clusters=clusters)
+            low, high = top.figure_range
+            m = round(margin * (high - low), 4)
+            within = stats.non_inferiority_p(xb, xa, m, seed, higher_is_better=top.higher_is_better,
+                                             clusters=clusters)[0] if common else None  # fmt: skip
+            raw.append((family, arm, top, xa, xb, c, m, within, _rows_to_hold(xa, xb, m, clusters)))
+    tested = [r[5].p_value for r in raw if r[5].n]  # a (family, arm) with no common rows is no test
     adjusted = iter(stats.holm(tested))
     out = []
-    for family, arm, top, xa, xb, c in raw:
+    for family, arm, top, xa, xb, c, m, within, rows in raw:
         p_holm = next(adjusted) if c.n else None
         out.append(HeadlineChange(
             family, arm, top.name, top.higher_is_better, _num(sum(xa) / len(xa)) if xa else None,
             _num(sum(xb) / len(xb)) if xb else None, c.n, _num(c.difference), _num(c.ci_low), _num(c.ci_high),
-            _num(c.p_value) if c.n else None, _num(p_holm), c.test,
+            _num(c.p_value) if c.n else None, _num(p_holm), c.test, m, _num(within), rows,
         ))  # fmt: skip
     return out
+
+
+def _rows_to_hold(before: list[float], after: list[float], margin: float, clusters) -> int | None:
+    """Rows the gate's margin test needs (80% power, one-sided 5%) for two equally good runs at the discordance
+    seen here (at least 5%), times the design effect of clustered rows; None for graded scores."""
+    if not before or not (stats.is_binary(before) and stats.is_binary(after)):
+        return None
+    discordance = max(0.05, sum(a != b for a, b in zip(before, after, strict=True)) / len(before))
+    diffs = [b - a for a, b in zip(before, after, strict=True)]
+    deff = stats.design_effect(diffs, clusters) if clusters is not None else 1.0
+    return stats.rows_for_margin(margin, discordance=discordance, alpha=ALPHA, design_effect=deff)
+
+
+def describe_gate(c: HeadlineChange, earlier: str, later: str) -> str:
+    """One line for a CI log: a headline not shown within the margin, by how much it moved, and what would settle it."""
+    settle = f"; about {c.rows_to_hold} rows would settle it" if c.rows_to_hold and c.rows_to_hold > c.n else ""
+    return (
+        f"NOT SHOWN WITHIN MARGIN {c.family} / {c.arm}: {c.metric} {c.before:.3f} -> {c.after:.3f} "
+        f"({c.difference:+.3f}, margin {c.margin:g}, one-sided p={c.within_p:.3g}, n={c.n}) from {earlier} to "
+        f"{later}{settle}"
+    )
 
 
 def describe_regression(c: HeadlineChange, earlier: str, later: str) -> str:

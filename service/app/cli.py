@@ -481,16 +481,20 @@ def compare(
         bool,
         typer.Option(
             "--fail-on-regression",
-            help="Exit 1 when a headline drops significantly from A to B (paired test on the common rows, "
-            "Holm-adjusted over every family and arm), printing which; for CI.",
+            help="Exit 1 unless every headline of B is shown within the margin of A's (a one-sided non-inferiority "
+            "test per family and arm on the common rows, at 5%), printing each that is not and the rows that would "
+            "settle it; for CI.",
         ),
     ] = False,
+    margin: Annotated[
+        float | None, typer.Option(help="The gate's margin, a share of each headline's scale (default: the report's).")
+    ] = None,
     set_: SetOption = None,
 ) -> None:
     """Show what changed between two runs: headline scores per family and arm, their paired changes, and
     recommendations."""
     from eval.answers import score_run
-    from eval.comparison import describe_regression, headline_changes
+    from eval.comparison import describe_gate, describe_regression, headline_changes
     from eval.report import compare_runs
     from eval.results import build_results
     from eval.store import Store
@@ -500,19 +504,26 @@ def compare(
     try:
         with reported_errors():
             typer.echo(compare_runs(build_results(store, run_a, settings), build_results(store, run_b, settings)))
-            changes = headline_changes(score_run(store, run_a, settings), score_run(store, run_b, settings))
+            changes = headline_changes(score_run(store, run_a, settings), score_run(store, run_b, settings),
+                                       settings.eval.non_inferiority_margin if margin is None else margin)  # fmt: skip
     finally:
         store.close()
-    typer.echo("\npaired change on the rows both runs scored (B minus A, 95% CI, Holm-adjusted p):")
+    typer.echo("\npaired change on the rows both runs scored (B minus A, 95% CI, Holm-adjusted p; gate: B shown "
+               "within the margin of A, one-sided p):")  # fmt: skip
     for c in changes:
         interval = f"[{c.ci_low:+.3f}, {c.ci_high:+.3f}]" if c.ci_low is not None else "-"
         change = f"{c.difference:+.3f}" if c.difference is not None else "n/a"
         p = f"{c.p_holm:.3g}" if c.p_holm is not None else "-"
+        gate = "held" if c.held else "NOT SHOWN" if c.within_p is not None else "-"
+        within = f"{c.within_p:.3g}" if c.within_p is not None else "-"
         mark = "  REGRESSION" if c.regression else ""
-        typer.echo(f"  {c.family:20s} {c.arm:10s} {change:>7s} {interval:18s} p={p:6s} n={c.n}{mark}")
-    regressions = [c for c in changes if c.regression]
-    if fail_on_regression and regressions:
-        for c in regressions:
+        typer.echo(f"  {c.family:20s} {c.arm:10s} {change:>7s} {interval:18s} p={p:6s} n={c.n:<5d} "
+                   f"gate {gate} (p={within}){mark}")  # fmt: skip
+    failing = [c for c in changes if c.within_p is not None and not c.held]
+    if fail_on_regression and failing:
+        for c in failing:
+            typer.secho(describe_gate(c, run_a, run_b), fg=typer.colors.RED, err=True)
+        for c in (c for c in changes if c.regression):
             typer.secho(describe_regression(c, run_a, run_b), fg=typer.colors.RED, err=True)
         raise typer.Exit(code=1)
 
