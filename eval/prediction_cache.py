@@ -11,8 +11,9 @@ edit answers that row again and reuses every other answer; a curve's reference a
 
 What the key leaves out, on purpose: the other prompts of the batch. A batched engine's answer can depend on the
 prompts beside it (padding; CTranslate2 forwards a batch only up to its shortest prompt), so a reused answer is the
-one its prompt got in the batch it was first answered in. Runs that share no answers (a cold run) form the same
-batches as before the cache existed, and answer identically.
+one its prompt got in the batch it was first answered in. A run reads only answers made before it started, so a
+run that finds nothing cached (a cold one) forms the batches it formed before the cache existed, and gives the same
+answers. Entries are never evicted: an answer takes a few hundred bytes in the results database.
 
 The cache sits where prompts become answers: `CachingRuntime` hands `service.arms.answer` a generator that looks
 each prompt up and sends only the rest to the arm's real generator.
