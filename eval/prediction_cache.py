@@ -11,7 +11,7 @@ edit answers that row again and reuses every other answer; a curve's reference a
 
 What the key leaves out, on purpose: the other prompts of the batch. A batched engine's answer can depend on the
 prompts beside it (padding; CTranslate2 forwards a batch only up to its shortest prompt), so a reused answer is the
-one its prompt got in the batch it was first answered in. A run reads only answers made before it started, so a
+one its prompt got in the batch it was first answered in. A run never reads back an answer it made itself, so a
 run that finds nothing cached (a cold one) forms the batches it formed before the cache existed, and gives the same
 answers. Entries are never evicted: an answer takes a few hundred bytes in the results database.
 
