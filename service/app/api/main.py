@@ -93,8 +93,19 @@ def is_loopback(host: str) -> bool:
 
 
 def check_binding(host: str, settings: Settings, insecure: bool) -> str | None:
-    """Refuse to serve a network interface without API keys; with `insecure`, allow it and return the warning
-    to log. Closed by default: an open API on the network lets anyone edit the corpus and start training."""
+    """Refuse to serve a network interface without API keys, or CORS origins without them (any page on those
+    origins could then read and change everything, as any program on the network could); with `insecure`, allow it
+    and return the warning to log. Closed by default: an open API lets anyone edit the corpus and start training."""
+    if settings.api.cors_origins and not settings.api.keyed:
+        if not insecure:
+            raise ValueError(
+                f"refusing api.cors_origins {settings.api.cors_origins} without API keys: pages on those origins "
+                "could read every stored answer and change the corpus through visitors' browsers. Set "
+                "RAGFT_API__API_KEYS='[\"<random key of 16+ characters>\"]', or drop RAGFT_API__CORS_ORIGINS, or "
+                "pass --insecure to allow it anyway."
+            )
+        if is_loopback(host):
+            return f"INSECURE: CORS open to {settings.api.cors_origins} with no API key (--insecure)"
     if settings.api.keyed or is_loopback(host):
         return None
     if not insecure:

@@ -120,3 +120,13 @@ def test_an_artifact_swap_killed_between_its_renames_is_finished_at_start_up(set
     assert list((root / "rag_lora").iterdir()) == [] or all(
         p.name.endswith(".lock") for p in (root / "rag_lora").iterdir()
     )
+
+
+def test_cors_origins_without_keys_are_refused_unless_insecure(settings, with_api):
+    """Binding an open server to the network was refused; allowing other origins' pages in was not."""
+    cors = with_api(cors_origins=["https://dashboard.example.org"])
+    with pytest.raises(ValueError, match="RAGFT_API__CORS_ORIGINS") as refused:
+        check_binding("127.0.0.1", cors, insecure=False)
+    assert "RAGFT_API__API_KEYS" in str(refused.value) and "--insecure" in str(refused.value)
+    assert "INSECURE" in check_binding("127.0.0.1", cors, insecure=True)
+    assert check_binding("127.0.0.1", with_api(api_keys=[KEY], cors_origins=["https://a.example"]), False) is None
