@@ -111,3 +111,17 @@ def test_untrained_arms_figures_come_first_and_each_verdict_when_its_family_is_a
         assert early["arms"] == {a: {k: v for k, v in cells.items() if k in early["arms"][a]}
                                  for a, cells in report["families"][e.family]["arms"].items()}  # fmt: skip
     store.close()
+
+
+def test_the_cli_says_how_many_answers_were_reused_and_fresh_reuses_none(ragft, full_corpus):
+    settings, run = ragft
+    args = ["eval", "--corpus", full_corpus, "--arms", "base,rag", "--families", "knowledge"]
+    first = run(*args)
+    assert first.exit_code == 0, first.output
+    assert "8 answers: 8 generated, 0 reused from the answer cache\n" in first.stdout
+    edit_row(full_corpus, "k2", "What does a Kestrel K4 router cost?")
+    second = run(*args)
+    assert "8 answers: 2 generated, 6 reused from the answer cache (ragft eval --fresh" in second.stdout
+    fresh = run(*args, "--fresh")
+    assert fresh.exit_code == 0 and "8 answers: 8 generated, 0 reused" in fresh.stdout
+    assert "-fresh-" in fresh.stdout.split("Verdict for run ")[1].split()[0]
