@@ -47,10 +47,12 @@ import jsonschema
 
 from eval.audit import (
     _STOPWORDS,
+    MIN_REAL_ENTITY_SHARE,
     NEAR_DUPLICATE_SIMILARITY,
     _bigrams,
     _in_documents,
     _tokens,
+    about_real_entity,
     invented_mentions,
     mask_entities,
     name_spans,
@@ -482,6 +484,7 @@ PASSAGE_TASKS = {"knowledge": (KNOWLEDGE_PROMPT, KNOWLEDGE_SCHEMA, knowledge_row
 
 
 _NAME_WORDS = re.compile(r"^[A-Z][A-Za-z]")
+_YEAR = re.compile(r"^(1[0-9]|20)\d\d$")
 _CALENDAR = re.compile(r"^(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|mon|tue|wed|thu|fri|sat|sun)", re.I)
 FALLBACK_TEMPLATES = ("What is {e}?", "When was {e} introduced?", "Who developed {e}?", "What is {e} used for?")
 
@@ -495,8 +498,11 @@ def document_entities(documents: list[Document]) -> list[str]:
             for span in name_spans(line):
                 tokens = span.split()
                 numbers = sum(any(c.isdigit() for c in t) for t in tokens)
+                loose = [
+                    t for t in tokens if _YEAR.match(t) or re.fullmatch(r"\d|\d+(st|nd|rd|th)", t)
+                ]  # '(1985)', '2nd'
                 if (1 <= len(tokens) <= 4 and _NAME_WORDS.match(tokens[0]) and numbers <= 1 and len(span) >= 4
-                        and not _CALENDAR.match(tokens[0])):  # fmt: skip
+                        and not _CALENDAR.match(tokens[0]) and not loose):  # fmt: skip
                     counts[span] += 1
     ranked = [e for e, _ in counts.most_common()]
     return sorted(ranked, key=lambda e: not any(c.isdigit() for c in e))  # numbered names make the closest misses
@@ -512,7 +518,7 @@ def near_misses(entities: list[str], known_text: str, rng: random.Random) -> Ite
         candidates = []
         for i, t in enumerate(tokens):
             m = re.search(r"\d+", t)
-            if m and len(m.group()) <= 6 and not (len(m.group()) == 4 and 1000 <= int(m.group()) <= 2100):  # no years
+            if m and len(m.group()) <= 6:
                 digits = m.group()
                 for shift in rng.sample(range(1, 9), 3):
                     new = str((int(digits[0]) + shift) % 9 + 1) + digits[1:]
@@ -674,11 +680,23 @@ def _keep(report: GenerationReport, known: _Known, family: str, rows: list[TaskR
     known.add(rows)
 
 
-def _split_abstention(report: GenerationReport, test_share: float = 0.5) -> None:
+def _split_abstention(report: GenerationReport, known: _Known, test_share: float = 0.5) -> None:
     """Generated abstention rows split seeded, each kind in both splits, so abstaining is trained and tested on
-    different (invented or real) entities."""
+    different (invented or real) entities; a near miss goes to train where another invented entity in test would
+    take the test rows about real entities below the audit's share (MIN_REAL_ENTITY_SHARE)."""
     made = [r for r in report.rows if r.family == "abstention"]
     splits = assign_splits([r.kind or "" for r in made], [None] * len(made), test_share, 0)
+    text = known.known_text()
+    test = [r for r in known.rows if r.family == "abstention" and r.split == "test" and r.generated is None]
+    real = sum(about_real_entity(r, text) for r in test) + sum(
+        s == "test" and r.kind == "missing_detail" for r, s in zip(made, splits, strict=True))  # fmt: skip
+    total = len(test) + sum(s == "test" and r.kind == "missing_detail" for r, s in zip(made, splits, strict=True))
+    for i, (r, s) in enumerate(zip(made, splits, strict=True)):
+        if r.kind == "near_miss" and s == "test":
+            if real < MIN_REAL_ENTITY_SHARE * (total + 1):
+                splits[i] = "train"
+            else:
+                total += 1
     by_id = {r.id: r.model_copy(update={"split": s}) for r, s in zip(made, splits, strict=True)}
     report.rows = [by_id.get(r.id, r) for r in report.rows]
 
@@ -727,7 +745,7 @@ def generate_rows(
             near_miss_rows(documents, known, half, report, rng, model)
         if counts.get("behaviour"):
             _behaviour(generator, behaviour_seeds(rows), known, counts["behaviour"], report, clock, rng)
-    _split_abstention(report)
+    _split_abstention(report, known)
     for family, wanted in counts.items():
         if report.accepted[family] < wanted and not report.stopped and (generator or family == "abstention"):
             report.notes.append(f"{family}: {report.accepted[family]} of {wanted} items kept; the rest were rejected "
