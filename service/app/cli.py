@@ -548,7 +548,8 @@ def demo(
     limit: Annotated[int | None, typer.Option(help="Test rows per family (default: eval.demo_limit).")] = None,
     set_: SetOption = None,
 ) -> None:
-    """The whole pipeline on the shipped corpus: index, train, answer with every arm, report the verdict."""
+    """The whole pipeline on the shipped corpus: index, answer with the arms that need no training, train, answer
+    with the adapter arms, report the verdict; each family's figures are printed as soon as it is answered."""
     settings = build_settings(set_)  # before the imports below load torch (models.omp_spin_count)
     from eval.pipeline import demo_settings
     from eval.spec import RunSpec
