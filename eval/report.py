@@ -252,12 +252,24 @@ def review_line(review: dict) -> str:
             "unchanged.")  # fmt: skip
 
 
+def reuse_line(results: dict) -> str | None:
+    """How many answers came from the answer cache (`eval.prediction_cache`), or None when none did."""
+    costs = [c for c in results.get("costs", {}).values() if c.get("measured")]
+    reused, answers = sum(c.get("reused", 0) for c in costs), sum(c.get("answers", 0) for c in costs)
+    if not reused:
+        return None
+    return (f"{reused} of {answers} answers were reused from the answer cache (made by an earlier run with the same "
+            "weights, prompt and decoding; their costs are that run's, and this run's machine time leaves them out).")  # fmt: skip
+
+
 def render_markdown(results: dict) -> str:
     lines = [f"# ragft report: {results['run_id']}", ""]
     lines.append(f"Corpus `{results['corpus']}`, generator `{results['models']['generator']}`, "
                  f"status {results['status']}; judge: {'used' if results['judge']['used'] else 'none (judge-free metrics)'}.")  # fmt: skip
     if results.get("review"):
         lines += ["", f"**{review_line(results['review'])}**"]
+    if reuse_line(results):
+        lines += ["", reuse_line(results)]
     lines += ["", "## Verdict", "", "| family | headline | best | score [95% CI] | chance | MDD | worse | non-inferior "
               "| undecided | relative | above chance | recommended | folk rule |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -423,6 +435,7 @@ th{background:#f1f3f5}.CONTRADICTS{color:#c92a2a;font-weight:bold}.agrees{color:
 &middot; status {{ r.status }} &middot; judge: {{ "used" if r.judge.used else "none (judge-free metrics)" }}
 &middot; rows per family: {% for f, n in r.data.rows.items() %}{{ f }} {{ n }}{% if not loop.last %}, {% endif %}{% endfor %}</p>
 {% if r.get("review") %}<p><b>{{ review_line(r.review) }}</b></p>{% endif %}
+{% if reuse_line(r) %}<p>{{ reuse_line(r) }}</p>{% endif %}
 <h2>Verdict</h2>
 <table><tr><th>family</th><th>headline</th><th>best</th><th>score [95% CI]</th><th>chance</th><th>MDD</th><th>worse</th><th>non-inferior</th><th>undecided</th><th>relative</th><th>above chance</th><th>recommended</th><th>folk rule</th></tr>
 {% for v in verdicts %}<tr><td>{{ v.family }}</td><td>{{ v.metric }}</td><td>{{ v.best }}</td><td>{{ v.score }}</td><td>{{ v.chance }}</td><td>{{ v.mdd }}</td>
@@ -490,6 +503,7 @@ def render_html(results: dict) -> str:
         pair=lambda p: pair_line(results, p),
         note=headline_note,
         review_line=review_line,
+        reuse_line=reuse_line,
         fmt=_fmt,
         num=_num,
     )

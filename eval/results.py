@@ -160,6 +160,7 @@ def costs(run: RunRecord, predictions: list[Prediction], settings: Settings) -> 
             "refresh_s": refresh.get("reindex_s") if arm.retrieve else trained.get("wall_s"),
             "refresh_by": "re-index" if arm.retrieve else ("retrain" if arm.adapter else "cannot learn updates"),
             "answers": len(preds),
+            "reused": sum(p.reused for p in preds),  # from the answer cache: timed by the run that made them
             "latency_ms_p50": _clean(_percentile(cost, 50)),
             "latency_ms_p95": _clean(_percentile(cost, 95)),
             "batch_latency_ms_p50": _clean(_percentile([p.latency_ms for p in preds], 50)),
@@ -173,7 +174,8 @@ def costs(run: RunRecord, predictions: list[Prediction], settings: Settings) -> 
     walls = meta.get("answer_wall_s", {})
     for arm_name, figures in out.items():
         if figures["measured"] and arm_name in walls:  # main and fresh answers: the wall clock covers both phases
-            machine_s = sum(p.cost_ms for p in predictions if p.arm == arm_name) / 1000
+            # reused answers were timed by the run that made them, not during this run's wall clock
+            machine_s = sum(p.cost_ms for p in predictions if p.arm == arm_name and not p.reused) / 1000
             figures["machine_s"] = _clean(round(machine_s, 3))
             figures["answer_wall_s"] = walls[arm_name]
             figures["machine_over_wall"] = _clean(round(machine_s / walls[arm_name], 3)) if walls[arm_name] else None

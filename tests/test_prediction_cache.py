@@ -51,6 +51,15 @@ def test_editing_one_knowledge_row_answers_only_that_row_again(settings, full_co
     assert fresh == set(ARMS) and {p.row_id for p in store.predictions(second) if not p.reused} == {"k2"}
     before = {(p.arm, p.row_id): p.text for p in store.predictions(first)}
     assert all(p.text == before[(p.arm, p.row_id)] for p in store.predictions(second) if p.reused)
+    from eval.report import render_markdown
+    from eval.results import build_results
+
+    results = build_results(store, second, settings)
+    main = [p for p in store.predictions(second) if p.phase == "main"]
+    assert {arm: c["reused"] for arm, c in results["costs"].items()} == {
+        arm: sum(p.reused for p in main if p.arm == arm) for arm in results["costs"]}  # fmt: skip
+    assert all(c["reused"] > 0 for c in results["costs"].values())
+    assert f"{answers - len(ARMS)} of {answers} answers were reused from the answer cache" in render_markdown(results)
 
     calls.clear()
     again = run_eval(settings, spec, reuse=False)  # --fresh: nothing read from the cache, in a run of its own
