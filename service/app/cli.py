@@ -358,11 +358,21 @@ def eval_(
             help="Answer every row again: read nothing from the answer cache, in a new run (<id>-fresh-<time>).",
         ),
     ] = False,
+    seeds: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=10,
+            help="Train every adapter this many times (training seeds) and test across them: a verdict on a "
+            "fine-tuned arm then holds for training noise too, at N times the adapters' training and answering time "
+            "(eval.training_seeds; default 1, and the report warns that the verdict rests on one training).",
+        ),
+    ] = None,
     set_: SetOption = None,
 ) -> None:
     """Run every arm on every test row, store the answers, and write the comparison report. Answers already made
     for the same prompt, weights and decoding (by any run, curve or HTTP run) are reused from the answer cache."""
-    settings = build_settings(set_)
+    settings = build_settings([*(set_ or []), *([f"eval.training_seeds={seeds}"] if seeds else [])])
     with reported_errors():
         corpus_folder(corpus, tasks=True)
         from eval.spec import RunSpec
@@ -787,6 +797,21 @@ def backend_vllm_args(
 
     with reported_errors():
         typer.echo(shlex.join(vllm_arguments(build_settings(set_), corpus)))
+
+
+@backend_app.command("load-adapters")
+def backend_load_adapters(
+    corpus: Annotated[
+        Path, typer.Option(help="Corpus whose trained adapters the running server should (re)load.")
+    ] = Path("corpora/quillmark"),
+    set_: SetOption = None,
+) -> None:
+    """After a retrain: load every adapter of the corpus into the running vLLM server again, without a restart."""
+    from service.backend import load_adapters
+
+    with reported_errors():
+        for name in load_adapters(build_settings(set_), corpus):
+            typer.echo(f"loaded {name}")
 
 
 def run() -> None:

@@ -168,3 +168,15 @@ def test_a_validation_error_is_one_line_per_field(ragft, corpus):
     out = run("eval", "--corpus", corpus, "--arms", "ragg")
     assert out.exit_code == 2
     assert "arms.0: unknown arm 'ragg'" in out.output and "errors.pydantic.dev" not in out.output
+
+
+def test_eval_seeds_is_the_training_seeds_preset(run, corpus, monkeypatch):
+    from service.app import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "_run_and_report", lambda settings, spec, reuse=True: seen.update(
+        seeds=settings.eval.training_seeds, top_k=settings.retrieval.top_k))  # fmt: skip
+    assert run("eval", "--corpus", str(corpus), "--seeds", "3", "--set", "retrieval.top_k=2").exit_code == 0
+    assert seen == {"seeds": 3, "top_k": 2}
+    refused = run("eval", "--corpus", str(corpus), "--seeds", "0")
+    assert refused.exit_code == 2 and "--seeds" in refused.output
