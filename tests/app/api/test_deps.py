@@ -68,9 +68,12 @@ READER_TABLE = {
     ("POST", "/v1/corpora"): False,
     ("PUT", "/v1/corpora/{name}/documents/{doc_id}"): False,
     ("DELETE", "/v1/corpora/{name}/documents/{doc_id}"): False,
+    ("GET", "/v1/corpora/{name}/generated"): False,  # generated rows under review: the corpus's owners
+    ("PUT", "/v1/corpora/{name}/generated/{item}"): False,
 }
 PARAMS = {"run_id": "missing-run", "run_a": "missing-a", "run_b": "missing-b", "curve_id": "missing-curve",
-          "job_id": "missing-job", "row_id": "k1", "arm": "base", "doc_id": "kestrel-k2"}  # fmt: skip
+          "job_id": "missing-job", "row_id": "k1", "arm": "base", "doc_id": "kestrel-k2",
+          "item": "gen-k-0123456789"}  # fmt: skip
 
 
 def _routes(app) -> set[tuple[str, str]]:
