@@ -32,28 +32,70 @@ def module_name(corpus: Path, adapter: str, group: str | None = None) -> str:
     return f"{Path(corpus).resolve().name}-{adapter}" + (f"-{group}" if group else "")
 
 
-def vllm_arguments(settings: Settings, corpus: Path) -> list[str]:
-    """`vllm serve` arguments for the generator and every LoRA adapter trained on `corpus`, one module each."""
-    from service import adapters, models
+def adapter_modules(settings: Settings, corpus: Path) -> dict[str, Path]:
+    """Every LoRA adapter trained on `corpus` a server can serve, by module name ('<corpus>-<adapter>[-<group>]')."""
+    from service import adapters
     from service.kinds import KINDS
 
-    modules, ranks = [], []
+    modules = {}
     for kind in (k for k in KINDS.values() if k.remote_servable):
         root = adapters.artifact_dir(settings, corpus, kind)
         for config in sorted([root / "adapter_config.json", *root.glob("*/adapter_config.json")]):
             if config.is_file():
                 group = None if config.parent == root else config.parent.name
-                modules.append(f"{module_name(corpus, kind.name, group)}={config.parent.resolve()}")
-                ranks.append(int(json.loads(config.read_text())["r"]))
+                modules[module_name(corpus, kind.name, group)] = config.parent.resolve()
     if not modules:
         raise BackendError(
             f"no LoRA adapter is trained for corpus '{Path(corpus).resolve().name}' under "
             f"{settings.artifact_dir / 'adapters'}. Train them first: ragft train --corpus {corpus}"
         )
+    return modules
+
+
+# vLLM's `--max-lora-rank` takes one of these; an adapter's rank is rounded up to the next.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def vllm_arguments(settings: Settings, corpus: Path) -> list[str]:
+    """`vllm serve` arguments for the generator and every LoRA adapter trained on `corpus`, one module each."""
+    from service import models
+
+    modules = adapter_modules(settings, corpus)
+    rank = max(int(json.loads((folder / "adapter_config.json").read_text())["r"]) for folder in modules.values())
     model = models.servable_folder(settings.models, settings.artifact_dir)
     return ["--model", model, "--served-model-name", settings.models.backend_model or "base",
-            "--enable-lora", "--max-lora-rank", str(max(ranks)), "--max-loras", str(len(modules)),
-            "--lora-modules", *modules]  # fmt: skip
+            "--enable-lora", "--max-lora-rank", str(next((r for r in VLLM_LORA_RANKS if r >= rank), rank)),
+            "--max-loras", str(len(modules)),
+            "--lora-modules", *(f"{name}={folder}" for name, folder in modules.items())]  # fmt: skip
+
+
+def load_adapters(settings: Settings, corpus: Path) -> list[str]:
+    """(Re)load every adapter trained on `corpus` into the running vLLM server, by the same module names, without a
+    restart: each is unloaded (when served) and loaded from its folder again (`POST /v1/unload_lora_adapter`,
+    `/v1/load_lora_adapter`; the server needs VLLM_ALLOW_RUNTIME_LORA_UPDATING=True). Returns the names loaded.
+    A server on another machine must see the same folders (a shared data volume)."""
+    import httpx
+
+    url = (settings.models.backend_url or "").rstrip("/")
+    key = settings.models.backend_api_key
+    headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+    backend = Backend(settings.models, settings.generation)
+    served = backend.served()
+    loaded = []
+    with httpx.Client(timeout=settings.models.backend_timeout_s, headers=headers) as client:
+        for name, folder in adapter_modules(settings, corpus).items():
+            if name in served:
+                client.post(f"{url}/unload_lora_adapter", json={"lora_name": name}).raise_for_status()
+            response = client.post(f"{url}/load_lora_adapter", json={"lora_name": name, "lora_path": str(folder)})
+            if response.status_code == 404:
+                raise BackendError(
+                    f"the backend at {url} has no /load_lora_adapter: start vLLM with "
+                    "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True (bench/vllm_cpu.sh serve sets it)"
+                )
+            if response.is_error:
+                raise BackendError(f"the backend at {url} did not load {name} from {folder}: {response.text}")
+            loaded.append(name)
+    return loaded
 
 
 class Backend:

@@ -93,7 +93,7 @@ def test_vllm_args_name_one_module_per_trained_adapter(settings, full_corpus):
     out = runner.invoke(cli, ["backend", "vllm-args", "--corpus", str(full_corpus), *overrides])
     assert out.exit_code == 0, out.output
     args = out.output.split()
-    assert args[args.index("--max-lora-rank") + 1] == str(settings.lora.rank)
+    assert settings.lora.rank == 4 and args[args.index("--max-lora-rank") + 1] == "8"  # vLLM's next allowed rank
     modules = args[args.index("--lora-modules") + 1 :]
     assert [m.split("=")[0] for m in modules] == [
         module_name(full_corpus, kind, group) for kind in ("lora", "rag_lora") for group in ("behaviour", "questions")
