@@ -219,12 +219,13 @@ class JobStore:
 
     def finish(self, job_id: str, owner: str, status: str, error: str | None = None) -> None:
         """Record how `owner`'s job ended and release the claim. A job interrupted by a graceful stop gives its
-        attempt back (it did not crash) and waits for the next start; one that stopped after a DELETE is
-        cancelled, whichever reason stopped it first."""
+        attempt back (it did not crash) and waits for the next start. A DELETE that reached the job before it ended
+        makes it cancelled, whichever came first after it (the shutdown, or the last answer: what was stored
+        stays), so a DELETE answered with an unfinished job always ends in 'cancelled'."""
         with transaction(self._conn, self._lock) as conn:
             conn.execute(
-                "UPDATE jobs SET status=CASE WHEN ?='interrupted' AND cancel_requested THEN 'cancelled' ELSE ? END, "
-                "error=COALESCE(?, error), owner=NULL, lease_until=NULL, updated_at=?, "
+                "UPDATE jobs SET status=CASE WHEN cancel_requested AND ? IN ('interrupted', 'done') THEN 'cancelled' "
+                "ELSE ? END, error=COALESCE(?, error), owner=NULL, lease_until=NULL, updated_at=?, "
                 "attempts=attempts - (?='interrupted') WHERE id=? AND owner=?",
                 (status, status, error, now(), status, job_id, owner),
             )

@@ -106,3 +106,20 @@ def test_a_jobs_table_from_before_claims_gains_their_columns(settings):
     assert (job.attempts, job.cancel_requested, job.owner, job.run_id) == (0, False, None, None)
     assert dict(store.recover("w", time.time(), 3)) == {"train-old": "queued"}  # left running by an old server
     store.close()
+
+
+def test_a_delete_answered_before_the_job_ended_always_ends_it_cancelled(settings):
+    """A DELETE arriving during the last batch or while the report was written came back 'evaluating' and the job
+    then ended 'done': the cancel looked lost. What was stored stays; the job says cancelled."""
+    store = JobStore(settings.database)
+    for i in range(3):
+        store.add_job(f"train-{i}", "train", {"kinds": [f"k{i}"]})
+        store.claim_next("w", lease_s=60)
+    for job_id in ("train-0", "train-1"):
+        assert store.request_cancel(job_id).status == "evaluating"  # what the DELETE answers
+    store.finish("train-0", "w", "done")  # the cancel came too late for should_stop
+    store.finish("train-1", "w", "failed", "ValueError: bad row")
+    store.finish("train-2", "w", "done")
+    assert [store.job(f"train-{i}").status for i in range(3)] == ["cancelled", "failed", "done"]
+    assert store.request_cancel("train-2").status == "done"  # a finished job is left as it is
+    store.close()
