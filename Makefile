@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint corpora chromium docs
+.PHONY: install demo test bench lint corpora chromium docs vllm
 
 # Every dependency comes from the lock files, pinned with sha256 hashes (pip --require-hashes): a changed or
 # substituted file on an index fails the install. TORCH_INDEX_URL is the one index torch alone is fetched from
@@ -58,3 +58,10 @@ corpora: $(STAMP)
 # a committed page differs from what this writes.
 docs: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m service.app.reference
+
+# vLLM's CPU build in its own venv (.venv-vllm, gitignored; about 9 minutes the first time), then the test that
+# serves a tiny model and its adapters through it (about 80 s). Serving a corpus: bench/vllm_cpu.sh serve CORPUS PORT
+# (docs/scaling.md).
+vllm: $(STAMP)
+	test -x .venv-vllm/bin/python || bench/vllm_cpu.sh install
+	OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests/test_backend_vllm.py
