@@ -168,12 +168,17 @@ class Store:
         self.path = Path(path)
         self._conn = connect(self.path, SCHEMA)
         self._lock = threading.RLock()  # re-entrant: a write reads the row it updates
+        if {"machine_ms", "reused"} <= self._columns():  # the usual case: a read, no write lock for every reader
+            return
         with transaction(self._conn, self._lock) as conn:  # checked inside: another process may migrate too
-            columns = {row[1] for row in conn.execute("PRAGMA table_info(predictions)")}
+            columns = self._columns()
             if "machine_ms" not in columns:  # a database from before machine time: its answers keep their latencies
                 conn.execute("ALTER TABLE predictions ADD COLUMN machine_ms REAL")
             if "reused" not in columns:  # a database from before the answer cache: every answer was made by its run
                 conn.execute("ALTER TABLE predictions ADD COLUMN reused INTEGER NOT NULL DEFAULT 0")
+
+    def _columns(self) -> set[str]:
+        return {row[1] for row in self._conn.execute("PRAGMA table_info(predictions)")}
 
     def close(self) -> None:
         self._conn.close()

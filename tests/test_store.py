@@ -117,3 +117,20 @@ def test_the_answer_cache_keeps_answers_by_key_and_older_databases_gain_the_reus
     assert store.cached_answers([*answers, "unknown"]) == answers  # more keys than one statement binds
     store.cache_answers([("key0", "base:abc", CachedAnswer("newer", 10, 1, 50.0, 1, 50.0))])
     assert store.cached_answers(["key0"])["key0"].text == "newer"
+
+
+def test_opening_the_database_to_read_takes_no_write_lock(tmp_path):
+    """Every GET of the results routes opens a Store, and opening one took the write lock (a migration check in a
+    write transaction): while another writer held it, a read waited the 10 s busy timeout, then failed."""
+    path = tmp_path / "db.sqlite3"
+    Store(path).close()  # created and migrated once
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # a long write in another process
+    try:
+        started = time.perf_counter()
+        store = Store(path)
+        assert store.runs() == [] and time.perf_counter() - started < 2
+        store.close()
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()

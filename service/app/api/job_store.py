@@ -89,6 +89,8 @@ class JobStore:
     def __init__(self, path: Path):
         self._conn = connect(path, SCHEMA)
         self._lock = threading.Lock()
+        if set(ADDED_COLUMNS) <= {row[1] for row in self._conn.execute("PRAGMA table_info(jobs)")}:
+            return  # the usual case: a read, no write lock
         with transaction(self._conn, self._lock) as conn:  # checked inside: another process may migrate too
             columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
             for name, kind in ADDED_COLUMNS.items():
