@@ -52,7 +52,7 @@ from eval.baseline import question_type
 from eval.families import FAMILIES, FamilyNames
 from eval.metrics import METRICS, headline, report_families
 from eval.pipeline import capped_order
-from eval.report import png_data_uri
+from eval.report import figure, png_data_uri
 from eval.results import balance_values, document_clusters, fold_replicates, score_predictions, scoring_context
 from eval.runner import run_eval
 from eval.spec import Progress, RunSpec, check_seed
@@ -940,10 +940,7 @@ def curve_charts(results: dict) -> dict[str, str]:
     lines with their bands, each crossover marked; inline PNGs."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     styles = ["-", "--", ":", "-."]
     noise = results["config"]["spec"]["noise"]
     out = {}
@@ -951,7 +948,7 @@ def curve_charts(results: dict) -> dict[str, str]:
         lines = [ln for ln in block["lines"] if any(p["rows"] for p in ln["points"])]
         if not lines:
             continue
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, ax = figure(7, 4)
         arms = list(dict.fromkeys([*block["reference"], *(ln["arm"] for ln in lines)]))
         colour = {a: colours[i % len(colours)] for i, a in enumerate(arms)}
         for arm, c in block["reference"].items():

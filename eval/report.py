@@ -338,22 +338,23 @@ def _num(x, digits: int = 1) -> str:
 
 
 def png_data_uri(fig) -> str:
-    """A matplotlib figure as an inline PNG data URI (the reports open offline), the figure closed."""
+    """A figure (`figure`) as an inline PNG data URI (the reports open offline)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def figure(width: float, height: float):
+    """A figure and its axes outside pyplot's global state (a `Figure` object, drawn by Agg), so reports and the
+    results routes can draw in several threads at once."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots()
 
 
 def charts(results: dict) -> dict[str, str]:
     """Headline-with-interval per family, cost versus quality, freshness and forgetting, as inline PNGs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out = {}
     for family, block in results["families"].items():
         metric = block["headline_metric"]
@@ -361,7 +362,7 @@ def charts(results: dict) -> dict[str, str]:
         if not arms:
             continue
         cells = [block["arms"][a][metric] for a in arms]
-        fig, ax = plt.subplots(figsize=(6, 2.8))
+        fig, ax = figure(6, 2.8)
         values = [c["value"] for c in cells]
         errors = [[v - c["ci_low"] for v, c in zip(values, cells, strict=True)],
                   [c["ci_high"] - v for v, c in zip(values, cells, strict=True)]]  # fmt: skip
@@ -380,7 +381,7 @@ def charts(results: dict) -> dict[str, str]:
               for f, b in results["families"].items() for a in b["arms"]
               if a in costs and b["headline_metric"] in b["arms"][a] and costs[a].get("latency_ms_p50")]  # fmt: skip
     if points:
-        fig, ax = plt.subplots(figsize=(6, 3.2))
+        fig, ax = figure(6, 3.2)
         for family in dict.fromkeys(p[3] for p in points):
             mine = [p for p in points if p[3] == family]
             ax.scatter([p[1] for p in mine], [p[2] for p in mine], label=family)
@@ -395,7 +396,7 @@ def charts(results: dict) -> dict[str, str]:
     fresh = results["families"].get("freshness")
     if fresh and fresh["arms"]:
         arms = list(fresh["arms"])
-        fig, ax = plt.subplots(figsize=(6, 2.8))
+        fig, ax = figure(6, 2.8)
         new = [fresh["arms"][a].get("new_answer_rate", {}).get("value") or 0 for a in arms]
         stale = [fresh["arms"][a].get("stale_answer_rate", {}).get("value") or 0 for a in arms]
         x = range(len(arms))
@@ -410,7 +411,7 @@ def charts(results: dict) -> dict[str, str]:
     if general and general.get("forgetting_vs_base"):
         items = general["forgetting_vs_base"]
         arms = list(items)
-        fig, ax = plt.subplots(figsize=(6, 2.8))
+        fig, ax = figure(6, 2.8)
         diffs = [items[a]["difference"] for a in arms]
         errors = [[d - items[a]["ci_low"] for d, a in zip(diffs, arms, strict=True)],
                   [items[a]["ci_high"] - d for d, a in zip(diffs, arms, strict=True)]]  # fmt: skip

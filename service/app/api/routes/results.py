@@ -169,7 +169,7 @@ def get_result(run_id: RunId, request: Request, settings: SettingsDep) -> dict:
     if results is not None:
         out["verdicts"] = verdict_rows(results)
         key = (run_id, (Path(settings.eval.reports_dir) / run_id / "results.json").stat().st_mtime)
-        with _charts_lock:  # one drawing at a time (pyplot is not thread-safe); read and kept under the lock
+        with _charts_lock:  # one drawing per run at a time, read and kept under the lock
             drawn = _charts_cache.get(key)
             if drawn is None:
                 drawn = charts(results)
