@@ -613,6 +613,9 @@ class ReplyLogitsTrainer(Trainer):
         loss = chunked_cross_entropy(head, hidden[:, :-1][where], targets[where])
         if num_items_in_batch is not None:  # training: the accumulated batch's reply tokens, as the model divides
             loss = loss / torch.as_tensor(num_items_in_batch, device=loss.device).clamp(min=1)
+            if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+                loss = loss * self.accelerator.num_processes  # counted over every process: scaled as the Trainer
+                # scales a model's own loss (validation under DDP comes here; training runs through the wrapper)
         else:  # validation: this batch's mean
             loss = loss / where.sum().clamp(min=1)
         return (loss, {"loss": loss}) if return_outputs else loss

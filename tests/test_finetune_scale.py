@@ -34,10 +34,9 @@ def train_env(settings, data: Path) -> dict:
         "RAGFT_DATA_DIR": str(data), "RAGFT_ARTIFACT_DIR": str(data / "artifacts"),
         "RAGFT_MODELS__GENERATOR": settings.models.generator, "RAGFT_MODELS__EMBEDDER": settings.models.embedder,
         "RAGFT_MODELS__ENGINE": "transformers", "RAGFT_MODELS__INTRA_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE",
-        # 2 examples a step (1 per process under DDP), every step a full one's worth; no validation: the
-        # validation loss is a mean of per-batch means, which differs with the batches the processes get
+        # 2 examples a step (1 per process under DDP), a quarter of the rows held out for validation
         "RAGFT_LORA__RANK": "4", "RAGFT_LORA__BATCH_SIZE": "2", "RAGFT_LORA__MIN_STEPS": "1",
-        "RAGFT_LORA__EPOCHS": "4", "RAGFT_LORA__MAX_SEQ_TOKENS": "160", "RAGFT_LORA__VALIDATION_FRACTION": "0",
+        "RAGFT_LORA__EPOCHS": "4", "RAGFT_LORA__MAX_SEQ_TOKENS": "160", "RAGFT_LORA__VALIDATION_FRACTION": "0.25",
         "RAGFT_LORA__MAX_BATCH_TOKENS": "64", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
     }  # fmt: skip
 
@@ -66,6 +65,9 @@ def test_ddp_on_two_cpu_processes_trains_what_one_process_trains(settings, full_
         )
         assert losses2 == pytest.approx(losses1, rel=1e-3, abs=1e-3), group  # the curve is rounded to 4 places
         assert m2["train_loss_mean"] == pytest.approx(m1["train_loss_mean"], rel=1e-4)
+        assert (m1["val_loss"] is None) == (group == "behaviour")  # one behaviour row: nothing to hold out
+        if m1["val_loss"] is not None:  # counted over both processes and scaled back, as the training loss
+            assert m2["val_loss"] == pytest.approx(m1["val_loss"], rel=1e-4)
         assert w1.keys() == w2.keys()
         for name in w1:
             torch.testing.assert_close(w2[name], w1[name], rtol=1e-4, atol=1e-5, msg=f"{group}: {name}")
