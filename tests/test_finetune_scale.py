@@ -1,7 +1,7 @@
 """Training beyond one CPU process: DDP through `torchrun` around the same `ragft train`, the GPU settings.
 
 The DDP test runs the documented command (`torchrun --nproc-per-node 2 <ragft> train ...`) on the tiny models with
-the gloo backend, and one process with the same settings, and compares the loss of every step and the weights.
+the gloo backend, and one process with the same settings, and compares the loss of every step, the validation loss and the weights.
 """
 
 import json
