@@ -75,7 +75,7 @@ def _out(job: JobRecord, request: Request) -> dict:
     error = hide_paths(job.error, request) if job.error else job.error
     return {"id": job.id, "kind": job.kind, "status": job.status, "progress": job.progress, "request": shown,
             "created_at": job.created_at, "updated_at": job.updated_at, "error": error,
-            "run_id": job.run_id}  # fmt: skip
+            "run_id": job.run_id, "attempts": job.attempts, "cancel_requested": job.cancel_requested}  # fmt: skip
 
 
 def _worker(request: Request):
