@@ -184,20 +184,21 @@ class JobStore:
 
     # --- claims: a job runs once, however many servers share the database --------------------------------------
 
-    def claim_next(self, owner: str, lease_s: float, status_of=lambda kind: "evaluating") -> JobRecord | None:
-        """Claim the oldest queued job for `owner` (its status becomes `status_of(kind)`, its attempts go up by
-        one), or None when none waits. The check and the claim are one write transaction: of two workers, one
+    def claim_next(self, owner: str, lease_s: float) -> JobRecord | None:
+        """Claim the oldest queued job for `owner` (its status becomes 'training' until its first progress says
+        otherwise: every kind first loads models, indexes or trains; its attempts go up by one), or None when none
+        waits. The check and the claim are one write transaction: of two workers, one
         gets the job and the other the next one."""
         if self._conn.execute("SELECT 1 FROM jobs WHERE status='queued' LIMIT 1").fetchone() is None:
             return None  # an idle worker asks every few seconds: no write lock for a look
         with transaction(self._conn, self._lock) as conn:
-            row = conn.execute("SELECT id, kind FROM jobs WHERE status='queued' ORDER BY rowid LIMIT 1").fetchone()
+            row = conn.execute("SELECT id FROM jobs WHERE status='queued' ORDER BY rowid LIMIT 1").fetchone()
             if row is None:
                 return None
             conn.execute(
                 "UPDATE jobs SET status=?, owner=?, lease_until=?, attempts=attempts+1, updated_at=? "
                 "WHERE id=? AND status='queued'",
-                (status_of(row[1]), owner, time.time() + lease_s, now(), row[0]),
+                ("training", owner, time.time() + lease_s, now(), row[0]),
             )
         return self.job(row[0])
 

@@ -257,7 +257,7 @@ class JobWorker:
             self.store.finish(job_id, self.owner, status, error)
             del self._unrecorded[job_id]
         self._recover(lapsed_before=time.time())  # claims another worker let lapse (a lock that did not hold)
-        job = self.store.claim_next(self.owner, LEASE_S, lambda kind: "training" if kind == "train" else "evaluating")
+        job = self.store.claim_next(self.owner, LEASE_S)
         if job is None:
             return False
         self._refresh_counts()

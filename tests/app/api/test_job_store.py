@@ -116,7 +116,7 @@ def test_a_delete_answered_before_the_job_ended_always_ends_it_cancelled(setting
         store.add_job(f"train-{i}", "train", {"kinds": [f"k{i}"]})
         store.claim_next("w", lease_s=60)
     for job_id in ("train-0", "train-1"):
-        assert store.request_cancel(job_id).status == "evaluating"  # what the DELETE answers
+        assert store.request_cancel(job_id).status == "training"  # what the DELETE answers
     store.finish("train-0", "w", "done")  # the cancel came too late for should_stop
     store.finish("train-1", "w", "failed", "ValueError: bad row")
     store.finish("train-2", "w", "done")

@@ -181,7 +181,7 @@ def test_a_delete_just_after_the_worker_took_the_job_cancels_it(settings, corpus
         job_id = client.post("/v1/runs", json={"arms": ["base"], "families": ["knowledge"], "limit": 2}).json()["id"]
         assert entered.wait(30)
         deleted = client.delete(f"/v1/runs/{job_id}").json()
-        assert deleted["status"] == "evaluating" and deleted["cancel_requested"]  # taken: it stops at its next batch
+        assert deleted["status"] == "training" and deleted["cancel_requested"]  # taken: it stops at its next batch
         release.set()
         final = settle(lambda: client.get(f"/v1/runs/{job_id}").json()["status"], "cancelled")
         time.sleep(0.5)  # anything still running would overwrite it now
