@@ -30,6 +30,10 @@ from service.arms import ARMS, Query, answer
 from service.runtime import Runtime
 from service.settings import get_settings
 
+# How each engine serves a LoRA arm: it changes the arm's cost, so the figures say which way it was served.
+LORA_SERVED = {"ctranslate2": "merged into a converted copy of the model", "transformers": "unmerged (peft)",
+               "vllm": "unmerged (vLLM's LoRA kernels, every adapter beside one copy of the weights)"}  # fmt: skip
+
 
 def rows_and_queries(corpus: Path, families: list[str], limit: int, seed: int):
     chosen = select_rows(load_tasks(corpus), families, limit, seed)
@@ -89,12 +93,14 @@ def main() -> None:
         answers["vllm", arm], seconds["vllm", arm] = answer_all(runtime, arm, rows, queries)
 
     n = len(rows)
-    figures = {"rows": n, "corpus": str(args.corpus), "families": args.families, "limit": args.limit, "arms": {}}
+    engines = [*args.engines.split(","), "vllm"]
+    figures = {"rows": n, "corpus": str(args.corpus), "families": args.families, "limit": args.limit,
+               "lora_served": {e: LORA_SERVED[e] for e in engines}, "arms": {}}  # fmt: skip
     print(
         f"{n} rows ({args.families}, --limit {args.limit}), greedy, max_new_tokens {settings.generation.max_new_tokens}"
     )
     for arm in arms:
-        entry = {"answers_per_s": {e: round(n / seconds[e, arm], 3) for e in [*args.engines.split(","), "vllm"]}}
+        entry = {"answers_per_s": {e: round(n / seconds[e, arm], 3) for e in engines}}
         for engine in args.engines.split(","):
             pairs = list(zip(answers[engine, arm], answers["vllm", arm], strict=True))
             entry[f"identical_to_{engine}"] = sum(a == b for a, b in pairs)
@@ -106,6 +112,8 @@ def main() -> None:
         for engine in args.engines.split(","):
             if entry[f"parted_at_word_{engine}"]:
                 print(f"         differing from {engine} from word {entry[f'parted_at_word_{engine}']}")
+    if any(ARMS[a].adapter for a in arms):
+        print("LoRA served: " + "; ".join(f"{e} {LORA_SERVED[e]}" for e in engines))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
 
