@@ -62,7 +62,7 @@ MAX_TRUNCATED_SHARE = 0.05  # examples that may lose their system message before
 def distributed(settings: Settings):
     """accelerate's process state when this process is one of several launched by `torchrun` or `accelerate
     launch` (WORLD_SIZE > 1; gloo on CPUs, NCCL on GPUs), else None. Every process trains the same stream, each on
-    its share of every step's examples (`step_shape`); the first one writes the artifact."""
+    its share of every step's examples (`process_share`); the first one writes the artifact."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
     from accelerate import PartialState
@@ -300,10 +300,8 @@ def _dir_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-MEMORY_ONLY = {
-    "mmap_threshold_kib",
-    "size_batches_to_memory",
-}  # lora settings that change where tensors live, never the weights trained
+# lora settings that change where tensors live or how a step is split, never the weights trained
+MEMORY_ONLY = {"mmap_threshold_kib", "size_batches_to_memory"}
 BY_GROUP = {"learning_rate_by_group", "epochs_by_group"}  # resolved into learning_rate and epochs per adapter
 
 
@@ -792,7 +790,7 @@ def _run_trainer(settings, kind, model, tokenizer, stream, val, learning_rate, w
         stream = padded_for_processes(stream, per_process * state.num_processes, tokenizer.eos_token_id)
     precision = mixed_precision(settings)
     max_batch_tokens = lora.max_batch_tokens
-    free = device_free_bytes(settings.models.device) if lora.size_batches_to_memory else None
+    free = device_free_bytes(models.torch_device(settings.models)) if lora.size_batches_to_memory else None
     if free is not None:
         params = list(model.parameters())
         max_batch_tokens = batch_tokens_for_memory(
