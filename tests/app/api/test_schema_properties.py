@@ -15,6 +15,7 @@ Operations are driven one by one with hypothesis rather than through
 import hypothesis
 import pytest
 import schemathesis
+from schemathesis.checks import positive_data_acceptance
 
 from service.app.api.main import create_app, warm_up
 from service.runtime import Runtime
@@ -36,6 +37,10 @@ def test_generated_requests_get_documented_answers_and_never_a_server_error(api_
             "DELETE /v1/runs/{run_id}", "PUT /v1/corpora/{name}/documents/{doc_id}",
             "GET /v1/runs/{run_id}/report"} <= labels, labels  # fmt: skip
     for operation in operations:
+        # an upload's files are schema-valid whatever their bytes: whether they make a corpus (a readable sheet with
+        # a question column...) only their content says, so a 422 there is no rejected valid request; every other
+        # check (no 5xx, documented statuses and bodies) still runs on it
+        content_decides = [positive_data_acceptance] if operation.label == "POST /v1/corpora" else []
 
         @hypothesis.given(case=operation.as_strategy())
         @hypothesis.settings(
@@ -43,7 +48,7 @@ def test_generated_requests_get_documented_answers_and_never_a_server_error(api_
             suppress_health_check=list(hypothesis.HealthCheck),
         )  # fmt: skip
         def conforms(case):
-            case.call_and_validate(headers={"Authorization": f"Bearer {KEY}"})
+            case.call_and_validate(headers={"Authorization": f"Bearer {KEY}"}, excluded_checks=content_decides)  # noqa: B023 (called at once)
 
         conforms()
 

@@ -18,7 +18,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi import Path as PathParam
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from service.app.api.deps import CORPUS_NAME, CORPUS_NAME_PATTERN, RuntimeDep, SettingsDep, errors
@@ -143,6 +143,9 @@ class UploadedFile(BaseModel):
 
 class CorpusUpload(BaseModel):
     """What `ragft corpus init` reads, uploaded: the whole request is bounded by api.max_body_bytes."""
+
+    # a corpus needs rows: a question sheet, an example sheet, or both (said in the schema, checked in the route)
+    model_config = ConfigDict(json_schema_extra={"anyOf": [{"required": ["questions"]}, {"required": ["examples"]}]})
 
     name: str = Field(pattern=CORPUS_NAME_PATTERN, description="The new corpus's folder name, beside the served one.")
     documents: list[UploadedFile] = Field(min_length=1, max_length=1000, description="The team's files.")
