@@ -55,7 +55,7 @@ def score_run(store: Store, run_id: str, settings: Settings) -> ScoredRun:
     register_external_arms(run.config)
     spec = RunSpec.model_validate(run.config["spec"])
     corpus = Path(spec.corpus)
-    all_rows = load_tasks(corpus) if (corpus / "tasks").is_dir() else []
+    all_rows = load_tasks(corpus, spec.include_unreviewed) if (corpus / "tasks").is_dir() else []
     wanted = {i for ids in run.meta.get("rows", {}).values() for i in ids}
     rows = {r.id: r for r in all_rows if r.id in wanted}
     predictions = store.predictions(run_id)

@@ -105,6 +105,7 @@ def train_artifacts(
     should_stop: Callable[[], bool] | None = None,
     show_bars: bool = False,
     groups: set[str] | None = None,
+    include_unreviewed: bool = False,
 ) -> dict[str, list[TrainResult]]:
     """Train (or reuse) each kind's artifacts from the corpus's train split: one per adapter group under
     lora.scope=per_family (for kinds trained per group; only `groups` when given), else one on every row. Test
@@ -112,7 +113,7 @@ def train_artifacts(
     if not kinds:
         return {}
     corpus = runtime.corpus
-    rows = load_tasks(corpus)
+    rows = load_tasks(corpus, include_unreviewed)  # pending generated rows train only when a run counts them
     forbidden = held_out_inputs(rows)
     per_group = settings.lora.scope == "per_family"
     plan = []

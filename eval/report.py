@@ -262,14 +262,26 @@ def reuse_line(results: dict) -> str | None:
             "weights, prompt and decoding; their costs are that run's, and this run's machine time leaves them out).")  # fmt: skip
 
 
+def origin_line(results: dict) -> str | None:
+    """The scored rows by where they came from, when any was not written by hand (imported or generated)."""
+    origins = (results.get("data") or {}).get("rows_by_origin") or {}
+    if set(origins) <= {"written"}:
+        return None
+    return "Rows by origin: " + ", ".join(f"{origin} {n}" for origin, n in origins.items()) + "."
+
+
 def render_markdown(results: dict) -> str:
     lines = [f"# ragft report: {results['run_id']}", ""]
+    if (results.get("data") or {}).get("unreviewed"):  # the first thing a reader sees: rows nobody checked
+        lines += [f"**{results['data']['unreviewed']}**", ""]
     lines.append(f"Corpus `{results['corpus']}`, generator `{results['models']['generator']}`, "
                  f"status {results['status']}; judge: {'used' if results['judge']['used'] else 'none (judge-free metrics)'}.")  # fmt: skip
     if results.get("review"):
         lines += ["", f"**{review_line(results['review'])}**"]
     if reuse_line(results):
         lines += ["", reuse_line(results)]
+    if origin_line(results):
+        lines += ["", origin_line(results)]
     lines += ["", "## Verdict", "", "| family | headline | best | score [95% CI] | chance | MDD | worse | non-inferior "
               "| undecided | relative | above chance | recommended | folk rule |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -435,8 +447,10 @@ th{background:#f1f3f5}.CONTRADICTS{color:#c92a2a;font-weight:bold}.agrees{color:
 <p class="small">Corpus <b>{{ r.corpus }}</b> &middot; generator {{ r.models.generator }} &middot; embedder {{ r.models.embedder }}
 &middot; status {{ r.status }} &middot; judge: {{ "used" if r.judge.used else "none (judge-free metrics)" }}
 &middot; rows per family: {% for f, n in r.data.rows.items() %}{{ f }} {{ n }}{% if not loop.last %}, {% endif %}{% endfor %}</p>
+{% if (r.get("data") or {}).get("unreviewed") %}<p><b>{{ r.data.unreviewed }}</b></p>{% endif %}
 {% if r.get("review") %}<p><b>{{ review_line(r.review) }}</b></p>{% endif %}
 {% if reuse_line(r) %}<p>{{ reuse_line(r) }}</p>{% endif %}
+{% if origin_line(r) %}<p>{{ origin_line(r) }}</p>{% endif %}
 <h2>Verdict</h2>
 <table><tr><th>family</th><th>headline</th><th>best</th><th>score [95% CI]</th><th>chance</th><th>MDD</th><th>worse</th><th>non-inferior</th><th>undecided</th><th>relative</th><th>above chance</th><th>recommended</th><th>folk rule</th></tr>
 {% for v in verdicts %}<tr><td>{{ v.family }}</td><td>{{ v.metric }}</td><td>{{ v.best }}</td><td>{{ v.score }}</td><td>{{ v.chance }}</td><td>{{ v.mdd }}</td>
@@ -505,6 +519,7 @@ def render_html(results: dict) -> str:
         note=headline_note,
         review_line=review_line,
         reuse_line=reuse_line,
+        origin_line=origin_line,
         fmt=_fmt,
         num=_num,
     )

@@ -15,7 +15,7 @@ version (see README "results.json"):
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from eval.report import write_report
 from eval.spec import RunSpec, replicated_arm
 from eval.store import Prediction, RunRecord, Store
 from eval.strata import stratum_blocks
-from eval.tasks import TaskRow, load_tasks, reference_output
+from eval.tasks import TaskRow, load_tasks, reference_output, row_origin, unreviewed_note
 from eval.verdict import best_arm, break_even_queries, family_margin, judge_family, verdict_dict
 from service.arms import ARMS
 from service.documents import load_documents
@@ -348,7 +348,7 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None, jud
     register_external_arms(run.config)
     spec = RunSpec.model_validate(run.config["spec"])
     corpus = Path(spec.corpus)
-    all_rows = load_tasks(corpus)
+    all_rows = load_tasks(corpus, spec.include_unreviewed)
     wanted = {i for ids in run.meta.get("rows", {}).values() for i in ids}
     rows = {r.id: r for r in all_rows if r.id in wanted}
     predictions = store.predictions(run_id)
@@ -384,6 +384,9 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None, jud
             "index": run.meta.get("index"),
             "refresh": run.meta.get("refresh"),
             "adapters": run.meta.get("adapters"),
+            # where the scored rows came from: written, imported (corpus init), generated and accepted/edited/pending
+            "rows_by_origin": dict(sorted(Counter(row_origin(r) for r in rows.values()).items())),
+            "unreviewed": unreviewed_note(list(rows.values())),
         },  # fmt: skip
         "versions": library_versions(),
         "judge": {

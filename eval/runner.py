@@ -99,6 +99,7 @@ def run_id_for(settings: Settings, spec: RunSpec, tasks_hash: str, adapters: dic
         "families": spec.families,
         "limit": spec.limit,
         **({"family_limits": spec.family_limits} if spec.family_limits else {}),  # absent: older run ids hold
+        **({"include_unreviewed": True} if spec.include_unreviewed else {}),
         "seed": spec.seed,
         **answering_settings(settings),  # models and generation
         "retrieval": settings.retrieval.model_dump(exclude={"embed_batch_size"}),
@@ -223,7 +224,7 @@ def run_eval(
     them (`eval.prediction_cache`); `reuse=False` reads nothing from it and names a new run."""
     say = progress or (lambda stage, done, total: None)
     corpus = Path(spec.corpus)
-    rows = load_tasks(corpus)
+    rows = load_tasks(corpus, spec.include_unreviewed)
     chosen = select_rows(rows, spec.families, spec.limit, spec.seed, spec.family_limits)
     if not any(chosen.values()):
         raise ValueError(
@@ -299,7 +300,7 @@ def run_eval(
         # 2. train (or reuse) the adapters the arms need
         artifacts = train_artifacts(
             settings, runtime, kinds_for(spec.arms), stage=say, should_stop=should_stop, show_bars=show_bars,
-            groups=groups_for(spec.families),
+            groups=groups_for(spec.families), include_unreviewed=spec.include_unreviewed,
         )  # fmt: skip
         adapter_meta = artifact_summary(artifacts)
         index_manifest = read_index_manifest(runtime.index_dir)

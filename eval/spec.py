@@ -70,6 +70,9 @@ class RunSpec(BaseModel):
     )
     seed: int = 0
     run_id: str | None = None
+    include_unreviewed: bool = Field(
+        False, description="Count generated rows no person has reviewed yet (the report says so on its first line)."
+    )
     extra: dict = Field(default_factory=dict, description='Recorded in the config, e.g. {"demo": true}.')
 
     @classmethod
@@ -85,6 +88,7 @@ class RunSpec(BaseModel):
         seed: int | None = None,
         run_id: str | None = None,
         extra: dict | None = None,
+        include_unreviewed: bool = False,
     ) -> RunSpec:
         """The one place defaults are resolved: every arm, eval.families (else every registered family),
         eval.limit and generation.seed."""
@@ -96,6 +100,7 @@ class RunSpec(BaseModel):
             family_limits=family_limits or {},
             seed=check_seed(seed if seed is not None else settings.generation.seed),
             run_id=run_id,
+            include_unreviewed=include_unreviewed,
             extra=extra or {},
         )
 

@@ -256,3 +256,33 @@ def test_batches_are_each_arms_rows_in_order_answered_a_family_at_a_time(full_co
     # a resumed run cuts what is missing
     resumed = plan_batches(settings, [("base", 0)], "main", rows, lambda arm, phase, ids: ids[3:])
     assert [r.id for b in resumed for r in b.rows] == [r.id for r in rows][3:]
+
+
+def test_pending_generated_rows_count_only_with_include_unreviewed_and_the_report_says_so_first(settings, corpus):
+    from eval.report import render_markdown
+    from eval.results import build_results
+    from eval.runner import run_eval
+    from eval.spec import RunSpec
+
+    generated = {"model": "scripted", "prompt_version": "knowledge-1", "item": "g-1", "source_doc": "kestrel-k2",
+                 "span": "The Kestrel K2 router costs $249"}  # fmt: skip
+    row = {"id": "gen-1", "family": "knowledge", "split": "test", "kind": "unseen", "question": "What is the K2's price?",
+           "answers": ["$249"], "source_docs": ["kestrel-k2"], "generated": generated, "review": {"status": "pending"}}  # fmt: skip
+    (corpus / "tasks" / "generated.jsonl").write_text(json.dumps(row) + "\n")
+    store = Store(settings.database)
+    try:
+        reviewed = RunSpec.resolve(settings, corpus, arms=["base"], families=["knowledge"])
+        plain = run_eval(settings, reviewed)
+        assert "gen-1" not in {p.row_id for p in store.predictions(plain)}
+        results = build_results(store, plain, settings)
+        assert results["data"]["unreviewed"] is None and results["data"]["rows_by_origin"] == {"written": 1}
+
+        counted = RunSpec.resolve(settings, corpus, arms=["base"], families=["knowledge"], include_unreviewed=True)
+        wider = run_eval(settings, counted)
+        assert wider != plain and "gen-1" in {p.row_id for p in store.predictions(wider)}
+        results = build_results(store, wider, settings)
+        assert results["data"]["rows_by_origin"] == {"generated, pending": 1, "written": 1}
+        first = render_markdown(results).split("\n")[2]
+        assert first.startswith("**Unreviewed rows: 1 of the 2 rows counted were generated and not yet reviewed")
+    finally:
+        store.close()

@@ -358,6 +358,13 @@ def eval_(
             help="Answer every row again: read nothing from the answer cache, in a new run (<id>-fresh-<time>).",
         ),
     ] = False,
+    include_unreviewed: Annotated[
+        bool,
+        typer.Option(
+            "--include-unreviewed",
+            help="Count generated rows no person has reviewed yet (ragft corpus review); the report says so first.",
+        ),
+    ] = False,
     seeds: Annotated[
         int | None,
         typer.Option(
@@ -378,8 +385,9 @@ def eval_(
         from eval.spec import RunSpec
 
         spec = RunSpec.resolve(
-            settings, corpus, arms=_split(arms), families=_split(families), limit=limit, seed=seed, run_id=run_id
-        )
+            settings, corpus, arms=_split(arms), families=_split(families), limit=limit, seed=seed, run_id=run_id,
+            include_unreviewed=include_unreviewed,
+        )  # fmt: skip
         _run_and_report(settings, spec, reuse=not fresh)
 
 
