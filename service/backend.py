@@ -70,32 +70,14 @@ def vllm_arguments(settings: Settings, corpus: Path) -> list[str]:
 
 
 def load_adapters(settings: Settings, corpus: Path) -> list[str]:
-    """(Re)load every adapter trained on `corpus` into the running vLLM server, by the same module names, without a
-    restart: each is unloaded (when served) and loaded from its folder again (`POST /v1/unload_lora_adapter`,
-    `/v1/load_lora_adapter`; the server needs VLLM_ALLOW_RUNTIME_LORA_UPDATING=True). Returns the names loaded.
-    A server on another machine must see the same folders (a shared data volume)."""
-    import httpx
-
-    url = (settings.models.backend_url or "").rstrip("/")
-    key = settings.models.backend_api_key
-    headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+    """(Re)load every adapter trained on `corpus` into the running vLLM server under its module name, without a
+    restart (`Backend.load_adapter`); returns the names loaded. A server on another machine must see the same
+    folders (a shared data volume)."""
     backend = Backend(settings.models, settings.generation)
-    served = backend.served()
-    loaded = []
-    with httpx.Client(timeout=settings.models.backend_timeout_s, headers=headers) as client:
-        for name, folder in adapter_modules(settings, corpus).items():
-            if name in served:
-                client.post(f"{url}/unload_lora_adapter", json={"lora_name": name}).raise_for_status()
-            response = client.post(f"{url}/load_lora_adapter", json={"lora_name": name, "lora_path": str(folder)})
-            if response.status_code == 404:
-                raise BackendError(
-                    f"the backend at {url} has no /load_lora_adapter: start vLLM with "
-                    "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True (bench/vllm_cpu.sh serve sets it)"
-                )
-            if response.is_error:
-                raise BackendError(f"the backend at {url} did not load {name} from {folder}: {response.text}")
-            loaded.append(name)
-    return loaded
+    modules = adapter_modules(settings, corpus)
+    for name, folder in modules.items():
+        backend.load_adapter(name, folder)
+    return list(modules)
 
 
 class Backend:
@@ -130,6 +112,32 @@ class Backend:
                         "vLLM: docker compose --profile vllm up) or fix RAGFT_MODELS__BACKEND_URL."
                     ) from exc
             return self._served
+
+    def load_adapter(self, name: str, folder: Path) -> None:
+        """Serve the LoRA adapter in `folder` as module `name` from now on: unloaded first when the server lists it,
+        then loaded (`POST /unload_lora_adapter`, `/load_lora_adapter`: a retrain is picked up without a restart;
+        vLLM needs VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)."""
+        import httpx
+
+        key = self.settings.backend_api_key
+        headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+        url = (self.url or "").rstrip("/")
+        steps = [("unload", {"lora_name": name})] if name in self.served(refresh=True) else []
+        steps.append(("load", {"lora_name": name, "lora_path": str(Path(folder).resolve())}))
+        with httpx.Client(timeout=self.settings.backend_timeout_s, headers=headers) as client:
+            for step, body in steps:
+                try:
+                    response = client.post(f"{url}/{step}_lora_adapter", json=body)
+                except httpx.HTTPError as exc:
+                    raise BackendUnavailable(f"the generator backend at {url} did not answer: {exc}") from exc
+                if response.status_code == 404:
+                    raise BackendError(
+                        f"the backend at {url} has no /{step}_lora_adapter: start vLLM with "
+                        "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True (bench/vllm_cpu.sh serve sets it)"
+                    )
+                if response.is_error:
+                    raise BackendError(f"the backend at {url} did not {step} {name} ({folder}): {response.text}")
+        self.served(refresh=True)
 
     def generator(self, model: str) -> RemoteGenerator:
         if model not in self.served() and model not in self.served(refresh=True):
