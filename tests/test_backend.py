@@ -113,3 +113,41 @@ def test_backend_down_is_503_and_not_ready(settings, corpus):
 def test_openai_backend_needs_its_url_and_model(settings):
     with pytest.raises(ValueError, match="RAGFT_MODELS__BACKEND_URL"):
         settings.models.model_validate(settings.models.model_dump() | {"generator_backend": "openai"})
+
+
+def test_load_adapters_reloads_each_module_into_the_running_server(settings, full_corpus, upstream):
+    from fastapi import FastAPI
+
+    from service.backend import adapter_modules, load_adapters
+    from tests.live import serving
+
+    with pytest.raises(BackendError):  # nothing trained yet: the fix names ragft train
+        load_adapters(remote(settings, upstream), full_corpus)
+    pipeline.train_artifacts(settings, pipeline.open_runtime(settings, full_corpus), [KINDS["lora"]])
+    with pytest.raises(BackendError, match="VLLM_ALLOW_RUNTIME_LORA_UPDATING"):  # a server without runtime loading
+        load_adapters(remote(settings, upstream), full_corpus)
+
+    modules = adapter_modules(settings, full_corpus)
+    first = next(iter(modules))
+    calls, served = [], {"base", first}  # a vLLM started with one of the two modules
+    vllm = FastAPI()
+
+    @vllm.get("/v1/models")
+    def models():
+        return {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "vllm"}
+                                           for m in sorted(served)]}  # fmt: skip
+
+    @vllm.post("/v1/{step}_lora_adapter")
+    def lora(step: str, body: dict):
+        calls.append((step, body))
+        (served.discard if step == "unload" else served.add)(body["lora_name"])
+        return "Success"
+
+    with serving(vllm) as url:
+        assert load_adapters(remote(settings, f"{url}/v1"), full_corpus) == list(modules)
+    expected = []
+    for name, folder in modules.items():  # a served module is unloaded first, then each is loaded from its folder
+        expected += [("unload", {"lora_name": name})] if name == first else []
+        expected.append(("load", {"lora_name": name, "lora_path": str(folder)}))
+    assert calls == expected
+    assert served == {"base", *modules}
