@@ -1,7 +1,8 @@
 """The OpenAI-compatible generator backend, against a real server: another ragft serving the tiny model.
 
-vLLM itself needs a GPU; any server speaking the same API exercises the same client code, and
-a ragft upstream lets the test compare remote answers with in-process ones token for token.
+Any server speaking the same API exercises the same client code, and a ragft upstream lets the test compare remote
+answers with in-process ones token for token; vLLM itself (its CPU build) runs in tests/test_backend_vllm.py, where
+.venv-vllm exists.
 """
 
 import json
