@@ -36,6 +36,7 @@ from eval.results import publish_run
 from eval.runner import run_eval
 from eval.spec import RunCancelled, RunSpec, replicate_name, replicated_arm
 from eval.store import Store
+from service import engine_ct2
 from service.app.api.job_store import JobRecord, JobStore
 from service.arms import ARMS
 from service.finetune import TrainingCancelled
@@ -330,11 +331,15 @@ class JobWorker:
             named["run_id"] = run_id
             self.store.set_run_id(job.id, run_id)
 
+        kept = engine_ct2.loaded_artifacts()  # what the server answered with before the job (its adapters) stays
         try:
             run_id = run_eval(self.settings, spec, progress=progress, should_stop=self._should_stop(job.id),
                               named=name)  # fmt: skip
         finally:
             results.close()
+            # conversions the run loaded (a sibling corpus's or another seed's adapters: ~514 MB each) would stay
+            # until restart; a later call loads one again if it needs it, as curve points do (eval.curve)
+            engine_ct2.release(engine_ct2.loaded_artifacts() - kept)
         if self.store.cancel_requested(job.id):  # a DELETE during the last batch: the answers stay, no report
             raise RunCancelled(f"run {run_id} was cancelled after its last answer; its report was not written")
         publish_run(self.settings, run_id)

@@ -273,3 +273,23 @@ def test_a_job_whose_server_was_killed_once_is_resumed_by_the_next_server(settin
         assert settle(lambda: client.get(f"/v1/adapters/{job.id}").json()["status"], "done") == "done"
         done = client.get(f"/v1/adapters/{job.id}").json()
         assert done["progress"].get("resumed") and [j for j, _ in runs] == [job.id]
+
+
+def test_an_eval_job_releases_the_conversions_it_loaded_and_keeps_the_servers(settings, corpus, monkeypatch):
+    """#36 item 8: each sibling-corpus or seed run kept ~514 MB of converted adapters until restart."""
+    from service import engine_ct2
+
+    loaded = {("served-adapter",)}
+    released = []
+    monkeypatch.setattr(engine_ct2, "loaded_artifacts", lambda: set(loaded))
+    monkeypatch.setattr(engine_ct2, "release", lambda keys: released.append(set(keys)) or len(keys))
+
+    def run_eval(settings, spec, **_):
+        loaded.add(("run-adapter",))  # the run converts an adapter of its own
+        raise RuntimeError("the run fails after loading it")  # released whatever way the run ends
+
+    monkeypatch.setattr(jobs, "run_eval", run_eval)
+    with TestClient(create_app(settings, corpus)) as client:
+        job = client.post("/v1/runs", json={"limit": 1}).json()["id"]
+        assert settle(lambda: client.get(f"/v1/runs/{job}").json()["status"], "failed") == "failed"
+    assert released == [{("run-adapter",)}]
