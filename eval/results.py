@@ -221,6 +221,25 @@ def _cell(ci: stats.Interval) -> dict:
             "method": ci.method}  # fmt: skip
 
 
+def _balanced_interval(metric, per_row: dict, ids: list[str], rows: dict[str, TaskRow], seed: int):
+    """The interval of a metric whose row groups weigh equally (abstention's halves): the bootstrap recomputes the
+    mean of the group means in every resample, so the interval stays on the metric's scale. Resampling the values
+    `balance_values` reweighted gave intervals past the scale's ends (a never-abstaining arm's -0.978 on
+    entityq: [-1.091, -0.875] on a score that cannot go below -1)."""
+    group = [metric.balance(rows[i]) for i in ids]
+    sizes = Counter(group)
+    raw = [float(per_row[i]) * len(sizes) * sizes[g] / len(ids) for i, g in zip(ids, group, strict=True)]  # unweighted
+
+    def mean_of_group_means(items: list[tuple[float, str]]) -> float:
+        by_group: dict[str, list[float]] = defaultdict(list)
+        for value, g in items:
+            by_group[g].append(value)
+        return float(np.mean([np.mean(v) for v in by_group.values()]))
+
+    return stats.interval(list(zip(raw, group, strict=True)), seed, mean_of_group_means,
+                          clusters=document_clusters(rows, ids))  # fmt: skip
+
+
 def _family_block(family: str, values, arms: list[str], rows: dict[str, TaskRow], seed: int, margin: float,
                   replicates: dict, baseline, margin_share: float | None = None) -> tuple[dict, dict[str, float]]:  # fmt: skip
     """Every metric per arm with its interval, the chance baseline, and every test the verdict reads with the
@@ -238,6 +257,8 @@ def _family_block(family: str, values, arms: list[str], rows: dict[str, TaskRow]
             ids = sorted(per_row)
             if (arm, metric.name) in replicates and metric.aggregate is None:
                 ci = stats.replicated_interval(replicates[(arm, metric.name)], seed)  # seed-to-seed variance too
+            elif metric.balance is not None and metric.aggregate is None:
+                ci = _balanced_interval(metric, per_row, ids, rows, seed)
             else:
                 ci = stats.interval(
                     [per_row[k] for k in ids], seed, metric.aggregate, clusters=document_clusters(rows, ids)

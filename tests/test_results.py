@@ -1,3 +1,5 @@
+import pytest
+
 from eval.results import judge_agreement
 
 
@@ -158,3 +160,22 @@ def test_a_stored_run_publishes_results_the_report_reads(stored_runs):
     assert abstention["margin"]["value"] == round(0.1 * (high - low), 4)  # the margin is a share of the scale
     if top.note:
         assert top.note in md and top.note in html.replace("&#39;", "'")  # the headline's note under its family
+
+
+def test_a_balanced_metrics_interval_stays_on_its_scale():
+    """Abstention's halves weigh the same: its interval bootstraps the mean of the two halves' means, not the
+    reweighted row values (whose resampled means ran past -1 for an arm that never abstains)."""
+    from eval.metrics import METRICS
+    from eval.results import _balanced_interval
+    from eval.tasks import TaskRow
+
+    metric = METRICS["effective_reliability"]
+    rows = {f"a{i}": TaskRow(id=f"a{i}", family="abstention", split="test", question=f"Who made X{i}?")
+            for i in range(30)}  # fmt: skip
+    rows |= {f"k{i}": TaskRow(id=f"k{i}", family="knowledge", split="test", question=f"Price of Y{i}?",
+                              answers=["$1"], source_docs=[f"d{i}"]) for i in range(150)}  # fmt: skip
+    raw = {**{f"a{i}": -1.0 for i in range(30)}, **{f"k{i}": (1.0 if i < 3 else -1.0) for i in range(150)}}
+    weighted = {i: v * len(raw) / (2 * (30 if i.startswith("a") else 150)) for i, v in raw.items()}
+    ci = _balanced_interval(metric, weighted, sorted(weighted), rows, seed=0)
+    assert ci.value == pytest.approx((-1.0 + (3 - 147) / 150) / 2)
+    assert -1.0 <= ci.ci_low <= ci.value <= ci.ci_high <= 0.5
