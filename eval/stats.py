@@ -439,9 +439,16 @@ def rows_for_margin(margin: float, *, discordance: float, alpha: float = ALPHA /
     sided at `alpha`: pass the level the report runs it at), times the design effect where rows share clusters;
     None if more than `max_rows`. The first n found by bisection at which the exact power reaches `power`."""
 
-    def enough(rows: int) -> bool:
-        return tango_power(rows, margin, discordance=discordance, alpha=alpha) >= power
+    high = fewest_rows(lambda rows: tango_power(rows, margin, discordance=discordance, alpha=alpha) >= power, max_rows)
+    if high is None:
+        return None
+    rows = math.ceil(high * max(1.0, design_effect))
+    return rows if rows <= max_rows else None
 
+
+def fewest_rows(enough: Callable[[int], bool], max_rows: int) -> int | None:
+    """The first row count found by doubling from 8, then bisecting, at which `enough` holds (exact power
+    saw-tooths by a few rows as n grows, so this is a first such n, not the least); None past `max_rows`."""
     high = 8
     while not enough(high):
         if high >= max_rows:
@@ -451,8 +458,7 @@ def rows_for_margin(margin: float, *, discordance: float, alpha: float = ALPHA /
     while high - low > 1:
         mid = (low + high) // 2
         low, high = (low, mid) if enough(mid) else (mid, high)
-    rows = math.ceil(high * max(1.0, design_effect))
-    return rows if rows <= max_rows else None
+    return high
 
 
 def compare(
@@ -721,16 +727,5 @@ def rows_needed(
         rows = math.ceil(float(np.squeeze(rows)))
         return rows if rows <= max_rows else None
 
-    def enough(rows: int) -> bool:
-        return paired_power(rows, difference, discordance=discordance, alpha=alpha) >= power
-
-    high = 8
-    while not enough(high):
-        if high >= max_rows:
-            return None
-        high = min(2 * high, max_rows)
-    low = high // 2
-    while high - low > 1:
-        mid = (low + high) // 2
-        low, high = (low, mid) if enough(mid) else (mid, high)
-    return high
+    return fewest_rows(lambda rows: paired_power(rows, difference, discordance=discordance, alpha=alpha) >= power,
+                       max_rows)  # fmt: skip
