@@ -77,19 +77,20 @@ def main() -> None:
     arms = args.arms.split(",")
     rows, queries = rows_and_queries(args.corpus, args.families.split(","), args.limit, settings.generation.seed)
     answers, seconds = {}, {}
+    first = {q.adapter_group: i for i, q in reversed(list(enumerate(queries)))}  # a row of each adapter group
+    warm = ([rows[i] for i in first.values()], [queries[i] for i in first.values()])
     for engine in args.engines.split(","):
         local = settings.model_copy(update={"models": settings.models.model_copy(update={"engine": engine})})
         runtime = Runtime(local, args.corpus)
         runtime.load_generation()
-        answer_all(runtime, arms[0], rows[:2], queries[:2])  # conversions and loading outside the clock
-        for arm in arms:
-            answer_all(runtime, arm, rows[:1], queries[:1])
+        for arm in arms:  # loading, and each adapter's conversion (CTranslate2), outside the clock
+            answer_all(runtime, arm, *warm)
             answers[engine, arm], seconds[engine, arm] = answer_all(runtime, arm, rows, queries)
     remote = settings.model_copy(update={"models": settings.models.model_copy(update={
         "generator_backend": "openai", "backend_url": args.url, "backend_model": args.model})})  # fmt: skip
     runtime = Runtime(remote, args.corpus)
     for arm in arms:
-        answer_all(runtime, arm, rows[:1], queries[:1])
+        answer_all(runtime, arm, *warm)
         answers["vllm", arm], seconds["vllm", arm] = answer_all(runtime, arm, rows, queries)
 
     n = len(rows)
