@@ -489,7 +489,7 @@ th{background:#f1f3f5}.CONTRADICTS{color:#c92a2a;font-weight:bold}.agrees{color:
 {% for arm, items in r.failures.items() %}<h3>{{ labels[arm] }}</h3>
 <table><tr><th>row</th><th>input</th><th>expected</th><th>answer</th><th>retrieved passages</th></tr>
 {% for f in items %}<tr><td>{{ f.row_id }}<br><span class="small">{{ f.family }}</span></td><td><pre>{{ f.input }}</pre></td><td><pre>{{ f.expected }}</pre></td>
-<td><pre>{{ f.prediction }}</pre></td><td>{% for p in f.passages %}<b>{{ p.doc_id }}</b>: <span class="small">{{ p.text[:300] }}</span><br>{% endfor %}</td></tr>{% endfor %}
+<td><pre>{{ f.prediction }}</pre></td><td>{% for p in f.passages %}<b>{{ p.doc_id }}{% if p.get("page") %}, {{ p.page }}{% endif %}</b>: <span class="small">{{ p.text[:300] }}</span><br>{% endfor %}</td></tr>{% endfor %}
 </table>{% endfor %}
 <p class="small">Library versions: {% for k, v in r.versions.items() %}{{ k }} {{ v }}{% if not loop.last %}, {% endif %}{% endfor %}. Schema version {{ r.schema_version }}.</p>
 </body></html>

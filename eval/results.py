@@ -354,7 +354,9 @@ def failures(values, predictions: list[Prediction], rows: dict[str, TaskRow], se
                 "input": row.text,
                 "expected": reference_output(row, settings.generation.abstention_phrase),
                 "prediction": pred.text,
-                "passages": [{"doc_id": p.doc_id, "text": p.text} for p in pred.passages],
+                "passages": [
+                    {"doc_id": p.doc_id, "text": p.text, **({"page": p.page} if p.page else {})} for p in pred.passages
+                ],
             }
         )
     return {

@@ -179,3 +179,18 @@ def test_a_balanced_metrics_interval_stays_on_its_scale():
     ci = _balanced_interval(metric, weighted, sorted(weighted), rows, seed=0)
     assert ci.value == pytest.approx((-1.0 + (3 - 147) / 150) / 2)
     assert -1.0 <= ci.ci_low <= ci.value <= ci.ci_high <= 0.5
+
+
+def test_a_failures_passages_cite_their_page_in_results_and_the_html_report(stored_runs):
+    from eval.report import render_html
+    from eval.results import build_results
+    from eval.store import Store
+
+    store = Store(stored_runs.settings.database)
+    try:
+        results = build_results(store, stored_runs.a, stored_runs.settings)
+    finally:
+        store.close()
+    cited = [p for f in results["failures"].get("rag", []) for p in f["passages"] if p["doc_id"] == "p0"]
+    assert cited and cited[0]["page"] == "p. 4"
+    assert "p0, p. 4</b>" in render_html(results)
