@@ -192,6 +192,8 @@ def scan_documents(folder: Path) -> DocumentScan:
     for path in _candidate_files(folder):
         try:
             found = read_document_file(path, folder)
+        except FileNotFoundError:  # renamed aside by a document change between listing and reading: not a document
+            continue  # now (a reader scoring a run beside a DELETE got a 500 in the 10-minute two-server soak)
         except UnreadableFile as exc:
             unreadable.append(Unreadable(path.relative_to(folder).as_posix(), exc.reason, exc.fix))
             continue

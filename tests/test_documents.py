@@ -46,3 +46,14 @@ def test_duplicate_ids_and_empty_folders_are_refused(tmp_path):
         load_documents(tmp_path)
     with pytest.raises(DocumentError, match="no such folder"):
         load_documents(tmp_path / "missing")
+
+
+def test_a_file_changed_away_between_listing_and_reading_is_skipped(tmp_path, monkeypatch):
+    """A document PUT or DELETE renames files aside while a reader scores a run: a listed file may be gone when it is
+    read (the two-server soak's reader got a 500 from it)."""
+    from service import documents
+
+    (tmp_path / "a.md").write_text("one")
+    listed = documents._candidate_files
+    monkeypatch.setattr(documents, "_candidate_files", lambda folder: [*listed(folder), folder / "gone.md"])
+    assert [d.doc_id for d in load_documents(tmp_path)] == ["a"]
