@@ -474,6 +474,23 @@ class EvalSettings(BaseModel):
         "(eval/strata.py), e.g. 'stratum', 'kind' or a team's own tag; None: pooled verdicts only. Rows without "
         "the field are left out of the breakdown.",
     )
+    executor: Literal["local", "ray"] = Field(
+        "local",
+        description="Where `ragft curve` runs its points (and its reference arms): 'local' one after another in "
+        "this process; 'ray' each as a Ray task, on the cluster at RAY_ADDRESS or a local head (Ray is an optional "
+        "extra: make ray). Both give the same results.json.",
+    )
+    ray_num_cpus: int | None = Field(
+        None, ge=1, description="CPUs of the local Ray head the ray executor starts when RAY_ADDRESS is unset "
+        "(None: this machine's)."
+    )  # fmt: skip
+    ray_point_cpus: float | None = Field(
+        None,
+        gt=0,
+        description="CPUs each curve point's Ray task declares. None: a whole node's CPUs, so a node trains one "
+        "point at a time (two trainings on the same cores only slow each other down); lower it to run points side "
+        "by side, e.g. 1 with models.intra_threads=1.",
+    )
     rows_per_batch: int = Field(32, ge=1, description="Rows answered and committed together (resume granularity).")
     price_per_hour: float = Field(
         0.10, ge=0, description="Hardware price per hour (USD) for the cost-per-1,000-queries estimate."
@@ -665,6 +682,39 @@ SECRET_FIELDS = {"api": {"api_keys", "read_only_keys"}, "models": {"backend_api_
 def get_settings() -> Settings:
     """The process-wide settings, read once at the edge (CLI, app start-up)."""
     return Settings()
+
+
+def with_overrides(base: Settings, overrides: list[str]) -> Settings:
+    """`base` with `group.field=value` overrides applied and validated (ValueError naming the bad one). A value is
+    JSON where it is an object or a list, else text the field's type parses; a key may name one entry of a mapping
+    setting (`lora.learning_rate_by_group.lora/behaviour=1e-3`), which adds or replaces that entry only."""
+    import json
+
+    data = base.model_dump()
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"'{item}' is not group.field=value")
+        node, model, parts = data, Settings, key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            field = model.model_fields.get(part) if model is not None else None
+            if field is None and model is not None or not isinstance(node.get(part), dict):
+                raise ValueError(f"unknown setting '{'.'.join(parts[: i + 1])}' in '{item}'; see docs/configuration.md")
+            annotation = field.annotation if field is not None else None
+            model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+            node = node[part]
+        leaf = parts[-1]
+        if model is not None and leaf not in model.model_fields:  # a mapping setting (model None) takes any key
+            raise ValueError(f"unknown setting '{key}'; see docs/configuration.md")
+        if value.lstrip().startswith(("{", "[")):
+            try:
+                node[leaf] = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"'{item}': the value is not valid JSON ({exc.msg} at character {exc.pos}); quote "
+                                 "it for the shell, e.g. --set 'lora.max_rows_per_family={\"behaviour\": 80}'") from None  # fmt: skip
+        else:
+            node[leaf] = value
+    return Settings.model_validate(data)
 
 
 def make_storage_private(settings: Settings) -> None:

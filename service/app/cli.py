@@ -24,7 +24,7 @@ from pydantic_settings import SettingsError
 
 from service import spin_before_sleep
 from service.conversion import configure_from as configure_conversions
-from service.settings import Settings, get_settings, make_storage_private
+from service.settings import Settings, get_settings, make_storage_private, with_overrides
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compare RAG, LoRA, both, or neither on your data.")
 corpus_app = typer.Typer(no_args_is_help=True, help="Corpus and task-suite tools.")
@@ -71,37 +71,10 @@ def _settings_with(overrides: list[str] | None) -> Settings:
     base = get_settings()
     if not overrides:
         return base
-    data = base.model_dump()
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"'{item}' is not group.field=value", param_hint="--set")
-        node = data
-        *path, leaf = key.split(".")
-        for part in path:
-            if not isinstance(node.get(part), dict):
-                raise typer.BadParameter(f"unknown settings group '{part}' in '{item}'", param_hint="--set")
-            node = node[part]
-        if leaf not in node:
-            raise typer.BadParameter(f"unknown setting '{key}'; see README 'Configuration'", param_hint="--set")
-        node[leaf] = _set_value(item, value)
     try:
-        return Settings.model_validate(data)
-    except Exception as exc:  # pydantic ValidationError: show it as a usage error
+        return with_overrides(base, overrides)
+    except ValueError as exc:  # a bad key, JSON or value (pydantic's ValidationError too): a usage error
         raise typer.BadParameter(str(exc), param_hint="--set") from exc
-
-
-def _set_value(item: str, value: str):
-    """A --set value: JSON where it is an object or a list (lora.max_rows_per_family={"behaviour": 80}), otherwise
-    the text, which the settings' own types parse (numbers, booleans, paths)."""
-    if not value.lstrip().startswith(("{", "[")):
-        return value
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f"'{item}': the value is not valid JSON ({exc.msg} at character {exc.pos}); quote "
-                                 "it for the shell, e.g. --set 'lora.max_rows_per_family={\"behaviour\": 80}'",
-                                 param_hint="--set") from None  # fmt: skip
 
 
 def field_errors(exc: ValidationError) -> str:
@@ -287,23 +260,20 @@ def _progress_printer(settings: Settings | None = None, spec=None):
         typer.echo(f"[{now - state['start']:6.0f}s] {stage}: {done}/{total}{eta}", err=True)
 
     def family(event) -> None:
-        from eval.report import verdict_rows
-        from service.arms import ARMS
+        from eval.early_results import shown_figures
 
         clock = f"[{time.perf_counter() - state['start']:6.0f}s]"
-        if event.final:
-            for v in verdict_rows(event.results):
-                if v["family"] == event.family:
-                    typer.secho(f"{clock} final  {_verdict_line(v)}", bold=True)
+        shown = shown_figures(event)
+        if shown["verdict"] is not None:
+            typer.secho(f"{clock} final  {_verdict_line(shown['verdict'])}", bold=True)
             return
-        block = event.results["families"][event.family]
-        labels = event.results["arms"]
-        cells = "  ".join(f"{labels[a]['label']} {_cell(block['arms'][a].get(block['headline_metric']))}"
-                          for a in block["arms"])  # fmt: skip
-        chance = block.get("chance_baseline") or {}
-        waiting = ", ".join(ARMS[a].label for a in event.waiting)
-        typer.echo(f"{clock} provisional  {event.family:20s} {block['headline_metric']}: {cells}  chance "
-                   f"{_cell(chance)}  (no verdict: {waiting} still to answer)")  # fmt: skip
+        cells = "  ".join(f"{c['label']} {_cell(c)}" for c in shown["arms"])
+        if shown["status"] == "final":  # a family the verdict does not judge: its figures, final
+            typer.echo(f"{clock} final  {event.family:20s} {shown['metric']}: {cells}  (n={shown['rows']})")
+            return
+        typer.echo(f"{clock} provisional  {event.family:20s} {shown['metric']}: {cells}  chance "
+                   f"{_cell(shown['chance'])}  (n={shown['rows']}; no verdict: {', '.join(shown['waiting'])} still to "
+                   "answer)")  # fmt: skip
 
     report.named = lambda run_id: state.update(run_id=run_id)
     report.family = family
@@ -423,6 +393,13 @@ def curve(
     noise: Annotated[str, typer.Option(help="Shares of train rows given a wrong target, e.g. 0,0.1,0.3.")] = "0",
     limit: Annotated[int | None, typer.Option(help="Test rows per family (seeded sample).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for subsets, noise, sampling and statistics.")] = None,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the points run: local (one after another) or ray (Ray tasks on RAY_ADDRESS or a "
+            "local head; make ray). Default: eval.executor."
+        ),
+    ] = None,  # fmt: skip
     set_: SetOption = None,
 ) -> None:
     """Train the adapter arms on nested subsets of the train rows (optionally with label noise), answer the same
@@ -439,11 +416,53 @@ def curve(
             if left_s is not None:
                 typer.echo(f"curve: ~{left_s / 60:.0f} min left for the remaining points", err=True)
 
-        results, folder = run_curve(settings, spec, progress=_progress_printer(), show_bars=True, on_eta=eta)
+        if executor not in (None, "local", "ray"):
+            raise ValueError(f"--executor {executor}: give local or ray")
+        results, folder = run_curve(settings, spec, progress=_progress_printer(), show_bars=True, on_eta=eta,
+                                    executor=executor)  # fmt: skip
     typer.secho(f"\nCurve {results['curve_id']}", bold=True)
     for line in summary_lines(results):
         typer.echo("  " + line.replace("**", ""))
     typer.echo(f"\nreport: {folder / 'report.html'}  (also report.md, results.json)")
+
+
+@app.command()
+def tune(
+    corpus: Annotated[Path, typer.Option(help="Corpus folder with documents/ and tasks/.")],
+    family: Annotated[str, typer.Option(help="The family whose train rows give the validation rows.")],
+    grid: Annotated[
+        list[str],
+        typer.Option(
+            help="A setting and the values to try, setting=v1,v2 (repeat for more axes: every combination "
+            "runs), e.g. lora.learning_rate_by_group.lora/behaviour=5e-4,1e-3."
+        ),
+    ],
+    arm: Annotated[str, typer.Option(help="The arm whose settings are chosen.")] = "lora",
+    validation_share: Annotated[
+        float, typer.Option(min=0.05, max=0.9, help="Share of the family's train rows held out for validation.")
+    ] = 0.33,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Train as `ragft demo` does (its row subset and epochs).")
+    ] = False,
+    set_: SetOption = None,
+) -> None:
+    """Choose hyperparameters on validation rows carved from the train rows (never test rows): train and answer
+    once per grid candidate on a tuning corpus of fit and validation rows, and print which scored best and
+    whether the rows can tell the candidates apart. Writes tuning.json beside the tuning corpus."""
+    settings = build_settings(set_)
+    with reported_errors():
+        corpus_folder(corpus, tasks=True)
+        from eval.pipeline import demo_settings
+        from eval.tuning import summary
+        from eval.tuning import tune as run_tuning
+        from service.arms import parse_arm
+
+        tuning, out = run_tuning(settings, corpus, family=family, arm=parse_arm(arm).name, grid=grid,
+                                 share=validation_share, prepare=demo_settings if demo else (lambda s: s),
+                                 say=typer.echo)  # fmt: skip
+    for line in summary(tuning):
+        typer.echo(line)
+    typer.echo(f"tuning: {out}")
 
 
 @app.command()
