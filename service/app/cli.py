@@ -239,8 +239,8 @@ def _progress_printer(settings: Settings | None = None, spec=None):
 
     def left_s(done: int, total: int, now: float) -> float | None:
         if settings is not None and spec is not None and state["run_id"]:
+            from eval.progress import answering_eta_s
             from eval.store import Store
-            from service.app.api.jobs import answering_eta_s
 
             store = Store(settings.database)
             try:

@@ -35,12 +35,12 @@ from eval.answers import (
 )
 from eval.comparison import headline_changes
 from eval.external import register_external_arms
+from eval.progress import planned_answers
 from eval.report import charts, review_line, verdict_rows
 from eval.review import MAX_REVIEWER_CHARS, Review, Reviews, publish_reviewed, review_summary, reviewed_dir
 from eval.store import RunNotFound, RunRecord, Store
 from service.app.api.deps import SettingsDep, errors, hide_paths
 from service.app.api.job_store import JOB_ACTIVE, JobRecord
-from service.app.api.jobs import planned_answers
 from service.arms import ARMS
 from service.settings import Settings
 
