@@ -96,6 +96,8 @@ def test_runs_list_then_a_run_filtered_to_disagreements_then_one_row(page, url):
     page.wait_for_url(f"{url}/ui/runs/priced-a")
     page.wait_for_selector("#verdicts")
     assert page.locator("#verdicts tr").count() == 4  # header and three families
+    headers = page.locator("#verdicts th").all_text_contents()  # the two answers a verdict gives, apart
+    assert "best relative to the others" in headers and "above chance" in headers
     assert page.locator("img.chart").count() >= 1
     page.wait_for_selector("#row-count:text('20 rows')")
     page.check("input[name=disagree]")

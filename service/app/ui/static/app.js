@@ -216,7 +216,8 @@ function markBadge(answer) {
 function verdictTable(verdicts) {
   const columns = [["family", "family"], ["metric", "headline"], ["best", "best"], ["score", "score [95% CI]"],
                    ["chance", "chance"], ["mdd", "MDD"], ["worse", "worse"], ["non_inferior", "non-inferior"],
-                   ["undecided", "undecided"], ["recommended", "recommended"], ["rule", "folk rule"]];
+                   ["undecided", "undecided"], ["relative", "best relative to the others"],
+                   ["above_chance", "above chance"], ["recommended", "recommended"], ["rule", "folk rule"]];
   return el("table", { id: "verdicts" },
     el("tr", {}, columns.map(([, h]) => el("th", { text: h }))),
     verdicts.map((v) => el("tr", {}, columns.map(([k]) => el("td", { text: v[k] === undefined ? "-" : String(v[k]) })))));
