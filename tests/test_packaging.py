@@ -29,6 +29,15 @@ def test_every_dependency_is_locked_with_hashes():
     assert pins["torch"].startswith("2.13.0")
 
 
+def test_the_ray_extra_is_locked_apart_from_the_default_install():
+    pins = locked("requirements-ray.lock")
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["ray"]
+    assert [f"ray=={pins['ray']}"] == extra
+    assert not set(pins) & set(locked("requirements.lock")), "the Ray lock repeats a pin of the default install"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "requirements-ray.lock" not in makefile[makefile.index("$(STAMP):") : makefile.index("touch $(STAMP)")]
+
+
 def test_the_install_uses_the_locks_and_an_index_for_torch_only():
     makefile = (ROOT / "Makefile").read_text()
     stamp = makefile[makefile.index("$(STAMP):") : makefile.index("touch $(STAMP)")]
