@@ -10,6 +10,7 @@ never a silent answer from the base model.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +34,8 @@ def module_name(corpus: Path, adapter: str, group: str | None = None) -> str:
 
 
 def adapter_modules(settings: Settings, corpus: Path) -> dict[str, Path]:
-    """Every LoRA adapter trained on `corpus` a server can serve, by module name ('<corpus>-<adapter>[-<group>]')."""
+    """Every LoRA adapter trained on `corpus` a server can serve, by module name ('<corpus>-<adapter>[-<group>]'),
+    each as the path of its current training (`versioned_folder`)."""
     from service import adapters
     from service.kinds import KINDS
 
@@ -43,13 +45,35 @@ def adapter_modules(settings: Settings, corpus: Path) -> dict[str, Path]:
         for config in sorted([root / "adapter_config.json", *root.glob("*/adapter_config.json")]):
             if config.is_file():
                 group = None if config.parent == root else config.parent.name
-                modules[module_name(corpus, kind.name, group)] = config.parent.resolve()
+                name = module_name(corpus, kind.name, group)
+                modules[name] = versioned_folder(settings, name, config.parent)
     if not modules:
         raise BackendError(
             f"no LoRA adapter is trained for corpus '{Path(corpus).resolve().name}' under "
             f"{settings.artifact_dir / 'adapters'}. Train them first: ragft train --corpus {corpus}"
         )
     return modules
+
+
+def versioned_folder(settings: Settings, name: str, folder: Path) -> Path:
+    """The path a server loads module `name` from: `<artifact_dir>/served/<name>-<fingerprint>-<trained at>`, a
+    link to the adapter's folder named after the training its manifest describes (made here when missing). A
+    server reports the path it loaded each module from (vLLM: `root` in GET /v1/models), so any ragft process can
+    tell whether the server holds the current training or one a retrain replaced, and loads it again from a new
+    path, which vLLM asks for (reloading in place from the same path keeps prefix-cache blocks of the old weights).
+    Links of earlier trainings stay: a server still serving one reads the folder's current files should it need
+    the module from disk again."""
+    manifest = json.loads((Path(folder) / "manifest.json").read_text())
+    trained = "".join(c for c in str(manifest.get("created_at", ""))[:19] if c.isalnum())
+    link = (settings.artifact_dir / "served").resolve() / f"{name}-{str(manifest['fingerprint'])[:12]}-{trained}"
+    if not link.is_symlink():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        scratch = link.with_name(f".{link.name}.{threading.get_ident()}.tmp")
+        scratch.unlink(missing_ok=True)
+        # relative: the same link works where the data folder is mounted elsewhere (a vLLM container's /data)
+        scratch.symlink_to(os.path.relpath(Path(folder).resolve(), link.parent), target_is_directory=True)
+        scratch.replace(link)  # atomic: a concurrent process making the same link loses nothing
+    return link
 
 
 # vLLM's `--max-lora-rank` takes one of these; an adapter's rank is rounded up to the next.
@@ -95,23 +119,28 @@ class Backend:
             timeout=models.backend_timeout_s,
             max_retries=2,
         )
-        self._served: set[str] | None = None
+        self._served: dict[str, str | None] | None = None
         self._lock = threading.Lock()
 
     def served(self, refresh: bool = False) -> set[str]:
         """Model names the server lists (its base model and LoRA modules)."""
+        return set(self.roots(refresh))
+
+    def roots(self, refresh: bool = False) -> dict[str, str | None]:
+        """Each model name the server lists with the path it loaded it from (vLLM's `root`; None where a server
+        does not say)."""
         import openai
 
         with self._lock:
             if self._served is None or refresh:
                 try:
-                    self._served = {m.id for m in self.client.models.list()}
+                    self._served = {m.id: getattr(m, "root", None) for m in self.client.models.list()}
                 except (openai.APIConnectionError, openai.APIStatusError) as exc:
                     raise BackendUnavailable(
                         f"the generator backend at {self.url} did not answer GET /models ({exc}). Start it (for "
                         "vLLM: docker compose --profile vllm up) or fix RAGFT_MODELS__BACKEND_URL."
                     ) from exc
-            return self._served
+            return dict(self._served)
 
     def load_adapter(self, name: str, folder: Path) -> None:
         """Serve the LoRA adapter in `folder` as module `name` from now on: unloaded first when the server lists it,
@@ -123,7 +152,7 @@ class Backend:
         headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
         url = (self.url or "").rstrip("/")
         steps = [("unload", {"lora_name": name})] if name in self.served(refresh=True) else []
-        steps.append(("load", {"lora_name": name, "lora_path": str(Path(folder).resolve())}))
+        steps.append(("load", {"lora_name": name, "lora_path": str(folder)}))  # a versioned_folder link: unresolved
         with httpx.Client(timeout=self.settings.backend_timeout_s, headers=headers) as client:
             for step, body in steps:
                 try:

@@ -20,7 +20,7 @@ from pathlib import Path
 from service import adapters, engine_ct2, models
 from service.adapters import ArtifactMissing
 from service.arms import Arm
-from service.backend import Backend, RemoteGenerator, module_name
+from service.backend import Backend, BackendError, RemoteGenerator, module_name, versioned_folder
 from service.documents import scan_documents
 from service.generation import Generator
 from service.kinds import KINDS, Kind
@@ -38,6 +38,8 @@ class Runtime:
         self._generator: Generator | None = None
         self._full_models: dict[str, Generator] = {}
         self._loaded: dict[str, adapters.AdapterManifest] = {}  # label -> manifest of the artifact loaded under it
+        self._modules: dict[str, tuple] = {}  # backend module -> (fingerprint, created_at) the server was seen to hold
+        self._module_lock = threading.Lock()
         self._embedder = None
         self._backend: Backend | None = None
         self._retriever: Retriever | None = None
@@ -250,15 +252,44 @@ class Runtime:
         return converted
 
     def _remote_generator(self, arm: Arm, group: str) -> RemoteGenerator:
-        """The backend's base model, or the LoRA module of this corpus's adapter after checking its manifest."""
+        """The backend's base model, or the LoRA module of this corpus's adapter after checking its manifest, the
+        module loaded again first where the server holds an earlier training of it (`_current_module`)."""
         if arm.adapter is None:
             return self.backend().generator(self.settings.models.backend_model)
         kind = KINDS[arm.adapter]
-        manifest = self._checked_manifest(arm, self.artifact_folder(kind, group), None)
-        remote = self.backend().generator(module_name(self.corpus, kind.name, self.artifact_group(kind, group)))
+        folder = self.artifact_folder(kind, group)
+        manifest = self._checked_manifest(arm, folder, None)
+        name = module_name(self.corpus, kind.name, self.artifact_group(kind, group))
+        self._current_module(name, folder, manifest)
+        remote = self.backend().generator(name)
         self._loaded[self._label(kind, group)] = manifest
-        remote.fingerprint = manifest.fingerprint  # as stored here: the server must load a retrained module itself
+        remote.fingerprint = manifest.fingerprint
         return remote
+
+    def _current_module(self, name: str, folder: Path, manifest: adapters.AdapterManifest) -> None:
+        """Make the server answer module `name` with the training `manifest` describes. The server says which path
+        it loaded each module from, and ragft serves an adapter from a path named after its training
+        (`versioned_folder`); where the server lists the module from another path (a retrain since, by this
+        process or any other), it is loaded again at runtime (`Backend.load_adapter`: vLLM with
+        VLLM_ALLOW_RUNTIME_LORA_UPDATING=True). Checked with the server once per training a process sees (the
+        manifest is read on every batch anyway); a module the server does not list is left to the 'does not serve'
+        error, and one listed without a path (a server that does not say) is served as it is."""
+        version = (manifest.fingerprint, manifest.created_at)
+        if self._modules.get(name) == version:
+            return
+        backend = self.backend()
+        with self._module_lock:
+            if self._modules.get(name) == version:  # another thread checked it meanwhile
+                return
+            path = versioned_folder(self.settings, name, folder)
+            root = backend.roots(refresh=True).get(name, str(path))
+            if root is not None and root != str(path):
+                try:
+                    backend.load_adapter(name, path)
+                except BackendError:
+                    if backend.roots(refresh=True).get(name) != str(path):  # not loaded by another process instead
+                        raise
+            self._modules[name] = version
 
     def _full_model_generator(self, arm: Arm, kind: Kind) -> Generator:
         """A whole trained model (the scratch kind), loaded beside the base weights it shares a tokenizer with, once

@@ -6,6 +6,7 @@ answers with in-process ones token for token; vLLM itself (its CPU build) runs i
 """
 
 import json
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -99,7 +100,11 @@ def test_vllm_args_name_one_module_per_trained_adapter(settings, full_corpus):
     assert [m.split("=")[0] for m in modules] == [
         module_name(full_corpus, kind, group) for kind in ("lora", "rag_lora") for group in ("behaviour", "questions")
     ]
-    assert all((settings.artifact_dir / "adapters").resolve().as_posix() in m for m in modules)
+    adapters_root = (settings.artifact_dir / "adapters").resolve()
+    for m in modules:  # a link named after the training, to the adapter's folder (tests of it: the retrain test)
+        path = Path(m.split("=", 1)[1])
+        assert path.parent == (settings.artifact_dir / "served").resolve() and path.is_symlink()
+        assert path.resolve().is_relative_to(adapters_root) and (path / "adapter_config.json").is_file()
 
 
 def test_backend_down_is_503_and_not_ready(settings, corpus):
@@ -152,3 +157,64 @@ def test_load_adapters_reloads_each_module_into_the_running_server(settings, ful
         expected.append(("load", {"lora_name": name, "lora_path": str(folder)}))
     assert calls == expected
     assert served == {"base", *modules}
+
+
+def test_a_retrained_adapter_is_loaded_into_the_server_by_the_next_request(settings, full_corpus):
+    """A stand-in vLLM (vLLM cannot run in CI; tests/test_backend_vllm.py runs the real one): it lists each module
+    with the path it loaded it from, as vLLM's GET /v1/models does (`root`), takes runtime loads, records them, and
+    answers with the path the asked module was loaded from, so the answer shows which training served it."""
+    from fastapi import FastAPI
+
+    from service.backend import adapter_modules
+    from tests.live import serving
+
+    runtime = pipeline.open_runtime(settings, full_corpus)
+    pipeline.train_artifacts(settings, runtime, [KINDS["lora"]])
+    name = module_name(full_corpus, "lora", "questions")  # a question goes to the questions adapter
+    started_with = adapter_modules(settings, full_corpus)  # what `vllm-args` hands the server at its start
+    roots = {"base": None, **{m: str(p) for m, p in started_with.items()}}
+    calls = []
+    vllm = FastAPI()
+
+    @vllm.get("/v1/models")
+    def models():
+        return {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "vllm", "root": r}
+                                           for m, r in sorted(roots.items())]}  # fmt: skip
+
+    @vllm.post("/v1/{step}_lora_adapter")
+    def lora(step: str, body: dict):
+        calls.append((step, body))
+        if step == "unload":
+            del roots[body["lora_name"]]
+        else:
+            assert body["lora_name"] not in roots  # vLLM refuses a second load under a listed name
+            roots[body["lora_name"]] = body["lora_path"]
+        return "Success"
+
+    @vllm.post("/v1/chat/completions")
+    def chat(body: dict):
+        text = f"from {roots[body['model']]}"
+        return {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}  # fmt: skip
+
+    def ask(runtime):
+        return answer(ARMS["lora"], runtime, [QUESTIONS[0]])[0].text
+
+    with serving(vllm) as url:
+        serving_settings = remote(settings, f"{url}/v1")
+        server_side = Runtime(serving_settings, full_corpus)  # a long-lived `ragft serve` answering through it
+        assert ask(server_side) == f"from {started_with[name]}" and calls == []  # the server holds this training
+        # a retrain in another process (ragft train --force): the next request loads it, under a new path
+        retrained = settings.model_copy(update={"generation": settings.generation.model_copy(update={"seed": 7})})
+        pipeline.train_artifacts(retrained, pipeline.open_runtime(retrained, full_corpus), [KINDS["lora"]], force=True)
+        now = adapter_modules(settings, full_corpus)[name]
+        assert now != started_with[name]
+        assert ask(server_side) == f"from {now}"
+        assert calls == [("unload", {"lora_name": name}), ("load", {"lora_name": name, "lora_path": str(now)})]
+        assert ask(server_side) == f"from {now}" and len(calls) == 2  # loaded once, not on every request
+        # another process (a new `ragft eval`) sees the server already holds the current training: nothing loaded
+        assert ask(Runtime(serving_settings, full_corpus)) == f"from {now}" and len(calls) == 2
+        # the behaviour module, retrained too but not asked for yet, is loaded when a row first asks for it
+        behaviour = module_name(full_corpus, "lora", "behaviour")
+        assert roots[behaviour] == str(started_with[behaviour])

