@@ -68,7 +68,7 @@ class Tuning:
     @property
     def separated(self) -> bool:
         """Whether the best candidate's interval clears every other candidate's: otherwise the grid's differences
-        are within what the validation rows can tell, and the choice is a coin the report says it is."""
+        are within what the validation rows can tell, and the summary says the choice follows point estimates."""
         best = self.best
         if best is None:
             return False
@@ -206,8 +206,9 @@ def summary(tuning: Tuning) -> list[str]:
     sets = " ".join(f"--set {k}={v}" for k, v in best.overrides.items())
     lines.append(f"choose: {sets}")
     if not tuning.separated:
-        lines.append("the candidates' intervals overlap: the validation rows cannot tell them apart, so the choice "
-                     "is a tie-break (first of the grid among equals); more rows or seeds would separate them")  # fmt: skip
+        lines.append("the intervals overlap: the validation rows cannot tell these candidates apart, so the choice "
+                     "follows the point estimates (equal ones: the grid's first); more rows or training seeds would "
+                     "separate them")  # fmt: skip
     return lines
 
 

@@ -76,7 +76,7 @@ def test_overlapping_intervals_are_reported_as_a_tie_break():
     tuning = Tuning("c", "behaviour", "lora", "behaviour_pass", 0, 10, 5)
     tuning.tried += [Tried({"a": "1"}, "r1", 0.4, 0.1, 0.7, 5), Tried({"a": "2"}, "r2", 0.4, 0.1, 0.7, 5)]
     assert tuning.best.overrides == {"a": "1"} and not tuning.separated  # equals: the grid's first
-    assert any("cannot tell them apart" in line for line in summary(tuning))
+    assert any("cannot tell these candidates apart" in line for line in summary(tuning))
     tuning.tried.append(Tried({"a": "3"}, "r3", 0.9, 0.8, 1.0, 5))
     assert tuning.best.overrides == {"a": "3"} and tuning.separated
     lower = Tuning("c", "behaviour", "lora", "m", 0, 10, 5, higher_is_better=False, tried=tuning.tried)
