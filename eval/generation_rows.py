@@ -36,7 +36,6 @@ import os
 import random
 import re
 import time
-import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -59,7 +58,7 @@ from eval.audit import (
 )
 from eval.corpus_import import assign_splits
 from eval.metrics.values import canonical
-from eval.review import HIDDEN_CATEGORIES, MAX_REVIEWER_CHARS
+from eval.review import reviewer_name
 from eval.tasks import TaskRow, check_corpus
 from service.documents import Document, load_documents
 from service.folders import sync_folder
@@ -90,18 +89,38 @@ class Reply:
     error: str | None = None  # "invalid_json" or "endpoint_error: ..."
 
 
+STRUCTURED = ("auto", "on", "off")  # how replies are constrained: see OpenAIGenerator
+
+
 class OpenAIGenerator:
-    """Any OpenAI-compatible chat endpoint. Asks for a JSON Schema response format first; an endpoint that refuses
-    it (HTTP 400/422) is asked without from then on, its replies parsed leniently. The instructions go in the one
-    user message, as an endpoint that answers only the last user message (`ragft serve`) needs."""
+    """Any OpenAI-compatible chat endpoint. With `structured` "auto" every call asks for a JSON Schema response format
+    (`response_format: {"type": "json_schema", ...}`, which vLLM, llama.cpp's server and hosted APIs decode under
+    the schema's grammar) until the endpoint refuses it (HTTP 400/422), then asks without it, parsing replies
+    leniently; "on" makes a refusal an error (to be sure replies are constrained), "off" never asks (an endpoint
+    that fails on the field in another way). A reply that does not parse is asked again up to `retries` times,
+    unless it repeats the last reply word for word: the endpoint decodes greedily (`ragft serve`), so asking again
+    would only repeat it. The instructions go in the one user message, as an endpoint that answers only the last
+    user message (`ragft serve`) needs."""
 
     def __init__(self, url: str, model: str, api_key: str | None = None, retries: int = 2, max_tokens: int = 512,
-                 timeout_s: float = 120.0):  # fmt: skip
+                 timeout_s: float = 120.0, structured: str = "auto"):  # fmt: skip
         from openai import OpenAI
 
+        if structured not in STRUCTURED:
+            raise ValueError(f"structured output '{structured}': use {', '.join(STRUCTURED)}")
         self.url, self.model, self.retries, self.max_tokens = url, model, retries, max_tokens
-        self.structured = True
+        self.mode = structured
+        self.structured = structured != "off"  # asked on the next call
+        self.refused: str | None = None  # the endpoint's refusal of the response format, when it refused
         self._client = OpenAI(base_url=url, api_key=api_key or "none", timeout=timeout_s, max_retries=1)
+
+    def describe(self) -> str:
+        """How replies were constrained, for the run's summary."""
+        if self.structured:
+            return "structured output: a JSON Schema response format asked on every call"
+        if self.refused:
+            return f"structured output: refused by the endpoint ({self.refused}); replies parsed leniently"
+        return "structured output: off (--structured-output off); replies parsed leniently"
 
     def ask(self, system: str, user: str, schema: dict, temperature: float = 0.7) -> Reply:
         """A JSON object with a list of `items` (`schema` is what the endpoint is asked to follow), asked up to
@@ -109,7 +128,7 @@ class OpenAIGenerator:
         import openai
 
         messages = [{"role": "user", "content": f"{system}\n\n{user}"}]
-        tokens, error, attempt = 0, "invalid_json", 0
+        tokens, error, attempt, last = 0, "invalid_json", 0, None
         while attempt <= self.retries:
             rules = {"type": "json_schema", "json_schema": {"name": "rows", "schema": schema, "strict": True}}
             extra = {"response_format": rules} if self.structured else {}
@@ -118,21 +137,31 @@ class OpenAIGenerator:
                     model=self.model, messages=messages, temperature=temperature, max_tokens=self.max_tokens, **extra
                 )
             except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
-                if self.structured:  # no JSON Schema response format here: parse leniently from now on
-                    self.structured = False
+                if self.structured and self.mode == "auto":  # no JSON Schema response format here: lenient from now
+                    self.structured, self.refused = False, f"{exc.status_code}: {str(exc.message)[:120]}"
                     continue
                 raise GenerationError(f"{self.url} refused the request ({exc.status_code}: {exc.message}); check "
                                       f"--generator-model and the endpoint's limits (asked for {self.max_tokens} "
-                                      "tokens: --max-reply-tokens)") from exc  # fmt: skip
+                                      "tokens: --max-reply-tokens"
+                                      + ("; --structured-output on needs an endpoint that takes a JSON Schema "
+                                         "response format" if self.structured else "") + ")") from exc  # fmt: skip
             except openai.NotFoundError as exc:
                 raise GenerationError(f"{self.url}: model '{self.model}' not found ({exc.message}); check --generator-model") from exc  # fmt: skip
             except openai.AuthenticationError as exc:
                 raise GenerationError(f"{self.url}: the key was refused ({exc.message}); set --generator-key") from exc
+            except openai.APITimeoutError:  # one slow reply: asked again, within the same bound
+                attempt += 1
+                error = "endpoint_error: timeout"
+                continue
             except openai.APIConnectionError as exc:
                 raise GenerationError(f"{self.url}: cannot connect ({exc}); is the endpoint running?") from exc
-            except openai.APIError as exc:  # a 5xx or a timeout: asked again, within the same bound
-                attempt += 1
-                error = f"endpoint_error: {type(exc).__name__}"
+            except openai.APIStatusError as exc:
+                if exc.status_code == 413:  # every prompt of this size would be refused: no use asking again
+                    raise GenerationError(f"{self.url} refused a prompt of {len(system) + len(user)} characters "
+                                          f"({exc.message}); raise the endpoint's limit (ragft serve: --set "
+                                          "api.max_question_chars=8000)") from exc  # fmt: skip
+                attempt += 1  # a 5xx: asked again, within the same bound
+                error = f"endpoint_error: {exc.status_code}"
                 continue
             attempt += 1
             text = (out.choices[0].message.content or "") if out.choices else ""
@@ -142,6 +171,9 @@ class OpenAIGenerator:
             if data is not None and isinstance(data.get("items"), list):
                 return Reply(data, tokens, attempt)  # each item is checked on its own, its rejection counted
             error = "invalid_json"
+            if text == last:  # greedy decoding: the same prompt gives the same reply
+                break
+            last = text
         return Reply(None, tokens, attempt, error)
 
 
@@ -745,6 +777,7 @@ def generate_rows(
             near_miss_rows(documents, known, half, report, rng, model)
         if counts.get("behaviour"):
             _behaviour(generator, behaviour_seeds(rows), known, counts["behaviour"], report, clock, rng)
+        report.notes.append(generator.describe())
     _split_abstention(report, known)
     for family, wanted in counts.items():
         if report.accepted[family] < wanted and not report.stopped and (generator or family == "abstention"):
@@ -879,13 +912,7 @@ def decide(corpus: Path, item: str, decision: str, reviewer: str, edits: dict | 
     an edit is checked as generation checks it (the answer stated in the document) and validated as a task row."""
     from datetime import UTC, datetime
 
-    name = " ".join(reviewer.split())
-    if not name or len(name) > MAX_REVIEWER_CHARS:
-        raise ValueError(f"reviewer: give your name (1 to {MAX_REVIEWER_CHARS} characters), as it should be stored")
-    hidden = [c for c in name if unicodedata.category(c) in HIDDEN_CATEGORIES]  # as answer reviews refuse them
-    if hidden:
-        raise ValueError(f"reviewer: the name holds an invisible or control character (U+{ord(hidden[0]):04X}); "
-                         "type it as plain text")  # fmt: skip
+    name = reviewer_name(reviewer)  # as answer reviews take it
     if decision not in ("accept", "edit", "reject"):
         raise ValueError(f"decision '{decision}': use accept, edit or reject")
     with locked(corpus) as path:

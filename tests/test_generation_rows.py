@@ -8,6 +8,7 @@ import random
 import re
 import threading
 from collections import Counter
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -138,6 +139,8 @@ class Scripted(BaseHTTPRequestHandler):
     response format (as an endpoint without structured output does), and the first reply of each kind is prose."""
 
     structured = True
+    status = 200  # another status answers every call with it (a 413 for a prompt too long, a 503)
+    prose = False  # every reply the same prose, as a greedy model that writes no JSON answers
     disable_nagle_algorithm = True
     seen: dict = {}
     calls: list = []
@@ -150,6 +153,8 @@ class Scripted(BaseHTTPRequestHandler):
         type(self).calls.append(body)
         if "response_format" in body and not type(self).structured:
             return self._send(400, {"error": {"message": "response_format is not supported", "type": "invalid"}})
+        if type(self).status != 200:
+            return self._send(type(self).status, {"error": {"message": "scripted refusal", "type": "scripted"}})
         prompt = body["messages"][-1]["content"]
         doc = re.search(r"^Document: (.+)$", prompt, re.M)
         if "questions a reader could answer" in prompt:
@@ -163,6 +168,8 @@ class Scripted(BaseHTTPRequestHandler):
         text = "Sure! Here are some." if first else f"Here you go:\n```json\n{json.dumps({'items': items})}\n```"
         if "response_format" in body and not first:
             text = json.dumps({"items": items})
+        if type(self).prose:
+            text = "The passage is about typewriters."
         self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                          "choices": [{"index": 0, "finish_reason": "stop",
                                       "message": {"role": "assistant", "content": text}}],
@@ -179,7 +186,7 @@ class Scripted(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def endpoint():
-    Scripted.structured, Scripted.seen, Scripted.calls = True, {}, []
+    Scripted.structured, Scripted.status, Scripted.prose, Scripted.seen, Scripted.calls = True, 200, False, {}, []
     server = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -330,6 +337,54 @@ def test_a_budget_stops_the_run_and_says_which(corpus, endpoint):
     assert report.calls <= 3
 
 
+def test_structured_output_asks_for_the_row_schema_and_the_setting_decides_a_refusal(corpus, endpoint):
+    import jsonschema
+
+    from eval.generation_rows import ABSTENTION_SCHEMA, KNOWLEDGE_SCHEMA
+
+    report = generate_rows(corpus, {"knowledge": 2, "abstention": 1}, OpenAIGenerator(endpoint, "scripted"))
+    assert report.accepted["knowledge"] == 2 and not [k for k in report.rejected if k[1] == "invalid_json"]
+    asked = {call["response_format"]["json_schema"]["schema"] is not None for call in Scripted.calls}
+    assert asked == {True}  # every call, the first prose reply's repeat included
+    knowledge = next(c for c in Scripted.calls if "questions a reader could answer" in c["messages"][-1]["content"])
+    abstention = next(c for c in Scripted.calls if "does NOT state" in c["messages"][-1]["content"])
+    for call, schema in ((knowledge, KNOWLEDGE_SCHEMA), (abstention, ABSTENTION_SCHEMA)):
+        assert call["response_format"] == {"type": "json_schema",
+                                           "json_schema": {"name": "rows", "schema": schema, "strict": True}}  # fmt: skip
+    jsonschema.Draft202012Validator.check_schema(KNOWLEDGE_SCHEMA)
+    jsonschema.validate({"items": KNOWLEDGE["multi_page.pdf"]}, KNOWLEDGE_SCHEMA)  # what a constrained reply is
+    jsonschema.validate({"items": ABSTENTION["multi_page.pdf"]}, ABSTENTION_SCHEMA)
+    with pytest.raises(jsonschema.ValidationError):  # a missing field or an extra one is outside the grammar
+        jsonschema.validate({"items": [{"question": "q", "answer": "a", "span": "s"}]}, KNOWLEDGE_SCHEMA)
+    assert "a JSON Schema response format asked on every call" in "\n".join(report.summary())
+
+    Scripted.structured, Scripted.calls = False, []  # an endpoint without structured output
+    fallback = OpenAIGenerator(endpoint, "scripted")
+    report = generate_rows(corpus, {"knowledge": 1}, fallback)
+    assert report.accepted["knowledge"] == 1 and not fallback.structured and "400" in fallback.refused
+    assert [("response_format" in c) for c in Scripted.calls][:2] == [True, False]
+    assert "refused by the endpoint (400" in "\n".join(report.summary())
+    with pytest.raises(GenerationError, match="--structured-output on needs an endpoint"):
+        OpenAIGenerator(endpoint, "scripted", structured="on").ask("s", "u", KNOWLEDGE_SCHEMA)
+    Scripted.structured, Scripted.calls = True, []
+    OpenAIGenerator(endpoint, "scripted", structured="off").ask("s", "u", KNOWLEDGE_SCHEMA)
+    assert Scripted.calls and not any("response_format" in c for c in Scripted.calls)
+    with pytest.raises(ValueError, match="use auto, on, off"):
+        OpenAIGenerator(endpoint, "scripted", structured="json")
+
+
+def test_a_repeated_reply_is_not_asked_again_and_endpoint_errors_are_bounded(endpoint):
+    Scripted.prose = True  # greedy decoding: asking again repeats the reply
+    reply = OpenAIGenerator(endpoint, "scripted", retries=3).ask("s", "u", {})
+    assert reply.data is None and reply.error == "invalid_json" and reply.attempts == 2 and len(Scripted.calls) == 2
+    Scripted.prose, Scripted.status, Scripted.calls = False, 503, []
+    reply = OpenAIGenerator(endpoint, "scripted", retries=2).ask("s", "u", {})
+    assert reply.error == "endpoint_error: 503" and len(Scripted.calls) >= 3  # the client's own retry may add some
+    Scripted.status = 413
+    with pytest.raises(GenerationError, match="api.max_question_chars"):
+        OpenAIGenerator(endpoint, "scripted").ask("s", "u", {})
+
+
 def test_lenient_parse_takes_the_object_out_of_prose_and_fences():
     assert parse_json_object('Sure:\n```json\n{"items": [1]}\n```\nBye') == {"items": [1]}
     assert parse_json_object("no object {here") is None
@@ -463,3 +518,114 @@ def test_smoke_through_ragft_serve_with_the_tiny_model(settings, team_corpus, tm
             OpenAIGenerator(f"{url}/v1", "no-such-arm").ask("s", "u", {})
         with pytest.raises(GenerationError, match="max-reply-tokens"):
             OpenAIGenerator(f"{url}/v1", "base", max_tokens=100_000).ask("s", "u", {})
+
+
+# ---------------------------------------------------------------------------------------------- real servers
+
+VLLM_PYTHON = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
+
+
+@contextmanager
+def started(command: list[str], url: str, log: Path, env: dict | None = None, timeout_s: float = 600):
+    """A server started as its own process group, yielded once `url`/models answers, stopped with its children."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import httpx
+
+    with log.open("w") as out:
+        proc = subprocess.Popen(command, env=os.environ | (env or {}), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    try:
+        start = time.perf_counter()
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"{command[0]} exited ({proc.returncode}):\n{log.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.perf_counter() - start > timeout_s:
+                pytest.fail(f"{command[0]} did not answer within {timeout_s} s:\n{log.read_text()[-4000:]}")
+            time.sleep(1)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def generate_and_check(corpus: Path, url: str, *options: str) -> str:
+    """`ragft corpus generate` through `url` (two items a family): it must end cleanly, print every rejection by
+    reason, and write rows that validate, pass the audit's leak check and fail no check that passed before."""
+    before = {c.name: c.passed for c in audit_corpus(corpus).checks}
+    result = CliRunner().invoke(app, ["corpus", "generate", str(corpus), "--generator-url", url,
+                                      "--generator-model", "base", "--count", "2", "--max-seconds", "300",
+                                      *options], catch_exceptions=False)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows, problems = check_corpus(corpus)
+    assert not problems, problems[:3]
+    generated = read_generated(corpus / "tasks" / GENERATED_FILE)
+    assert generated and all(r.review.status == "pending" and r.generated for r in generated)
+    kept = sum(int(n) for n in re.findall(r"^\w+: (\d+) item\(s\) kept", result.output, re.M))
+    rejected = sum(int(n) for n in re.findall(r"^  rejected \w+ \w+: (\d+)$", result.output, re.M))
+    assert kept >= 1 and kept + rejected >= 6  # near misses at least; every other item kept or counted rejected
+    after = {c.name: c for c in audit_corpus(corpus, include_unreviewed=True).checks}
+    assert after["generated_leaks"].passed and after["answers_in_sources"].passed, after["generated_leaks"].details
+    assert [n for n, passed in before.items() if passed and not after[n].passed] == []  # no new shortcut
+    return result.output
+
+
+@pytest.mark.slow
+def test_smoke_through_ragft_serve_with_the_embedded_model(team_corpus, tmp_path):
+    """`ragft serve` on the embedded SmolLM2-135M (nothing downloads) as the endpoint: it takes the JSON Schema
+    response format and ignores it, so a 135M model's prose and broken JSON reach the checks, which reject it by
+    reason; a greedy repeat is not asked again, and the run ends within its budget."""
+    import shutil
+    import sys
+
+    corpus = Path(shutil.copytree(team_corpus, tmp_path / "served"))
+    port = free_port()
+    ragft = str(Path(sys.executable).parent / "ragft")
+    command = [ragft, "serve", "--corpus", str(corpus), "--port", str(port),
+               "--set", "api.max_question_chars=8000"]  # a passage and its instructions are one user message  # fmt: skip
+    env = {"RAGFT_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1"}
+    with started(command, f"http://127.0.0.1:{port}/v1", tmp_path / "serve.log", env) as url:
+        output = generate_and_check(corpus, url, "--retries", "1", "--max-reply-tokens", "128")
+        assert "rejected knowledge " in output and "asked on every call" in output
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not VLLM_PYTHON.exists(), reason="no .venv-vllm: `bench/vllm_cpu.sh install` makes it")
+def test_vllm_structured_output_keeps_the_embedded_models_json_valid(team_corpus, tmp_path):
+    """vLLM's CPU build on the embedded model's float32 copy: the JSON Schema response format is taken (on: a
+    refusal would fail the run) and decoding under it gives JSON that parses, so no reply is rejected as invalid."""
+    import shutil
+
+    from service import models
+    from service.settings import Settings
+
+    corpus = Path(shutil.copytree(team_corpus, tmp_path / "vllm"))
+    settings = Settings()
+    folder = models.servable_folder(settings.models, settings.artifact_dir)
+    port = free_port()
+    command = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", folder,
+               "--served-model-name", "base", "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port),
+               "--enforce-eager"]  # fmt: skip
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1", "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
+    with started(command, f"http://127.0.0.1:{port}/v1", tmp_path / "vllm.log", env) as url:
+        output = generate_and_check(corpus, url, "--structured-output", "on")
+        assert "invalid_json" not in output, output

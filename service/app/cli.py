@@ -693,6 +693,11 @@ def corpus_generate(
     max_seconds: Annotated[float | None, typer.Option(min=1, help="Budget: stop after this many seconds.")] = None,
     retries: Annotated[int, typer.Option(min=0, max=5, help="Asks again when a reply does not parse.")] = 2,
     max_reply_tokens: Annotated[int, typer.Option(min=64, help="Longest reply asked of the endpoint.")] = 512,
+    structured_output: Annotated[
+        str,
+        typer.Option(help="JSON Schema response format: auto (asked until the endpoint refuses it), on (a refusal is "
+                     "an error), off (never asked; replies parsed leniently)."),
+    ] = "auto",  # fmt: skip
     seed: Annotated[int, typer.Option(help="Seed of the passage order and near misses.")] = 0,
     unseen_share: Annotated[
         float, typer.Option(min=0, max=1, help="Share of knowledge items asked as unseen test rows (no train row).")
@@ -710,7 +715,8 @@ def corpus_generate(
         counts = {f: count for f in _split(families) or []}
         generator = None
         if generator_url:
-            generator = OpenAIGenerator(generator_url, generator_model, generator_key, retries, max_reply_tokens)
+            generator = OpenAIGenerator(generator_url, generator_model, generator_key, retries, max_reply_tokens,
+                                        structured=structured_output)  # fmt: skip
 
         def progress(family: str, done: int, wanted: int, rejected: int, elapsed: float, left: float | None) -> None:
             eta = f", ~{left:.0f} s left" if left is not None else ""
