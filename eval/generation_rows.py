@@ -253,6 +253,7 @@ class Budget:
 @dataclass
 class GenerationReport:
     rows: list[TaskRow] = field(default_factory=list)
+    asked: Counter = field(default_factory=Counter)  # family -> items asked for (of the endpoint, or near misses tried)
     accepted: Counter = field(default_factory=Counter)  # family -> items kept
     rejected: Counter = field(default_factory=Counter)  # (family, reason) -> items dropped
     tokens: int = 0
@@ -263,7 +264,8 @@ class GenerationReport:
 
     def summary(self) -> list[str]:
         """What the CLI prints: rows per family, rejections by reason, tokens, time."""
-        out = [f"{family}: {n} item(s) kept" for family, n in sorted(self.accepted.items())]
+        families = sorted(set(self.accepted) | set(self.asked))
+        out = [f"{f}: {self.accepted[f]} item(s) kept of {self.asked[f]} asked" for f in families]
         by_reason = sorted(self.rejected.items(), key=lambda kv: (kv[0][0], -kv[1]))
         out += [f"  rejected {family} {reason}: {n}" for (family, reason), n in by_reason]
         per_100 = f", {self.seconds / len(self.rows) * 100:.1f} s per 100 rows" if self.rows else ""
@@ -479,6 +481,7 @@ def _from_passages(generator, documents, known, family: str, count: int, report,
             break
         n = min(ITEMS_PER_CALL, count - report.accepted[family])
         asked = prompt.format(doc=doc.doc_id, passage=passage.strip(), n=n, max_words=MAX_ANSWER_WORDS)
+        report.asked[family] += n
         for item in _items(generator, asked, schema, family, report):
             if report.accepted[family] >= count:
                 break
@@ -588,6 +591,7 @@ def near_miss_rows(documents, known: _Known, count: int, report: GenerationRepor
             data = {"id": row_id, "family": "abstention", "split": "test", "kind": "near_miss", "question": question,
                     **_provenance(model, "near_miss", row_id, None, entity)}  # fmt: skip
             row = TaskRow.model_validate(data)
+            report.asked["abstention"] += 1
             if miss.lower() not in invented_mentions(row, text):
                 reason = "entity_in_documents"
             else:
@@ -667,6 +671,7 @@ def _behaviour(generator, seeds, known, count, report, clock, rng) -> None:
             prompt = BEHAVIOUR_PROMPT.format(instruction=seed.instruction or "(none)", examples=shown, n=n,
                                              wanted=wanted_text, target=target)  # fmt: skip
             calls += 1
+            report.asked["behaviour"] += n
             for item in _items(generator, prompt, schema, "behaviour", report):
                 if made >= wanted:
                     break

@@ -396,7 +396,7 @@ def test_cli_generate_writes_pending_rows_and_prints_rejections(corpus, endpoint
                                       "--generator-model", "scripted", "--families", "knowledge,abstention",
                                       "--count", "3"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "knowledge: 3 item(s) kept" in result.output and "rejected" in result.output
+    assert "knowledge: 3 item(s) kept of " in result.output and "rejected" in result.output
     assert "review them: ragft corpus review" in result.output
     card = (corpus / "DATA_CARD.md").read_text()
     assert "## Generated rows" in card and "model `scripted`" in card and "- knowledge: 3 item(s) kept" in card
