@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -60,7 +61,7 @@ from eval.spec import Progress, RunCancelled, RunSpec, check_seed
 from eval.store import Store
 from eval.tasks import TaskRow, load_tasks
 from service import engine_ct2, folders
-from service.arms import ARMS, Arm, ArmNames, by_cost
+from service.arms import ARMS, Arm, ArmNames, by_cost, curve_defaults
 from service.models import library_versions
 from service.retrieval import index_exists, index_lock
 from service.settings import Settings
@@ -156,11 +157,11 @@ class CurveSpec(BaseModel):
         limit: int | None = None,
         seed: int | None = None,
     ) -> CurveSpec:
-        """Defaults: base, fewshot, rag and lora; eval.families (else every family); 10,25,50,100,all rows;
-        no noise; eval.limit; generation.seed."""
+        """Defaults: the arms marked `in_default_curve` (base, fewshot, rag and lora); eval.families (else every
+        family); 10,25,50,100,all rows; no noise; eval.limit; generation.seed."""
         return cls(
             corpus=Path(corpus),
-            arms=arms or ["base", "fewshot", "rag", "lora"],
+            arms=arms or curve_defaults(),
             families=families or settings.eval.families or list(FAMILIES),
             rows=rows or [10, 25, 50, 100, ALL],
             noise=noise or [0.0],
@@ -417,6 +418,9 @@ def run_curve(
     only). `executor` (default eval.executor): 'local' runs the points one after another in this process, 'ray'
     runs each as a Ray task (`ray_runs`); the results are the same, as every run id is a hash of its inputs."""
     say = progress or (lambda stage, done, total: None)
+    executor = executor or settings.eval.executor
+    if executor == "ray" and importlib.util.find_spec("ray") is None:  # before any view is written
+        raise RuntimeError(RAY_MISSING)
     settings = curve_settings(settings)
     corpus = Path(spec.corpus)
     rows = load_tasks(corpus)
@@ -444,7 +448,7 @@ def run_curve(
                            "corrupted": [c.row_id for c in corrupted]}}  # fmt: skip
         views.append((share, size, folder, counts, corrupted, extra))
     labels = [f"rows {size}, noise {share:g}" for share, size, *_ in views]
-    if (executor or settings.eval.executor) == "ray":
+    if executor == "ray":
         asked = [(corpus, reference_arms, {})] if reference_arms else []
         asked += [(folder, learners, extra) for _, _, folder, _, _, extra in views]
         run_ids = ray_runs(settings, [RunSpec.resolve(settings, folder, arms=arms, families=spec.families,

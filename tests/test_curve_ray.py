@@ -100,3 +100,9 @@ def test_without_ray_the_executor_says_how_to_get_it(settings, curve_corpus, tmp
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(RuntimeError, match="make ray"):
         curve.ray_runs(settings, ["a"], ["a"], lambda *a: None)
+    # a curve asked to run on Ray says so before it writes or trains anything
+    monkeypatch.setattr(curve.importlib.util, "find_spec", lambda name: None)
+    spec = CurveSpec.resolve(settings, curve_corpus, arms=["base", "lora"], families=["behaviour"], rows=[3])
+    with pytest.raises(RuntimeError, match="requirements-ray.lock"):
+        curve.run_curve(settings, spec, executor="ray")
+    assert not (settings.data_dir / "curves").exists()
