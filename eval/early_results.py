@@ -7,9 +7,14 @@ arm that has not answered); with every arm, final. `family_results` scores those
 will (`eval.results.build_results` on a run holding only them, judge-free), so a final verdict printed early is
 the one the report prints at the end.
 
+`shown_figures` reduces one such family to what a person reads while the run goes on (the CLI's lines, the
+job's `progress.figures` that the runs page shows): headline cells with intervals, and the verdict once final.
+
 Example:
     >>> # watch = FamilyWatch(spec.families, chosen, [("base", 0), ("rag", 0)])
     >>> # ready = watch.completed(done); results = family_results(settings, spec, chosen, ready, answers)
+    >>> # shown_figures(FamilyAnswered("knowledge", ("base", "rag"), ("lora",), False, results))["status"]
+    >>> # 'provisional'
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eval.families import FAMILIES
+from eval.report import verdict_rows
 from eval.results import build_results
 from eval.spec import RunSpec, replicate_name, replicated_arm
 from eval.store import Prediction, Store
@@ -40,6 +46,31 @@ class FamilyAnswered:
     waiting: tuple[str, ...]  # the run's arms that have not answered it yet (none when final)
     final: bool
     results: dict
+
+
+def shown_figures(event: FamilyAnswered) -> dict:
+    """`event`'s family as a person reads it mid-run (JSON): status 'provisional' (the arms so far, no verdict,
+    the arms still to answer) or 'final' (every arm, and the verdict row `eval.report.verdict_rows` gives, the one
+    the report will print); the headline metric; each arm's cell (value, 95% interval); the chance baseline; and
+    `rows`, the test rows the cells read."""
+    block = event.results["families"][event.family]
+    metric = block["headline_metric"]
+    labels = event.results["arms"]
+    cells = [{"arm": a, "label": labels[a]["label"], **{k: cell.get(k) for k in ("value", "ci_low", "ci_high")}}
+             for a, figures in block["arms"].items() if (cell := figures.get(metric))]  # fmt: skip
+    chance = block.get("chance_baseline") or {}
+    verdict = next((v for v in verdict_rows(event.results) if v["family"] == event.family), None)
+    return {
+        "family": event.family,
+        "status": "final" if event.final else "provisional",
+        "metric": metric,
+        "rows": max((figures[metric].get("n") or 0 for figures in block["arms"].values() if metric in figures),
+                    default=0),
+        "arms": cells,
+        "chance": {k: chance.get(k) for k in ("value", "ci_low", "ci_high")},
+        "waiting": [ARMS[a].label for a in event.waiting],
+        "verdict": verdict if event.final else None,
+    }  # fmt: skip
 
 
 def family_rows(family: str, chosen: dict[str, list[TaskRow]]) -> list[TaskRow]:

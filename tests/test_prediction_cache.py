@@ -111,9 +111,22 @@ def test_untrained_arms_figures_come_first_and_each_verdict_when_its_family_is_a
     assert all(at > first_training for _, at in final)
     for e, _ in final:  # the verdict printed early is the one the report prints at the end
         assert set(e.results["families"][e.family]["arms"]) == set(ARMS)
+    from eval.early_results import shown_figures
+    from eval.report import verdict_rows
     from eval.results import build_results
 
     report = build_results(store, run_id, settings)
+    rows = {"knowledge": 4, "behaviour": 3, "freshness": 1}  # the corpus's test rows each family reads
+    for e, _ in provisional:  # what the CLI prints and the runs page shows: cells, the arms to wait for, no verdict
+        shown = shown_figures(e)
+        assert shown["status"] == "provisional" and shown["verdict"] is None and shown["waiting"] == ["LoRA"]
+        assert [c["arm"] for c in shown["arms"]] == ["base", "fewshot", "rag"] and shown["rows"] == rows[e.family]
+        assert json.loads(json.dumps(shown)) == shown  # as the job's progress stores it
+    final_rows = {v["family"]: v for v in verdict_rows(report)}
+    for e, _ in final:
+        shown = shown_figures(e)
+        assert shown["status"] == "final" and shown["waiting"] == [] and shown["rows"] == rows[e.family]
+        assert shown["verdict"] == final_rows[e.family]  # the report's verdict row, word for word
     for e, _ in final:
         early = e.results["families"][e.family]
         assert early["verdict"] == report["families"][e.family]["verdict"], e.family

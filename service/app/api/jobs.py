@@ -14,7 +14,9 @@ failed status write is logged and retried; the worker thread goes on (`state`, i
 
 An eval job answers the run its inputs name (`eval.runner.run_id_for`, as `ragft eval` does), so
 an identical request made after an earlier one finished answers nothing again: it finds every
-answer stored and re-renders the report. A request with `fresh` carries its own run id.
+answer stored and re-renders the report. A request with `fresh` carries its own run id and reads nothing from the
+answer cache. While a run goes on, each family's figures join the job's progress as soon as they are ready
+(`progress.figures`, provisional then final, as `ragft eval` prints them).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 
 from eval import pipeline
 from eval.curve import CurveSpec, run_curve
+from eval.early_results import shown_figures
 from eval.progress import answering_eta_s
 from eval.results import publish_run
 from eval.runner import run_eval
@@ -276,9 +279,12 @@ class JobWorker:
             self._run_curve(job)
             return
 
-        spec = RunSpec.model_validate(job.request)
+        request = dict(job.request)
+        fresh = request.pop("fresh", False)  # read nothing from the answer cache (`ragft eval --fresh`)
+        spec = RunSpec.model_validate(request)
         spec = spec.model_copy(update={"corpus": self.corpus_folder(str(spec.corpus))})
         named: dict[str, str] = {}
+        figures: dict[str, dict] = {}  # each family's figures so far (`eval.early_results.shown_figures`)
         results = Store(self.settings.database)
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -289,6 +295,10 @@ class JobWorker:
             self._progress(job.id, status, {"stage": stage, "done": done, "total": total,
                                             "eta_s": round(eta) if eta is not None else None})  # fmt: skip
 
+        def family(event) -> None:
+            figures[event.family] = shown_figures(event)  # a final entry replaces the provisional one
+            self._progress(job.id, "evaluating", {"figures": figures})
+
         def name(run_id: str) -> None:
             named["run_id"] = run_id
             self.store.set_run_id(job.id, run_id)
@@ -296,7 +306,7 @@ class JobWorker:
         kept = engine_ct2.loaded_artifacts()  # what the server answered with before the job (its adapters) stays
         try:
             run_id = run_eval(self.settings, spec, progress=progress, should_stop=self._should_stop(job.id),
-                              named=name)  # fmt: skip
+                              named=name, on_family=family, reuse=not fresh)  # fmt: skip
         finally:
             results.close()
             # conversions the run loaded (a sibling corpus's or another seed's adapters: ~514 MB each) would stay

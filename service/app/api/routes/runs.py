@@ -56,8 +56,10 @@ class RunRequest(BaseModel):
     seed: Seed | None = Field(None, description="Default: generation.seed.")
     fresh: bool = Field(
         False,
-        description="Answer every row again under a new run id. By default a run is named by its inputs, as "
-        "`ragft eval` names it, so an identical run already answered is re-rendered, not answered again.",
+        description="Answer every row again, under a new run id, reading nothing from the answer cache (as "
+        "`ragft eval --fresh`). By default a run is named by its inputs, as `ragft eval` names it, so an identical "
+        "run already answered is re-rendered, and any answer another run made for the same prompt, weights and "
+        "decoding is reused.",
     )
 
 
@@ -108,12 +110,16 @@ PageOffset = Annotated[
 def start_run(body: RunRequest, request: Request, settings: SettingsDep, runtime: RuntimeDep) -> dict:
     """Queue an eval run; returns at once with its job id. Its `run_id` (set once indexing and training are done)
     is a hash of its inputs, the same as `ragft eval` gives: an identical run answered before is re-rendered from
-    its stored answers. The same request while an identical one waits or runs returns that job."""
+    its stored answers, and answers other runs made for the same prompts and weights come from the answer cache
+    (`fresh` reads none). The same request while an identical one waits or runs returns that job. While it runs,
+    `progress.figures` holds each family's figures as soon as they are ready: provisional (the arms that need no
+    training; no verdict) before the adapters have answered, final (with the verdict) once every arm has."""
     corpus = resolve_corpus(runtime.corpus, body.corpus)
     run_id = f"{corpus.resolve().name}-fresh-{uuid.uuid4().hex[:10]}" if body.fresh else None
     spec = RunSpec.resolve(settings, Path(corpus.resolve().name), arms=body.arms, families=body.families,
                            limit=body.limit, family_limits=body.family_limits, seed=body.seed, run_id=run_id)  # fmt: skip
-    return _submit(request, "eval", spec.model_dump(mode="json"))  # the corpus by name: the worker finds its folder
+    payload = spec.model_dump(mode="json") | ({"fresh": True} if body.fresh else {})  # absent: older jobs match
+    return _submit(request, "eval", payload)  # the corpus by name: the worker finds its folder
 
 
 @router.get("/runs")

@@ -178,10 +178,38 @@ async function runsPage() {
       el("tr", {}, ["", "run", "status", "corpus", "arms", "families", "progress", "answers", "created", "report files"]
         .map((h) => el("th", { text: h }))),
       rows),
+    figuresSoFar(runs),
   );
   if (runs.some((r) => ["queued", "training", "evaluating"].includes(r.status))) {
     setTimeout(() => { if (location.pathname.replace(/\/$/, "") === "/ui") runsPage(); }, 3000);
   }
+}
+
+// ---- a running run's figures so far (its job's progress.figures): each family as soon as it is answered,
+// provisional (the arms that need no training, no verdict) until every arm has answered it, then final with its
+// verdict, the one the report will print. Redrawn with the runs list, so it follows the list's polling.
+function figuresSoFar(runs) {
+  const active = runs.filter((r) => ["queued", "training", "evaluating"].includes(r.status)
+                                    && r.job && r.job.progress && r.job.progress.figures);
+  if (!active.length) return null;
+  const interval = (c) => (c && c.value !== null && c.value !== undefined
+    ? `${num(c.value)} [${num(c.ci_low)}, ${num(c.ci_high)}]` : "n/a");
+  const row = (f) => el("tr", { class: `figure ${f.status}`, dataset: { family: f.family } },
+    el("td", { text: f.family }),
+    el("td", { class: "state", text: f.status === "final" ? `final, ${f.rows} rows` : `provisional, ${f.rows} rows so far` }),
+    el("td", { text: f.metric }),
+    el("td", {}, f.arms.map((a) => el("span", { class: "cell", dataset: { arm: a.arm }, text: `${a.label} ${interval(a)}` }))),
+    el("td", { text: interval(f.chance) }),
+    el("td", { class: "verdict", text: f.verdict ? `${f.verdict.recommended} (best ${f.verdict.best})`
+      : f.status === "final" ? "-" : `no verdict yet: ${f.waiting.join(", ")} still to answer` }));
+  return el("section", { id: "figures-so-far" },
+    el("h2", { text: "Figures so far" }),
+    el("p", { class: "small", text: "A running run's families as soon as they are answered. Provisional figures read only the arms that need no training and name no winner; a family's verdict is final once every arm has answered it." }),
+    active.map((run) => el("div", { class: "running", dataset: { run: run.id } },
+      el("h3", { text: run.id }),
+      el("table", {},
+        el("tr", {}, ["family", "figures", "headline", "arms (95% CI)", "chance", "verdict"].map((h) => el("th", { text: h }))),
+        Object.values(run.job.progress.figures).map(row)))));
 }
 
 // ---- a run: verdicts, charts, rows

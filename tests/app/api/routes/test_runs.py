@@ -189,9 +189,19 @@ def test_an_identical_http_run_is_the_cli_run_and_answers_nothing_again(settings
         second = wait_for(client, second["id"], {"done", "failed"})
         assert second["status"] == "done" and second["run_id"] == first["run_id"] and asked == []  # ... reused
         assert client.get(f"/v1/runs/{second['id']}/report.json").json()["run_id"] == first["run_id"]
+        wider = wait_for(client, client.post("/v1/runs", json=run | {"families": ["knowledge", "abstention"]}).json()["id"],
+                         {"done", "failed"})  # fmt: skip
         fresh = wait_for(client, client.post("/v1/runs", json=run | {"fresh": True}).json()["id"], {"done", "failed"})
         assert fresh["status"] == "done" and fresh["run_id"] != first["run_id"] and asked  # answered again
-    assert Store(settings.database).count(first["run_id"]) == Store(settings.database).count(fresh["run_id"])
+        assert fresh["request"]["fresh"] is True
+    store = Store(settings.database)
+    answers = store.count(first["run_id"])
+    # another run (fresh false) takes the answers it shares with the first from the answer cache ...
+    knowledge = [p for p in store.predictions(wider["run_id"]) if p.row_id.startswith("k")]
+    assert wider["run_id"] != first["run_id"] and len(knowledge) == answers and all(p.reused for p in knowledge)
+    assert store.reused(wider["run_id"]) < store.count(wider["run_id"])  # ... and answers the rest
+    assert store.count(fresh["run_id"]) == answers and store.reused(fresh["run_id"]) == 0  # fresh: every one again
+    store.close()
     monkeypatch.setattr(cli, "get_settings", lambda: settings)
     out = CliRunner().invoke(cli.app, ["eval", "--corpus", str(corpus), "--arms", "base,rag", "--families",
                                        "knowledge", "--limit", "3"])  # fmt: skip
