@@ -272,7 +272,7 @@ def _progress_printer(settings: Settings | None = None, spec=None):
             typer.echo(f"{clock} final  {event.family:20s} {shown['metric']}: {cells}  (n={shown['rows']})")
             return
         typer.echo(f"{clock} provisional  {event.family:20s} {shown['metric']}: {cells}  chance "
-                   f"{_cell(shown['chance'])}  (n={shown['rows']}; no verdict: {', '.join(shown['waiting'])} still to "
+                   f"{_cell(shown['chance'])}  n={shown['rows']}  (no verdict: {', '.join(shown['waiting'])} still to "
                    "answer)")  # fmt: skip
 
     report.named = lambda run_id: state.update(run_id=run_id)
