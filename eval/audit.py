@@ -333,15 +333,18 @@ def answer_space_shares(rows: list[TaskRow]) -> dict[str, float]:
     per_group = Counter(_group(r) for r in rows if r.expected is not None)
     per_family: dict[str, list[float]] = defaultdict(list)
     for r in rows:
-        if r.split == "test" and r.family == "behaviour" and r.expected is not None:
+        if r.split == "test" and FAMILIES[r.family].formats and r.expected is not None:
             top = max(n for (g, _), n in objects.items() if g == _group(r))
             per_family[r.family].append(top / per_group[_group(r)])
         elif r.split == "test" and row_groups.get(r.id):
             per_family[r.family].append(sum(chance_of[g] for g in row_groups[r.id]) / len(row_groups[r.id]))
     out = {f: sum(v) / len(v) for f, v in per_family.items()}
-    if any(r.family == "abstention" and r.split == "test" for r in rows):
-        # always abstaining scores 0; guessing scores (-1 + (2 * share - 1)) / 2 = share - 1 over the two halves
-        out["abstention"] = max(0.0, out.get("knowledge", 0.0) - 1.0)
+    for family in dict.fromkeys(r.family for r in rows if r.split == "test" and FAMILIES[r.family].abstains):
+        # always abstaining scores 0; guessing scores (-1 + (2 * share - 1)) / 2 = share - 1 over the two halves,
+        # the share being that of the answerable questions the family reads beside its own rows
+        answerable = [f for f in FAMILIES[family].row_families if not FAMILIES[f].abstains]
+        share = sum(out.get(f, 0.0) for f in answerable) / len(answerable) if answerable else 0.0
+        out[family] = max(0.0, share - 1.0)
     return dict(sorted(out.items()))
 
 

@@ -34,14 +34,13 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from eval.families import FAMILIES
 from eval.metrics import ScoringContext, balanced, headline
 from eval.store import Prediction
 from eval.tasks import TaskRow
 
 ARM = "chance"  # the pseudo-arm's name in comparisons
 MIN_TRAIN_ROWS = 5  # train rows an answer type (or a behaviour format) needs before its commonest answer is a guess
-# freshness rows ask about the documented facts after an update: their guesses come from knowledge train rows too
-GUESS_FROM = {"freshness": ("freshness", "knowledge")}
 
 QUESTION_TYPES = (  # (type, pattern on the lower-cased question); the first match wins
     ("yes_no", r"^(?:is|are|does|do|can|could|will|was|were|has|have|should)\b"),
@@ -112,7 +111,7 @@ def _format(row: TaskRow) -> str:
     return f"{kind} style"
 
 
-def _behaviour_reply(row: TaskRow) -> str | None:
+def _format_reply(row: TaskRow) -> str | None:
     if row.labels is not None:
         return row.label
     if row.expected is not None:
@@ -120,13 +119,16 @@ def _behaviour_reply(row: TaskRow) -> str | None:
     return row.answers[0] if row.answers else None
 
 
-def behaviour_guesser(train: list[TaskRow], test: list[TaskRow]) -> tuple[Callable[[TaskRow], str], str] | str:
-    """Per behaviour format, the commonest train reply: label, whole JSON object or style reply."""
+def format_guesser(
+    train: list[TaskRow], test: list[TaskRow], families: tuple[str, ...]
+) -> tuple[Callable[[TaskRow], str], str] | str:
+    """Per format of `families` (families whose rows come in formats, as behaviour's), the commonest train reply:
+    label, whole JSON object or style reply."""
     replies: dict[str, list[str]] = defaultdict(list)
     for r in train:
-        if r.family == "behaviour" and (reply := _behaviour_reply(r)) is not None:
+        if r.family in families and (reply := _format_reply(r)) is not None:
             replies[_format(r)].append(reply)
-    needed = sorted({_format(r) for r in test if r.family == "behaviour"})
+    needed = sorted({_format(r) for r in test if r.family in families})
     short = [f"{f} ({len(replies[f])})" for f in needed if len(replies[f]) < MIN_TRAIN_ROWS]
     if short:
         return f"too few train rows for {', '.join(short)} (a guess needs at least {MIN_TRAIN_ROWS} per format)"
@@ -159,27 +161,33 @@ def _made(family: str, test: list[TaskRow], reply: Callable[[TaskRow], str], des
 
 def chance_baseline(family: str, test: list[TaskRow], train: list[TaskRow], ctx: ScoringContext) -> Baseline:
     """The family's constant guess, chosen on `train` rows and scored on `test` rows."""
-    metric = headline(family)
-    reads = metric.reads
-    if family == "abstention" or "abstention" in reads:
-        return _abstention_baseline(family, test, train, ctx)
-    if reads == ("behaviour",):
-        made = behaviour_guesser(train, test)
+    reads = headline(family).reads
+    if FAMILIES[family].abstains or any(FAMILIES[r].abstains for r in reads):
+        return _abstention_baseline(family, reads, test, train, ctx)
+    if all(FAMILIES[r].formats for r in reads):
+        made = format_guesser(train, test, reads)
     else:
-        made = answer_guesser(train, tuple(dict.fromkeys(f for r in reads for f in GUESS_FROM.get(r, (r,)))))
+        made = answer_guesser(train, _guess_families(reads))
     if isinstance(made, str):
         return Baseline(family, reason=made)
     reply, description = made
     return _made(family, test, reply, description, ctx)
 
 
-def _abstention_baseline(family: str, test: list[TaskRow], train: list[TaskRow], ctx: ScoringContext) -> Baseline:
+def _guess_families(reads) -> tuple[str, ...]:
+    """The row families whose train answers a guess for rows of `reads` is drawn from (`Family.guesses_from`)."""
+    return tuple(dict.fromkeys(f for r in reads for f in FAMILIES[r].guess_families))
+
+
+def _abstention_baseline(
+    family: str, reads: tuple[str, ...], test: list[TaskRow], train: list[TaskRow], ctx: ScoringContext
+) -> Baseline:
     """Always abstain, or never abstain and guess each answerable row's type: whichever scores higher on the
     train rows (always abstaining when there is no guess to make, and on a tie: a constant that says nothing is
     the cheaper claim). With the three-way headline always abstaining scores exactly 0 on any rows."""
     always = (lambda row: ctx.abstention_phrase), "always abstain (the abstention phrase for every row)"
     policies = [always]
-    made = answer_guesser(train, ("knowledge",))
+    made = answer_guesser(train, _guess_families([r for r in reads if not FAMILIES[r].abstains]))
     if not isinstance(made, str):
         policies.append((made[0], f"never abstain: {made[1]}"))
 
@@ -187,7 +195,7 @@ def _abstention_baseline(family: str, test: list[TaskRow], train: list[TaskRow],
         values = balanced(headline(family), _score(family, train, policy[0], ctx), {r.id: r for r in train})
         return sum(values.values()) / len(values) if values else 0.0
 
-    both = {"abstention", "knowledge"} <= {r.family for r in train}  # a one-sided train set cannot choose
+    both = set(reads) <= {r.family for r in train}  # a one-sided train set (no answerable rows) cannot choose
     # the first (always) on a tie, to float precision: a balanced 0.5 - 0.5 may sum to 1e-16
     reply, description = max(policies, key=lambda p: round(on_train(p), 9)) if both else always
     return _made(family, test, reply, description, ctx)

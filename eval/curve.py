@@ -61,7 +61,7 @@ from eval.spec import Progress, RunCancelled, RunSpec, check_seed
 from eval.store import Store
 from eval.tasks import TaskRow, load_tasks
 from service import engine_ct2, folders
-from service.arms import ARMS, Arm, ArmNames, by_cost
+from service.arms import ARMS, Arm, ArmNames, by_cost, curve_defaults
 from service.models import library_versions
 from service.retrieval import index_exists, index_lock
 from service.settings import Settings
@@ -157,11 +157,11 @@ class CurveSpec(BaseModel):
         limit: int | None = None,
         seed: int | None = None,
     ) -> CurveSpec:
-        """Defaults: base, fewshot, rag and lora; eval.families (else every family); 10,25,50,100,all rows;
-        no noise; eval.limit; generation.seed."""
+        """Defaults: the arms marked `in_default_curve` (base, fewshot, rag and lora); eval.families (else every
+        family); 10,25,50,100,all rows; no noise; eval.limit; generation.seed."""
         return cls(
             corpus=Path(corpus),
-            arms=arms or ["base", "fewshot", "rag", "lora"],
+            arms=arms or curve_defaults(),
             families=families or settings.eval.families or list(FAMILIES),
             rows=rows or [10, 25, 50, 100, ALL],
             noise=noise or [0.0],

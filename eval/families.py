@@ -69,10 +69,16 @@ class Family:
     # answer-space audits are per format, so a JSON task sees JSON examples
     reference_arm: str | None = None  # the arm every other arm is compared with (forgetting: base), beside the
     # comparisons against the best arm
+    guesses_from: tuple[str, ...] = ()  # the row families whose train rows its chance baseline's guess is drawn
+    # from (default: its own): freshness has no train rows of its own and asks what knowledge rows ask
 
     @property
     def row_families(self) -> tuple[str, ...]:
         return self.reads or (self.name,)
+
+    @property
+    def guess_families(self) -> tuple[str, ...]:
+        return self.guesses_from or (self.name,)
 
     def favours(self, arm: Arm) -> bool:
         return self.favoured is not None and self.favoured(arm)
@@ -205,7 +211,8 @@ register_family(Family("abstention", "Abstention", "effective_reliability", _abs
                        reads=("abstention", "knowledge"), trains=True, max_new_tokens=QUESTION_TOKENS,
                        abstains=True))  # fmt: skip
 register_family(Family("freshness", "Freshness", "new_answer_rate", _freshness_row, phase="fresh",
-                       max_new_tokens=QUESTION_TOKENS, factual=True, grounded=True))  # fmt: skip
+                       max_new_tokens=QUESTION_TOKENS, factual=True, grounded=True,
+                       guesses_from=("freshness", "knowledge")))  # fmt: skip
 register_family(Family("general", "General skills (forgetting)", "general_accuracy", _needs_answers,
                        scores=_weights_changed_or_base, closed_book=True, max_new_tokens=QUESTION_TOKENS,
                        factual=True, reference_arm="base"))  # fmt: skip

@@ -15,8 +15,9 @@ import jinja2
 
 from eval.metrics import METRICS
 from eval.strata import strata_lines
-from eval.verdict import INSUFFICIENT
+from eval.verdict import BREAK_EVEN, INSUFFICIENT, break_even_arm
 from service import folders
+from service.kinds import KINDS
 
 RULE_MARK = {"agrees": "agrees", "contradicts": "CONTRADICTS", "inconclusive": "inconclusive", "n/a": "-"}
 
@@ -236,7 +237,7 @@ def training_lines(results: dict) -> list[str]:
                     if training.get("undertrained") else "")  # fmt: skip
             floor = (f" From-scratch floor ({g.get('trainable_params', 0):,} parameters, {g.get('tokens_processed') or 0:,} "
                      "tokens): what the architecture learns without pre-training; not part of the folk rule."
-                     if kind == "scratch" else "")  # fmt: skip
+                     if kind in KINDS and KINDS[kind].full_model else "")  # fmt: skip
             val = f", val loss {g['val_loss']:.3f}" if g.get("val_loss") is not None else ""
             lines.append(f"{kind} ({', '.join(_label(results, a) for a in arms) or '-'}), {group}: {epochs or 'n/a'}; "
                          f"{_num(g.get('wall_s'))} s{val}.{flag}{floor}")  # fmt: skip
@@ -325,8 +326,10 @@ def render_markdown(results: dict) -> str:
         lines += ["", "## By stratum", "", STRATA_NOTE, ""] + [f"- {line}" for line in strata_lines(results)]
     if training_lines(results):
         lines += ["", "## Training", ""] + [f"- {line}" for line in training_lines(results)]
+    reference = break_even_arm(results["costs"])
     lines += ["", "## Cost", "", "| arm | training s | index s | refresh | p50 ms/answer | p95 ms/answer | prompt tokens "
-              "| generated tokens | $ per 1k queries | break-even vs RAG (queries) |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+              f"| generated tokens | $ per 1k queries | {_break_even_header(results, reference)} (queries) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for arm, c in results["costs"].items():
         if not c.get("measured", True):
             lines.append(
@@ -334,8 +337,13 @@ def render_markdown(results: dict) -> str:
             )
             continue
         refresh = f"{c['refresh_by']} {c['refresh_s']:.1f}s" if c.get("refresh_s") is not None else c["refresh_by"]
-        be = c.get("break_even_queries_vs_rag")
-        never = results.get("arms", {}).get(arm, {}).get("adapter") and "break_even_queries_vs_rag" in c and be is None
+        be = c.get(BREAK_EVEN + reference) if reference else None
+        never = (
+            results.get("arms", {}).get(arm, {}).get("adapter")
+            and reference
+            and BREAK_EVEN + reference in c
+            and be is None
+        )
         lines.append(
             f"| {_label(results, arm)} | {_num(c['training_wall_s'])} | {_num(c['index_build_s'])} | {refresh} | "
             f"{_num(c['latency_ms_p50'])} | {_num(c['latency_ms_p95'])} | {_num(c['prompt_tokens_mean'])} | "
@@ -343,6 +351,10 @@ def render_markdown(results: dict) -> str:
             f"{'never' if never else _num(be)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _break_even_header(results: dict, reference: str | None) -> str:
+    return f"break-even vs {_label(results, reference)}" if reference else "break-even"
 
 
 def _num(x, digits: int = 1) -> str:
@@ -405,8 +417,10 @@ def charts(results: dict) -> dict[str, str]:
         ax.set_title("cost versus quality", fontsize=9)
         ax.legend(fontsize=7)
         out["cost_quality"] = png_data_uri(fig)
-    fresh = results["families"].get("freshness")
-    if fresh and fresh["arms"]:
+    # the blocks that carry the update panel's and the forgetting panel's figures, whatever their family is named
+    fresh = next((b for b in results["families"].values() if any("new_answer_rate" in c for c in b["arms"].values())),
+                 None)  # fmt: skip
+    if fresh:
         arms = list(fresh["arms"])
         fig, ax = figure(6, 2.8)
         new = [fresh["arms"][a].get("new_answer_rate", {}).get("value") or 0 for a in arms]
@@ -419,8 +433,8 @@ def charts(results: dict) -> dict[str, str]:
         ax.legend(fontsize=7)
         ax.set_title("freshness after the corpus update", fontsize=9)
         out["freshness_panel"] = png_data_uri(fig)
-    general = results["families"].get("general")
-    if general and general.get("forgetting_vs_base"):
+    general = next((b for b in results["families"].values() if b.get("forgetting_vs_base")), None)
+    if general:
         items = general["forgetting_vs_base"]
         arms = list(items)
         fig, ax = figure(6, 2.8)
@@ -480,11 +494,11 @@ th{background:#f1f3f5}.CONTRADICTS{color:#c92a2a;font-weight:bold}.agrees{color:
 <h2>Cost</h2>
 {% if "cost_quality" in charts %}<img alt="cost versus quality" src="{{ charts.cost_quality }}">{% endif %}
 <table><tr><th>arm</th><th>training s</th><th>training tokens</th><th>index s</th><th>refresh</th><th>p50 ms/answer</th><th>p95 ms/answer</th>
-<th>prompt tokens</th><th>generated tokens</th><th>$ / 1k queries</th><th>break-even vs RAG</th></tr>
+<th>prompt tokens</th><th>generated tokens</th><th>$ / 1k queries</th><th>{{ break_even_header }}</th></tr>
 {% for arm, c in r.costs.items() %}{% if c.get("measured", True) %}<tr><td>{{ labels[arm] }}</td><td>{{ num(c.training_wall_s) }}</td><td>{{ num(c.training_tokens, 0) }}</td>
 <td>{{ num(c.index_build_s) }}</td><td>{{ c.refresh_by }} {{ num(c.refresh_s) }}</td><td>{{ num(c.latency_ms_p50) }}</td><td>{{ num(c.latency_ms_p95) }}</td>
 <td>{{ num(c.prompt_tokens_mean) }}</td><td>{{ num(c.generated_tokens_mean) }}</td><td>{{ num(c.cost_per_1k_queries_usd, 4) }}</td>
-<td>{{ num(c.get("break_even_queries_vs_rag"), 0) }}</td></tr>{% else %}<tr><td>{{ labels[arm] }}</td><td colspan="10">not measured (scored from a predictions file)</td></tr>{% endif %}{% endfor %}</table>
+<td>{{ num(c.get(break_even_key), 0) }}</td></tr>{% else %}<tr><td>{{ labels[arm] }}</td><td colspan="10">not measured (scored from a predictions file)</td></tr>{% endif %}{% endfor %}</table>
 <h2>Worst failures per arm</h2>
 {% for arm, items in r.failures.items() %}<h3>{{ labels[arm] }}</h3>
 <table><tr><th>row</th><th>input</th><th>expected</th><th>answer</th><th>retrieved passages</th></tr>
@@ -522,6 +536,8 @@ def render_html(results: dict) -> str:
         origin_line=origin_line,
         fmt=_fmt,
         num=_num,
+        break_even_header=_break_even_header(results, break_even_arm(results["costs"])),
+        break_even_key=BREAK_EVEN + (break_even_arm(results["costs"]) or ""),
     )
 
 

@@ -31,8 +31,16 @@ from eval.spec import RunSpec, replicated_arm
 from eval.store import Prediction, RunRecord, Store
 from eval.strata import stratum_blocks
 from eval.tasks import TaskRow, load_tasks, reference_output, row_origin, unreviewed_note
-from eval.verdict import best_arm, break_even_queries, family_margin, judge_family, verdict_dict
-from service.arms import ARMS
+from eval.verdict import (
+    BREAK_EVEN,
+    TOKENS_SAVED,
+    best_arm,
+    break_even_queries,
+    family_margin,
+    judge_family,
+    verdict_dict,
+)
+from service.arms import ARMS, break_even_reference
 from service.documents import load_documents
 from service.models import library_versions
 from service.settings import Settings
@@ -179,21 +187,21 @@ def costs(run: RunRecord, predictions: list[Prediction], settings: Settings) -> 
             figures["machine_s"] = _clean(round(machine_s, 3))
             figures["answer_wall_s"] = walls[arm_name]
             figures["machine_over_wall"] = _clean(round(machine_s / walls[arm_name], 3)) if walls[arm_name] else None
-    rag = out.get("rag")
+    reference = break_even_reference([name for name, figures in out.items() if figures["measured"]])
     for arm_name, figures in out.items():
         if (
             ARMS[arm_name].adapter
-            and rag
-            and rag["measured"]
+            and reference
             and figures.get("training_wall_s")
             and figures["latency_ms_p50"] is not None
         ):
             mean_arm = np.mean([p.cost_ms for p in by_arm[arm_name]])
-            mean_rag = np.mean([p.cost_ms for p in by_arm["rag"]])
-            figures["break_even_queries_vs_rag"] = _clean(
-                break_even_queries(figures["training_wall_s"], mean_rag, mean_arm)
+            mean_reference = np.mean([p.cost_ms for p in by_arm[reference]])
+            figures[BREAK_EVEN + reference] = _clean(
+                break_even_queries(figures["training_wall_s"], mean_reference, mean_arm)
             )
-            figures["prompt_tokens_saved_vs_rag"] = _clean(rag["prompt_tokens_mean"] - figures["prompt_tokens_mean"])
+            saved = out[reference]["prompt_tokens_mean"] - figures["prompt_tokens_mean"]
+            figures[TOKENS_SAVED + reference] = _clean(saved)
     return out
 
 

@@ -312,6 +312,15 @@ def _rule_check(family: str, best: str, group: dict[str, list[str]], scored: lis
     )
 
 
+BREAK_EVEN = "break_even_queries_vs_"  # + the reference arm (`service.arms.break_even_reference`): a cost entry's key
+TOKENS_SAVED = "prompt_tokens_saved_vs_"  # + the same arm
+
+
+def break_even_arm(costs: dict) -> str | None:
+    """The arm a run's cost entries weigh training time against, read from their keys (None: none did)."""
+    return next((k.removeprefix(BREAK_EVEN) for c in costs.values() for k in c if k.startswith(BREAK_EVEN)), None)
+
+
 def break_even_queries(training_s: float, rag_cost_ms: float, arm_cost_ms: float) -> float | None:
     """Queries after which a fine-tune's one-off training time is repaid by its cheaper answers, or None if never."""
     saving_s = (rag_cost_ms - arm_cost_ms) / 1000

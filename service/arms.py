@@ -38,6 +38,10 @@ class Arm:
     # prompts first). An explicit fact, so the order of this table is only the order reports show arms in.
     cost_rank: int = 100
     external: bool = False  # answers made elsewhere and scored by `ragft score`: never run, never a default
+    asked_by_default: bool = False  # a query (`ragft query`, POST /v1/query, the page's ask form) naming no arms
+    # runs it: the two that answer without training, so a first question needs no adapter
+    in_default_curve: bool = False  # a curve naming no arms runs it: the prompting arms beside the adapter that
+    # learns from the train rows, so the crossover is visible
 
 
 class ArmTable(MutableMapping[str, Arm]):
@@ -80,10 +84,14 @@ _RUN_ARMS: ContextVar[dict[str, Arm]] = ContextVar("ragft_run_arms", default={})
 ARMS = ArmTable({
     a.name: a
     for a in (
-        Arm("base", "Base", False, False, None, "base model, zero-shot", 0),
-        Arm("fewshot", "Few-shot", False, True, None, "base model with worked examples from the train split", 10),
-        Arm("rag", "RAG", True, False, None, "retrieved passages feeding the base model", 20),
-        Arm("lora", "LoRA", False, False, "lora", "LoRA adapter trained closed-book on the train split", 30),
+        Arm("base", "Base", False, False, None, "base model, zero-shot", 0, asked_by_default=True,
+            in_default_curve=True),
+        Arm("fewshot", "Few-shot", False, True, None, "base model with worked examples from the train split", 10,
+            in_default_curve=True),
+        Arm("rag", "RAG", True, False, None, "retrieved passages feeding the base model", 20, asked_by_default=True,
+            in_default_curve=True),
+        Arm("lora", "LoRA", False, False, "lora", "LoRA adapter trained closed-book on the train split", 30,
+            in_default_curve=True),
         Arm("rag_lora", "RAG + LoRA", True, False, "rag_lora", "adapter trained to read retrieved passages", 40),
         Arm("scratch", "Scratch", False, False, "scratch", "same architecture trained from random weights", 50),
     )
@@ -112,10 +120,27 @@ def runnable() -> list[str]:
     return [name for name, arm in ARMS.items() if not arm.external]
 
 
+def asked_by_default() -> list[str]:
+    """The arms a query naming none runs, in table order (`Arm.asked_by_default`)."""
+    return [name for name, arm in ARMS.items() if arm.asked_by_default]
+
+
+def curve_defaults() -> list[str]:
+    """The arms a curve naming none runs, in table order (`Arm.in_default_curve`)."""
+    return [name for name, arm in ARMS.items() if arm.in_default_curve]
+
+
 def by_cost(names) -> list[str]:
     """Arm names cheapest first (ties in table order): the order recommendations prefer."""
     order = list(ARMS)
     return sorted(names, key=lambda n: (ARMS[n].cost_rank, order.index(n)))
+
+
+def break_even_reference(names) -> str | None:
+    """Of `names`, the arm a trained arm's one-off training time is weighed against in the cost table: the cheapest
+    that answers from the documents with the base weights (rag), or None when none does."""
+    readers = [n for n in names if ARMS[n].retrieve and ARMS[n].adapter is None and not ARMS[n].external]
+    return by_cost(readers)[0] if readers else None
 
 
 class UnknownArm(ValueError):
@@ -160,10 +185,14 @@ def parse_trainable(name: str) -> Arm:
     return arm
 
 
+def spellings(names: list[str]) -> list[str]:
+    """The names, then the '+' spelling of each that has a '_' ('rag+lora' for rag_lora), as `arm_key` reads them."""
+    return [*names, *(name.replace("_", "+") for name in names if "_" in name)]
+
+
 def _arm_enum(schema: dict) -> None:
     """The arms as they are when the schema is built, so an arm added to ARMS at run time is documented too."""
-    choices = runnable()
-    schema["enum"] = [*choices, *(["rag+lora"] if "rag_lora" in choices else [])]
+    schema["enum"] = spellings(runnable())
 
 
 def _trainable_enum(schema: dict) -> None:

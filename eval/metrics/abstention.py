@@ -40,6 +40,7 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 
+from eval.families import FAMILIES
 from eval.metrics.knowledge import answer_contained
 from eval.metrics.registry import Metric, register
 
@@ -123,7 +124,7 @@ def outcome(row, pred, ctx) -> Outcome:
 
 
 def _answerable(row) -> bool:
-    return row.family != "abstention"
+    return not FAMILIES[row.family].abstains
 
 
 def effective_reliability(row, pred, ctx) -> float:

@@ -137,7 +137,10 @@ def index(
 @app.command()
 def query(
     question: Annotated[str, typer.Argument(help="The question to ask every arm.")],
-    arms: Annotated[str, typer.Option(help="Comma-separated arms, e.g. base,rag,rag+lora.")] = "base,rag",
+    arms: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated arms, e.g. base,rag,rag+lora (default: the arms asked by default)."),
+    ] = None,
     corpus: Annotated[
         Path | None,
         typer.Option(
@@ -150,11 +153,11 @@ def query(
 ) -> None:
     """Ask one question to several arms side by side."""
     from eval.pipeline import open_runtime
-    from service.arms import compare, parse_arms
+    from service.arms import asked_by_default, compare, parse_arms
 
     settings = build_settings(set_)
     with reported_errors():
-        chosen = parse_arms(arms)
+        chosen = parse_arms(arms or asked_by_default())
         answers = compare(open_runtime(settings, corpus_for(settings, corpus)), question, chosen, top_k)
     if as_json:
         typer.echo(json.dumps([dataclasses.asdict(a) for a in answers], indent=2))
