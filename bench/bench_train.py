@@ -200,8 +200,9 @@ def train_steps(corpus: Path, steps: int, kind_name: str, group: str | None, lor
     import tempfile
 
     from eval import pipeline
-    from service.finetune import TrainingCancelled, rss_mib
+    from service.finetune import TrainingCancelled
     from service.kinds import KINDS
+    from service.memory import rss_mib
 
     base = Settings()
     folder = Path(tempfile.mkdtemp(prefix="ragft-bench-train-"))
@@ -228,7 +229,7 @@ def tokens_per_s(seen: list[dict]) -> float | None:
 
 def memory_run(corpus: Path, steps: int, lora: dict) -> dict:
     """Train the questions adapter (70 knowledge rows, the documents) for `steps` steps; memory and speed."""
-    from service.finetune import rss_mib
+    from service.memory import rss_mib
 
     seen = train_steps(corpus, steps, "lora", "questions", {"max_rows_per_family": 70, **lora})
     return {"steps": len(seen), "peak_rss_mib": round(rss_mib("VmHWM")), "rss_first_step_mib": round(seen[0]["rss_mib"]),
@@ -274,7 +275,7 @@ def full_recipe_run(corpus: Path, steps: int, kind_name: str, group: str | None)
     """The first `steps` steps, heaviest first, of one adapter `ragft train --corpus <corpus>` trains (every row,
     default settings); memory and speed."""
     from service import finetune
-    from service.finetune import rss_mib
+    from service.memory import rss_mib
 
     planned = {}
     reordered = heaviest_steps_first(finetune.training_stream)

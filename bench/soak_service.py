@@ -45,18 +45,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.bench_service import tiny_settings  # noqa: E402
 from eval.tasks import load_tasks  # noqa: E402
 from service.app.api.main import create_app  # noqa: E402
+from service.memory import release_freed_memory, rss_mib  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from tests.live import serving  # noqa: E402
 
 DOCUMENTED_5XX = {503}
-
-
-def rss_mib() -> float:
-    """Resident memory of this process (it runs the server), from /proc."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class Tally:
@@ -133,11 +126,7 @@ def warm_up(url: str, corpus: str, question: str) -> None:
 
 def returned_rss_mib() -> float:
     """RSS once glibc has handed the memory it keeps freed back to the system (what is still live)."""
-    import contextlib
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    release_freed_memory()
     return rss_mib()
 
 

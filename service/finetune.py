@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import ctypes
 import hashlib
 import json
 import logging
 import math
 import os
 import random
-import resource
 import shutil
 import time
 from collections import Counter
@@ -44,6 +42,7 @@ from service import adapters, folders, models
 from service.documents import load_documents
 from service.generation import Generator
 from service.kinds import Kind, parse_kind
+from service.memory import release_freed_memory, reset_peak_rss, rss_mib, tensors_returned_on_free
 from service.settings import Settings
 from service.training_data import SupervisedRow, TrainingExample, data_hash, split_validation
 
@@ -245,57 +244,6 @@ class ProgressCallback(TrainerCallback):
             self.bar.close()
 
 
-def rss_mib(field: str = "VmRSS") -> float:
-    """Resident memory of this process now (VmRSS), or its peak since the last `reset_peak_rss` (VmHWM), in MiB;
-    where /proc is missing, the process's lifetime peak (getrusage)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def reset_peak_rss() -> None:
-    """Start a new peak (VmHWM) so a training run's peak is its own, not that of what the process did before."""
-    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as refs:  # not Linux: the process's
-        refs.write("5")
-
-
-M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
-
-
-@contextlib.contextmanager
-def tensors_returned_on_free(threshold_bytes: int):
-    """During training, glibc serves every allocation above `threshold_bytes` from its own mapping, handed back
-    the moment it is freed, instead of raising its threshold up to 32 MiB as large blocks are freed. The number
-    trades peak memory for kernel time: a mapping is zero-filled page by page each time it is made again, so at
-    256 KiB every activation was (1.3 GB of page faults per step, a third of training's CPU time in the kernel,
-    89 tokens/s), while at 4 MiB a 512-token pass's hidden states and MLP activations (1-3 MiB each for
-    SmolLM2-135M) come from the heap and only attention scores and LM-head chunks are mapped (117 tokens/s, peak
-    +0.6 GiB from the heap's fragmentation; `lora.mmap_threshold_kib`, bench/bench_train.py --memory).
-    Afterwards the threshold is 32 MiB, where glibc's own would have settled."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, threshold_bytes)
-    except (OSError, AttributeError):  # not glibc
-        yield
-        return
-    try:
-        yield
-    finally:
-        libc.mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)
-
-
-def release_freed_memory() -> None:
-    """Hand memory freed by the last step back to the system (glibc keeps freed heap pages otherwise, so the
-    resident size between steps showed the largest step so far: 3.7 GB at rest, 1.0 GB after a trim)."""
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 def _dir_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -315,7 +263,7 @@ def hyperparameters(settings: Settings, kind: Kind, group: str | None = None) ->
     if kind.needs_index:
         params["retrieval"] = settings.retrieval.model_dump(exclude={"embed_batch_size"})
         params["embedder"] = settings.models.embedder
-    if kind.settings_group != "lora":
+    if kind.settings_group not in params:  # a group beyond the shared loop's (scratch's architecture and budget)
         params[kind.settings_group] = getattr(settings, kind.settings_group).model_dump()
     return params
 
@@ -362,14 +310,21 @@ def fingerprint(kind: Kind, model_id: str, base_hash: str, dhash: str, params: d
 
 
 def trainable_model(kind: Kind, base_model, settings: Settings):
-    """What the run updates, and its peak learning rate: a LoRA-wrapped base model, or the shrunk architecture
-    from random weights."""
-    if kind.full_model:
-        from transformers import AutoModelForCausalLM
+    """What the run updates, and its peak learning rate, as the kind's settings group trains it (`RECIPES`)."""
+    return RECIPES[kind.settings_group].model(base_model, settings)
 
-        with models.LOADING:
-            model = AutoModelForCausalLM.from_config(scratch_config(base_model.config, settings))
-        return model.to(base_model.device), settings.scratch.learning_rate
+
+def scratch_model(base_model, settings: Settings):
+    """The shrunk architecture from random weights, and scratch's learning rate."""
+    from transformers import AutoModelForCausalLM
+
+    with models.LOADING:
+        model = AutoModelForCausalLM.from_config(scratch_config(base_model.config, settings))
+    return model.to(base_model.device), settings.scratch.learning_rate
+
+
+def lora_model(base_model, settings: Settings):
+    """The base model wrapped in a fresh LoRA adapter, and the adapter's learning rate."""
     from peft import LoraConfig, get_peft_model
 
     lora = settings.lora
@@ -402,18 +357,39 @@ def training_stream(kind: Kind, data: TrainingSet, generator: Generator, setting
             f"{lora.max_seq_tokens} and would lose their system message (more than {MAX_TRUNCATED_SHARE:.0%}): raise "
             "RAGFT_LORA__MAX_SEQ_TOKENS, or shorten the prompts (retrieval.top_k, retrieval.chunk_tokens)"
         )
+    return RECIPES[kind.settings_group].stream(train_tok, data.documents, settings), train_tok, val_tok
+
+
+def lora_stream(train_tok: list[Tokenized], documents: list[Tokenized], settings: Settings) -> list[Tokenized]:
+    """lora.epochs over the rows (cut at the loss-token cap), lora.document_epochs of the documents, interleaved."""
+    lora = settings.lora
     seed, b = settings.generation.seed, lora.batch_size
-    if kind.full_model:
-        scratch = settings.scratch
-        supervised = plan_stream(train_tok, scratch.epochs, None, b, seed)
-        share = scratch.document_share if data.documents else 0.0
-        doc_tokens = int(sum(len(t.input_ids) for t in supervised) * share / (1 - share)) if share < 1 else 0
-        mixed = supervised + plan_stream(data.documents, math.inf, doc_tokens, b, seed + 1)
-        stream = plan_stream(mixed, 1, scratch.token_budget, b, seed + 2)  # interleave, so no run ends on one kind
-        return stream, train_tok, val_tok
     supervised = plan_stream(train_tok, lora.epochs, lora.max_loss_tokens, b, seed, count=lambda t: t.loss_tokens)
-    documents = plan_stream(data.documents, lora.document_epochs, None, b, seed + 1) if lora.document_epochs else []
-    return plan_stream(supervised + documents, 1, None, b, seed + 2), train_tok, val_tok
+    documents = plan_stream(documents, lora.document_epochs, None, b, seed + 1) if lora.document_epochs else []
+    return plan_stream(supervised + documents, 1, None, b, seed + 2)
+
+
+def scratch_stream(train_tok: list[Tokenized], documents: list[Tokenized], settings: Settings) -> list[Tokenized]:
+    """scratch.epochs over the rows, documents making up scratch.document_share of the tokens, cut at the budget."""
+    scratch, seed, b = settings.scratch, settings.generation.seed, settings.lora.batch_size
+    supervised = plan_stream(train_tok, scratch.epochs, None, b, seed)
+    share = scratch.document_share if documents else 0.0
+    doc_tokens = int(sum(len(t.input_ids) for t in supervised) * share / (1 - share)) if share < 1 else 0
+    mixed = supervised + plan_stream(documents, math.inf, doc_tokens, b, seed + 1)
+    return plan_stream(mixed, 1, scratch.token_budget, b, seed + 2)  # interleave, so no run ends on one kind
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the kinds a settings group configures (`Kind.settings_group`) train: what a run updates and its
+    learning rate (base model, settings) -> (model, rate), and the planned stream (tokenized train examples,
+    document windows, settings) -> stream. A kind configured by a group here is one entry in `service.kinds.KINDS`."""
+
+    model: Callable
+    stream: Callable[[list[Tokenized], list[Tokenized], Settings], list[Tokenized]]
+
+
+RECIPES = {"lora": Recipe(lora_model, lora_stream), "scratch": Recipe(scratch_model, scratch_stream)}
 
 
 def stream_figures(stream: list[Tokenized], train_tok: list[Tokenized], documents: list[Tokenized], settings) -> dict:

@@ -25,7 +25,8 @@ class Kind:
     full_model: bool  # a whole model trained from random weights (else a LoRA adapter on the base weights)
     needs_index: bool  # its training examples carry retrieved passages, so the corpus index must exist
     remote_servable: bool  # an OpenAI-compatible backend (vLLM --lora-modules) can serve it
-    settings_group: str  # the `Settings` group that configures it beyond the shared training loop ("lora")
+    settings_group: str  # the `Settings` group that configures it beyond the shared training loop ("lora"), and so
+    # how it trains (`service.finetune.RECIPES`: the model a run updates, the planned stream)
     with_documents: bool  # the corpus documents are mixed into its training stream as plain text
     scoped: bool  # one artifact per adapter group under lora.scope=per_family (else one for every row)
     examples: Callable[..., list[training_data.TrainingExample]]  # (rows, settings, retriever, forbidden)

@@ -444,3 +444,10 @@ def test_each_adapter_group_trains_at_its_own_rate_and_epochs_and_only_its_own_k
     # no per-group entry: the key is the one the settings made before the tables existed
     plain = hyperparameters(Settings(lora=LoraSettings()), KINDS["lora"], "questions")["lora"]
     assert "learning_rate_by_group" not in plain and "epochs_by_group" not in plain
+
+
+def test_every_kind_trains_by_the_recipe_of_its_settings_group():
+    from service.finetune import RECIPES
+    from service.kinds import KINDS
+
+    assert {kind.settings_group for kind in KINDS.values()} <= set(RECIPES)
