@@ -155,6 +155,12 @@ class Runtime:
         """Whether `arm` generates in this process (and so takes turns for the shared weights)."""
         return not self.remote or (arm.adapter is not None and not KINDS[arm.adapter].remote_servable)
 
+    def can_answer(self, arm: Arm) -> bool:
+        """Whether `arm`'s index and trained artifact exist, so a call to it will not fail for want of either."""
+        if arm.retrieve and not self.index_ready:
+            return False
+        return arm.adapter is None or adapters.stored_manifest(self.artifact_folder(KINDS[arm.adapter])) is not None
+
     def artifact_group(self, kind: Kind, group: str) -> str | None:
         """The adapter group whose artifact answers `group`'s rows: itself under lora.scope=per_family for kinds
         trained per group, else None (one artifact for every row)."""
@@ -180,7 +186,7 @@ class Runtime:
 
     def _label(self, kind: Kind, group: str = "questions") -> str:
         """The name an artifact is loaded under: its kind, adapter group and training seed ('lora-questions')."""
-        scope = None if kind.full_model else self.artifact_group(kind, group)
+        scope = self.artifact_group(kind, group)
         return "-".join(
             [kind.name, *([scope] if scope else []), *([f"seed{self.replicate}"] if self.replicate else [])]
         )
@@ -243,7 +249,7 @@ class Runtime:
         if arm.adapter is None:
             return engine_ct2.generator(self.settings, base, None)
         kind = KINDS[arm.adapter]
-        folder = self.artifact_folder(kind) if kind.full_model else self.artifact_folder(kind, group)
+        folder = self.artifact_folder(kind, group)
         manifest = self._checked_manifest(arm, folder, self.weights_hash())
         # conversions are keyed by the artifact folder's content, so a retrained artifact gets its own
         converted = engine_ct2.generator(self.settings, base, folder)

@@ -24,6 +24,7 @@ from eval.pipeline import open_runtime
 from service import folders
 from service.adapters import MANIFEST, AdapterMismatch, ArtifactMissing
 from service.app import ui
+from service.app.api import job_routes
 from service.app.api.deps import hide_paths, key_role, require_api_key, require_key_for_operations, unauthorized
 from service.app.api.jobs import JobWorker
 from service.app.api.monitoring import RequestGuard, Telemetry
@@ -240,7 +241,7 @@ def create_app(settings: Settings, corpus: Path | None = None) -> FastAPI:
     )
     app.state.document_changes = threading.BoundedSemaphore(settings.api.max_document_changes)
     app.state.jobs = JobWorker(settings)
-    app.state.jobs.corpus_folder = functools.partial(runs.corpus_folder, corpus)
+    app.state.jobs.corpus_folder = functools.partial(job_routes.corpus_folder, corpus)
     app.state.telemetry.watch_jobs(app.state.jobs)
     guarded = [Depends(require_api_key)]
     app.include_router(health.router)

@@ -6,41 +6,39 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Request, Response
-from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from eval.curve import CurveSpec, learns
 from eval.families import FamilyNames
 from eval.spec import Seed
 from service.app.api.deps import CorpusName, RuntimeDep, SettingsDep, errors
-from service.app.api.routes.runs import (
+from service.app.api.job_routes import (
     JobId,
     PageLimit,
     PageOffset,
-    _file,
-    _job,
-    _out,
-    _page,
-    _report,
-    _submit,
-    _worker,
+    add_report_routes,
+    find_job,
+    job_out,
+    page,
     resolve_corpus,
+    submit,
+    worker,
 )
-from service.arms import ARMS, ArmNames, parse_arm
+from service.arms import ARMS, ArmNames, curve_defaults, parse_arm, spellings
 
 router = APIRouter(prefix="/v1", tags=["curves"], responses=errors(404, 409, 429))
 
 
 def learners() -> list[str]:
     """The arm names (spellings included) that learn from train rows, for the schema's `contains`."""
-    names = [*ARMS, *(["rag+lora"] if "rag_lora" in ARMS else [])]
-    return [n for n in names if learns(parse_arm(n))]
+    return [n for n in spellings(list(ARMS)) if learns(parse_arm(n))]
 
 
 class CurveRequest(BaseModel):
     corpus: CorpusName | None = Field(None, description="Corpus name (default: the served corpus).")
     arms: ArmNames | None = Field(
-        None, min_length=1, description="Default: base, fewshot, rag, lora; at least one arm that learns from train rows.",
+        None, min_length=1,
+        description=f"Default: {', '.join(curve_defaults())}; at least one arm that learns from train rows.",
         json_schema_extra=lambda schema: schema.update(contains={"enum": learners()}),
     )  # fmt: skip
     families: FamilyNames | None = Field(None, min_length=1, description="Default: eval.families (else every family).")
@@ -64,37 +62,29 @@ def start_curve(body: CurveRequest, request: Request, settings: SettingsDep, run
                                  rows=body.rows, noise=body.noise, limit=body.limit, seed=body.seed)  # fmt: skip
     except ValueError as exc:  # e.g. no arm that learns from train rows, a noise share of 1 or more
         raise HTTPException(422, str(exc).replace("\n", " ")) from exc
-    return _submit(request, "curve", spec.model_dump(mode="json"))
+    return submit(request, "curve", spec.model_dump(mode="json"))
 
 
 @router.get("/curves")
 def list_curves(request: Request, response: Response, limit: PageLimit = None, offset: PageOffset = 0) -> list[dict]:
     """Curve jobs, oldest first, one page at a time."""
-    return _page(response, request, "curve", limit, offset)
+    return page(response, request, "curve", limit, offset)
 
 
 @router.get("/curves/{curve_id}")
 def get_curve(curve_id: JobId, request: Request) -> dict:
-    return _out(_job(request, curve_id), request)
+    return job_out(find_job(request, curve_id), request)
 
 
 @router.delete("/curves/{curve_id}")
 def cancel_curve(curve_id: JobId, request: Request) -> dict:
     """Cancel a queued or running curve; the points it stored are kept and a new request resumes them."""
-    return _out(_worker(request).cancel(_job(request, curve_id).id), request)
+    return job_out(worker(request).cancel(find_job(request, curve_id).id), request)
 
 
-@router.get("/curves/{curve_id}/report", response_class=FileResponse, responses=_file("text/html"))
-def curve_report(curve_id: JobId, request: Request, settings: SettingsDep) -> FileResponse:
-    """The self-contained HTML report: one chart per family, the crossover and its evidence."""
-    return _report(curve_id, "", request, settings)
-
-
-@router.get("/curves/{curve_id}/report.json", response_class=FileResponse, responses=_file("application/json"))
-def curve_report_json(curve_id: JobId, request: Request, settings: SettingsDep) -> FileResponse:
-    return _report(curve_id, ".json", request, settings)
-
-
-@router.get("/curves/{curve_id}/report.md", response_class=FileResponse, responses=_file("text/markdown"))
-def curve_report_md(curve_id: JobId, request: Request, settings: SettingsDep) -> FileResponse:
-    return _report(curve_id, ".md", request, settings)
+add_report_routes(
+    router,
+    "curves",
+    "curve_id",
+    "The self-contained HTML report: one chart per family, the crossover and its evidence.",
+)

@@ -22,10 +22,8 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from service import adapters
 from service.app.api.deps import CoalescerDep, RuntimeDep, SettingsDep, TelemetryDep, errors, hide_paths
 from service.arms import ARMS, Query, UnknownArm, parse_arm, prompts_for
-from service.kinds import KINDS
 from service.prompts import PromptText
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=errors(404, 409, 429, 503))
@@ -84,24 +82,13 @@ class ChatRequest(BaseModel):
     n: int = Field(1, ge=1, le=1, description="Choices per request: decoding is greedy, so only one.")
 
 
-def ready_arms(runtime) -> list[str]:
-    """Arms whose index and trained artifacts exist, so a call to them will not fail for want of either."""
-    index_ready = runtime.index_ready
-    ready = []
-    for arm in ARMS.values():
-        if arm.retrieve and not index_ready:
-            continue
-        if arm.adapter and adapters.stored_manifest(runtime.artifact_folder(KINDS[arm.adapter])) is None:
-            continue
-        ready.append(arm.name)
-    return ready
-
-
 @router.get("/models")
 async def list_models(runtime: RuntimeDep) -> dict:
+    """The arms that can answer now (index and trained artifacts present), as OpenAI models."""
+    ready = [arm.name for arm in ARMS.values() if runtime.can_answer(arm)]
     return {
         "object": "list",
-        "data": [{"id": name, "object": "model", "created": 0, "owned_by": "ragft"} for name in ready_arms(runtime)],
+        "data": [{"id": name, "object": "model", "created": 0, "owned_by": "ragft"} for name in ready],
     }
 
 

@@ -1,4 +1,5 @@
-"""POST /v1/query: one question, several arms, side by side; /v1/query/batch: many questions at once."""
+"""POST /v1/query: one question, several arms, side by side; /v1/query/batch: many questions at once; GET /v1/arms:
+the arms there are, which can answer now, and which a query naming none runs."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
-from service.app.api.deps import CoalescerDep, SettingsDep, TelemetryDep, errors
-from service.arms import ARMS, Answer, ArmNames, Query
+from service.app.api.deps import CoalescerDep, RuntimeDep, SettingsDep, TelemetryDep, errors
+from service.arms import ARMS, Answer, ArmNames, Query, asked_by_default, runnable
 from service.prompts import PromptText
 
 
 class ArmsRequest(BaseModel):
-    arms: ArmNames = Field(default=["base", "rag"], min_length=1, description="Arms to run.")
+    arms: ArmNames = Field(default=asked_by_default(), min_length=1, description="Arms to run.")
     top_k: int | None = Field(None, ge=1, description="Passages for retrieving arms (default from settings).")
     max_new_tokens: int | None = Field(
         None, ge=1, description="Tokens each answer may generate (default generation.max_new_tokens; the eval cuts "
@@ -58,6 +59,17 @@ class QueryResponse(BaseModel):
 
 class BatchQueryResponse(BaseModel):
     results: list[QueryResponse] = Field(description="One entry per question, in the order given.")
+
+
+class ArmOut(BaseModel):
+    name: str = Field(description="The id requests name it by.")
+    label: str
+    summary: str
+    retrieve: bool = Field(description="Passages from the index go into its prompt.")
+    fewshot: bool = Field(description="Worked examples from the train split go into its prompt.")
+    adapter: str | None = Field(description="The artifact kind it loads (None: the base weights).")
+    ready: bool = Field(description="Its index and trained artifact exist, so it can answer now.")
+    asked_by_default: bool = Field(description="A query naming no arms runs it.")
 
 
 router = APIRouter(prefix="/v1", tags=["query"], responses=errors(409, 429, 503))
@@ -115,6 +127,16 @@ def response(question: str, answers: list[Answer], telemetry) -> QueryResponse:
             for a in answers
         ],
     )
+
+
+@router.get("/arms")
+def list_arms(runtime: RuntimeDep) -> list[ArmOut]:
+    """Every arm ragft runs, in table order, with its facts: what the ask page offers and ticks."""
+    return [
+        ArmOut(name=a.name, label=a.label, summary=a.summary, retrieve=a.retrieve, fewshot=a.fewshot,
+               adapter=a.adapter, ready=runtime.can_answer(a), asked_by_default=a.asked_by_default)
+        for a in map(ARMS.__getitem__, runnable())
+    ]  # fmt: skip
 
 
 @router.post("/query", response_model=QueryResponse)

@@ -461,13 +461,14 @@ async function comparePage(a, b) {
 // ---- ask the arms
 async function askPage() {
   document.title = "ragft: ask";
-  let ready = [];
+  let listed;
   try {
-    ready = (await api("/v1/models")).body.data.map((m) => m.id);
+    listed = (await api("/v1/arms")).body;  // every arm, whether it can answer now, and which a query runs by default
   } catch (error) {
-    if (error instanceof Unauthorized) return show(el("h1", { text: "Ask" }), failure(error));
+    return show(el("h1", { text: "Ask" }), failure(error));
   }
-  const arms = ready.length ? ready : ["base", "rag"];
+  const ready = listed.filter((a) => a.ready);
+  const arms = ready.length ? ready : listed.filter((a) => a.asked_by_default);
   const results = el("div", { id: "ask-results", class: "answers" });
   const question = el("textarea", { id: "question", rows: 3, cols: 80, maxLength: 2000, placeholder: "A question for the arms" });
   const topK = el("input", { type: "number", id: "top-k", min: 1, max: 20, placeholder: "default" });
@@ -496,7 +497,7 @@ async function askPage() {
         el("span", { class: "small", text: `${p.doc_id}${p.page ? ", " + p.page : ""} · score ${num(p.score)}: ` }), p.text)))));
   } },
     el("p", {}, question),
-    el("p", {}, arms.map((name) => el("label", {}, el("input", { type: "checkbox", class: "arm", value: name, checked: ["base", "rag"].includes(name) }), ` ${name} `))),
+    el("p", {}, arms.map((a) => el("label", { title: a.summary }, el("input", { type: "checkbox", class: "arm", value: a.name, checked: a.asked_by_default }), ` ${a.name} `))),
     el("p", {}, el("label", {}, "passages (top_k) ", topK), " ", el("button", { type: "submit", id: "ask-button", text: "Ask" })));
   show(el("h1", { text: "Ask the arms" }),
        el("p", { class: "small", text: "One question through the chosen arms side by side (POST /v1/query), with the passages the retrieving arms read." }),

@@ -27,6 +27,20 @@ def test_query_returns_every_arm_with_passages(client):
     assert rag["prompt_tokens"] > base["prompt_tokens"] > 0 and rag["latency_ms"] > 0
 
 
+def test_arms_lists_every_arm_whether_it_can_answer_and_what_a_query_runs_by_default(client):
+    before = {a["name"]: a for a in client.get("/v1/arms").json()}
+    assert list(before) == ["base", "fewshot", "rag", "lora", "rag_lora", "scratch"]
+    assert [n for n, a in before.items() if a["asked_by_default"]] == ["base", "rag"]
+    assert [n for n, a in before.items() if a["ready"]] == ["base", "fewshot"]  # no index, no adapters yet
+    assert before["rag_lora"]["label"] == "RAG + LoRA" and before["rag_lora"]["adapter"] == "rag_lora"
+    client.app.state.runtime.index()
+    ready = [a["name"] for a in client.get("/v1/arms").json() if a["ready"]]
+    assert ready == ["base", "fewshot", "rag"] == [m["id"] for m in client.get("/v1/models").json()["data"]]
+    # a query naming no arms runs those
+    r = client.post("/v1/query", json={"question": "what is the price ?", "max_new_tokens": 2})
+    assert r.status_code == 200 and [a["arm"] for a in r.json()["answers"]] == ["base", "rag"]
+
+
 @pytest.mark.parametrize(
     ("body", "status", "fragment"),
     [
