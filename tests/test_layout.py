@@ -98,3 +98,111 @@ def test_the_checker_sees_a_circle_and_ignores_type_only_imports():
         assert _imports(path, "tests._layout_probe", {"eval.spec", "eval.store", "eval"}) == {"eval.store"}
     finally:
         path.unlink()
+
+
+def _imported_names(path: Path) -> set[tuple[str, str]]:
+    """(module, name) of every `from module import name` in `path`, function-local imports included."""
+    return {(node.module or "", alias.name) for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.ImportFrom) for alias in node.names}  # fmt: skip
+
+
+def test_the_interfaces_share_code_through_shared_modules_not_each_other():
+    graph = import_graph()
+    # the CLI's time left comes from eval.progress, as the job worker's does, not from the worker itself
+    assert "service.app.api.jobs" not in graph["service.app.cli"]
+    # what the job resources share lives in service.app.api.job_routes: no route module imports another
+    routes = [m for m in graph if m.startswith("service.app.api.routes.")]
+    assert len(routes) >= 8
+    assert {m: sorted(t for t in graph[m] if t in routes) for m in routes if graph[m] & set(routes)} == {}
+    curves = _imported_names(ROOT / "service" / "app" / "api" / "routes" / "curves.py")
+    assert not [name for module, name in curves if module.endswith("routes.runs") or name.startswith("_")]
+    assert "service.app.api.job_routes" in graph["service.app.api.routes.curves"]
+
+
+def test_training_keeps_its_memory_plumbing_in_service_memory():
+    source = (ROOT / "service" / "finetune.py").read_text()
+    assert not [word for word in ("mallopt", "malloc_trim", "ctypes", "/proc/self") if word in source]
+    assert "service.memory" in import_graph()["service.finetune"]
+
+
+# --- kinds, families and arms by their facts --------------------------------------------------------------------
+
+# where a family, kind or arm is registered (and described by its facts): naming it there is the registration
+REGISTRATIONS = {"eval/families.py", "service/kinds.py", "service/arms.py"}
+# modules that write task rows of the families they produce, so they name those families
+ROW_WRITERS = {"eval/generation_rows.py": "ragft corpus generate", "eval/corpus_import.py": "ragft corpus init"}
+
+
+def _registered_names() -> set[str]:
+    from eval.families import FAMILIES
+    from service.arms import ARMS
+    from service.kinds import KINDS
+
+    return set(FAMILIES) | set(KINDS) | set(ARMS)
+
+
+def _decisions(source: str, names: set[str], reads_allowed: bool = False) -> list[str]:
+    """Code that decides by a registered name: compares with one (`family == "knowledge"`, `"abstention" in reads`,
+    `arm in ("base", "rag")`), looks one up (`out["rag"]`, `.get("freshness")`) or lists only names as a default
+    (`["base", "rag"]`). Docstrings, comments and calls that register (`Family("knowledge", ...)`) are not decisions.
+    A lookup in settings (`config["settings"]["lora"]`) reads the settings group, not the kind of that name;
+    `reads_allowed`: tuples of names are what a metric module registers its metrics for."""
+
+    def named(node) -> bool:
+        return isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            hit = any(named(s) or (isinstance(s, (ast.Tuple, ast.List, ast.Set)) and any(map(named, s.elts)))
+                      for s in sides)  # fmt: skip
+        elif isinstance(node, ast.Subscript):
+            hit = named(node.slice) and "settings" not in ast.unparse(node.value)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("get", "pop"):
+            hit = bool(node.args) and named(node.args[0]) and "settings" not in ast.unparse(node.func.value)
+        elif isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+            hit = bool(node.elts) and all(map(named, node.elts)) and not (reads_allowed and isinstance(node, ast.Tuple))
+        else:
+            continue
+        if hit:
+            found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_decision_names_a_family_kind_or_arm_outside_its_registration():
+    names = _registered_names()
+    paths = sorted([*(ROOT / "eval").rglob("*.py"), *(ROOT / "service").rglob("*.py")])
+    found = {}
+    for path in paths:
+        rel = path.relative_to(ROOT).as_posix()
+        if rel in REGISTRATIONS or rel in ROW_WRITERS:
+            continue
+        if hits := _decisions(path.read_text(), names, reads_allowed=rel.startswith("eval/metrics/")):
+            found[rel] = hits
+    assert found == {}, "decide by the registered facts (Family, Kind, Arm fields), not by a name"
+    # the page asks the API which arms exist and which to tick (GET /v1/arms): it names none itself
+    script = (ROOT / "service" / "app" / "ui" / "static" / "app.js").read_text()
+    quoted = [n for n in sorted(names) if f'"{n}"' in script or f"'{n}'" in script]
+    assert quoted == []
+
+
+def test_the_name_checker_sees_decisions_and_not_registrations_or_docs():
+    names = {"knowledge", "abstention", "rag", "base", "lora"}
+    source = '''"""Docs may say "knowledge" and ["base", "rag"]."""
+register_family(Family("knowledge", "Knowledge", "answer_contained"))  # names it as it registers it: no decision
+register(Metric("coverage", "abstention", ("abstention", "knowledge")))  # the rows a metric reads
+a = row.family == "knowledge"
+b = "abstention" in reads
+c = arm in ("base", "other")
+d = out["rag"]
+e = block.get("knowledge")
+f = arms or ["base", "rag"]
+g = ((results.get("config") or {}).get("settings") or {}).get("lora", {})  # the lora settings group
+'''
+
+    def lines(**kw) -> list[int]:
+        return sorted(int(hit.split(":")[0]) for hit in _decisions(source, names, **kw))
+
+    assert lines() == [3, 4, 5, 6, 7, 8, 9]
+    assert lines(reads_allowed=True) == [4, 5, 6, 7, 8, 9]  # a metric module registers the rows it reads
