@@ -61,7 +61,7 @@ from eval.spec import Progress, RunCancelled, RunSpec, check_seed
 from eval.store import Store
 from eval.tasks import TaskRow, load_tasks
 from service import engine_ct2, folders
-from service.arms import ARMS, Arm, ArmNames, by_cost, curve_defaults
+from service.arms import ARMS, Arm, ArmNames, by_cost, curve_defaults, runnable
 from service.models import library_versions
 from service.retrieval import index_exists, index_lock
 from service.settings import Settings
@@ -141,7 +141,8 @@ class CurveSpec(BaseModel):
     @classmethod
     def _one_learner(cls, arms: list[str]) -> list[str]:
         if not any(learns(ARMS[a]) for a in arms):
-            raise ValueError(f"arms {arms} learn nothing from train rows: add lora, rag_lora, scratch or fewshot")
+            learners = ", ".join(name for name in runnable() if learns(ARMS[name]))
+            raise ValueError(f"arms {arms} learn nothing from train rows: add one of {learners}")
         return arms
 
     @classmethod
