@@ -557,7 +557,7 @@ class ApiSettings(BaseModel):
     read_only_keys: list[SecretStr] = Field(
         default_factory=list,
         description="Bearer tokens that may only ask and read: queries (/v1/query, /v1/query/batch, chat "
-        "completions, /v1/models) and reports (a run's report files, /v1/results); documents, training, runs and "
+        "completions, /v1/models, /v1/arms) and reports (a run's report files, /v1/results); documents, training, runs and "
         "reviews need a key from api_keys (403 otherwise). Each at least 16 characters.",
     )
     protect_metrics_and_docs: bool | None = Field(

@@ -49,7 +49,7 @@ def key_role(api: ApiSettings, authorization: str | None) -> str | None:
 READER_ROUTES: dict[str, frozenset[str]] = {
     "POST": frozenset({"/v1/query", "/v1/query/batch", "/v1/chat/completions"}),
     "GET": frozenset({
-        "/v1/models",
+        "/v1/models", "/v1/arms",
         "/v1/results", "/v1/results/{run_id}", "/v1/results/{run_id}/rows", "/v1/results/{run_id}/rows/{row_id}",
         "/v1/results/{run_id}/reviews", "/v1/results/{run_id}/files/{name:path}",
         "/v1/compare/{run_a}/{run_b}",

@@ -37,6 +37,7 @@ READER_TABLE = {
     ("POST", "/v1/query/batch"): True,
     ("POST", "/v1/chat/completions"): True,
     ("GET", "/v1/models"): True,
+    ("GET", "/v1/arms"): True,  # the ask page's arms and which to tick
     ("GET", "/v1/results"): True,
     ("GET", "/v1/results/{run_id}"): True,
     ("GET", "/v1/results/{run_id}/rows"): True,
