@@ -21,9 +21,9 @@ def test_index_twice_then_query(run, corpus):
     assert "3 added" in first.output
     second = run("index", corpus)
     assert "index up to date" in second.output and "0 chunks re-embedded" in second.output
-    out = run("query", "what is the price ?", "--arms", "base,rag", "--corpus", corpus, "--top-k", "1")
+    out = run("query", "what is the price ?", "--corpus", corpus, "--top-k", "1")  # no --arms: those asked by default
     assert out.exit_code == 0, out.output
-    assert "== base" in out.output and "== rag" in out.output
+    assert "== base" in out.output and "== rag" in out.output and "== fewshot" not in out.output
     data = json.loads(run("query", "what is the price ?", "--arms", "rag", "--corpus", corpus, "--json").stdout)
     assert data[0]["arm"] == "rag" and len(data[0]["passages"]) == 2
 
