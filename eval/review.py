@@ -41,6 +41,19 @@ MAX_REVIEWER_CHARS = 80
 HIDDEN_CATEGORIES = ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")
 
 
+def reviewer_name(given: str) -> str:
+    """A reviewer's name as stored and shown (answer marks, generated rows): whitespace folded to one space, 1 to
+    MAX_REVIEWER_CHARS characters, no invisible or control character (ValueError saying which)."""
+    name = " ".join(given.split())
+    if not name or len(name) > MAX_REVIEWER_CHARS:
+        raise ValueError(f"reviewer: give your name (1 to {MAX_REVIEWER_CHARS} characters), as it should appear")
+    hidden = [c for c in name if unicodedata.category(c) in HIDDEN_CATEGORIES]
+    if hidden:  # bidi overrides and zero-width marks would reorder or hide text in report.md and the review page
+        raise ValueError(f"reviewer: the name holds an invisible or control character (U+{ord(hidden[0]):04X}); "
+                         "type it as plain text")  # fmt: skip
+    return name
+
+
 @dataclass(frozen=True)
 class Review:
     """A reviewer's mark on one arm's answer to one task row."""
@@ -65,13 +78,7 @@ class Reviews:
 
     def mark(self, run_id: str, arm: str, row_id: str, *, correct: bool, reviewer: str) -> Review:
         """Store (or replace) the mark on `arm`'s answer to `row_id`."""
-        name = " ".join(reviewer.split())
-        if not name or len(name) > MAX_REVIEWER_CHARS:
-            raise ValueError(f"reviewer: give your name (1 to {MAX_REVIEWER_CHARS} characters), as it should appear")
-        hidden = [c for c in name if unicodedata.category(c) in HIDDEN_CATEGORIES]
-        if hidden:  # bidi overrides and zero-width marks would reorder or hide text in report.md
-            raise ValueError(f"reviewer: the name holds an invisible or control character (U+{ord(hidden[0]):04X}); "
-                             "type it as plain text")  # fmt: skip
+        name = reviewer_name(reviewer)
         with transaction(self._conn, self._lock) as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO reviews VALUES (?,?,?,?,?,?)", (run_id, arm, row_id, int(correct), name, now())

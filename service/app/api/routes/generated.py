@@ -14,7 +14,8 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from eval.generation_rows import GENERATED_FILE, MAX_REVIEWER_CHARS, decide, read_generated, review_items
+from eval.generation_rows import GENERATED_FILE, decide, read_generated, review_items
+from eval.review import MAX_REVIEWER_CHARS
 from service.app.api.deps import CORPUS_NAME_PATTERN, RuntimeDep, SettingsDep, errors
 
 router = APIRouter(prefix="/v1", tags=["generated rows"], responses=errors(404, 409))
