@@ -19,6 +19,8 @@ from eval.verdict import BREAK_EVEN, INSUFFICIENT, break_even_arm
 from service import folders
 from service.kinds import KINDS
 
+# the files `write_report` writes into a run's report folder, with their media types
+REPORT_FILES = {"report.html": "text/html", "report.md": "text/markdown", "results.json": "application/json"}
 RULE_MARK = {"agrees": "agrees", "contradicts": "CONTRADICTS", "inconclusive": "inconclusive", "n/a": "-"}
 
 

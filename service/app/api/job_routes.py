@@ -4,7 +4,7 @@ finished job's three report files, registered on a resource's router by one call
 
 Example:
     >>> # add_report_routes(router, "runs", "run_id", "The self-contained HTML report.")
-    >>> sorted(REPORT_FILES)
+    >>> sorted(REPORT_SUFFIXES)
     ['', '.json', '.md']
 """
 
@@ -18,6 +18,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 
+from eval.report import REPORT_FILES
 from service.app.api.deps import CORPUS_NAME, SettingsDep, hide_paths
 from service.app.api.job_store import JobNotFound, JobRecord, QueueFull
 from service.settings import Settings
@@ -28,8 +29,7 @@ PageLimit = Annotated[int | None, Query(ge=1, description="Jobs per page (at mos
 PageOffset = Annotated[
     int, Query(ge=0, le=10**9, description="Jobs to skip, oldest first; X-Total-Count gives the total.")
 ]
-REPORT_FILES = {"": ("report.html", "text/html"), ".json": ("results.json", "application/json"),
-                ".md": ("report.md", "text/markdown")}  # fmt: skip
+REPORT_SUFFIXES = {"": "report.html", ".json": "results.json", ".md": "report.md"}  # route suffix -> report file
 
 
 def corpus_folder(served: Path, name: str) -> Path:
@@ -95,22 +95,22 @@ def find_job(request: Request, job_id: str) -> JobRecord:
 def report_file(job_id: str, suffix: str, request: Request, settings: Settings) -> FileResponse:
     """One of a finished job's report files; 409 while the job has not written it yet."""
     job = find_job(request, job_id)
-    name, media = REPORT_FILES[suffix]
+    name = REPORT_SUFFIXES[suffix]
     path = Path(settings.eval.reports_dir) / (job.run_id or job.id) / name
     if not path.is_file():
         raise HTTPException(409, f"run {job_id} is {job.status}; its report exists once it is done")
-    return FileResponse(path, media_type=media)
+    return FileResponse(path, media_type=REPORT_FILES[name])
 
 
 def add_report_routes(router: APIRouter, collection: str, id_name: str, html_description: str) -> None:
     """GET /<collection>/{<id_name>}/report, report.json and report.md on `router`, named <resource>_report,
     <resource>_report_json and <resource>_report_md (<resource>: `id_name` without its '_id')."""
     resource = id_name.removesuffix("_id")
-    for suffix, (_, media) in REPORT_FILES.items():
+    for suffix, name in REPORT_SUFFIXES.items():
         router.add_api_route(
             f"/{collection}/{{{id_name}}}/report{suffix}", _report_endpoint(id_name, suffix), methods=["GET"],
             name=f"{resource}_report{suffix.replace('.', '_')}", response_class=FileResponse,
-            responses={200: {"content": {media: {}}, "description": "The report file."}},
+            responses={200: {"content": {REPORT_FILES[name]: {}}, "description": "The report file."}},
             description=html_description if not suffix else None,
         )  # fmt: skip
 

@@ -36,7 +36,7 @@ from eval.answers import (
 from eval.comparison import headline_changes
 from eval.external import register_external_arms
 from eval.progress import planned_answers
-from eval.report import charts, review_line, verdict_rows
+from eval.report import REPORT_FILES, charts, review_line, verdict_rows
 from eval.review import MAX_REVIEWER_CHARS, Review, Reviews, publish_reviewed, review_summary, reviewed_dir
 from eval.store import RunNotFound, RunRecord, Store
 from service.app.api.deps import SettingsDep, errors, hide_paths
@@ -47,7 +47,6 @@ from service.settings import Settings
 router = APIRouter(prefix="/v1", tags=["results"], responses=errors(404, 409))
 RunId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$", description="A stored run's id.")]
 Name = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_@.-]{0,127}$")]
-REPORT_FILES = {"report.html": "text/html", "report.md": "text/markdown", "results.json": "application/json"}
 
 
 class ScoredRuns:
