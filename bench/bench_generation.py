@@ -1,4 +1,4 @@
-"""Time per 100 generated rows and rejections by reason, through a scripted OpenAI-compatible server.
+"""Time per 100 generated rows and rejections by reason, through a scripted or a real OpenAI-compatible server.
 
 The server (http.server on 127.0.0.1, started here) answers every knowledge prompt with items made from the
 passage it was sent: a sentence holding a number becomes the span, the number the answer, the words before it the
@@ -7,7 +7,12 @@ span, so the checks have something to reject. Abstention prompts get questions a
 length'; behaviour prompts get inputs made from the seed examples with a counter. What is measured is ragft's own
 cost (prompting, parsing, the checks, deduplication against every row) with a generator that answers at once.
 
+With --url and --model the items come from a real endpoint instead (`ragft serve`'s base arm, a vLLM server; see
+docs/generated-rows.md): then the figures are the model's, its rejections and its time per 100 rows.
+
 Usage: python bench/bench_generation.py [--corpus corpora/quillmark] [--count 100]
+       python bench/bench_generation.py --corpus C --count 3 --url http://127.0.0.1:8000/v1 --model base \
+           [--structured-output auto|on|off] [--retries 2] [--max-reply-tokens 512]
 Prints figures only; asserts nothing. Works on a copy of the corpus.
 """
 
@@ -83,20 +88,34 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=Path("corpora/quillmark"))
     parser.add_argument("--count", type=int, default=100, help="Items per family.")
     parser.add_argument("--families", default="knowledge,abstention,behaviour")
+    parser.add_argument("--url", help="A real OpenAI-compatible endpoint (default: the scripted server here).")
+    parser.add_argument("--model", default="base", help="The model the endpoint serves (with --url).")
+    parser.add_argument("--structured-output", default="auto", choices=["auto", "on", "off"])
+    parser.add_argument("--retries", type=int, default=2)
+    parser.add_argument("--max-reply-tokens", type=int, default=512)
+    parser.add_argument("--max-seconds", type=float, default=600)
     args = parser.parse_args()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = None
+    if not args.url:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / args.corpus.name
         shutil.copytree(args.corpus / "documents", corpus / "documents")
         shutil.copytree(args.corpus / "tasks", corpus / "tasks")
-        generator = OpenAIGenerator(f"http://127.0.0.1:{server.server_port}/v1", "scripted")
+        url, model = (args.url, args.model) if args.url else (f"http://127.0.0.1:{server.server_port}/v1", "scripted")
+        generator = OpenAIGenerator(url, model, retries=args.retries, max_tokens=args.max_reply_tokens,
+                                    structured=args.structured_output)  # fmt: skip
         counts = dict.fromkeys(args.families.split(","), args.count)
         start = time.perf_counter()
-        report = generate_rows(corpus, counts, generator, Budget(seconds=600))
+        report = generate_rows(corpus, counts, generator, Budget(seconds=args.max_seconds))
         seconds = time.perf_counter() - start
-    server.shutdown()
-    print(f"corpus {args.corpus} ({sum(1 for _ in (args.corpus / 'documents').rglob('*'))} files), {counts}")
+    if server:
+        server.shutdown()
+    print(
+        f"corpus {args.corpus} ({sum(1 for _ in (args.corpus / 'documents').rglob('*'))} files), {counts}, "
+        f"endpoint {url} model {model}"
+    )
     for line in report.summary():
         print(line)
     print(

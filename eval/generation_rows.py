@@ -227,15 +227,30 @@ Write {n} new inputs for this task, unlike the examples in wording and topic{wan
 ITEM = {"type": "object", "additionalProperties": False}
 
 
-def _items_schema(properties: dict) -> dict:
+def _items_schema(properties: dict, n: int = ITEMS_PER_CALL) -> dict:
+    """The reply's schema: {"items": [1 to n objects with exactly `properties`]}."""
     item = ITEM | {"properties": properties, "required": sorted(properties)}
-    return {"type": "object", "additionalProperties": False, "required": ["items"],
-            "properties": {"items": {"type": "array", "items": item}}}  # fmt: skip
+    items = {"type": "array", "items": item, "minItems": 1, "maxItems": n}
+    return {"type": "object", "additionalProperties": False, "required": ["items"], "properties": {"items": items}}
 
 
-STRING = {"type": "string"}
-KNOWLEDGE_SCHEMA = _items_schema({"question": STRING, "answer": STRING, "span": STRING, "paraphrase": STRING})
-ABSTENTION_SCHEMA = _items_schema({"question": STRING, "entity": STRING, "detail": STRING})
+def _at_most(schema: dict, n: int) -> dict:
+    """`schema` with at most `n` items: the number a call asks for."""
+    items = schema["properties"]["items"] | {"maxItems": n}
+    return schema | {"properties": {"items": items}}
+
+
+def _text(chars: int) -> dict:
+    """A string of at most `chars` characters: under a grammar a small model otherwise repeats one string until the
+    reply's token limit cuts the JSON off (SmolLM2-135M on vLLM did, every call)."""
+    return {"type": "string", "minLength": 1, "maxLength": chars}
+
+
+STRING = _text(300)  # a behaviour input
+QUESTION = _text(200)
+KNOWLEDGE_SCHEMA = _items_schema({"question": QUESTION, "answer": _text(12 * MAX_ANSWER_WORDS), "span": _text(400),
+                                  "paraphrase": QUESTION})  # fmt: skip
+ABSTENTION_SCHEMA = _items_schema({"question": QUESTION, "entity": _text(80), "detail": _text(40)})
 
 
 # ---------------------------------------------------------------------------------------------- budget, report
@@ -482,7 +497,7 @@ def _from_passages(generator, documents, known, family: str, count: int, report,
         n = min(ITEMS_PER_CALL, count - report.accepted[family])
         asked = prompt.format(doc=doc.doc_id, passage=passage.strip(), n=n, max_words=MAX_ANSWER_WORDS)
         report.asked[family] += n
-        for item in _items(generator, asked, schema, family, report):
+        for item in _items(generator, asked, _at_most(schema, n), family, report):
             if report.accepted[family] >= count:
                 break
             extra = {"unseen": rng.random() < unseen_share} if family == "knowledge" else {}
@@ -664,10 +679,10 @@ def _behaviour(generator, seeds, known, count, report, clock, rng) -> None:
                 asked = [labels[(turn + i) % len(labels)] for i in range(n)]
                 turn += n
                 wanted_text = f", with these labels in order: {', '.join(asked)}"
-                target, schema = f'"label" (one of {", ".join(labels)})', _items_schema({"input": STRING, "label": {"type": "string", "enum": labels}})  # fmt: skip
+                target, schema = f'"label" (one of {", ".join(labels)})', _items_schema({"input": STRING, "label": {"type": "string", "enum": labels}}, n)  # fmt: skip
             else:
                 wanted_text, target = "", '"expected": the JSON object the task asks for'
-                schema = _items_schema({"input": STRING, "expected": seed.json_schema})
+                schema = _items_schema({"input": STRING, "expected": seed.json_schema}, n)
             prompt = BEHAVIOUR_PROMPT.format(instruction=seed.instruction or "(none)", examples=shown, n=n,
                                              wanted=wanted_text, target=target)  # fmt: skip
             calls += 1

@@ -340,7 +340,7 @@ def test_a_budget_stops_the_run_and_says_which(corpus, endpoint):
 def test_structured_output_asks_for_the_row_schema_and_the_setting_decides_a_refusal(corpus, endpoint):
     import jsonschema
 
-    from eval.generation_rows import ABSTENTION_SCHEMA, KNOWLEDGE_SCHEMA
+    from eval.generation_rows import ABSTENTION_SCHEMA, KNOWLEDGE_SCHEMA, _at_most
 
     report = generate_rows(corpus, {"knowledge": 2, "abstention": 1}, OpenAIGenerator(endpoint, "scripted"))
     assert report.accepted["knowledge"] == 2 and not [k for k in report.rejected if k[1] == "invalid_json"]
@@ -348,14 +348,21 @@ def test_structured_output_asks_for_the_row_schema_and_the_setting_decides_a_ref
     assert asked == {True}  # every call, the first prose reply's repeat included
     knowledge = next(c for c in Scripted.calls if "questions a reader could answer" in c["messages"][-1]["content"])
     abstention = next(c for c in Scripted.calls if "does NOT state" in c["messages"][-1]["content"])
-    for call, schema in ((knowledge, KNOWLEDGE_SCHEMA), (abstention, ABSTENTION_SCHEMA)):
+    for call, schema, n in ((knowledge, KNOWLEDGE_SCHEMA, 2), (abstention, ABSTENTION_SCHEMA, 1)):
+        assert f"Write {n} questions" in call["messages"][-1]["content"]
         assert call["response_format"] == {"type": "json_schema",
-                                           "json_schema": {"name": "rows", "schema": schema, "strict": True}}  # fmt: skip
+                                           "json_schema": {"name": "rows", "schema": _at_most(schema, n),
+                                                           "strict": True}}  # fmt: skip
+        assert call["response_format"]["json_schema"]["schema"]["properties"]["items"]["maxItems"] == n
     jsonschema.Draft202012Validator.check_schema(KNOWLEDGE_SCHEMA)
-    jsonschema.validate({"items": KNOWLEDGE["multi_page.pdf"]}, KNOWLEDGE_SCHEMA)  # what a constrained reply is
+    for item in KNOWLEDGE["multi_page.pdf"]:  # what a constrained reply holds
+        jsonschema.validate({"items": [item]}, KNOWLEDGE_SCHEMA)
     jsonschema.validate({"items": ABSTENTION["multi_page.pdf"]}, ABSTENTION_SCHEMA)
     with pytest.raises(jsonschema.ValidationError):  # a missing field or an extra one is outside the grammar
         jsonschema.validate({"items": [{"question": "q", "answer": "a", "span": "s"}]}, KNOWLEDGE_SCHEMA)
+    endless = {"question": "What? " * 50, "answer": "a", "span": "s", "paraphrase": "p"}
+    with pytest.raises(jsonschema.ValidationError, match="is too long"):  # a string repeated until the token limit
+        jsonschema.validate({"items": [endless]}, KNOWLEDGE_SCHEMA)
     assert "a JSON Schema response format asked on every call" in "\n".join(report.summary())
 
     Scripted.structured, Scripted.calls = False, []  # an endpoint without structured output
