@@ -497,13 +497,33 @@ def _from_passages(generator, documents, known, family: str, count: int, report,
         n = min(ITEMS_PER_CALL, count - report.accepted[family])
         asked = prompt.format(doc=doc.doc_id, passage=passage.strip(), n=n, max_words=MAX_ANSWER_WORDS)
         report.asked[family] += n
-        for item in _items(generator, asked, _at_most(schema, n), family, report):
+        quoted = _passage_choices(family, doc, passage)
+        for item in _items(generator, asked, _choosing(_at_most(schema, n), quoted), family, report):
             if report.accepted[family] >= count:
                 break
             extra = {"unseen": rng.random() < unseen_share} if family == "knowledge" else {}
             rows, reason = make(item, doc, known, generator.model, **extra)
             _keep(report, known, family, rows, reason)
         clock.tick(family)
+
+
+def _passage_choices(family: str, doc: Document, passage: str) -> dict[str, list[str]]:
+    """What an item may quote from its passage, for the grammar: a knowledge span is one of the passage's sentences,
+    an abstention entity one of the names it uses. Under structured output the quote is then in the document by
+    construction; an endpoint without it is asked the same and its quotes checked as before."""
+    if family == "knowledge":
+        sentences = [s.strip() for line in passage.splitlines() for s in re.split(r"(?<=[.!?])\s+", line)]
+        return {"span": list(dict.fromkeys(s for s in sentences if len(s.split()) >= 4 and len(s) <= 400))}
+    names = document_entities([Document(doc.doc_id, passage, doc.source)])
+    return {"entity": [e for e in names if _squash(e) in _squash(passage)][:50]}  # as written ('IBM MT ST' is not)
+
+
+def _choosing(schema: dict, choices: dict[str, list[str]]) -> dict:
+    """`schema` with each field in `choices` one of its values (a field with none stays free text)."""
+    item = schema["properties"]["items"]["items"]
+    fields = item["properties"] | {k: {"type": "string", "enum": v} for k, v in choices.items() if v}
+    items = schema["properties"]["items"] | {"items": item | {"properties": fields}}
+    return schema | {"properties": {"items": items}}
 
 
 # ---------------------------------------------------------------------------------------------- abstention

@@ -340,7 +340,8 @@ def test_a_budget_stops_the_run_and_says_which(corpus, endpoint):
 def test_structured_output_asks_for_the_row_schema_and_the_setting_decides_a_refusal(corpus, endpoint):
     import jsonschema
 
-    from eval.generation_rows import ABSTENTION_SCHEMA, KNOWLEDGE_SCHEMA, _at_most
+    from eval.generation_rows import ABSTENTION_SCHEMA, KNOWLEDGE_SCHEMA, _at_most, _choosing, _squash
+    from service.documents import load_documents
 
     report = generate_rows(corpus, {"knowledge": 2, "abstention": 1}, OpenAIGenerator(endpoint, "scripted"))
     assert report.accepted["knowledge"] == 2 and not [k for k in report.rejected if k[1] == "invalid_json"]
@@ -348,12 +349,20 @@ def test_structured_output_asks_for_the_row_schema_and_the_setting_decides_a_ref
     assert asked == {True}  # every call, the first prose reply's repeat included
     knowledge = next(c for c in Scripted.calls if "questions a reader could answer" in c["messages"][-1]["content"])
     abstention = next(c for c in Scripted.calls if "does NOT state" in c["messages"][-1]["content"])
-    for call, schema, n in ((knowledge, KNOWLEDGE_SCHEMA, 2), (abstention, ABSTENTION_SCHEMA, 1)):
-        assert f"Write {n} questions" in call["messages"][-1]["content"]
+    documents = {d.doc_id: _squash(d.text) for d in load_documents(corpus / "documents")}
+    for call, schema, n, quoted in ((knowledge, KNOWLEDGE_SCHEMA, 2, "span"), (abstention, ABSTENTION_SCHEMA, 1,
+                                                                                  "entity")):  # fmt: skip
+        prompt = call["messages"][-1]["content"]
+        assert f"Write {n} questions" in prompt
+        sent = call["response_format"]["json_schema"]["schema"]
+        choices = sent["properties"]["items"]["items"]["properties"][quoted]["enum"]  # quoted from the passage
+        doc = re.search(r"^Document: (.+)$", prompt, re.M).group(1)
+        assert choices and all(_squash(c) in documents[doc] and _squash(c) in _squash(prompt) for c in choices)
         assert call["response_format"] == {"type": "json_schema",
-                                           "json_schema": {"name": "rows", "schema": _at_most(schema, n),
-                                                           "strict": True}}  # fmt: skip
-        assert call["response_format"]["json_schema"]["schema"]["properties"]["items"]["maxItems"] == n
+                                           "json_schema": {"name": "rows", "strict": True,
+                                                           "schema": _choosing(_at_most(schema, n),
+                                                                               {quoted: choices})}}  # fmt: skip
+        assert sent["properties"]["items"]["maxItems"] == n
     jsonschema.Draft202012Validator.check_schema(KNOWLEDGE_SCHEMA)
     for item in KNOWLEDGE["multi_page.pdf"]:  # what a constrained reply holds
         jsonschema.validate({"items": [item]}, KNOWLEDGE_SCHEMA)
