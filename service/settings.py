@@ -424,11 +424,11 @@ class EvalSettings(BaseModel):
     demo_train_rows: RowCount | dict[str, RowCount] = Field(
         {"knowledge": 20, "abstention": 20, "behaviour": 20, "lora/behaviour": 210},
         description="Train rows per family the demo's adapters learn from (lora.max_rows_per_family for `ragft "
-        "demo`; rows that test paraphrases restate first): behaviour formats need more rows than closed-book "
-        "knowledge, so the lora arm's behaviour adapter gets every quillmark behaviour row and the rest 20. On 20 "
-        "rows for 2 epochs lora passed 0.10 [0.04, 0.23] of behaviour, on 80 for 2 epochs 0.125, on all 210 for "
-        "one epoch 0.300 [0.180, 0.456] against base's 0.000 [0.000, 0.088]. A count at or above a family's rows "
-        "keeps them as `ragft train` would (same order). The report declares the subset.",
+        "demo`; rows that test paraphrases restate first): the lora arm's behaviour adapter gets every quillmark "
+        "behaviour row, so it is the adapter `ragft train` makes (the same rows, order, epochs and rate, the last "
+        "two chosen on validation rows), and the other adapters 20 rows each, to keep the demo's training short. "
+        "A count at or above a family's rows keeps them as `ragft train` would (same order). The report declares "
+        "the subset.",
     )
     demo_epochs: float = Field(
         1.0,
