@@ -24,7 +24,7 @@ from eval.metrics.abstention import abstained
 from eval.results import score_predictions, scoring_context
 from eval.spec import RunSpec, replicated_arm
 from eval.store import Prediction, RunRecord, Store, StoredPassage
-from eval.tasks import TaskRow, load_tasks, reference_output
+from eval.tasks import TaskRow, hash_tasks, load_tasks, reference_output
 from service.arms import ARMS
 from service.settings import Settings
 
@@ -40,6 +40,17 @@ class ScoredRun:
     predictions: list[Prediction]
     values: dict[tuple[str, str], dict[str, object]]
     abstention_phrase: str
+    tasks_changed: bool = False  # the corpus's task files differ from those the run answered (its tasks_hash)
+
+    @property
+    def tasks_note(self) -> str | None:
+        """What a reader must know when the tasks changed since the run: marks here use today's expected answers."""
+        if not self.tasks_changed:
+            return None
+        return (f"The task files of corpus {self.run.corpus} changed after this run answered them: rows are marked "
+                "against today's expected answers, so a row whose answer changed may read differently here than in "
+                "the run's report (results.json holds the scores as measured). Rerun the eval to score the new "
+                "tasks.")  # fmt: skip
 
     @property
     def arms(self) -> list[str]:
@@ -50,19 +61,23 @@ class ScoredRun:
 
 
 def score_run(store: Store, run_id: str, settings: Settings) -> ScoredRun:
-    """Score every stored answer of `run_id` (RunNotFound when there is no such run)."""
+    """Score every stored answer of `run_id` (RunNotFound when there is no such run) against the corpus's task files,
+    noting when they are not those the run answered (`ScoredRun.tasks_note`)."""
     run = store.run(run_id)
     register_external_arms(run.config)
     spec = RunSpec.model_validate(run.config["spec"])
     corpus = Path(spec.corpus)
-    all_rows = load_tasks(corpus, spec.include_unreviewed) if (corpus / "tasks").is_dir() else []
+    has_tasks = (corpus / "tasks").is_dir()
+    all_rows = load_tasks(corpus, spec.include_unreviewed) if has_tasks else []
+    answered = run.meta.get("tasks_hash")  # None: a run stored by `ragft score` or before the hash was kept
+    changed = bool(answered) and (not has_tasks or hash_tasks(corpus) != answered)
     wanted = {i for ids in run.meta.get("rows", {}).values() for i in ids}
     rows = {r.id: r for r in all_rows if r.id in wanted}
     predictions = store.predictions(run_id)
     ctx = scoring_context(settings, corpus, list(rows.values()), embed=None, judge=False, all_rows=all_rows)
     ctx.judge = None  # the judge is never called for browsing: it costs a request per answer
     values = score_predictions(predictions, rows, ctx)
-    return ScoredRun(run, spec, rows, predictions, dict(values), settings.generation.abstention_phrase)
+    return ScoredRun(run, spec, rows, predictions, dict(values), settings.generation.abstention_phrase, changed)
 
 
 @dataclass(frozen=True)

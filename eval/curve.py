@@ -64,7 +64,7 @@ from service import engine_ct2, folders
 from service.arms import ARMS, Arm, ArmNames, by_cost, curve_defaults, runnable
 from service.models import library_versions
 from service.retrieval import index_exists, index_lock
-from service.settings import Settings
+from service.settings import Settings, without_folders
 
 ALL = "all"
 REUSED_POINT_S = 5.0  # a point faster than this trained and answered nothing (its run was stored): not a measure
@@ -901,7 +901,7 @@ def build_curve(
         "curve_id": curve_id_for(spec, reference, points),
         "corpus": Path(spec.corpus).resolve().name,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": {"spec": spec.model_dump(mode="json"), "settings": settings.recorded()},
+        "config": without_folders({"spec": spec.model_dump(mode="json"), "settings": settings.recorded()}),
         "test_rows": {f: len(ids) for f, ids in run_rows.items()},
         "training_seeds": settings.eval.training_seeds,
         "reference_run": reference,

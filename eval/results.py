@@ -43,7 +43,7 @@ from eval.verdict import (
 from service.arms import ARMS, break_even_reference
 from service.documents import load_documents
 from service.models import library_versions
-from service.settings import Settings
+from service.settings import Settings, without_folders
 
 SCHEMA_VERSION = 4  # 4: verdicts from every pair of arms (pairs[], candidates, relative, above_chance), p-values
 # adjusted within each family, Tango non-inferiority, cluster sign-flip tests, one-sided baseline gate; 3: chance_baseline an object scored like an arm, baseline_comparisons, balanced abstention,
@@ -403,22 +403,26 @@ def build_results(store: Store, run_id: str, settings: Settings, embed=None, jud
         "corpus": run.corpus,
         "created_at": run.created_at,
         "status": run.status,
-        "config": run.config,
-        "models": {
-            "generator": settings.models.generator,
-            "embedder": settings.models.embedder,
-            "engine": run.meta.get("engine"),
-        },  # which engine and compute type answered  # fmt: skip
-        "data": {
-            "tasks_hash": run.meta.get("tasks_hash"),
-            "rows": {f: len(ids) for f, ids in run.meta.get("rows", {}).items()},
-            "index": run.meta.get("index"),
-            "refresh": run.meta.get("refresh"),
-            "adapters": run.meta.get("adapters"),
-            # where the scored rows came from: written, imported (corpus init), generated and accepted/edited/pending
-            "rows_by_origin": dict(sorted(Counter(row_origin(r) for r in rows.values()).items())),
-            "unreviewed": unreviewed_note(list(rows.values())),
-        },  # fmt: skip
+        "config": without_folders(run.config),  # no server folder in a file readers download
+        "models": without_folders(
+            {
+                "generator": settings.models.generator,
+                "embedder": settings.models.embedder,
+                "engine": run.meta.get("engine"),
+            }
+        ),  # which engine and compute type answered  # fmt: skip
+        "data": without_folders(
+            {
+                "tasks_hash": run.meta.get("tasks_hash"),
+                "rows": {f: len(ids) for f, ids in run.meta.get("rows", {}).items()},
+                "index": run.meta.get("index"),
+                "refresh": run.meta.get("refresh"),
+                "adapters": run.meta.get("adapters"),
+                # where the scored rows came from: written, imported (corpus init), generated and accepted/edited/pending
+                "rows_by_origin": dict(sorted(Counter(row_origin(r) for r in rows.values()).items())),
+                "unreviewed": unreviewed_note(list(rows.values())),
+            }
+        ),  # fmt: skip
         "versions": library_versions(),
         "judge": {
             "used": judged,

@@ -36,7 +36,7 @@ from eval.pipeline import artifact_summary, groups_for, index_corpus, kinds_for,
 from eval.prediction_cache import AnswerCache, CachingRuntime, answering_settings
 from eval.spec import Progress, RunCancelled, RunSpec, replicate_name
 from eval.store import Prediction, Store, StoredPassage
-from eval.tasks import TaskRow, example_key, load_tasks
+from eval.tasks import TaskRow, example_key, hash_tasks, load_tasks
 from service.arms import ARMS, Arm, Query, answer
 from service.documents import load_documents
 from service.retrieval import build_index, index_lock, read_index_manifest
@@ -109,13 +109,6 @@ def run_id_for(settings: Settings, spec: RunSpec, tasks_hash: str, adapters: dic
     }
     digest = hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{Path(spec.corpus).resolve().name}-{digest}"
-
-
-def _tasks_hash(corpus: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted((Path(corpus) / "tasks").glob("*.jsonl")):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -304,7 +297,7 @@ def run_eval(
         )  # fmt: skip
         adapter_meta = artifact_summary(artifacts)
         index_manifest = read_index_manifest(runtime.index_dir)
-        tasks_hash = _tasks_hash(corpus)
+        tasks_hash = hash_tasks(corpus)
         named_id = spec.run_id or run_id_for(settings, spec, tasks_hash, adapter_meta)
         if not reuse and not spec.run_id:  # a fresh run reuses nothing, its own earlier answers included
             named_id += "-fresh-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

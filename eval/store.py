@@ -193,17 +193,22 @@ class Store:
             )
         return self.run(run_id)
 
-    def run(self, run_id: str) -> RunRecord:
-        row = self._conn.execute(
-            "SELECT id, corpus, created_at, updated_at, status, config, meta, error FROM runs WHERE id=?", (run_id,)
-        ).fetchone()
-        if row is None:
-            raise RunNotFound(run_id)
+    _RUN_COLUMNS = "id, corpus, created_at, updated_at, status, config, meta, error"
+
+    @staticmethod
+    def _run_record(row: tuple) -> RunRecord:
         return RunRecord(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), json.loads(row[6]), row[7])
 
+    def run(self, run_id: str) -> RunRecord:
+        row = self._conn.execute(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE id=?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFound(run_id)
+        return self._run_record(row)
+
     def runs(self) -> list[RunRecord]:
-        ids = [r[0] for r in self._conn.execute("SELECT id FROM runs ORDER BY created_at, id")]
-        return [self.run(i) for i in ids]
+        """Every run, oldest first, in one query."""
+        cursor = self._conn.execute(f"SELECT {self._RUN_COLUMNS} FROM runs ORDER BY created_at, id")
+        return [self._run_record(r) for r in cursor]
 
     def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
         with transaction(self._conn, self._lock) as conn:
@@ -278,6 +283,15 @@ class Store:
 
     def count(self, run_id: str) -> int:
         return self._conn.execute("SELECT COUNT(*) FROM predictions WHERE run_id=?", (run_id,)).fetchone()[0]
+
+    def counts(self, run_ids: list[str]) -> dict[str, int]:
+        """Each run's stored answers, in one query per 500 runs (not one per run)."""
+        found = dict.fromkeys(run_ids, 0)
+        for start in range(0, len(run_ids), 500):  # SQLite binds at most 999 parameters per statement
+            part = run_ids[start : start + 500]
+            sql = f"SELECT run_id, COUNT(*) FROM predictions WHERE run_id IN ({','.join('?' * len(part))}) GROUP BY run_id"
+            found.update(self._conn.execute(sql, part))
+        return found
 
     def reused(self, run_id: str) -> int:
         """How many of the run's answers came from the answer cache rather than being generated for it."""

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -217,6 +218,14 @@ def check_corpus(corpus: Path) -> tuple[list[TaskRow], list[Problem]]:
             except jsonschema.ValidationError as exc:
                 problems.append(Problem(file, line, f"expected does not satisfy its schema: {exc.message}"))
     return [row for row, _, _ in located], problems
+
+
+def hash_tasks(corpus: Path) -> str:
+    """The digest of the corpus's task files (names and bytes), which a run stores as meta.tasks_hash."""
+    digest = hashlib.sha256()
+    for path in sorted((Path(corpus) / "tasks").glob("*.jsonl")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
 
 
 def load_tasks(corpus: Path, include_unreviewed: bool = False) -> list[TaskRow]:

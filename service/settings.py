@@ -543,6 +543,26 @@ class ApiSettings(BaseModel):
         description="Answers (questions x arms) admitted at once across /v1/query, /v1/query/batch and chat "
         "completions; past it a request gets 429 with Retry-After. 64 is four full batches of 16 on 2 CPU cores.",
     )
+    scoring_reads_per_minute: int = Field(
+        120,
+        ge=1,
+        description="Requests one key may make per minute (a burst of this many, then one per 60/N s) to the routes "
+        "that score a stored run: /v1/results/{run_id}, its rows and /v1/compare; past it 429 with Retry-After. A "
+        "server without keys counts all its clients together. Scoring a demo run takes seconds of CPU.",
+    )
+    rescore_running_s: float = Field(
+        10.0,
+        ge=0,
+        description="A running run is rescored for the row browser at most this often, however often its rows are "
+        "asked for; between, readers see the last scoring. A finished run is scored once per change.",
+    )
+    scored_runs_mb: float = Field(
+        64.0,
+        ge=0,
+        description="Memory the scored runs kept for the results routes may take (approximate, in MB of Python "
+        "objects); the least recently read leaves first. A demo run (1,696 answers) takes about 4 MB; a run larger "
+        "than this is scored for each request and not kept.",
+    )
     query_timeout_s: float = Field(
         300.0,
         gt=0,
@@ -676,6 +696,26 @@ class Settings(BaseSettings):
 
 # Fields that hold credentials: never written to run configs, results, reports or logs.
 SECRET_FIELDS = {"api": {"api_keys", "read_only_keys"}, "models": {"backend_api_key"}, "eval": {"judge_api_key"}}
+
+# Fields that name a folder of the server: shown by their last name only outside it (`without_folders`).
+FOLDER_FIELDS = {"data_dir", "artifact_dir", "corpus", "reports_dir"}
+
+
+def without_folders(recorded):
+    """`recorded` (settings, a run's spec) as a results.json others download shows it: every folder field and every
+    absolute path (a model given as a local folder) by its last name only, so it never shows where the server keeps
+    its files. `{"data_dir": "/srv/ragft/data"}` -> `{"data_dir": "data"}`."""
+
+    def shown(value, key: str | None):
+        if isinstance(value, dict):
+            return {k: shown(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [shown(v, key) for v in value]
+        if isinstance(value, str) and value and (key in FOLDER_FIELDS or Path(value).is_absolute()):
+            return Path(value).name
+        return value
+
+    return shown(recorded, None)
 
 
 @lru_cache

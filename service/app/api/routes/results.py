@@ -2,24 +2,35 @@
 arm's answer, two runs compared row by row, and reviewers' marks. The web UI (`service/app/ui`) reads only these
 routes and /v1/query.
 
-A run is scored once per change (its answers, status and reviews) and kept in a small cache, so paging through
-rows costs no rescoring: scoring a demo run (1,306 answers) takes seconds.
+A run is scored once per change (its answers, status, task files) and kept in a cache bounded in bytes, so paging
+through rows costs no rescoring: scoring a demo run (1,696 answers) takes seconds of CPU. One request scores a run
+at a time (others wait for it), a running run is rescored at most every api.rescore_running_s, and each key may
+ask for scored runs api.scoring_reads_per_minute times a minute, so no key can fill the worker threads with
+scorings.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import logging
+import math
+import sys
 import threading
+import time
 from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
+from pyrate_limiter import Duration, Rate, RateItem, StateBucket
 
 from eval.answers import (
     ArmAnswer,
@@ -44,50 +55,196 @@ from service.app.api.job_store import JOB_ACTIVE, JobRecord
 from service.arms import ARMS
 from service.settings import Settings
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["results"], responses=errors(404, 409))
 RunId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$", description="A stored run's id.")]
 Name = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_@.-]{0,127}$")]
 
 
-class ScoredRuns:
-    """The last few runs scored, keyed by what changes their scores (answers stored, status), so a running run is
-    rescored when it has new answers and a finished one never again."""
+RUNNING = ("queued", "evaluating")  # a run's statuses while answers may still be added
 
-    def __init__(self, size: int = 4):
-        self._cache: OrderedDict[str, tuple[tuple, ScoredRun, list[RowView]]] = OrderedDict()
+
+def footprint(obj: object) -> int:
+    """Approximate bytes `obj` holds: sys.getsizeof over everything reachable through containers, dataclasses and
+    pydantic models, each object once (a scored demo run: ~4 MB; tracemalloc counts ~1.4x this)."""
+    seen, total, stack = set(), 0, [obj]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        total += sys.getsizeof(item)
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            stack.extend(item)
+        elif dataclasses.is_dataclass(item) and not isinstance(item, type):
+            stack.extend(getattr(item, f.name) for f in dataclasses.fields(item))
+        elif isinstance(item, BaseModel):
+            stack.append(item.__dict__)
+    return total
+
+
+@dataclasses.dataclass(frozen=True)
+class _Kept:
+    key: tuple  # what changes the scores: status, answers stored, the task files
+    scored: ScoredRun
+    views: list[RowView]
+    nbytes: int
+    at: float  # time.monotonic() of the scoring
+
+
+class ScoredRuns:
+    """The runs scored lately, kept while they take at most `max_bytes` (`footprint`; the least recently read leaves
+    first), each keyed by what changes its scores, so a finished run is scored once and paging through its rows costs
+    nothing. A run is scored by one request at a time: requests for it meanwhile wait for that scoring and share it.
+    A running run is rescored at most every `rescore_s` seconds however often it is read (every filter keystroke in
+    the row browser asks again).
+
+    Example:
+        >>> # runs = ScoredRuns(max_bytes=64 * 2**20, rescore_s=10.0)
+        >>> # scored, views = runs.get(settings, "quillmark-1a2b3c4d5e")
+    """
+
+    def __init__(self, max_bytes: int, rescore_s: float):
+        self.max_bytes, self.rescore_s = max_bytes, rescore_s
+        self.scorings = 0  # runs scored since start (tests, the soak)
+        self._kept: OrderedDict[str, _Kept] = OrderedDict()
+        self._scoring: dict[str, Future] = {}  # run id -> the scoring in progress
         self._lock = threading.Lock()
-        self.size = size
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(k.nbytes for k in self._kept.values())
 
     def get(self, settings: Settings, run_id: str) -> tuple[ScoredRun, list[RowView]]:
+        """The run scored (RunNotFound when there is none): kept, shared with a scoring in progress, or scored now."""
         store = Store(settings.database)
         try:
             run = store.run(run_id)
-            register_external_arms(run.config)  # in this request's context only, cached or not (`ArmTable`)
-            key = (run.status, store.count(run_id))
+            key = (run.status, store.count(run_id), _tasks_stamp(run))
+        finally:
+            store.close()
+        register_external_arms(run.config)  # in this request's context only, scored here or not (`ArmTable`)
+        with self._lock:
+            kept = self._kept.get(run_id)
+            if kept is not None and (kept.key == key or self._fresh_enough(kept, run.status)):
+                self._kept.move_to_end(run_id)
+                return kept.scored, kept.views
+            scoring = self._scoring.get(run_id)
+            if scoring is None:
+                scoring = self._scoring[run_id] = Future()
+                mine = True
+            else:
+                mine = False
+        if not mine:
+            return scoring.result()
+        try:
+            result = self._score(settings, run_id, key)
+        except BaseException as exc:
+            scoring.set_exception(exc)
+            raise
+        finally:
             with self._lock:
-                hit = self._cache.get(run_id)
-                if hit and hit[0] == key:
-                    self._cache.move_to_end(run_id)
-                    return hit[1], hit[2]
+                self._scoring.pop(run_id, None)
+        scoring.set_result(result)
+        return result
+
+    def _fresh_enough(self, kept: _Kept, status: str) -> bool:
+        """A running run scored less than rescore_s ago is served as it was (a status change rescores at once)."""
+        return status in RUNNING and kept.key[0] == status and time.monotonic() - kept.at < self.rescore_s
+
+    def _score(self, settings: Settings, run_id: str, key: tuple) -> tuple[ScoredRun, list[RowView]]:
+        store = Store(settings.database)
+        try:
             scored = score_run(store, run_id, settings)
         finally:
             store.close()
         views = row_views(scored)
+        nbytes = footprint((scored, views))
         with self._lock:
-            self._cache[run_id] = (key, scored, views)
-            while len(self._cache) > self.size:
-                self._cache.popitem(last=False)
+            self.scorings += 1
+            self._kept.pop(run_id, None)
+            if nbytes <= self.max_bytes:
+                self._kept[run_id] = _Kept(key, scored, views, nbytes, time.monotonic())
+            else:
+                log.warning("run %s scored to ~%.0f MB, over api.scored_runs_mb (%.0f MB): not kept", run_id,
+                            nbytes / 2**20, self.max_bytes / 2**20)  # fmt: skip
+            while sum(k.nbytes for k in self._kept.values()) > self.max_bytes:
+                self._kept.popitem(last=False)
         return scored, views
 
 
-def _scored(request: Request, run_id: str) -> tuple[ScoredRun, list[RowView]]:
-    state = request.app.state
-    if not hasattr(state, "scored_runs"):
-        state.scored_runs = ScoredRuns()
+def _tasks_stamp(run: RunRecord) -> tuple:
+    """The task files' names, sizes and modification times: a change rescores a kept run (`ScoredRun.tasks_note`)."""
+    folder = Path(run.config.get("spec", {}).get("corpus", "")) / "tasks"
     try:
-        return state.scored_runs.get(state.settings, run_id)
+        return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.glob("*.jsonl")))
+    except OSError:  # a file renamed away between listing and stat: the next read sees the new state
+        return ("changing",)
+
+
+def _scored(request: Request, run_id: str) -> tuple[ScoredRun, list[RowView]]:
+    try:
+        return _scored_runs(request.app.state).get(request.app.state.settings, run_id)
     except RunNotFound as exc:
         raise HTTPException(404, str(exc)) from exc
+
+
+_STATE_LOCK = threading.Lock()  # creates each app's cache and limiter once
+
+
+def _scored_runs(state) -> ScoredRuns:
+    with _STATE_LOCK:
+        if not hasattr(state, "scored_runs"):
+            api = state.settings.api
+            state.scored_runs = ScoredRuns(int(api.scored_runs_mb * 2**20), api.rescore_running_s)
+        return state.scored_runs
+
+
+class ReadLimits:
+    """api.scoring_reads_per_minute per key, as pyrate-limiter's GCRA (a burst of that many, then one every 60/N s;
+    a few numbers per key, however many requests)."""
+
+    def __init__(self, per_minute: int):
+        self.per_minute = per_minute
+        self._buckets: dict[str, StateBucket] = {}
+        self._lock = threading.Lock()
+
+    def wait_s(self, who: str) -> float:
+        """0 when `who` may go on (the request is counted), else the seconds until it may."""
+        with self._lock:
+            bucket = self._buckets.get(who)
+            if bucket is None:
+                bucket = self._buckets[who] = StateBucket([Rate(self.per_minute, Duration.MINUTE)])
+            item = RateItem(who, bucket.now())
+            return 0.0 if bucket.put(item) else max(bucket.waiting(item), 1) / 1000
+
+
+def _read_limits(state) -> ReadLimits:
+    with _STATE_LOCK:
+        if not hasattr(state, "read_limits"):
+            state.read_limits = ReadLimits(state.settings.api.scoring_reads_per_minute)
+        return state.read_limits
+
+
+async def limit_scoring_reads(request: Request, settings: SettingsDep) -> None:
+    """429 with Retry-After past api.scoring_reads_per_minute for the request's key (async: no worker thread)."""
+    given = request.headers.get("authorization", "")
+    who = hashlib.sha256(given.encode()).hexdigest() if settings.api.keyed else "no key"
+    wait_s = _read_limits(request.app.state).wait_s(who)
+    if wait_s:
+        raise HTTPException(
+            429, f"this key asked for scored runs more than {settings.api.scoring_reads_per_minute} times in a minute "
+            f"(api.scoring_reads_per_minute): retry in {math.ceil(wait_s)} s. Filter and page the rows of one run "
+            "(/rows?family=...&limit=...) rather than asking again; an API client should wait for Retry-After.",
+            headers={"Retry-After": str(math.ceil(wait_s))},
+        )  # fmt: skip
+
+
+ScoringRead = Depends(limit_scoring_reads)
 
 
 def _reviews(settings: Settings, run_id: str) -> dict[tuple[str, str], Review]:
@@ -136,7 +293,8 @@ def list_results(request: Request, settings: SettingsDep) -> list[dict]:
     store = Store(settings.database)
     try:
         page = list(reversed(store.runs()))[: settings.api.max_page_size]  # counted and checked: this page only
-        runs = [_run_out(r, store.count(r.id), by_run.get(r.id), settings, request) for r in page]
+        counts = store.counts([r.id for r in page])  # one query, not one per run: every open tab asks every 3 s
+        runs = [_run_out(r, counts[r.id], by_run.get(r.id), settings, request) for r in page]
     finally:
         store.close()
     waiting = [{"id": j.id, "corpus": Path(j.request.get("corpus", "")).name, "status": j.status,
@@ -156,7 +314,7 @@ _charts_cache: dict[tuple[str, float], dict[str, str]] = {}
 _charts_lock = threading.Lock()  # another request cleared the cache between a store and a read: a KeyError, a 500
 
 
-@router.get("/results/{run_id}")
+@router.get("/results/{run_id}", dependencies=[ScoringRead], responses=errors(429))
 def get_result(run_id: RunId, request: Request, settings: SettingsDep) -> dict:
     """A stored run: its verdict table and charts (from its published results.json; none until the run is done),
     the families, arms and row counts the row browser filters on, and its reviews."""
@@ -164,7 +322,8 @@ def get_result(run_id: RunId, request: Request, settings: SettingsDep) -> dict:
     results = _results_json(settings, run_id)
     out = {"run": _run_out(scored.run, len(scored.predictions), None, settings, request), "verdicts": [], "charts": {},
            "how_to_read": None, "families": sorted({f for v in views for f in v.families}, key=_family_order),
-           "arms": [{"name": a, "label": _label(a)} for a in scored.arms], "rows": len(views)}  # fmt: skip
+           "arms": [{"name": a, "label": _label(a)} for a in scored.arms], "rows": len(views),
+           "tasks_note": scored.tasks_note}  # fmt: skip
     if results is not None:
         out["verdicts"] = verdict_rows(results)
         key = (run_id, (Path(settings.eval.reports_dir) / run_id / "results.json").stat().st_mtime)
@@ -226,7 +385,7 @@ def _row_out(v: RowView, reviews: dict, full: bool = False) -> dict:
                         for a in v.answers.values()]}  # fmt: skip
 
 
-@router.get("/results/{run_id}/rows")
+@router.get("/results/{run_id}/rows", dependencies=[ScoringRead], responses=errors(429))
 def list_rows(
     run_id: RunId,
     request: Request,
@@ -252,7 +411,7 @@ def list_rows(
     return [_row_out(v, reviews) for v in shown[offset : offset + size]]
 
 
-@router.get("/results/{run_id}/rows/{row_id}")
+@router.get("/results/{run_id}/rows/{row_id}", dependencies=[ScoringRead], responses=errors(429))
 def get_row(run_id: RunId, row_id: Name, request: Request, settings: SettingsDep) -> dict:
     """One test row: input, expected answer or schema, every arm's answer with its per-metric scores and mark,
     and the retrieving arms' passages cut into pieces where an accepted answer occurs (`[text, is_match]`)."""
@@ -352,7 +511,7 @@ def render_reviewed(run_id: RunId, request: Request, settings: SettingsDep) -> d
             "files": {n: f"/v1/results/{run_id}/files/reviewed/{n}" for n in REPORT_FILES}}  # fmt: skip
 
 
-@router.get("/compare/{run_a}/{run_b}")
+@router.get("/compare/{run_a}/{run_b}", dependencies=[ScoringRead], responses=errors(429))
 def compare_results(run_a: RunId, run_b: RunId, request: Request, settings: SettingsDep) -> dict:
     """Run B against run A: per family and arm the headline change on the rows both scored, with its paired 95%
     interval and Holm-adjusted p-value (the report's tests), and per arm the rows that changed outcome (fixed:
