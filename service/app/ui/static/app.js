@@ -138,16 +138,25 @@ function progressText(run) {
   return `${p.stage}: ${p.done}/${p.total}${eta}`;
 }
 
+// The runs page's compare picks (kept in this tab across its 3-s refreshes and reloads) and its one refresh timer:
+// a page drawn again (a key entered, a refresh) replaces the timer instead of starting a second loop.
+const PICKS = "ragft.comparePicks";
+const runsPolling = { timer: null, drawn: 0 };
+
 async function runsPage() {
   document.title = "ragft: runs";
+  clearTimeout(runsPolling.timer);
+  const drawing = ++runsPolling.drawn;
   let runs;
   try {
     runs = (await api("/v1/results")).body;
   } catch (error) {
-    return show(el("h1", { text: "Runs" }), failure(error));
+    if (drawing === runsPolling.drawn) show(el("h1", { text: "Runs" }), failure(error));
+    return;
   }
-  const picked = [];
-  const compare = el("button", { type: "button", id: "compare-button", disabled: true, text: "Compare the two picked runs",
+  if (drawing !== runsPolling.drawn) return; // a later drawing of the page took over while this one waited
+  const picked = JSON.parse(sessionStorage.getItem(PICKS) || "[]").filter((id) => runs.some((r) => r.id === id));
+  const compare = el("button", { type: "button", id: "compare-button", disabled: picked.length !== 2, text: "Compare the two picked runs",
     onclick: () => {
       const [a, b] = picked.slice().sort((x, y) => order.indexOf(y) - order.indexOf(x)); // older first
       location.href = `/ui/compare/${encodeURIComponent(a)}/${encodeURIComponent(b)}`;
@@ -155,9 +164,11 @@ async function runsPage() {
   const order = runs.map((r) => r.id);
   const rows = runs.map((run) => el("tr", { dataset: { run: run.id } },
     el("td", {}, el("input", { type: "checkbox", class: "pick", title: "pick for comparison", disabled: !run.answers,
+      checked: picked.includes(run.id),
       onchange: (event) => {
         if (event.target.checked) picked.push(run.id);
         else picked.splice(picked.indexOf(run.id), 1);
+        sessionStorage.setItem(PICKS, JSON.stringify(picked));
         compare.disabled = picked.length !== 2;
       } })),
     el("td", {}, run.answers ? el("a", { href: `/ui/runs/${encodeURIComponent(run.id)}`, text: run.id }) : run.id),
@@ -181,7 +192,7 @@ async function runsPage() {
     figuresSoFar(runs),
   );
   if (runs.some((r) => ["queued", "training", "evaluating"].includes(r.status))) {
-    setTimeout(() => { if (location.pathname.replace(/\/$/, "") === "/ui") runsPage(); }, 3000);
+    runsPolling.timer = setTimeout(() => { if (location.pathname.replace(/\/$/, "") === "/ui") runsPage(); }, 3000);
   }
 }
 
