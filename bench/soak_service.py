@@ -242,6 +242,10 @@ def soak_two_servers(args, settings: Settings, corpus: Path, questions: list[str
               f"({worker_state(second)}); {args.minutes:g} min")  # fmt: skip
         warm_up(url_b, sibling.name, questions[0])
         rss_start = rss_mib()
+        samples: list[tuple[float, float]] = [(0.0, rss_start)]
+        sampling = threading.Event()
+        threading.Thread(target=sample_rss, args=(samples, sampling), daemon=True).start()
+        began = time.monotonic()
         tally, end, jobs = Tally(), time.monotonic() + args.minutes * 60, []
         rng = random.Random(args.seed)
         workers = (
@@ -266,10 +270,16 @@ def soak_two_servers(args, settings: Settings, corpus: Path, questions: list[str
         print(f"forced status-write failure: the worker logged {errors} error(s) and is {worker_state(holder)}")
         if worker_state(holder) != "running" or errors < 1:
             failures.append(f"the job worker after a failed status write: {worker_state(holder)}, {errors} errors")
+        stopped_at, rss_before_restart = time.monotonic() - began, rss_mib()
         a_side.close()  # server A stops (its running job, if any, is interrupted) ...
         restarted = create_app(settings, corpus)
         urls["a"] = a_side.enter_context(serving(restarted))  # ... and starts again
+        while httpx.get(f"{urls['a']}/readyz").status_code != 200:
+            time.sleep(0.5)
         time.sleep(jobs_poll_s())
+        restarted_at = time.monotonic() - began
+        print(f"A restarted in {restarted_at - stopped_at:.0f} s: RSS {rss_before_restart:.0f} MiB before, "
+              f"{rss_mib():.0f} once it was ready")  # fmt: skip
         print(f"A restarted: A {worker_state(restarted)}, B {worker_state(second)}")
         if {worker_state(restarted), worker_state(second)} != {"running", "standby"}:
             failures.append(f"after the restart: A {worker_state(restarted)}, B {worker_state(second)}")
@@ -283,7 +293,13 @@ def soak_two_servers(args, settings: Settings, corpus: Path, questions: list[str
                     "queued", "training", "evaluating", "interrupted") and time.monotonic() < deadline:  # fmt: skip
                     time.sleep(1)
                 final[job["id"]] = state
+        sampling.set()
         rss_end = rss_mib()
+        for name, app in (("A", first), ("B", second), ("A restarted", restarted)):
+            kept = getattr(app.state, "scored_runs", None)
+            if kept is not None and hasattr(kept, "nbytes"):
+                print(f"scored runs {name}: {kept.scorings} scorings, {kept.nbytes / 2**20:.1f} MiB kept "
+                      f"(api.scored_runs_mb {settings.api.scored_runs_mb:g})")  # fmt: skip
     for kind, counts in sorted(tally.seen.items()):
         print(f"{kind:7s} {sum(counts.values()):>6d} requests  {dict(sorted(counts.items()))}")
         bad = {s: n for s, n in counts.items() if s >= 500 and s not in DOCUMENTED_5XX}
@@ -305,8 +321,21 @@ def soak_two_servers(args, settings: Settings, corpus: Path, questions: list[str
             answered = Counter(row for (a, row, _), n in counts.items() if a == "base" for _ in range(n))
             if set(answered) != chosen or any(n > 1 for n in answered.values()):
                 failures.append(f"job {job['id']}: rows {sorted(chosen)}, answers {dict(answered)}")
+    print("RSS by minute (MiB): " + ", ".join(f"{t / 60:.0f}: {m:.0f}" for t, m in samples if round(t) % 60 < 15))
+    # growth is read over windows without a restart in them: the restart loads a third server's models
+    settle_s = 60  # the restarted server's first jobs load its models
+    for name, (start, stop) in (("warm-up to restart", (0.0, stopped_at)),
+                                ("restart + 1 min to end", (restarted_at + settle_s, float("inf")))):  # fmt: skip
+        window = [(t, m) for t, m in samples if start <= t <= stop]
+        if len(window) < 2:
+            print(f"RSS {name}: too few samples")
+            continue
+        (t0, m0), (t1, m1) = window[0], window[-1]
+        print(f"RSS {name} ({t0 / 60:.1f}-{t1 / 60:.1f} min, no restart inside): {m0:.0f} -> {m1:.0f} MiB "
+              f"({m1 - m0:+.0f} MiB, {100 * (m1 - m0) / m0:+.1f}%), peak {max(m for _, m in window):.0f}")  # fmt: skip
     print(f"RSS {rss_start:.0f} MiB after the warm-up (both servers), {rss_end:.0f} at the end "
-          f"({rss_end - rss_start:+.0f}, a third server's models loaded by the restart included)")  # fmt: skip
+          f"({rss_end - rss_start:+.0f}, a third server's models loaded by the restart included); "
+          f"{returned_rss_mib():.0f} MiB once freed memory was handed back")  # fmt: skip
 
 
 def worker_state(app) -> str:
