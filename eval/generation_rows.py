@@ -14,8 +14,10 @@ Three families, each checked before a row is kept:
   in turn so the test split stays balanced.
 
 Any OpenAI-compatible endpoint generates (vLLM, a hosted API, `ragft serve`): a JSON Schema response format where
-the endpoint takes one; where it refuses it, the reply is parsed leniently (code fences and prose around the JSON
-object are dropped) and a reply that still does not parse is asked again a bounded number of times. Every
+the endpoint takes one (strings bounded, items counted, a knowledge span and an abstention entity chosen from the
+passage, so a small model decoding under the grammar closes its JSON and quotes what the document holds); where it
+refuses it, the reply is parsed leniently (code fences and prose around the JSON object are dropped) and a reply
+that still does not parse is asked again a bounded number of times. docs/generated-rows.md has the measurements. Every
 rejection is counted by reason; exact duplicates and the audit's near-duplicates (`eval.audit.similarity`) of any
 row already in the corpus are dropped. A budget (rows, tokens, seconds) stops the run, and progress reports the
 time left. Every row carries its provenance (`generated`) and `review: pending`: a run uses it only once a person
