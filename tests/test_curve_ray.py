@@ -46,13 +46,18 @@ def with_data(settings, folder, **eval_settings):
 
 @needs_ray
 def test_a_curve_on_ray_writes_the_local_results(settings, curve_corpus, tmp_path):  # noqa: F811
-    local = with_data(settings, tmp_path / "local")
-    remote = with_data(settings, tmp_path / "ray", executor="ray", ray_num_cpus=2)
+    # two data folders of one name (a run records its data folder's name) under different parents
+    local, remote = with_data(settings, tmp_path / "local" / "data"), with_data(settings, tmp_path / "ray" / "data")
     spec = CurveSpec.resolve(local, curve_corpus, arms=["base", "lora"], families=["behaviour"], rows=[3, 6, "all"])
     results, folder = curve.run_curve(local, spec)
     heard = []
-    on_ray, ray_folder = curve.run_curve(remote, spec, progress=lambda stage, done, total: heard.append(stage))
-    assert not ray.is_initialized()  # the local head it started is stopped
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # a local head with 2 CPUs, as this machine
+    try:
+        on_ray, ray_folder = curve.run_curve(remote, spec, progress=lambda stage, done, total: heard.append(stage),
+                                             executor="ray")  # fmt: skip
+        assert ray.is_initialized()  # a head it did not start is left running
+    finally:
+        ray.shutdown()
     assert len(heard) == 4 and all(h.startswith("curve: ") and h.endswith(" done") for h in heard)  # reference + 3
     same = [tmp_path / "local", tmp_path / "ray"]
     assert comparable(on_ray, same) == comparable(results, same)
@@ -77,6 +82,7 @@ def overlapping(spans) -> bool:
 def test_points_run_one_at_a_time_unless_told_to_share_a_node(settings, tmp_path):
     whole = with_data(settings, tmp_path, ray_num_cpus=2)
     ran = curve.ray_runs(whole, ["a", "b", "c"], ["a", "b", "c"], lambda *a: None, point=timed)
+    assert not ray.is_initialized()  # the local head it started is stopped
     assert [r[0] for r in ran] == ["a", "b", "c"]  # in the order asked
     assert not overlapping([r[1:] for r in ran])  # default: a whole node's CPUs per point
     shared = with_data(settings, tmp_path, ray_num_cpus=2, ray_point_cpus=1)
