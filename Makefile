@@ -52,12 +52,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 corpora: $(STAMP)
-	$(BIN)/python -m corpora.generate
+	$(BIN)/python -m ragft.corpora.generate
 
 # The reference pages generated from the code (settings descriptions, OpenAPI): tests/test_reference.py fails when
 # a committed page differs from what this writes.
 docs: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m service.app.reference
+	HF_HUB_OFFLINE=1 $(BIN)/python -m ragft.service.app.reference
 
 # vLLM's CPU build in its own venv (.venv-vllm, gitignored; about 9 minutes the first time), then the test that
 # serves a tiny model and its adapters through it (about 80 s). Serving a corpus: bench/vllm_cpu.sh serve CORPUS PORT

@@ -30,15 +30,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from eval.tasks import load_tasks
-from service import adapters, engine_ct2, models
-from service.chunking import chunk_document
-from service.documents import load_documents
-from service.generation import Generator
-from service.kinds import KINDS
-from service.prompts import build_messages
-from service.retrieval import Passage
-from service.settings import Settings
+from ragft.eval.tasks import load_tasks
+from ragft.service import adapters, engine_ct2, models
+from ragft.service.chunking import chunk_document
+from ragft.service.documents import load_documents
+from ragft.service.generation import Generator
+from ragft.service.kinds import KINDS
+from ragft.service.prompts import build_messages
+from ragft.service.retrieval import Passage
+from ragft.service.settings import Settings
 
 GFLOP_PER_TOKEN = 0.27
 FP32_GFLOPS = 100.0

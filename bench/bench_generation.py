@@ -28,7 +28,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from eval.generation_rows import Budget, OpenAIGenerator, generate_rows
+from ragft.eval.corpus.generation_rows import Budget, OpenAIGenerator, generate_rows
 
 
 def knowledge_items(passage: str, n: int, turn: int) -> list[dict]:

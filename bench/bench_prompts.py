@@ -20,11 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from eval.tasks import load_tasks
-from service import models
-from service.prompts import build_messages
-from service.runtime import Runtime
-from service.settings import RetrievalSettings, Settings
+from ragft.eval.tasks import load_tasks
+from ragft.service import models
+from ragft.service.prompts import build_messages
+from ragft.service.runtime import Runtime
+from ragft.service.settings import RetrievalSettings, Settings
 
 
 def main() -> None:
@@ -70,10 +70,10 @@ def main() -> None:
 
 def rag_score(runtime: Runtime, rows, top_k: int) -> str:
     """The rag arm's answer_contained over `rows` with `top_k` passages, and wall seconds per answer."""
-    from eval.metrics import ScoringContext
-    from eval.metrics.knowledge import corpus_answers, knowledge_correct
-    from eval.store import Prediction
-    from service.arms import ARMS, Query, answer
+    from ragft.eval.scoring.metrics import ScoringContext
+    from ragft.eval.scoring.metrics.knowledge import corpus_answers, knowledge_correct
+    from ragft.eval.store import Prediction
+    from ragft.service.arms import ARMS, Query, answer
 
     ctx = ScoringContext(runtime.settings.generation.abstention_phrase, corpus_answers=corpus_answers(rows))
     t0 = time.perf_counter()

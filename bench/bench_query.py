@@ -13,12 +13,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from eval.families import FAMILIES
-from eval.tasks import corpus_examples, load_tasks
-from service.adapters import ArtifactMissing
-from service.arms import ARMS, Query, answer
-from service.runtime import Runtime
-from service.settings import Settings
+from ragft.eval.families import FAMILIES
+from ragft.eval.tasks import corpus_examples, load_tasks
+from ragft.service.adapters import ArtifactMissing
+from ragft.service.arms import ARMS, Query, answer
+from ragft.service.runtime import Runtime
+from ragft.service.settings import Settings
 
 
 def percentile(values: list[float], q: float) -> float:

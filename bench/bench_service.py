@@ -36,9 +36,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eval.tasks import load_tasks  # noqa: E402
-from service.app.api.main import create_app  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from ragft.eval.tasks import load_tasks  # noqa: E402
+from ragft.service.app.api.main import create_app  # noqa: E402
+from ragft.service.settings import Settings  # noqa: E402
+
 from tests.live import serving  # noqa: E402
 
 
@@ -145,7 +146,8 @@ def show_saturation(b: dict, clients: int, limit: int) -> None:
 
 def tiny_settings(tmp: Path, base: Settings) -> Settings:
     """The test suite's in-code models, for a smoke run."""
-    from service.settings import ApiSettings, GenerationSettings, ModelSettings, RetrievalSettings
+    from ragft.service.settings import ApiSettings, GenerationSettings, ModelSettings, RetrievalSettings
+
     from tests import tiny
 
     generator, embedder = tiny.build_generator(tmp / "generator"), tiny.build_embedder(tmp / "embedder")

@@ -26,19 +26,18 @@ import sys
 import time
 from pathlib import Path
 
-from eval.tasks import load_tasks, supervised_rows
-from service.settings import Settings
+from ragft.eval.tasks import load_tasks, supervised_rows
+from ragft.service.settings import Settings
 
 
 def one_mode(mode: str, corpus: Path, steps: int) -> dict:
     """Train `steps` optimizer steps on real closed-book examples with LoRA or with every weight trainable."""
     import torch
     from peft import LoraConfig, get_peft_model
-
-    from service import models
-    from service.finetune import tokenize_example
-    from service.generation import Generator
-    from service.training_data import closed_book_examples
+    from ragft.service import models
+    from ragft.service.finetune import tokenize_example
+    from ragft.service.generation import Generator
+    from ragft.service.training_data import closed_book_examples
 
     settings = Settings()
     torch.manual_seed(0)
@@ -94,9 +93,9 @@ def limit_tokens_per_s(params: int) -> float:
 
 def demo_adapters(corpus: Path) -> None:
     """The demo's artifacts (`ragft demo` settings: eval.demo_train_rows per family), trained again from scratch."""
-    from eval import pipeline
-    from service.finetune import describe
-    from service.kinds import KINDS
+    from ragft.eval.running import pipeline
+    from ragft.service.finetune import describe
+    from ragft.service.kinds import KINDS
 
     settings = pipeline.demo_settings(Settings())
     runtime = pipeline.open_runtime(settings, corpus)
@@ -118,11 +117,10 @@ def demo_adapters(corpus: Path) -> None:
 def reply_logits(corpus: Path, steps: int) -> None:
     """Seconds per rag_lora step with full logits against reply-only logits, on the demo's retrieved examples."""
     from peft import LoraConfig, get_peft_model
+    from ragft.eval.running import pipeline
+    from ragft.service.finetune import ReplyLogitsTrainer, build_training_set, tokenize_example
+    from ragft.service.kinds import KINDS
     from transformers import DataCollatorForSeq2Seq, TrainingArguments
-
-    from eval import pipeline
-    from service.finetune import ReplyLogitsTrainer, build_training_set, tokenize_example
-    from service.kinds import KINDS
 
     settings = pipeline.demo_settings(Settings())
     runtime = pipeline.open_runtime(settings, corpus)
@@ -199,10 +197,10 @@ def train_steps(corpus: Path, steps: int, kind_name: str, group: str | None, lor
     folder (the de-quantised generator), until `steps` steps are done; per step its RSS, tokens seen, time, loss."""
     import tempfile
 
-    from eval import pipeline
-    from service.finetune import TrainingCancelled
-    from service.kinds import KINDS
-    from service.memory import rss_mib
+    from ragft.eval.running import pipeline
+    from ragft.service.finetune import TrainingCancelled
+    from ragft.service.kinds import KINDS
+    from ragft.service.memory import rss_mib
 
     base = Settings()
     folder = Path(tempfile.mkdtemp(prefix="ragft-bench-train-"))
@@ -229,7 +227,7 @@ def tokens_per_s(seen: list[dict]) -> float | None:
 
 def memory_run(corpus: Path, steps: int, lora: dict) -> dict:
     """Train the questions adapter (70 knowledge rows, the documents) for `steps` steps; memory and speed."""
-    from service.memory import rss_mib
+    from ragft.service.memory import rss_mib
 
     seen = train_steps(corpus, steps, "lora", "questions", {"max_rows_per_family": 70, **lora})
     return {"steps": len(seen), "peak_rss_mib": round(rss_mib("VmHWM")), "rss_first_step_mib": round(seen[0]["rss_mib"]),
@@ -258,7 +256,7 @@ def memory(steps: int) -> None:
 def heaviest_steps_first(original):
     """`finetune.training_stream` with its planned steps reordered, the ones holding the longest examples first, so
     a few steps meet the heaviest passes of a whole run (the examples, their sub-batches and epochs unchanged)."""
-    from service.finetune import step_shape
+    from ragft.service.finetune import step_shape
 
     def stream(kind, data, generator, settings):
         planned, train_tok, val_tok = original(kind, data, generator, settings)
@@ -274,8 +272,8 @@ def heaviest_steps_first(original):
 def full_recipe_run(corpus: Path, steps: int, kind_name: str, group: str | None) -> dict:
     """The first `steps` steps, heaviest first, of one adapter `ragft train --corpus <corpus>` trains (every row,
     default settings); memory and speed."""
-    from service import finetune
-    from service.memory import rss_mib
+    from ragft.service import finetune
+    from ragft.service.memory import rss_mib
 
     planned = {}
     reordered = heaviest_steps_first(finetune.training_stream)

@@ -23,12 +23,12 @@ import json
 import time
 from pathlib import Path
 
-from eval.families import FAMILIES
-from eval.runner import prompt_arm, select_rows
-from eval.tasks import example_key, load_tasks
-from service.arms import ARMS, Query, answer
-from service.runtime import Runtime
-from service.settings import get_settings
+from ragft.eval.families import FAMILIES
+from ragft.eval.running.runner import prompt_arm, select_rows
+from ragft.eval.tasks import example_key, load_tasks
+from ragft.service.arms import ARMS, Query, answer
+from ragft.service.runtime import Runtime
+from ragft.service.settings import get_settings
 
 # How each engine serves a LoRA arm: it changes the arm's cost, so the figures say which way it was served.
 LORA_SERVED = {"ctranslate2": "merged into a converted copy of the model", "transformers": "unmerged (peft)",

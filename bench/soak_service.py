@@ -42,11 +42,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ragft.eval.tasks import load_tasks  # noqa: E402
+from ragft.service.app.api.main import create_app  # noqa: E402
+from ragft.service.memory import release_freed_memory, rss_mib  # noqa: E402
+from ragft.service.settings import Settings  # noqa: E402
+
 from bench.bench_service import tiny_settings  # noqa: E402
-from eval.tasks import load_tasks  # noqa: E402
-from service.app.api.main import create_app  # noqa: E402
-from service.memory import release_freed_memory, rss_mib  # noqa: E402
-from service.settings import Settings  # noqa: E402
 from tests.live import serving  # noqa: E402
 
 DOCUMENTED_5XX = {503}
@@ -213,7 +214,7 @@ def started_jobs() -> Counter:
             if getattr(record, "status", None) == "started":
                 starts[record.job_id] += 1
 
-    logger = logging.getLogger("service.app.api.jobs")
+    logger = logging.getLogger("ragft.service.app.api.jobs")
     logger.setLevel(logging.INFO)
     logger.addHandler(Starts())
     return starts
@@ -347,7 +348,7 @@ def worker_state(app) -> str:
 
 
 def jobs_poll_s() -> float:
-    from service.app.api import jobs
+    from ragft.service.app.api import jobs
 
     return getattr(jobs, "POLL_S", 1.0) * 2
 

@@ -1,4 +1,4 @@
-"""How the configured generator does on the general-knowledge probes: `python -m corpora.check_general`.
+"""How the configured generator does on the general-knowledge probes: `python -m ragft.corpora.check_general`.
 
 Informational only: corpus 1 keeps every probe whatever a model answers. Keeping only the probes the
 base model got right would bias forgetting upward: the items a model gets right partly by luck
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from corpora.quillmark import GENERAL_PROBES
-from eval.metrics.knowledge import answer_contained
-from service.arms import ARMS, Query, answer
-from service.runtime import Runtime
-from service.settings import get_settings
+from ragft.corpora.quillmark import GENERAL_PROBES
+from ragft.eval.scoring.metrics.knowledge import answer_contained
+from ragft.service.arms import ARMS, Query, answer
+from ragft.service.runtime import Runtime
+from ragft.service.settings import get_settings
 
 
 def main() -> None:

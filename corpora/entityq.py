@@ -19,7 +19,7 @@ What becomes what (all deterministic, seed `SEED`):
   about a real entity the documents hold).
 
 Every row carries `popularity` (the source's pageviews) and `stratum` (its popularity bucket, `STRATA`).
-Regenerate with `python -m corpora.generate`; the data card is `entityq/DATA_CARD.md`.
+Regenerate with `python -m ragft.corpora.generate`; the data card is `entityq/DATA_CARD.md`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import random
 import re
 from pathlib import Path
 
-from corpora.common import jsonl
+from ragft.corpora.common import jsonl
 
 NAME = "entityq"
 SEED = 2024

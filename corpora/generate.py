@@ -1,4 +1,4 @@
-"""Regenerate the shipped corpora: `python -m corpora.generate [OUT_DIR]`.
+"""Regenerate the shipped corpora: `python -m ragft.corpora.generate [OUT_DIR]`.
 
 Deterministic: the same code gives byte-identical files (a test checks it), so the
 committed files are exactly what this script writes.
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from corpora import entityq, ostwick, quillmark
-from corpora.common import write_files
+from ragft.corpora import entityq, ostwick, quillmark
+from ragft.corpora.common import write_files
 
 GENERATORS = {quillmark.NAME: quillmark.build, ostwick.NAME: ostwick.build, entityq.NAME: entityq.build}
 

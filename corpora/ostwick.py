@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from corpora.common import Fact, fix_articles, for_split, jsonl, knowledge_rows, markdown_table
+from ragft.corpora.common import Fact, fix_articles, for_split, jsonl, knowledge_rows, markdown_table
 
 SEED = 7_331
 NAME = "ostwick"

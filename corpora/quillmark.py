@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from corpora.common import Fact, fix_articles, for_split, jsonl, knowledge_rows, markdown_table
+from ragft.corpora.common import Fact, fix_articles, for_split, jsonl, knowledge_rows, markdown_table
 
 SEED = 20261123
 NAME = "quillmark"

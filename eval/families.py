@@ -13,7 +13,7 @@ Example:
     ('answer_contained', 'fresh')
     >>> FAMILIES["knowledge_unseen"].row_families
     ('knowledge',)
-    >>> from service.arms import ARMS
+    >>> from ragft.service.arms import ARMS
     >>> [a for a in ARMS if FAMILIES["knowledge"].favours(ARMS[a])]
     ['rag', 'rag_lora']
 """
@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AfterValidator, Field
-
-from service.arms import Arm
-from service.kinds import KINDS
+from ragft.service.arms import Arm
+from ragft.service.kinds import KINDS
 
 if TYPE_CHECKING:
-    from eval.tasks import TaskRow
+    from ragft.eval.tasks import TaskRow
 
 
 def _any_arm(arm: Arm) -> bool:

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-
-from eval.families import FAMILIES, FamilyName, FamilyNames
-from service.arms import ArmNames, runnable
-from service.settings import RowCount, Settings
+from ragft.eval.families import FAMILIES, FamilyName, FamilyNames
+from ragft.service.arms import ArmNames, external_arm, runnable
+from ragft.service.settings import RowCount, Settings
 
 Progress = Callable[[str, int, int], None]  # (stage description, done, total)
 
@@ -116,3 +115,9 @@ def replicate_name(arm: str, replicate: int) -> str:
 def replicated_arm(stored: str) -> str:
     """The arm a stored answer belongs to, whichever training seed gave it ("lora@seed1" -> "lora")."""
     return stored.split(REPLICATE_MARK)[0]
+
+
+def register_external_arms(config: dict) -> None:
+    """Make a scored run's own arms known again (in a new process, `ragft report` re-renders it)."""
+    for name, facts in config.get("external_arms", {}).items():
+        external_arm(facts.get("label", name), facts.get("retrieve", False))

@@ -4,7 +4,7 @@ One row per (run, arm, task row, phase) with a primary key on exactly that, so a
 was killed and started again with the same id skips what is stored and never duplicates a
 row. Each batch of answers is committed at once: a crash loses at most the batch in flight.
 Beside the runs, the answer cache holds every generated answer under the key of what produced it
-(`eval.prediction_cache`), so any run asking the same prompt of the same weights reuses it.
+(`ragft.eval.running.prediction_cache`), so any run asking the same prompt of the same weights reuses it.
 Every write runs in one transaction that is rolled back when any statement fails, so a failed
 write leaves neither half a batch nor an open transaction behind. The file is created 0600.
 

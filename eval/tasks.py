@@ -22,11 +22,10 @@ from typing import Literal
 
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-from eval.families import FAMILIES, QUESTIONS, pool_key, row_families
-from service.documents import DocumentError, load_documents
-from service.settings import GenerationSettings
-from service.training_data import normalise_text
+from ragft.eval.families import FAMILIES, QUESTIONS, pool_key, row_families
+from ragft.service.documents import DocumentError, load_documents
+from ragft.service.settings import GenerationSettings
+from ragft.service.training_data import normalise_text
 
 
 class StyleRules(BaseModel):
@@ -45,7 +44,9 @@ class Generated(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     model: str = Field(description="The generator: the endpoint's model name, or 'none' for rows made without one.")
-    prompt_version: str = Field(description="Version of the prompt (eval/generation_rows.py), e.g. 'knowledge-1'.")
+    prompt_version: str = Field(
+        description="Version of the prompt (eval/corpus/generation_rows.py), e.g. 'knowledge-1'."
+    )
     item: str = Field(description="The generated item the row belongs to; its rows are reviewed together.")
     source_doc: str | None = Field(None, description="The document the row was generated from.")
     span: str | None = Field(None, description="The quoted span of that document the row rests on.")
@@ -293,7 +294,7 @@ def fewshot_examples(rows: list[TaskRow], per_family: int, seed: int, abstention
     """
     import random
 
-    from service.prompts import Example
+    from ragft.service.prompts import Example
 
     train = [r for r in rows if r.split == "train"]
     pools: dict[str, list[TaskRow]] = {}
@@ -345,7 +346,7 @@ def _stratified_sample(members: list[TaskRow], n: int, rng) -> list[TaskRow]:
 
 
 def example_key(row: TaskRow) -> str:
-    """Which fewshot pool a row draws from (`eval.families.pool_key`)."""
+    """Which fewshot pool a row draws from (`ragft.eval.families.pool_key`)."""
     return pool_key(row.family, row.kind)
 
 
@@ -360,7 +361,7 @@ def corpus_examples(corpus: Path, generation: GenerationSettings) -> dict[str, l
 
 def supervised_rows(rows: list[TaskRow], abstention_phrase: str):
     """Train rows the adapters learn from (knowledge, behaviour, abstention); test rows never enter."""
-    from service.training_data import SupervisedRow
+    from ragft.service.training_data import SupervisedRow
 
     return [
         SupervisedRow(

@@ -10,16 +10,15 @@ from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
-
-from service.kinds import Kind, parse_kind
-from service.settings import Settings
+from ragft.service.kinds import Kind, parse_kind
+from ragft.service.settings import Settings
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 
 
 class AdapterManifest(BaseModel):
-    """What a trained artifact is and what it cost: written by `service.finetune`, read wherever an
+    """What a trained artifact is and what it cost: written by `ragft.service.finetune`, read wherever an
     artifact is loaded, reused or reported. Unknown fields are kept, so older or newer manifests still load."""
 
     model_config = ConfigDict(extra="allow", protected_namespaces=())
@@ -137,8 +136,7 @@ def probe_logits(model, tokenizer) -> torch.Tensor:
 def attach_lora(model, tokenizer, folder: Path, name: str):
     """Load a LoRA adapter under `name` onto `model` (wrapping it in PeftModel once) and prove it applies."""
     from peft import PeftModel
-
-    from service.models import LOADING
+    from ragft.service.models import LOADING
 
     if isinstance(model, PeftModel):
         if name in model.peft_config:

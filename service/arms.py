@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from pydantic import AfterValidator, Field
-
-from service.prompts import PromptText, build_messages
-from service.retrieval import Passage
+from ragft.service.prompts import PromptText, build_messages
+from ragft.service.retrieval import Passage
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,7 @@ class Arm:
     label: str  # for reports
     retrieve: bool  # passages from the index go into the prompt
     fewshot: bool  # worked examples go into the prompt
-    adapter: str | None  # None (base weights) or an artifact kind in `service.kinds.KINDS`
+    adapter: str | None  # None (base weights) or an artifact kind in `ragft.service.kinds.KINDS`
     summary: str
     # Recommendation tie-break, lower first: what the arm costs to run and keep current (no training and short
     # prompts first). An explicit fact, so the order of this table is only the order reports show arms in.

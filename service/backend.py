@@ -16,8 +16,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from service.generation import Generation, Messages
-from service.settings import GenerationSettings, ModelSettings, Settings
+from ragft.service.generation import Generation, Messages
+from ragft.service.settings import GenerationSettings, ModelSettings, Settings
 
 
 class BackendError(RuntimeError):
@@ -36,8 +36,8 @@ def module_name(corpus: Path, adapter: str, group: str | None = None) -> str:
 def adapter_modules(settings: Settings, corpus: Path) -> dict[str, Path]:
     """Every LoRA adapter trained on `corpus` a server can serve, by module name ('<corpus>-<adapter>[-<group>]'),
     each as the path of its current training (`versioned_folder`)."""
-    from service import adapters
-    from service.kinds import KINDS
+    from ragft.service import adapters
+    from ragft.service.kinds import KINDS
 
     modules = {}
     for kind in (k for k in KINDS.values() if k.remote_servable):
@@ -82,7 +82,7 @@ VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 def vllm_arguments(settings: Settings, corpus: Path) -> list[str]:
     """`vllm serve` arguments for the generator and every LoRA adapter trained on `corpus`, one module each."""
-    from service import models
+    from ragft.service import models
 
     modules = adapter_modules(settings, corpus)
     rank = max(int(json.loads((folder / "adapter_config.json").read_text())["r"]) for folder in modules.values())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from service.documents import Document
+from ragft.service.documents import Document
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,8 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from ragft.service.arms import Answer, Arm, Query, answer
 from starlette.exceptions import HTTPException
-
-from service.arms import Answer, Arm, Query, answer
 
 
 class Busy(RuntimeError):

@@ -11,7 +11,7 @@ and goes on with the rest. Conversions are cached by the file's content hash (in
 CLI or the server configures a folder), so re-indexing an unchanged folder converts nothing.
 
 Example:
-    >>> from service.conversion import DocumentLimits, convert_file
+    >>> from ragft.service.conversion import DocumentLimits, convert_file
     >>> converted = convert_file(Path("report.pdf"), DocumentLimits())  # doctest: +SKIP
     >>> converted.page_unit, converted.pages[:3]  # doctest: +SKIP
     ('p.', (0, 2371, 5120))

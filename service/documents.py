@@ -4,7 +4,7 @@ Document ids are the file path relative to the documents folder, without its suf
 (`products/kestrel-k2`) and with it for converted ones (`reports/annual-2025.pdf`), or the `id` field of a
 `.jsonl` row; task rows cite them in
 `source_docs`, so they must be stable and unique. Markdown, text, HTML and `.jsonl` are read here;
-PDF, Word, slides, spreadsheets, EPUB and e-mail are converted by `service.conversion`, keeping where
+PDF, Word, slides, spreadsheets, EPUB and e-mail are converted by `ragft.service.conversion`, keeping where
 their pages start. A file that cannot be read is listed with its reason and fix (`DocumentScan.unreadable`)
 and the rest is read; hidden files (a leading dot: editors' and ragft's own staging files) are not documents.
 """
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
-from service.conversion import CONVERTED, UnreadableFile, convert_file
-from service.folders import sync_folder
+from ragft.service.conversion import CONVERTED, UnreadableFile, convert_file
+from ragft.service.folders import sync_folder
 
 TEXT_SUFFIXES = (".md", ".txt", ".html", ".htm", ".jsonl")
 SUFFIXES = TEXT_SUFFIXES + tuple(CONVERTED)

@@ -33,10 +33,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-
-from service import adapters, models
-from service.generation import Generation, Generator, Messages, machine_shares, plan_batches
-from service.settings import ModelSettings, Settings
+from ragft.service import adapters, models
+from ragft.service.generation import Generation, Generator, Messages, machine_shares, plan_batches
+from ragft.service.settings import ModelSettings, Settings
 
 log = logging.getLogger(__name__)
 

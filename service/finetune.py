@@ -35,16 +35,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from ragft.service import adapters, folders, models
+from ragft.service.documents import load_documents
+from ragft.service.generation import Generator
+from ragft.service.kinds import Kind, parse_kind
+from ragft.service.memory import release_freed_memory, reset_peak_rss, rss_mib, tensors_returned_on_free
+from ragft.service.settings import Settings
+from ragft.service.training_data import SupervisedRow, TrainingExample, data_hash, split_validation
 from torch.utils.checkpoint import checkpoint
 from transformers import Trainer, TrainerCallback
-
-from service import adapters, folders, models
-from service.documents import load_documents
-from service.generation import Generator
-from service.kinds import Kind, parse_kind
-from service.memory import release_freed_memory, reset_peak_rss, rss_mib, tensors_returned_on_free
-from service.settings import Settings
-from service.training_data import SupervisedRow, TrainingExample, data_hash, split_validation
 
 log = logging.getLogger(__name__)
 
@@ -383,7 +382,7 @@ def scratch_stream(train_tok: list[Tokenized], documents: list[Tokenized], setti
 class Recipe:
     """How the kinds a settings group configures (`Kind.settings_group`) train: what a run updates and its
     learning rate (base model, settings) -> (model, rate), and the planned stream (tokenized train examples,
-    document windows, settings) -> stream. A kind configured by a group here is one entry in `service.kinds.KINDS`."""
+    document windows, settings) -> stream. A kind configured by a group here is one entry in `ragft.service.kinds.KINDS`."""
 
     model: Callable
     stream: Callable[[list[Tokenized], list[Tokenized], Settings], list[Tokenized]]

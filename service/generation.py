@@ -13,8 +13,7 @@ import time
 from dataclasses import dataclass
 
 import torch
-
-from service.settings import GenerationSettings
+from ragft.service.settings import GenerationSettings
 
 Messages = list[dict[str, str]]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from service import training_data
+from ragft.service import training_data
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,7 +26,7 @@ class Kind:
     needs_index: bool  # its training examples carry retrieved passages, so the corpus index must exist
     remote_servable: bool  # an OpenAI-compatible backend (vLLM --lora-modules) can serve it
     settings_group: str  # the `Settings` group that configures it beyond the shared training loop ("lora"), and so
-    # how it trains (`service.finetune.RECIPES`: the model a run updates, the planned stream)
+    # how it trains (`ragft.service.finetune.RECIPES`: the model a run updates, the planned stream)
     with_documents: bool  # the corpus documents are mixed into its training stream as plain text
     scoped: bool  # one artifact per adapter group under lora.scope=per_family (else one for every row)
     examples: Callable[..., list[training_data.TrainingExample]]  # (rows, settings, retriever, forbidden)

@@ -3,7 +3,7 @@
 glibc keeps freed heap pages and serves large blocks from mappings it makes above a threshold it
 raises as blocks are freed; on a long training run both decide how much resident memory a step
 leaves behind. Training reads the resident size after every step and its peak
-(`service.finetune`), hands freed memory back between steps, and sets the mapping threshold for
+(`ragft.service.finetune`), hands freed memory back between steps, and sets the mapping threshold for
 the run. Where glibc (or /proc) is missing, each function does nothing or falls back.
 
 Example:

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
-from service.settings import EMBEDDED_EMBEDDER, EMBEDDED_GENERATOR, ModelSettings
+from ragft.service.settings import EMBEDDED_EMBEDDER, EMBEDDED_GENERATOR, ModelSettings
 
 log = logging.getLogger(__name__)
 

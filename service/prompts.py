@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from pydantic import BeforeValidator
-
-from service.retrieval import Passage
+from ragft.service.retrieval import Passage
 
 
 def require_encodable(text):

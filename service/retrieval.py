@@ -23,11 +23,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
-
-from service import folders
-from service.chunking import Chunk, chunk_document
-from service.documents import Document
-from service.settings import RetrievalSettings
+from ragft.service import folders
+from ragft.service.chunking import Chunk, chunk_document
+from ragft.service.documents import Document
+from ragft.service.settings import RetrievalSettings
 
 FORMAT_VERSION = 1
 INDEX_FILE = "index.faiss"
@@ -66,7 +65,7 @@ class IndexReport:
     chunks_total: int = 0
     seconds: float = 0.0
     full_rebuild_reason: str | None = None
-    unreadable: list = field(default_factory=list)  # service.documents.Unreadable: files left out, with the fix
+    unreadable: list = field(default_factory=list)  # ragft.service.documents.Unreadable: files left out, with the fix
     kept: list[str] = field(default_factory=list)  # unreadable documents whose last readable version stays indexed
 
     @property
@@ -201,7 +200,7 @@ def _complete(folder: Path) -> bool:
 
 def recover_index(folder: Path) -> str | None:
     """Finish or undo an index swap that a crash interrupted, and remove the leftovers of dead builds
-    (`service.folders.recover`); returns what was done, for the log."""
+    (`ragft.service.folders.recover`); returns what was done, for the log."""
     with index_lock(folder):
         return folders.recover(Path(folder), _complete, "index")
 
@@ -311,7 +310,7 @@ def _build_index(
 
 
 def _write_atomically(folder: Path, chunks: list[Chunk], vectors: np.ndarray, index, manifest: dict) -> None:
-    """Write the new index to a temp folder unique to this build and swap it in (`service.folders`); the
+    """Write the new index to a temp folder unique to this build and swap it in (`ragft.service.folders`); the
     manifest is written last, so a temp folder with one is complete."""
     tmp = folders.new_build(folder)
     try:

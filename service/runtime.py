@@ -17,16 +17,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from service import adapters, engine_ct2, models
-from service.adapters import ArtifactMissing
-from service.arms import Arm
-from service.backend import Backend, BackendError, RemoteGenerator, module_name, versioned_folder
-from service.documents import scan_documents
-from service.generation import Generator
-from service.kinds import KINDS, Kind
-from service.prompts import Example
-from service.retrieval import IndexReport, Retriever, build_index, index_exists, index_lock
-from service.settings import Settings
+from ragft.service import adapters, engine_ct2, models
+from ragft.service.adapters import ArtifactMissing
+from ragft.service.arms import Arm
+from ragft.service.backend import Backend, BackendError, RemoteGenerator, module_name, versioned_folder
+from ragft.service.documents import scan_documents
+from ragft.service.generation import Generator
+from ragft.service.kinds import KINDS, Kind
+from ragft.service.prompts import Example
+from ragft.service.retrieval import IndexReport, Retriever, build_index, index_exists, index_lock
+from ragft.service.settings import Settings
 
 
 class Runtime:

@@ -471,7 +471,7 @@ class EvalSettings(BaseModel):
     strata_field: str | None = Field(
         "stratum",
         description="Row field (or key of a row's tags) the report breaks each family's verdict down by "
-        "(eval/strata.py), e.g. 'stratum', 'kind' or a team's own tag; None: pooled verdicts only. Rows without "
+        "(eval/scoring/strata.py), e.g. 'stratum', 'kind' or a team's own tag; None: pooled verdicts only. Rows without "
         "the field are left out of the breakdown.",
     )
     executor: Literal["local", "ray"] = Field(
@@ -647,7 +647,7 @@ class DocumentSettings(BaseModel):
     )
 
     def limits(self):
-        from service.conversion import DocumentLimits
+        from ragft.service.conversion import DocumentLimits
 
         return DocumentLimits(self.max_file_mb, self.max_pages, self.timeout_s)
 

@@ -30,9 +30,9 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from service.prompts import build_messages
-from service.retrieval import Passage, Retriever
-from service.settings import Settings
+from ragft.service.prompts import build_messages
+from ragft.service.retrieval import Passage, Retriever
+from ragft.service.settings import Settings
 
 PARAPHRASE_TEMPLATES = (
     "Quick question: {q}",
@@ -49,7 +49,7 @@ REWORDED = ("rephrasing", "paraphrase")  # variants that restate a trained quest
 
 @dataclass(frozen=True)
 class SupervisedRow:
-    """One train row reduced to what training needs; built by `eval.tasks.supervised_rows`."""
+    """One train row reduced to what training needs; built by `ragft.eval.tasks.supervised_rows`."""
 
     row_id: str
     family: str

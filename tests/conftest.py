@@ -4,8 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-from service.settings import (
+from ragft.service.settings import (
     LOOPBACK_HOSTS,
     ApiSettings,
     GenerationSettings,
@@ -15,6 +14,7 @@ from service.settings import (
     ScratchSettings,
     Settings,
 )
+
 from tests import tiny
 from tests.stored_runs import stored_runs  # noqa: F401  (two stored runs of constructed answers)
 
@@ -112,9 +112,8 @@ def full_corpus(corpus) -> Path:
 @pytest.fixture
 def ragft(settings, monkeypatch, tmp_path):
     """(settings, run): the real `ragft` CLI on the tiny-model settings, reports under tmp_path; run(*args)."""
+    from ragft.service.app import cli
     from typer.testing import CliRunner
-
-    from service.app import cli
 
     settings = settings.model_copy(
         update={"eval": settings.eval.model_copy(update={"reports_dir": tmp_path / "reports"})}

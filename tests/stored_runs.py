@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from eval.spec import RunSpec
-from eval.store import Prediction, Store, StoredPassage
-from service.settings import Settings
+from ragft.eval.spec import RunSpec
+from ragft.eval.store import Prediction, Store, StoredPassage
+from ragft.service.settings import Settings
 
 PRICES = [463, 118, 239, 871, 95, 1234, 307, 52, 640, 799]
 SCRIPT = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2"> It costs $1.'
@@ -60,7 +59,7 @@ def store_run(settings: Settings, corpus: Path, run_id: str, answers: dict[tuple
 def stored_runs(settings, tmp_path) -> StoredRuns:
     """Ten products with a price each (ten knowledge rows, ten unanswerable weight questions) and two published
     runs of base and rag; reports under tmp_path."""
-    from eval.results import publish_run
+    from ragft.eval.reporting.report import publish_run
 
     corpus = tmp_path / "priced"
     (corpus / "documents").mkdir(parents=True)

@@ -1,7 +1,8 @@
-"""eval/answers.py: every arm's answer per row, the browser's filters, and the rows two runs changed."""
+"""eval/reporting/answers.py: every arm's answer per row, the browser's filters, and the rows two runs changed."""
 
-from eval.answers import RowFilter, filter_rows, highlight, outcome_changes, row_views, score_run
-from eval.store import Store
+from ragft.eval.reporting.answers import RowFilter, filter_rows, highlight, outcome_changes, row_views, score_run
+from ragft.eval.store import Store
+
 from tests.stored_runs import SCRIPT
 
 

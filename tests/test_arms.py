@@ -1,11 +1,10 @@
 import pytest
 import torch
-
-from service.adapters import AdapterManifest, AdapterMismatch, ArtifactMissing
-from service.arms import ARMS, Query, UnknownArm, answer, compare, parse_arm, parse_arms
-from service.kinds import KINDS
-from service.prompts import Example
-from service.runtime import Runtime
+from ragft.service.adapters import AdapterManifest, AdapterMismatch, ArtifactMissing
+from ragft.service.arms import ARMS, Query, UnknownArm, answer, compare, parse_arm, parse_arms
+from ragft.service.kinds import KINDS
+from ragft.service.prompts import Example
+from ragft.service.runtime import Runtime
 
 
 @pytest.mark.parametrize(
@@ -102,7 +101,7 @@ def test_adapter_for_another_base_model_is_refused(runtime):
 
 def test_the_ctranslate2_engine_answers_every_arm_as_transformers_does(runtime):
     """float32 CTranslate2 (the default engine) gives transformers' greedy answers, base and adapter arms alike."""
-    from service.runtime import Runtime
+    from ragft.service.runtime import Runtime
 
     pytest.importorskip("ctranslate2")
     _save_lora(runtime, "lora", runtime.generator().model_id, nonzero=True)
@@ -120,7 +119,7 @@ def test_an_external_arm_stays_with_the_context_that_read_its_run():
     and answer as that arm, and iterating the table while a run was read could raise."""
     import contextvars
 
-    from eval.external import register_external_arms
+    from ragft.eval.spec import register_external_arms
 
     config = {"external_arms": {"vendor_bot": {"label": "vendor_bot", "retrieve": True}}}
 
@@ -148,9 +147,8 @@ def test_reading_a_scored_run_over_http_does_not_add_its_arm_to_the_server(store
     import json
 
     from fastapi.testclient import TestClient
-
-    from eval.external import import_predictions
-    from service.app.api.main import create_app
+    from ragft.eval.running.external import import_predictions
+    from ragft.service.app.api.main import create_app
 
     settings, corpus = stored_runs.settings, stored_runs.corpus
     path = tmp_path / "vendor.jsonl"

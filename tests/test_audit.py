@@ -1,8 +1,7 @@
 from pathlib import Path
 
 import pytest
-
-from eval.audit import (
+from ragft.eval.corpus.audit import (
     answer_space_shares,
     audit_corpus,
     audit_rows,
@@ -18,7 +17,7 @@ from eval.audit import (
     render,
     similarity,
 )
-from eval.tasks import TaskRow
+from ragft.eval.tasks import TaskRow
 
 SHIPPED = Path(__file__).parent.parent / "corpora"
 DOCS = {
@@ -226,7 +225,7 @@ def test_shipped_corpora_pass_the_audit(name):
 
 
 def test_answers_in_sources_reads_values_as_the_metric_does():
-    from eval.audit import check_answers_in_sources
+    from ragft.eval.corpus.audit import check_answers_in_sources
 
     row = knowledge("k1", "test", "What does the K2 cost?", "1250 dollars", doc="k2")
     assert check_answers_in_sources([row], {"k2": "The K2 costs $1,250."}).passed

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from ragft.eval.running import pipeline
+from ragft.service.app.api.main import create_app
+from ragft.service.app.cli import app as cli
+from ragft.service.arms import ARMS, Query, answer
+from ragft.service.backend import BackendError, BackendUnavailable, module_name
+from ragft.service.kinds import KINDS
+from ragft.service.runtime import Runtime
 from typer.testing import CliRunner
 
-from eval import pipeline
-from service.app.api.main import create_app
-from service.app.cli import app as cli
-from service.arms import ARMS, Query, answer
-from service.backend import BackendError, BackendUnavailable, module_name
-from service.kinds import KINDS
-from service.runtime import Runtime
 from tests.live import serving
 
 QUESTIONS = [Query("What does the Kestrel K2 cost?"), Query("camera battery ?"), Query("firmware of the k4")]
@@ -123,8 +123,8 @@ def test_openai_backend_needs_its_url_and_model(settings):
 
 def test_load_adapters_reloads_each_module_into_the_running_server(settings, full_corpus, upstream):
     from fastapi import FastAPI
+    from ragft.service.backend import adapter_modules, load_adapters
 
-    from service.backend import adapter_modules, load_adapters
     from tests.live import serving
 
     with pytest.raises(BackendError):  # nothing trained yet: the fix names ragft train
@@ -164,8 +164,8 @@ def test_a_retrained_adapter_is_loaded_into_the_server_by_the_next_request(setti
     with the path it loaded it from, as vLLM's GET /v1/models does (`root`), takes runtime loads, records them, and
     answers with the path the asked module was loaded from, so the answer shows which training served it."""
     from fastapi import FastAPI
+    from ragft.service.backend import adapter_modules
 
-    from service.backend import adapter_modules
     from tests.live import serving
 
     runtime = pipeline.open_runtime(settings, full_corpus)

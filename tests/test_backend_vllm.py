@@ -70,9 +70,9 @@ def wait_for(url: str, server: subprocess.Popen, log: Path, timeout_s: float = 6
 def local(request, settings, full_corpus, tmp_path):
     """Settings on a servable generator (the tiny one, or the embedded SmolLM2-135M's float32 copy), the corpus
     indexed and LoRA adapters trained on it for a few steps."""
-    from eval import pipeline
-    from service.kinds import KINDS
-    from service.settings import EMBEDDED_GENERATOR
+    from ragft.eval.running import pipeline
+    from ragft.service.kinds import KINDS
+    from ragft.service.settings import EMBEDDED_GENERATOR
 
     if request.param == "tiny":
         generator, seq_tokens = str(build_servable_generator(tmp_path / "servable")), settings.lora.max_seq_tokens
@@ -122,10 +122,10 @@ def remote_settings(local, url: str):
 
 
 def answers(settings, corpus) -> dict[str, list[str]]:
-    from eval import pipeline
-    from eval.tasks import load_tasks
-    from service.arms import ARMS as TABLE
-    from service.arms import Query, answer
+    from ragft.eval.running import pipeline
+    from ragft.eval.tasks import load_tasks
+    from ragft.service.arms import ARMS as TABLE
+    from ragft.service.arms import Query, answer
 
     runtime = pipeline.open_runtime(settings, corpus)
     questions = [Query(r.question) for r in load_tasks(corpus) if r.split == "test" and r.family == "knowledge"]
@@ -133,8 +133,8 @@ def answers(settings, corpus) -> dict[str, list[str]]:
 
 
 def test_vllm_cpu_answers_the_arms_as_the_in_process_engine_does(local, server, full_corpus, ragft, monkeypatch):
-    from service.app import cli
-    from service.backend import adapter_modules
+    from ragft.service.app import cli
+    from ragft.service.backend import adapter_modules
 
     remote = remote_settings(local, server).model_copy(update={"eval": ragft[0].eval})  # reports under tmp_path
     served = {m["id"] for m in httpx.get(f"{server}/models").json()["data"]}
@@ -151,9 +151,9 @@ def test_vllm_cpu_answers_the_arms_as_the_in_process_engine_does(local, server, 
     assert out.exit_code == 0, out.output
 
     # a retrain (another seed: other weights) is loaded into the running server, and answers from then on
-    from eval import pipeline
-    from service.backend import module_name
-    from service.kinds import KINDS
+    from ragft.eval.running import pipeline
+    from ragft.service.backend import module_name
+    from ragft.service.kinds import KINDS
 
     retrained = local.model_copy(update={"generation": local.generation.model_copy(update={"seed": 7})})
     pipeline.train_artifacts(retrained, pipeline.open_runtime(retrained, full_corpus), [KINDS["lora"]], force=True)

@@ -1,11 +1,10 @@
-"""The chance baseline (`eval.baseline`): chosen on train rows, its answer type read from the question, scored on
+"""The chance baseline (`ragft.eval.scoring.baseline`): chosen on train rows, its answer type read from the question, scored on
 test rows through the headline metric (issue: honest figures)."""
 
 import pytest
-
-from eval.baseline import MIN_TRAIN_ROWS, chance_baseline, question_type
-from eval.metrics import ScoringContext
-from eval.tasks import TaskRow
+from ragft.eval.scoring.baseline import MIN_TRAIN_ROWS, chance_baseline, question_type
+from ragft.eval.scoring.metrics import ScoringContext
+from ragft.eval.tasks import TaskRow
 
 PHRASE = "I don't know based on the provided documents."
 CTX = ScoringContext(PHRASE)

@@ -1,8 +1,7 @@
 import pytest
+from ragft.service.chunking import chunk_document
+from ragft.service.documents import Document
 from transformers import AutoTokenizer
-
-from service.chunking import chunk_document
-from service.documents import Document
 
 
 @pytest.fixture

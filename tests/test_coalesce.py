@@ -2,11 +2,10 @@ import asyncio
 import time
 
 import pytest
-
-from service.arms import ARMS, Query
-from service.coalesce import Busy, Coalescer, DeadlineExceeded
-from service.retrieval import IndexMissing
-from service.runtime import Runtime
+from ragft.service.arms import ARMS, Query
+from ragft.service.coalesce import Busy, Coalescer, DeadlineExceeded
+from ragft.service.retrieval import IndexMissing
+from ragft.service.runtime import Runtime
 
 QUESTIONS = [Query("k2 ?"), Query("what does the k4 cost ?"), Query("battery hours of the camera please ?"),
              Query("the firmware version of the kestrel k4 router ?"), Query("a"), Query("is the k2 heavy or light ?")]  # fmt: skip
@@ -76,7 +75,7 @@ def test_a_query_still_queued_at_its_deadline_is_withdrawn_and_the_queue_goes_on
 def test_a_query_that_fails_its_batch_fails_alone(settings, corpus):
     """One bad input (here a lone surrogate, which the tokenizer refuses for the whole batch) must not fail the
     queries batched with it: they are answered, and it alone gets a 422."""
-    from service.coalesce import QueryFailed
+    from ragft.service.coalesce import QueryFailed
 
     runtime = Runtime(settings, corpus)
     queries = [QUESTIONS[0], Query("k2 \ud800 ?"), QUESTIONS[1]]
@@ -92,7 +91,7 @@ def test_a_remote_backend_answer_past_the_deadline_is_a_503_at_the_deadline(sett
     at api.query_timeout_s, not after its own (longer) request timeout."""
     import threading
 
-    from service import coalesce
+    from ragft.service import coalesce
 
     runtime = Runtime(settings, corpus)
     monkeypatch.setattr(runtime, "runs_locally", lambda arm: False)

@@ -1,9 +1,9 @@
-"""eval/comparison.py and `ragft compare --fail-on-regression`: the gate passes only headlines shown within the
+"""eval/reporting/comparison.py and `ragft compare --fail-on-regression`: the gate passes only headlines shown within the
 margin; significant drops are still flagged."""
 
-from eval.answers import score_run
-from eval.comparison import headline_changes
-from eval.store import Store
+from ragft.eval.reporting.answers import score_run
+from ragft.eval.reporting.comparison import headline_changes
+from ragft.eval.store import Store
 
 
 def test_headline_changes_are_paired_holm_adjusted_and_flag_significant_drops(stored_runs):
@@ -28,7 +28,7 @@ def test_headline_changes_are_paired_holm_adjusted_and_flag_significant_drops(st
 
 
 def test_compare_fails_on_a_regression_only_when_asked_and_names_family_and_arm(ragft, stored_runs, monkeypatch):
-    from service.app import cli
+    from ragft.service.app import cli
 
     monkeypatch.setattr(cli, "get_settings", lambda: stored_runs.settings)
     _, run = ragft

@@ -3,10 +3,9 @@
 from pathlib import Path
 
 import pytest
-
-from service import conversion
-from service.conversion import ConversionCache, DocumentLimits, UnreadableFile, convert_file
-from service.documents import DocumentError, load_documents, scan_documents
+from ragft.service import conversion
+from ragft.service.conversion import ConversionCache, DocumentLimits, UnreadableFile, convert_file
+from ragft.service.documents import DocumentError, load_documents, scan_documents
 
 FILES = Path(__file__).parent / "data" / "team_files"
 
@@ -109,7 +108,7 @@ def test_a_one_page_pdf_cites_its_page():
 
 
 def test_a_file_that_turns_unreadable_keeps_its_last_indexed_version(settings, team_folder):
-    from service.runtime import Runtime
+    from ragft.service.runtime import Runtime
 
     corpus = team_folder.parent
     (corpus / "docs").rename(corpus / "documents")

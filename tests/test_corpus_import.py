@@ -4,11 +4,17 @@ import json
 from pathlib import Path
 
 import pytest
+from ragft.eval.corpus.corpus_import import (
+    SheetError,
+    assign_splits,
+    infer_schema,
+    plan_corpus,
+    read_sheet,
+    write_corpus,
+)
+from ragft.eval.tasks import load_tasks
+from ragft.service.app.cli import app
 from typer.testing import CliRunner
-
-from eval.corpus_import import SheetError, assign_splits, infer_schema, plan_corpus, read_sheet, write_corpus
-from eval.tasks import load_tasks
-from service.app.cli import app
 
 FILES = Path(__file__).parent / "data" / "team_files"
 

@@ -2,20 +2,13 @@ import json
 
 import numpy as np
 import pytest
-
-from eval import curve
-from eval.curve import (
-    CurveSpec,
-    RunValues,
-    adjust,
-    clean_rows_matching,
-    crossover,
-    crossover_estimate,
-    noisy_rows,
-    paired,
-)
-from eval.store import Store
-from eval.tasks import load_tasks
+from ragft.eval import curve_spec
+from ragft.eval.curve_spec import CurveSpec
+from ragft.eval.running import curve
+from ragft.eval.running.curve import noisy_rows
+from ragft.eval.scoring.crossover import RunValues, adjust, clean_rows_matching, crossover, crossover_estimate, paired
+from ragft.eval.store import Store
+from ragft.eval.tasks import load_tasks
 
 LABELS = ["yes", "no"]
 SCHEMA = {"type": "object", "properties": {"product": {"type": "string"}, "priority": {"enum": ["low", "high"]}},
@@ -42,13 +35,13 @@ def curve_corpus(full_corpus):
 
 
 def test_sizes_and_noise_parse_and_check():
-    assert curve.parse_sizes("50, 10,all,10") == [10, 50, "all"]
-    assert curve.parse_noise("0.3,0") == [0.0, 0.3]
+    assert curve_spec.parse_sizes("50, 10,all,10") == [10, 50, "all"]
+    assert curve_spec.parse_noise("0.3,0") == [0.0, 0.3]
     for bad in ("0", "ten", ""):
         with pytest.raises(ValueError):
-            curve.parse_sizes(bad)
+            curve_spec.parse_sizes(bad)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
-        curve.parse_noise("1")
+        curve_spec.parse_noise("1")
 
 
 def test_a_curve_needs_an_arm_that_learns_from_train_rows(settings, curve_corpus):
@@ -229,9 +222,9 @@ def test_curve_end_to_end_reuses_points_and_resumes(settings, curve_corpus, ragf
 
 
 def test_an_interrupted_curve_resumes(settings, curve_corpus, monkeypatch):
-    from eval.spec import RunCancelled
-    from service import engine_ct2
-    from service.finetune import TrainingCancelled
+    from ragft.eval.spec import RunCancelled
+    from ragft.service import engine_ct2
+    from ragft.service.finetune import TrainingCancelled
 
     settings = settings.model_copy(update={"eval": settings.eval.model_copy(update={"reports_dir": settings.data_dir
                                                                                     / "reports"})})  # fmt: skip
@@ -270,7 +263,7 @@ def test_a_kill_while_a_view_copies_the_index_leaves_no_half_index_and_the_next_
     complete, was never copied again and failed when a point loaded it. It is copied aside and swapped in now."""
     import shutil
 
-    from service.runtime import Runtime
+    from ragft.service.runtime import Runtime
 
     Runtime(settings, curve_corpus).index()
     source = settings.index_dir(curve_corpus)

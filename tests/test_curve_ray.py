@@ -8,9 +8,9 @@ import json
 import time
 
 import pytest
+from ragft.eval.curve_spec import CurveSpec
+from ragft.eval.running import curve
 
-from eval import curve
-from eval.curve import CurveSpec
 from tests.test_curve import curve_corpus  # noqa: F401
 
 try:

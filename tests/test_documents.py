@@ -1,6 +1,5 @@
 import pytest
-
-from service.documents import DocumentError, html_to_text, load_documents
+from ragft.service.documents import DocumentError, html_to_text, load_documents
 
 
 def test_loads_every_format_with_path_ids(corpus):
@@ -51,7 +50,7 @@ def test_duplicate_ids_and_empty_folders_are_refused(tmp_path):
 def test_a_file_changed_away_between_listing_and_reading_is_skipped(tmp_path, monkeypatch):
     """A document PUT or DELETE renames files aside while a reader scores a run: a listed file may be gone when it is
     read (the two-server soak's reader got a 500 from it)."""
-    from service import documents
+    from ragft.service import documents
 
     (tmp_path / "a.md").write_text("one")
     listed = documents._candidate_files

@@ -5,10 +5,10 @@ import sys
 import numpy as np
 import pytest
 from pydantic import ValidationError
+from ragft.service import adapters, engine_ct2, models
+from ragft.service.generation import Generator, plan_batches
+from ragft.service.settings import GenerationSettings, ModelSettings
 
-from service import adapters, engine_ct2, models
-from service.generation import Generator, plan_batches
-from service.settings import GenerationSettings, ModelSettings
 from tests import tiny
 
 pytest.importorskip("ctranslate2")
@@ -214,7 +214,7 @@ def test_engine_selection_and_fallback_without_ctranslate2(settings, monkeypatch
     assert engine_ct2.selected(ModelSettings()) == "ctranslate2"  # the default
     assert engine_ct2.selected(ModelSettings(engine="transformers")) == "transformers"
     monkeypatch.setitem(sys.modules, "ctranslate2", None)  # `import ctranslate2` now raises ImportError
-    with caplog.at_level(logging.WARNING, logger="service.engine_ct2"):
+    with caplog.at_level(logging.WARNING, logger="ragft.service.engine_ct2"):
         assert engine_ct2.selected(_ct2_settings(settings).models) == "transformers"
     assert "not installed: answering with transformers" in caplog.text
     with pytest.raises(engine_ct2.EngineUnavailable, match="pip install ctranslate2"):
@@ -231,8 +231,8 @@ def test_ct2_arms_generate_outside_the_runtime_lock_and_concurrent_calls_agree(s
     """A live query must not wait for a background batch: the lock covers finding the model, not generating."""
     import threading
 
-    from service.arms import ARMS
-    from service.runtime import Runtime
+    from ragft.service.arms import ARMS
+    from ragft.service.runtime import Runtime
 
     runtime = Runtime(_ct2_settings(settings, max_new_tokens=8), corpus)
     free = []
@@ -259,10 +259,10 @@ def test_ct2_arms_generate_outside_the_runtime_lock_and_concurrent_calls_agree(s
 def test_a_retrained_adapter_gets_its_own_conversion(settings, full_corpus):
     """Conversions are keyed by the adapter folder's content, so a retrain beside a running server converts anew
     and the next answer comes from it, carrying the new fingerprint."""
-    from eval import pipeline
-    from service.arms import ARMS, Query, answer
-    from service.kinds import KINDS
-    from service.runtime import Runtime
+    from ragft.eval.running import pipeline
+    from ragft.service.arms import ARMS, Query, answer
+    from ragft.service.kinds import KINDS
+    from ragft.service.runtime import Runtime
 
     def train(s):
         runtime = pipeline.open_runtime(s, full_corpus)
@@ -300,7 +300,7 @@ def test_a_retrain_evicts_the_superseded_conversions_from_disk_and_memory(tmp_pa
     import types
     from pathlib import Path
 
-    from service.settings import Settings
+    from ragft.service.settings import Settings
 
     ct2 = tmp_path / "ct2"
     a = "/data/adapters/quillmark/lora/questions"

@@ -8,12 +8,11 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
-
-from eval import families as family_registry
-from eval.families import Family
-from eval.metrics import METRICS, Metric
-from service.app.api.main import create_app
-from service.arms import ARMS, Arm
+from ragft.eval import families as family_registry
+from ragft.eval.families import Family
+from ragft.eval.scoring.metrics import METRICS, Metric
+from ragft.service.app.api.main import create_app
+from ragft.service.arms import ARMS, Arm
 
 FEWSHOT_RAG = Arm("fewshot_rag", "Few-shot RAG", retrieve=True, fewshot=True, adapter=None,
                   summary="retrieved passages and worked examples", cost_rank=25)  # fmt: skip
@@ -50,7 +49,7 @@ def test_an_arm_that_recombines_facts_is_one_line(with_fewshot_rag, ragft, full_
     md = (settings.eval.reports_dir / run_id / "report.md").read_text()
     assert "Few-shot RAG" in md
 
-    from eval.verdict import decide
+    from ragft.eval.scoring.verdict import decide
 
     verdict = decide("knowledge", {"base": 0.1, "fewshot_rag": 0.9}, {"base": "worse"}, margin=0.1)
     assert verdict.rule == "agrees"  # it retrieves, so the folk rule favours it by its facts
@@ -118,7 +117,7 @@ def _json_row(row) -> None:
 
 
 def _json_equal(row, pred, ctx) -> float:
-    from eval.metrics.behaviour import parse_json
+    from ragft.eval.scoring.metrics.behaviour import parse_json
 
     return float(parse_json(pred.text) == row.expected)
 
@@ -164,7 +163,7 @@ def new_families(monkeypatch, full_corpus):
 
 
 def test_families_with_their_own_metrics_need_no_edit_outside_their_registration(new_families, ragft):
-    from eval.tasks import corpus_examples, supervised_rows
+    from ragft.eval.tasks import corpus_examples, supervised_rows
 
     settings, run = ragft
     corpus = new_families
@@ -176,7 +175,7 @@ def test_families_with_their_own_metrics_need_no_edit_outside_their_registration
     pools = corpus_examples(corpus, settings.generation)
     assert "What does a Kestrel K2 cost?" in [e.question for e in pools["questions"]]  # questions share one pool
     assert [e.question for e in pools["extract:product"]] == ["the k2 router is broken"]  # JSON sees JSON
-    from eval.tasks import load_tasks
+    from ragft.eval.tasks import load_tasks
 
     trained = {r.row_id: r for r in supervised_rows(load_tasks(corpus), "I don't know.")}
     assert trained["p1"].grounded and not trained["e0"].grounded

@@ -12,7 +12,7 @@ PHRASE = "I don't know based on the provided documents."
 @pytest.fixture(autouse=True)
 def arms_table():
     """`ragft score` registers the file's arms in this process; every test leaves the shipped table as it was."""
-    from service.arms import ARMS
+    from ragft.service.arms import ARMS
 
     saved = dict(ARMS)
     yield

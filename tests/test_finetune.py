@@ -2,12 +2,11 @@ import json
 
 import pytest
 import torch
-
-from eval import pipeline
-from eval.tasks import held_out_inputs, load_tasks, supervised_rows
-from service.adapters import AdapterMismatch, artifact_dir
-from service.arms import ARMS, Query, answer
-from service.finetune import (
+from ragft.eval.running import pipeline
+from ragft.eval.tasks import held_out_inputs, load_tasks, supervised_rows
+from ragft.service.adapters import AdapterMismatch, artifact_dir
+from ragft.service.arms import ARMS, Query, answer
+from ragft.service.finetune import (
     Tokenized,
     TrainingCancelled,
     TrainingDataError,
@@ -15,11 +14,11 @@ from service.finetune import (
     tokenize_example,
     train_artifact,
 )
-from service.generation import Generator
-from service.kinds import KINDS
-from service.models import load_generator
-from service.runtime import Runtime
-from service.training_data import TrainingExample
+from ragft.service.generation import Generator
+from ragft.service.kinds import KINDS
+from ragft.service.models import load_generator
+from ragft.service.runtime import Runtime
+from ragft.service.training_data import TrainingExample
 
 PHRASE = "I don't know based on the provided documents."
 
@@ -265,9 +264,8 @@ def loss_and_grads(model, compute):
 
 
 def budget_trainer(model, tmp_path, max_batch_tokens=None):
+    from ragft.service.finetune import ReplyLogitsTrainer
     from transformers import TrainingArguments
-
-    from service.finetune import ReplyLogitsTrainer
 
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
     return ReplyLogitsTrainer(model=model, args=args, max_batch_tokens=max_batch_tokens)
@@ -275,7 +273,7 @@ def budget_trainer(model, tmp_path, max_batch_tokens=None):
 
 def test_reply_only_chunked_loss_gives_the_models_own_loss_and_gradients(generator, tmp_path, monkeypatch):
     """The LM head on reply positions only, in checkpointed chunks, must not change what is learnt."""
-    from service import finetune
+    from ragft.service import finetune
 
     model, batch = lora_batch(generator)
     count = int((batch["labels"][:, 1:] != -100).sum())
@@ -297,7 +295,7 @@ def test_reply_only_chunked_loss_gives_the_models_own_loss_and_gradients(generat
 def test_token_budget_batching_gives_one_big_batchs_loss_and_gradients(generator, tmp_path, max_batch_tokens):
     """A step split into sub-batches under lora.max_batch_tokens (down to one row each, and rows longer than the
     budget) backpropagates exactly the loss and gradients of the whole batch at once."""
-    from service.finetune import split_batch
+    from ragft.service.finetune import split_batch
 
     model, batch = lora_batch(generator, rows=6, width=20)
     model.train()
@@ -315,7 +313,7 @@ def test_token_budget_batching_gives_one_big_batchs_loss_and_gradients(generator
 
 
 def test_a_sub_batch_over_the_budget_recomputes_enough_layers_to_fit_it():
-    from service.finetune import checkpoint_interval
+    from ragft.service.finetune import checkpoint_interval
 
     def part(tokens):
         return {"input_ids": torch.zeros(1, tokens)}
@@ -326,7 +324,7 @@ def test_a_sub_batch_over_the_budget_recomputes_enough_layers_to_fit_it():
 
 
 def test_a_small_training_set_takes_smaller_batches_for_enough_updates():
-    from service.finetune import step_shape
+    from ragft.service.finetune import step_shape
 
     assert step_shape(44, 8, 1, min_steps=20) == (2, 1)  # 24 rows, 2 epochs: 22 updates, not 6
     assert step_shape(400, 8, 1, min_steps=20) == (8, 1)  # enough rows: the configured batch
@@ -388,9 +386,8 @@ def test_memory_stays_flat_over_many_steps_on_a_few_hundred_short_documents(sett
 
 
 def test_lora_on_the_top_layers_adapts_only_those_and_stops_the_backward_pass_there(settings):
+    from ragft.service.finetune import trainable_model
     from transformers import AutoModelForCausalLM, LlamaConfig
-
-    from service.finetune import trainable_model
 
     config = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=3,
                          num_attention_heads=2, num_key_value_heads=2)  # fmt: skip
@@ -424,8 +421,8 @@ def test_a_sub_batch_that_predicts_nothing_still_backpropagates(generator, tmp_p
 
 
 def test_each_adapter_group_trains_at_its_own_rate_and_epochs_and_only_its_own_key_it():
-    from service.finetune import hyperparameters
-    from service.settings import LoraSettings, Settings
+    from ragft.service.finetune import hyperparameters
+    from ragft.service.settings import LoraSettings, Settings
 
     lora = LoraSettings(learning_rate=5e-4, learning_rate_by_group={"behaviour": 1e-3, "rag_lora/behaviour": 2e-3},
                         epochs=1, epochs_by_group={"lora/behaviour": 2})  # fmt: skip
@@ -447,7 +444,7 @@ def test_each_adapter_group_trains_at_its_own_rate_and_epochs_and_only_its_own_k
 
 
 def test_every_kind_trains_by_the_recipe_of_its_settings_group():
-    from service.finetune import RECIPES
-    from service.kinds import KINDS
+    from ragft.service.finetune import RECIPES
+    from ragft.service.kinds import KINDS
 
     assert {kind.settings_group for kind in KINDS.values()} <= set(RECIPES)

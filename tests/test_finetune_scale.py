@@ -13,9 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
-from service.finetune import (
+from ragft.service.finetune import (
     ACTIVATION_FLOATS,
     OPTIMIZER_BYTES,
     TrainingDataError,
@@ -23,7 +21,8 @@ from service.finetune import (
     mixed_precision,
     process_share,
 )
-from service.settings import ModelSettings, Settings
+from ragft.service.settings import ModelSettings, Settings
+from safetensors.torch import load_file
 
 RAGFT = Path(sys.executable).with_name("ragft")
 
@@ -106,8 +105,8 @@ def test_cpu_training_stays_float32_and_auto_picks_what_torch_sees():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: bf16 training runs only on a GPU")
 def test_cuda_trains_in_bf16_where_supported(settings, full_corpus):
-    from eval import pipeline
-    from service.kinds import KINDS
+    from ragft.eval.running import pipeline
+    from ragft.service.kinds import KINDS
 
     gpu = settings.model_copy(update={"models": settings.models.model_copy(update={"device": "cuda"}),
                                       "lora": settings.lora.model_copy(update={"size_batches_to_memory": True})})  # fmt: skip

@@ -1,7 +1,7 @@
 import os
 
-from eval.report import write_report
-from service import folders
+from ragft.eval.reporting.report import write_report
+from ragft.service import folders
 
 
 def test_replace_file_fsyncs_under_a_temp_name_unique_to_each_writer(tmp_path, monkeypatch):
@@ -21,8 +21,8 @@ def test_reports_are_written_through_replace_file(tmp_path, monkeypatch):
     written = []
     monkeypatch.setattr(folders, "replace_file", lambda path, data: written.append(path.name))
     results = {"run_id": "r1"}
-    monkeypatch.setattr("eval.report.render_markdown", lambda r: "md")
-    monkeypatch.setattr("eval.report.render_html", lambda r: "html")
+    monkeypatch.setattr("ragft.eval.reporting.report.render_markdown", lambda r: "md")
+    monkeypatch.setattr("ragft.eval.reporting.report.render_html", lambda r: "html")
     write_report(results, tmp_path)
     assert sorted(written) == ["report.html", "report.md", "results.json"]
 

@@ -1,5 +1,5 @@
-from service import models
-from service.generation import Generator
+from ragft.service import models
+from ragft.service.generation import Generator
 
 
 def _generator(settings, batch_size):
@@ -54,7 +54,7 @@ def test_tokenizer_calls_take_turns_across_threads(settings):
     """Generators on several threads share one fast tokenizer, which refuses concurrent changes to its settings."""
     import threading
 
-    from service import generation
+    from ragft.service import generation
 
     gen = _generator(settings, 2)
     counted = threading.Event()
@@ -71,8 +71,8 @@ def test_a_failing_generate_ends_the_stream_instead_of_blocking(settings):
     holding the model lock."""
     import threading
 
-    from service import models
-    from service.generation import Generator
+    from ragft.service import models
+    from ragft.service.generation import Generator
 
     model, tokenizer, model_id = models.load_generator(settings.models, settings.artifact_dir)
     gen = Generator(model, tokenizer, model_id, settings.generation)

@@ -13,11 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from eval.audit import audit_corpus, check_generated_leaks
-from eval.corpus_import import plan_corpus, write_corpus
-from eval.generation_rows import (
+from ragft.eval.corpus.audit import audit_corpus, check_generated_leaks
+from ragft.eval.corpus.corpus_import import plan_corpus, write_corpus
+from ragft.eval.corpus.generation_rows import (
     GENERATED_FILE,
     Budget,
     GenerationError,
@@ -29,8 +27,9 @@ from eval.generation_rows import (
     review_items,
     write_generated,
 )
-from eval.tasks import TaskRow, check_corpus, load_tasks, row_origin, unreviewed_note
-from service.app.cli import app
+from ragft.eval.tasks import TaskRow, check_corpus, load_tasks, row_origin, unreviewed_note
+from ragft.service.app.cli import app
+from typer.testing import CliRunner
 
 FILES = Path(__file__).parent / "data" / "team_files"
 QUESTIONS = """Question,Answer
@@ -289,8 +288,8 @@ def test_without_an_endpoint_near_misses_are_made_and_checked_absent(corpus):
 
 
 def test_near_misses_vary_a_real_name_once_each_and_never_a_date():
-    from eval.generation_rows import document_entities, near_misses
-    from service.documents import Document
+    from ragft.eval.corpus.generation_rows import document_entities, near_misses
+    from ragft.service.documents import Document
 
     docs = [Document("a", "The Heron H4 costs $90. The Heron H5 shipped in January 2022. See Larkspur Freight.", "a"),
             Document("b", "Ask Osprey Labs about the Heron H4 today.", "b")]  # fmt: skip
@@ -304,7 +303,7 @@ def test_near_misses_vary_a_real_name_once_each_and_never_a_date():
 
 
 def test_behaviour_items_for_a_json_schema_must_satisfy_it_and_be_new():
-    from eval.generation_rows import _Known, behaviour_row
+    from ragft.eval.corpus.generation_rows import _Known, behaviour_row
 
     schema = {"type": "object", "properties": {"priority": {"enum": ["low", "high"]}}, "required": ["priority"],
               "additionalProperties": False}  # fmt: skip
@@ -323,8 +322,8 @@ def test_behaviour_items_for_a_json_schema_must_satisfy_it_and_be_new():
 
 
 def test_passages_cut_a_document_without_line_breaks():
-    from eval.generation_rows import PASSAGE_CHARS, _passages
-    from service.documents import Document
+    from ragft.eval.corpus.generation_rows import PASSAGE_CHARS, _passages
+    from ragft.service.documents import Document
 
     text = " ".join(f"Sentence {i} says the unit weighs {i} grams." for i in range(400))  # one line, 16,000 chars
     windows = [w for _, w in _passages([Document("d", text, "d")], random.Random(0))]
@@ -339,9 +338,8 @@ def test_a_budget_stops_the_run_and_says_which(corpus, endpoint):
 
 def test_structured_output_asks_for_the_row_schema_and_the_setting_decides_a_refusal(corpus, endpoint):
     import jsonschema
-
-    from eval.generation_rows import ABSTENTION_SCHEMA, KNOWLEDGE_SCHEMA, _at_most, _choosing, _squash
-    from service.documents import load_documents
+    from ragft.eval.corpus.generation_rows import ABSTENTION_SCHEMA, KNOWLEDGE_SCHEMA, _at_most, _choosing, _squash
+    from ragft.service.documents import load_documents
 
     report = generate_rows(corpus, {"knowledge": 2, "abstention": 1}, OpenAIGenerator(endpoint, "scripted"))
     assert report.accepted["knowledge"] == 2 and not [k for k in report.rejected if k[1] == "invalid_json"]
@@ -452,7 +450,7 @@ def test_an_unseen_share_of_knowledge_items_are_test_rows_no_train_row_teaches(c
 
 def _test_rows(corpus: Path, **kwargs) -> set[str]:
     """The test rows a run answers (the runner's own selection)."""
-    from eval.runner import select_rows
+    from ragft.eval.running.runner import select_rows
 
     chosen = select_rows(load_tasks(corpus, **kwargs), ["knowledge", "abstention"], None, 0, {})
     return {r.id for rows in chosen.values() for r in rows}
@@ -521,7 +519,8 @@ def test_smoke_through_ragft_serve_with_the_tiny_model(settings, team_corpus, tm
     tiny untrained model writes no JSON, so every call is asked again within the bound and counted, nothing hangs."""
     import shutil
 
-    from service.app.api.main import create_app
+    from ragft.service.app.api.main import create_app
+
     from tests.app.test_ui import serve
 
     corpus = Path(shutil.copytree(team_corpus, tmp_path / "served"))
@@ -631,8 +630,8 @@ def test_vllm_structured_output_keeps_the_embedded_models_json_valid(team_corpus
     refusal would fail the run) and decoding under it gives JSON that parses, so no reply is rejected as invalid."""
     import shutil
 
-    from service import models
-    from service.settings import Settings
+    from ragft.service import models
+    from ragft.service.settings import Settings
 
     corpus = Path(shutil.copytree(team_corpus, tmp_path / "vllm"))
     settings = Settings()

@@ -10,8 +10,9 @@ PACKAGES = ("service", "eval", "corpora")
 
 
 def _module(path: Path) -> str:
+    """The installed name of a source file: service/arms.py is ragft.service.arms."""
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    return ".".join(["ragft", *(parts[:-1] if parts[-1] == "__init__" else parts)])
 
 
 def _imports(path: Path, name: str, modules: set[str]) -> set[str]:
@@ -77,25 +78,34 @@ def test_no_import_circle():
 
 def test_the_engine_never_imports_eval_or_the_interfaces():
     graph = import_graph()
-    engine = [m for m in graph if m.startswith("service") and not m.startswith("service.app")]
+    engine = [m for m in graph if m.startswith("ragft.service") and not m.startswith("ragft.service.app")]
     assert len(engine) > 10
-    wrong = {m: sorted(t for t in graph[m] if t.startswith(("eval", "service.app"))) for m in engine}
+    wrong = {m: sorted(t for t in graph[m] if t.startswith(("ragft.eval", "ragft.service.app"))) for m in engine}
     assert {m: t for m, t in wrong.items() if t} == {}
 
 
 def test_eval_never_imports_the_interfaces():
     graph = import_graph()
-    wrong = {m: sorted(t for t in ts if t.startswith("service.app")) for m, ts in graph.items() if m.startswith("eval")}
+    wrong = {
+        m: sorted(t for t in ts if t.startswith("ragft.service.app"))
+        for m, ts in graph.items()
+        if m.startswith("ragft.eval")
+    }
     assert {m: t for m, t in wrong.items() if t} == {}
 
 
 def test_the_checker_sees_a_circle_and_ignores_type_only_imports():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
-    source = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from eval import spec\n\n\ndef f():\n    from eval import store\n"
+    source = (
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ragft.eval import spec\n\n\n"
+        "def f():\n    from ragft.eval import store\n"
+    )
     path = ROOT / "tests" / "_layout_probe.py"
     path.write_text(source)
     try:
-        assert _imports(path, "tests._layout_probe", {"eval.spec", "eval.store", "eval"}) == {"eval.store"}
+        assert _imports(path, "tests._layout_probe", {"ragft.eval.spec", "ragft.eval.store", "ragft.eval"}) == {
+            "ragft.eval.store"
+        }
     finally:
         path.unlink()
 
@@ -108,21 +118,21 @@ def _imported_names(path: Path) -> set[tuple[str, str]]:
 
 def test_the_interfaces_share_code_through_shared_modules_not_each_other():
     graph = import_graph()
-    # the CLI's time left comes from eval.progress, as the job worker's does, not from the worker itself
-    assert "service.app.api.jobs" not in graph["service.app.cli"]
-    # what the job resources share lives in service.app.api.job_routes: no route module imports another
-    routes = [m for m in graph if m.startswith("service.app.api.routes.")]
+    # the CLI's time left comes from ragft.eval.running.progress, as the job worker's does, not from the worker itself
+    assert "ragft.service.app.api.jobs" not in graph["ragft.service.app.cli"]
+    # what the job resources share lives in ragft.service.app.api.job_routes: no route module imports another
+    routes = [m for m in graph if m.startswith("ragft.service.app.api.routes.")]
     assert len(routes) >= 8
     assert {m: sorted(t for t in graph[m] if t in routes) for m in routes if graph[m] & set(routes)} == {}
     curves = _imported_names(ROOT / "service" / "app" / "api" / "routes" / "curves.py")
     assert not [name for module, name in curves if module.endswith("routes.runs") or name.startswith("_")]
-    assert "service.app.api.job_routes" in graph["service.app.api.routes.curves"]
+    assert "ragft.service.app.api.job_routes" in graph["ragft.service.app.api.routes.curves"]
 
 
 def test_training_keeps_its_memory_plumbing_in_service_memory():
     source = (ROOT / "service" / "finetune.py").read_text()
     assert not [word for word in ("mallopt", "malloc_trim", "ctypes", "/proc/self") if word in source]
-    assert "service.memory" in import_graph()["service.finetune"]
+    assert "ragft.service.memory" in import_graph()["ragft.service.finetune"]
 
 
 # --- kinds, families and arms by their facts --------------------------------------------------------------------
@@ -130,13 +140,16 @@ def test_training_keeps_its_memory_plumbing_in_service_memory():
 # where a family, kind or arm is registered (and described by its facts): naming it there is the registration
 REGISTRATIONS = {"eval/families.py", "service/kinds.py", "service/arms.py"}
 # modules that write task rows of the families they produce, so they name those families
-ROW_WRITERS = {"eval/generation_rows.py": "ragft corpus generate", "eval/corpus_import.py": "ragft corpus init"}
+ROW_WRITERS = {
+    "eval/corpus/generation_rows.py": "ragft corpus generate",
+    "eval/corpus/corpus_import.py": "ragft corpus init",
+}
 
 
 def _registered_names() -> set[str]:
-    from eval.families import FAMILIES
-    from service.arms import ARMS
-    from service.kinds import KINDS
+    from ragft.eval.families import FAMILIES
+    from ragft.service.arms import ARMS
+    from ragft.service.kinds import KINDS
 
     return set(FAMILIES) | set(KINDS) | set(ARMS)
 
@@ -178,7 +191,7 @@ def test_no_decision_names_a_family_kind_or_arm_outside_its_registration():
         rel = path.relative_to(ROOT).as_posix()
         if rel in REGISTRATIONS or rel in ROW_WRITERS:
             continue
-        if hits := _decisions(path.read_text(), names, reads_allowed=rel.startswith("eval/metrics/")):
+        if hits := _decisions(path.read_text(), names, reads_allowed=rel.startswith("eval/scoring/metrics/")):
             found[rel] = hits
     assert found == {}, "decide by the registered facts (Family, Kind, Arm fields), not by a name"
     # the page asks the API which arms exist and which to tick (GET /v1/arms): it names none itself
@@ -206,3 +219,48 @@ g = ((results.get("config") or {}).get("settings") or {}).get("lora", {})  # the
 
     assert lines() == [3, 4, 5, 6, 7, 8, 9]
     assert lines(reads_allowed=True) == [4, 5, 6, 7, 8, 9]  # a metric module registers the rows it reads
+
+
+# The evaluation package's rooms, lowest first: a module imports its own room, the rooms below it and the shared
+# vocabulary at eval/'s top (families, tasks, spec, store), never a room above; the vocabulary imports no room.
+ROOM_ORDER = ("scoring", "reporting", "corpus", "running")
+
+
+def _room(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[2] if len(parts) > 3 and parts[1] == "eval" and parts[2] in ROOM_ORDER else None
+
+
+def test_eval_rooms_import_only_downwards():
+    graph = import_graph()
+    evaluation = [m for m in graph if m.startswith("ragft.eval.")]
+    assert {r for m in evaluation if (r := _room(m))} == set(ROOM_ORDER)
+    allowed = {room: set(ROOM_ORDER[: i + 1]) for i, room in enumerate(ROOM_ORDER)}
+    allowed["running"] = set(ROOM_ORDER)
+    wrong = {}
+    for m in evaluation:
+        mine = _room(m)
+        rooms = {r for t in graph[m] if (r := _room(t))}
+        bad = rooms - (allowed[mine] if mine else set())
+        if bad:
+            wrong[m] = sorted(bad)
+    assert wrong == {}
+
+
+def test_nothing_installs_or_imports_a_generic_top_level_name():
+    """service, eval and corpora are installed as ragft.service, ragft.eval and ragft.corpora; an import of the bare
+    names would load a second copy of each module (or another distribution's package)."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {".".join(("ragft", *p.parent.relative_to(ROOT).parts)) for pkg in PACKAGES
+               for p in (ROOT / pkg).rglob("__init__.py")}  # fmt: skip
+    assert set(config["packages"]) == folders and all(p.startswith("ragft.") for p in config["packages"])
+    bare = []
+    for path in [*ROOT.joinpath("tests").rglob("*.py"), *ROOT.joinpath("bench").rglob("*.py"),
+                 *(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))]:  # fmt: skip
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []  # fmt: skip
+            bare += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in PACKAGES]
+    assert bare == []

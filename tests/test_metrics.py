@@ -4,10 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
-
-from eval.metrics import METRICS, ScoringContext, headline, report_families
-from eval.metrics.abstention import Outcome, abstained, outcome
-from eval.metrics.behaviour import (
+from ragft.eval.scoring.metrics import METRICS, ScoringContext, headline, report_families
+from ragft.eval.scoring.metrics.abstention import Outcome, abstained, outcome
+from ragft.eval.scoring.metrics.behaviour import (
     field_accuracy,
     macro_f1,
     parse_json,
@@ -16,12 +15,18 @@ from eval.metrics.behaviour import (
     style_ok,
     template_cluster,
 )
-from eval.metrics.knowledge import answer_contained, answer_sentences, corpus_answers, exact_match, token_f1
-from eval.metrics.values import short_answer
-from eval.store import Prediction, StoredPassage
-from eval.tasks import TaskRow
-from service.prompts import build_messages
-from service.retrieval import Passage
+from ragft.eval.scoring.metrics.knowledge import (
+    answer_contained,
+    answer_sentences,
+    corpus_answers,
+    exact_match,
+    token_f1,
+)
+from ragft.eval.scoring.metrics.values import short_answer
+from ragft.eval.store import Prediction, StoredPassage
+from ragft.eval.tasks import TaskRow
+from ragft.service.prompts import build_messages
+from ragft.service.retrieval import Passage
 
 PHRASE = "I don't know based on the provided documents."
 CTX = ScoringContext(PHRASE)
@@ -146,10 +151,10 @@ def test_two_accepted_answers_side_by_side_are_no_hedge():
 def test_no_answer_bearing_document_sentence_reads_as_negated_or_hedged():
     """A reply that quotes its document names the answer: no answer-bearing sentence of the shipped corpora (1,169,
     titles with "or" in them included) reads as negating its answer or offering an alternative to it."""
-    from eval.metrics.knowledge import _asserted, _offers_alternative
-    from eval.metrics.values import canonical, single_value
-    from eval.tasks import load_tasks
-    from service.documents import load_documents
+    from ragft.eval.scoring.metrics.knowledge import _asserted, _offers_alternative
+    from ragft.eval.scoring.metrics.values import canonical, single_value
+    from ragft.eval.tasks import load_tasks
+    from ragft.service.documents import load_documents
 
     checked = 0
     for corpus in ("quillmark", "ostwick", "entityq"):
@@ -180,7 +185,7 @@ def test_short_answer_is_the_first_sentence():
 
 @pytest.mark.parametrize("corpus", ["quillmark", "ostwick", "entityq"])
 def test_every_reference_answer_scores_one_against_its_corpus(corpus):
-    from eval.tasks import load_tasks
+    from ragft.eval.tasks import load_tasks
 
     rows = load_tasks(Path(__file__).parents[1] / "corpora" / corpus)
     ctx = ScoringContext(PHRASE, corpus_answers=corpus_answers(rows))
@@ -309,7 +314,7 @@ def test_a_style_without_rules_is_refused_and_never_passes():
 
 def test_rows_from_one_template_share_a_cluster_key():
     """Issue 33: ticket_json rows from ~10 templates counted as 40 independent rows."""
-    from eval.tasks import load_tasks
+    from ragft.eval.tasks import load_tasks
 
     rows = load_tasks(Path(__file__).parents[1] / "corpora" / "quillmark")
     test = [r for r in rows if r.family == "behaviour" and r.split == "test"]
@@ -457,7 +462,7 @@ def test_always_abstaining_scores_zero_and_an_arm_beats_it_by_net_right_answers(
     """Issue 33: always abstaining scored exactly 0.5 by construction, so beating it needed abstention rate plus
     knowledge accuracy past 1. Now it scores 0 (saying nothing) and an arm with a few more right answers than
     wrong ones beats it, whatever its accuracy."""
-    from eval.metrics import balanced
+    from ragft.eval.scoring.metrics import balanced
 
     metric = METRICS["effective_reliability"]
     rows = {f"k{i}": row(id=f"k{i}") for i in range(20)} | {
@@ -489,7 +494,7 @@ def test_freshness_new_versus_stale():
 
 
 def test_every_family_names_a_headline_of_its_own():
-    from eval.families import FAMILIES
+    from ragft.eval.families import FAMILIES
 
     for family in report_families():
         assert FAMILIES[family].headline in METRICS  # the family entry names its deciding metric
@@ -558,7 +563,7 @@ def test_abstention_halves_weigh_the_same_however_many_rows_each_has():
     """76 answerable rows answered right and 20 unanswerable ones answered anyway: row-weighted (76 - 20) / 96 = 0.58,
     balanced 0.5 - 0.5 = 0, what always abstaining scores; the balanced values' mean is the mean of the two halves'
     means."""
-    from eval.metrics import balanced
+    from ragft.eval.scoring.metrics import balanced
 
     metric = METRICS["effective_reliability"]
     rows = {f"k{i}": row(id=f"k{i}") for i in range(76)}
@@ -576,7 +581,7 @@ def test_abstention_halves_weigh_the_same_however_many_rows_each_has():
 def test_the_freshness_headline_says_adapters_were_not_retrained():
     """Issue 33: "use RAG" on freshness is true by construction when adapters never see the update; the headline's
     note, which the report prints under the family, says so."""
-    from eval.metrics.freshness import ADAPTERS_RETRAINED
+    from ragft.eval.scoring.metrics.freshness import ADAPTERS_RETRAINED
 
     assert ADAPTERS_RETRAINED is False
     assert "not retrained" in headline("freshness").note

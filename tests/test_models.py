@@ -1,7 +1,6 @@
 import pytest
-
-from service.models import ModelNotFound, load_embedder, load_generator, resolve_generator
-from service.settings import ModelSettings
+from ragft.service.models import ModelNotFound, load_embedder, load_generator, resolve_generator
+from ragft.service.settings import ModelSettings
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,12 @@
-"""The answer cache (eval/prediction_cache.py) and the figures a run shows as each family is answered
-(eval/early_results.py), on the tiny models."""
+"""The answer cache (eval/running/prediction_cache.py) and the figures a run shows as each family is answered
+(eval/running/early_results.py), on the tiny models."""
 
 import json
 
-from eval.runner import run_eval
-from eval.spec import RunSpec
-from eval.store import Store
-from service.generation import Generator
+from ragft.eval.running.runner import run_eval
+from ragft.eval.spec import RunSpec
+from ragft.eval.store import Store
+from ragft.service.generation import Generator
 
 ARMS = ["base", "fewshot", "rag", "lora"]
 
@@ -51,8 +51,8 @@ def test_editing_one_knowledge_row_answers_only_that_row_again(settings, full_co
     assert fresh == set(ARMS) and {p.row_id for p in store.predictions(second) if not p.reused} == {"k2"}
     before = {(p.arm, p.row_id): p.text for p in store.predictions(first)}
     assert all(p.text == before[(p.arm, p.row_id)] for p in store.predictions(second) if p.reused)
-    from eval.report import render_markdown
-    from eval.results import build_results
+    from ragft.eval.reporting.report import render_markdown
+    from ragft.eval.scoring.results import build_results
 
     results = build_results(store, second, settings)
     main = [p for p in store.predictions(second) if p.phase == "main"]
@@ -111,9 +111,9 @@ def test_untrained_arms_figures_come_first_and_each_verdict_when_its_family_is_a
     assert all(at > first_training for _, at in final)
     for e, _ in final:  # the verdict printed early is the one the report prints at the end
         assert set(e.results["families"][e.family]["arms"]) == set(ARMS)
-    from eval.early_results import shown_figures
-    from eval.report import verdict_rows
-    from eval.results import build_results
+    from ragft.eval.reporting.report import verdict_rows
+    from ragft.eval.running.early_results import shown_figures
+    from ragft.eval.scoring.results import build_results
 
     report = build_results(store, run_id, settings)
     rows = {"knowledge": 4, "behaviour": 3, "freshness": 1}  # the corpus's test rows each family reads

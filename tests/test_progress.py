@@ -1,9 +1,8 @@
-"""A run's time left: each arm's remaining answers at that arm's own measured cost per answer (`eval.progress`), as
+"""A run's time left: each arm's remaining answers at that arm's own measured cost per answer (`ragft.eval.running.progress`), as
 the job worker and the CLI show it."""
 
 import pytest
-
-from eval.progress import answering_eta_s, eta_s, planned_answers
+from ragft.eval.running.progress import answering_eta_s, eta_s, planned_answers
 
 
 def test_planned_answers_count_each_arms_rows_and_extra_training_seeds():
@@ -29,9 +28,10 @@ def test_eta_weights_arms_by_their_measured_cost_not_one_flat_rate():
 
 
 def test_a_runs_time_left_is_read_from_its_stored_answers_by_the_worker_and_the_cli(settings, tmp_path, capsys):
-    from eval.spec import RunSpec
-    from eval.store import Store
-    from service.app import cli
+    from ragft.eval.spec import RunSpec
+    from ragft.eval.store import Store
+    from ragft.service.app import cli
+
     from tests.stored_runs import store_run
 
     corpus = tmp_path / "priced"

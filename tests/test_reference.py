@@ -1,6 +1,6 @@
 """The generated reference pages (docs/configuration.md, docs/http-reference.md) match the code."""
 
-from service.app.reference import DOCS, http_reference, pages, settings_reference
+from ragft.service.app.reference import DOCS, http_reference, pages, settings_reference
 
 
 def test_committed_reference_pages_are_what_the_code_renders():
@@ -9,7 +9,7 @@ def test_committed_reference_pages_are_what_the_code_renders():
 
 
 def test_every_setting_and_route_is_on_its_page():
-    from service.settings import Settings
+    from ragft.service.settings import Settings
 
     config = settings_reference()
     for group, field in Settings.model_fields.items():

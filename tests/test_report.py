@@ -1,4 +1,4 @@
-"""eval/report.py: the charts draw on figures of their own, never pyplot's shared state."""
+"""eval/reporting/report.py: the charts draw on figures of their own, never pyplot's shared state."""
 
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -8,8 +8,7 @@ def test_charts_draw_without_pyplot_and_from_several_threads_at_once(stored_runs
     """The results routes draw charts in request threads while a job publishes a report in its own: pyplot's global
     figure registry is not thread-safe, so the charts are `Figure` objects now."""
     import matplotlib.pyplot as plt
-
-    from eval.report import charts
+    from ragft.eval.reporting.report import charts
 
     results = json.loads((stored_runs.settings.eval.reports_dir / stored_runs.a / "results.json").read_text())
     alone = charts(results)

@@ -1,6 +1,5 @@
 import pytest
-
-from eval.results import judge_agreement
+from ragft.eval.scoring.results import judge_agreement
 
 
 def test_judge_agreement_is_cohens_kappa_on_the_same_answers():
@@ -15,7 +14,7 @@ def test_judge_agreement_is_cohens_kappa_on_the_same_answers():
 
 
 def _knowledge_rows(n: int = 60):
-    from eval.tasks import TaskRow
+    from ragft.eval.tasks import TaskRow
 
     return {f"k{i}": TaskRow.model_validate({"id": f"k{i}", "family": "knowledge", "split": "test",
                                              "question": f"What does the P{i} cost?", "answers": ["$1"],
@@ -25,9 +24,8 @@ def _knowledge_rows(n: int = 60):
 def test_a_family_verdict_never_depends_on_another_familys_rows():
     """Issue #33 item 4: Holm spanned the report, so freshness flipped when another family's p-values moved."""
     import numpy as np
-
-    from eval.baseline import Baseline
-    from eval.results import _family_block
+    from ragft.eval.scoring.baseline import Baseline
+    from ragft.eval.scoring.results import _family_block
 
     rows = _knowledge_rows()
     rng = np.random.default_rng(0)
@@ -50,9 +48,8 @@ def test_a_family_verdict_never_depends_on_another_familys_rows():
 
 def test_a_trained_arm_with_one_seed_is_flagged_and_k_seeds_reach_the_test():
     import numpy as np
-
-    from eval.baseline import Baseline
-    from eval.results import _family_block
+    from ragft.eval.scoring.baseline import Baseline
+    from ragft.eval.scoring.results import _family_block
 
     rows = _knowledge_rows(30)
     rng = np.random.default_rng(1)
@@ -69,7 +66,7 @@ def test_a_trained_arm_with_one_seed_is_flagged_and_k_seeds_reach_the_test():
 
 
 def test_results_written_by_schema_3_still_render():
-    from eval.report import render_markdown, verdict_rows
+    from ragft.eval.reporting.report import render_markdown, verdict_rows
 
     old = {"run_id": "old", "corpus": "c", "status": "done", "models": {"generator": "g"}, "judge": {"used": False},
            "arms": {"base": {"label": "Base"}, "rag": {"label": "RAG"}}, "costs": {}, "data": {}, "schema_version": 3,
@@ -92,10 +89,9 @@ def test_results_written_by_schema_3_still_render():
 
 def test_the_report_names_the_tests_it_ran_and_warns_of_one_training_seed():
     import numpy as np
-
-    from eval.baseline import Baseline
-    from eval.report import render_html, render_markdown
-    from eval.results import SCHEMA_VERSION, _family_block
+    from ragft.eval.reporting.report import render_html, render_markdown
+    from ragft.eval.scoring.baseline import Baseline
+    from ragft.eval.scoring.results import SCHEMA_VERSION, _family_block
 
     rows = _knowledge_rows()
     rng = np.random.default_rng(3)
@@ -122,8 +118,8 @@ def test_the_report_names_the_tests_it_ran_and_warns_of_one_training_seed():
 
 
 def test_a_margin_set_as_a_share_of_the_lead_over_chance_reaches_the_verdict():
-    from eval.baseline import Baseline
-    from eval.results import _family_block
+    from ragft.eval.scoring.baseline import Baseline
+    from ragft.eval.scoring.results import _family_block
 
     rows = _knowledge_rows(40)
     ids = sorted(rows)
@@ -153,7 +149,7 @@ def test_a_stored_run_publishes_results_the_report_reads(stored_runs):
     html = (folder / "report.html").read_text()
     assert "How to read this." in html
     abstention = results["families"]["abstention"]
-    from eval.metrics import METRICS
+    from ragft.eval.scoring.metrics import METRICS
 
     top = METRICS[abstention["headline_metric"]]
     low, high = top.figure_range
@@ -165,9 +161,9 @@ def test_a_stored_run_publishes_results_the_report_reads(stored_runs):
 def test_a_balanced_metrics_interval_stays_on_its_scale():
     """Abstention's halves weigh the same: its interval bootstraps the mean of the two halves' means, not the
     reweighted row values (whose resampled means ran past -1 for an arm that never abstains)."""
-    from eval.metrics import METRICS
-    from eval.results import _balanced_interval
-    from eval.tasks import TaskRow
+    from ragft.eval.scoring.metrics import METRICS
+    from ragft.eval.scoring.results import _balanced_interval
+    from ragft.eval.tasks import TaskRow
 
     metric = METRICS["effective_reliability"]
     rows = {f"a{i}": TaskRow(id=f"a{i}", family="abstention", split="test", question=f"Who made X{i}?")
@@ -182,9 +178,9 @@ def test_a_balanced_metrics_interval_stays_on_its_scale():
 
 
 def test_a_failures_passages_cite_their_page_in_results_and_the_html_report(stored_runs):
-    from eval.report import render_html
-    from eval.results import build_results
-    from eval.store import Store
+    from ragft.eval.reporting.report import render_html
+    from ragft.eval.scoring.results import build_results
+    from ragft.eval.store import Store
 
     store = Store(stored_runs.settings.database)
     try:

@@ -1,11 +1,10 @@
 import json
 
 import pytest
-
-from service import models
-from service.documents import load_documents
-from service.retrieval import IndexMissing, Retriever, build_index
-from service.settings import RetrievalSettings
+from ragft.service import models
+from ragft.service.documents import load_documents
+from ragft.service.retrieval import IndexMissing, Retriever, build_index
+from ragft.service.settings import RetrievalSettings
 
 
 @pytest.fixture

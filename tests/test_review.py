@@ -1,10 +1,9 @@
-"""eval/review.py: reviewers' marks kept apart from measured scores, and the reviewed report that uses them."""
+"""eval/reporting/review.py: reviewers' marks kept apart from measured scores, and the reviewed report that uses them."""
 
 import json
 
 import pytest
-
-from eval.review import Reviews, publish_reviewed
+from ragft.eval.reporting.review import Reviews, publish_reviewed
 
 
 def test_marks_replace_each_other_and_clear_and_name_the_reviewer(stored_runs):
@@ -48,7 +47,7 @@ def test_the_reviewed_report_uses_marks_and_the_measured_one_stays(stored_runs):
 
 
 def test_report_with_overrides_renders_both(ragft, stored_runs, monkeypatch):
-    from service.app import cli
+    from ragft.service.app import cli
 
     monkeypatch.setattr(cli, "get_settings", lambda: stored_runs.settings)
     reviews = Reviews(stored_runs.settings.database)

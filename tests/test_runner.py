@@ -2,14 +2,13 @@ import json
 from html.parser import HTMLParser
 
 import pytest
-
-from eval.families import FAMILIES as FAMILY_FACTS
-from eval.results import SCHEMA_VERSION
-from eval.runner import select_rows
-from eval.store import Store
-from eval.tasks import load_tasks
-from service.app import cli
-from service.arms import ARMS
+from ragft.eval.families import FAMILIES as FAMILY_FACTS
+from ragft.eval.running.runner import select_rows
+from ragft.eval.scoring.results import SCHEMA_VERSION
+from ragft.eval.store import Store
+from ragft.eval.tasks import load_tasks
+from ragft.service.app import cli
+from ragft.service.arms import ARMS
 
 ALL_ARMS = ["base", "fewshot", "rag", "lora", "rag_lora", "scratch"]
 FAMILIES = ["knowledge", "knowledge_paraphrase", "knowledge_unseen", "behaviour", "abstention", "freshness", "general"]
@@ -45,8 +44,8 @@ def test_a_sample_gives_each_kind_a_family_reports_its_own_rows(full_corpus):
 
 
 def test_a_family_limit_replaces_the_run_limit_for_that_family_only(full_corpus, settings):
-    from eval.runner import run_id_for
-    from eval.spec import RunSpec
+    from ragft.eval.running.runner import run_id_for
+    from ragft.eval.spec import RunSpec
 
     rows = load_tasks(full_corpus)
     every = [r for r in rows if r.split == "test" and r.family == "behaviour"]
@@ -66,8 +65,8 @@ def test_a_family_limit_replaces_the_run_limit_for_that_family_only(full_corpus,
 def test_how_threads_wait_is_not_part_of_the_run_id(full_corpus, settings):
     """models.omp_spin_count changes the speed, never an answer: `make demo` (5,000) and `ragft demo` (0) store their
     answers under one run id, while a setting that decides answers (the compute type) still gives a new one."""
-    from eval.runner import run_id_for
-    from eval.spec import RunSpec
+    from ragft.eval.running.runner import run_id_for
+    from ragft.eval.spec import RunSpec
 
     spec = RunSpec.resolve(settings, full_corpus, limit=1)
     spinning = settings.model_copy(update={"models": settings.models.model_copy(update={"omp_spin_count": 5000})})
@@ -200,8 +199,7 @@ def test_freshness_copies_the_index_under_the_index_lock(settings, full_corpus, 
     import os
 
     import pytest
-
-    from eval import runner
+    from ragft.eval.running import runner
 
     class Copied(Exception):
         pass
@@ -237,7 +235,7 @@ def test_batches_are_each_arms_rows_in_order_answered_a_family_at_a_time(full_co
     """A batch's answers depend on the prompts in it, so the runner cuts each arm's rows into the batches arm-by-arm
     order always gave (rows_per_batch, in row order) and only reorders whole batches: every arm answers one row
     family before the next family starts, so its figures are ready early."""
-    from eval.runner import plan_batches
+    from ragft.eval.running.runner import plan_batches
 
     settings = settings.model_copy(update={"eval": settings.eval.model_copy(update={"rows_per_batch": 2})})
     chosen = select_rows(load_tasks(full_corpus), ["knowledge", "behaviour", "general"], None, 0)
@@ -259,10 +257,10 @@ def test_batches_are_each_arms_rows_in_order_answered_a_family_at_a_time(full_co
 
 
 def test_pending_generated_rows_count_only_with_include_unreviewed_and_the_report_says_so_first(settings, corpus):
-    from eval.report import render_markdown
-    from eval.results import build_results
-    from eval.runner import run_eval
-    from eval.spec import RunSpec
+    from ragft.eval.reporting.report import render_markdown
+    from ragft.eval.running.runner import run_eval
+    from ragft.eval.scoring.results import build_results
+    from ragft.eval.spec import RunSpec
 
     generated = {"model": "scripted", "prompt_version": "knowledge-1", "item": "g-1", "source_doc": "kestrel-k2",
                  "span": "The Kestrel K2 router costs $249"}  # fmt: skip

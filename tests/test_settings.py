@@ -1,7 +1,6 @@
 import pytest
 from pydantic import BaseModel, ValidationError
-
-from service.settings import RetrievalSettings, Settings
+from ragft.service.settings import RetrievalSettings, Settings
 
 
 def test_env_nested_override(monkeypatch):

@@ -2,11 +2,10 @@
 
 import pytest
 from fastapi.testclient import TestClient
-
-from service.app.api.main import create_app
-from service.arms import compare, parse_arms
-from service.runtime import Runtime
-from service.settings import LOOPBACK_HOSTS, ApiSettings, Settings
+from ragft.service.app.api.main import create_app
+from ragft.service.arms import compare, parse_arms
+from ragft.service.runtime import Runtime
+from ragft.service.settings import LOOPBACK_HOSTS, ApiSettings, Settings
 
 pytestmark = pytest.mark.slow
 

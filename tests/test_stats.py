@@ -1,8 +1,6 @@
 import numpy as np
 import pytest
-from scipy import stats as scipy_stats
-
-from eval.stats import (
+from ragft.eval.scoring.stats import (
     clustered_se,
     compare,
     design_effect,
@@ -22,6 +20,7 @@ from eval.stats import (
     tango_z,
     wilson,
 )
+from scipy import stats as scipy_stats
 
 
 def test_bootstrap_interval_on_a_known_distribution():
@@ -208,7 +207,7 @@ def test_non_inferiority_needs_evidence_not_just_a_tie():
 
 
 def test_an_interval_over_training_seeds_is_wider_when_seeds_disagree():
-    from eval.stats import replicated_interval
+    from ragft.eval.scoring.stats import replicated_interval
 
     rows = 40
     agree = [[1.0 if i % 2 else 0.0 for i in range(rows)]] * 3

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from eval.store import Prediction, Store, StoredPassage
+from ragft.eval.store import Prediction, Store, StoredPassage
 
 
 def prediction(row_id, text="x"):
@@ -37,7 +37,7 @@ def test_a_killed_run_resumes_without_lost_or_duplicate_rows(settings, full_corp
         "RAGFT_EVAL__ROWS_PER_BATCH": "1",
         "RAGFT_EVAL__REPORTS_DIR": str(tmp_path / "reports"),
     }
-    cmd = [sys.executable, "-m", "service.app.cli", "eval", "--corpus", str(full_corpus), "--arms", "base,fewshot,rag",
+    cmd = [sys.executable, "-m", "ragft.service.app.cli", "eval", "--corpus", str(full_corpus), "--arms", "base,fewshot,rag",
            "--run-id", "killed"]  # fmt: skip
     db = settings.data_dir / "ragft.sqlite3"
 
@@ -97,7 +97,7 @@ def test_the_database_is_private_to_its_user(tmp_path):
 
 
 def test_the_answer_cache_keeps_answers_by_key_and_older_databases_gain_the_reused_column(tmp_path):
-    from eval.store import CachedAnswer
+    from ragft.eval.store import CachedAnswer
 
     path = tmp_path / "db.sqlite3"
     with sqlite3.connect(path) as conn:  # a database from before the answer cache

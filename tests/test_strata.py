@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from eval.strata import row_stratum, strata_lines, stratum_blocks
-from eval.tasks import TaskRow, load_tasks
+from ragft.eval.scoring.strata import row_stratum, strata_lines, stratum_blocks
+from ragft.eval.tasks import TaskRow, load_tasks
 
 ENTITYQ = Path(__file__).resolve().parents[1] / "corpora" / "entityq"
 

@@ -3,8 +3,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from eval.tasks import (
+from ragft.eval.tasks import (
     CorpusError,
     TaskRow,
     check_corpus,
@@ -127,7 +126,7 @@ def test_shipped_corpora_validate_and_never_leak(name):
 
 @pytest.mark.parametrize("name", ["quillmark", "ostwick"])
 def test_every_answer_occurs_in_its_source_document(name):
-    from service.documents import load_documents
+    from ragft.service.documents import load_documents
 
     docs = {d.doc_id: d.text.lower() for d in load_documents(SHIPPED / name)}
     updates = (
@@ -144,7 +143,7 @@ def test_every_answer_occurs_in_its_source_document(name):
 def test_corpus_one_meets_the_minimum_counts():
     from collections import Counter
 
-    from service.documents import load_documents
+    from ragft.service.documents import load_documents
 
     rows = load_tasks(SHIPPED / "quillmark")
     n = Counter((r.family, r.split) for r in rows)
@@ -161,7 +160,7 @@ def test_corpus_one_meets_the_minimum_counts():
 
 
 def test_regeneration_is_byte_identical(tmp_path):
-    from corpora.generate import generate
+    from ragft.corpora.generate import generate
 
     for folder in generate(tmp_path):
         shipped = SHIPPED / folder.name

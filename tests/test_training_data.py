@@ -2,8 +2,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from service.training_data import (
+from ragft.service.training_data import (
     SupervisedRow,
     closed_book_examples,
     data_hash,
@@ -70,7 +69,7 @@ def test_corpus_rephrasings_are_trained_and_test_inputs_never_are():
 
 @pytest.fixture
 def retriever(settings, corpus):
-    from service.runtime import Runtime
+    from ragft.service.runtime import Runtime
 
     runtime = Runtime(settings, corpus)
     runtime.index()
@@ -111,8 +110,8 @@ def test_raft_gold_rate_over_many_rows(retriever):
 def test_the_training_subset_takes_a_count_for_every_family_or_one_per_family(settings, full_corpus):
     """lora.max_rows_per_family: one count caps every family; a dict caps the families it names (the demo gives
     behaviour more rows than closed-book knowledge) and leaves the others whole."""
-    from eval.pipeline import training_rows
-    from eval.tasks import load_tasks
+    from ragft.eval.running.pipeline import training_rows
+    from ragft.eval.tasks import load_tasks
 
     rows = load_tasks(full_corpus)
 
@@ -131,8 +130,8 @@ def test_the_training_subset_takes_a_count_for_every_family_or_one_per_family(se
 def test_a_cap_at_or_above_a_familys_rows_trains_them_as_uncapped_training_does(settings):
     """The demo's lora behaviour adapter names every row: it must be the adapter `ragft train` makes (same rows in
     the same order; order alone moved a behaviour adapter between 0.20 and 0.30)."""
-    from eval.pipeline import training_rows
-    from eval.tasks import load_tasks
+    from ragft.eval.running.pipeline import training_rows
+    from ragft.eval.tasks import load_tasks
 
     rows = load_tasks(Path(__file__).parent.parent / "corpora" / "quillmark")
 
@@ -148,7 +147,7 @@ def test_a_cap_at_or_above_a_familys_rows_trains_them_as_uncapped_training_does(
 
 
 def test_the_demo_trains_its_declared_allocation_for_its_epochs(settings):
-    from eval.pipeline import demo_settings
+    from ragft.eval.running.pipeline import demo_settings
 
     demo = demo_settings(settings).lora
     assert demo.max_rows_per_family == settings.eval.demo_train_rows and demo.epochs == settings.eval.demo_epochs

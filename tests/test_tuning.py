@@ -3,10 +3,9 @@
 import json
 
 import pytest
-
-from eval.tasks import TaskRow, load_tasks
-from eval.tuning import Tried, Tuning, candidates, split_for_validation, summary, tuning_corpus
-from service.settings import Settings, with_overrides
+from ragft.eval.running.tuning import Tried, Tuning, candidates, split_for_validation, summary, tuning_corpus
+from ragft.eval.tasks import TaskRow, load_tasks
+from ragft.service.settings import Settings, with_overrides
 
 
 def _label_row(i: int, split: str = "train", text: str | None = None) -> dict:

@@ -1,7 +1,15 @@
 import numpy as np
 import pytest
-
-from eval.verdict import BELOW_BASELINE, DECIDED, INSUFFICIENT, PROBE, Pair, break_even_queries, decide, judge_family
+from ragft.eval.scoring.verdict import (
+    BELOW_BASELINE,
+    DECIDED,
+    INSUFFICIENT,
+    PROBE,
+    Pair,
+    break_even_queries,
+    decide,
+    judge_family,
+)
 
 M = 0.1
 
@@ -168,7 +176,7 @@ def test_break_even():
 
 
 def test_the_margin_may_be_a_share_of_the_best_arms_lead_over_chance():
-    from eval.verdict import family_margin
+    from ragft.eval.scoring.verdict import family_margin
 
     assert family_margin(0.1, None, 0.305, 0.076) == (0.1, "flat")
     margin, how = family_margin(0.1, 0.5, 0.305, 0.076)

@@ -21,10 +21,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import typer
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
-
-from service import spin_before_sleep
-from service.conversion import configure_from as configure_conversions
-from service.settings import Settings, get_settings, make_storage_private, with_overrides
+from ragft.service import spin_before_sleep
+from ragft.service.conversion import configure_from as configure_conversions
+from ragft.service.settings import Settings, get_settings, make_storage_private, with_overrides
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compare RAG, LoRA, both, or neither on your data.")
 corpus_app = typer.Typer(no_args_is_help=True, help="Corpus and task-suite tools.")
@@ -51,7 +50,7 @@ def corpus_for(settings: Settings, given: Path | None) -> Path:
     """The corpus a command works on: the one given; else the corpus setting when it was set or has an index;
     else the only corpus indexed here (after `ragft index mydocs`, `ragft query` uses mydocs); else an error
     naming the indexes and the flag to pick one."""
-    from service.retrieval import stored_indexes
+    from ragft.service.retrieval import stored_indexes
 
     if given is not None:
         return given
@@ -114,7 +113,7 @@ def corpus_folder(path: Path, *, tasks: bool) -> Path:
 
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False) -> None:
-    from service.logs import configure_logging
+    from ragft.service.logs import configure_logging
 
     configure_logging("text", logging.INFO if verbose else logging.WARNING)
 
@@ -125,7 +124,7 @@ def index(
     set_: SetOption = None,
 ) -> None:
     """Build or update the retrieval index of a corpus, embedding only what changed."""
-    from service.runtime import Runtime
+    from ragft.service.runtime import Runtime
 
     settings = build_settings(set_)
     with reported_errors():
@@ -152,8 +151,8 @@ def query(
     set_: SetOption = None,
 ) -> None:
     """Ask one question to several arms side by side."""
-    from eval.pipeline import open_runtime
-    from service.arms import asked_by_default, compare, parse_arms
+    from ragft.eval.running.pipeline import open_runtime
+    from ragft.service.arms import asked_by_default, compare, parse_arms
 
     settings = build_settings(set_)
     with reported_errors():
@@ -184,14 +183,14 @@ def train(
     set_: SetOption = None,
 ) -> None:
     """Train the adapters (and the scratch model) an arm needs, reusing identical stored ones."""
-    from service.arms import parse_trainable, trainable
+    from ragft.service.arms import parse_trainable, trainable
 
     settings = build_settings(set_)
     with reported_errors():
         chosen = list(dict.fromkeys(parse_trainable(name).name for name in arm or trainable()))
         corpus_folder(corpus, tasks=True)
-        from eval import pipeline
-        from service.finetune import describe
+        from ragft.eval.running import pipeline
+        from ragft.service.finetune import describe
 
         runtime = pipeline.open_runtime(settings, corpus)
         kinds = pipeline.kinds_for(chosen)
@@ -216,9 +215,8 @@ def serve(
 ) -> None:
     """Serve the HTTP API: queries, OpenAI-compatible chat, eval runs, corpus updates (see /docs)."""
     import uvicorn
-
-    from service.app.api.main import check_binding, create_app
-    from service.logs import configure_logging
+    from ragft.service.app.api.main import check_binding, create_app
+    from ragft.service.logs import configure_logging
 
     settings = build_settings(set_)
     configure_logging(settings.api.log_format, settings.api.log_level)
@@ -235,15 +233,15 @@ def _progress_printer(settings: Settings | None = None, spec=None):
     """Progress lines on stderr: one per stage change, and every batch of answers with a rate and time left. Given
     the run's settings and spec, and told its id (`report.named`), the time left weighs each arm's remaining answers
     by that arm's measured cost per answer (`answering_eta_s`), not one rate over all answers so far. `report.family`
-    prints a family's figures on stdout as soon as it is answered (`eval.early_results`), on the same clock."""
+    prints a family's figures on stdout as soon as it is answered (`ragft.eval.running.early_results`), on the same clock."""
     import time
 
     state = {"stage": None, "start": time.perf_counter(), "t0": time.perf_counter(), "first": 0, "run_id": None}
 
     def left_s(done: int, total: int, now: float) -> float | None:
         if settings is not None and spec is not None and state["run_id"]:
-            from eval.progress import answering_eta_s
-            from eval.store import Store
+            from ragft.eval.running.progress import answering_eta_s
+            from ragft.eval.store import Store
 
             store = Store(settings.database)
             try:
@@ -263,7 +261,7 @@ def _progress_printer(settings: Settings | None = None, spec=None):
         typer.echo(f"[{now - state['start']:6.0f}s] {stage}: {done}/{total}{eta}", err=True)
 
     def family(event) -> None:
-        from eval.early_results import shown_figures
+        from ragft.eval.running.early_results import shown_figures
 
         clock = f"[{time.perf_counter() - state['start']:6.0f}s]"
         shown = shown_figures(event)
@@ -291,7 +289,7 @@ def _cell(cell: dict | None) -> str:
 
 
 def _verdict_line(v: dict) -> str:
-    """One family's verdict as the CLI prints it (`eval.report.verdict_rows`)."""
+    """One family's verdict as the CLI prints it (`ragft.eval.reporting.report.verdict_rows`)."""
     return (
         f"{v['family']:20s} best {v['best']:10s} {v['score']:24s} chance {v['chance']:5s} MDD {v['mdd']:11s} "
         f"non-inferior: {v['non_inferior']:20s} undecided: {v['undecided']:28s} -> {v['recommended']:25s} "
@@ -301,8 +299,7 @@ def _verdict_line(v: dict) -> str:
 
 def _finish_run(settings: Settings, run_id: str) -> Path:
     """Score a stored run, write its three report files and print the verdict table."""
-    from eval.report import verdict_rows
-    from eval.results import publish_run
+    from ragft.eval.reporting.report import publish_run, verdict_rows
 
     results, folder = publish_run(settings, run_id)
     typer.secho(f"\nVerdict for run {run_id}", bold=True)
@@ -355,7 +352,7 @@ def eval_(
     settings = build_settings([*(set_ or []), *([f"eval.training_seeds={seeds}"] if seeds else [])])
     with reported_errors():
         corpus_folder(corpus, tasks=True)
-        from eval.spec import RunSpec
+        from ragft.eval.spec import RunSpec
 
         spec = RunSpec.resolve(
             settings, corpus, arms=_split(arms), families=_split(families), limit=limit, seed=seed, run_id=run_id,
@@ -367,8 +364,8 @@ def eval_(
 def _run_and_report(settings: Settings, spec, reuse: bool = True) -> None:
     """Run, printing each family's figures as it is answered (provisional before the adapters have answered,
     final after), then how many answers the cache gave, then the verdict table and the report's path."""
-    from eval.runner import run_eval
-    from eval.store import Store
+    from ragft.eval.running.runner import run_eval
+    from ragft.eval.store import Store
 
     with reported_errors():
         printer = _progress_printer(settings, spec)
@@ -410,7 +407,9 @@ def curve(
     settings = build_settings(set_)
     with reported_errors():
         corpus_folder(corpus, tasks=True)
-        from eval.curve import CurveSpec, parse_noise, parse_sizes, run_curve, summary_lines
+        from ragft.eval.curve_spec import CurveSpec, parse_noise, parse_sizes
+        from ragft.eval.reporting.curve_report import summary_lines
+        from ragft.eval.running.curve import run_curve
 
         spec = CurveSpec.resolve(settings, corpus, arms=_split(arms), families=_split(families),
                                  rows=parse_sizes(rows), noise=parse_noise(noise), limit=limit, seed=seed)  # fmt: skip
@@ -455,10 +454,10 @@ def tune(
     settings = build_settings(set_)
     with reported_errors():
         corpus_folder(corpus, tasks=True)
-        from eval.pipeline import demo_settings
-        from eval.tuning import summary
-        from eval.tuning import tune as run_tuning
-        from service.arms import parse_arm
+        from ragft.eval.running.pipeline import demo_settings
+        from ragft.eval.running.tuning import summary
+        from ragft.eval.running.tuning import tune as run_tuning
+        from ragft.service.arms import parse_arm
 
         tuning, out = run_tuning(settings, corpus, family=family, arm=parse_arm(arm).name, grid=grid,
                                  share=validation_share, prepare=demo_settings if demo else (lambda s: s),
@@ -481,7 +480,7 @@ def score(
         corpus_folder(corpus, tasks=True)
         if not predictions.is_file():
             raise ValueError(f"predictions file '{predictions}': no such file; give a JSON lines file")
-        from eval.external import import_predictions
+        from ragft.eval.running.external import import_predictions
 
         run_id = import_predictions(settings, corpus, predictions, name)
         _finish_run(settings, run_id)
@@ -505,8 +504,8 @@ def report(
     with reported_errors():
         _finish_run(settings, run_id)
         if with_overrides:
-            from eval.report import review_line
-            from eval.review import publish_reviewed
+            from ragft.eval.reporting.report import review_line
+            from ragft.eval.reporting.review import publish_reviewed
 
             results, folder = publish_reviewed(settings, run_id)
             typer.echo(review_line(results["review"]))
@@ -533,11 +532,11 @@ def compare(
 ) -> None:
     """Show what changed between two runs: headline scores per family and arm, their paired changes, and
     recommendations."""
-    from eval.answers import score_run
-    from eval.comparison import describe_gate, describe_regression, headline_changes
-    from eval.report import compare_runs
-    from eval.results import build_results
-    from eval.store import Store
+    from ragft.eval.reporting.answers import score_run
+    from ragft.eval.reporting.comparison import describe_gate, describe_regression, headline_changes
+    from ragft.eval.reporting.report import compare_runs
+    from ragft.eval.scoring.results import build_results
+    from ragft.eval.store import Store
 
     settings = build_settings(set_)
     store = Store(settings.database)
@@ -571,7 +570,7 @@ def compare(
 @app.command()
 def runs(set_: SetOption = None) -> None:
     """List the stored runs."""
-    from eval.store import Store
+    from ragft.eval.store import Store
 
     settings = build_settings(set_)
     store = Store(settings.database)
@@ -591,8 +590,8 @@ def demo(
     """The whole pipeline on the shipped corpus: index, answer with the arms that need no training, train, answer
     with the adapter arms, report the verdict; each family's figures are printed as soon as it is answered."""
     settings = build_settings(set_)  # before the imports below load torch (models.omp_spin_count)
-    from eval.pipeline import demo_settings
-    from eval.spec import RunSpec
+    from ragft.eval.running.pipeline import demo_settings
+    from ragft.eval.spec import RunSpec
 
     settings = demo_settings(settings)  # the demo trains on a subset, declared in the report
     family_limits = None if limit else settings.eval.demo_family_limits  # --limit: the same for every family
@@ -635,7 +634,7 @@ def corpus_init(
 ) -> None:
     """Make a corpus from a team's own files: documents converted, questions and examples turned into task rows,
     answers located in the documents, splits assigned; then validate and audit it and print what to fix."""
-    from eval.corpus_import import plan_corpus, summary, write_corpus
+    from ragft.eval.corpus.corpus_import import plan_corpus, summary, write_corpus
 
     build_settings(set_)
     if folder.exists():
@@ -658,8 +657,8 @@ def corpus_init(
 
 def _check_new_corpus(folder: Path, include_unreviewed: bool = False) -> None:
     """Validate and audit a corpus just made, printing every finding with its fix (findings do not undo it)."""
-    from eval.audit import audit_corpus, render
-    from eval.tasks import check_corpus
+    from ragft.eval.corpus.audit import audit_corpus, render
+    from ragft.eval.tasks import check_corpus
 
     _, problems = check_corpus(folder)
     if problems:
@@ -698,8 +697,10 @@ def corpus_generate(
     max_reply_tokens: Annotated[int, typer.Option(min=64, help="Longest reply asked of the endpoint.")] = 512,
     structured_output: Annotated[
         str,
-        typer.Option(help="JSON Schema response format: auto (asked until the endpoint refuses it), on (a refusal is "
-                     "an error), off (never asked; replies parsed leniently)."),
+        typer.Option(
+            help="JSON Schema response format: auto (asked until the endpoint refuses it), on (a refusal is "
+            "an error), off (never asked; replies parsed leniently)."
+        ),
     ] = "auto",  # fmt: skip
     seed: Annotated[int, typer.Option(help="Seed of the passage order and near misses.")] = 0,
     unseen_share: Annotated[
@@ -708,7 +709,13 @@ def corpus_generate(
 ) -> None:
     """Make the rows a team lacks from its documents, each checked (span in the document, answer in the span,
     detail absent, label in the set), deduplicated and marked pending: a run uses them once reviewed."""
-    from eval.generation_rows import Budget, OpenAIGenerator, generate_rows, note_in_data_card, write_generated
+    from ragft.eval.corpus.generation_rows import (
+        Budget,
+        OpenAIGenerator,
+        generate_rows,
+        note_in_data_card,
+        write_generated,
+    )
 
     build_settings(None)
     with reported_errors():
@@ -743,7 +750,7 @@ def corpus_review(
     family: Annotated[str | None, typer.Option(help="Review only this family's rows.")] = None,
 ) -> None:
     """Accept, edit or reject pending generated rows one by one in the terminal; each decision is stored at once."""
-    from eval.generation_rows import EDITABLE, GENERATED_FILE, decide, read_generated, review_items
+    from ragft.eval.corpus.generation_rows import EDITABLE, GENERATED_FILE, decide, read_generated, review_items
 
     items = review_items(read_generated(corpus / "tasks" / GENERATED_FILE), "pending", family)
     if not items:
@@ -780,7 +787,7 @@ def corpus_validate(corpus: Annotated[Path, typer.Argument(help="Corpus folder t
     """Check documents and task rows; every problem is printed with file and line."""
     from collections import Counter
 
-    from eval.tasks import check_corpus, count_rows
+    from ragft.eval.tasks import check_corpus, count_rows
 
     build_settings(None)  # the conversion cache and limits, as `ragft index` reads the documents
     rows, problems = check_corpus(corpus)
@@ -807,8 +814,8 @@ def corpus_audit(
 ) -> None:
     """Look for shortcuts in the task suite: train/test near-duplicates, shared abstention entities, surface
     rules, guessable answers, unbalanced labels, answers missing from their documents."""
-    from eval.audit import audit_corpus, render
-    from eval.tasks import CorpusError
+    from ragft.eval.corpus.audit import audit_corpus, render
+    from ragft.eval.tasks import CorpusError
 
     try:
         report = audit_corpus(corpus, include_unreviewed)
@@ -829,7 +836,7 @@ def backend_vllm_args(
     """Print `vllm serve` arguments: the generator plus one --lora-modules entry per trained adapter."""
     import shlex
 
-    from service.backend import vllm_arguments
+    from ragft.service.backend import vllm_arguments
 
     with reported_errors():
         typer.echo(shlex.join(vllm_arguments(build_settings(set_), corpus)))
@@ -843,7 +850,7 @@ def backend_load_adapters(
     set_: SetOption = None,
 ) -> None:
     """After a retrain: load every adapter of the corpus into the running vLLM server again, without a restart."""
-    from service.backend import load_adapters
+    from ragft.service.backend import load_adapters
 
     with reported_errors():
         for name in load_adapters(build_settings(set_), corpus):

@@ -2,10 +2,9 @@ import json
 
 import pytest
 import typer
+from ragft.service.app import cli
+from ragft.service.settings import get_settings
 from typer.testing import CliRunner
-
-from service.app import cli
-from service.settings import get_settings
 
 
 @pytest.fixture
@@ -84,7 +83,7 @@ def test_train_then_reuse_then_refuse_untrainable(run, full_corpus):
 
 
 def test_query_uses_the_only_indexed_corpus_and_names_the_choices_otherwise(settings, corpus, tmp_path, monkeypatch):
-    from service.settings import Settings
+    from ragft.service.settings import Settings
 
     unset = Settings.model_validate({k: v for k, v in settings.model_dump().items() if k != "corpus"})
     assert "corpus" not in unset.model_fields_set
@@ -117,7 +116,7 @@ def test_bad_input_is_answered_before_any_model_or_torch_loads(args, says):
     import sys
 
     code = ("import atexit, sys; atexit.register(lambda: print('torch imported' if 'torch' in sys.modules else "
-            "'torch not imported', file=sys.stderr)); from service.app.cli import run; sys.argv[1:] = "
+            "'torch not imported', file=sys.stderr)); from ragft.service.app.cli import run; sys.argv[1:] = "
             f"{args!r}; run()")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, out.stderr
@@ -131,7 +130,7 @@ def test_omp_spin_count_reaches_libgomp_before_torch_loads():
     import subprocess
     import sys
 
-    code = ("import os, sys; from service.app.cli import build_settings; build_settings(sys.argv[1:]); "
+    code = ("import os, sys; from ragft.service.app.cli import build_settings; build_settings(sys.argv[1:]); "
             "print(os.environ.get('GOMP_SPINCOUNT')); import torch; build_settings(['models.omp_spin_count=7'])")  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
     spun = subprocess.run([sys.executable, "-c", code, "models.omp_spin_count=5000"], capture_output=True,
@@ -155,7 +154,7 @@ def test_a_bad_setting_in_the_environment_is_one_error_line_not_a_traceback(vari
     import subprocess
     import sys
 
-    code = "import sys; from service.app.cli import run; sys.argv[1:] = ['runs']; run()"
+    code = "import sys; from ragft.service.app.cli import run; sys.argv[1:] = ['runs']; run()"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, variable: value})  # fmt: skip
     assert out.returncode == 2, out.stderr
@@ -171,7 +170,7 @@ def test_a_validation_error_is_one_line_per_field(ragft, corpus):
 
 
 def test_eval_seeds_is_the_training_seeds_preset(run, corpus, monkeypatch):
-    from service.app import cli
+    from ragft.service.app import cli
 
     seen = {}
     monkeypatch.setattr(cli, "_run_and_report", lambda settings, spec, reuse=True: seen.update(

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+from ragft.service.app.api.main import create_app
 
-from service.app.api.main import create_app
 from tests.app.api.conftest import KEY
 from tests.stored_runs import SCRIPT
 
@@ -168,7 +168,7 @@ def test_a_model_answer_holding_markup_renders_as_text(page, url):
 
 
 def test_with_api_keys_the_key_is_asked_once_kept_in_the_session_and_sent_as_bearer(stored_runs, browser):
-    from service.settings import ApiSettings
+    from ragft.service.settings import ApiSettings
 
     keyed = ApiSettings.model_validate(stored_runs.settings.api.model_dump() | {"api_keys": [KEY]})
     settings = stored_runs.settings.model_copy(update={"api": keyed})

@@ -5,10 +5,10 @@ for. Skips without a chromium binary."""
 import json
 
 import pytest
+from ragft.eval.corpus.generation_rows import GENERATED_FILE, read_generated
+from ragft.eval.tasks import load_tasks
+from ragft.service.app.api.main import create_app
 
-from eval.generation_rows import GENERATED_FILE, read_generated
-from eval.tasks import load_tasks
-from service.app.api.main import create_app
 from tests.app.api.routes.test_generated import ROWS
 from tests.app.test_ui import CHROMIUM, serve, shot
 

@@ -6,11 +6,11 @@ import threading
 
 import httpx
 import pytest
+from ragft.eval.reporting.report import verdict_rows
+from ragft.eval.running import runner
+from ragft.service.app.api import jobs
+from ragft.service.app.api.main import create_app
 
-from eval import runner
-from eval.report import verdict_rows
-from service.app.api import jobs
-from service.app.api.main import create_app
 from tests.app.test_ui import CHROMIUM, serve, shot
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary (apt-get install chromium)")

@@ -4,9 +4,9 @@ the redraws, and entering the key again does not start a second polling loop (#3
 import time
 
 import pytest
+from ragft.eval.store import Store
+from ragft.service.app.api.main import create_app
 
-from eval.store import Store
-from service.app.api.main import create_app
 from tests.app.test_ui import CHROMIUM, browser, serve  # noqa: F401  (browser: the fixture)
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary: see tests/app/test_ui.py")

@@ -11,11 +11,10 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
-
-from service.app.api.monitoring import Telemetry
-from service.coalesce import Coalescer
-from service.runtime import Runtime
-from service.settings import ApiSettings, Settings
+from ragft.service.app.api.monitoring import Telemetry
+from ragft.service.coalesce import Coalescer
+from ragft.service.runtime import Runtime
+from ragft.service.settings import ApiSettings, Settings
 
 
 def get_runtime(request: Request) -> Runtime:

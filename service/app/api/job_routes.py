@@ -17,11 +17,10 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
-
-from eval.report import REPORT_FILES
-from service.app.api.deps import CORPUS_NAME, SettingsDep, hide_paths
-from service.app.api.job_store import JobNotFound, JobRecord, QueueFull
-from service.settings import Settings
+from ragft.eval.reporting.report import REPORT_FILES
+from ragft.service.app.api.deps import CORPUS_NAME, SettingsDep, hide_paths
+from ragft.service.app.api.job_store import JobNotFound, JobRecord, QueueFull
+from ragft.service.settings import Settings
 
 JobId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$", description="A job or run id.")]
 PageLimit = Annotated[int | None, Query(ge=1, description="Jobs per page (at most api.max_page_size).")]
@@ -63,7 +62,7 @@ def job_out(job: JobRecord, request: Request) -> dict:
 
 
 def worker(request: Request):
-    """The app's job worker (`service.app.api.jobs.JobWorker`)."""
+    """The app's job worker (`ragft.service.app.api.jobs.JobWorker`)."""
     return request.app.state.jobs
 
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.store import connect, now, transaction
+from ragft.eval.store import connect, now, transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

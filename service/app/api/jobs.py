@@ -12,7 +12,7 @@ ended with its process (killed, out of memory) is queued again, and failed after
 claims. A DELETE is stored in the database and read at the job's next batch or training step. A
 failed status write is logged and retried; the worker thread goes on (`state`, in /readyz and /metrics).
 
-An eval job answers the run its inputs name (`eval.runner.run_id_for`, as `ragft eval` does), so
+An eval job answers the run its inputs name (`ragft.eval.running.runner.run_id_for`, as `ragft eval` does), so
 an identical request made after an earlier one finished answers nothing again: it finds every
 answer stored and re-renders the report. A request with `fresh` carries its own run id and reads nothing from the
 answer cache. While a run goes on, each family's figures join the job's progress as soon as they are ready
@@ -31,19 +31,20 @@ import time
 import uuid
 from pathlib import Path
 
-from eval import pipeline
-from eval.curve import CurveSpec, run_curve
-from eval.early_results import shown_figures
-from eval.progress import answering_eta_s
-from eval.results import publish_run
-from eval.runner import run_eval
-from eval.spec import RunCancelled, RunSpec
-from eval.store import Store
-from service import engine_ct2
-from service.app.api.job_store import JobRecord, JobStore
-from service.finetune import TrainingCancelled
-from service.kinds import parse_kind
-from service.settings import Settings
+from ragft.eval.curve_spec import CurveSpec
+from ragft.eval.reporting.report import publish_run
+from ragft.eval.running import pipeline
+from ragft.eval.running.curve import run_curve
+from ragft.eval.running.early_results import shown_figures
+from ragft.eval.running.progress import answering_eta_s
+from ragft.eval.running.runner import run_eval
+from ragft.eval.spec import RunCancelled, RunSpec
+from ragft.eval.store import Store
+from ragft.service import engine_ct2
+from ragft.service.app.api.job_store import JobRecord, JobStore
+from ragft.service.finetune import TrainingCancelled
+from ragft.service.kinds import parse_kind
+from ragft.service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +285,7 @@ class JobWorker:
         spec = RunSpec.model_validate(request)
         spec = spec.model_copy(update={"corpus": self.corpus_folder(str(spec.corpus))})
         named: dict[str, str] = {}
-        figures: dict[str, dict] = {}  # each family's figures so far (`eval.early_results.shown_figures`)
+        figures: dict[str, dict] = {}  # each family's figures so far (`ragft.eval.running.early_results.shown_figures`)
         results = Store(self.settings.database)
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -310,14 +311,14 @@ class JobWorker:
         finally:
             results.close()
             # conversions the run loaded (a sibling corpus's or another seed's adapters: ~514 MB each) would stay
-            # until restart; a later call loads one again if it needs it, as curve points do (eval.curve)
+            # until restart; a later call loads one again if it needs it, as curve points do (ragft.eval.running.curve)
             engine_ct2.release(engine_ct2.loaded_artifacts() - kept)
         if self.store.cancel_requested(job.id):  # a DELETE during the last batch: the answers stay, no report
             raise RunCancelled(f"run {run_id} was cancelled after its last answer; its report was not written")
         publish_run(self.settings, run_id)
 
     def _run_curve(self, job: JobRecord) -> None:
-        """A crossover curve (`eval.curve`): its points are ordinary runs, so a resumed job reuses what they stored;
+        """A crossover curve (`ragft.eval.running.curve`): its points are ordinary runs, so a resumed job reuses what they stored;
         the job's run_id is the curve id, whose report folder the report routes serve."""
         spec = CurveSpec.model_validate(job.request)
         spec = spec.model_copy(update={"corpus": self.corpus_folder(str(spec.corpus))})

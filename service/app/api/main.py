@@ -18,24 +18,23 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.trustedhost import TrustedHostMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from ragft.eval.running.pipeline import open_runtime
+from ragft.service import folders
+from ragft.service.adapters import MANIFEST, AdapterMismatch, ArtifactMissing
+from ragft.service.app import ui
+from ragft.service.app.api import job_routes
+from ragft.service.app.api.deps import hide_paths, key_role, require_api_key, require_key_for_operations, unauthorized
+from ragft.service.app.api.jobs import JobWorker
+from ragft.service.app.api.monitoring import RequestGuard, Telemetry
+from ragft.service.app.api.routes import corpora, curves, generated, health, openai, query, results, runs
+from ragft.service.backend import BackendError, BackendUnavailable
+from ragft.service.coalesce import Busy, Coalescer, DeadlineExceeded
+from ragft.service.conversion import configure_from as configure_conversions
+from ragft.service.documents import recover_document_changes
+from ragft.service.retrieval import IndexMissing, index_lock, read_index_manifest, recover_index
+from ragft.service.runtime import Runtime
+from ragft.service.settings import Settings, make_storage_private
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from eval.pipeline import open_runtime
-from service import folders
-from service.adapters import MANIFEST, AdapterMismatch, ArtifactMissing
-from service.app import ui
-from service.app.api import job_routes
-from service.app.api.deps import hide_paths, key_role, require_api_key, require_key_for_operations, unauthorized
-from service.app.api.jobs import JobWorker
-from service.app.api.monitoring import RequestGuard, Telemetry
-from service.app.api.routes import corpora, curves, generated, health, openai, query, results, runs
-from service.backend import BackendError, BackendUnavailable
-from service.coalesce import Busy, Coalescer, DeadlineExceeded
-from service.conversion import configure_from as configure_conversions
-from service.documents import recover_document_changes
-from service.retrieval import IndexMissing, index_lock, read_index_manifest, recover_index
-from service.runtime import Runtime
-from service.settings import Settings, make_storage_private
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,9 @@ import uuid
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+from ragft.service.app.api.job_store import JOB_KINDS, JOB_STATUSES
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
-
-from service.app.api.job_store import JOB_KINDS, JOB_STATUSES
 
 access_log = logging.getLogger("ragft.access")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")

@@ -1,6 +1,5 @@
 import pytest
-
-from service.settings import ApiSettings, Settings
+from ragft.service.settings import ApiSettings, Settings
 
 KEY = "test-key-0123456789abcdef"  # api.api_keys wants 16+ characters
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from ragft.service.app.api.main import create_app
 
-from service.app.api.main import create_app
 from tests.app.api.conftest import KEY
 
 READER = "reader-key-0123456789abcdef"

@@ -18,11 +18,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 from fastapi.testclient import TestClient
+from ragft.service.app.api.main import create_app
+from ragft.service.documents import load_documents
+from ragft.service.retrieval import build_index
+from ragft.service.runtime import Runtime
 
-from service.app.api.main import create_app
-from service.documents import load_documents
-from service.retrieval import build_index
-from service.runtime import Runtime
 from tests.live import serving
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -33,7 +33,7 @@ def child(code: str, settings, corpus: Path) -> subprocess.CompletedProcess:
     prelude = textwrap.dedent("""
         import os, signal, sys
         from pathlib import Path
-        from service.settings import Settings
+        from ragft.service.settings import Settings
         settings = Settings.model_validate_json(sys.argv[1])
         corpus = Path(sys.argv[2])
     """)
@@ -60,7 +60,7 @@ def test_kill_between_the_two_renames_of_an_index_swap_is_recovered_at_the_next_
     (corpus / "documents" / "dock.md").write_text("The dock costs $89 and charges two laptops.\n")
     killed = child(
         """
-        from service.runtime import Runtime
+        from ragft.service.runtime import Runtime
         real_rename = os.rename
         def rename(src, dst):  # die right after the old index is moved aside, before the new one moves in
             real_rename(src, dst)
@@ -91,7 +91,7 @@ def test_a_file_size_limit_during_a_document_put_loses_nothing(settings, corpus)
         """
         import resource
         from fastapi.testclient import TestClient
-        from service.app.api.main import create_app
+        from ragft.service.app.api.main import create_app
         client = TestClient(create_app(settings, corpus), raise_server_exceptions=False)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
         resource.setrlimit(resource.RLIMIT_FSIZE, (1024, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
@@ -114,8 +114,8 @@ def test_a_kill_during_a_document_put_is_undone_at_the_next_start(settings, corp
     killed = child(
         """
         from fastapi.testclient import TestClient
-        from service.app.api.main import create_app
-        from service.runtime import Runtime
+        from ragft.service.app.api.main import create_app
+        from ragft.service.runtime import Runtime
         Runtime.index = lambda self: os.kill(os.getpid(), signal.SIGKILL)  # die after the file change, before its index
         client = TestClient(create_app(settings, corpus))
         client.put(f"/v1/corpora/{corpus.name}/documents/kestrel-k4", json={"text": "The K4 now costs $179."})
@@ -132,7 +132,7 @@ def test_a_kill_during_a_document_put_is_undone_at_the_next_start(settings, corp
 
 
 def test_two_concurrent_index_builds_take_turns_and_leave_one_whole_index(settings, corpus, tiny_models, monkeypatch):
-    from service import models
+    from ragft.service import models
 
     embedder = models.load_embedder(settings.models)
     folder = settings.index_dir(corpus)

@@ -2,9 +2,8 @@ import threading
 import time
 
 import pytest
-
-from service.app.api.job_store import JobStore, QueueFull
-from service.app.api.jobs import JobWorker
+from ragft.service.app.api.job_store import JobStore, QueueFull
+from ragft.service.app.api.jobs import JobWorker
 
 
 def test_concurrent_submissions_never_pass_max_queued_jobs(settings, monkeypatch):

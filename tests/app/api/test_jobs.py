@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-
-from service.app.api import jobs
-from service.app.api.job_store import JobStore
-from service.app.api.jobs import JobWorker
-from service.app.api.main import create_app
+from ragft.service.app.api import jobs
+from ragft.service.app.api.job_store import JobStore
+from ragft.service.app.api.jobs import JobWorker
+from ragft.service.app.api.main import create_app
 
 ROOT = Path(__file__).resolve().parents[3]
 TRAIN = {"arms": ["lora"]}  # a request each test makes distinct with "force"
@@ -169,9 +168,9 @@ def child(code: str, settings, corpus: Path) -> subprocess.CompletedProcess:
         import os, signal, sys, time
         from pathlib import Path
         from fastapi.testclient import TestClient
-        from service.app.api.jobs import JobWorker
-        from service.app.api.main import create_app
-        from service.settings import Settings
+        from ragft.service.app.api.jobs import JobWorker
+        from ragft.service.app.api.main import create_app
+        from ragft.service.settings import Settings
         settings = Settings.model_validate_json(sys.argv[1])
         corpus = Path(sys.argv[2])
     """)
@@ -227,7 +226,7 @@ def test_a_job_whose_server_was_killed_once_is_resumed_by_the_next_server(settin
 
 def test_an_eval_job_releases_the_conversions_it_loaded_and_keeps_the_servers(settings, corpus, monkeypatch):
     """#36 item 8: each sibling-corpus or seed run kept ~514 MB of converted adapters until restart."""
-    from service import engine_ct2
+    from ragft.service import engine_ct2
 
     loaded = {("served-adapter",)}
     released = []

@@ -2,11 +2,11 @@
 
 import pytest
 from fastapi.testclient import TestClient
+from ragft.service.app import cli
+from ragft.service.app.api.main import check_binding, create_app
+from ragft.service.logs import configure_logging
 from typer.testing import CliRunner
 
-from service.app import cli
-from service.app.api.main import check_binding, create_app
-from service.logs import configure_logging
 from tests.app.api.conftest import KEY
 
 

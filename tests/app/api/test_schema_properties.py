@@ -15,10 +15,10 @@ Operations are driven one by one with hypothesis rather than through
 import hypothesis
 import pytest
 import schemathesis
+from ragft.service.app.api.main import create_app, warm_up
+from ragft.service.runtime import Runtime
 from schemathesis.checks import positive_data_acceptance
 
-from service.app.api.main import create_app, warm_up
-from service.runtime import Runtime
 from tests.app.api.conftest import KEY
 
 

@@ -19,11 +19,10 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
+from ragft.service.app.api.deps import CORPUS_NAME, CORPUS_NAME_PATTERN, RuntimeDep, SettingsDep, errors
+from ragft.service.documents import SUFFIXES, DocumentError, SharedDocumentFile, change_document, document_files
+from ragft.service.retrieval import index_lock
 from starlette.concurrency import run_in_threadpool
-
-from service.app.api.deps import CORPUS_NAME, CORPUS_NAME_PATTERN, RuntimeDep, SettingsDep, errors
-from service.documents import SUFFIXES, DocumentError, SharedDocumentFile, change_document, document_files
-from service.retrieval import index_lock
 
 router = APIRouter(prefix="/v1", tags=["corpora"], responses=errors(404, 409, 429, 507))
 Name = Annotated[str, PathParam(pattern=CORPUS_NAME_PATTERN, description="The served corpus's folder name.")]
@@ -167,7 +166,7 @@ async def create_corpus(body: CorpusUpload, runtime: RuntimeDep, settings: Setti
 
 
 def _create_corpus(body: CorpusUpload, target: Path, settings) -> dict:
-    from eval.corpus_import import SheetError, plan_corpus, summary, write_corpus
+    from ragft.eval.corpus.corpus_import import SheetError, plan_corpus, summary, write_corpus
 
     names = [f.name for f in body.documents]
     if len(set(names)) != len(names):

@@ -1,4 +1,4 @@
-"""Crossover curves as background jobs (`eval.curve`, as `ragft curve`): start, list, watch, cancel, reports."""
+"""Crossover curves as background jobs (`ragft.eval.running.curve`, as `ragft curve`): start, list, watch, cancel, reports."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
-
-from eval.curve import CurveSpec, learns
-from eval.families import FamilyNames
-from eval.spec import Seed
-from service.app.api.deps import CorpusName, RuntimeDep, SettingsDep, errors
-from service.app.api.job_routes import (
+from ragft.eval.curve_spec import CurveSpec, learns
+from ragft.eval.families import FamilyNames
+from ragft.eval.spec import Seed
+from ragft.service.app.api.deps import CorpusName, RuntimeDep, SettingsDep, errors
+from ragft.service.app.api.job_routes import (
     JobId,
     PageLimit,
     PageOffset,
@@ -24,7 +23,7 @@ from service.app.api.job_routes import (
     submit,
     worker,
 )
-from service.arms import ARMS, ArmNames, curve_defaults, parse_arm, spellings
+from ragft.service.arms import ARMS, ArmNames, curve_defaults, parse_arm, spellings
 
 router = APIRouter(prefix="/v1", tags=["curves"], responses=errors(404, 409, 429))
 

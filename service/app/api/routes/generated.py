@@ -12,11 +12,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Query
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
+from ragft.eval.corpus.generation_rows import GENERATED_FILE, decide, read_generated, review_items
+from ragft.eval.reporting.review import MAX_REVIEWER_CHARS
+from ragft.service.app.api.deps import CORPUS_NAME_PATTERN, RuntimeDep, SettingsDep, errors
 from starlette.concurrency import run_in_threadpool
-
-from eval.generation_rows import GENERATED_FILE, decide, read_generated, review_items
-from eval.review import MAX_REVIEWER_CHARS
-from service.app.api.deps import CORPUS_NAME_PATTERN, RuntimeDep, SettingsDep, errors
 
 router = APIRouter(prefix="/v1", tags=["generated rows"], responses=errors(404, 409))
 Name = Annotated[str, PathParam(pattern=CORPUS_NAME_PATTERN, description="The served corpus's folder name.")]

@@ -7,8 +7,7 @@ saturated.
 
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-from service.app.api.deps import errors, hide_paths, require_key_for_operations
+from ragft.service.app.api.deps import errors, hide_paths, require_key_for_operations
 
 router = APIRouter(tags=["operations"])
 

@@ -21,10 +21,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
-
-from service.app.api.deps import CoalescerDep, RuntimeDep, SettingsDep, TelemetryDep, errors, hide_paths
-from service.arms import ARMS, Query, UnknownArm, parse_arm, prompts_for
-from service.prompts import PromptText
+from ragft.service.app.api.deps import CoalescerDep, RuntimeDep, SettingsDep, TelemetryDep, errors, hide_paths
+from ragft.service.arms import ARMS, Query, UnknownArm, parse_arm, prompts_for
+from ragft.service.prompts import PromptText
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=errors(404, 409, 429, 503))
 

@@ -8,10 +8,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
-
-from service.app.api.deps import CoalescerDep, RuntimeDep, SettingsDep, TelemetryDep, errors
-from service.arms import ARMS, Answer, ArmNames, Query, asked_by_default, runnable
-from service.prompts import PromptText
+from ragft.service.app.api.deps import CoalescerDep, RuntimeDep, SettingsDep, TelemetryDep, errors
+from ragft.service.arms import ARMS, Answer, ArmNames, Query, asked_by_default, runnable
+from ragft.service.prompts import PromptText
 
 
 class ArmsRequest(BaseModel):

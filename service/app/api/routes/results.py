@@ -31,8 +31,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from pyrate_limiter import Duration, Rate, RateItem, StateBucket
-
-from eval.answers import (
+from ragft.eval.reporting.answers import (
     ArmAnswer,
     OutcomeChange,
     RowFilter,
@@ -44,16 +43,23 @@ from eval.answers import (
     row_views,
     score_run,
 )
-from eval.comparison import headline_changes
-from eval.external import register_external_arms
-from eval.progress import planned_answers
-from eval.report import REPORT_FILES, charts, review_line, verdict_rows
-from eval.review import MAX_REVIEWER_CHARS, Review, Reviews, publish_reviewed, review_summary, reviewed_dir
-from eval.store import RunNotFound, RunRecord, Store
-from service.app.api.deps import SettingsDep, errors, hide_paths
-from service.app.api.job_store import JOB_ACTIVE, JobRecord
-from service.arms import ARMS
-from service.settings import Settings
+from ragft.eval.reporting.comparison import headline_changes
+from ragft.eval.reporting.report import REPORT_FILES, charts, review_line, verdict_rows
+from ragft.eval.reporting.review import (
+    MAX_REVIEWER_CHARS,
+    Review,
+    Reviews,
+    publish_reviewed,
+    review_summary,
+    reviewed_dir,
+)
+from ragft.eval.running.progress import planned_answers
+from ragft.eval.spec import register_external_arms
+from ragft.eval.store import RunNotFound, RunRecord, Store
+from ragft.service.app.api.deps import SettingsDep, errors, hide_paths
+from ragft.service.app.api.job_store import JOB_ACTIVE, JobRecord
+from ragft.service.arms import ARMS
+from ragft.service.settings import Settings
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["results"], responses=errors(404, 409))
@@ -353,14 +359,14 @@ def get_reviews(run_id: RunId, settings: SettingsDep) -> dict:
 
 
 def _family_order(name: str) -> int:
-    from eval.metrics import report_families
+    from ragft.eval.scoring.metrics import report_families
 
     order = report_families()
     return order.index(name) if name in order else len(order)
 
 
 def _label(arm: str) -> str:
-    from eval.spec import replicated_arm
+    from ragft.eval.spec import replicated_arm
 
     base = ARMS.get(replicated_arm(arm))
     return (base.label + arm[len(replicated_arm(arm)) :]) if base else arm

@@ -7,11 +7,10 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
-
-from eval.families import FamilyNames
-from eval.spec import FamilyLimits, RunSpec, Seed
-from service.app.api.deps import CorpusName, RuntimeDep, SettingsDep, errors
-from service.app.api.job_routes import (
+from ragft.eval.families import FamilyNames
+from ragft.eval.spec import FamilyLimits, RunSpec, Seed
+from ragft.service.app.api.deps import CorpusName, RuntimeDep, SettingsDep, errors
+from ragft.service.app.api.job_routes import (
     JobId,
     PageLimit,
     PageOffset,
@@ -23,7 +22,7 @@ from service.app.api.job_routes import (
     submit,
     worker,
 )
-from service.arms import ARMS, ArmNames, TrainableArmNames, trainable
+from ragft.service.arms import ARMS, ArmNames, TrainableArmNames, trainable
 
 router = APIRouter(prefix="/v1", tags=["runs"], responses=errors(404, 409, 429))
 

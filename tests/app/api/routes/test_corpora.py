@@ -1,7 +1,6 @@
 import pytest
 from fastapi.testclient import TestClient
-
-from service.app.api.main import create_app
+from ragft.service.app.api.main import create_app
 
 
 @pytest.fixture
@@ -109,7 +108,7 @@ def test_document_changes_past_the_limit_get_429_without_taking_a_thread(with_ap
     import threading
     import time
 
-    from service.retrieval import index_lock
+    from ragft.service.retrieval import index_lock
 
     client = TestClient(create_app(with_api(max_document_changes=1), corpus))
     runtime = client.app.state.runtime

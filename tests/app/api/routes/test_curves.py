@@ -2,8 +2,7 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
-
-from service.app.api.main import create_app
+from ragft.service.app.api.main import create_app
 
 
 def wait_for(client, job_id, statuses, timeout=180):
@@ -45,8 +44,8 @@ def test_a_curve_seed_out_of_range_is_refused_before_it_runs(settings, corpus, s
 
 
 def test_ragft_curve_and_eval_check_the_seed_before_answering(settings, corpus):
-    from eval.curve import CurveSpec
-    from eval.spec import SEED_MAX, RunSpec
+    from ragft.eval.curve_spec import CurveSpec
+    from ragft.eval.spec import SEED_MAX, RunSpec
 
     for resolve in (RunSpec.resolve, CurveSpec.resolve):
         with pytest.raises(ValueError, match=f"from 0 to {SEED_MAX}"):

@@ -4,10 +4,9 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
-
-from eval.generation_rows import GENERATED_FILE, read_generated
-from eval.tasks import load_tasks
-from service.app.api.main import create_app
+from ragft.eval.corpus.generation_rows import GENERATED_FILE, read_generated
+from ragft.eval.tasks import load_tasks
+from ragft.service.app.api.main import create_app
 
 META = {"model": "scripted", "prompt_version": "knowledge-1"}
 ROWS = [

@@ -3,8 +3,8 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
+from ragft.service.app.api.main import create_app
 
-from service.app.api.main import create_app
 from tests.app.api.conftest import KEY
 
 
@@ -82,7 +82,7 @@ def test_metrics_show_job_states_from_the_database(settings, corpus):
 
 
 def test_each_request_logs_one_json_line_with_its_request_id(settings, corpus, capfd):
-    from service.logs import configure_logging
+    from ragft.service.logs import configure_logging
 
     configure_logging("json", "INFO")
     try:
@@ -152,7 +152,7 @@ def test_a_chunked_body_over_the_limit_is_413_too(keyed):
 def test_metrics_count_curve_jobs_and_never_wait_for_the_database(settings, corpus, monkeypatch):
     """ragft_jobs had no curve kind, and a scrape counted jobs in SQLite under the store's lock inside the event
     loop: a busy database stalled every request. It reads the worker's snapshot now."""
-    from service.app.api.job_store import JobStore
+    from ragft.service.app.api.job_store import JobStore
 
     client = TestClient(create_app(settings, corpus))  # no lifespan: the curve stays queued
     assert client.post("/v1/curves", json={"arms": ["lora"], "limit": 1}).status_code == 202

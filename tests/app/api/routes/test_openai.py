@@ -3,8 +3,8 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 from openai import OpenAI
+from ragft.service.app.api.main import create_app
 
-from service.app.api.main import create_app
 from tests.live import serving
 
 
@@ -159,8 +159,8 @@ def _run_dropped_stream(runtime, monkeypatch, pieces_read: int):
     import asyncio
     import threading
 
-    from service.app.api.routes import openai as route
-    from service.arms import ARMS
+    from ragft.service.app.api.routes import openai as route
+    from ragft.service.arms import ARMS
 
     monkeypatch.setattr(route, "prompts_for", lambda arm, rt, queries: ([[{"role": "user", "content": "q"}]], 0, 0))
     released, started = [], threading.Event()

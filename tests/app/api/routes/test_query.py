@@ -2,8 +2,7 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
-
-from service.app.api.main import create_app
+from ragft.service.app.api.main import create_app
 
 
 @pytest.fixture

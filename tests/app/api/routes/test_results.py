@@ -2,8 +2,8 @@
 
 import pytest
 from fastapi.testclient import TestClient
+from ragft.service.app.api.main import create_app
 
-from service.app.api.main import create_app
 from tests.app.api.conftest import KEY
 from tests.stored_runs import SCRIPT
 
@@ -141,7 +141,7 @@ def test_a_reviewed_report_is_not_rendered_for_another_sites_page_nor_twice_at_o
     could start renders, and nothing stopped two at once."""
     import threading
 
-    from service.app.api.routes import results
+    from ragft.service.app.api.routes import results
 
     assert client.put("/v1/results/priced-b/reviews/base/k1", json={"correct": True, "reviewer": "Ada"}).is_success
     url = "/v1/results/priced-b/reviewed-report"

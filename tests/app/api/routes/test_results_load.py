@@ -9,12 +9,12 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
+from ragft.eval import store as store_module
+from ragft.eval.store import Store
+from ragft.eval.tasks import hash_tasks
+from ragft.service.app.api.main import create_app
+from ragft.service.app.api.routes import results
 
-from eval import store as store_module
-from eval.store import Store
-from eval.tasks import hash_tasks
-from service.app.api.main import create_app
-from service.app.api.routes import results
 from tests.app.api.conftest import KEY
 from tests.stored_runs import _answers, store_run
 
@@ -106,7 +106,7 @@ def test_footprint_is_near_what_python_allocates(stored_runs):
     import gc
     import tracemalloc
 
-    from eval.answers import row_views, score_run
+    from ragft.eval.reporting.answers import row_views, score_run
 
     store = Store(stored_runs.settings.database)
     score_run(store, "priced-a", stored_runs.settings)  # imports and first-use caches outside the measurement
@@ -194,10 +194,11 @@ def test_a_served_results_json_names_no_server_folder(stored_runs, tiny_models):
 
 @pytest.mark.parametrize("name", ["A\u200bda", "Ada\u2066x\u2069", "Ada \u202eevil", "Ada\u00adL", "A" * 81])
 def test_generated_rows_refuse_the_reviewer_names_answer_marks_refuse(stored_runs, settings, corpus, name):
-    """One check of a reviewer's name (eval.review.reviewer_name) for answer marks and generated rows alike."""
+    """One check of a reviewer's name (ragft.eval.reporting.review.reviewer_name) for answer marks and generated rows alike."""
     import json
 
-    from eval.generation_rows import GENERATED_FILE, read_generated
+    from ragft.eval.corpus.generation_rows import GENERATED_FILE, read_generated
+
     from tests.app.api.routes.test_generated import ROWS
 
     (corpus / "tasks" / GENERATED_FILE).write_text("".join(json.dumps(r | {"review": {"status": "pending"}}) + "\n"

@@ -3,11 +3,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
-
-from eval.families import FAMILIES
-from eval.store import Store
-from service.app.api.job_store import JobStore
-from service.app.api.main import create_app
+from ragft.eval.families import FAMILIES
+from ragft.eval.store import Store
+from ragft.service.app.api.job_store import JobStore
+from ragft.service.app.api.main import create_app
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +42,7 @@ RUN = {"arms": ["base", "rag"], "families": ["knowledge", "abstention"]}
 
 
 def test_a_run_goes_from_queued_to_done_and_its_report_downloads(settings, corpus, caplog):
-    caplog.set_level("INFO", logger="service.app.api.jobs")
+    caplog.set_level("INFO", logger="ragft.service.app.api.jobs")
     settings = slow(settings).model_copy(update={"generation": settings.generation})
     with TestClient(create_app(settings, corpus)) as client:
         started = client.post("/v1/runs", json=RUN)
@@ -172,10 +171,9 @@ def test_identical_submissions_share_a_job_the_queue_is_capped_and_listing_pages
 def test_an_identical_http_run_is_the_cli_run_and_answers_nothing_again(settings, corpus, monkeypatch):
     """A run over HTTP is named by its inputs as `ragft eval` names it: after it finished, the same request
     re-renders it from the stored answers (no arm is asked again); `fresh` answers again under a new id."""
+    from ragft.eval.running import runner
+    from ragft.service.app import cli
     from typer.testing import CliRunner
-
-    from eval import runner
-    from service.app import cli
 
     run = {"arms": ["base", "rag"], "families": ["knowledge"], "limit": 3}
     with TestClient(create_app(settings, corpus)) as client:

@@ -1,0 +1,1 @@
+"""Running: the run pipeline (rows, adapters, answers stored as they are made), the answer cache, early figures and progress, imported predictions, learning curves and tuning. Imports every other room."""

@@ -1,0 +1,1 @@
+"""Scoring and deciding: metrics per family, the chance baseline, statistics, verdicts, strata and the results a run's predictions score to, a learning curve's crossover. Imports the shared vocabulary (eval.families, ragft.eval.tasks, ragft.eval.spec, ragft.eval.curve_spec, ragft.eval.store) only."""
