@@ -264,3 +264,18 @@ def test_nothing_installs_or_imports_a_generic_top_level_name():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []  # fmt: skip
             bare += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in PACKAGES]
     assert bare == []
+
+
+def test_the_wheel_installs_one_top_level_name(tmp_path):
+    """What `pip install .` puts into site-packages: ragft and its dist-info, nothing named service, eval or corpora
+    (the wheel is what pip installs)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path),
+                    str(ROOT)], check=True, capture_output=True)  # fmt: skip
+    (wheel,) = tmp_path.glob("ragft-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"ragft"}
+    assert "ragft/eval/running/runner.py" in names and "ragft/service/app/ui/static/app.js" in names
